@@ -1,0 +1,29 @@
+# Everything the project needs is installed from here: a fresh machine needs only python3 and make.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+OUT    ?= out/demo
+
+.PHONY: demo test sample bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	bash runbooks/demo.sh $(OUT)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+sample: $(STAMP)
+	$(BIN)/python sample_data/generate.py
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/detect_scale.py
+
+clean:
+	rm -rf $(VENV) out

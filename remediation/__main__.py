@@ -1,0 +1,3 @@
+from remediation.cli import main
+
+main()
