@@ -1,0 +1,185 @@
+"""Anchor-slot extracts (any dialect) -> compact canonical device records plus a quarantine of row faults.
+
+A record is one device as one file states it. Certificate text is interned to integer ids on the way in, so the
+records stay small at national scale. Rows that fail a field check are kept (they are counted and reported as
+INVALID_INPUT) and each fault is written to the quarantine with file, row, field, reason and the raw value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from remediation.certificates import CertificateCatalog
+from remediation.config import EXTRACT_FIELDS_SLOT, EXTRACT_FIELDS_WIDE, Dialect, ExtractSource
+from remediation.identifiers import canonicalise_eui64_array, mpan_valid_array, mprn_valid_array
+from remediation.ingest.faults import FieldFaults, concat_quarantine, map_values, trim
+from remediation.ingest.tables import iter_batches
+from remediation.model import DEVICE_TYPES, EMPTY_SLOT, SLOTS
+
+RECORD_COLUMNS = [
+    "s1sp", "source_file", "source_row", "n_rows", "device_raw", "device_id", "device_type", "mpxn",
+    "ds", "ka", "extracted_at", "invalid", "conflict",
+]  # fmt: skip
+
+ProgressCallback = Callable[[str, int], None]
+
+
+@dataclass
+class ExtractRead:
+    records: pd.DataFrame  # RECORD_COLUMNS
+    quarantine: pd.DataFrame  # QUARANTINE_COLUMNS
+    rows_read: dict[str, int]  # file -> data rows read
+
+
+def parse_timestamps(col, fmt: str) -> pd.Series:
+    """Timestamps -> UTC datetimes; unparseable values become NaT. Distinct values are parsed once."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if pa.types.is_timestamp(arr.type):
+        s = pd.Series(arr.to_pandas())
+        return s.dt.tz_localize("UTC") if s.dt.tz is None else s.dt.tz_convert("UTC")
+    if fmt in ("epoch_seconds", "epoch_millis"):
+        nums = pd.Series(arr.to_pandas(), dtype="float64")
+        return pd.to_datetime(nums, unit="s" if fmt == "epoch_seconds" else "ms", utc=True, errors="coerce")
+    encoded = pc.dictionary_encode(pc.utf8_trim_whitespace(arr))
+    parsed = pd.to_datetime(pd.Series(encoded.dictionary.to_pylist(), dtype=object), utc=True, format="ISO8601", errors="coerce")
+    indices = encoded.indices.to_numpy(zero_copy_only=False)
+    return pd.Series(parsed.to_numpy()[np.nan_to_num(indices, nan=0).astype(np.int64)], dtype=parsed.dtype).where(
+        ~pd.isna(indices), pd.NaT
+    )
+
+
+def _check_certificates(faults: FieldFaults, ids: np.ndarray, texts, field: str, catalog: CertificateCatalog) -> None:
+    errors = np.array([f.error or "" for f in catalog.facts] + [""], dtype=object)
+    row_errors = errors[ids]  # EMPTY_SLOT (-1) picks the trailing ""
+    bad = row_errors != ""
+    faults.add(bad, field, np.char.add("undecodable certificate: ", row_errors.astype(str)) if bad.any() else "", texts)
+
+
+def _validate_batch(table: pa.Table, first_row: int, source: ExtractSource, catalog: CertificateCatalog) -> tuple[pd.DataFrame, FieldFaults]:
+    dialect = source.dialect
+    n = table.num_rows
+    rows = np.arange(first_row, first_row + n, dtype=np.int64)
+    faults = FieldFaults(str(source.path), source.s1sp, rows)
+
+    raw_id = trim(table.column("device_id"))
+    device_id = canonicalise_eui64_array(raw_id)
+    faults.add(device_id.is_null().to_numpy(zero_copy_only=False), "device_id", "not an EUI-64 (16 hex digits, hyphens optional)", raw_id)
+
+    s1sp = trim(table.column("s1sp"))
+    faults.add(~pc.fill_null(pc.equal(s1sp, source.s1sp), False).to_numpy(zero_copy_only=False), "s1sp",
+               f"S1SP code does not match the configured {source.s1sp}", s1sp)  # fmt: skip
+
+    raw_type = trim(table.column("device_type"))
+    device_type = map_values(raw_type, dialect.values.get("device_type", {}), DEVICE_TYPES)
+    faults.add(device_type.is_null().to_numpy(zero_copy_only=False), "device_type", "unknown device type (expected ESME or GSME)", raw_type)
+
+    mpxn = trim(table.column("mpxn"))
+    is_e = pc.fill_null(pc.equal(device_type, "ESME"), False).to_numpy(zero_copy_only=False)
+    is_g = pc.fill_null(pc.equal(device_type, "GSME"), False).to_numpy(zero_copy_only=False)
+    mpan_shape = pc.fill_null(pc.match_substring_regex(mpxn, r"^[0-9]{13}$"), False).to_numpy(zero_copy_only=False)
+    mpan_ok = mpan_valid_array(mpxn)
+    faults.add(is_e & ~mpan_shape, "mpxn", "not an MPAN core (13 digits)", mpxn)
+    faults.add(is_e & mpan_shape & ~mpan_ok, "mpxn", "MPAN core check digit is wrong", mpxn)
+    faults.add(is_g & ~mprn_valid_array(mpxn), "mpxn", "not an MPRN (6 to 10 digits)", mpxn)
+
+    extracted_at = parse_timestamps(table.column("extracted_at"), dialect.timestamp_format)
+    faults.add(extracted_at.isna().to_numpy(), "extracted_at", f"not a timestamp ({dialect.timestamp_format})", table.column("extracted_at").combine_chunks())
+
+    frame = {
+        "s1sp": source.s1sp,
+        "source_file": str(source.path),
+        "source_row": rows,
+        "device_raw": raw_id.to_pandas().to_numpy(),
+        "device_id": device_id.to_pandas().to_numpy(),
+        "device_type": device_type.to_pandas().to_numpy(),
+        "mpxn": mpxn.to_pandas().to_numpy(),
+        "extracted_at": extracted_at.to_numpy(),
+    }
+    if dialect.layout == "wide":
+        for slot_col, key in (("no_ds_cert", "ds"), ("no_ka_cert", "ka")):
+            texts = table.column(slot_col).combine_chunks()
+            ids = catalog.intern_array(texts)
+            _check_certificates(faults, ids, texts, slot_col, catalog)
+            frame[key] = ids
+    else:
+        raw_slot = trim(table.column("slot"))
+        slot = map_values(raw_slot, dialect.values.get("slot", {}), SLOTS)
+        faults.add(slot.is_null().to_numpy(zero_copy_only=False), "slot", "unknown anchor slot (expected NO_DS or NO_KA)", raw_slot)
+        texts = table.column("cert").combine_chunks()
+        ids = catalog.intern_array(texts)
+        _check_certificates(faults, ids, texts, "cert", catalog)
+        frame["slot"] = slot.to_pandas().to_numpy()
+        frame["cert"] = ids
+    frame["invalid"] = faults.any
+    return pd.DataFrame(frame), faults
+
+
+def _pivot_slot_records(df: pd.DataFrame) -> pd.DataFrame:
+    """One record per slot -> one record per device; disagreeing records for a device mark it a conflict."""
+    alone = df[df["device_id"].isna()].copy()  # no usable id: each row stands on its own
+    alone["ds"] = np.where(alone["slot"] == "NO_DS", alone["cert"], EMPTY_SLOT).astype(np.int32)
+    alone["ka"] = np.where(alone["slot"] == "NO_KA", alone["cert"], EMPTY_SLOT).astype(np.int32)
+    alone["n_rows"] = 1
+    alone["conflict"] = False
+
+    keyed = df[df["device_id"].notna()]
+    grouped = keyed.groupby("device_id", sort=False)
+    devices = grouped.agg(
+        s1sp=("s1sp", "first"), source_file=("source_file", "first"), source_row=("source_row", "min"),
+        n_rows=("source_row", "size"), device_raw=("device_raw", "first"), device_type=("device_type", "first"),
+        mpxn=("mpxn", "first"), extracted_at=("extracted_at", "max"), invalid=("invalid", "any"),
+    )  # fmt: skip
+    distinct = keyed.drop_duplicates(["device_id", "device_type", "mpxn", "slot", "cert"])
+    identity_clash = distinct.drop_duplicates(["device_id", "device_type", "mpxn"])["device_id"].duplicated(keep=False)
+    slot_clash = distinct.duplicated(["device_id", "slot"], keep=False)
+    clashing = set(distinct.loc[identity_clash[identity_clash].index, "device_id"]) | set(distinct.loc[slot_clash, "device_id"])
+    devices["conflict"] = devices.index.isin(list(clashing))
+    firsts = distinct.drop_duplicates(["device_id", "slot"]).set_index(["device_id", "slot"])["cert"]
+    for slot, key in (("NO_DS", "ds"), ("NO_KA", "ka")):
+        per_slot = firsts.xs(slot, level="slot") if slot in firsts.index.get_level_values("slot") else pd.Series(dtype=np.int32)
+        devices[key] = per_slot.reindex(devices.index).fillna(EMPTY_SLOT).astype(np.int32).to_numpy()
+    devices = devices.reset_index()
+    return pd.concat([alone[RECORD_COLUMNS], devices[RECORD_COLUMNS]], ignore_index=True)
+
+
+def read_extract(source: ExtractSource, catalog: CertificateCatalog, progress: ProgressCallback | None = None) -> ExtractRead:
+    canonical = EXTRACT_FIELDS_SLOT if source.dialect.layout == "slot_per_row" else EXTRACT_FIELDS_WIDE
+    frames, quarantine, rows = [], [], 0
+    for batch in iter_batches(source.path, source.dialect, canonical):
+        frame, faults = _validate_batch(batch.table, batch.first_row, source, catalog)
+        frames.append(frame)
+        quarantine.extend(faults.frames)
+        rows += batch.table.num_rows
+        if progress:
+            progress(str(source.path), batch.table.num_rows)
+    records = pd.concat(frames, ignore_index=True) if frames else _empty_records(source.dialect)
+    if source.dialect.layout == "slot_per_row":
+        records = _pivot_slot_records(records)
+    else:
+        records["n_rows"] = 1
+        records["conflict"] = False
+    return ExtractRead(records[RECORD_COLUMNS], concat_quarantine(quarantine), {str(source.path): rows})
+
+
+def _empty_records(dialect: Dialect) -> pd.DataFrame:
+    columns = [c for c in RECORD_COLUMNS if c not in ("n_rows", "conflict")]
+    if dialect.layout == "slot_per_row":
+        columns += ["slot", "cert"]
+    return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+
+
+def read_extracts(sources, catalog: CertificateCatalog, progress: ProgressCallback | None = None) -> ExtractRead:
+    reads = [read_extract(s, catalog, progress) for s in sources]
+    records = pd.concat([r.records for r in reads], ignore_index=True)
+    quarantine = concat_quarantine([r.quarantine for r in reads if len(r.quarantine)])
+    rows_read: dict[str, int] = {}
+    for r in reads:
+        for path, n in r.rows_read.items():
+            rows_read[path] = rows_read.get(path, 0) + n
+    return ExtractRead(records, quarantine, rows_read)

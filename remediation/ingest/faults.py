@@ -1,0 +1,59 @@
+"""Row-level field checks shared by every reader: a vector of faults per batch becomes quarantine rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+QUARANTINE_COLUMNS = ["file", "s1sp", "row", "field", "reason", "value"]
+_VALUE_CHARS = 80
+
+
+def trim(col) -> pa.Array:
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    return pc.utf8_trim_whitespace(arr.cast(pa.string()))
+
+
+def map_values(arr: pa.Array, mapping: dict[str, str], canonical: tuple[str, ...]) -> pa.Array:
+    """Dialect value map plus the canonical values themselves; anything else becomes null."""
+    full = {**{c: c for c in canonical}, **mapping}
+    keys = pa.array(list(full.keys()), pa.string())
+    values = pa.array(list(full.values()), pa.string())
+    return pc.take(values, pc.index_in(arr, value_set=keys))
+
+
+class FieldFaults:
+    """Collects field faults of one batch as vectors; becomes quarantine rows and a per-row invalid flag."""
+
+    def __init__(self, path: str, s1sp: str, rows: np.ndarray):
+        self.path, self.s1sp, self.rows = path, s1sp, rows
+        self.any = np.zeros(len(rows), dtype=bool)
+        self.frames: list[pd.DataFrame] = []
+
+    def add(self, mask: np.ndarray, field: str, reason, values: pa.Array) -> None:
+        mask = np.asarray(mask, dtype=bool)
+        if not mask.any():
+            return
+        self.any |= mask
+        shown = pc.utf8_slice_codeunits(pc.fill_null(values.cast(pa.string()), ""), 0, _VALUE_CHARS)
+        picked = pc.filter(shown, pa.array(mask)).to_pandas()
+        self.frames.append(
+            pd.DataFrame(
+                {
+                    "file": self.path,
+                    "s1sp": self.s1sp,
+                    "row": self.rows[mask],
+                    "field": field,
+                    "reason": reason[mask] if isinstance(reason, np.ndarray) else reason,
+                    "value": picked.to_numpy(),
+                }
+            )
+        )
+
+
+def concat_quarantine(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    if not frames:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in QUARANTINE_COLUMNS})
+    return pd.concat(frames, ignore_index=True).sort_values(["file", "row", "field"], kind="stable", ignore_index=True)

@@ -1,0 +1,85 @@
+"""Registered Data Provider extracts: which Network Operator is registered for each MPAN/MPRN, and when.
+
+Rows that fail a field check are kept with `invalid=True` (detection treats their MPxN as ambiguous rather
+than silently trusting the remaining rows) and each fault goes to the quarantine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from remediation.config import RDP_FIELDS, RdpSource
+from remediation.identifiers import mpan_valid_array, mprn_valid_array
+from remediation.ingest.faults import FieldFaults, concat_quarantine, map_values, trim
+from remediation.ingest.tables import iter_batches
+
+RDP_COLUMNS = ["mpxn", "fuel", "network_operator_id", "effective_from", "effective_to", "source_file", "source_row", "invalid"]
+
+
+@dataclass
+class RdpRead:
+    registrations: pd.DataFrame  # RDP_COLUMNS
+    quarantine: pd.DataFrame
+    rows_read: dict[str, int]
+
+
+def _dates(col: pa.Array, fmt: str) -> pa.Array:
+    return pc.cast(pc.strptime(col, format=fmt, unit="s", error_is_null=True), pa.date32())
+
+
+def _validate(table: pa.Table, first_row: int, source: RdpSource) -> tuple[pd.DataFrame, FieldFaults]:
+    rows = np.arange(first_row, first_row + table.num_rows, dtype=np.int64)
+    faults = FieldFaults(str(source.path), "RDP", rows)
+    mpxn = trim(table.column("mpxn"))
+    raw_fuel = trim(table.column("fuel"))
+    fuel = map_values(raw_fuel, source.dialect.values.get("fuel", {}), ("E", "G"))
+    faults.add(fuel.is_null().to_numpy(zero_copy_only=False), "fuel", "unknown fuel (expected E or G)", raw_fuel)
+    is_e = pc.fill_null(pc.equal(fuel, "E"), False).to_numpy(zero_copy_only=False)
+    is_g = pc.fill_null(pc.equal(fuel, "G"), False).to_numpy(zero_copy_only=False)
+    faults.add(is_e & ~mpan_valid_array(mpxn), "mpxn", "not a valid MPAN core (13 digits, check digit)", mpxn)
+    faults.add(is_g & ~mprn_valid_array(mpxn), "mpxn", "not an MPRN (6 to 10 digits)", mpxn)
+    no_id = trim(table.column("network_operator_id"))
+    faults.add(~pc.fill_null(pc.greater(pc.utf8_length(no_id), 0), False).to_numpy(zero_copy_only=False),
+               "network_operator_id", "empty network operator id", no_id)  # fmt: skip
+    raw_from = trim(table.column("effective_from"))
+    eff_from = _dates(raw_from, source.dialect.date_format)
+    faults.add(eff_from.is_null().to_numpy(zero_copy_only=False), "effective_from", f"not a date ({source.dialect.date_format})", raw_from)
+    raw_to = trim(table.column("effective_to"))
+    to_given = pc.fill_null(pc.greater(pc.utf8_length(raw_to), 0), False)
+    eff_to = _dates(pc.if_else(to_given, raw_to, pa.scalar(None, pa.string())), source.dialect.date_format)
+    to_given_np = to_given.to_numpy(zero_copy_only=False)
+    faults.add(to_given_np & eff_to.is_null().to_numpy(zero_copy_only=False), "effective_to", f"not a date ({source.dialect.date_format})", raw_to)
+    backwards = pc.fill_null(pc.less(eff_to, eff_from), False).to_numpy(zero_copy_only=False)
+    faults.add(backwards, "effective_to", "effective_to is before effective_from", raw_to)
+    frame = pd.DataFrame(
+        {
+            "mpxn": mpxn.to_pandas().to_numpy(),
+            "fuel": fuel.to_pandas().to_numpy(),
+            "network_operator_id": no_id.to_pandas().to_numpy(),
+            "effective_from": pd.to_datetime(eff_from.to_pandas()),
+            "effective_to": pd.to_datetime(eff_to.to_pandas()),
+            "source_file": str(source.path),
+            "source_row": rows,
+            "invalid": faults.any,
+        }
+    )
+    return frame, faults
+
+
+def read_rdp(sources) -> RdpRead:
+    frames, quarantine, rows_read = [], [], {}
+    for source in sources:
+        n = 0
+        for batch in iter_batches(source.path, source.dialect, RDP_FIELDS):
+            frame, faults = _validate(batch.table, batch.first_row, source)
+            frames.append(frame)
+            quarantine.extend(faults.frames)
+            n += batch.table.num_rows
+        rows_read[str(source.path)] = rows_read.get(str(source.path), 0) + n
+    registrations = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=RDP_COLUMNS)
+    return RdpRead(registrations[RDP_COLUMNS], concat_quarantine(quarantine), rows_read)
