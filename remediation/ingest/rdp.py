@@ -29,7 +29,13 @@ class RdpRead:
 
 
 def _dates(col: pa.Array, fmt: str) -> pa.Array:
-    return pc.cast(pc.strptime(col, format=fmt, unit="s", error_is_null=True), pa.date32())
+    """Text dates -> date32, null where not a real date. Arrow's strptime rolls 31/02 over to 3 March, so each
+    distinct value is parsed strictly by pandas instead; there are few distinct dates even in a national file."""
+    encoded = pc.dictionary_encode(col)
+    distinct = pd.Series(encoded.dictionary.to_pylist(), dtype=object)
+    parsed = pd.to_datetime(distinct, format=fmt, errors="coerce")
+    as_dates = pa.array(parsed.dt.date.where(parsed.notna(), None), pa.date32())
+    return pc.take(as_dates, encoded.indices)
 
 
 def _validate(table: pa.Table, first_row: int, source: RdpSource) -> tuple[pd.DataFrame, FieldFaults]:

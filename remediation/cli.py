@@ -1,0 +1,84 @@
+"""The `remediation` command: parse arguments, call one pipeline function, render. Nothing else lives here."""
+
+from __future__ import annotations
+
+import sys
+from datetime import date
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from remediation import __version__, pipeline
+from remediation.errors import EXIT_ATTENTION, RemediationError
+from remediation.report import terminal
+
+
+class RemediationGroup(click.Group):
+    """Catches the user-error family once: one line on stderr, the contract's exit code, no traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except RemediationError as exc:
+            click.echo(f"remediation: error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+def _as_of(ctx, param, value: str | None) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter("expected a date as YYYY-MM-DD") from None
+
+
+class _RowProgress:
+    """A rich progress line per input file, on stderr, counting rows as batches arrive."""
+
+    def __init__(self, console: Console):
+        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed:,} rows"),
+                                 TimeElapsedColumn(), console=console, transient=True)  # fmt: skip
+        self.tasks: dict[str, int] = {}
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.progress.__exit__(*exc)
+
+    def __call__(self, path: str, rows: int) -> None:
+        if path not in self.tasks:
+            self.tasks[path] = self.progress.add_task(f"reading {Path(path).name}", total=None)
+        self.progress.advance(self.tasks[path], rows)
+
+
+config_option = click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+                             help="Case file (TOML) naming the extracts, RDP, registry, PKI and policy.")  # fmt: skip
+as_of_option = click.option("--as-of", callback=_as_of, metavar="YYYY-MM-DD",
+                            help="Judge registrations and certificate validity on this date (default: the case's, else today).")  # fmt: skip
+
+
+@click.group(cls=RemediationGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="remediation")
+def main() -> None:
+    """MP107 Requirement 2: find and correct SMETS1 devices whose NO anchor slots hold another organisation's certificate."""
+
+
+@main.command()
+@config_option
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Directory for the findings.")
+@as_of_option
+def detect(config_path: Path, out_dir: Path, as_of: date | None) -> None:
+    """Classify every device in the extracts into exactly one finding category."""
+    err = Console(stderr=True)
+    with _RowProgress(err) as progress:
+        result = pipeline.run_detect(config_path, out_dir, as_of, progress)
+    terminal.print_detect(result.summary, out_dir)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

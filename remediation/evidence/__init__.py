@@ -1,0 +1,1 @@
+"""Evidence: hashes, the hash-chained journal and signed audit exports."""

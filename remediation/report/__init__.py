@@ -1,0 +1,1 @@
+"""Renderers for results: terminal (rich), HTML, Markdown and JSON."""

@@ -1,0 +1,64 @@
+"""Terminal summaries with rich: what an operator reads first after each command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from remediation.model import CATEGORIES, Category
+
+_STYLE = {
+    Category.INVALID_INPUT.value: "red", Category.DUPLICATE_CONFLICT.value: "red", Category.WRONG_NO.value: "bold yellow",
+    Category.OK.value: "green",
+}  # fmt: skip
+
+
+def detect_table(summary: dict) -> Table:
+    s1sps = list(summary["devices_by_s1sp"])
+    table = Table(title=f"Devices by category and S1SP — case {summary['case']}, as of {summary['as_of']}", title_justify="left")
+    table.add_column("category")
+    for s in s1sps:
+        table.add_column(s, justify="right")
+    table.add_column("devices", justify="right", style="bold")
+    table.add_column("rows", justify="right")
+    for category in CATEGORIES:
+        cells = [str(summary["devices_by_s1sp"][s][category]) for s in s1sps]
+        style = _STYLE.get(category, "")
+        table.add_row(category, *cells, str(summary["devices_by_category"][category]), str(summary["rows_by_category"][category]), style=style)
+    table.add_section()
+    totals = [str(sum(summary["devices_by_s1sp"][s].values())) for s in s1sps]
+    table.add_row("total", *totals, str(summary["devices"]), str(summary["rows_read"]["extracts"]), style="bold")
+    return table
+
+
+def matrix_table(summary: dict, limit: int = 12) -> Table | None:
+    rows = summary["wrong_owner_matrix"]
+    if not rows:
+        return None
+    table = Table(title="WRONG_NO: slot owner → registered owner (first wrong slot)", title_justify="left")
+    table.add_column("slot holds")
+    table.add_column("registered NO")
+    table.add_column("devices", justify="right")
+    for row in rows[:limit]:
+        table.add_row(row["wrong_owner"], row["expected_owner"], str(row["devices"]))
+    if len(rows) > limit:
+        table.add_row(f"… {len(rows) - limit} more pairs in summary.json", "", str(sum(r["devices"] for r in rows[limit:])))
+    return table
+
+
+def print_detect(summary: dict, out_dir: Path, console: Console | None = None) -> None:
+    console = console or Console()
+    console.print(detect_table(summary))
+    matrix = matrix_table(summary)
+    if matrix is not None:
+        console.print(matrix)
+    files = ", ".join(f"{Path(f['path']).name} {f['rows_read']}" for f in summary["files"])
+    q = summary["quarantine"]
+    console.print(f"rows read: {files}")
+    console.print(
+        f"quarantine: {q['issues']} issue(s) on {q['extract_rows']} extract row(s) and {q['rdp_rows']} RDP row(s); "
+        f"every extract row is in exactly one category (reconciled)"
+    )
+    console.print(f"wrote findings.parquet, findings.csv, quarantine.csv, summary.json to {out_dir}")
