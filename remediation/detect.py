@@ -115,8 +115,11 @@ def _registration(devices: pd.DataFrame, registrations: pd.DataFrame, as_of: dat
     out = devices.merge(per_mpxn.reset_index(), how="left", on=["mpxn", "fuel"])
     out["rdp_count"] = out["rdp_count"].fillna(0).astype(np.int64)
     # A rejected RDP row could be the registration that counts: never trust the rest of that MPxN's history.
+    # A rejected row of the other fuel does not touch this device; one whose fuel is unreadable touches both.
     rejected = registrations[registrations["invalid"].astype(bool) & registrations["mpxn"].notna()]
-    out["rdp_rejected"] = out["mpxn"].isin(rejected["mpxn"].unique())
+    same_fuel = out[["mpxn", "fuel"]].merge(rejected[["mpxn", "fuel"]].drop_duplicates(), how="left", indicator=True)["_merge"] == "both"
+    any_fuel = out["mpxn"].isin(rejected.loc[rejected["fuel"].isna(), "mpxn"].unique())
+    out["rdp_rejected"] = same_fuel.to_numpy() | any_fuel.to_numpy()
     if out["rdp_rejected"].any():
         where = (file_names(rejected["source_file"]) + " row " + rejected["source_row"].astype(str)).groupby(rejected["mpxn"]).agg("; ".join)
         hit = out["rdp_rejected"].to_numpy()
