@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from remediation.config import Policy
-from remediation.model import CATEGORIES, EMPTY_SLOT, FINDING_COLUMNS, ROLE_NETWORK_OPERATOR, Category
+from remediation.model import CATEGORIES, EMPTY_SLOT, FINDING_COLUMNS, ROLE_NAMES, ROLE_NETWORK_OPERATOR, Category
 
 # Per-slot verdicts, most serious first; a slot gets the first that applies.
 VERDICTS = ("EMPTY", "UNDECODABLE", "OTHER_ORG", "NOT_NO_ROLE", "UNTRUSTED", "KEY_USAGE", "EXPIRED", "REVOKED", "OK")
@@ -31,7 +31,7 @@ _VERDICT_TEXT = {
     "OK": "the registered NO's certificate",
 }
 FINDINGS_EXTRA = [
-    "registered_no", "ds_fingerprint", "ka_fingerprint", "ds_verdict", "ka_verdict",
+    "registered_no", "ds_fingerprint", "ka_fingerprint", "ds_verdict", "ka_verdict", "ds_role", "ka_role",
     "source_file", "source_row", "rows", "extracted_at",
 ]  # fmt: skip
 FUEL = {"ESME": "E", "GSME": "G"}
@@ -228,6 +228,8 @@ def find_wrong_devices(
             "ka_fingerprint": table.fingerprint[devices["ka"].to_numpy(dtype=np.int64)],
             "ds_verdict": ds_verdict,
             "ka_verdict": ka_verdict,
+            "ds_role": table.role[devices["ds"].to_numpy(dtype=np.int64)],
+            "ka_role": table.role[devices["ka"].to_numpy(dtype=np.int64)],
             "source_file": file_names(devices["source_file"]).to_numpy(),
             "source_row": devices["source_row"].to_numpy(dtype=np.int64),
             "rows": devices["rows"].to_numpy(dtype=np.int64),
@@ -254,22 +256,23 @@ def wrong_owner_matrix(findings: pd.DataFrame, labels: dict[str, str]) -> list[d
     wrong = findings[findings["category"] == Category.WRONG_NO.value]
     if wrong.empty:
         return []
-    ds_wrong = wrong["ds_verdict"].isin(WRONG_VERDICTS)
-    owner = np.where(ds_wrong, wrong["slot_ds_owner"], wrong["slot_ka_owner"])
-    verdict = np.where(ds_wrong, wrong["ds_verdict"], wrong["ka_verdict"])
-    counts = (
-        pd.DataFrame({"owner": owner, "verdict": verdict, "expected": wrong["expected_owner"].to_numpy()})
-        .groupby(["owner", "verdict", "expected"], dropna=False)
-        .size()
-        .reset_index(name="devices")
+    ds_wrong = wrong["ds_verdict"].isin(WRONG_VERDICTS).to_numpy()
+    frame = pd.DataFrame(
+        {
+            "owner": np.where(ds_wrong, wrong["slot_ds_owner"], wrong["slot_ka_owner"]),
+            "role": np.where(ds_wrong, wrong["ds_role"], wrong["ka_role"]),
+            "verdict": np.where(ds_wrong, wrong["ds_verdict"], wrong["ka_verdict"]),
+            "expected": wrong["expected_owner"].to_numpy(),
+        }
     )
+    counts = frame.groupby(["owner", "role", "verdict", "expected"], dropna=False).size().reset_index(name="devices")
     rows = []
     for r in counts.itertuples(index=False):
-        owner_label = labels.get(r.owner, r.owner)
+        owner_label = labels.get(r.owner, r.owner or "no entity id")
+        if r.role != ROLE_NETWORK_OPERATOR:
+            owner_label += f" ({ROLE_NAMES.get(int(r.role), f'role {int(r.role):02X}')} certificate)"
         if r.verdict == "UNTRUSTED":
             owner_label += " (untrusted issuer)"
-        elif r.verdict == "NOT_NO_ROLE":
-            owner_label += " (not an NO certificate)"
-        rows.append({"wrong_owner": owner_label, "wrong_entity": r.owner, "expected_owner": labels.get(r.expected, r.expected),
+        rows.append({"wrong_owner": owner_label, "wrong_entity": r.owner, "wrong_role": int(r.role), "expected_owner": labels.get(r.expected, r.expected),
                      "expected_entity": r.expected, "devices": int(r.devices)})  # fmt: skip
     return sorted(rows, key=lambda d: (-d["devices"], d["wrong_owner"], d["expected_owner"]))
