@@ -80,5 +80,38 @@ def detect(config_path: Path, out_dir: Path, as_of: date | None) -> None:
     terminal.print_detect(result.summary, out_dir)
 
 
+def _default_user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return ""
+
+
+@main.command()
+@config_option
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="New directory for the plan.")
+@as_of_option
+@click.option("--s1sp", "s1sps", multiple=True, metavar="CODE", help="Plan only this S1SP (repeatable).")
+@click.option("--by", "planner", default=_default_user, show_default="the login name", help="Who makes the plan (may not approve it).")
+def plan(config_path: Path, out_dir: Path, as_of: date | None, s1sps: tuple[str, ...], planner: str) -> None:
+    """Detect, then write a correction plan for the WRONG_NO devices, sealed with a plan hash."""
+    err = Console(stderr=True)
+    with _RowProgress(err) as progress:
+        result = pipeline.run_plan(config_path, out_dir, planner=planner, as_of=as_of, s1sps=s1sps, progress=progress)
+    terminal.print_plan(result.document, result.directory)
+
+
+@main.command()
+@click.argument("plan_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--by", "approver", required=True, help="Who approves (must differ from the planner).")
+@click.option("--note", default="", help="Free text kept with the approval (change ticket, review notes).")
+def approve(plan_dir: Path, approver: str, note: str) -> None:
+    """Approve a plan: binds the approver to the plan hash after checking the plan and its inputs are unchanged."""
+    approval = pipeline.run_approve(plan_dir, approver, note)
+    Console().print(f"approved plan {approval['plan_hash'][:16]}… ({approval['devices']} devices) by {approval['approved_by']} at {approval['approved_at']}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

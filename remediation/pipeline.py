@@ -13,8 +13,8 @@ from remediation import __version__
 from remediation.certificates import CertificateCatalog
 from remediation.config import CaseConfig, load_case
 from remediation.detect import find_wrong_devices, wrong_owner_matrix
-from remediation.errors import SafetyRefusal
-from remediation.evidence.hashing import sha256_file
+from remediation.errors import InputError, SafetyRefusal
+from remediation.evidence.hashing import sha256_file, sha256_json
 from remediation.ingest.extracts import ExtractRead, read_extracts
 from remediation.ingest.faults import QUARANTINE_COLUMNS, concat_quarantine
 from remediation.ingest.pki import load_org_cas, load_orl
@@ -22,6 +22,7 @@ from remediation.ingest.rdp import RdpRead, read_rdp
 from remediation.ingest.registry import Registry, load_registry
 from remediation.model import CATEGORIES, S1SPS
 from remediation.outputs import prepare_dir, write_csv, write_json, write_parquet
+from remediation.plan import PLAN_SCHEMA, approvals_path, build_plan, check_fresh, load_plan, make_approval, plan_counts, read_approvals, seal
 
 ProgressCallback = Callable[[str, int], None]
 SUMMARY_SCHEMA = "remediation/detect-summary/1"
@@ -131,3 +132,62 @@ def run_detect(config_path: str | Path, out_dir: str | Path, as_of: date | None 
     write_csv(out / "quarantine.csv", result.quarantine[QUARANTINE_COLUMNS])
     write_json(out / "summary.json", result.summary)
     return result
+
+
+# ------------------------------------------------------------------------------------------------ plan / approve
+
+
+@dataclass
+class PlanResult:
+    directory: Path
+    document: dict
+    rows: pd.DataFrame
+    detect: DetectResult
+
+
+def run_plan(config_path: str | Path, out_dir: str | Path, *, planner: str, as_of: date | None = None, s1sps: tuple[str, ...] = (),
+             progress: ProgressCallback | None = None) -> PlanResult:  # fmt: skip
+    config = load_case(config_path)
+    for code in s1sps:
+        if code not in S1SPS:
+            raise InputError(f"unknown S1SP {code!r} (expected one of {', '.join(S1SPS)})", field="--s1sp")
+    out = prepare_dir(out_dir)
+    if (out / "plan.json").exists():
+        raise InputError("already holds a plan; plans are never overwritten (choose a new directory)", file=str(out))
+    result = detect_case(load_case_data(config, as_of, progress))
+    rows = build_plan(result.findings, result.case.registry, result.case.catalog, result.case.as_of, config.policy, tuple(sorted(s1sps)))
+    outputs = {
+        "findings.parquet": write_parquet(out / "findings.parquet", result.findings),
+        "quarantine.csv": write_csv(out / "quarantine.csv", result.quarantine[QUARANTINE_COLUMNS]),
+        "summary.json": write_json(out / "summary.json", result.summary),
+        "plan.parquet": write_parquet(out / "plan.parquet", rows),
+    }
+    write_csv(out / "plan.csv", rows.drop(columns=["target_ds_cert", "target_ka_cert"]))  # for people; the parquet is the plan
+    document = seal(
+        {
+            "schema": PLAN_SCHEMA,
+            "tool_version": __version__,
+            "case": config.name,
+            "as_of": result.case.as_of.isoformat(),
+            "planned_by": planner,
+            "s1sp_filter": sorted(s1sps),
+            "policy": vars(config.policy),
+            "inputs": [{k: f[k] for k in ("role", "s1sp", "path", "sha256", "rows_read")} for f in result.summary["files"]],
+            "config_files": result.summary["config_files"],
+            "config_sha256": sha256_json(result.summary["config_files"]),
+            "endpoints": {code: {"base_url": ep.base_url, "rate_per_second": ep.rate_per_second, "concurrency": ep.concurrency}
+                          for code, ep in sorted(config.endpoints.items())},  # fmt: skip
+            "counts": plan_counts(rows),
+            "outputs": {name: sha256_file(path) for name, path in outputs.items()},
+        }
+    )
+    write_json(out / "plan.json", document)
+    return PlanResult(out, document, rows, result)
+
+
+def run_approve(plan_dir: str | Path, approver: str, note: str = "") -> dict:
+    plan = load_plan(plan_dir)
+    check_fresh(plan)
+    approval = make_approval(plan, approver, note)
+    write_json(approvals_path(plan.directory), {"approvals": [*read_approvals(plan.directory), approval]})
+    return approval

@@ -84,6 +84,7 @@ class CaseFiles:
     rdp: list = field(default_factory=list)
     revoked: list = field(default_factory=list)
     policy: dict = field(default_factory=dict)
+    registry_certs: dict = field(default_factory=dict)  # (NO id, "DS"|"KA") -> DER replacing its current certificate
 
     def device(self, device_id: str, mpxn: str, ds=None, ka=None, *, device_type: str = "ESME", s1sp: str = "MOC",
                extracted_at: str = "2026-05-31T02:00:00Z") -> dict:  # fmt: skip
@@ -108,7 +109,7 @@ class CaseFiles:
         registry = []
         for no, (fuel, entity) in OPERATORS.items():
             for usage in ("DS", "KA"):
-                (root / "pki" / f"{no}-{usage}.pem").write_text(pem_of(no_cert(no, usage)))
+                (root / "pki" / f"{no}-{usage}.pem").write_text(pem_of(self.registry_certs.get((no, usage)) or no_cert(no, usage)))
             registry.append(f'[[network_operator]]\nid = "{no}"\nfuel = "{fuel}"\nentity_id = "{entity}"\n'
                             f'ds_certificate = "pki/{no}-DS.pem"\nka_certificate = "pki/{no}-KA.pem"\n')  # fmt: skip
         (root / "registry.toml").write_text("\n".join(registry))
@@ -128,6 +129,9 @@ class CaseFiles:
 
     def detect(self, as_of: date | None = None) -> pipeline.DetectResult:
         return pipeline.run_detect(self.write(), self.root / "out", as_of)
+
+    def plan(self, out: str = "plan", planner: str = "alice", **kw) -> pipeline.PlanResult:
+        return pipeline.run_plan(self.write(), self.root / out, planner=planner, **kw)
 
 
 def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:

@@ -62,3 +62,37 @@ def print_detect(summary: dict, out_dir: Path, console: Console | None = None) -
         f"every extract row is in exactly one category (reconciled)"
     )
     console.print(f"wrote findings.parquet, findings.csv, quarantine.csv, summary.json to {out_dir}")
+
+
+def print_plan(document: dict, out_dir: Path, console: Console | None = None) -> None:
+    console = console or Console()
+    counts = document["counts"]
+    table = Table(title=f"Correction plan — {counts['devices']} devices, as of {document['as_of']}", title_justify="left")
+    table.add_column("S1SP")
+    table.add_column("devices", justify="right")
+    table.add_column("rate /s", justify="right")
+    table.add_column("est. apply time", justify="right")
+    for s1sp, n in counts["by_s1sp"].items():
+        rate = document["endpoints"].get(s1sp, {}).get("rate_per_second")
+        table.add_row(s1sp, str(n), f"{rate:g}" if rate else "-", format_duration(estimate_seconds(n, rate)) if rate else "-")
+    console.print(table)
+    console.print(f"plan hash {document['plan_hash']}  planned by {document['planned_by'] or '(unknown)'}")
+    console.print(f"wrote plan.parquet, plan.csv, plan.json, findings.parquet, summary.json to {out_dir}; next: remediation approve {out_dir} --by NAME")
+
+
+REQUESTS_PER_DEVICE = 3  # read, conditional write, read back
+
+
+def estimate_seconds(devices: int, rate_per_second: float | None) -> float | None:
+    if not rate_per_second:
+        return None
+    return devices * REQUESTS_PER_DEVICE / rate_per_second
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"

@@ -1,0 +1,226 @@
+"""Correction plans: which devices to write, what they must hold now, what they get; hashes, approval, staleness.
+
+Pure apart from the small `load_*` / `check_*` helpers at the bottom that read a plan directory. A plan row's
+`expected_*` fingerprints are the compare-and-swap precondition apply checks before writing; the `target_*` columns
+are the registered NO's current certificates. The operation id depends only on the device and the targets, so
+re-planning the same correction gives the same id and the S1SP's idempotency keeps a write from happening twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from remediation.certificates import CertificateCatalog, CertificateFacts
+from remediation.config import Policy
+from remediation.errors import InputError, SafetyRefusal
+from remediation.evidence.hashing import sha256_file, sha256_json
+from remediation.ingest.registry import NetworkOperator, Registry
+from remediation.model import ROLE_NETWORK_OPERATOR, Category
+
+PLAN_SCHEMA = "remediation/plan/1"
+APPROVAL_SCHEMA = "remediation/approval/1"
+OPERATION_PREFIX = "mp107r2-"
+PLAN_COLUMNS = [
+    "operation_id", "device_id", "s1sp", "device_type", "mpxn", "category", "registered_no",
+    "expected_ds_fingerprint", "expected_ka_fingerprint", "target_ds_fingerprint", "target_ka_fingerprint",
+    "target_ds_cert", "target_ka_cert", "source_file", "source_row",
+]  # fmt: skip
+
+
+class StalePlan(SafetyRefusal):
+    """An input or config file changed since the plan was made."""
+
+
+class PlanTampered(SafetyRefusal):
+    """plan.json or plan.parquet no longer match the plan hash."""
+
+
+class NotApproved(SafetyRefusal):
+    """No valid approval for this plan."""
+
+
+def operation_ids(device_ids: pd.Series, target_ds: pd.Series, target_ka: pd.Series) -> np.ndarray:
+    """sha256(device id, target DS fingerprint, target KA fingerprint), as a stable idempotency key."""
+    keys = device_ids.astype(str) + "|" + target_ds.astype(str) + "|" + target_ka.astype(str)
+    return np.array([OPERATION_PREFIX + hashlib.sha256(k.encode()).hexdigest()[:40] for k in keys], dtype=object)
+
+
+def target_problems(operator: NetworkOperator, facts: CertificateFacts, usage: str, as_of: date, revoked: frozenset[str]) -> list[str]:
+    """Why a registry certificate must not be written to a device's slot; empty when it is fit."""
+    if facts.error:
+        return [facts.error]
+    problems = []
+    if facts.entity_id != operator.entity_id:
+        problems.append(f"subject entity {facts.entity_id} is not the NO's {operator.entity_id}")
+    if facts.role != ROLE_NETWORK_OPERATOR:
+        problems.append(f"role {facts.role:02X} is not networkOperator (03)" if facts.role is not None else "no role")
+    if facts.key_usage != usage:
+        problems.append(f"key usage {facts.key_usage}, expected {usage}")
+    if not facts.chains_to_org_ca:
+        problems.append("not issued by the configured Organisation CA")
+    if not facts.valid_throughout(as_of):
+        problems.append(f"not valid on {as_of} (valid {facts.not_before:%Y-%m-%d} to {facts.not_after:%Y-%m-%d})")
+    if facts.serial in revoked:
+        problems.append(f"revoked (serial {facts.serial} is on the ORL)")
+    return problems
+
+
+def check_targets(operators: list[NetworkOperator], catalog: CertificateCatalog, as_of: date) -> None:
+    """Refuse (exit 3) if any replacement certificate the plan would write is unfit, naming NO and file."""
+    for op in operators:
+        for usage, cert_id, path in (("DS", op.ds_cert_id, op.ds_path), ("KA", op.ka_cert_id, op.ka_path)):
+            problems = target_problems(op, catalog.facts[cert_id], usage, as_of, catalog.revoked_serials)
+            if problems:
+                raise SafetyRefusal(f"refusing to plan: replacement {usage} certificate of network operator {op.id} ({path}) is unfit: {'; '.join(problems)}")
+
+
+def plannable(findings: pd.DataFrame, policy: Policy) -> pd.Series:
+    wanted = [Category.WRONG_NO.value] + ([Category.KEY_USAGE_MISMATCH.value] if policy.correct_key_usage_mismatch else [])
+    return findings["category"].isin(wanted)
+
+
+def build_plan(findings: pd.DataFrame, registry: Registry, catalog: CertificateCatalog, as_of: date, policy: Policy,
+               s1sps: tuple[str, ...] = ()) -> pd.DataFrame:  # fmt: skip
+    """Findings -> plan rows, one per device to correct, sorted by S1SP then device id."""
+    chosen = findings[plannable(findings, policy)]
+    if s1sps:
+        chosen = chosen[chosen["s1sp"].isin(s1sps)]
+    operators = registry.by_id()
+    used = [operators[no] for no in sorted(chosen["registered_no"].unique())]
+    check_targets(used, catalog, as_of)
+    targets = pd.DataFrame(
+        {
+            "registered_no": [o.id for o in used],
+            "target_ds_fingerprint": [catalog.facts[o.ds_cert_id].fingerprint for o in used],
+            "target_ka_fingerprint": [catalog.facts[o.ka_cert_id].fingerprint for o in used],
+            "target_ds_cert": [catalog.facts[o.ds_cert_id].b64() for o in used],
+            "target_ka_cert": [catalog.facts[o.ka_cert_id].b64() for o in used],
+        },
+        columns=["registered_no", "target_ds_fingerprint", "target_ka_fingerprint", "target_ds_cert", "target_ka_cert"],
+    )
+    plan = chosen.merge(targets, how="left", on="registered_no")
+    plan = plan.rename(columns={"ds_fingerprint": "expected_ds_fingerprint", "ka_fingerprint": "expected_ka_fingerprint"})
+    plan["operation_id"] = operation_ids(plan["device_id"], plan["target_ds_fingerprint"], plan["target_ka_fingerprint"])
+    plan = plan.sort_values(["s1sp", "device_id"], kind="stable", ignore_index=True)
+    for col in PLAN_COLUMNS:
+        if col != "source_row":
+            plan[col] = plan[col].astype(object).where(plan[col].notna(), "")
+    plan["source_row"] = plan["source_row"].astype(np.int64)
+    return plan[PLAN_COLUMNS]
+
+
+# ------------------------------------------------------------------------------------------------ plan.json
+
+
+def plan_counts(plan: pd.DataFrame) -> dict:
+    return {
+        "devices": int(len(plan)),
+        "by_s1sp": {k: int(v) for k, v in plan.groupby("s1sp").size().sort_index().items()},
+        "by_registered_no": {k: int(v) for k, v in plan.groupby("registered_no").size().sort_index().items()},
+        "by_category": {k: int(v) for k, v in plan.groupby("category").size().sort_index().items()},
+    }
+
+
+def seal(document: dict) -> dict:
+    """Add the plan hash: SHA-256 over the canonical JSON of everything else in plan.json."""
+    body = {k: v for k, v in document.items() if k != "plan_hash"}
+    return {**body, "plan_hash": sha256_json(body)}
+
+
+@dataclass(frozen=True)
+class LoadedPlan:
+    directory: Path
+    document: dict
+    rows: pd.DataFrame
+
+    @property
+    def plan_hash(self) -> str:
+        return self.document["plan_hash"]
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError("not found (is this a plan directory?)", file=str(path)) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PlanTampered(f"{path}: not valid JSON ({exc})") from None
+
+
+def load_plan(directory: str | Path) -> LoadedPlan:
+    """Read a plan directory and prove it is the plan that was hashed: plan.json's hash and plan.parquet's SHA-256."""
+    directory = Path(directory)
+    document = _read_json(directory / "plan.json")
+    if document.get("schema") != PLAN_SCHEMA:
+        raise InputError(f"not a plan (schema {document.get('schema')!r})", file=str(directory / "plan.json"))
+    if seal(document)["plan_hash"] != document.get("plan_hash"):
+        raise PlanTampered(f"{directory / 'plan.json'} was altered after planning: its content does not match plan_hash")
+    parquet = directory / "plan.parquet"
+    if not parquet.exists() or sha256_file(parquet) != document["outputs"]["plan.parquet"]:
+        raise PlanTampered(f"{parquet} was altered after planning: SHA-256 differs from plan.json")
+    return LoadedPlan(directory, document, pd.read_parquet(parquet))
+
+
+def check_fresh(plan: LoadedPlan) -> None:
+    """Refuse a stale plan: every input and config file must still hash as it did when planned."""
+    for entry in plan.document["inputs"] + plan.document["config_files"]:
+        path = Path(entry["path"])
+        if not path.exists():
+            raise StalePlan(f"stale plan {plan.directory}: {path} no longer exists")
+        if sha256_file(path) != entry["sha256"]:
+            raise StalePlan(f"stale plan {plan.directory}: {path} changed since planning (SHA-256 differs); re-run plan and approval")
+
+
+# ------------------------------------------------------------------------------------------------ approval
+
+
+def approvals_path(plan_dir: Path) -> Path:
+    return Path(plan_dir) / "approvals.json"
+
+
+def read_approvals(plan_dir: Path) -> list[dict]:
+    path = approvals_path(plan_dir)
+    if not path.exists():
+        return []
+    data = _read_json(path)
+    return data.get("approvals", [])
+
+
+def make_approval(plan: LoadedPlan, approver: str, note: str = "", now: datetime | None = None) -> dict:
+    approver = approver.strip()
+    if not approver:
+        raise InputError("an approver name is required", field="--by")
+    planner = plan.document.get("planned_by", "")
+    if approver.casefold() == planner.casefold():
+        raise SafetyRefusal(f"refusing approval: {approver!r} made this plan; the approver must be someone else")
+    if any(a["approved_by"].casefold() == approver.casefold() and a["plan_hash"] == plan.plan_hash for a in read_approvals(plan.directory)):
+        raise InputError(f"{approver!r} has already approved this plan", field="--by")
+    when = (now or datetime.now(timezone.utc)).isoformat(timespec="seconds")
+    body = {"schema": APPROVAL_SCHEMA, "plan_hash": plan.plan_hash, "approved_by": approver, "approved_at": when, "note": note,
+            "devices": plan.document["counts"]["devices"]}  # fmt: skip
+    return {**body, "approval_hash": sha256_json(body)}
+
+
+def valid_approvals(plan: LoadedPlan) -> list[dict]:
+    good = []
+    for a in read_approvals(plan.directory):
+        body = {k: v for k, v in a.items() if k != "approval_hash"}
+        if a.get("plan_hash") == plan.plan_hash and sha256_json(body) == a.get("approval_hash") and a.get("approved_by", "").casefold() != plan.document.get("planned_by", "").casefold():
+            good.append(a)
+    return good
+
+
+def check_approved(plan: LoadedPlan) -> list[dict]:
+    good = valid_approvals(plan)
+    if not good:
+        recorded = read_approvals(plan.directory)
+        why = "it has no approval" if not recorded else "its approvals are for another plan hash or were altered"
+        raise NotApproved(f"refusing: plan {plan.directory} (hash {plan.plan_hash[:12]}…) is not approved: {why}; run `remediation approve`")
+    return good

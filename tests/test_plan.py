@@ -1,0 +1,240 @@
+"""Plans: determinism, operation ids, refusal of unfit replacement certificates, approval and staleness."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from remediation import pipeline
+from remediation.cli import main
+from remediation.errors import SafetyRefusal
+from remediation.plan import NotApproved, PlanTampered, StalePlan, check_approved, check_fresh, load_plan
+from tests.support import REPO, STRANGER, CaseFiles, cert, mpan, no_cert, revoked_serial
+
+
+def wrong_case(tmp_path, n: int = 5) -> CaseFiles:
+    case = CaseFiles(tmp_path)
+    for i in range(n):
+        m = mpan(12, 1000 + i)
+        case.device(f"00-1D-00-00-00-00-10-{i:02X}", m, no_cert("BBBB", "DS"), no_cert("BBBB", "KA"))
+        case.register(m, "AAAA")
+    ok = mpan(12, 2000)
+    case.device("00-1D-00-00-00-00-20-00", ok, no_cert("AAAA", "DS"), no_cert("AAAA", "KA"))
+    case.register(ok, "AAAA")
+    swapped = mpan(12, 2001)
+    case.device("00-1D-00-00-00-00-20-01", swapped, no_cert("AAAA", "KA"), no_cert("AAAA", "DS"))
+    case.register(swapped, "AAAA")
+    return case
+
+
+def test_plan_rows_are_the_wrong_devices_with_cas_preconditions_and_targets(tmp_path):
+    case = wrong_case(tmp_path)
+    result = case.plan()
+    rows = result.rows
+    assert len(rows) == 5 and set(rows["category"]) == {"WRONG_NO"}
+    findings = result.detect.findings.set_index("device_id")
+    for r in rows.itertuples():
+        assert r.expected_ds_fingerprint == findings.loc[r.device_id, "ds_fingerprint"]  # what the slot holds now
+        assert r.target_ds_cert and r.target_ka_cert and r.registered_no == "AAAA"
+    catalog = result.detect.case.catalog
+    assert rows["target_ds_fingerprint"].iloc[0] == catalog.facts[catalog.intern_der(no_cert("AAAA", "DS"))].fingerprint
+    assert result.document["counts"]["devices"] == 5
+
+
+def test_policy_can_include_key_usage_mismatch(tmp_path):
+    case = wrong_case(tmp_path)
+    case.policy["correct_key_usage_mismatch"] = True
+    assert set(case.plan().rows["category"]) == {"WRONG_NO", "KEY_USAGE_MISMATCH"}
+
+
+def test_plan_is_deterministic_byte_for_byte(tmp_path):
+    case = wrong_case(tmp_path)
+    first, second = case.plan("p1"), case.plan("p2")
+    assert first.document["plan_hash"] == second.document["plan_hash"]
+    for name in ("plan.json", "plan.parquet", "plan.csv", "findings.parquet", "summary.json"):
+        assert (tmp_path / "p1" / name).read_bytes() == (tmp_path / "p2" / name).read_bytes(), name
+
+
+def test_operation_id_depends_only_on_device_and_targets(tmp_path):
+    case = wrong_case(tmp_path)
+    before = case.plan("p1").rows.set_index("device_id")["operation_id"]
+    # Other slot content and other as-of date: same device, same targets -> same operation ids.
+    for row in case.rows[:5]:
+        row["no_ka_cert"] = row["no_ds_cert"]
+    after = case.plan("p2").rows.set_index("device_id")["operation_id"]
+    assert before.to_dict() == after.reindex(before.index).to_dict()
+    assert before.is_unique
+    # A new target certificate for the NO gives new ids.
+    case.registry_certs[("AAAA", "DS")] = no_cert("AAAA", "DS", generation="previous")
+    third = case.plan("p3").rows.set_index("device_id")["operation_id"]
+    assert not set(third) & set(before)
+
+
+def test_plan_refuses_to_overwrite_a_plan(tmp_path):
+    case = wrong_case(tmp_path)
+    case.plan("p")
+    with pytest.raises(Exception, match="never overwritten"):
+        case.plan("p")
+
+
+@pytest.mark.parametrize(
+    "usage, replacement, reason",
+    [
+        ("DS", lambda: no_cert("AAAA", "DS", generation="expired"), "not valid on"),
+        ("DS", lambda: no_cert("AAAA", "DS", generation="revoked"), "revoked"),
+        ("KA", lambda: cert("90-B3-D5-1F-30-00-00-0A", "KA", role=2), "role 02 is not networkOperator"),
+        ("DS", lambda: no_cert("AAAA", "KA"), "key usage KA, expected DS"),
+        ("KA", lambda: no_cert("AAAA", "KA", untrusted=True), "not issued by the configured Organisation CA"),
+        ("DS", lambda: cert(STRANGER, "DS"), "is not the NO's"),
+    ],
+)
+def test_plan_refuses_unfit_replacement_certificate(tmp_path, usage, replacement, reason):
+    case = wrong_case(tmp_path)
+    case.revoked.append(revoked_serial("AAAA", "DS"))
+    case.registry_certs[("AAAA", usage)] = replacement()
+    with pytest.raises(SafetyRefusal) as exc:
+        case.plan()
+    message = str(exc.value)
+    assert reason in message and "network operator AAAA" in message and f"AAAA-{usage}.pem" in message and usage in message
+
+
+def test_plan_refusal_exits_3_through_the_cli(tmp_path):
+    case = wrong_case(tmp_path)
+    case.registry_certs[("AAAA", "DS")] = no_cert("AAAA", "DS", generation="expired")
+    result = CliRunner().invoke(main, ["plan", "--config", str(case.write()), "--out", str(tmp_path / "p"), "--by", "alice"])
+    assert result.exit_code == 3 and len(result.stderr.strip().splitlines()) == 1 and "AAAA" in result.stderr
+
+
+def test_an_unfit_certificate_of_an_unplanned_no_does_not_block(tmp_path):
+    case = wrong_case(tmp_path)
+    case.registry_certs[("GASX", "DS")] = no_cert("GASX", "DS", generation="expired")
+    assert len(case.plan().rows) == 5
+
+
+def test_s1sp_filter(tmp_path):
+    case = wrong_case(tmp_path)
+    m = mpan(12, 3000)
+    case.device("00-1D-00-00-00-00-30-00", m, no_cert("BBBB", "DS"), no_cert("BBBB", "KA"), s1sp="FOC")
+    case.register(m, "AAAA")
+    assert set(case.plan("all").rows["s1sp"]) == {"MOC", "FOC"}
+    only = case.plan("foc", s1sps=("FOC",))
+    assert only.rows["s1sp"].tolist() == ["FOC"] and only.document["s1sp_filter"] == ["FOC"]
+
+
+# ------------------------------------------------------------------------------------------------ approval
+
+
+def test_approval_rules(tmp_path):
+    case = wrong_case(tmp_path)
+    plan_dir = case.plan(planner="alice").directory
+    with pytest.raises(NotApproved):
+        check_approved(load_plan(plan_dir))
+    with pytest.raises(SafetyRefusal, match="approver must be someone else"):
+        pipeline.run_approve(plan_dir, "Alice")
+    approval = pipeline.run_approve(plan_dir, "bob", "CHG-1234")
+    assert approval["plan_hash"] == load_plan(plan_dir).plan_hash
+    assert [a["approved_by"] for a in check_approved(load_plan(plan_dir))] == ["bob"]
+
+
+def test_altered_plan_json_is_rejected(tmp_path):
+    case = wrong_case(tmp_path)
+    plan_dir = case.plan().directory
+    pipeline.run_approve(plan_dir, "bob")
+    doc = json.loads((plan_dir / "plan.json").read_text())
+    doc["counts"]["devices"] = 4
+    (plan_dir / "plan.json").write_text(json.dumps(doc))
+    with pytest.raises(PlanTampered):
+        load_plan(plan_dir)
+    result = CliRunner().invoke(main, ["approve", str(plan_dir), "--by", "carol"])
+    assert result.exit_code == 3 and "altered" in result.stderr
+
+
+def test_altered_plan_rows_are_rejected_even_if_resealed(tmp_path):
+    """Changing plan.parquet breaks its recorded SHA-256; re-sealing plan.json changes the hash the approval is bound to."""
+    from remediation.plan import seal
+    from remediation.evidence.hashing import sha256_file
+    from remediation.outputs import write_parquet
+
+    case = wrong_case(tmp_path)
+    plan_dir = case.plan().directory
+    pipeline.run_approve(plan_dir, "bob")
+    rows = pd.read_parquet(plan_dir / "plan.parquet")
+    rows.loc[0, "device_id"] = "00-1D-00-00-00-00-99-99"  # someone adds a device outside the detection
+    write_parquet(plan_dir / "plan.parquet", rows)
+    with pytest.raises(PlanTampered, match="plan.parquet"):
+        load_plan(plan_dir)
+    doc = json.loads((plan_dir / "plan.json").read_text())
+    doc["outputs"]["plan.parquet"] = sha256_file(plan_dir / "plan.parquet")
+    (plan_dir / "plan.json").write_text(json.dumps(seal(doc)))
+    with pytest.raises(NotApproved, match="another plan hash"):
+        check_approved(load_plan(plan_dir))
+
+
+def test_altered_approval_is_not_valid(tmp_path):
+    case = wrong_case(tmp_path)
+    plan_dir = case.plan().directory
+    pipeline.run_approve(plan_dir, "bob")
+    data = json.loads((plan_dir / "approvals.json").read_text())
+    data["approvals"][0]["approved_by"] = "mallory"
+    (plan_dir / "approvals.json").write_text(json.dumps(data))
+    with pytest.raises(NotApproved):
+        check_approved(load_plan(plan_dir))
+
+
+def test_same_approver_twice_is_refused(tmp_path):
+    case = wrong_case(tmp_path)
+    plan_dir = case.plan().directory
+    pipeline.run_approve(plan_dir, "bob")
+    with pytest.raises(Exception, match="already approved"):
+        pipeline.run_approve(plan_dir, "bob")
+
+
+# ------------------------------------------------------------------------------------------------ staleness
+
+DRIFTS = {
+    "extract": lambda root: root / "moc.csv",
+    "rdp": lambda root: root / "rdp.csv",
+    "case": lambda root: root / "case.toml",
+    "dialect": lambda root: root / "dialects" / "canonical.toml",
+    "registry": lambda root: root / "registry.toml",
+    "organisation_ca": lambda root: root / "pki" / "ca.pem",
+    "orl": lambda root: root / "pki" / "orl.csv",
+}
+
+
+@pytest.mark.parametrize("kind", DRIFTS)
+def test_stale_plan_is_refused_for_each_kind_of_drift(tmp_path, kind):
+    case = wrong_case(tmp_path)
+    plan_dir = case.plan().directory
+    pipeline.run_approve(plan_dir, "bob")
+    check_fresh(load_plan(plan_dir))  # fresh now
+    path = DRIFTS[kind](tmp_path)
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write("\n# changed\n" if path.suffix in (".toml",) else "\n")
+    with pytest.raises(StalePlan, match=path.name):
+        check_fresh(load_plan(plan_dir))
+    result = CliRunner().invoke(main, ["approve", str(plan_dir), "--by", "carol"])
+    assert result.exit_code == 3 and "stale plan" in result.stderr
+
+
+def test_stale_when_an_input_disappears(tmp_path):
+    case = wrong_case(tmp_path)
+    plan_dir = case.plan().directory
+    (tmp_path / "rdp.csv").unlink()
+    with pytest.raises(StalePlan, match="no longer exists"):
+        check_fresh(load_plan(plan_dir))
+
+
+def test_plan_on_the_sample_case(tmp_path):
+    shutil.copytree(REPO / "configs", tmp_path / "configs")
+    shutil.copytree(REPO / "sample_data", tmp_path / "sample_data")
+    result = CliRunner().invoke(main, ["plan", "--config", str(tmp_path / "configs" / "sample.toml"), "--out", str(tmp_path / "p"), "--by", "alice"])
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads((tmp_path / "p" / "plan.json").read_text())
+    summary = json.loads((tmp_path / "p" / "summary.json").read_text())
+    assert doc["counts"]["devices"] == summary["devices_by_category"]["WRONG_NO"]
+    assert sum(doc["counts"]["by_s1sp"].values()) == doc["counts"]["devices"]
