@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from datetime import date
 from pathlib import Path
@@ -13,6 +14,8 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from remediation import __version__, pipeline
 from remediation.errors import EXIT_ATTENTION, RemediationError
 from remediation.report import terminal
+
+REDACTION_KEY_ENV = "REMEDIATION_REDACTION_KEY"
 
 
 class RemediationGroup(click.Group):
@@ -111,6 +114,24 @@ def approve(plan_dir: Path, approver: str, note: str) -> None:
     """Approve a plan: binds the approver to the plan hash after checking the plan and its inputs are unchanged."""
     approval = pipeline.run_approve(plan_dir, approver, note)
     Console().print(f"approved plan {approval['plan_hash'][:16]}… ({approval['devices']} devices) by {approval['approved_by']} at {approval['approved_at']}")
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["html", "md", "json"]), default="html", show_default=True)
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), help="Report file (default: DIRECTORY/report.<format>).")
+@click.option("--redact-mpxn", is_flag=True, help="Replace MPxNs by a keyed hash; the key is read from $REMEDIATION_REDACTION_KEY.")
+def report(directory: Path, fmt: str, out_path: Path | None, redact_mpxn: bool) -> None:
+    """Write a report of a detect, plan or run directory (HTML is self-contained: charts inline, no network)."""
+    key = None
+    if redact_mpxn:
+        value = os.environ.get(REDACTION_KEY_ENV, "")
+        if len(value) < 16:
+            raise click.UsageError(f"--redact-mpxn needs a key of at least 16 characters in ${REDACTION_KEY_ENV}")
+        key = value.encode()
+    path, content = pipeline.run_report(directory, fmt, out_path, key)
+    terminal.print_detect_brief(content, Console())
+    Console().print(f"wrote {path}")
 
 
 if __name__ == "__main__":  # pragma: no cover

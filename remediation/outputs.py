@@ -58,3 +58,9 @@ def write_csv(path: Path, frame: pd.DataFrame) -> Path:
     with _atomic(path, "w") as fh:
         frame.to_csv(fh, index=False, lineterminator="\n")
     return path
+
+
+def write_text(path: Path, text: str) -> Path:
+    with _atomic(Path(path), "w") as fh:
+        fh.write(text)
+    return Path(path)

@@ -21,7 +21,10 @@ from remediation.ingest.pki import load_org_cas, load_orl
 from remediation.ingest.rdp import RdpRead, read_rdp
 from remediation.ingest.registry import Registry, load_registry
 from remediation.model import CATEGORIES, S1SPS
-from remediation.outputs import prepare_dir, write_csv, write_json, write_parquet
+from remediation.outputs import prepare_dir, write_csv, write_json, write_parquet, write_text
+from remediation.report.content import build_report
+from remediation.report.html import render_html
+from remediation.report.markdown import render_markdown
 from remediation.plan import PLAN_SCHEMA, approvals_path, build_plan, check_fresh, load_plan, make_approval, plan_counts, read_approvals, seal
 
 ProgressCallback = Callable[[str, int], None]
@@ -191,3 +194,18 @@ def run_approve(plan_dir: str | Path, approver: str, note: str = "") -> dict:
     approval = make_approval(plan, approver, note)
     write_json(approvals_path(plan.directory), {"approvals": [*read_approvals(plan.directory), approval]})
     return approval
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+REPORT_SUFFIX = {"html": "html", "md": "md", "json": "json"}
+
+
+def run_report(directory: str | Path, fmt: str, out_path: str | Path | None = None, redaction_key: bytes | None = None) -> tuple[Path, dict]:
+    report = build_report(directory, redaction_key)
+    path = Path(out_path) if out_path else Path(directory) / f"report.{REPORT_SUFFIX[fmt]}"
+    if fmt == "json":
+        write_json(path, report)
+    else:
+        write_text(path, render_html(report) if fmt == "html" else render_markdown(report))
+    return path, report

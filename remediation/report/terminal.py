@@ -96,3 +96,9 @@ def format_duration(seconds: float | None) -> str:
     h, rest = divmod(seconds, 3600)
     m, s = divmod(rest, 60)
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+def print_detect_brief(report: dict, console: Console | None = None) -> None:
+    """A one-table terminal summary of a report's content (same numbers as the file)."""
+    console = console or Console()
+    console.print(detect_table({**report, "rows_by_category": {c: "" for c in CATEGORIES}}))

@@ -1,0 +1,79 @@
+"""What a report says, as plain data: built from a detect, plan or run directory; rendered by html/markdown/json."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from remediation import __version__
+from remediation.errors import InputError
+from remediation.model import CATEGORIES, Category
+from remediation.report.terminal import estimate_seconds
+
+REPORT_SCHEMA = "remediation/report/1"
+EXCLUDED_ROWS_SHOWN = 1000
+
+
+def redactor(key: bytes | None):
+    """MPxN -> keyed hash (HMAC-SHA256, first 16 hex digits): stable within a key, not reversible without it."""
+    if key is None:
+        return None
+
+    def redact(values: pd.Series) -> pd.Series:
+        uniques = {v: "h:" + hmac.new(key, str(v).encode(), hashlib.sha256).hexdigest()[:16] for v in values.dropna().unique()}
+        return values.map(uniques)
+
+    return redact
+
+
+def _load_json(path: Path) -> dict | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def build_report(directory: str | Path, redaction_key: bytes | None = None) -> dict:
+    directory = Path(directory)
+    summary = _load_json(directory / "summary.json")
+    if summary is None or not (directory / "findings.parquet").exists():
+        raise InputError("not a detect, plan or run directory (no summary.json / findings.parquet)", file=str(directory))
+    plan = _load_json(directory / "plan.json")
+    run = _load_json(directory / "run.json")
+    findings = pd.read_parquet(directory / "findings.parquet", columns=["device_id", "s1sp", "mpxn", "category", "registered_no", "detail"])
+    excluded = findings[~findings["category"].isin([Category.WRONG_NO.value, Category.OK.value])]
+    excluded = excluded.sort_values(["category", "s1sp", "device_id"], key=lambda s: s.map(CATEGORIES.index) if s.name == "category" else s)
+    redact = redactor(redaction_key)
+    shown = excluded.head(EXCLUDED_ROWS_SHOWN).copy()
+    if redact is not None:
+        shown["mpxn"] = redact(shown["mpxn"])
+    estimate = []
+    if plan is not None:
+        for s1sp, n in plan["counts"]["by_s1sp"].items():
+            rate = plan["endpoints"].get(s1sp, {}).get("rate_per_second")
+            estimate.append({"s1sp": s1sp, "devices": n, "rate_per_second": rate, "seconds": estimate_seconds(n, rate)})
+    report = {
+        "schema": REPORT_SCHEMA,
+        "tool_version": __version__,
+        "kind": "run" if run else "plan" if plan else "detect",
+        "case": summary["case"],
+        "as_of": summary["as_of"],
+        "plan_hash": plan["plan_hash"] if plan else None,
+        "planned_devices": plan["counts"]["devices"] if plan else None,
+        "devices": summary["devices"],
+        "rows_read": summary["rows_read"],
+        "devices_by_category": summary["devices_by_category"],
+        "devices_by_s1sp": summary["devices_by_s1sp"],
+        "wrong_owner_matrix": summary["wrong_owner_matrix"],
+        "estimated_apply": estimate,
+        "quarantine": summary["quarantine"],
+        "excluded": {
+            "devices": int(len(excluded)),
+            "by_category": {c: int(n) for c, n in excluded.groupby("category").size().items()},
+            "shown": shown.fillna("").to_dict("records"),
+        },
+        "run": run,
+        "mpxn_redacted": redact is not None,
+    }
+    return report
