@@ -1,0 +1,305 @@
+"""Write a national-scale case: N devices across the three S1SP dialects plus RDP, in chunks, vectorised.
+
+    python benchmarks/generate_scale.py --devices 10000000 --out bench_data/10m
+
+Uses the sample case's PKI (real SMKI-profile certificates for 14 DNOs and 4 GTs), the sample dialects and a
+registry, so `remediation detect --config OUT/case.toml` runs on it directly. Also writes `cert_facts.parquet`
+(every certificate text as written, with its facts) for the DuckDB reference query, and `expected.json` with the
+category counts the generator intended.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "sample_data"))
+
+import generate as sample  # noqa: E402  (sample_data/generate.py: PKI and registry writer)
+
+from remediation.identifiers import MPAN_WEIGHTS  # noqa: E402
+
+SHARES = {"MOC": 0.62, "FOC": 0.36, "IOC": 0.02}
+CHUNK = 1_000_000
+AS_OF = "2026-11-20"
+# Scenario -> probability. Each device gets one; the intended category follows from it.
+SCENARIOS = {
+    "ok": 0.900, "ok_previous": 0.020, "wrong": 0.045, "wrong_ds_only": 0.005, "empty_one": 0.012, "key_usage": 0.004,
+    "expired": 0.004, "no_rdp": 0.005, "ambiguous": 0.002, "unknown_no": 0.001, "invalid_mpan": 0.001, "repeat": 0.001,
+}  # fmt: skip
+INTENDED = {"ok": "OK", "ok_previous": "OK", "wrong": "WRONG_NO", "wrong_ds_only": "WRONG_NO", "empty_one": "SLOT_EMPTY",
+            "key_usage": "KEY_USAGE_MISMATCH", "expired": "EXPIRED_OR_REVOKED", "no_rdp": "NO_RDP", "ambiguous": "RDP_AMBIGUOUS",
+            "unknown_no": "UNKNOWN_NO", "invalid_mpan": "INVALID_INPUT", "repeat": "OK"}  # fmt: skip
+NAMES = list(SCENARIOS)
+PROBS = np.array([SCENARIOS[k] for k in NAMES])
+PROBS = PROBS / PROBS.sum()
+
+HEX_UPPER = np.frombuffer(b"0123456789ABCDEF", dtype=np.uint8)
+HEX_LOWER = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+
+
+def hex_ids(values: np.ndarray, hyphens: bool, lower: bool) -> pa.Array:
+    octets = values.astype(">u8").view(np.uint8).reshape(-1, 8)
+    table = HEX_LOWER if lower else HEX_UPPER
+    hi, lo = table[octets >> 4], table[octets & 15]
+    if hyphens:
+        out = np.full((len(values), 23), ord("-"), dtype=np.uint8)
+        out[:, 0::3], out[:, 1::3] = hi, lo
+    else:
+        out = np.empty((len(values), 16), dtype=np.uint8)
+        out[:, 0::2], out[:, 1::2] = hi, lo
+    return pa.array(out.view(f"S{out.shape[1]}").ravel()).cast(pa.string())
+
+
+def digit_strings(digits: np.ndarray) -> pa.Array:
+    ascii_ = (digits + ord("0")).astype(np.uint8)
+    return pa.array(np.ascontiguousarray(ascii_).view(f"S{digits.shape[1]}").ravel()).cast(pa.string())
+
+
+def spread_digits(index: np.ndarray, width: int, multiplier: int, low: int = 0) -> np.ndarray:
+    """Distinct device indexes -> distinct, scattered numbers of `width` digits (a bijection mod 10**width)."""
+    values = (index.astype(np.int64) * multiplier + 12345) % (10**width - low) + low
+    return (values[:, None] // 10 ** np.arange(width - 1, -1, -1)) % 10
+
+
+def make_mpans(index: np.ndarray, prefixes: np.ndarray) -> np.ndarray:
+    n = len(prefixes)
+    digits = np.empty((n, 13), dtype=np.int64)
+    digits[:, 0], digits[:, 1] = prefixes // 10, prefixes % 10
+    digits[:, 2:12] = spread_digits(index, 10, 7919)  # unique per device: no two devices share a supply point
+    digits[:, 12] = (digits[:, :12] @ MPAN_WEIGHTS) % 11 % 10
+    return digits
+
+
+class Pool:
+    """Certificates as written: index -> base64 and PEM text, with the facts the reference query needs."""
+
+    def __init__(self, pki: sample.Pki):
+        self.ders: list[bytes] = []
+        self.index: dict[tuple, int] = {}
+        dnos, gts = [d[0] for d in sample.DNOS], [g[0] for g in sample.GTS]
+        self.nos = dnos + gts
+        for no in self.nos:
+            self._add(("current", no, "DS"), pki.current[no][0])
+            self._add(("current", no, "KA"), pki.current[no][1])
+            self._add(("previous", no, "DS"), pki.previous[no][0])
+            self._add(("previous", no, "KA"), pki.previous[no][1])
+            self._add(("expired", no, "DS"), pki.expired[no])
+        self._add(("idno", "GGEN", "DS"), pki.idno[0])
+        self._add(("idno", "GGEN", "KA"), pki.idno[1])
+        self.b64 = pa.array([base64.b64encode(d).decode() for d in self.ders])
+        self.pem = pa.array([sample.pem_text(d) for d in self.ders])
+
+    def _add(self, key, der):
+        self.index[key] = len(self.ders)
+        self.ders.append(der)
+
+    def ids(self, kind: str, nos: np.ndarray, usage: str) -> np.ndarray:
+        lookup = np.array([self.index[(kind, no, usage)] for no in self.nos])
+        return lookup[nos]
+
+
+def build_chunk(rng: np.random.Generator, pool: Pool, s1sp: str, first_serial: int, n: int, first_index: int) -> dict:
+    scenario = rng.choice(len(NAMES), size=n, p=PROBS)
+    gas = rng.random(n) < 0.4
+    n_dno, n_gt = len(sample.DNOS), len(sample.GTS)
+    dno = rng.integers(0, n_dno, size=n)
+    gt = n_dno + rng.integers(0, n_gt, size=n)
+    registered = np.where(gas, gt, dno)
+    shift = rng.integers(1, n_dno, size=n)
+    neighbour = np.where(gas, n_dno + (gt - n_dno + 1 + shift % (n_gt - 1)) % n_gt, (dno + shift) % n_dno)
+    is_ = {name: scenario == i for i, name in enumerate(NAMES)}
+    gas &= ~(is_["unknown_no"] | is_["invalid_mpan"])  # those are electricity scenarios
+    registered = np.where(gas, gt, dno)
+    neighbour = np.where(gas, n_dno + (gt - n_dno + 1 + shift % (n_gt - 1)) % n_gt, (dno + shift) % n_dno)
+
+    ds = pool.ids("current", registered, "DS")
+    ka = pool.ids("current", registered, "KA")
+    ds = np.where(is_["ok_previous"], pool.ids("previous", registered, "DS"), ds)
+    ds = np.where(is_["wrong"] | is_["wrong_ds_only"], pool.ids("current", neighbour, "DS"), ds)
+    ka = np.where(is_["wrong"], pool.ids("current", neighbour, "KA"), ka)
+    ds = np.where(is_["key_usage"], pool.ids("current", registered, "KA"), ds)
+    ka = np.where(is_["key_usage"], pool.ids("current", registered, "DS"), ka)
+    ds = np.where(is_["expired"], pool.ids("expired", registered, "DS"), ds)
+    empty_ds = is_["empty_one"] & (rng.random(n) < 0.5)
+    ds = np.where(empty_ds, -1, ds)
+    ka = np.where(is_["empty_one"] & ~empty_ds, -1, ka)
+    unknown = is_["unknown_no"]
+    ds = np.where(unknown, pool.index[("idno", "GGEN", "DS")], ds)
+    ka = np.where(unknown, pool.index[("idno", "GGEN", "KA")], ka)
+
+    prefixes = np.where(unknown, 24, 10 + dno)
+    index = first_index + np.arange(n)
+    digits = make_mpans(index, prefixes)
+    mprn = spread_digits(index, 10, 104729, low=10**9)
+    mpan_text = digit_strings(digits)
+    bad = digits.copy()
+    bad[:, 12] = (bad[:, 12] + 1) % 10
+    mpan_text = pc.if_else(pa.array(is_["invalid_mpan"]), digit_strings(bad), mpan_text)
+    mprn_text = digit_strings(mprn)
+    mpxn = pc.if_else(pa.array(gas), mprn_text, mpan_text)
+    serials = first_serial + np.arange(n, dtype=np.uint64) * np.uint64(3)
+    return {"n": n, "serials": serials, "gas": gas, "mpxn": mpxn, "mpan_text": mpan_text, "mprn_text": mprn_text, "ds": ds, "ka": ka,
+            "registered": registered, "neighbour": neighbour, "is": is_, "scenario": scenario}  # fmt: skip
+
+
+def repeat_rows(chunk: dict) -> np.ndarray:
+    """Row order for the extract: every device once, devices with the 'repeat' scenario a second time at the end."""
+    order = np.arange(chunk["n"])
+    return np.concatenate([order, order[chunk["is"]["repeat"]]])
+
+
+def certs(pool_text: pa.Array, ids: np.ndarray) -> pa.Array:
+    return pc.take(pool_text, pa.array(ids, mask=ids < 0))
+
+
+def write_moc(writer, chunk, pool, rows):
+    types = pc.if_else(pa.array(chunk["gas"]), "G", "E")
+    table = pa.table(
+        {
+            "SP_CODE": pa.array(["MOC"] * chunk["n"]),
+            "DEVICE_EUI": hex_ids(chunk["serials"], hyphens=False, lower=True),
+            "DEV_TYPE": types,
+            "SUPPLY_POINT_REF": chunk["mpxn"],
+            "NO_DIGSIG_CERT_B64": certs(pool.b64, chunk["ds"]),
+            "NO_KEYAGR_CERT_B64": certs(pool.b64, chunk["ka"]),
+            "EXTRACT_TS": pa.array(["2026-11-19T01:30:00Z"] * chunk["n"]),
+        }
+    ).take(pa.array(rows))
+    writer.write_table(table)
+
+
+def write_foc(fh, chunk, pool, rows):
+    n = chunk["n"]
+    ids = hex_ids(chunk["serials"], hyphens=True, lower=False)
+    kinds = pc.if_else(pa.array(chunk["gas"]), "gas", "electricity")
+    head = pc.binary_join_element_wise('{"device":{"guid":"', ids, '","kind":"', kinds, '","supplyPoint":"', chunk["mpxn"], '"},"slot":{"name":"', "")
+    tail = ',"algorithm":"ECDSA-P256"},"capturedAtEpochMs":1763515800000,"source":"foc-anchor-export/3.2"}\n'
+    lines = []
+    for name, ids_ in (("nwo-digital-signing", chunk["ds"]), ("nwo-key-agreement", chunk["ka"])):
+        text = certs(pool.b64, ids_)
+        cert_json = pc.if_else(pc.is_null(text), "null", pc.binary_join_element_wise('"', pc.fill_null(text, ""), '"', ""))
+        lines.append(pc.binary_join_element_wise(head, name, '","certificate":', cert_json, tail, ""))
+    both = pa.concat_arrays([lines[0], lines[1]])
+    order = np.empty(2 * len(rows), dtype=np.int64)
+    order[0::2], order[1::2] = rows, rows + n  # a device's DS and KA records next to each other
+    out = both.take(pa.array(order))
+    offsets = np.frombuffer(out.buffers()[1], dtype=np.int32)[out.offset : out.offset + len(out) + 1]
+    fh.write(memoryview(out.buffers()[2])[offsets[0] : offsets[-1]])
+
+
+def ioc_table(chunk, pool, rows) -> pa.Table:
+    return pa.table(
+        {
+            "provider": pa.array(["IOC"] * chunk["n"]),
+            "eui64": hex_ids(chunk["serials"], hyphens=True, lower=True),
+            "meter_type": pc.if_else(pa.array(chunk["gas"]), "GSME", "ESME"),
+            "mpxn": chunk["mpxn"],
+            "no_ds_pem": certs(pool.pem, chunk["ds"]),
+            "no_ka_pem": certs(pool.pem, chunk["ka"]),
+            "snapshot_time": pa.array(np.full(chunk["n"], 1763515800000, dtype="datetime64[ms]")).cast(pa.timestamp("ms", tz="UTC")),
+        }
+    ).take(pa.array(rows))
+
+
+def rdp_tables(chunk, pool) -> tuple[pa.Table, pa.Table]:
+    is_ = chunk["is"]
+    registered = np.array(pool.nos + ["GGEN"])[np.where(is_["unknown_no"], len(pool.nos), chunk["registered"])]
+    neighbour = np.array(pool.nos)[chunk["neighbour"]]
+    keep = ~is_["no_rdp"]
+    extra = is_["ambiguous"]
+    tables = {}
+    for fuel, mask, text in (("E", ~chunk["gas"], chunk["mpan_text"]), ("G", chunk["gas"], chunk["mprn_text"])):
+        first = keep & mask
+        second = extra & mask
+        mpxn = pa.concat_arrays([text.filter(pa.array(first)), text.filter(pa.array(second))])
+        nos = np.concatenate([registered[first], neighbour[second]])
+        starts = np.concatenate([np.full(first.sum(), "01/04/2019" if fuel == "E" else "2019-04-01"), np.full(second.sum(), "01/01/2021" if fuel == "E" else "2021-01-01")])
+        tables[fuel] = pa.table({"mpxn": mpxn, "no": pa.array(nos), "from": pa.array(starts), "to": pa.array([""] * len(nos))})
+    return tables["E"], tables["G"]
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", type=int, default=1_000_000)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--seed", type=int, default=2026)
+    args = parser.parse_args(argv)
+    out: Path = args.out
+    started = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(ROOT / "configs" / "dialects", out / "dialects", dirs_exist_ok=True)
+    pki = sample.build_pki()
+    sample.write_pki(pki, out / "pki", out / "registry.toml")
+    pool = Pool(pki)
+    rng = np.random.default_rng(args.seed)
+    counts = {c: 0 for c in set(INTENDED.values())}
+    rows_written = {"MOC": 0, "FOC": 0, "IOC": 0}
+    moc_path, foc_path, ioc_path = out / "moc_anchor_slots.csv", out / "foc_anchor_slots.jsonl", out / "ioc_anchor_slots.parquet"
+    e_path, g_path = out / "rdp_electricity.csv", out / "rdp_gas.csv"
+    moc_writer = ioc_writer = None
+    with open(foc_path, "wb") as foc, open(e_path, "wb") as e_fh, open(g_path, "wb") as g_fh:
+        e_fh.write(b"MPAN_CORE,DISTRIBUTOR_MPID,REG_FROM,REG_TO\n")
+        g_fh.write(b"mprn;transporter;valid_from;valid_to\n")
+        first_index = 0
+        serial_base = {"MOC": 0x001D240000000000, "FOC": 0x00D0C50000000000, "IOC": 0x0012F70000000000}
+        for s1sp, share in SHARES.items():
+            total = int(args.devices * share)
+            done = 0
+            while done < total:
+                n = min(CHUNK, total - done)
+                chunk = build_chunk(rng, pool, s1sp, serial_base[s1sp] + done * 3, n, first_index)
+                first_index += n
+                rows = repeat_rows(chunk)
+                for i, name in enumerate(NAMES):
+                    counts[INTENDED[name]] += int((chunk["scenario"] == i).sum())
+                if s1sp == "MOC":
+                    if moc_writer is None:
+                        moc_writer = pacsv.CSVWriter(moc_path, pa.schema([(c, pa.string()) for c in
+                                                     ["SP_CODE", "DEVICE_EUI", "DEV_TYPE", "SUPPLY_POINT_REF", "NO_DIGSIG_CERT_B64", "NO_KEYAGR_CERT_B64", "EXTRACT_TS"]]),
+                                                     write_options=pacsv.WriteOptions(quoting_style="needed"))  # fmt: skip
+                    write_moc(moc_writer, chunk, pool, rows)
+                    rows_written["MOC"] += len(rows)
+                elif s1sp == "FOC":
+                    write_foc(foc, chunk, pool, rows)
+                    rows_written["FOC"] += 2 * len(rows)
+                else:
+                    table = ioc_table(chunk, pool, rows)
+                    ioc_writer = ioc_writer or pq.ParquetWriter(ioc_path, table.schema, compression="zstd")
+                    ioc_writer.write_table(table)
+                    rows_written["IOC"] += len(rows)
+                e_table, g_table = rdp_tables(chunk, pool)
+                for fh, table, sep in ((e_fh, e_table, ","), (g_fh, g_table, ";")):
+                    buf = pa.BufferOutputStream()
+                    pacsv.write_csv(table, buf, write_options=pacsv.WriteOptions(include_header=False, delimiter=sep, quoting_style="none"))
+                    fh.write(buf.getvalue())
+                done += n
+                print(f"  {s1sp}: {done:,}/{total:,} devices", flush=True)
+    moc_writer.close()
+    if ioc_writer:
+        ioc_writer.close()
+    case = (ROOT / "configs" / "sample.toml").read_text()
+    case = case.replace("../sample_data/pki/", "pki/").replace("../sample_data/", "").replace('registry = "registry.toml"', 'registry = "registry.toml"')
+    (out / "case.toml").write_text(case)
+    facts = pa.table({"text": pa.concat_arrays([pool.b64, pool.pem]), "cert_index": pa.array(list(range(len(pool.ders))) * 2)})
+    pq.write_table(facts, out / "cert_texts.parquet")
+    (out / "expected.json").write_text(json.dumps({"devices": sum(counts.values()), "devices_by_category": counts, "rows": rows_written}, indent=2))
+    size = sum(p.stat().st_size for p in out.iterdir() if p.is_file())
+    print(f"wrote {sum(counts.values()):,} devices ({size / 1e9:.2f} GB) to {out} in {time.perf_counter() - started:.1f}s")
+
+
+if __name__ == "__main__":
+    main()
