@@ -134,5 +134,183 @@ def report(directory: Path, fmt: str, out_path: Path | None, redact_mpxn: bool) 
     Console().print(f"wrote {path}")
 
 
+def _endpoints(values: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for value in values:
+        code, sep, url = value.partition("=")
+        if not sep or not url:
+            raise click.BadParameter(f"{value!r}: expected S1SP=URL", param_hint="--endpoint")
+        out[code.strip().upper()] = url.strip()
+    return out
+
+
+def apply_options(f):
+    """Options shared by apply and resume."""
+    options = [
+        click.option("--by", "who", default=_default_user, show_default="the login name", help="Who runs it (journaled)."),
+        click.option("--s1sp", "s1sps", multiple=True, metavar="CODE", help="Only this S1SP (repeatable)."),
+        click.option("--endpoint", "endpoints", multiple=True, metavar="S1SP=URL", help="Override an S1SP base URL from the case."),
+        click.option("--canary", type=click.IntRange(1), default=5, show_default=True, help="Devices in each S1SP's first wave."),
+        click.option("--max-wave", type=click.IntRange(1), default=2000, show_default=True),
+        click.option("--pause-failure-rate", type=click.FloatRange(0, 1), default=0.2, show_default=True,
+                     help="Pause an S1SP when a wave's failure share exceeds this."),
+        click.option("--pause-min-sample", type=click.IntRange(1), default=20, show_default=True),
+        click.option("--retry-failed", is_flag=True, help="Re-open devices that failed in an earlier invocation."),
+        click.option("--timeout", type=click.FloatRange(0.1), default=5.0, show_default=True, help="Seconds per S1SP request."),
+        click.option("--client-cert", type=(click.Path(exists=True), click.Path(exists=True)), default=None,
+                     metavar="CERT KEY", help="Client certificate for mutual TLS."),
+        click.option("--ca-bundle", type=click.Path(exists=True), default=None, help="CA bundle to trust for the S1SP's TLS."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _options(who, s1sps, endpoints, canary, max_wave, pause_failure_rate, pause_min_sample, retry_failed, timeout, client_cert, ca_bundle):
+    from remediation.apply.pacing import WavePolicy
+    from remediation.apply.runner import ApplyOptions
+
+    waves = WavePolicy(canary=canary, max_wave=max_wave, pause_failure_rate=pause_failure_rate, pause_min_sample=pause_min_sample)
+    return ApplyOptions(who=who, waves=waves, s1sps=tuple(s.upper() for s in s1sps), endpoints=_endpoints(endpoints), timeout=timeout,
+                        retry_failed=retry_failed, client_cert=tuple(client_cert) if client_cert else None, ca_bundle=ca_bundle)  # fmt: skip
+
+
+class _ApplyProgress:
+    def __init__(self, console: Console):
+        from rich.progress import BarColumn, MofNCompleteColumn
+
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console)
+        self.tasks: dict[str, int] = {}
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.progress.__exit__(*exc)
+
+    def __call__(self, s1sp: str, done: int, total: int) -> None:
+        if s1sp not in self.tasks:
+            self.tasks[s1sp] = self.progress.add_task(f"apply {s1sp}", total=total)
+        self.progress.update(self.tasks[s1sp], completed=done, total=total)
+
+
+def _finish_apply(result) -> None:
+    terminal.print_run(result.counts, result.status, result.paused, result.run_dir)
+    if result.status != "completed":
+        sys.exit(EXIT_ATTENTION)
+
+
+@main.command()
+@click.argument("plan_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path), help="Run directory (created, or resumed if it exists).")
+@click.option("--dry-run", "dry_run_dir", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="OUT_DIR",
+              help="Read live slots and report what would be written, drifted or skipped into OUT_DIR; writes nothing to any S1SP.")
+@apply_options
+def apply(plan_dir: Path, run_dir: Path | None, dry_run_dir: Path | None, **kw) -> None:
+    """Apply an approved, fresh plan to the S1SPs (canary, waves, checkpoints); resumes an existing run directory."""
+    options = _options(**kw)
+    if dry_run_dir is not None:
+        frame = pipeline.run_dry_run(plan_dir, dry_run_dir, options)
+        terminal.print_dry_run(frame, dry_run_dir)
+        return
+    if run_dir is None:
+        raise click.UsageError("--run RUN_DIR is required (or --dry-run OUT_DIR)")
+    with _ApplyProgress(Console(stderr=True)) as progress:
+        result = pipeline.run_apply(plan_dir, run_dir, options, progress)
+    _finish_apply(result)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@apply_options
+def resume(run_dir: Path, **kw) -> None:
+    """Resume a paused or interrupted run (same checks as apply: approved, fresh, unlocked)."""
+    with _ApplyProgress(Console(stderr=True)) as progress:
+        result = pipeline.run_resume(run_dir, _options(**kw), progress)
+    _finish_apply(result)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+def status(run_dir: Path) -> None:
+    """Counts per state per S1SP of a run, its status, pauses and who holds its lock."""
+    run = pipeline.run_status(run_dir)
+    terminal.print_run(run.get("counts", {}), run.get("status", "?"), run.get("paused", {}), run_dir, lock=run.get("lock"))
+
+
+@main.command()
+@config_option
+@click.option("--fresh", "fresh_dir", required=True, type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="Directory with a fresh extract per S1SP: <s1sp>.csv in the canonical dialect (as `simulator export` writes).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--plan", "plan_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), help="Also check every planned device is at target.")
+@as_of_option
+def verify(config_path: Path, fresh_dir: Path, out_dir: Path, plan_dir: Path | None, as_of: date | None) -> None:
+    """Detect again on fresh extracts: list residual WRONG_NO devices (exit 1 if there are any)."""
+    verdict = pipeline.run_verify(config_path, fresh_dir, out_dir, plan_dir, as_of)
+    terminal.print_verify(verdict, out_dir)
+    if verdict["residual_wrong"] or verdict.get("planned_at_target", 0) != verdict.get("planned", 0):
+        sys.exit(EXIT_ATTENTION)
+
+
+@main.group()
+def simulator() -> None:
+    """The bundled S1SP simulator (a real HTTP server on 127.0.0.1, state in SQLite)."""
+
+
+@simulator.command("serve")
+@config_option
+@click.option("--s1sp", required=True, type=click.Choice(["MOC", "FOC", "IOC"]), help="Which S1SP's extract to hold.")
+@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), required=True, help="SQLite file (loaded from the extract if new).")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True)
+@click.option("--faults", default="", help="e.g. latency=20ms,error=0.05,throttle=0.02,timeout=0.01,drop=0.02,rate=200,seed=7")
+@click.option("--drift-count", type=click.IntRange(0), default=0, help="Change this many random devices underneath at start.")
+@click.option("--drift-device", "drift_devices", multiple=True, help="Change this device underneath at start (repeatable).")
+@click.option("--token-env", default=None, help="Require a bearer token, read from this environment variable.")
+@click.option("--tls-cert", type=click.Path(exists=True, path_type=Path), default=None)
+@click.option("--tls-key", type=click.Path(exists=True, path_type=Path), default=None)
+@click.option("--client-ca", type=click.Path(exists=True, path_type=Path), default=None, help="Require client certificates from this CA (mutual TLS).")
+@click.option("--ready-file", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the bound port here once listening.")
+def simulator_serve(config_path, s1sp, db, port, faults, drift_count, drift_devices, token_env, tls_cert, tls_key, client_ca, ready_file) -> None:
+    """Serve one S1SP's anchor slots until stopped (SIGTERM or Ctrl-C)."""
+    from remediation.config import load_case
+    from remediation.simulator.faults import FaultSpec
+    from remediation.simulator.service import load_from_case, make_drift, serve_forever
+    from remediation.simulator.store import SlotStore
+
+    spec = FaultSpec.parse(faults)
+    fresh = not db.exists()
+    store = SlotStore(db)
+    if fresh:
+        n = load_from_case(store, load_case(config_path), s1sp)
+        click.echo(f"loaded {n} {s1sp} devices into {db}", err=True)
+    if drift_count or drift_devices:
+        changed = make_drift(store, list(drift_devices), drift_count, spec.seed)
+        click.echo(f"drifted {len(changed)} device(s)", err=True)
+    token = os.environ.get(token_env) if token_env else None
+
+    def ready(bound: int) -> None:
+        click.echo(f"{s1sp} simulator listening on 127.0.0.1:{bound}", err=True)
+        if ready_file:
+            ready_file.write_text(str(bound))
+
+    serve_forever(store, port, spec, token=token, tls_cert=tls_cert, tls_key=tls_key, client_ca=client_ca, on_ready=ready)
+
+
+@simulator.command("export")
+@click.option("--db", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True)
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True)
+def simulator_export(db: Path, out_path: Path) -> None:
+    """Write the simulator's current slots as an extract in the canonical dialect (input for verify)."""
+    from remediation.simulator.service import export_extract
+    from remediation.simulator.store import SlotStore
+
+    store = SlotStore(db)
+    n = export_extract(store, out_path)
+    store.close()
+    click.echo(f"exported {n} devices to {out_path}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

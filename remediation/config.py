@@ -161,6 +161,11 @@ def load_dialect(path: Path, required: tuple[str, ...] | None = None) -> Dialect
     return dialect
 
 
+def canonical_dialect() -> Dialect:
+    """CSV with the canonical column names: what the simulator exports and what tests write."""
+    return Dialect(name="canonical", path=Path(__file__), format="csv", layout="wide", columns={c: c for c in EXTRACT_FIELDS_WIDE})
+
+
 def load_case(path: str | Path) -> CaseConfig:
     path = Path(path).resolve()
     raw = _read_toml(path)

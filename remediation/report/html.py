@@ -117,7 +117,7 @@ def _run(report: dict) -> str:
     run = report.get("run")
     if not run:
         return ""
-    states = run.get("states", {})
+    states = run.get("counts", {})
     rows = "".join(f'<tr><td>{_e(s1sp)}</td>' + "".join(f'<td class="n" data-run-s1sp="{_e(s1sp)}" data-state="{_e(k)}">{v}</td>' for k, v in counts.items()) + "</tr>"
                    for s1sp, counts in states.items())  # fmt: skip
     head = "".join(f"<th>{_e(k)}</th>" for k in next(iter(states.values()), {}))

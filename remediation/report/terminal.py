@@ -102,3 +102,44 @@ def print_detect_brief(report: dict, console: Console | None = None) -> None:
     """A one-table terminal summary of a report's content (same numbers as the file)."""
     console = console or Console()
     console.print(detect_table({**report, "rows_by_category": {c: "" for c in CATEGORIES}}))
+
+
+def print_run(counts: dict, status: str, paused: dict, run_dir: Path, lock: dict | None = None, console: Console | None = None) -> None:
+    from remediation.apply.checkpoint import STATES
+
+    console = console or Console()
+    table = Table(title=f"Run {run_dir} — {status}", title_justify="left")
+    table.add_column("S1SP")
+    for s in STATES:
+        table.add_column(s, justify="right")
+    for s1sp, c in sorted(counts.items()):
+        table.add_row(s1sp, *(str(c.get(s, 0)) for s in STATES))
+    console.print(table)
+    for s1sp, reason in sorted(paused.items()):
+        console.print(f"[yellow]paused {s1sp}: {reason}[/]; resume with: remediation resume {run_dir}")
+    if lock:
+        console.print(f"lock held by pid {lock.get('pid')} on {lock.get('host')} ({lock.get('who')}) since {lock.get('since')}")
+
+
+def print_dry_run(frame, out_dir: Path, console: Console | None = None) -> None:
+    console = console or Console()
+    table = Table(title="Dry run: what apply would do (nothing was written)", title_justify="left")
+    table.add_column("S1SP")
+    table.add_column("state")
+    table.add_column("devices", justify="right")
+    for (s1sp, state), n in frame.groupby(["s1sp", "state"]).size().items():
+        table.add_row(s1sp, state, str(n))
+    console.print(table)
+    console.print(f"wrote dry_run.csv and dry_run.json to {out_dir}")
+
+
+def print_verify(verdict: dict, out_dir: Path, console: Console | None = None) -> None:
+    console = console or Console()
+    style = "green" if not verdict["residual_wrong"] else "bold red"
+    console.print(f"[{style}]residual WRONG_NO devices: {verdict['residual_wrong']}[/] of {verdict['devices']}")
+    if "planned" in verdict:
+        console.print(f"planned devices at target: {verdict['planned_at_target']} of {verdict['planned']}")
+        if verdict["residual_wrong"]:
+            why = ", ".join(f"{k} {v}" for k, v in verdict["residual_by_category_at_plan"].items())
+            console.print(f"residual devices by their category when planned: {why} ({verdict['residual_planned']} were planned)")
+    console.print(f"wrote residual_wrong.csv, verify.json to {out_dir}")

@@ -1,0 +1,157 @@
+"""The per-device state machine: read; already at target -> noop; exactly as planned -> conditional write with the
+operation's idempotency key, then read back; anything else -> drifted, never written.
+
+Every transition is checkpointed before the S1SP is touched and after it answers. On resume an in-flight device
+(reading, writing, confirming) is re-read first: if our write landed it is confirmed, if the slots are still as
+planned the write is sent again under the same idempotency key, otherwise it is drifted.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from remediation.apply.checkpoint import CONFIRMING, DONE, DRIFTED, FAILED, NOOP, PENDING, READING, WRITING
+from remediation.apply.gateway import Gateway, GatewayError, KeyConflict, SlotState, TransientError, VersionMoved
+from remediation.apply.pacing import RateLimiter, WavePolicy
+
+MAX_CYCLES = 4  # read/decide/write rounds per device in one run before it is failed
+
+
+def fingerprint(cert_b64: str | None) -> str:
+    """SHA-256 (upper hex) of the DER a slot holds; "" for an empty slot. Same form as the plan's fingerprints."""
+    if not cert_b64:
+        return ""
+    try:
+        der = base64.b64decode(cert_b64, validate=True)
+    except (binascii.Error, ValueError):
+        return "UNREADABLE:" + hashlib.sha256(cert_b64.encode()).hexdigest().upper()
+    return hashlib.sha256(der).hexdigest().upper()
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 6
+    initial: float = 0.05
+    max_wait: float = 5.0
+
+
+class _WaitRetryAfter:
+    """tenacity wait: the server's Retry-After when it sent one, else exponential backoff with full jitter."""
+
+    def __init__(self, policy: RetryPolicy):
+        self.fallback = wait_random_exponential(multiplier=policy.initial, max=policy.max_wait)
+        self.max_wait = policy.max_wait
+
+    def __call__(self, retry_state) -> float:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        if isinstance(exc, GatewayError) and exc.retry_after is not None:
+            return min(exc.retry_after, self.max_wait)
+        return self.fallback(retry_state)
+
+
+@dataclass
+class S1SPRunStats:
+    attempted: int = 0
+    failed: int = 0
+    by_state: dict = field(default_factory=dict)
+
+
+class DeviceExecutor:
+    def __init__(self, gateway: Gateway, checkpoints, targets: dict[str, tuple[str, str]], limiter: RateLimiter,
+                 retry: RetryPolicy = RetryPolicy(), dry_run: bool = False):  # fmt: skip
+        self.gateway, self.checkpoints, self.targets, self.limiter, self.dry_run = gateway, checkpoints, targets, limiter, dry_run
+        self.retrying = Retrying(
+            retry=retry_if_exception(lambda e: isinstance(e, TransientError)),
+            stop=stop_after_attempt(retry.attempts),
+            wait=_WaitRetryAfter(retry),
+            reraise=True,
+        )
+
+    def _read(self, op: dict) -> SlotState:
+        def call():
+            self.limiter.acquire()
+            return self.gateway.read(op["device_id"])
+
+        return self.retrying(call)
+
+    def _slot_fps(self, state: SlotState) -> tuple[str, str]:
+        return fingerprint(state.ds), fingerprint(state.ka)
+
+    def run(self, op: dict) -> str:
+        """Drive one device to a final state; returns it. Gateway errors that outlive the retries fail the device."""
+        try:
+            return self._run(op)
+        except GatewayError as exc:
+            self.checkpoints.transition(op, FAILED, {"error": str(exc), "status": exc.status}, last_error=str(exc)[:500])
+            return FAILED
+
+    def _run(self, op: dict) -> str:
+        resumed_write = op["state"] in (WRITING, CONFIRMING)
+        if op["state"] == PENDING:
+            self.checkpoints.transition(op, READING)
+        for _ in range(MAX_CYCLES):
+            state = self._read(op)
+            current = self._slot_fps(state)
+            fields = {"version_seen": state.version}
+            if op.get("prior_ds_fp") is None:
+                fields.update(prior_ds_fp=current[0], prior_ka_fp=current[1])
+            target = (op["target_ds_fp"], op["target_ka_fp"])
+            expected = (op["expected_ds"] or "", op["expected_ka"] or "")
+            if current == target:
+                final = DONE if (resumed_write or op["state"] in (WRITING, CONFIRMING)) else NOOP
+                self.checkpoints.transition(op, final, {"version": state.version, "slots": "at target"}, final_ds_fp=current[0], final_ka_fp=current[1], **fields)
+                return final
+            if current != expected:
+                detail = {"version": state.version, "found_ds": current[0], "found_ka": current[1], "expected_ds": expected[0], "expected_ka": expected[1]}
+                self.checkpoints.transition(op, DRIFTED, detail, final_ds_fp=current[0], final_ka_fp=current[1], **fields)
+                return DRIFTED
+            if self.dry_run:
+                self.checkpoints.transition(op, "would_write", {"version": state.version}, **fields)
+                return "would_write"
+            # Exactly as planned: write both slots in one conditional PUT. Recorded as in flight *before* sending.
+            self.checkpoints.transition(op, WRITING, {"if_match": state.version}, attempts=(op.get("attempts") or 0) + 1, **fields)
+            ds, ka = self.targets[op["operation_id"]]
+            try:
+                self.limiter.acquire()
+                result = self.gateway.write(op["device_id"], state.version, ds, ka, op["operation_id"])
+            except (TransientError, VersionMoved) as exc:
+                # The write may or may not have landed (a dropped connection after commit looks like this): re-read.
+                self.checkpoints.transition(op, WRITING, {"error": str(exc), "status": exc.status, "next": "re-read"})
+                resumed_write = True
+                continue
+            except KeyConflict as exc:
+                self.checkpoints.transition(op, FAILED, {"error": str(exc), "status": 409}, last_error=str(exc)[:500])
+                return FAILED
+            self.checkpoints.transition(op, CONFIRMING, {"status": 200, "version": result.version}, result_version=result.version)
+            resumed_write = True
+        self.checkpoints.transition(op, FAILED, {"error": f"no final state after {MAX_CYCLES} read/write rounds"}, last_error="too many rounds")
+        return FAILED
+
+
+def run_s1sp(executor: DeviceExecutor, ops: list[dict], concurrency: int, waves: WavePolicy, should_stop=lambda: False,
+             on_progress=None) -> tuple[S1SPRunStats, str | None]:  # fmt: skip
+    """Canary then growing waves; returns stats and a pause reason (None when every op reached a final state)."""
+    stats = S1SPRunStats()
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        for index, (start, stop) in enumerate(waves.waves(len(ops))):
+            if should_stop():
+                return stats, "stopped"
+            wave = ops[start:stop]
+            results = list(pool.map(executor.run, wave))
+            wave_failed = sum(r == FAILED for r in results)
+            stats.attempted += len(wave)
+            stats.failed += wave_failed
+            for r in results:
+                stats.by_state[r] = stats.by_state.get(r, 0) + 1
+            if on_progress:
+                on_progress(len(wave))
+            reason = waves.should_pause(index, wave_failed, len(wave), stats.failed, stats.attempted)
+            if reason and stop < len(ops):
+                return stats, reason
+    return stats, None

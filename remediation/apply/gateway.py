@@ -1,0 +1,117 @@
+"""How apply talks to an S1SP. `Gateway` is the small interface the executor sees; `HttpGateway` speaks the
+contract's anchor-slot API with httpx. Another transport (say a batch file exchange) implements the same three
+methods and the executor does not change."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Protocol
+
+import httpx
+
+
+@dataclass(frozen=True)
+class SlotState:
+    version: int
+    ds: str | None  # base64 DER as the S1SP holds it, None for an empty slot
+    ka: str | None
+    raw: dict  # the S1SP's response body, for the journal
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    version: int
+    raw: dict
+
+
+class GatewayError(Exception):
+    """Base for S1SP errors; `transient` ones may be retried."""
+
+    transient = False
+
+    def __init__(self, message: str, status: int | None = None, retry_after: float | None = None):
+        super().__init__(message)
+        self.status, self.retry_after = status, retry_after
+
+
+class TransientError(GatewayError):
+    transient = True
+
+
+class VersionMoved(GatewayError):
+    """412: the device changed since it was read."""
+
+
+class KeyConflict(GatewayError):
+    """409: the idempotency key was used with another body. Never retried: it means a bug or a tampered plan."""
+
+
+class UnknownDevice(GatewayError):
+    """404."""
+
+
+class Gateway(Protocol):
+    def read(self, device_id: str) -> SlotState: ...
+
+    def write(self, device_id: str, version: int, ds: str | None, ka: str | None, operation_id: str) -> WriteResult: ...
+
+    def close(self) -> None: ...
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None  # an HTTP date: fall back to our own backoff
+
+
+class HttpGateway:
+    def __init__(self, base_url: str, *, token: str | None = None, timeout: float = 5.0, concurrency: int = 4,
+                 client_cert: tuple[str, str] | None = None, ca_bundle: str | None = None):  # fmt: skip
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.client = httpx.Client(
+            base_url=base_url,
+            headers=headers,
+            timeout=httpx.Timeout(timeout),
+            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+            cert=client_cert,
+            verify=ca_bundle if ca_bundle else True,
+        )
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _call(self, method: str, device_id: str, **kw) -> httpx.Response:
+        try:
+            return self.client.request(method, f"/v1/devices/{device_id}/anchor-slots", **kw)
+        except httpx.TransportError as exc:  # timeouts, resets, a connection dropped after the write committed
+            raise TransientError(f"{method} {device_id}: {type(exc).__name__}: {exc}") from exc
+
+    def _check(self, response: httpx.Response, device_id: str) -> dict:
+        status = response.status_code
+        if status == 200:
+            return response.json()
+        text = response.text[:200]
+        if status in (429, 500, 502, 503, 504):
+            raise TransientError(f"{device_id}: HTTP {status} {text}", status, _retry_after(response))
+        if status == 412:
+            raise VersionMoved(f"{device_id}: HTTP 412 {text}", status)
+        if status == 409:
+            raise KeyConflict(f"{device_id}: HTTP 409 {text}", status)
+        if status == 404:
+            raise UnknownDevice(f"{device_id}: HTTP 404 {text}", status)
+        raise GatewayError(f"{device_id}: HTTP {status} {text}", status)
+
+    def read(self, device_id: str) -> SlotState:
+        body = self._check(self._call("GET", device_id), device_id)
+        slots = body["slots"]
+        return SlotState(int(body["version"]), slots["NO_DS"]["cert"], slots["NO_KA"]["cert"], body)
+
+    def write(self, device_id: str, version: int, ds: str | None, ka: str | None, operation_id: str) -> WriteResult:
+        body = {"slots": {"NO_DS": {"cert": ds}, "NO_KA": {"cert": ka}}, "reason": "MP107-R2", "operation_id": operation_id}
+        response = self._call("PUT", device_id, content=json.dumps(body, sort_keys=True),
+                              headers={"If-Match": f'"{version}"', "Idempotency-Key": operation_id, "Content-Type": "application/json"})  # fmt: skip
+        data = self._check(response, device_id)
+        return WriteResult(int(data["version"]), data)

@@ -1,0 +1,88 @@
+"""The run journal: append-only JSON lines, each entry carrying the SHA-256 of the previous entry.
+
+Entry = {"seq", "at", "event", ...fields, "prev": sha256(canonical JSON of the previous entry)}; the first entry's
+prev is 64 zeros. Altering, removing, inserting or reordering any entry breaks the chain at that point, and
+`verify_journal` names the first entry where it breaks.
+
+Each line goes to the file in one write() on an O_APPEND descriptor, so a killed process leaves whole lines; a
+partial last line (power loss) is cut off on the next open and the cut is itself journaled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from remediation.evidence.hashing import canonical_json
+
+GENESIS = "0" * 64
+
+
+def entry_hash(entry: dict) -> str:
+    return hashlib.sha256(canonical_json(entry)).hexdigest()
+
+
+class Journal:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.lock = threading.Lock()
+        self.prev, self.seq, cut = GENESIS, 0, None
+        if self.path.exists():
+            data = self.path.read_bytes()
+            if data and not data.endswith(b"\n"):
+                keep = data.rfind(b"\n") + 1
+                cut = len(data) - keep
+                with open(self.path, "r+b") as fh:
+                    fh.truncate(keep)
+                data = data[:keep]
+            lines = data.splitlines()
+            if lines:
+                last = json.loads(lines[-1])
+                self.prev, self.seq = entry_hash(last), int(last["seq"])
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        if cut:
+            self.append("journal_repaired", truncated_bytes=cut)
+
+    def append(self, event: str, **fields: Any) -> dict:
+        with self.lock:
+            entry = {"seq": self.seq + 1, "at": datetime.now(timezone.utc).isoformat(timespec="microseconds"), "event": event, **fields, "prev": self.prev}
+            line = canonical_json(entry) + b"\n"
+            os.write(self.fd, line)
+            self.seq, self.prev = entry["seq"], hashlib.sha256(line[:-1]).hexdigest()
+            return entry
+
+    def sync(self) -> None:
+        os.fsync(self.fd)
+
+    def close(self) -> None:
+        try:
+            os.fsync(self.fd)
+        finally:
+            os.close(self.fd)
+
+
+def read_journal(path: str | Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_bytes().splitlines() if line.strip()]
+
+
+def verify_journal(path: str | Path) -> tuple[bool, str]:
+    """(True, summary) when the chain holds; else (False, the first bad entry and why)."""
+    prev, expected_seq = GENESIS, 1
+    for number, line in enumerate(Path(path).read_bytes().splitlines(), start=1):
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            return False, f"journal line {number}: not valid JSON"
+        if canonical_json(entry) != line:
+            return False, f"journal line {number} (seq {entry.get('seq')}): not in canonical form (edited?)"
+        if entry.get("prev") != prev:
+            return False, f"journal line {number} (seq {entry.get('seq')}): previous-entry hash does not match (an entry before it was altered, removed or reordered)"
+        if entry.get("seq") != expected_seq:
+            return False, f"journal line {number}: sequence {entry.get('seq')} where {expected_seq} was expected (entries removed or reordered)"
+        prev, expected_seq = entry_hash(entry), expected_seq + 1
+    return True, f"{expected_seq - 1} entries, chain intact"

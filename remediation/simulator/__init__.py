@@ -1,0 +1,1 @@
+"""A stand-in S1SP: the anchor-slot API of the contract over SQLite, with seeded fault injection."""

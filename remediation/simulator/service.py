@@ -1,0 +1,82 @@
+"""Simulator life cycle: load an S1SP's extract into SQLite, make devices drift, serve until stopped, export."""
+
+from __future__ import annotations
+
+import csv
+import random
+import signal
+from datetime import datetime, timezone
+from pathlib import Path
+
+from remediation.certificates import CertificateCatalog
+from remediation.config import EXTRACT_FIELDS_WIDE, CaseConfig
+from remediation.errors import InputError
+from remediation.ingest.extracts import read_extract
+from remediation.ingest.pki import load_org_cas
+from remediation.model import EMPTY_SLOT
+from remediation.simulator.faults import FaultSpec
+from remediation.simulator.server import serve
+from remediation.simulator.store import SlotStore
+
+
+def load_from_case(store: SlotStore, config: CaseConfig, s1sp: str) -> int:
+    sources = [e for e in config.extracts if e.s1sp == s1sp]
+    if not sources:
+        raise InputError(f"the case has no extract for S1SP {s1sp}", field="--s1sp")
+    catalog = CertificateCatalog(load_org_cas(config.org_ca_paths))
+    rows = []
+    for source in sources:
+        records = read_extract(source, catalog).records
+        b64 = [f.b64() if f.der is not None else None for f in catalog.facts]
+        good = records[records["device_id"].notna()]
+        for r in good.itertuples(index=False):
+            ds = b64[r.ds] if r.ds != EMPTY_SLOT else None
+            ka = b64[r.ka] if r.ka != EMPTY_SLOT else None
+            rows.append((r.device_id, s1sp, r.device_type, r.mpxn, ds, ka))
+    return store.load(rows)
+
+
+def make_drift(store: SlotStore, device_ids: list[str], count: int, seed: int) -> list[str]:
+    """Change devices underneath (as another party would between plan and apply): swap their two slots."""
+    chosen = list(device_ids)
+    if count:
+        candidates = [d[1] for d in store.devices() if d[4] and d[5] and d[4] != d[5] and d[1] not in chosen]
+        chosen += random.Random(seed).sample(candidates, min(count, len(candidates)))
+    for device_id in chosen:
+        current = store.get(device_id)
+        if current is None:
+            raise InputError(f"unknown device {device_id}", field="--drift-device")
+        store.tamper(device_id, current.ka, current.ds)
+    return chosen
+
+
+def export_extract(store: SlotStore, out: Path) -> int:
+    """The store as an extract in the canonical dialect, for `verify`."""
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    rows = store.devices()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(EXTRACT_FIELDS_WIDE)
+        for s1sp, device_id, device_type, mpxn, ds, ka, _version in rows:
+            w.writerow([s1sp, device_id, device_type, mpxn, ds or "", ka or "", now])
+    return len(rows)
+
+
+def serve_forever(store: SlotStore, port: int, faults: FaultSpec, *, token: str | None = None, tls_cert=None, tls_key=None,
+                  client_ca=None, on_ready=None) -> None:  # fmt: skip
+    server = serve(store, port, faults, token=token, tls_cert=tls_cert, tls_key=tls_key, client_ca=client_ca)
+
+    def stop(*_):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    if on_ready:
+        on_ready(server.server_address[1])
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        store.close()
