@@ -80,6 +80,10 @@ class DeviceExecutor:
 
         return self.retrying(call)
 
+    def _put(self, op: dict, version: int, ds: str | None, ka: str | None):
+        self.limiter.acquire()
+        return self.gateway.write(op["device_id"], version, ds, ka, op["operation_id"])
+
     def _slot_fps(self, state: SlotState) -> tuple[str, str]:
         return fingerprint(state.ds), fingerprint(state.ka)
 
@@ -95,7 +99,7 @@ class DeviceExecutor:
         resumed_write = op["state"] in (WRITING, CONFIRMING)
         if op["state"] == PENDING:
             self.checkpoints.transition(op, READING)
-        for _ in range(MAX_CYCLES):
+        for cycle in range(MAX_CYCLES + 1):  # the last round only reads: it confirms a write made in the round before
             state = self._read(op)
             current = self._slot_fps(state)
             fields = {"version_seen": state.version}
@@ -114,14 +118,17 @@ class DeviceExecutor:
             if self.dry_run:
                 self.checkpoints.transition(op, "would_write", {"version": state.version}, **fields)
                 return "would_write"
+            if cycle == MAX_CYCLES:
+                break
             # Exactly as planned: write both slots in one conditional PUT. Recorded as in flight *before* sending.
             self.checkpoints.transition(op, WRITING, {"if_match": state.version}, attempts=(op.get("attempts") or 0) + 1, **fields)
             ds, ka = self.targets[op["operation_id"]]
             try:
-                self.limiter.acquire()
-                result = self.gateway.write(op["device_id"], state.version, ds, ka, op["operation_id"])
+                # Re-sending the same PUT is safe: the S1SP replays the first answer for the same Idempotency-Key, and
+                # If-Match stops it if anyone else wrote in between.
+                result = self.retrying(self._put, op, state.version, ds, ka)
             except (TransientError, VersionMoved) as exc:
-                # The write may or may not have landed (a dropped connection after commit looks like this): re-read.
+                # Retries used up or the version moved; the write may or may not have landed: re-read and decide again.
                 self.checkpoints.transition(op, WRITING, {"error": str(exc), "status": exc.status, "next": "re-read"})
                 resumed_write = True
                 continue

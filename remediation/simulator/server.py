@@ -106,11 +106,11 @@ class Handler(BaseHTTPRequestHandler):
             return
         digest = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
         self.server.store.count("put")
-        status, response = self.server.store.conditional_write(
+        status, response, replayed = self.server.store.conditional_write(
             device_id, version, ds, ka, key, digest, lambda v: json.dumps(slots_body(device_id, v, ds, ka))
         )
         if status == 200:
-            self.server.store.count("put_committed")
+            self.server.store.count("put_replayed" if replayed else "put_committed")
             if self.server.faults.drop_after_commit():
                 self.server.store.count("dropped_after_commit")
                 self.close_connection = True

@@ -77,23 +77,23 @@ class SlotStore:
             return self.conn.execute("SELECT body_sha256, status, response FROM idempotency WHERE key=?", (key,)).fetchone()
 
     def conditional_write(self, device_id: str, if_version: int, ds: str | None, ka: str | None, key: str, body_sha256: str,
-                          response_for) -> tuple[int, str]:  # fmt: skip
-        """Compare-and-swap in one transaction: (200, response) or (412, reason) or (404, ...); records idempotency."""
+                          response_for) -> tuple[int, str, bool]:  # fmt: skip
+        """Compare-and-swap in one transaction: (status, response or reason, replayed); records idempotency."""
         with self.lock:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
                 prior = self.conn.execute("SELECT body_sha256, status, response FROM idempotency WHERE key=?", (key,)).fetchone()
                 if prior is not None:
                     self.conn.execute("COMMIT")
-                    return (prior[1], prior[2]) if prior[0] == body_sha256 else (409, "idempotency key reused with a different body")
+                    return (prior[1], prior[2], True) if prior[0] == body_sha256 else (409, "idempotency key reused with a different body", False)
                 row = self.conn.execute("SELECT version, ds, ka FROM devices WHERE device_id=?", (device_id,)).fetchone()
                 if row is None:
                     self.conn.execute("COMMIT")
-                    return 404, "unknown device"
+                    return 404, "unknown device", False
                 version, old_ds, old_ka = row
                 if version != if_version:
                     self.conn.execute("COMMIT")
-                    return 412, f"version is {version}, not {if_version}"
+                    return 412, f"version is {version}, not {if_version}", False
                 new_version = version + 1
                 self.conn.execute("UPDATE devices SET version=?, ds=?, ka=? WHERE device_id=?", (new_version, ds, ka, device_id))
                 self.conn.execute(
@@ -104,7 +104,7 @@ class SlotStore:
                 self.conn.execute("INSERT INTO idempotency(key, device_id, body_sha256, status, response) VALUES (?,?,?,?,?)",
                                   (key, device_id, body_sha256, 200, response))  # fmt: skip
                 self.conn.execute("COMMIT")
-                return 200, response
+                return 200, response, False
             except BaseException:
                 self.conn.execute("ROLLBACK")
                 raise

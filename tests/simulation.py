@@ -1,0 +1,64 @@
+"""Test helpers for apply: a planned and approved case plus in-process simulators on 127.0.0.1."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from remediation import pipeline
+from remediation.config import load_case
+from remediation.simulator.faults import FaultInjector, FaultSpec
+from remediation.simulator.server import SimulatorServer, run_in_thread, serve
+from remediation.simulator.service import load_from_case
+from remediation.simulator.store import SlotStore
+from tests.support import CaseFiles, mpan, no_cert
+
+
+@dataclass
+class Sim:
+    store: SlotStore
+    server: SimulatorServer
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def set_faults(self, spec: str) -> None:
+        self.server.faults = FaultInjector(FaultSpec.parse(spec))
+
+    def writes(self) -> list[dict]:
+        return self.store.writes()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def start_sim(db: Path, case_path: Path, s1sp: str = "MOC", faults: str = "", token: str | None = None, **tls) -> Sim:
+    store = SlotStore(db)
+    load_from_case(store, load_case(case_path), s1sp)
+    server = serve(store, 0, FaultSpec.parse(faults), token=token, **tls)
+    run_in_thread(server)
+    return Sim(store, server)
+
+
+def planned_case(root: Path, wrong: int = 30, ok: int = 5, s1sp: str = "MOC") -> tuple[CaseFiles, Path, Path]:
+    """A case with `wrong` WRONG_NO devices and `ok` OK ones; planned by alice, approved by bob."""
+    case = CaseFiles(root)
+    for i in range(wrong + ok):
+        m = mpan(14, 5000 + i)
+        holder = "BBBB" if i < wrong else "AAAA"
+        case.device(f"00-1D-00-00-00-01-{i // 256:02X}-{i % 256:02X}", m, no_cert(holder, "DS"), no_cert(holder, "KA"), s1sp=s1sp)
+        case.register(m, "AAAA")
+    config = case.write()
+    plan_dir = root / "plan"
+    pipeline.run_plan(config, plan_dir, planner="alice")
+    pipeline.run_approve(plan_dir, "bob")
+    return case, config, plan_dir
+
+
+def api_writes(db: Path) -> list[tuple]:
+    """(device_id, operation_id) of every committed API write, read straight from the simulator's database."""
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT device_id, operation_id FROM writes WHERE source='api' ORDER BY seq").fetchall()
