@@ -32,6 +32,13 @@ class SimulatorServer(ThreadingHTTPServer):
         super().__init__(address, Handler)
         self.store, self.faults, self.token = store, FaultInjector(faults), token
 
+    def handle_error(self, request, client_address) -> None:
+        import sys
+
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError, ssl.SSLError)):
+            return  # a client that went away (killed, timed out) is not the simulator's error
+        super().handle_error(request, client_address)
+
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
