@@ -312,5 +312,55 @@ def simulator_export(db: Path, out_path: Path) -> None:
     click.echo(f"exported {n} devices to {out_path}")
 
 
+@main.group()
+def audit() -> None:
+    """Signed audit exports of a run, and their verification."""
+
+
+@audit.command("keygen")
+@click.option("--private", "private_path", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Ed25519 private key (PEM, mode 0600).")
+@click.option("--public", "public_path", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Its public key (PEM), for audit verify.")
+def audit_keygen(private_path: Path, public_path: Path) -> None:
+    """Make an Ed25519 signing key pair (an HSM- or PKI-issued key can be used instead)."""
+    from remediation.evidence.audit import generate_key
+
+    if private_path.exists():
+        raise click.UsageError(f"{private_path} exists; keys are never overwritten")
+    generate_key(private_path, public_path)
+    click.echo(f"wrote {private_path} and {public_path}")
+
+
+@audit.command("export")
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--sign-key", required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path), help="Ed25519 or ECDSA P-256 private key (PEM).")
+@click.option("--by", "who", default=_default_user, show_default="the login name")
+def audit_export(run_dir: Path, out_dir: Path, sign_key: Path, who: str) -> None:
+    """Export findings, plan, approvals, journal and per-device outcomes with a signed manifest."""
+    result = pipeline.run_audit_export(run_dir, out_dir, sign_key, who)
+    Console().print(f"exported {len(result.manifest['files'])} files to {result.directory}, manifest signed ({result.manifest['algorithm']}, "
+                    f"key {result.manifest['public_key_sha256'][:16]}…)")  # fmt: skip
+
+
+@audit.command("verify")
+@click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--pubkey", required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path))
+def audit_verify(directory: Path, pubkey: Path) -> None:
+    """Check the signature, every file's hash, the journal chain and the summary's counts (exit 3 naming the first fault)."""
+    manifest = pipeline.run_audit_verify(directory, pubkey)
+    Console().print(f"[green]verified[/]: signature, {len(manifest['files'])} file hashes, journal chain and counts (plan {manifest['plan_hash'][:16]}…)")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="New directory for the rollback plan.")
+@click.option("--device", "devices", multiple=True, help="Roll back only this device (repeatable; default: every device the run wrote).")
+@click.option("--by", "planner", default=_default_user, show_default="the login name")
+def rollback(run_dir: Path, out_dir: Path, devices: tuple[str, ...], planner: str) -> None:
+    """Plan the restoration of the prior certificates recorded by a run (then approve and apply it like any plan)."""
+    result = pipeline.run_rollback(run_dir, out_dir, planner=planner, devices=list(devices) or None)
+    terminal.print_plan(result.document, result.directory)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

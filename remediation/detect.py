@@ -32,9 +32,15 @@ _VERDICT_TEXT = {
 }
 FINDINGS_EXTRA = [
     "registered_no", "ds_fingerprint", "ka_fingerprint", "ds_verdict", "ka_verdict", "ds_role", "ka_role",
-    "source_file", "source_row", "rows", "extracted_at",
+    "source_file", "source_row", "rows", "extracted_at", "finding_id",
 ]  # fmt: skip
 FUEL = {"ESME": "E", "GSME": "G"}
+
+
+@dataclass(frozen=True)
+class Detection:
+    findings: pd.DataFrame  # one row per device: FINDING_COLUMNS + FINDINGS_EXTRA
+    input_rows: pd.DataFrame  # one row per input record: source_file, source_row, n_rows, finding_id
 
 
 @dataclass(frozen=True)
@@ -67,7 +73,7 @@ class CertificateTable:
         )
 
 
-def _collapse_duplicates(records: pd.DataFrame) -> pd.DataFrame:
+def _collapse_duplicates(records: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One row per device key. Identical repeats collapse (their rows are summed); differing ones conflict."""
     unnamed = "?" + records["source_file"].astype(str) + "#" + records["source_row"].astype(str)
     rec = records.assign(key=records["device_id"].astype(object).where(records["device_id"].notna(), unnamed))
@@ -80,6 +86,10 @@ def _collapse_duplicates(records: pd.DataFrame) -> pd.DataFrame:
     per_key.loc[clash_keys, "conflict"] = True
     first = distinct.drop_duplicates("key").set_index("key")
     devices = first[["s1sp", "device_raw", "device_id", "device_type", "mpxn", "ds", "ka", "source_file", "source_row"]].join(per_key)
+    # Which device (finding) each input record became: the trace from input rows to outcomes.
+    position = pd.Series(np.arange(len(devices), dtype=np.int64), index=devices.index)
+    input_rows = pd.DataFrame({"source_file": records["source_file"].to_numpy(), "source_row": records["source_row"].to_numpy(),
+                               "n_rows": records["n_rows"].to_numpy(), "finding_id": rec["key"].map(position).to_numpy()})  # fmt: skip
     devices["dup_detail"] = None
     conflicted = devices.index[devices["conflict"].to_numpy()]
     if len(conflicted):
@@ -88,7 +98,7 @@ def _collapse_duplicates(records: pd.DataFrame) -> pd.DataFrame:
         labels = involved.groupby("key")["s1sp"].agg(lambda s: "+".join(sorted(set(s))))
         devices.loc[conflicted, "s1sp"] = labels.reindex(conflicted).to_numpy()
         devices.loc[conflicted, "dup_detail"] = ("records differ: " + sources.reindex(conflicted)).to_numpy()
-    return devices.reset_index(drop=True)
+    return devices.reset_index(drop=True), input_rows
 
 
 def file_names(files: pd.Series) -> pd.Series:
@@ -165,10 +175,10 @@ def find_wrong_devices(
     as_of: date,
     policy: Policy,
     quarantine: pd.DataFrame | None = None,
-) -> pd.DataFrame:
-    """Canonical device records (all S1SPs) -> one finding per device. See the contract for the categories."""
+) -> Detection:
+    """Canonical device records (all S1SPs) -> one finding per device, and the trace of each input record to its finding."""
     table = CertificateTable.from_frame(certs)
-    devices = _collapse_duplicates(records)
+    devices, input_rows = _collapse_duplicates(records)
     devices = _registration(devices, registrations, as_of, policy)
     devices = devices.merge(registry, how="left", on="network_operator_id")
     known_no = devices["expected_entity"].notna() & (devices["no_fuel"] == devices["fuel"])
@@ -214,6 +224,7 @@ def find_wrong_devices(
 
     findings = pd.DataFrame(
         {
+            "finding_id": np.arange(len(devices), dtype=np.int64),
             "device_id": devices["device_id"].astype(object).where(devices["device_id"].notna(), devices["device_raw"]).to_numpy(),
             "s1sp": devices["s1sp"].to_numpy(),
             "device_type": devices["device_type"].to_numpy(),
@@ -236,7 +247,8 @@ def find_wrong_devices(
             "extracted_at": devices["extracted_at"].to_numpy(),
         }
     )
-    return findings[list(FINDING_COLUMNS) + FINDINGS_EXTRA]
+    input_rows["source_file"] = file_names(input_rows["source_file"]).to_numpy()
+    return Detection(findings[list(FINDING_COLUMNS) + FINDINGS_EXTRA], input_rows)
 
 
 def _invalid_detail(devices: pd.DataFrame, quarantine: pd.DataFrame | None) -> np.ndarray:

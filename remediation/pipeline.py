@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 import json
+import shutil
 from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
@@ -27,8 +28,9 @@ from remediation.report.content import build_report
 from remediation.report.html import render_html
 from remediation.report.markdown import render_markdown
 from remediation.apply.checkpoint import SqliteCheckpoints
-from remediation.apply.runner import ApplyOptions, ApplyResult, apply_plan, dry_run, run_counts_table
-from remediation.plan import PLAN_SCHEMA, check_approved, approvals_path, build_plan, check_fresh, load_plan, make_approval, plan_counts, read_approvals, seal
+from remediation.apply.runner import ApplyOptions, ApplyResult, apply_plan, dry_run, run_counts_table, write_outcomes
+from remediation.evidence.audit import export_audit, verify_export
+from remediation.plan import PLAN_SCHEMA, build_rollback_plan, check_approved, approvals_path, build_plan, check_fresh, load_plan, make_approval, plan_counts, read_approvals, seal
 
 ProgressCallback = Callable[[str, int], None]
 SUMMARY_SCHEMA = "remediation/detect-summary/1"
@@ -54,6 +56,7 @@ class DetectResult:
     quarantine: pd.DataFrame
     summary: dict
     case: CaseData
+    input_rows: pd.DataFrame  # each input record -> finding_id
 
 
 def load_case_data(config: CaseConfig, as_of: date | None = None, progress: ProgressCallback | None = None) -> CaseData:
@@ -66,7 +69,7 @@ def load_case_data(config: CaseConfig, as_of: date | None = None, progress: Prog
 
 
 def detect_case(data: CaseData) -> DetectResult:
-    findings = find_wrong_devices(
+    detection = find_wrong_devices(
         data.extracts.records,
         data.catalog.frame(data.as_of),
         data.rdp.registrations,
@@ -75,9 +78,12 @@ def detect_case(data: CaseData) -> DetectResult:
         data.config.policy,
         data.extracts.quarantine,
     )
+    findings = detection.findings
     quarantine = concat_quarantine([q for q in (data.extracts.quarantine, data.rdp.quarantine) if len(q)])
     summary = detect_summary(data, findings, quarantine)
-    return DetectResult(findings, quarantine, summary, data)
+    if int(detection.input_rows["n_rows"].sum()) != summary["rows_read"]["extracts"]:
+        raise ReconciliationError("input-row trace does not cover every extract row read")
+    return DetectResult(findings, quarantine, summary, data, detection.input_rows)
 
 
 def _count_by(frame: pd.DataFrame, weights: str | None = None) -> dict[str, int]:
@@ -135,6 +141,7 @@ def run_detect(config_path: str | Path, out_dir: str | Path, as_of: date | None 
     result = detect_case(load_case_data(config, as_of, progress))
     write_parquet(out / "findings.parquet", result.findings)
     write_csv(out / "findings.csv", result.findings)
+    write_parquet(out / "input_rows.parquet", result.input_rows)
     write_csv(out / "quarantine.csv", result.quarantine[QUARANTINE_COLUMNS])
     write_json(out / "summary.json", result.summary)
     return result
@@ -164,6 +171,7 @@ def run_plan(config_path: str | Path, out_dir: str | Path, *, planner: str, as_o
     rows = build_plan(result.findings, result.case.registry, result.case.catalog, result.case.as_of, config.policy, tuple(sorted(s1sps)))
     outputs = {
         "findings.parquet": write_parquet(out / "findings.parquet", result.findings),
+        "input_rows.parquet": write_parquet(out / "input_rows.parquet", result.input_rows),
         "quarantine.csv": write_csv(out / "quarantine.csv", result.quarantine[QUARANTINE_COLUMNS]),
         "summary.json": write_json(out / "summary.json", result.summary),
         "plan.parquet": write_parquet(out / "plan.parquet", rows),
@@ -304,3 +312,63 @@ def run_verify(config_path: str | Path, fresh_dir: str | Path, out_dir: str | Pa
     write_json(out / "summary.json", result.summary)
     write_json(out / "verify.json", verdict)
     return verdict
+
+
+# ------------------------------------------------------------------------------------------------ evidence
+
+
+def run_audit_export(run_dir: str | Path, out_dir: str | Path, sign_key: str | Path, exported_by: str):
+    return export_audit(Path(run_dir), Path(out_dir), Path(sign_key), exported_by)
+
+
+def run_audit_verify(directory: str | Path, pubkey: str | Path) -> dict:
+    return verify_export(Path(directory), Path(pubkey))
+
+
+def run_rollback(run_dir: str | Path, out_dir: str | Path, *, planner: str, devices: list[str] | None = None) -> PlanResult:
+    """A plan that restores the recorded prior certificates of devices this run wrote; approved and applied like any plan."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "run.json").exists():
+        raise InputError("not a run directory (no run.json)", file=str(run_dir))
+    run = json.loads((run_dir / "run.json").read_text())
+    original = load_plan(run["plan_dir"])
+    store = SqliteCheckpoints(run_dir / "checkpoints.sqlite")
+    ops = store.ops_frame()
+    store.close()
+    rows = build_rollback_plan(original.rows, ops, devices)
+    if rows.empty:
+        raise InputError("no device written by this run to roll back", file=str(run_dir))
+    out = prepare_dir(out_dir)
+    if (out / "plan.json").exists():
+        raise InputError("already holds a plan; plans are never overwritten (choose a new directory)", file=str(out))
+    store = SqliteCheckpoints(run_dir / "checkpoints.sqlite")
+    write_outcomes(run_dir, store)  # the rollback's precondition file, current as of now
+    store.close()
+    for name in ("findings.parquet", "input_rows.parquet", "summary.json", "quarantine.csv"):
+        if (run_dir / name).exists():
+            shutil.copy2(run_dir / name, out / name)
+    outputs = {"plan.parquet": write_parquet(out / "plan.parquet", rows)}
+    write_csv(out / "plan.csv", rows.drop(columns=["target_ds_cert", "target_ka_cert"]))
+    inputs = [{"role": "run", "s1sp": None, "path": str((run_dir / name).resolve()), "sha256": sha256_file(run_dir / name), "rows_read": None}
+              for name in ("journal.jsonl", "outcomes.parquet")]  # fmt: skip
+    document = seal(
+        {
+            "schema": PLAN_SCHEMA,
+            "kind": "rollback",
+            "rollback_of": {"run_dir": str(run_dir.resolve()), "plan_hash": original.plan_hash},
+            "tool_version": __version__,
+            "case": original.document["case"],
+            "as_of": original.document["as_of"],
+            "planned_by": planner,
+            "s1sp_filter": [],
+            "policy": original.document["policy"],
+            "inputs": inputs,
+            "config_files": [],
+            "config_sha256": sha256_json([]),
+            "endpoints": original.document["endpoints"],
+            "counts": plan_counts(rows),
+            "outputs": {name: sha256_file(path) for name, path in outputs.items()},
+        }
+    )
+    write_json(out / "plan.json", document)
+    return PlanResult(out, document, rows, None)

@@ -224,3 +224,37 @@ def check_approved(plan: LoadedPlan) -> list[dict]:
         why = "it has no approval" if not recorded else "its approvals are for another plan hash or were altered"
         raise NotApproved(f"refusing: plan {plan.directory} (hash {plan.plan_hash[:12]}…) is not approved: {why}; run `remediation approve`")
     return good
+
+
+# ------------------------------------------------------------------------------------------------ rollback
+
+
+def build_rollback_plan(plan_rows: pd.DataFrame, ops: pd.DataFrame, devices: list[str] | None = None) -> pd.DataFrame:
+    """A plan restoring the certificates recorded before apply wrote, for devices it wrote (state done).
+
+    The precondition is the certificates apply wrote; the targets are the recorded prior ones. Restoring prior
+    content on purpose puts back another NO's certificates: the plan needs the same approval as any other."""
+    done = ops[ops["state"] == "done"]
+    if devices:
+        unknown = sorted(set(devices) - set(ops["device_id"]))
+        if unknown:
+            raise InputError(f"not in this run: {', '.join(unknown[:5])}{' …' if len(unknown) > 5 else ''}", field="--device")
+        not_done = sorted(set(devices) - set(done["device_id"]))
+        if not_done:
+            raise InputError(f"not written by this run (nothing to roll back): {', '.join(not_done[:5])}", field="--device")
+        done = done[done["device_id"].isin(devices)]
+    if done["prior_ds_fp"].isna().any():
+        raise InputError("some written devices have no recorded prior certificates")
+    base = plan_rows.drop(columns=["operation_id", "expected_ds_fingerprint", "expected_ka_fingerprint", "target_ds_fingerprint",
+                                   "target_ka_fingerprint", "target_ds_cert", "target_ka_cert"])  # fmt: skip
+    rows = done[["device_id", "target_ds_fp", "target_ka_fp", "prior_ds_fp", "prior_ka_fp", "prior_ds_cert", "prior_ka_cert"]].merge(base, on="device_id")
+    rows = rows.rename(columns={"target_ds_fp": "expected_ds_fingerprint", "target_ka_fp": "expected_ka_fingerprint",
+                                "prior_ds_fp": "target_ds_fingerprint", "prior_ka_fp": "target_ka_fingerprint",
+                                "prior_ds_cert": "target_ds_cert", "prior_ka_cert": "target_ka_cert"})  # fmt: skip
+    rows["category"] = "ROLLBACK"
+    rows["operation_id"] = operation_ids(rows["device_id"], rows["target_ds_fingerprint"], rows["target_ka_fingerprint"])
+    rows = rows.sort_values(["s1sp", "device_id"], kind="stable", ignore_index=True)
+    for col in PLAN_COLUMNS:
+        if col != "source_row":
+            rows[col] = rows[col].astype(object).where(rows[col].notna(), "")
+    return rows[PLAN_COLUMNS]

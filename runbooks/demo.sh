@@ -51,4 +51,9 @@ $R verify --config $CASE --fresh "$OUT/fresh" --plan "$OUT/plan" --out "$OUT/ver
 step "report"
 $R report "$OUT/run" --format html --out "$OUT/report.html"
 
+step "signed audit export, verified"
+$R audit keygen --private "$OUT/keys/audit.key" --public "$OUT/keys/audit.pub"
+$R audit export "$OUT/run" --out "$OUT/audit" --sign-key "$OUT/keys/audit.key" --by operator.carol
+$R audit verify "$OUT/audit" --pubkey "$OUT/keys/audit.pub"
+
 printf '\nDemo complete: %s\n' "$OUT"

@@ -27,7 +27,7 @@ CREATE TABLE IF NOT EXISTS ops (
     operation_id TEXT PRIMARY KEY, device_id TEXT NOT NULL, s1sp TEXT NOT NULL, seq INTEGER NOT NULL,
     expected_ds TEXT, expected_ka TEXT, target_ds_fp TEXT, target_ka_fp TEXT,
     state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, version_seen INTEGER, result_version INTEGER,
-    prior_ds_fp TEXT, prior_ka_fp TEXT, final_ds_fp TEXT, final_ka_fp TEXT, last_error TEXT, updated_at REAL
+    prior_ds_fp TEXT, prior_ka_fp TEXT, prior_ds_cert TEXT, prior_ka_cert TEXT, final_ds_fp TEXT, final_ka_fp TEXT, last_error TEXT, updated_at REAL
 );
 CREATE INDEX IF NOT EXISTS ops_state ON ops(s1sp, state, seq);
 CREATE TABLE IF NOT EXISTS transitions (
@@ -35,7 +35,7 @@ CREATE TABLE IF NOT EXISTS transitions (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
-OP_FIELDS = ("version_seen", "result_version", "prior_ds_fp", "prior_ka_fp", "final_ds_fp", "final_ka_fp", "last_error", "attempts")
+OP_FIELDS = ("version_seen", "result_version", "prior_ds_fp", "prior_ka_fp", "prior_ds_cert", "prior_ka_cert", "final_ds_fp", "final_ka_fp", "last_error", "attempts")
 
 
 class SqliteCheckpoints:

@@ -104,7 +104,8 @@ class DeviceExecutor:
             current = self._slot_fps(state)
             fields = {"version_seen": state.version}
             if op.get("prior_ds_fp") is None:
-                fields.update(prior_ds_fp=current[0], prior_ka_fp=current[1])
+                # What the slots held before we touched them: what a rollback plan would restore.
+                fields.update(prior_ds_fp=current[0], prior_ka_fp=current[1], prior_ds_cert=state.ds, prior_ka_cert=state.ka)
             target = (op["target_ds_fp"], op["target_ka_fp"])
             expected = (op["expected_ds"] or "", op["expected_ka"] or "")
             if current == target:

@@ -69,8 +69,9 @@ def make_gateway(ep: dict, options: ApplyOptions) -> Gateway:
                        client_cert=options.client_cert, ca_bundle=options.ca_bundle)  # fmt: skip
 
 
-def _targets(rows: pd.DataFrame) -> dict[str, tuple[str, str]]:
-    return dict(zip(rows["operation_id"], zip(rows["target_ds_cert"], rows["target_ka_cert"])))
+def _targets(rows: pd.DataFrame) -> dict[str, tuple[str | None, str | None]]:
+    """operation id -> certificates to write; "" in a plan (an empty slot, e.g. restored by a rollback) is sent as null."""
+    return {op: (ds or None, ka or None) for op, ds, ka in zip(rows["operation_id"], rows["target_ds_cert"], rows["target_ka_cert"])}
 
 
 def _prepare_run_dir(plan: LoadedPlan, run_dir: Path, who: str) -> dict:
@@ -81,7 +82,7 @@ def _prepare_run_dir(plan: LoadedPlan, run_dir: Path, who: str) -> dict:
             raise SafetyRefusal(f"run {run_dir} belongs to plan {run.get('plan_hash', '?')[:12]}…, not {plan.plan_hash[:12]}…; use a new run directory")
         return run
     run_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("plan.json", "findings.parquet", "summary.json", "quarantine.csv"):
+    for name in ("plan.json", "findings.parquet", "input_rows.parquet", "summary.json", "quarantine.csv"):
         if (plan.directory / name).exists():
             shutil.copy2(plan.directory / name, run_dir / name)
     run = {"schema": RUN_SCHEMA, "plan_hash": plan.plan_hash, "plan_dir": str(plan.directory.resolve()), "created_by": who,

@@ -1,0 +1,230 @@
+"""Signed audit exports: what was found, planned, approved and done to each device, and proof nothing changed since.
+
+An export directory holds the findings, plan, approvals, journal, per-device outcomes and a summary, plus
+`manifest.json` (each file's SHA-256) and `manifest.sig` (Ed25519 or ECDSA P-256 signature of manifest.json).
+`verify_export` checks the signature, every file, the journal's hash chain and that the summary's counts equal the
+exports', and names the first thing that is wrong.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+from remediation import __version__
+from remediation.errors import InputError, SafetyRefusal
+from remediation.evidence.hashing import sha256_file
+from remediation.evidence.journal import verify_journal
+from remediation.model import CATEGORIES
+from remediation.outputs import prepare_dir, write_csv, write_json, write_parquet
+
+MANIFEST_SCHEMA = "remediation/audit-manifest/1"
+OUTCOME_COLUMNS = [
+    "finding_id", "device_id", "s1sp", "device_type", "mpxn", "source_file", "source_row", "rows", "category", "detail", "registered_no",
+    "operation_id", "expected_ds_fingerprint", "expected_ka_fingerprint", "target_ds_fingerprint", "target_ka_fingerprint",
+    "final_state", "attempts", "prior_ds_fp", "prior_ka_fp", "new_ds_fp", "new_ka_fp", "last_error",
+]  # fmt: skip
+
+
+class AuditFailure(SafetyRefusal):
+    """The export does not verify: tampered, incomplete or signed with another key (exit 3)."""
+
+
+# ------------------------------------------------------------------------------------------------ keys
+
+
+def generate_key(private_path: Path, public_path: Path) -> None:
+    key = ed25519.Ed25519PrivateKey.generate()
+    private_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    public_path.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+
+
+def load_private_key(path: Path):
+    try:
+        key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise InputError(f"cannot read the signing key ({exc})", file=str(path)) from None
+    if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name != "secp256r1":
+        raise InputError("ECDSA signing keys must be P-256", file=str(path))
+    if not isinstance(key, (ed25519.Ed25519PrivateKey, ec.EllipticCurvePrivateKey)):
+        raise InputError("signing key must be Ed25519 or ECDSA P-256", file=str(path))
+    return key
+
+
+def load_public_key(path: Path):
+    try:
+        return serialization.load_pem_public_key(Path(path).read_bytes())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read the public key ({exc})", file=str(path)) from None
+
+
+def _algorithm(key) -> str:
+    return "Ed25519" if isinstance(key, (ed25519.Ed25519PrivateKey, ed25519.Ed25519PublicKey)) else "ECDSA-P256-SHA256"
+
+
+def _sign(key, data: bytes) -> bytes:
+    return key.sign(data) if isinstance(key, ed25519.Ed25519PrivateKey) else key.sign(data, ec.ECDSA(hashes.SHA256()))
+
+
+def _verify(public_key, signature: bytes, data: bytes) -> None:
+    if isinstance(public_key, ed25519.Ed25519PublicKey):
+        public_key.verify(signature, data)
+    elif isinstance(public_key, ec.EllipticCurvePublicKey):
+        public_key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
+    else:
+        raise InvalidSignature("unsupported public key type")
+
+
+def key_id(public_key) -> str:
+    import hashlib
+
+    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(der).hexdigest()
+
+
+# ------------------------------------------------------------------------------------------------ export
+
+
+def device_outcomes(findings: pd.DataFrame, plan_rows: pd.DataFrame, ops: pd.DataFrame) -> pd.DataFrame:
+    """One row per device: input reference -> finding -> plan row -> final state, prior and new fingerprints."""
+    plan_cols = ["device_id", "operation_id", "expected_ds_fingerprint", "expected_ka_fingerprint", "target_ds_fingerprint", "target_ka_fingerprint"]
+    op_cols = ["operation_id", "state", "attempts", "prior_ds_fp", "prior_ka_fp", "final_ds_fp", "final_ka_fp", "last_error"]
+    ops = ops.reindex(columns=op_cols)
+    out = findings.merge(plan_rows[plan_cols], how="left", on="device_id").merge(ops, how="left", on="operation_id")
+    planned = out["operation_id"].notna()
+    out["final_state"] = out["state"].where(out["state"].notna(), "not_applied").where(planned, "not_planned")
+    out = out.rename(columns={"final_ds_fp": "new_ds_fp", "final_ka_fp": "new_ka_fp"})
+    return out.reindex(columns=OUTCOME_COLUMNS)
+
+
+def audit_summary(findings: pd.DataFrame, outcomes: pd.DataFrame, run: dict, detect_summary: dict) -> dict:
+    return {
+        "plan_hash": run["plan_hash"],
+        "run_status": run.get("status"),
+        "devices": int(len(outcomes)),
+        "input_rows": int(outcomes["rows"].sum()),
+        "rows_read": detect_summary["rows_read"],
+        "devices_by_category": {c: int((findings["category"] == c).sum()) for c in CATEGORIES},
+        "devices_by_final_state": {k: int(v) for k, v in outcomes["final_state"].value_counts().sort_index().items()},
+        "planned_devices": int(outcomes["operation_id"].notna().sum()),
+    }
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    directory: Path
+    manifest: dict
+
+
+def export_audit(run_dir: Path, out_dir: Path, signing_key_path: Path, exported_by: str) -> ExportResult:
+    run_dir = Path(run_dir)
+    if not (run_dir / "run.json").exists():
+        raise InputError("not a run directory (no run.json)", file=str(run_dir))
+    key = load_private_key(signing_key_path)
+    out = prepare_dir(out_dir)
+    if any(out.iterdir()):
+        raise InputError("export directory is not empty; exports are never overwritten", file=str(out))
+    run = json.loads((run_dir / "run.json").read_text())
+    plan_dir = Path(run["plan_dir"])
+    findings = pd.read_parquet(run_dir / "findings.parquet")
+    plan_rows = pd.read_parquet(plan_dir / "plan.parquet")
+    from remediation.apply.checkpoint import SqliteCheckpoints
+
+    store = SqliteCheckpoints(run_dir / "checkpoints.sqlite")
+    ops = store.ops_frame()
+    store.close()
+    outcomes = device_outcomes(findings, plan_rows, ops)
+    summary = audit_summary(findings, outcomes, run, json.loads((run_dir / "summary.json").read_text()))
+    if summary["input_rows"] != summary["rows_read"]["extracts"]:
+        raise SafetyRefusal(f"refusing to export: {summary['input_rows']} input rows traced, {summary['rows_read']['extracts']} read")
+    write_parquet(out / "findings.parquet", findings)
+    write_csv(out / "findings.csv", findings)
+    shutil.copy2(run_dir / "input_rows.parquet", out / "input_rows.parquet")
+    shutil.copy2(plan_dir / "plan.parquet", out / "plan.parquet")
+    write_csv(out / "plan.csv", plan_rows.drop(columns=["target_ds_cert", "target_ka_cert"]))
+    shutil.copy2(plan_dir / "plan.json", out / "plan.json")
+    approvals = plan_dir / "approvals.json"
+    write_json(out / "approvals.json", json.loads(approvals.read_text()) if approvals.exists() else {"approvals": []})
+    shutil.copy2(run_dir / "journal.jsonl", out / "journal.jsonl")
+    write_parquet(out / "outcomes.parquet", outcomes)
+    write_csv(out / "outcomes.csv", outcomes)
+    write_json(out / "summary.json", summary)
+    files = sorted(p.name for p in out.iterdir() if p.is_file())
+    manifest = {
+        "schema": MANIFEST_SCHEMA,
+        "tool_version": __version__,
+        "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "exported_by": exported_by,
+        "run_dir": str(run_dir.resolve()),
+        "plan_hash": run["plan_hash"],
+        "algorithm": _algorithm(key),
+        "public_key_sha256": key_id(key.public_key()),
+        "files": [{"name": name, "sha256": sha256_file(out / name), "bytes": (out / name).stat().st_size} for name in files],
+    }
+    data = (json.dumps(manifest, indent=2) + "\n").encode()
+    (out / "manifest.json").write_bytes(data)
+    (out / "manifest.sig").write_text(base64.b64encode(_sign(key, data)).decode() + "\n")
+    return ExportResult(out, manifest)
+
+
+# ------------------------------------------------------------------------------------------------ verify
+
+
+def verify_export(directory: Path, public_key_path: Path) -> dict:
+    """Raise AuditFailure naming the first problem; return the manifest when everything holds."""
+    directory = Path(directory)
+    public_key = load_public_key(public_key_path)
+    manifest_path, sig_path = directory / "manifest.json", directory / "manifest.sig"
+    if not manifest_path.exists() or not sig_path.exists():
+        raise AuditFailure(f"{directory}: manifest.json or manifest.sig is missing")
+    data = manifest_path.read_bytes()
+    try:
+        _verify(public_key, base64.b64decode(sig_path.read_text().strip(), validate=True), data)
+    except (InvalidSignature, ValueError):
+        raise AuditFailure(f"{manifest_path}: signature does not verify with {public_key_path} (wrong key, or manifest.json or manifest.sig altered)") from None
+    manifest = json.loads(data)
+    listed = {f["name"]: f for f in manifest["files"]}
+    if "journal.jsonl" in listed and (directory / "journal.jsonl").exists():
+        ok, why = verify_journal(directory / "journal.jsonl")
+        if not ok:
+            raise AuditFailure(f"{directory / 'journal.jsonl'}: {why}")
+    for name, entry in listed.items():
+        path = directory / name
+        if not path.exists():
+            raise AuditFailure(f"{path}: listed in the manifest but missing")
+        if sha256_file(path) != entry["sha256"]:
+            raise AuditFailure(f"{path}: SHA-256 differs from the signed manifest (file altered)")
+    extra = sorted(p.name for p in directory.iterdir() if p.is_file() and p.name not in listed and p.name not in ("manifest.json", "manifest.sig"))
+    if extra:
+        raise AuditFailure(f"{directory}: files not covered by the manifest: {', '.join(extra)}")
+    _check_reconciliation(directory)
+    return manifest
+
+
+def _check_reconciliation(directory: Path) -> None:
+    summary = json.loads((directory / "summary.json").read_text())
+    outcomes = pd.read_parquet(directory / "outcomes.parquet")
+    findings = pd.read_parquet(directory / "findings.parquet")
+    checks = [
+        ("devices", summary["devices"], len(outcomes)),
+        ("input_rows", summary["input_rows"], int(outcomes["rows"].sum())),
+        ("input_rows.parquet rows", summary["rows_read"]["extracts"], int(pd.read_parquet(directory / "input_rows.parquet")["n_rows"].sum())),
+        ("devices_by_final_state", summary["devices_by_final_state"], {k: int(v) for k, v in outcomes["final_state"].value_counts().sort_index().items()}),
+        ("devices_by_category", summary["devices_by_category"], {c: int((findings["category"] == c).sum()) for c in CATEGORIES}),
+    ]
+    for name, claimed, actual in checks:
+        if claimed != actual:
+            raise AuditFailure(f"{directory / 'summary.json'}: {name} says {claimed}, the exports say {actual}")
