@@ -1,7 +1,10 @@
 """Classify every device into exactly one finding category, in the contract's precedence.
 
-Pure and vectorised: canonical tables in, findings table out; no I/O and no Python loop per device. Certificate
-facts are looked up by interned id, so the per-device work is array indexing and comparisons.
+Pure and vectorised: canonical tables in, findings table out; no I/O and no Python loop per device. Devices are
+uint64 keys, MPxNs int64 keys, certificates small integer ids whose facts sit in arrays, and organisations integer
+codes, so the per-device work is array indexing, sorting and comparisons. Text is only made at the end, as
+dictionary-encoded Arrow columns (a few hundred distinct owner labels or details for millions of devices). The
+rare awkward cases (repeated devices, ambiguous registrations, invalid rows) are handled on their small subsets.
 """
 
 from __future__ import annotations
@@ -12,8 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from remediation.config import Policy
+from remediation.identifiers import eui64_text, mpxn_text
 from remediation.model import CATEGORIES, EMPTY_SLOT, FINDING_COLUMNS, ROLE_NAMES, ROLE_NETWORK_OPERATOR, Category
 
 # Per-slot verdicts, most serious first; a slot gets the first that applies.
@@ -34,12 +40,14 @@ FINDINGS_EXTRA = [
     "registered_no", "ds_fingerprint", "ka_fingerprint", "ds_verdict", "ka_verdict", "ds_role", "ka_role",
     "source_file", "source_row", "rows", "extracted_at", "finding_id",
 ]  # fmt: skip
-FUEL = {"ESME": "E", "GSME": "G"}
+DEVICE_TYPES = np.array(["ESME", "GSME"])
+NO_CODE = -1  # "no registered NO" in NO-code arrays
 
 
 @dataclass(frozen=True)
 class Detection:
     findings: pd.DataFrame  # one row per device: FINDING_COLUMNS + FINDINGS_EXTRA
+    table: pa.Table  # the same as Arrow, dictionary-encoded, for writing
     input_rows: pd.DataFrame  # one row per input record: source_file, source_row, n_rows, finding_id
 
 
@@ -49,122 +57,207 @@ class CertificateTable:
 
     fingerprint: np.ndarray
     error: np.ndarray  # bool
-    entity: np.ndarray
+    entity_code: np.ndarray  # int32 code of the subject entity (see `Entities`), -1 when none
     role: np.ndarray
-    key_usage: np.ndarray
+    key_usage: np.ndarray  # int8: 0 DS, 1 KA, 2 anything else
     chains: np.ndarray
     in_validity: np.ndarray
     revoked: np.ndarray
 
     @classmethod
-    def from_frame(cls, certs: pd.DataFrame) -> CertificateTable:
+    def from_frame(cls, certs: pd.DataFrame, entities: Entities) -> CertificateTable:
         def col(name, sentinel, dtype=object):
             return np.append(certs[name].to_numpy(dtype=dtype), np.array([sentinel], dtype=dtype))
 
         return cls(
             fingerprint=col("fingerprint", ""),
             error=np.append(certs["error"].notna().to_numpy(), False),
-            entity=col("entity_id", None),
+            entity_code=np.append(entities.codes(certs["entity_id"]), -1).astype(np.int32),
             role=col("role", -1, np.int64),
-            key_usage=col("key_usage", None),
+            key_usage=np.append(certs["key_usage"].map({"DS": 0, "KA": 1}).fillna(2).to_numpy(dtype=np.int8), 2),
             chains=col("chains", False, bool),
             in_validity=col("in_validity", False, bool),
             revoked=col("revoked", False, bool),
         )
 
 
-def _collapse_duplicates(records: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """One row per device key. Identical repeats collapse (their rows are summed); differing ones conflict."""
-    unnamed = "?" + records["source_file"].astype(str) + "#" + records["source_row"].astype(str)
-    rec = records.assign(key=records["device_id"].astype(object).where(records["device_id"].notna(), unnamed))
-    per_key = rec.groupby("key", sort=False).agg(
-        rows=("n_rows", "sum"), invalid=("invalid", "any"), conflict=("conflict", "any"), extracted_at=("extracted_at", "max")
-    )
-    # The S1SP is part of a device's content: a device two S1SPs both hold cannot be written safely to either.
-    distinct = rec.drop_duplicates(["key", "s1sp", "device_type", "mpxn", "ds", "ka"])
-    clash_keys = distinct.loc[distinct["key"].duplicated(keep=False), "key"].unique()
-    per_key.loc[clash_keys, "conflict"] = True
-    first = distinct.drop_duplicates("key").set_index("key")
-    devices = first[["s1sp", "device_raw", "device_id", "device_type", "mpxn", "ds", "ka", "source_file", "source_row"]].join(per_key)
-    # Which device (finding) each input record became: the trace from input rows to outcomes.
-    position = pd.Series(np.arange(len(devices), dtype=np.int64), index=devices.index)
-    input_rows = pd.DataFrame({"source_file": records["source_file"].to_numpy(), "source_row": records["source_row"].to_numpy(),
-                               "n_rows": records["n_rows"].to_numpy(), "finding_id": rec["key"].map(position).to_numpy()})  # fmt: skip
-    devices["dup_detail"] = None
-    conflicted = devices.index[devices["conflict"].to_numpy()]
-    if len(conflicted):
-        involved = rec[rec["key"].isin(conflicted)]
-        sources = (file_names(involved["source_file"]) + " row " + involved["source_row"].astype(str)).groupby(involved["key"]).agg("; ".join)
-        labels = involved.groupby("key")["s1sp"].agg(lambda s: "+".join(sorted(set(s))))
-        devices.loc[conflicted, "s1sp"] = labels.reindex(conflicted).to_numpy()
-        devices.loc[conflicted, "dup_detail"] = ("records differ: " + sources.reindex(conflicted)).to_numpy()
-    return devices.reset_index(drop=True), input_rows
+class Entities:
+    """Organisation entity ids (EUI-64 text) <-> small integer codes, so comparisons per device are integer ones."""
+
+    def __init__(self, *series: pd.Series):
+        values = pd.concat([s.dropna().astype(str) for s in series], ignore_index=True).unique()
+        self.labels = np.array(sorted(values), dtype=object)
+        self.index = {e: i for i, e in enumerate(self.labels)}
+
+    def codes(self, values: pd.Series) -> np.ndarray:
+        return np.array([self.index.get(v, -1) if isinstance(v, str) else -1 for v in values], dtype=np.int32)
 
 
 def file_names(files: pd.Series) -> pd.Series:
-    names = {f: Path(f).name for f in files.unique()}
-    return files.map(names)
+    names = {f: Path(f).name for f in pd.unique(files)}
+    return pd.Series(files).map(names)
 
 
-def _registration(devices: pd.DataFrame, registrations: pd.DataFrame, as_of: date, policy: Policy) -> pd.DataFrame:
-    """Attach the registration effective on the as-of date: count, NO id, and why it is missing or ambiguous."""
-    day = pd.Timestamp(as_of)
-    good = registrations[~registrations["invalid"].astype(bool)]
-    to = good["effective_to"]
-    ends_ok = to.isna() | ((to >= day) if policy.rdp_effective_to_inclusive else (to > day))
-    effective = good[(good["effective_from"] <= day) & ends_ok]
-    distinct = effective.drop_duplicates(["mpxn", "fuel", "network_operator_id"])
-    grouped = distinct.groupby(["mpxn", "fuel"], sort=False)["network_operator_id"]
-    per_mpxn = pd.DataFrame({"rdp_count": grouped.size(), "network_operator_id": grouped.first()})
-    many = per_mpxn.index[per_mpxn["rdp_count"].to_numpy() > 1]
-    per_mpxn["rdp_detail"] = None
+# ------------------------------------------------------------------------------------------------ devices
+
+
+def _collapse_duplicates(records: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One row per device. Identical repeats collapse (their rows are summed); differing ones conflict.
+
+    Most devices appear once: they pass through untouched, and only the repeated keys (usually a tiny share) are
+    grouped. A device two S1SPs both hold conflicts even with equal slots: it cannot be written safely to either."""
+    n = len(records)
+    position = np.arange(n, dtype=np.int64)
+    key_ok = records["key_ok"].to_numpy(dtype=bool)
+    keys = records["key"].to_numpy(dtype=np.uint64)
+    repeated = np.zeros(n, dtype=bool)
+    repeated[key_ok] = pd.Series(keys[key_ok]).duplicated(keep=False).to_numpy()
+
+    single = ~repeated
+    devices = records[single].copy()
+    devices["rows"] = devices["n_rows"].astype(np.int64)
+    devices["first"] = position[single]
+    devices["dup_detail"] = None
+
+    finding_of_first = np.full(n, -1, dtype=np.int64)
+    if repeated.any():
+        multi = records[repeated].assign(first=position[repeated])
+        content = ["key", "s1sp", "device_type", "mpxn_key", "ds", "ka"]
+        grouped = multi.groupby("key", sort=False)
+        collapsed = multi.sort_values(["key", "first"], kind="stable").drop_duplicates("key").set_index("key")
+        collapsed["rows"] = grouped["n_rows"].sum().reindex(collapsed.index).astype(np.int64)
+        collapsed["invalid"] = grouped["invalid"].any().reindex(collapsed.index)
+        collapsed["conflict"] = grouped["conflict"].any().reindex(collapsed.index)
+        collapsed["extracted_at"] = grouped["extracted_at"].max().reindex(collapsed.index)
+        distinct = multi.astype({"s1sp": str}).drop_duplicates(content)
+        clash = pd.Index(distinct.loc[distinct["key"].duplicated(), "key"].unique())
+        collapsed.loc[collapsed.index.isin(clash), "conflict"] = True
+        collapsed["dup_detail"] = None
+        if len(clash):
+            involved = multi[multi["key"].isin(clash)]
+            where = (file_names(involved["source_file"].astype(str)) + " row " + involved["source_row"].astype(str)).groupby(involved["key"]).agg("; ".join)
+            labels = involved.astype({"s1sp": str}).groupby("key")["s1sp"].agg(lambda s: "+".join(sorted(set(s))))
+            new = sorted(set(labels) - set(devices["s1sp"].cat.categories))
+            collapsed["s1sp"] = collapsed["s1sp"].cat.add_categories(new) if new else collapsed["s1sp"]
+            collapsed.loc[clash, "s1sp"] = labels.reindex(clash).to_numpy()
+            collapsed.loc[clash, "dup_detail"] = ("records differ: " + where.reindex(clash)).to_numpy()
+        collapsed = collapsed.reset_index()
+        devices["s1sp"] = devices["s1sp"].cat.set_categories(collapsed["s1sp"].cat.categories.union(devices["s1sp"].cat.categories))
+        collapsed["s1sp"] = collapsed["s1sp"].cat.set_categories(devices["s1sp"].cat.categories)
+        devices = pd.concat([devices, collapsed[devices.columns]], ignore_index=True)
+    devices = devices.sort_values("first", kind="stable", ignore_index=True)
+
+    # Which device (finding) each input record became: the trace from input rows to outcomes.
+    finding_of_first[devices["first"].to_numpy()] = np.arange(len(devices))
+    finding = finding_of_first.copy()
+    if repeated.any():
+        key_to_finding = pd.Series(np.arange(len(devices)), index=devices["key"].to_numpy())
+        key_to_finding = key_to_finding[devices["key_ok"].to_numpy() & np.isin(devices["key"].to_numpy(), keys[repeated])]
+        finding[repeated] = key_to_finding.reindex(keys[repeated]).to_numpy()
+    input_rows = pd.DataFrame({"source_file": records["source_file"], "source_row": records["source_row"].to_numpy(),
+                               "n_rows": records["n_rows"].to_numpy(), "finding_id": finding})  # fmt: skip
+    return devices, input_rows
+
+
+# ------------------------------------------------------------------------------------------------ registrations
+
+
+def _reg_keys(mpxn_key: np.ndarray, fuel: np.ndarray) -> np.ndarray:
+    return np.where(mpxn_key >= 0, mpxn_key * 2 + fuel.astype(np.int64), -1)
+
+
+@dataclass
+class Registration:
+    count: np.ndarray  # distinct NOs effective on the as-of date
+    no_code: np.ndarray  # code into `no_ids` of the one registered NO (when count == 1)
+    rejected: np.ndarray  # an RDP row for this MPxN was rejected
+    detail: pd.Series  # text for ambiguous devices, None elsewhere
+    no_ids: np.ndarray  # NO id per code
+
+
+def _registration(devices: pd.DataFrame, registrations: pd.DataFrame, as_of: date, policy: Policy) -> Registration:
+    """The registration effective on the as-of date: how many distinct NOs, which one, and rejected rows."""
+    day = np.datetime64(as_of, "ns")
+    n = len(devices)
+    no_cat = registrations["network_operator_id"].astype("category")
+    no_ids = np.asarray(no_cat.cat.categories, dtype=object)
+    no_code = no_cat.cat.codes.to_numpy(dtype=np.int64)
+    invalid = registrations["invalid"].to_numpy(dtype=bool)
+    fuel = registrations["fuel"].to_numpy(dtype=np.int8)
+    rkey = _reg_keys(registrations["mpxn_key"].to_numpy(dtype=np.int64), np.maximum(fuel, 0))
+    start = registrations["effective_from"].to_numpy(dtype="datetime64[ns]")
+    end = registrations["effective_to"].to_numpy(dtype="datetime64[ns]")
+    open_end = np.isnat(end)
+    ends_ok = open_end | ((end >= day) if policy.rdp_effective_to_inclusive else (end > day))
+    effective = ~invalid & (rkey >= 0) & (start <= day) & ends_ok
+    # Distinct (MPxN+fuel, NO) pairs, as one int64 each: rkey < 2**50 for any valid MPxN and NO codes < 4096.
+    width = max(4096, len(no_ids) + 1)
+    combined = np.unique(rkey[effective] * width + no_code[effective])
+    pairs = np.stack([combined // width, combined % width], axis=1)
+    reg_keys, first_index, counts = np.unique(pairs[:, 0], return_index=True, return_counts=True)
+    first_no = pairs[first_index, 1] if len(pairs) else np.empty(0, np.int64)
+
+    dev_fuel = devices["device_type"].to_numpy(dtype=np.int8)
+    dkey = np.where(dev_fuel >= 0, _reg_keys(devices["mpxn_key"].to_numpy(dtype=np.int64), np.maximum(dev_fuel, 0)), -1)
+    slot = np.clip(np.searchsorted(reg_keys, dkey), 0, max(len(reg_keys) - 1, 0))
+    found = (len(reg_keys) > 0) & (dkey >= 0)
+    found = found & (reg_keys[slot] == dkey) if len(reg_keys) else np.zeros(n, dtype=bool)
+    count = np.where(found, counts[slot] if len(counts) else 0, 0)
+    registered = np.where(found & (count == 1), first_no[slot] if len(first_no) else NO_CODE, NO_CODE)
+
+    # A rejected row could be the registration that counts: never trust the rest of that MPxN's history. A rejected
+    # row of the other fuel does not touch this device; one whose fuel is unreadable touches both.
+    rejected_rows = invalid & (registrations["mpxn_key"].to_numpy() >= 0)
+    same_fuel = np.isin(dkey, rkey[rejected_rows & (fuel >= 0)])
+    any_fuel = np.isin(devices["mpxn_key"].to_numpy(), registrations["mpxn_key"].to_numpy()[rejected_rows & (fuel < 0)])
+    rejected = (same_fuel | any_fuel) & (dkey >= 0)
+
+    detail = pd.Series([None] * n, dtype=object)
+    many = np.flatnonzero(count > 1)
     if len(many):
-        ids = distinct.set_index(["mpxn", "fuel"]).loc[many].groupby(level=[0, 1])["network_operator_id"].agg(lambda s: ", ".join(sorted(s)))
-        per_mpxn.loc[many, "rdp_detail"] = ("registrations effective on " + str(as_of) + ": " + ids).to_numpy()
-    devices = devices.assign(fuel=devices["device_type"].map(FUEL))
-    out = devices.merge(per_mpxn.reset_index(), how="left", on=["mpxn", "fuel"])
-    out["rdp_count"] = out["rdp_count"].fillna(0).astype(np.int64)
-    # A rejected RDP row could be the registration that counts: never trust the rest of that MPxN's history.
-    # A rejected row of the other fuel does not touch this device; one whose fuel is unreadable touches both.
-    rejected = registrations[registrations["invalid"].astype(bool) & registrations["mpxn"].notna()]
-    same_fuel = out[["mpxn", "fuel"]].merge(rejected[["mpxn", "fuel"]].drop_duplicates(), how="left", indicator=True)["_merge"] == "both"
-    any_fuel = out["mpxn"].isin(rejected.loc[rejected["fuel"].isna(), "mpxn"].unique())
-    out["rdp_rejected"] = same_fuel.to_numpy() | any_fuel.to_numpy()
-    if out["rdp_rejected"].any():
-        where = (file_names(rejected["source_file"]) + " row " + rejected["source_row"].astype(str)).groupby(rejected["mpxn"]).agg("; ".join)
-        hit = out["rdp_rejected"].to_numpy()
-        out.loc[hit, "rdp_detail"] = ("an RDP row for this MPxN was rejected: " + out.loc[hit, "mpxn"].map(where)).to_numpy()
-    return out
+        wanted = pairs[np.isin(pairs[:, 0], dkey[many])]
+        names = pd.Series(no_ids[wanted[:, 1]]).groupby(wanted[:, 0]).agg(lambda s: ", ".join(sorted(s)))
+        detail.iloc[many] = ("registrations effective on " + str(as_of) + ": " + names.reindex(dkey[many])).to_numpy()
+    hit = np.flatnonzero(rejected)
+    if len(hit):
+        bad = registrations[rejected_rows]
+        where = (file_names(bad["source_file"].astype(str)) + " row " + bad["source_row"].astype(str)).groupby(bad["mpxn_key"].to_numpy()).agg("; ".join)
+        detail.iloc[hit] = ("an RDP row for this MPxN was rejected: " + where.reindex(devices["mpxn_key"].to_numpy()[hit])).to_numpy()
+    return Registration(count, registered, rejected, detail, no_ids)
+
+
+# ------------------------------------------------------------------------------------------------ slots
 
 
 def _slot_verdicts(ids: np.ndarray, expected_entity: np.ndarray, usage: str, certs: CertificateTable) -> np.ndarray:
+    """Verdict codes (index into VERDICTS) for one slot of every device."""
     ids = ids.astype(np.int64)
     present = ids != EMPTY_SLOT
     decoded = present & ~certs.error[ids]
-    entity = certs.entity[ids]
-    other_org = decoded & (entity != expected_entity)
-    not_no = decoded & (certs.role[ids] != ROLE_NETWORK_OPERATOR)
-    untrusted = decoded & ~certs.chains[ids]
-    key_usage = decoded & (certs.key_usage[ids] != usage)
-    expired = decoded & ~certs.in_validity[ids]
-    revoked = decoded & certs.revoked[ids]
-    conditions = [~present, present & ~decoded, other_org, not_no, untrusted, key_usage, expired, revoked]
-    return np.select(conditions, list(VERDICTS[:-1]), default="OK")
+    entity = certs.entity_code[ids]
+    conditions = [
+        ~present,
+        present & ~decoded,
+        decoded & ((entity != expected_entity) | (entity < 0)),
+        decoded & (certs.role[ids] != ROLE_NETWORK_OPERATOR),
+        decoded & ~certs.chains[ids],
+        decoded & (certs.key_usage[ids] != {"DS": 0, "KA": 1}[usage]),
+        decoded & ~certs.in_validity[ids],
+        decoded & certs.revoked[ids],
+    ]
+    return np.select(conditions, list(range(8)), default=8).astype(np.int8)
 
 
-def _owner(ids: np.ndarray, certs: CertificateTable) -> np.ndarray:
-    ids = ids.astype(np.int64)
-    owner = certs.entity[ids].astype(object)
-    owner[ids == EMPTY_SLOT] = ""
-    owner[(ids != EMPTY_SLOT) & certs.error[ids]] = "UNDECODABLE"
-    return owner
+def _dictionary(codes: np.ndarray, labels) -> pa.DictionaryArray:
+    """Codes into `labels` -> a dictionary array with unique labels (negative codes are null)."""
+    codes = np.asarray(codes, dtype=np.int64)
+    inverse, unique = pd.factorize(pd.Series(list(labels), dtype=object).astype(str))
+    inverse = np.append(inverse, -1)  # negative codes land on the trailing -1
+    remapped = inverse[np.where(codes >= 0, codes, len(inverse) - 1)].astype(np.int32)
+    return pa.DictionaryArray.from_arrays(pa.array(remapped, mask=remapped < 0), pa.array(list(unique), pa.string()))
 
 
-def _slot_detail(ds: np.ndarray, ka: np.ndarray) -> np.ndarray:
-    """Detail text for a pair of verdicts, from a lookup table of the few pairs that occur."""
-    pairs = pd.Series(ds, dtype=object) + "|" + pd.Series(ka, dtype=object)
-    texts = {p: f"NO_DS: {_VERDICT_TEXT[p.split('|')[0]]}; NO_KA: {_VERDICT_TEXT[p.split('|')[1]]}" for p in pairs.unique()}
-    return pairs.map(texts).to_numpy()
+# ------------------------------------------------------------------------------------------------ findings
 
 
 def find_wrong_devices(
@@ -177,78 +270,132 @@ def find_wrong_devices(
     quarantine: pd.DataFrame | None = None,
 ) -> Detection:
     """Canonical device records (all S1SPs) -> one finding per device, and the trace of each input record to its finding."""
-    table = CertificateTable.from_frame(certs)
+    entities = Entities(certs["entity_id"], registry["expected_entity"])
+    table = CertificateTable.from_frame(certs, entities)
     devices, input_rows = _collapse_duplicates(records)
-    devices = _registration(devices, registrations, as_of, policy)
-    devices = devices.merge(registry, how="left", on="network_operator_id")
-    known_no = devices["expected_entity"].notna() & (devices["no_fuel"] == devices["fuel"])
-    expected = devices["expected_entity"].to_numpy(dtype=object)
-    ds_verdict = _slot_verdicts(devices["ds"].to_numpy(), expected, "DS", table)
-    ka_verdict = _slot_verdicts(devices["ka"].to_numpy(), expected, "KA", table)
+    n = len(devices)
+    reg = _registration(devices, registrations, as_of, policy)
 
-    def either(*verdicts):
-        return np.isin(ds_verdict, verdicts) | np.isin(ka_verdict, verdicts)
+    # Registry facts per registered NO code.
+    registry_index = {no: i for i, no in enumerate(registry["network_operator_id"])}
+    no_to_registry = np.array([registry_index.get(no, -1) for no in reg.no_ids] + [-1], dtype=np.int64)
+    reg_row = no_to_registry[reg.no_code]  # NO_CODE (-1) hits the trailing -1
+    reg_entity = np.append(entities.codes(registry["expected_entity"]), -1).astype(np.int32)
+    reg_fuel = np.append(registry["no_fuel"].map({"E": 0, "G": 1}).to_numpy(dtype=np.int8), -1)
+    dev_fuel = devices["device_type"].to_numpy(dtype=np.int8)
+    expected = reg_entity[reg_row]
+    known_no = (reg_row >= 0) & (reg_fuel[reg_row] == dev_fuel)
+    expected_for_slots = np.where(known_no, expected, -2)  # never equal to a certificate's entity
 
-    rdp_count, rejected = devices["rdp_count"].to_numpy(), devices["rdp_rejected"].to_numpy()
+    ds_ids = devices["ds"].to_numpy(dtype=np.int64)
+    ka_ids = devices["ka"].to_numpy(dtype=np.int64)
+    ds_v = _slot_verdicts(ds_ids, expected_for_slots, "DS", table)
+    ka_v = _slot_verdicts(ka_ids, expected_for_slots, "KA", table)
+
+    def either(*names):
+        codes = [VERDICTS.index(v) for v in names]
+        return np.isin(ds_v, codes) | np.isin(ka_v, codes)
+
+    rdp_count = reg.count
     conditions = [
         devices["invalid"].to_numpy(dtype=bool),
         devices["conflict"].to_numpy(dtype=bool),
-        (rdp_count == 0) & ~rejected,
-        (rdp_count > 1) | rejected,
-        ~known_no.to_numpy(),
+        (rdp_count == 0) & ~reg.rejected,
+        (rdp_count > 1) | reg.rejected,
+        ~known_no,
         either(*WRONG_VERDICTS),
         either("EMPTY"),
         either("KEY_USAGE"),
         either("EXPIRED", "REVOKED"),
     ]
-    order = [c for c in CATEGORIES if c != Category.OK.value]
-    category = np.select(conditions, order, default=Category.OK.value)
+    category = np.select(conditions, list(range(9)), default=9).astype(np.int8)
+    category_is = {c: category == i for i, c in enumerate(CATEGORIES)}
 
-    slot_detail = _slot_detail(ds_verdict, ka_verdict)
-    detail = pd.Series(slot_detail, dtype=object)
-    detail[category == Category.DUPLICATE_CONFLICT.value] = devices.loc[category == Category.DUPLICATE_CONFLICT.value, "dup_detail"].fillna(
-        "the same device appears with differing content"
-    )
-    detail[category == Category.NO_RDP.value] = f"no RDP registration effective on {as_of}"
-    ambiguous = category == Category.RDP_AMBIGUOUS.value
-    detail[ambiguous] = devices.loc[ambiguous, "rdp_detail"].to_numpy()
-    unknown = category == Category.UNKNOWN_NO.value
-    no_ids = devices.loc[unknown, "network_operator_id"].astype(str)
-    wrong_fuel = devices.loc[unknown, "expected_entity"].notna()
-    detail[unknown] = np.where(
-        wrong_fuel, "registered network operator " + no_ids + " serves the other fuel", "network operator " + no_ids + " is not in the NO registry"
-    )
-    invalid = category == Category.INVALID_INPUT.value
-    if invalid.any():
-        detail[invalid] = _invalid_detail(devices.loc[invalid], quarantine)
+    # Detail: a shared text per verdict pair or per category, plus per-device texts for the rare categories.
+    texts = [f"NO_DS: {_VERDICT_TEXT[a]}; NO_KA: {_VERDICT_TEXT[b]}" for a in VERDICTS for b in VERDICTS]
+    detail_code = ds_v.astype(np.int32) * len(VERDICTS) + ka_v
+    texts.append(f"no RDP registration effective on {as_of}")
+    detail_code[category_is[Category.NO_RDP.value]] = len(texts) - 1
+    unknown = np.flatnonzero(category_is[Category.UNKNOWN_NO.value])
+    if len(unknown):
+        no_ids = np.append(reg.no_ids, None)[reg.no_code[unknown]]
+        other_fuel = reg_row[unknown] >= 0
+        per_device = np.where(other_fuel, "registered network operator " + no_ids.astype(str) + " serves the other fuel",
+                              "network operator " + no_ids.astype(str) + " is not in the NO registry")  # fmt: skip
+        detail_code[unknown] = _append_texts(texts, per_device)
+    for cat, values in (
+        (Category.DUPLICATE_CONFLICT.value, devices["dup_detail"].fillna("the same device appears with differing content")),
+        (Category.RDP_AMBIGUOUS.value, reg.detail),
+    ):
+        rows = np.flatnonzero(category_is[cat])
+        if len(rows):
+            detail_code[rows] = _append_texts(texts, pd.Series(values).iloc[rows].fillna("").to_numpy(dtype=object))
+    invalid = np.flatnonzero(category_is[Category.INVALID_INPUT.value])
+    if len(invalid):
+        detail_code[invalid] = _append_texts(texts, _invalid_detail(devices.iloc[invalid], quarantine))
 
-    findings = pd.DataFrame(
+    # Owners: per certificate id, an index into entity labels + "" (empty) + "UNDECODABLE".
+    owner_labels = list(entities.labels) + ["", "UNDECODABLE", ""]
+    empty_label, undecodable_label, none_label = len(entities.labels), len(entities.labels) + 1, len(entities.labels) + 2
+    owner_of = np.where(table.entity_code >= 0, table.entity_code, none_label).astype(np.int32)
+    owner_of[table.error] = undecodable_label
+    owner_of[-1] = empty_label
+
+    key_ok = devices["key_ok"].to_numpy(dtype=bool)
+    device_text = pc.if_else(pa.array(key_ok), eui64_text(devices["key"].to_numpy(dtype=np.uint64)), _arrow_text(devices["device_raw"]))
+    mpxn_key = devices["mpxn_key"].to_numpy(dtype=np.int64)
+    mpxn = pc.if_else(pa.array(mpxn_key >= 0), mpxn_text(mpxn_key), _arrow_text(devices["mpxn_raw"]))
+    s1sp = devices["s1sp"]
+    source = devices["source_file"].astype("category")
+    fingerprints = list(table.fingerprint)
+    arrow = pa.table(
         {
-            "finding_id": np.arange(len(devices), dtype=np.int64),
-            "device_id": devices["device_id"].astype(object).where(devices["device_id"].notna(), devices["device_raw"]).to_numpy(),
-            "s1sp": devices["s1sp"].to_numpy(),
-            "device_type": devices["device_type"].to_numpy(),
-            "mpxn": devices["mpxn"].to_numpy(),
-            "category": category,
-            "slot_ds_owner": _owner(devices["ds"].to_numpy(), table),
-            "slot_ka_owner": _owner(devices["ka"].to_numpy(), table),
-            "expected_owner": devices["expected_entity"].to_numpy(),
-            "detail": detail.to_numpy(),
-            "registered_no": devices["network_operator_id"].to_numpy(),
-            "ds_fingerprint": table.fingerprint[devices["ds"].to_numpy(dtype=np.int64)],
-            "ka_fingerprint": table.fingerprint[devices["ka"].to_numpy(dtype=np.int64)],
-            "ds_verdict": ds_verdict,
-            "ka_verdict": ka_verdict,
-            "ds_role": table.role[devices["ds"].to_numpy(dtype=np.int64)],
-            "ka_role": table.role[devices["ka"].to_numpy(dtype=np.int64)],
-            "source_file": file_names(devices["source_file"]).to_numpy(),
-            "source_row": devices["source_row"].to_numpy(dtype=np.int64),
-            "rows": devices["rows"].to_numpy(dtype=np.int64),
-            "extracted_at": devices["extracted_at"].to_numpy(),
+            "device_id": device_text,
+            "s1sp": _dictionary(s1sp.cat.codes.to_numpy(), s1sp.cat.categories),
+            "device_type": _dictionary(dev_fuel, DEVICE_TYPES),
+            "mpxn": mpxn,
+            "category": _dictionary(category, CATEGORIES),
+            "slot_ds_owner": _dictionary(owner_of[ds_ids], owner_labels),
+            "slot_ka_owner": _dictionary(owner_of[ka_ids], owner_labels),
+            "expected_owner": _dictionary(np.where(reg_row >= 0, expected, -1), entities.labels),
+            "detail": _dictionary(detail_code, texts),
+            "registered_no": _dictionary(reg.no_code, reg.no_ids),
+            "ds_fingerprint": _dictionary(np.where(ds_ids >= 0, ds_ids, len(fingerprints) - 1), fingerprints),
+            "ka_fingerprint": _dictionary(np.where(ka_ids >= 0, ka_ids, len(fingerprints) - 1), fingerprints),
+            "ds_verdict": _dictionary(ds_v, VERDICTS),
+            "ka_verdict": _dictionary(ka_v, VERDICTS),
+            "ds_role": pa.array(table.role[ds_ids]),
+            "ka_role": pa.array(table.role[ka_ids]),
+            "source_file": _dictionary(source.cat.codes.to_numpy(), [Path(f).name for f in source.cat.categories]),
+            "source_row": pa.array(devices["source_row"].to_numpy(dtype=np.int64)),
+            "rows": pa.array(devices["rows"].to_numpy(dtype=np.int64)),
+            "extracted_at": pa.array(devices["extracted_at"].to_numpy(dtype="datetime64[ns]")).cast(pa.timestamp("ns", tz="UTC")),
+            "finding_id": pa.array(np.arange(n, dtype=np.int64)),
         }
     )
-    input_rows["source_file"] = file_names(input_rows["source_file"]).to_numpy()
-    return Detection(findings[list(FINDING_COLUMNS) + FINDINGS_EXTRA], input_rows)
+    arrow = arrow.select(list(FINDING_COLUMNS) + FINDINGS_EXTRA)
+    input_rows["source_file"] = file_names(input_rows["source_file"].astype(str)).astype("category")
+    return Detection(findings_frame(arrow), arrow, input_rows)
+
+
+def findings_frame(table: pa.Table) -> pd.DataFrame:
+    """Arrow findings -> pandas with categorical columns for the dictionary-encoded ones (small at any scale)."""
+    return table.to_pandas()
+
+
+def _arrow_text(series: pd.Series) -> pa.Array:
+    values = series.array
+    if isinstance(values, pd.arrays.ArrowExtensionArray):
+        return pa.chunked_array(values._pa_array).combine_chunks().cast(pa.string())
+    return pa.array(series.astype(object).where(series.notna(), None).tolist(), pa.string())
+
+
+def _append_texts(texts: list[str], values) -> np.ndarray:
+    """Add per-device texts to the dictionary (deduplicated) and return their codes."""
+    uniques, inverse = np.unique(np.asarray(values, dtype=object).astype(str), return_inverse=True)
+    base = len(texts)
+    texts.extend(uniques.tolist())
+    return (base + inverse).astype(np.int32)
 
 
 def _invalid_detail(devices: pd.DataFrame, quarantine: pd.DataFrame | None) -> np.ndarray:
@@ -257,7 +404,7 @@ def _invalid_detail(devices: pd.DataFrame, quarantine: pd.DataFrame | None) -> n
         return np.full(len(devices), fallback, dtype=object)
     q = quarantine.assign(item=quarantine["field"] + ": " + quarantine["reason"])
     by_row = q.groupby(["file", "row"])["item"].agg("; ".join)
-    keys = pd.MultiIndex.from_arrays([devices["source_file"].astype(str), devices["source_row"].astype(np.int64)])
+    keys = pd.MultiIndex.from_arrays([devices["source_file"].astype(str).to_numpy(), devices["source_row"].to_numpy(dtype=np.int64)])
     found = by_row.reindex(keys).to_numpy(dtype=object)
     # A device whose first row was clean but another of its rows was not: name the device, not a row.
     return np.where(pd.isna(found), "invalid input in another row of this device (see quarantine)", found)
@@ -271,10 +418,10 @@ def wrong_owner_matrix(findings: pd.DataFrame, labels: dict[str, str]) -> list[d
     ds_wrong = wrong["ds_verdict"].isin(WRONG_VERDICTS).to_numpy()
     frame = pd.DataFrame(
         {
-            "owner": np.where(ds_wrong, wrong["slot_ds_owner"], wrong["slot_ka_owner"]),
+            "owner": np.where(ds_wrong, wrong["slot_ds_owner"].astype(str), wrong["slot_ka_owner"].astype(str)),
             "role": np.where(ds_wrong, wrong["ds_role"], wrong["ka_role"]),
-            "verdict": np.where(ds_wrong, wrong["ds_verdict"], wrong["ka_verdict"]),
-            "expected": wrong["expected_owner"].to_numpy(),
+            "verdict": np.where(ds_wrong, wrong["ds_verdict"].astype(str), wrong["ka_verdict"].astype(str)),
+            "expected": wrong["expected_owner"].astype(str).to_numpy(),
         }
     )
     counts = frame.groupby(["owner", "role", "verdict", "expected"], dropna=False).size().reset_index(name="devices")

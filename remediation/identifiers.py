@@ -77,3 +77,64 @@ def mpan_valid_array(values: pa.Array) -> np.ndarray:
 def mprn_valid_array(values: pa.Array) -> np.ndarray:
     """Vectorised `is_valid_mprn` -> bool ndarray (nulls are invalid)."""
     return pc.fill_null(pc.match_substring_regex(values, r"^[0-9]{6,10}$"), False).to_numpy(zero_copy_only=False)
+
+
+# ---------------------------------------------------------------- compact keys (national scale)
+
+_NIBBLE = np.full(256, 255, dtype=np.uint8)
+for _i, _c in enumerate(b"0123456789ABCDEF"):
+    _NIBBLE[_c] = _i
+_HEX = np.frombuffer(b"0123456789ABCDEF", dtype=np.uint8)
+_SHIFTS = np.arange(60, -1, -4, dtype=np.uint64)
+
+
+def eui64_keys(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """EUI-64 text (any accepted spelling) -> (uint64 keys, valid mask). Invalid entries get key 0 and valid False.
+
+    A device is then 8 bytes instead of a Python string, and grouping or joining devices is integer work."""
+    compact = pc.utf8_upper(pc.replace_substring(pc.utf8_trim_whitespace(values), "-", ""))
+    ok = pc.fill_null(pc.match_substring_regex(compact, r"^[0-9A-F]{16}$"), False)
+    filled = pc.if_else(ok, compact, pa.scalar("0" * 16, pa.string()))
+    if isinstance(filled, pa.ChunkedArray):
+        filled = filled.combine_chunks()
+    filled = pa.concat_arrays([filled]) if filled.offset else filled  # rebased buffers: row i starts at byte 16 * i
+    offsets = np.frombuffer(filled.buffers()[1], dtype=np.int32, count=len(filled) + 1)
+    data = np.frombuffer(filled.buffers()[2], dtype=np.uint8, count=int(offsets[-1]), offset=0)[offsets[0] :]
+    nibbles = _NIBBLE[data.reshape(-1, 16)].astype(np.uint64)
+    keys = (nibbles << _SHIFTS).sum(axis=1, dtype=np.uint64)
+    return keys, ok.to_numpy(zero_copy_only=False)
+
+
+def eui64_text(keys: np.ndarray) -> pa.Array:
+    """uint64 keys -> canonical `00-1D-...` text, vectorised."""
+    octets = np.ascontiguousarray(keys, dtype=">u8").view(np.uint8).reshape(-1, 8)
+    out = np.full((len(keys), 23), ord("-"), dtype=np.uint8)
+    out[:, 0::3], out[:, 1::3] = _HEX[octets >> 4], _HEX[octets & 15]
+    return pa.array(out.view("S23").ravel()).cast(pa.string())
+
+
+def mpxn_keys(values: pa.Array) -> np.ndarray:
+    """Digit strings of 1..15 digits -> value * 16 + length (keeps leading zeros apart); anything else -> -1."""
+    digits = pc.fill_null(pc.match_substring_regex(values, r"^[0-9]{1,15}$"), False)
+    numbers = pc.cast(pc.if_else(digits, values, pa.scalar("0", pa.string())), pa.int64())
+    lengths = pc.utf8_length(pc.fill_null(values, ""))
+    keys = numbers.to_numpy(zero_copy_only=False) * 16 + lengths.to_numpy(zero_copy_only=False).astype(np.int64)
+    return np.where(digits.to_numpy(zero_copy_only=False), keys, -1)
+
+
+def mpxn_text(keys: np.ndarray) -> pa.Array:
+    """Inverse of `mpxn_keys` for valid keys (>= 0); -1 gives null."""
+    out = pa.nulls(len(keys), pa.string())
+    lengths = np.where(keys >= 0, keys % 16, 0)
+    values = np.where(keys >= 0, keys // 16, 0)
+    for length in np.unique(lengths[keys >= 0]):
+        mask = (keys >= 0) & (lengths == length)
+        width = int(length)
+        digits = (values[mask][:, None] // 10 ** np.arange(width - 1, -1, -1, dtype=np.int64)) % 10
+        text = pa.array(np.ascontiguousarray((digits + ord("0")).astype(np.uint8)).view(f"S{width}").ravel()).cast(pa.string())
+        positions = np.flatnonzero(mask)
+        filler = np.full(len(keys), -1, dtype=np.int64)
+        filler[positions] = np.arange(len(positions))
+        taken = pc.take(text, pa.array(filler, mask=filler < 0))
+        out = pc.if_else(pa.array(mask), taken, out)
+    return out

@@ -64,3 +64,23 @@ def write_text(path: Path, text: str) -> Path:
     with _atomic(Path(path), "w") as fh:
         fh.write(text)
     return Path(path)
+
+
+def write_table_parquet(path: Path, table: pa.Table) -> Path:
+    """An Arrow table as Parquet, dictionary columns kept (small files, fast writes at national scale)."""
+    with _atomic(Path(path)) as fh:
+        pq.write_table(table.replace_schema_metadata(None), fh, compression="zstd")
+    return Path(path)
+
+
+def write_table_csv(path: Path, table: pa.Table, batch_rows: int = 1_000_000) -> Path:
+    """An Arrow table as CSV, written in batches with dictionary columns decoded, so memory stays flat."""
+    import pyarrow.csv as pacsv
+
+    plain = pa.schema([pa.field(f.name, f.type.value_type if pa.types.is_dictionary(f.type) else f.type) for f in table.schema])
+    with _atomic(Path(path)) as fh:
+        with pacsv.CSVWriter(fh, plain) as writer:
+            for batch in table.to_batches(max_chunksize=batch_rows):
+                columns = [c.cast(plain.field(i).type) if pa.types.is_dictionary(c.type) else c for i, c in enumerate(batch.columns)]
+                writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=plain))
+    return Path(path)

@@ -23,7 +23,7 @@ from remediation.ingest.pki import load_org_cas, load_orl
 from remediation.ingest.rdp import RdpRead, read_rdp
 from remediation.ingest.registry import Registry, load_registry
 from remediation.model import CATEGORIES, FINDING_COLUMNS, S1SPS
-from remediation.outputs import prepare_dir, write_csv, write_json, write_parquet, write_text
+from remediation.outputs import prepare_dir, write_csv, write_json, write_parquet, write_table_csv, write_table_parquet, write_text
 from remediation.report.content import build_report
 from remediation.report.html import render_html
 from remediation.report.markdown import render_markdown
@@ -57,6 +57,7 @@ class DetectResult:
     summary: dict
     case: CaseData
     input_rows: pd.DataFrame  # each input record -> finding_id
+    table: object = None  # the findings as a dictionary-encoded Arrow table, for writing
 
 
 def load_case_data(config: CaseConfig, as_of: date | None = None, progress: ProgressCallback | None = None) -> CaseData:
@@ -83,7 +84,7 @@ def detect_case(data: CaseData) -> DetectResult:
     summary = detect_summary(data, findings, quarantine)
     if int(detection.input_rows["n_rows"].sum()) != summary["rows_read"]["extracts"]:
         raise ReconciliationError("input-row trace does not cover every extract row read")
-    return DetectResult(findings, quarantine, summary, data, detection.input_rows)
+    return DetectResult(findings, quarantine, summary, data, detection.input_rows, detection.table)
 
 
 def _count_by(frame: pd.DataFrame, weights: str | None = None) -> dict[str, int]:
@@ -139,8 +140,8 @@ def run_detect(config_path: str | Path, out_dir: str | Path, as_of: date | None 
     config = load_case(config_path)
     out = prepare_dir(out_dir)
     result = detect_case(load_case_data(config, as_of, progress))
-    write_parquet(out / "findings.parquet", result.findings)
-    write_csv(out / "findings.csv", result.findings)
+    write_table_parquet(out / "findings.parquet", result.table)
+    write_table_csv(out / "findings.csv", result.table)
     write_parquet(out / "input_rows.parquet", result.input_rows)
     write_csv(out / "quarantine.csv", result.quarantine[QUARANTINE_COLUMNS])
     write_json(out / "summary.json", result.summary)
@@ -170,7 +171,7 @@ def run_plan(config_path: str | Path, out_dir: str | Path, *, planner: str, as_o
     result = detect_case(load_case_data(config, as_of, progress))
     rows = build_plan(result.findings, result.case.registry, result.case.catalog, result.case.as_of, config.policy, tuple(sorted(s1sps)))
     outputs = {
-        "findings.parquet": write_parquet(out / "findings.parquet", result.findings),
+        "findings.parquet": write_table_parquet(out / "findings.parquet", result.table),
         "input_rows.parquet": write_parquet(out / "input_rows.parquet", result.input_rows),
         "quarantine.csv": write_csv(out / "quarantine.csv", result.quarantine[QUARANTINE_COLUMNS]),
         "summary.json": write_json(out / "summary.json", result.summary),

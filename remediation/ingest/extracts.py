@@ -12,20 +12,25 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from pandas.api.types import union_categoricals
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from remediation.certificates import CertificateCatalog
 from remediation.config import EXTRACT_FIELDS_SLOT, EXTRACT_FIELDS_WIDE, Dialect, ExtractSource
-from remediation.identifiers import canonicalise_eui64_array, mpan_valid_array, mprn_valid_array
+from remediation.identifiers import eui64_keys, mpan_valid_array, mprn_valid_array, mpxn_keys
 from remediation.ingest.faults import FieldFaults, concat_quarantine, map_values, trim
 from remediation.ingest.tables import iter_batches
 from remediation.model import DEVICE_TYPES, EMPTY_SLOT, SLOTS
 
+# One record per device as one file states it, in compact columns: a device id is a uint64, an MPxN an int64 key,
+# certificates are interned ids, and the raw text is kept only for the rare rows whose id or MPxN is unreadable.
 RECORD_COLUMNS = [
-    "s1sp", "source_file", "source_row", "n_rows", "device_raw", "device_id", "device_type", "mpxn",
+    "s1sp", "source_file", "source_row", "n_rows", "key", "key_ok", "device_raw", "device_type", "mpxn_key", "mpxn_raw",
     "ds", "ka", "extracted_at", "invalid", "conflict",
 ]  # fmt: skip
+DEVICE_TYPE_CODES = {"ESME": 0, "GSME": 1}
+SLOT_CODES = {"NO_DS": 0, "NO_KA": 1}
 
 ProgressCallback = Callable[[str, int], None]
 
@@ -68,8 +73,8 @@ def _validate_batch(table: pa.Table, first_row: int, source: ExtractSource, cata
     faults = FieldFaults(str(source.path), source.s1sp, rows)
 
     raw_id = trim(table.column("device_id"))
-    device_id = canonicalise_eui64_array(raw_id)
-    faults.add(device_id.is_null().to_numpy(zero_copy_only=False), "device_id", "not an EUI-64 (16 hex digits, hyphens optional)", raw_id)
+    keys, key_ok = eui64_keys(raw_id)
+    faults.add(~key_ok, "device_id", "not an EUI-64 (16 hex digits, hyphens optional)", raw_id)
 
     s1sp = trim(table.column("s1sp"))
     faults.add(~pc.fill_null(pc.equal(s1sp, source.s1sp), False).to_numpy(zero_copy_only=False), "s1sp",
@@ -91,15 +96,16 @@ def _validate_batch(table: pa.Table, first_row: int, source: ExtractSource, cata
     extracted_at = parse_timestamps(table.column("extracted_at"), dialect.timestamp_format)
     faults.add(extracted_at.isna().to_numpy(), "extracted_at", f"not a timestamp ({dialect.timestamp_format})", table.column("extracted_at").combine_chunks())
 
+    mpxn_key = mpxn_keys(mpxn)
     frame = {
-        "s1sp": source.s1sp,
-        "source_file": str(source.path),
         "source_row": rows,
-        "device_raw": raw_id.to_pandas().to_numpy(),
-        "device_id": device_id.to_pandas().to_numpy(),
-        "device_type": device_type.to_pandas().to_numpy(),
-        "mpxn": mpxn.to_pandas().to_numpy(),
-        "extracted_at": extracted_at.to_numpy(),
+        "key": keys,
+        "key_ok": key_ok,
+        "device_raw": _sparse_text(raw_id, ~key_ok),
+        "device_type": _codes(device_type, DEVICE_TYPE_CODES),
+        "mpxn_key": mpxn_key,
+        "mpxn_raw": _sparse_text(mpxn, mpxn_key < 0),
+        "extracted_at": extracted_at.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[ns]"),
     }
     if dialect.layout == "wide":
         for slot_col, key in (("no_ds_cert", "ds"), ("no_ka_cert", "ka")):
@@ -114,38 +120,53 @@ def _validate_batch(table: pa.Table, first_row: int, source: ExtractSource, cata
         texts = table.column("cert").combine_chunks()
         ids = catalog.intern_array(texts)
         _check_certificates(faults, ids, texts, "cert", catalog)
-        frame["slot"] = slot.to_pandas().to_numpy()
+        frame["slot"] = _codes(slot, SLOT_CODES)
         frame["cert"] = ids
     frame["invalid"] = faults.any
     return pd.DataFrame(frame), faults
 
 
+def _sparse_text(values: pa.Array, keep: np.ndarray) -> pd.Series:
+    """Text where `keep`, null elsewhere, arrow-backed: costs a few bytes per row when almost all rows are null."""
+    kept = pc.if_else(pa.array(keep), values, pa.scalar(None, pa.string()))
+    return pd.Series(pd.arrays.ArrowExtensionArray(kept))
+
+
+def _codes(values: pa.Array, codes: dict[str, int]) -> np.ndarray:
+    """Canonical text values -> small integer codes; null -> -1."""
+    keys = pa.array(list(codes), pa.string())
+    index = pc.index_in(values, value_set=keys)
+    lookup = np.array(list(codes.values()) + [-1], dtype=np.int8)
+    return lookup[pc.fill_null(index, len(codes)).to_numpy(zero_copy_only=False)]
+
+
 def _pivot_slot_records(df: pd.DataFrame) -> pd.DataFrame:
     """One record per slot -> one record per device; disagreeing records for a device mark it a conflict."""
-    alone = df[df["device_id"].isna()].copy()  # no usable id: each row stands on its own
-    alone["ds"] = np.where(alone["slot"] == "NO_DS", alone["cert"], EMPTY_SLOT).astype(np.int32)
-    alone["ka"] = np.where(alone["slot"] == "NO_KA", alone["cert"], EMPTY_SLOT).astype(np.int32)
+    alone = df[~df["key_ok"]].copy()  # no usable id: each row stands on its own
+    alone["ds"] = np.where(alone["slot"] == SLOT_CODES["NO_DS"], alone["cert"], EMPTY_SLOT).astype(np.int32)
+    alone["ka"] = np.where(alone["slot"] == SLOT_CODES["NO_KA"], alone["cert"], EMPTY_SLOT).astype(np.int32)
     alone["n_rows"] = 1
     alone["conflict"] = False
 
-    keyed = df[df["device_id"].notna()]
-    grouped = keyed.groupby("device_id", sort=False)
-    devices = grouped.agg(
-        s1sp=("s1sp", "first"), source_file=("source_file", "first"), source_row=("source_row", "min"),
-        n_rows=("source_row", "size"), device_raw=("device_raw", "first"), device_type=("device_type", "first"),
-        mpxn=("mpxn", "first"), extracted_at=("extracted_at", "max"), invalid=("invalid", "any"),
-    )  # fmt: skip
-    distinct = keyed.drop_duplicates(["device_id", "device_type", "mpxn", "slot", "cert"])
-    identity_clash = distinct.drop_duplicates(["device_id", "device_type", "mpxn"])["device_id"].duplicated(keep=False)
-    slot_clash = distinct.duplicated(["device_id", "slot"], keep=False)
-    clashing = set(distinct.loc[identity_clash[identity_clash].index, "device_id"]) | set(distinct.loc[slot_clash, "device_id"])
-    devices["conflict"] = devices.index.isin(list(clashing))
-    firsts = distinct.drop_duplicates(["device_id", "slot"]).set_index(["device_id", "slot"])["cert"]
-    for slot, key in (("NO_DS", "ds"), ("NO_KA", "ka")):
-        per_slot = firsts.xs(slot, level="slot") if slot in firsts.index.get_level_values("slot") else pd.Series(dtype=np.int32)
-        devices[key] = per_slot.reindex(devices.index).fillna(EMPTY_SLOT).astype(np.int32).to_numpy()
+    keyed = df[df["key_ok"]].sort_values(["key", "source_row"], kind="stable")
+    firsts = keyed.drop_duplicates("key")
+    grouped = keyed.groupby("key", sort=False)
+    devices = firsts.set_index("key")[["source_row", "device_raw", "device_type", "mpxn_key", "mpxn_raw", "key_ok"]]
+    devices["n_rows"] = grouped.size().reindex(devices.index).to_numpy()
+    devices["extracted_at"] = grouped["extracted_at"].max().reindex(devices.index).to_numpy()
+    devices["invalid"] = grouped["invalid"].any().reindex(devices.index).to_numpy()
+    identity = keyed.drop_duplicates(["key", "device_type", "mpxn_key"])
+    slots = keyed.drop_duplicates(["key", "slot", "cert"])
+    clashing = pd.Index(identity.loc[identity["key"].duplicated(), "key"]).union(pd.Index(slots.loc[slots.duplicated(["key", "slot"]), "key"]))
+    devices["conflict"] = devices.index.isin(clashing)
+    for code, column in ((SLOT_CODES["NO_DS"], "ds"), (SLOT_CODES["NO_KA"], "ka")):
+        per_slot = slots[slots["slot"] == code].drop_duplicates("key").set_index("key")["cert"]
+        devices[column] = per_slot.reindex(devices.index).fillna(EMPTY_SLOT).astype(np.int32).to_numpy()
     devices = devices.reset_index()
-    return pd.concat([alone[RECORD_COLUMNS], devices[RECORD_COLUMNS]], ignore_index=True)
+    return pd.concat([alone[_BATCH_COLUMNS], devices[_BATCH_COLUMNS]], ignore_index=True)
+
+
+_BATCH_COLUMNS = [c for c in RECORD_COLUMNS if c not in ("s1sp", "source_file")]
 
 
 def read_extract(source: ExtractSource, catalog: CertificateCatalog, progress: ProgressCallback | None = None) -> ExtractRead:
@@ -162,21 +183,28 @@ def read_extract(source: ExtractSource, catalog: CertificateCatalog, progress: P
     if source.dialect.layout == "slot_per_row":
         records = _pivot_slot_records(records)
     else:
-        records["n_rows"] = 1
-        records["conflict"] = False
+        records["n_rows"] = np.ones(len(records), dtype=np.int32)
+        records["conflict"] = np.zeros(len(records), dtype=bool)
+    records["s1sp"] = pd.Categorical.from_codes(np.zeros(len(records), dtype=np.int8), categories=[source.s1sp])
+    records["source_file"] = pd.Categorical.from_codes(np.zeros(len(records), dtype=np.int8), categories=[str(source.path)])
     return ExtractRead(records[RECORD_COLUMNS], concat_quarantine(quarantine), {str(source.path): rows})
 
 
 def _empty_records(dialect: Dialect) -> pd.DataFrame:
-    columns = [c for c in RECORD_COLUMNS if c not in ("n_rows", "conflict")]
-    if dialect.layout == "slot_per_row":
-        columns += ["slot", "cert"]
-    return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+    dtypes = {"source_row": np.int64, "key": np.uint64, "key_ok": bool, "device_type": np.int8, "mpxn_key": np.int64,
+              "extracted_at": "datetime64[ns]", "invalid": bool, "ds": np.int32, "ka": np.int32, "slot": np.int8, "cert": np.int32}  # fmt: skip
+    columns = ["source_row", "key", "key_ok", "device_raw", "device_type", "mpxn_key", "mpxn_raw", "extracted_at", "invalid"]
+    columns += ["slot", "cert"] if dialect.layout == "slot_per_row" else ["ds", "ka"]
+    return pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, "string[pyarrow]")) for c in columns})
 
 
 def read_extracts(sources, catalog: CertificateCatalog, progress: ProgressCallback | None = None) -> ExtractRead:
     reads = [read_extract(s, catalog, progress) for s in sources]
-    records = pd.concat([r.records for r in reads], ignore_index=True)
+    categorical = ("s1sp", "source_file")
+    records = pd.concat([r.records.drop(columns=list(categorical)) for r in reads], ignore_index=True)
+    for column in categorical:  # plain concat of categoricals with different categories would fall back to objects
+        records[column] = union_categoricals([r.records[column] for r in reads])
+    records = records[RECORD_COLUMNS]
     quarantine = concat_quarantine([r.quarantine for r in reads if len(r.quarantine)])
     rows_read: dict[str, int] = {}
     for r in reads:

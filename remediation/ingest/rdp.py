@@ -10,15 +10,17 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from pandas.api.types import union_categoricals
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from remediation.config import RDP_FIELDS, RdpSource
-from remediation.identifiers import mpan_valid_array, mprn_valid_array
+from remediation.identifiers import mpan_valid_array, mprn_valid_array, mpxn_keys
 from remediation.ingest.faults import FieldFaults, concat_quarantine, map_values, trim
 from remediation.ingest.tables import iter_batches
 
-RDP_COLUMNS = ["mpxn", "fuel", "network_operator_id", "effective_from", "effective_to", "source_file", "source_row", "invalid"]
+# Compact: MPxN as an int64 key (see identifiers.mpxn_keys), fuel 0 = E / 1 = G / -1 unknown, NO id categorical.
+RDP_COLUMNS = ["mpxn_key", "fuel", "network_operator_id", "effective_from", "effective_to", "source_file", "source_row", "invalid"]
 
 
 @dataclass
@@ -64,12 +66,11 @@ def _validate(table: pa.Table, first_row: int, source: RdpSource) -> tuple[pd.Da
     faults.add(backwards, "effective_to", "effective_to is before effective_from", raw_to)
     frame = pd.DataFrame(
         {
-            "mpxn": mpxn.to_pandas().to_numpy(),
-            "fuel": fuel.to_pandas().to_numpy(),
-            "network_operator_id": no_id.to_pandas().to_numpy(),
-            "effective_from": pd.to_datetime(eff_from.to_pandas()),
-            "effective_to": pd.to_datetime(eff_to.to_pandas()),
-            "source_file": str(source.path),
+            "mpxn_key": mpxn_keys(mpxn),
+            "fuel": np.where(is_e, 0, np.where(is_g, 1, -1)).astype(np.int8),
+            "network_operator_id": no_id.dictionary_encode().to_pandas(),
+            "effective_from": pd.to_datetime(eff_from.to_pandas()).to_numpy(dtype="datetime64[ns]"),
+            "effective_to": pd.to_datetime(eff_to.to_pandas()).to_numpy(dtype="datetime64[ns]"),
             "source_row": rows,
             "invalid": faults.any,
         }
@@ -83,9 +84,18 @@ def read_rdp(sources) -> RdpRead:
         n = 0
         for batch in iter_batches(source.path, source.dialect, RDP_FIELDS):
             frame, faults = _validate(batch.table, batch.first_row, source)
+            frame["source_file"] = pd.Categorical.from_codes(np.zeros(len(frame), dtype=np.int8), categories=[str(source.path)])
             frames.append(frame)
             quarantine.extend(faults.frames)
             n += batch.table.num_rows
         rows_read[str(source.path)] = rows_read.get(str(source.path), 0) + n
-    registrations = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=RDP_COLUMNS)
+    if frames:
+        registrations = pd.concat([f.drop(columns=["network_operator_id", "source_file"]) for f in frames], ignore_index=True)
+        for column in ("network_operator_id", "source_file"):
+            registrations[column] = union_categoricals([f[column] for f in frames])
+    else:
+        registrations = pd.DataFrame({"mpxn_key": pd.Series(dtype=np.int64), "fuel": pd.Series(dtype=np.int8),
+                                      "network_operator_id": pd.Categorical([]), "effective_from": pd.Series(dtype="datetime64[ns]"),
+                                      "effective_to": pd.Series(dtype="datetime64[ns]"), "source_row": pd.Series(dtype=np.int64),
+                                      "invalid": pd.Series(dtype=bool), "source_file": pd.Categorical([])})  # fmt: skip
     return RdpRead(registrations[RDP_COLUMNS], concat_quarantine(quarantine), rows_read)

@@ -45,7 +45,7 @@ def build_report(directory: str | Path, redaction_key: bytes | None = None) -> d
     excluded = findings[~findings["category"].isin([Category.WRONG_NO.value, Category.OK.value])]
     excluded = excluded.sort_values(["category", "s1sp", "device_id"], key=lambda s: s.map(CATEGORIES.index) if s.name == "category" else s)
     redact = redactor(redaction_key)
-    shown = excluded.head(EXCLUDED_ROWS_SHOWN).copy()
+    shown = excluded.head(EXCLUDED_ROWS_SHOWN).astype(object)
     if redact is not None:
         shown["mpxn"] = redact(shown["mpxn"])
     estimate = []
