@@ -182,20 +182,29 @@ def write_moc(writer, chunk, pool, rows):
     writer.write_table(table)
 
 
-def write_foc(fh, chunk, pool, rows):
-    n = chunk["n"]
-    ids = hex_ids(chunk["serials"], hyphens=True, lower=False)
-    kinds = pc.if_else(pa.array(chunk["gas"]), "gas", "electricity")
-    head = pc.binary_join_element_wise('{"device":{"guid":"', ids, '","kind":"', kinds, '","supplyPoint":"', chunk["mpxn"], '"},"slot":{"name":"', "")
+def write_foc(fh, chunk, pool, rows, part: int = 200_000):
+    """JSON lines in slices, so one slice's text stays well under Arrow's 2 GB string-array limit."""
+    for start in range(0, len(rows), part):
+        _write_foc_part(fh, chunk, pool, rows[start : start + part])
+
+
+def _write_foc_part(fh, chunk, pool, rows):
+    n = len(rows)
+    picked = pa.array(rows)
+    ids = hex_ids(chunk["serials"][rows], hyphens=True, lower=False)
+    kinds = pc.if_else(pa.array(chunk["gas"][rows]), "gas", "electricity")
+    mpxn = chunk["mpxn"].take(picked)
+    head = pc.binary_join_element_wise('{"device":{"guid":"', ids, '","kind":"', kinds, '","supplyPoint":"', mpxn, '"},"slot":{"name":"', "")
     tail = ',"algorithm":"ECDSA-P256"},"capturedAtEpochMs":1763515800000,"source":"foc-anchor-export/3.2"}\n'
     lines = []
-    for name, ids_ in (("nwo-digital-signing", chunk["ds"]), ("nwo-key-agreement", chunk["ka"])):
+    for name, ids_ in (("nwo-digital-signing", chunk["ds"][rows]), ("nwo-key-agreement", chunk["ka"][rows])):
         text = certs(pool.b64, ids_)
         cert_json = pc.if_else(pc.is_null(text), "null", pc.binary_join_element_wise('"', pc.fill_null(text, ""), '"', ""))
         lines.append(pc.binary_join_element_wise(head, name, '","certificate":', cert_json, tail, ""))
+    lines = [x.combine_chunks() if isinstance(x, pa.ChunkedArray) else x for x in lines]
     both = pa.concat_arrays([lines[0], lines[1]])
-    order = np.empty(2 * len(rows), dtype=np.int64)
-    order[0::2], order[1::2] = rows, rows + n  # a device's DS and KA records next to each other
+    order = np.empty(2 * n, dtype=np.int64)
+    order[0::2], order[1::2] = np.arange(n), np.arange(n) + n  # a device's DS and KA records next to each other
     out = both.take(pa.array(order))
     offsets = np.frombuffer(out.buffers()[1], dtype=np.int32)[out.offset : out.offset + len(out) + 1]
     fh.write(memoryview(out.buffers()[2])[offsets[0] : offsets[-1]])

@@ -44,11 +44,56 @@ DEVICE_TYPES = np.array(["ESME", "GSME"])
 NO_CODE = -1  # "no registered NO" in NO-code arrays
 
 
-@dataclass(frozen=True)
 class Detection:
-    findings: pd.DataFrame  # one row per device: FINDING_COLUMNS + FINDINGS_EXTRA
-    table: pa.Table  # the same as Arrow, dictionary-encoded, for writing
-    input_rows: pd.DataFrame  # one row per input record: source_file, source_row, n_rows, finding_id
+    """One finding per device, held as compact per-device arrays; text columns are made per chunk on demand, so a
+    national run never holds millions of strings at once. `findings` (pandas) and `table()` are for whole results
+    of moderate size; writers use `chunks()`."""
+
+    def __init__(self, columns: dict, input_rows: pd.DataFrame):
+        self.columns = columns
+        self.input_rows = input_rows  # one row per input record: source_file, source_row, n_rows, finding_id
+        self._findings: pd.DataFrame | None = None
+
+    def __len__(self) -> int:
+        return len(self.columns["key"])
+
+    def codes(self, name: str) -> np.ndarray:
+        return self.columns[name][0]
+
+    def labels(self, name: str) -> list:
+        return self.columns[name][1]
+
+    def table(self, start: int = 0, stop: int | None = None) -> pa.Table:
+        stop = len(self) if stop is None else min(stop, len(self))
+        c, part = self.columns, slice(start, stop)
+        key_ok = c["key_ok"][part]
+        device_text = pc.if_else(pa.array(key_ok), eui64_text(c["key"][part]), _arrow_text(c["device_raw"].iloc[part]))
+        mpxn_key = c["mpxn_key"][part]
+        mpxn = pc.if_else(pa.array(mpxn_key >= 0), mpxn_text(mpxn_key), _arrow_text(c["mpxn_raw"].iloc[part]))
+        data = {"device_id": device_text, "mpxn": mpxn}
+        for name, value in c.items():
+            if isinstance(value, tuple):
+                data[name] = _dictionary(value[0][part], value[1])
+        for name in ("ds_role", "ka_role", "source_row", "rows"):
+            data[name] = pa.array(c[name][part])
+        data["extracted_at"] = pa.array(c["extracted_at"][part]).cast(pa.timestamp("ns", tz="UTC"))
+        data["finding_id"] = pa.array(np.arange(start, stop, dtype=np.int64))
+        return pa.table(data).select(list(FINDING_COLUMNS) + FINDINGS_EXTRA)
+
+    def chunks(self, size: int = 500_000):
+        for start in range(0, max(len(self), 1), size):
+            yield self.table(start, start + size)
+
+    def subset(self, mask: np.ndarray, size: int = 500_000) -> pd.DataFrame:
+        """Findings of the devices in `mask`, as pandas (e.g. the WRONG_NO devices for a plan)."""
+        parts = [t.filter(pa.array(mask[start : start + t.num_rows])) for start, t in zip(range(0, max(len(self), 1), size), self.chunks(size))]
+        return pa.concat_tables(parts).to_pandas()
+
+    @property
+    def findings(self) -> pd.DataFrame:
+        if self._findings is None:
+            self._findings = pa.concat_tables(list(self.chunks())).to_pandas()
+        return self._findings
 
 
 @dataclass(frozen=True)
@@ -114,14 +159,16 @@ def _collapse_duplicates(records: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFr
     repeated[key_ok] = pd.Series(keys[key_ok]).duplicated(keep=False).to_numpy()
 
     single = ~repeated
-    devices = records[single].copy()
+    multi = records[repeated].assign(first=position[repeated]) if repeated.any() else None
+    input_rows = pd.DataFrame({"source_file": records["source_file"], "source_row": records["source_row"].to_numpy(),
+                               "n_rows": records["n_rows"].to_numpy(), "finding_id": np.full(n, -1, dtype=np.int64)})  # fmt: skip
+    devices = _take_consuming(records, single)
     devices["rows"] = devices["n_rows"].astype(np.int64)
     devices["first"] = position[single]
-    devices["dup_detail"] = None
+    dup_detail: dict[int, str] = {}  # device position -> why its records conflict (rare)
 
     finding_of_first = np.full(n, -1, dtype=np.int64)
-    if repeated.any():
-        multi = records[repeated].assign(first=position[repeated])
+    if multi is not None:
         content = ["key", "s1sp", "device_type", "mpxn_key", "ds", "ka"]
         grouped = multi.groupby("key", sort=False)
         collapsed = multi.sort_values(["key", "first"], kind="stable").drop_duplicates("key").set_index("key")
@@ -132,7 +179,7 @@ def _collapse_duplicates(records: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFr
         distinct = multi.astype({"s1sp": str}).drop_duplicates(content)
         clash = pd.Index(distinct.loc[distinct["key"].duplicated(), "key"].unique())
         collapsed.loc[collapsed.index.isin(clash), "conflict"] = True
-        collapsed["dup_detail"] = None
+        collapsed["dup_detail"] = pd.Series([None] * len(collapsed), index=collapsed.index, dtype=object)
         if len(clash):
             involved = multi[multi["key"].isin(clash)]
             where = (file_names(involved["source_file"].astype(str)) + " row " + involved["source_row"].astype(str)).groupby(involved["key"]).agg("; ".join)
@@ -144,19 +191,33 @@ def _collapse_duplicates(records: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFr
         collapsed = collapsed.reset_index()
         devices["s1sp"] = devices["s1sp"].cat.set_categories(collapsed["s1sp"].cat.categories.union(devices["s1sp"].cat.categories))
         collapsed["s1sp"] = collapsed["s1sp"].cat.set_categories(devices["s1sp"].cat.categories)
+        details = collapsed.set_index("first")["dup_detail"].dropna()
         devices = pd.concat([devices, collapsed[devices.columns]], ignore_index=True)
-    devices = devices.sort_values("first", kind="stable", ignore_index=True)
+        order = np.argsort(devices["first"].to_numpy(), kind="stable")
+        devices = _take_consuming(devices, order)
+        where = pd.Series(np.arange(len(devices)), index=devices["first"].to_numpy())
+        dup_detail = dict(zip(where.reindex(details.index).to_numpy().tolist(), details.tolist()))
+    devices.attrs["dup_detail"] = dup_detail
 
     # Which device (finding) each input record became: the trace from input rows to outcomes.
-    finding_of_first[devices["first"].to_numpy()] = np.arange(len(devices))
-    finding = finding_of_first.copy()
+    finding = finding_of_first
+    finding[devices["first"].to_numpy()] = np.arange(len(devices))
     if repeated.any():
         key_to_finding = pd.Series(np.arange(len(devices)), index=devices["key"].to_numpy())
         key_to_finding = key_to_finding[devices["key_ok"].to_numpy() & np.isin(devices["key"].to_numpy(), keys[repeated])]
         finding[repeated] = key_to_finding.reindex(keys[repeated]).to_numpy()
-    input_rows = pd.DataFrame({"source_file": records["source_file"], "source_row": records["source_row"].to_numpy(),
-                               "n_rows": records["n_rows"].to_numpy(), "finding_id": finding})  # fmt: skip
+    input_rows["finding_id"] = finding
     return devices, input_rows
+
+
+def _take_consuming(frame: pd.DataFrame, selector: np.ndarray) -> pd.DataFrame:
+    """frame[selector] built column by column, emptying `frame` as it goes (peak: result + one column)."""
+    columns = {}
+    for name in list(frame.columns):
+        column = frame.pop(name)
+        columns[name] = column.iloc[selector].reset_index(drop=True) if selector.dtype != bool else column[selector].reset_index(drop=True)
+        del column
+    return pd.DataFrame(columns)
 
 
 # ------------------------------------------------------------------------------------------------ registrations
@@ -171,7 +232,7 @@ class Registration:
     count: np.ndarray  # distinct NOs effective on the as-of date
     no_code: np.ndarray  # code into `no_ids` of the one registered NO (when count == 1)
     rejected: np.ndarray  # an RDP row for this MPxN was rejected
-    detail: pd.Series  # text for ambiguous devices, None elsewhere
+    detail: dict  # device position -> text, for ambiguous devices only
     no_ids: np.ndarray  # NO id per code
 
 
@@ -212,17 +273,17 @@ def _registration(devices: pd.DataFrame, registrations: pd.DataFrame, as_of: dat
     any_fuel = np.isin(devices["mpxn_key"].to_numpy(), registrations["mpxn_key"].to_numpy()[rejected_rows & (fuel < 0)])
     rejected = (same_fuel | any_fuel) & (dkey >= 0)
 
-    detail = pd.Series([None] * n, dtype=object)
+    detail: dict[int, str] = {}  # device position -> text, for the few ambiguous devices
     many = np.flatnonzero(count > 1)
     if len(many):
         wanted = pairs[np.isin(pairs[:, 0], dkey[many])]
         names = pd.Series(no_ids[wanted[:, 1]]).groupby(wanted[:, 0]).agg(lambda s: ", ".join(sorted(s)))
-        detail.iloc[many] = ("registrations effective on " + str(as_of) + ": " + names.reindex(dkey[many])).to_numpy()
+        detail.update(zip(many.tolist(), ("registrations effective on " + str(as_of) + ": " + names.reindex(dkey[many])).tolist()))
     hit = np.flatnonzero(rejected)
     if len(hit):
         bad = registrations[rejected_rows]
         where = (file_names(bad["source_file"].astype(str)) + " row " + bad["source_row"].astype(str)).groupby(bad["mpxn_key"].to_numpy()).agg("; ".join)
-        detail.iloc[hit] = ("an RDP row for this MPxN was rejected: " + where.reindex(devices["mpxn_key"].to_numpy()[hit])).to_numpy()
+        detail.update(zip(hit.tolist(), ("an RDP row for this MPxN was rejected: " + where.reindex(devices["mpxn_key"].to_numpy()[hit])).tolist()))
     return Registration(count, registered, rejected, detail, no_ids)
 
 
@@ -273,6 +334,7 @@ def find_wrong_devices(
     entities = Entities(certs["entity_id"], registry["expected_entity"])
     table = CertificateTable.from_frame(certs, entities)
     devices, input_rows = _collapse_duplicates(records)
+    del records  # the caller handed them over: free them before the per-device arrays are built
     n = len(devices)
     reg = _registration(devices, registrations, as_of, policy)
 
@@ -323,13 +385,13 @@ def find_wrong_devices(
         per_device = np.where(other_fuel, "registered network operator " + no_ids.astype(str) + " serves the other fuel",
                               "network operator " + no_ids.astype(str) + " is not in the NO registry")  # fmt: skip
         detail_code[unknown] = _append_texts(texts, per_device)
-    for cat, values in (
-        (Category.DUPLICATE_CONFLICT.value, devices["dup_detail"].fillna("the same device appears with differing content")),
-        (Category.RDP_AMBIGUOUS.value, reg.detail),
+    for cat, values, fallback in (
+        (Category.DUPLICATE_CONFLICT.value, devices.attrs.get("dup_detail", {}), "the same device appears with differing content"),
+        (Category.RDP_AMBIGUOUS.value, reg.detail, "more than one registration"),
     ):
         rows = np.flatnonzero(category_is[cat])
         if len(rows):
-            detail_code[rows] = _append_texts(texts, pd.Series(values).iloc[rows].fillna("").to_numpy(dtype=object))
+            detail_code[rows] = _append_texts(texts, [values.get(int(i), fallback) for i in rows])
     invalid = np.flatnonzero(category_is[Category.INVALID_INPUT.value])
     if len(invalid):
         detail_code[invalid] = _append_texts(texts, _invalid_detail(devices.iloc[invalid], quarantine))
@@ -341,41 +403,36 @@ def find_wrong_devices(
     owner_of[table.error] = undecodable_label
     owner_of[-1] = empty_label
 
-    key_ok = devices["key_ok"].to_numpy(dtype=bool)
-    device_text = pc.if_else(pa.array(key_ok), eui64_text(devices["key"].to_numpy(dtype=np.uint64)), _arrow_text(devices["device_raw"]))
-    mpxn_key = devices["mpxn_key"].to_numpy(dtype=np.int64)
-    mpxn = pc.if_else(pa.array(mpxn_key >= 0), mpxn_text(mpxn_key), _arrow_text(devices["mpxn_raw"]))
-    s1sp = devices["s1sp"]
     source = devices["source_file"].astype("category")
     fingerprints = list(table.fingerprint)
-    arrow = pa.table(
-        {
-            "device_id": device_text,
-            "s1sp": _dictionary(s1sp.cat.codes.to_numpy(), s1sp.cat.categories),
-            "device_type": _dictionary(dev_fuel, DEVICE_TYPES),
-            "mpxn": mpxn,
-            "category": _dictionary(category, CATEGORIES),
-            "slot_ds_owner": _dictionary(owner_of[ds_ids], owner_labels),
-            "slot_ka_owner": _dictionary(owner_of[ka_ids], owner_labels),
-            "expected_owner": _dictionary(np.where(reg_row >= 0, expected, -1), entities.labels),
-            "detail": _dictionary(detail_code, texts),
-            "registered_no": _dictionary(reg.no_code, reg.no_ids),
-            "ds_fingerprint": _dictionary(np.where(ds_ids >= 0, ds_ids, len(fingerprints) - 1), fingerprints),
-            "ka_fingerprint": _dictionary(np.where(ka_ids >= 0, ka_ids, len(fingerprints) - 1), fingerprints),
-            "ds_verdict": _dictionary(ds_v, VERDICTS),
-            "ka_verdict": _dictionary(ka_v, VERDICTS),
-            "ds_role": pa.array(table.role[ds_ids]),
-            "ka_role": pa.array(table.role[ka_ids]),
-            "source_file": _dictionary(source.cat.codes.to_numpy(), [Path(f).name for f in source.cat.categories]),
-            "source_row": pa.array(devices["source_row"].to_numpy(dtype=np.int64)),
-            "rows": pa.array(devices["rows"].to_numpy(dtype=np.int64)),
-            "extracted_at": pa.array(devices["extracted_at"].to_numpy(dtype="datetime64[ns]")).cast(pa.timestamp("ns", tz="UTC")),
-            "finding_id": pa.array(np.arange(n, dtype=np.int64)),
-        }
-    )
-    arrow = arrow.select(list(FINDING_COLUMNS) + FINDINGS_EXTRA)
+    s1sp = devices["s1sp"]
+    columns = {
+        "key": devices["key"].to_numpy(dtype=np.uint64),
+        "key_ok": devices["key_ok"].to_numpy(dtype=bool),
+        "device_raw": devices["device_raw"],
+        "mpxn_key": devices["mpxn_key"].to_numpy(dtype=np.int64),
+        "mpxn_raw": devices["mpxn_raw"],
+        "s1sp": (s1sp.cat.codes.to_numpy(), list(s1sp.cat.categories)),
+        "device_type": (dev_fuel, list(DEVICE_TYPES)),
+        "category": (category, list(CATEGORIES)),
+        "slot_ds_owner": (owner_of[ds_ids], owner_labels),
+        "slot_ka_owner": (owner_of[ka_ids], owner_labels),
+        "expected_owner": (np.where(reg_row >= 0, expected, -1), list(entities.labels)),
+        "detail": (detail_code, texts),
+        "registered_no": (reg.no_code, list(reg.no_ids)),
+        "ds_fingerprint": (np.where(ds_ids >= 0, ds_ids, len(fingerprints) - 1), fingerprints),
+        "ka_fingerprint": (np.where(ka_ids >= 0, ka_ids, len(fingerprints) - 1), fingerprints),
+        "ds_verdict": (ds_v, list(VERDICTS)),
+        "ka_verdict": (ka_v, list(VERDICTS)),
+        "ds_role": table.role[ds_ids].astype(np.int16),
+        "ka_role": table.role[ka_ids].astype(np.int16),
+        "source_file": (source.cat.codes.to_numpy(), [Path(f).name for f in source.cat.categories]),
+        "source_row": devices["source_row"].to_numpy(dtype=np.int64),
+        "rows": devices["rows"].to_numpy(dtype=np.int64),
+        "extracted_at": devices["extracted_at"].to_numpy(dtype="datetime64[ns]"),
+    }
     input_rows["source_file"] = file_names(input_rows["source_file"].astype(str)).astype("category")
-    return Detection(findings_frame(arrow), arrow, input_rows)
+    return Detection(columns, input_rows)
 
 
 def findings_frame(table: pa.Table) -> pd.DataFrame:

@@ -66,21 +66,37 @@ def write_text(path: Path, text: str) -> Path:
     return Path(path)
 
 
-def write_table_parquet(path: Path, table: pa.Table) -> Path:
-    """An Arrow table as Parquet, dictionary columns kept (small files, fast writes at national scale)."""
+def _plain(schema: pa.Schema) -> pa.Schema:
+    return pa.schema([pa.field(f.name, f.type.value_type if pa.types.is_dictionary(f.type) else f.type) for f in schema])
+
+
+def write_tables_parquet(path: Path, tables) -> Path:
+    """A stream of Arrow tables (same schema) as one Parquet file, one row group per table or more."""
+    import pyarrow.parquet as pq
+
     with _atomic(Path(path)) as fh:
-        pq.write_table(table.replace_schema_metadata(None), fh, compression="zstd")
+        writer = None
+        for table in tables:
+            table = table.replace_schema_metadata(None)
+            if writer is None:
+                writer = pq.ParquetWriter(fh, table.schema, compression="zstd")
+            writer.write_table(table)
+        if writer is not None:
+            writer.close()
     return Path(path)
 
 
-def write_table_csv(path: Path, table: pa.Table, batch_rows: int = 1_000_000) -> Path:
-    """An Arrow table as CSV, written in batches with dictionary columns decoded, so memory stays flat."""
+def write_tables_csv(path: Path, tables) -> Path:
+    """A stream of Arrow tables (same schema) as one CSV file, dictionary columns decoded chunk by chunk."""
     import pyarrow.csv as pacsv
 
-    plain = pa.schema([pa.field(f.name, f.type.value_type if pa.types.is_dictionary(f.type) else f.type) for f in table.schema])
     with _atomic(Path(path)) as fh:
-        with pacsv.CSVWriter(fh, plain) as writer:
-            for batch in table.to_batches(max_chunksize=batch_rows):
-                columns = [c.cast(plain.field(i).type) if pa.types.is_dictionary(c.type) else c for i, c in enumerate(batch.columns)]
-                writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=plain))
+        writer = None
+        for table in tables:
+            plain = _plain(table.schema)
+            if writer is None:
+                writer = pacsv.CSVWriter(fh, plain)
+            writer.write_table(table.cast(plain))
+        if writer is not None:
+            writer.close()
     return Path(path)

@@ -9,12 +9,13 @@ from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from remediation import __version__
 from remediation.certificates import CertificateCatalog
 from remediation.config import CaseConfig, ExtractSource, canonical_dialect, load_case
-from remediation.detect import find_wrong_devices, wrong_owner_matrix
+from remediation.detect import Detection, find_wrong_devices, wrong_owner_matrix
 from remediation.errors import InputError, SafetyRefusal
 from remediation.evidence.hashing import sha256_file, sha256_json
 from remediation.ingest.extracts import ExtractRead, read_extracts
@@ -22,8 +23,8 @@ from remediation.ingest.faults import QUARANTINE_COLUMNS, concat_quarantine
 from remediation.ingest.pki import load_org_cas, load_orl
 from remediation.ingest.rdp import RdpRead, read_rdp
 from remediation.ingest.registry import Registry, load_registry
-from remediation.model import CATEGORIES, FINDING_COLUMNS, S1SPS
-from remediation.outputs import prepare_dir, write_csv, write_json, write_parquet, write_table_csv, write_table_parquet, write_text
+from remediation.model import CATEGORIES, FINDING_COLUMNS, S1SPS, Category
+from remediation.outputs import prepare_dir, write_csv, write_json, write_parquet, write_tables_csv, write_tables_parquet, write_text
 from remediation.report.content import build_report
 from remediation.report.html import render_html
 from remediation.report.markdown import render_markdown
@@ -52,12 +53,19 @@ class CaseData:
 
 @dataclass
 class DetectResult:
-    findings: pd.DataFrame
+    detection: Detection
     quarantine: pd.DataFrame
     summary: dict
     case: CaseData
-    input_rows: pd.DataFrame  # each input record -> finding_id
-    table: object = None  # the findings as a dictionary-encoded Arrow table, for writing
+
+    @property
+    def findings(self) -> pd.DataFrame:
+        """Every finding as pandas: fine for a sample or a test; national runs use detection.chunks()/subset()."""
+        return self.detection.findings
+
+    @property
+    def input_rows(self) -> pd.DataFrame:
+        return self.detection.input_rows
 
 
 def load_case_data(config: CaseConfig, as_of: date | None = None, progress: ProgressCallback | None = None) -> CaseData:
@@ -70,8 +78,11 @@ def load_case_data(config: CaseConfig, as_of: date | None = None, progress: Prog
 
 
 def detect_case(data: CaseData) -> DetectResult:
+    # The records are handed over, not shared: detection frees them as soon as devices are formed, which is what
+    # keeps a national run inside its memory budget.
+    records, data.extracts.records = data.extracts.records, None
     detection = find_wrong_devices(
-        data.extracts.records,
+        records,
         data.catalog.frame(data.as_of),
         data.rdp.registrations,
         data.registry.frame(),
@@ -79,30 +90,33 @@ def detect_case(data: CaseData) -> DetectResult:
         data.config.policy,
         data.extracts.quarantine,
     )
-    findings = detection.findings
+    del records
     quarantine = concat_quarantine([q for q in (data.extracts.quarantine, data.rdp.quarantine) if len(q)])
-    summary = detect_summary(data, findings, quarantine)
+    summary = detect_summary(data, detection, quarantine)
     if int(detection.input_rows["n_rows"].sum()) != summary["rows_read"]["extracts"]:
         raise ReconciliationError("input-row trace does not cover every extract row read")
-    return DetectResult(findings, quarantine, summary, data, detection.input_rows, detection.table)
+    return DetectResult(detection, quarantine, summary, data)
 
 
-def _count_by(frame: pd.DataFrame, weights: str | None = None) -> dict[str, int]:
-    counts = frame.groupby("category")[weights].sum() if weights else frame.groupby("category").size()
-    return {c: int(counts.get(c, 0)) for c in CATEGORIES}
+def _count_by(categories: np.ndarray, weights: np.ndarray | None = None) -> dict[str, int]:
+    counts = np.bincount(categories, weights=weights, minlength=len(CATEGORIES))
+    return {c: int(round(counts[i])) for i, c in enumerate(CATEGORIES)}
 
 
-def detect_summary(data: CaseData, findings: pd.DataFrame, quarantine: pd.DataFrame) -> dict:
+def detect_summary(data: CaseData, detection: Detection, quarantine: pd.DataFrame) -> dict:
     rows_read = sum(data.extracts.rows_read.values())
-    rows_by_category = _count_by(findings, "rows")
+    category = detection.codes("category").astype(np.int64)
+    rows = detection.columns["rows"]
+    rows_by_category = _count_by(category, rows)
     accounted = sum(rows_by_category.values())
     if accounted != rows_read:
         raise ReconciliationError(f"rows do not reconcile: {rows_read} extract rows read, {accounted} accounted for in findings")
+    s1sp_codes, s1sp_labels = detection.codes("s1sp"), detection.labels("s1sp")
     by_s1sp = {}
-    for s1sp in [*S1SPS, *sorted(set(findings["s1sp"]) - set(S1SPS))]:
-        part = findings[findings["s1sp"] == s1sp]
-        if len(part) or s1sp in S1SPS:
-            by_s1sp[s1sp] = _count_by(part)
+    for s1sp in [*S1SPS, *sorted(set(s1sp_labels) - set(S1SPS))]:
+        code = s1sp_labels.index(s1sp) if s1sp in s1sp_labels else -1
+        by_s1sp[s1sp] = _count_by(category[s1sp_codes == code])
+    wrong = detection.subset(category == CATEGORIES.index(Category.WRONG_NO.value))
     files = []
     for source in data.config.extracts:
         files.append({"role": "extract", "s1sp": source.s1sp, "path": str(source.path), "sha256": sha256_file(source.path),
@@ -120,11 +134,11 @@ def detect_summary(data: CaseData, findings: pd.DataFrame, quarantine: pd.DataFr
         "files": files,
         "config_files": [{"path": str(p), "sha256": sha256_file(p)} for p in data.config.config_files],
         "rows_read": {"extracts": rows_read, "rdp": sum(data.rdp.rows_read.values())},
-        "devices": int(len(findings)),
+        "devices": int(len(detection)),
         "rows_by_category": rows_by_category,
-        "devices_by_category": _count_by(findings),
+        "devices_by_category": _count_by(category),
         "devices_by_s1sp": by_s1sp,
-        "wrong_owner_matrix": wrong_owner_matrix(findings, data.registry.label_for_entity()),
+        "wrong_owner_matrix": wrong_owner_matrix(wrong, data.registry.label_for_entity()),
         "quarantine": {
             "issues": int(len(quarantine)),
             "extract_rows": int(len(rejected_extract_rows)),
@@ -135,13 +149,24 @@ def detect_summary(data: CaseData, findings: pd.DataFrame, quarantine: pd.DataFr
     }
 
 
+def write_findings(out: Path, detection: Detection, csv: bool = True) -> Path:
+    path = write_tables_parquet(out / "findings.parquet", detection.chunks())
+    if csv:
+        write_tables_csv(out / "findings.csv", detection.chunks())
+    return path
+
+
+def plannable(detection: Detection, policy) -> np.ndarray:
+    wanted = [Category.WRONG_NO.value] + ([Category.KEY_USAGE_MISMATCH.value] if policy.correct_key_usage_mismatch else [])
+    return np.isin(detection.codes("category"), [CATEGORIES.index(c) for c in wanted])
+
+
 def run_detect(config_path: str | Path, out_dir: str | Path, as_of: date | None = None,
                progress: ProgressCallback | None = None) -> DetectResult:  # fmt: skip
     config = load_case(config_path)
     out = prepare_dir(out_dir)
     result = detect_case(load_case_data(config, as_of, progress))
-    write_table_parquet(out / "findings.parquet", result.table)
-    write_table_csv(out / "findings.csv", result.table)
+    write_findings(out, result.detection)
     write_parquet(out / "input_rows.parquet", result.input_rows)
     write_csv(out / "quarantine.csv", result.quarantine[QUARANTINE_COLUMNS])
     write_json(out / "summary.json", result.summary)
@@ -169,9 +194,9 @@ def run_plan(config_path: str | Path, out_dir: str | Path, *, planner: str, as_o
     if (out / "plan.json").exists():
         raise InputError("already holds a plan; plans are never overwritten (choose a new directory)", file=str(out))
     result = detect_case(load_case_data(config, as_of, progress))
-    rows = build_plan(result.findings, result.case.registry, result.case.catalog, result.case.as_of, config.policy, tuple(sorted(s1sps)))
+    rows = build_plan(result.detection.subset(plannable(result.detection, config.policy)), result.case.registry, result.case.catalog, result.case.as_of, config.policy, tuple(sorted(s1sps)))
     outputs = {
-        "findings.parquet": write_table_parquet(out / "findings.parquet", result.table),
+        "findings.parquet": write_findings(out, result.detection, csv=False),
         "input_rows.parquet": write_parquet(out / "input_rows.parquet", result.input_rows),
         "quarantine.csv": write_csv(out / "quarantine.csv", result.quarantine[QUARANTINE_COLUMNS]),
         "summary.json": write_json(out / "summary.json", result.summary),

@@ -179,7 +179,7 @@ def read_extract(source: ExtractSource, catalog: CertificateCatalog, progress: P
         rows += batch.table.num_rows
         if progress:
             progress(str(source.path), batch.table.num_rows)
-    records = pd.concat(frames, ignore_index=True) if frames else _empty_records(source.dialect)
+    records = _concat_consuming(frames) if frames else _empty_records(source.dialect)
     if source.dialect.layout == "slot_per_row":
         records = _pivot_slot_records(records)
     else:
@@ -188,6 +188,18 @@ def read_extract(source: ExtractSource, catalog: CertificateCatalog, progress: P
     records["s1sp"] = pd.Categorical.from_codes(np.zeros(len(records), dtype=np.int8), categories=[source.s1sp])
     records["source_file"] = pd.Categorical.from_codes(np.zeros(len(records), dtype=np.int8), categories=[str(source.path)])
     return ExtractRead(records[RECORD_COLUMNS], concat_quarantine(quarantine), {str(source.path): rows})
+
+
+def _concat_consuming(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """pd.concat, one column at a time, dropping each batch's column once copied: the peak is the result plus one
+    column instead of twice the result (at national scale the difference is most of a gigabyte)."""
+    columns = {}
+    for name in list(frames[0].columns):
+        parts = [f.pop(name) for f in frames]
+        columns[name] = pd.concat(parts, ignore_index=True)
+        del parts
+    frames.clear()
+    return pd.DataFrame(columns)
 
 
 def _empty_records(dialect: Dialect) -> pd.DataFrame:
