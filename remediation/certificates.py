@@ -218,12 +218,12 @@ class CertificateCatalog:
 
     def intern_array(self, texts: pa.Array) -> np.ndarray:
         """Certificate text column -> int32 ids; null or blank text is an empty slot (EMPTY_SLOT)."""
-        texts = pc.utf8_trim_whitespace(texts.cast(pa.string()))
-        texts = pc.if_else(pc.equal(texts, ""), pa.scalar(None, pa.string()), texts)
-        encoded = pc.dictionary_encode(texts)
+        # Encode first and trim only the few distinct values: millions of 500-byte texts are hashed once, never copied.
+        encoded = pc.dictionary_encode(texts.cast(pa.string()))
         if isinstance(encoded, pa.ChunkedArray):
             encoded = encoded.combine_chunks()
-        mapping = np.array([self.intern_text(t) for t in encoded.dictionary.to_pylist()] + [EMPTY_SLOT], dtype=np.int32)
+        distinct = [t.strip() for t in encoded.dictionary.to_pylist()]
+        mapping = np.array([self.intern_text(t) if t else EMPTY_SLOT for t in distinct] + [EMPTY_SLOT], dtype=np.int32)
         indices = encoded.indices.fill_null(len(encoded.dictionary)).to_numpy(zero_copy_only=False)
         return mapping[indices]
 

@@ -65,7 +65,11 @@ class Detection:
 
     def table(self, start: int = 0, stop: int | None = None) -> pa.Table:
         stop = len(self) if stop is None else min(stop, len(self))
-        c, part = self.columns, slice(start, stop)
+        return self._table(slice(start, stop), np.arange(start, stop, dtype=np.int64))
+
+    def _table(self, part, positions: np.ndarray) -> pa.Table:
+        """Findings of the devices at `part` (a slice or an index array) as dictionary-encoded Arrow."""
+        c = self.columns
         key_ok = c["key_ok"][part]
         device_text = pc.if_else(pa.array(key_ok), eui64_text(c["key"][part]), _arrow_text(c["device_raw"].iloc[part]))
         mpxn_key = c["mpxn_key"][part]
@@ -77,17 +81,17 @@ class Detection:
         for name in ("ds_role", "ka_role", "source_row", "rows"):
             data[name] = pa.array(c[name][part])
         data["extracted_at"] = pa.array(c["extracted_at"][part]).cast(pa.timestamp("ns", tz="UTC"))
-        data["finding_id"] = pa.array(np.arange(start, stop, dtype=np.int64))
+        data["finding_id"] = pa.array(positions)
         return pa.table(data).select(list(FINDING_COLUMNS) + FINDINGS_EXTRA)
 
     def chunks(self, size: int = 500_000):
         for start in range(0, max(len(self), 1), size):
             yield self.table(start, start + size)
 
-    def subset(self, mask: np.ndarray, size: int = 500_000) -> pd.DataFrame:
-        """Findings of the devices in `mask`, as pandas (e.g. the WRONG_NO devices for a plan)."""
-        parts = [t.filter(pa.array(mask[start : start + t.num_rows])) for start, t in zip(range(0, max(len(self), 1), size), self.chunks(size))]
-        return pa.concat_tables(parts).to_pandas()
+    def subset(self, mask: np.ndarray) -> pd.DataFrame:
+        """Findings of the devices in `mask`, as pandas (e.g. the WRONG_NO devices for a plan); only they are built."""
+        positions = np.flatnonzero(mask)
+        return self._table(positions, positions).to_pandas()
 
     @property
     def findings(self) -> pd.DataFrame:
@@ -431,7 +435,8 @@ def find_wrong_devices(
         "rows": devices["rows"].to_numpy(dtype=np.int64),
         "extracted_at": devices["extracted_at"].to_numpy(dtype="datetime64[ns]"),
     }
-    input_rows["source_file"] = file_names(input_rows["source_file"].astype(str)).astype("category")
+    files = input_rows["source_file"].astype("category")
+    input_rows["source_file"] = files.cat.rename_categories([Path(f).name for f in files.cat.categories])
     return Detection(columns, input_rows)
 
 

@@ -70,33 +70,27 @@ def _plain(schema: pa.Schema) -> pa.Schema:
     return pa.schema([pa.field(f.name, f.type.value_type if pa.types.is_dictionary(f.type) else f.type) for f in schema])
 
 
-def write_tables_parquet(path: Path, tables) -> Path:
-    """A stream of Arrow tables (same schema) as one Parquet file, one row group per table or more."""
+def write_tables(parquet_path: Path, csv_path: Path | None, tables) -> Path:
+    """A stream of Arrow tables to Parquet and, when asked, CSV too, making each table once."""
+    import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
-    with _atomic(Path(path)) as fh:
-        writer = None
+    with _atomic(Path(parquet_path)) as pfh, (_atomic(Path(csv_path)) if csv_path else _null()) as cfh:
+        pwriter = cwriter = None
         for table in tables:
             table = table.replace_schema_metadata(None)
-            if writer is None:
-                writer = pq.ParquetWriter(fh, table.schema, compression="zstd")
-            writer.write_table(table)
-        if writer is not None:
-            writer.close()
-    return Path(path)
+            pwriter = pwriter or pq.ParquetWriter(pfh, table.schema, compression="zstd")
+            pwriter.write_table(table)
+            if cfh is not None:
+                plain = _plain(table.schema)
+                cwriter = cwriter or pacsv.CSVWriter(cfh, plain)
+                cwriter.write_table(table.cast(plain))
+        for writer in (pwriter, cwriter):
+            if writer is not None:
+                writer.close()
+    return Path(parquet_path)
 
 
-def write_tables_csv(path: Path, tables) -> Path:
-    """A stream of Arrow tables (same schema) as one CSV file, dictionary columns decoded chunk by chunk."""
-    import pyarrow.csv as pacsv
-
-    with _atomic(Path(path)) as fh:
-        writer = None
-        for table in tables:
-            plain = _plain(table.schema)
-            if writer is None:
-                writer = pacsv.CSVWriter(fh, plain)
-            writer.write_table(table.cast(plain))
-        if writer is not None:
-            writer.close()
-    return Path(path)
+@contextmanager
+def _null():
+    yield None

@@ -17,14 +17,15 @@ from remediation.certificates import CertificateCatalog
 from remediation.config import CaseConfig, ExtractSource, canonical_dialect, load_case
 from remediation.detect import Detection, find_wrong_devices, wrong_owner_matrix
 from remediation.errors import InputError, SafetyRefusal
-from remediation.evidence.hashing import sha256_file, sha256_json
+from remediation.evidence.hashing import BackgroundHashes, sha256_file, sha256_json
+from remediation.memory import release_memory
 from remediation.ingest.extracts import ExtractRead, read_extracts
 from remediation.ingest.faults import QUARANTINE_COLUMNS, concat_quarantine
 from remediation.ingest.pki import load_org_cas, load_orl
 from remediation.ingest.rdp import RdpRead, read_rdp
 from remediation.ingest.registry import Registry, load_registry
 from remediation.model import CATEGORIES, FINDING_COLUMNS, S1SPS, Category
-from remediation.outputs import prepare_dir, write_csv, write_json, write_parquet, write_tables_csv, write_tables_parquet, write_text
+from remediation.outputs import prepare_dir, write_csv, write_json, write_parquet, write_tables, write_text
 from remediation.report.content import build_report
 from remediation.report.html import render_html
 from remediation.report.markdown import render_markdown
@@ -49,6 +50,10 @@ class CaseData:
     registry: Registry
     extracts: ExtractRead
     rdp: RdpRead
+    hashes: BackgroundHashes | None = None
+
+    def sha256(self, path) -> str:
+        return self.hashes.get(path) if self.hashes is not None else sha256_file(path)
 
 
 @dataclass
@@ -70,11 +75,13 @@ class DetectResult:
 
 def load_case_data(config: CaseConfig, as_of: date | None = None, progress: ProgressCallback | None = None) -> CaseData:
     as_of = as_of or config.as_of or date.today()
+    hashes = BackgroundHashes([*config.input_files, *config.config_files])
     catalog = CertificateCatalog(load_org_cas(config.org_ca_paths), load_orl(config.orl_path))
     registry = load_registry(config.registry_path, catalog)
     extracts = read_extracts(config.extracts, catalog, progress)
+    release_memory()
     rdp = read_rdp(config.rdp)
-    return CaseData(config, as_of, catalog, registry, extracts, rdp)
+    return CaseData(config, as_of, catalog, registry, extracts, rdp, hashes)
 
 
 def detect_case(data: CaseData) -> DetectResult:
@@ -91,6 +98,7 @@ def detect_case(data: CaseData) -> DetectResult:
         data.extracts.quarantine,
     )
     del records
+    release_memory()
     quarantine = concat_quarantine([q for q in (data.extracts.quarantine, data.rdp.quarantine) if len(q)])
     summary = detect_summary(data, detection, quarantine)
     if int(detection.input_rows["n_rows"].sum()) != summary["rows_read"]["extracts"]:
@@ -119,11 +127,11 @@ def detect_summary(data: CaseData, detection: Detection, quarantine: pd.DataFram
     wrong = detection.subset(category == CATEGORIES.index(Category.WRONG_NO.value))
     files = []
     for source in data.config.extracts:
-        files.append({"role": "extract", "s1sp": source.s1sp, "path": str(source.path), "sha256": sha256_file(source.path),
+        files.append({"role": "extract", "s1sp": source.s1sp, "path": str(source.path), "sha256": data.sha256(source.path),
                       "rows_read": data.extracts.rows_read.get(str(source.path), 0)})  # fmt: skip
     rdp_rejected = data.rdp.registrations.groupby("source_file")["invalid"].sum()
     for source in data.config.rdp:
-        files.append({"role": "rdp", "s1sp": None, "path": str(source.path), "sha256": sha256_file(source.path),
+        files.append({"role": "rdp", "s1sp": None, "path": str(source.path), "sha256": data.sha256(source.path),
                       "rows_read": data.rdp.rows_read.get(str(source.path), 0), "rows_rejected": int(rdp_rejected.get(str(source.path), 0))})  # fmt: skip
     rejected_extract_rows = data.extracts.quarantine.drop_duplicates(["file", "row"]) if len(data.extracts.quarantine) else data.extracts.quarantine
     return {
@@ -132,7 +140,7 @@ def detect_summary(data: CaseData, detection: Detection, quarantine: pd.DataFram
         "case": data.config.name,
         "as_of": data.as_of.isoformat(),
         "files": files,
-        "config_files": [{"path": str(p), "sha256": sha256_file(p)} for p in data.config.config_files],
+        "config_files": [{"path": str(p), "sha256": data.sha256(p)} for p in data.config.config_files],
         "rows_read": {"extracts": rows_read, "rdp": sum(data.rdp.rows_read.values())},
         "devices": int(len(detection)),
         "rows_by_category": rows_by_category,
@@ -150,10 +158,7 @@ def detect_summary(data: CaseData, detection: Detection, quarantine: pd.DataFram
 
 
 def write_findings(out: Path, detection: Detection, csv: bool = True) -> Path:
-    path = write_tables_parquet(out / "findings.parquet", detection.chunks())
-    if csv:
-        write_tables_csv(out / "findings.csv", detection.chunks())
-    return path
+    return write_tables(out / "findings.parquet", out / "findings.csv" if csv else None, detection.chunks())
 
 
 def plannable(detection: Detection, policy) -> np.ndarray:

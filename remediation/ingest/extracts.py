@@ -141,29 +141,55 @@ def _codes(values: pa.Array, codes: dict[str, int]) -> np.ndarray:
 
 
 def _pivot_slot_records(df: pd.DataFrame) -> pd.DataFrame:
-    """One record per slot -> one record per device; disagreeing records for a device mark it a conflict."""
-    alone = df[~df["key_ok"]].copy()  # no usable id: each row stands on its own
+    """One record per slot -> one record per device; disagreeing records for a device mark it a conflict.
+
+    Sort once by (device, row) and reduce each run of equal keys with numpy: no per-device Python, and only a few
+    arrays of the 7 million FOC rows alive at a time."""
+    key_ok = df["key_ok"].to_numpy(dtype=bool)
+    alone = df[~key_ok].copy()  # no usable id: each row stands on its own
     alone["ds"] = np.where(alone["slot"] == SLOT_CODES["NO_DS"], alone["cert"], EMPTY_SLOT).astype(np.int32)
     alone["ka"] = np.where(alone["slot"] == SLOT_CODES["NO_KA"], alone["cert"], EMPTY_SLOT).astype(np.int32)
-    alone["n_rows"] = 1
-    alone["conflict"] = False
+    alone["n_rows"] = np.ones(len(alone), dtype=np.int32)
+    alone["conflict"] = np.zeros(len(alone), dtype=bool)
 
-    keyed = df[df["key_ok"]].sort_values(["key", "source_row"], kind="stable")
-    firsts = keyed.drop_duplicates("key")
-    grouped = keyed.groupby("key", sort=False)
-    devices = firsts.set_index("key")[["source_row", "device_raw", "device_type", "mpxn_key", "mpxn_raw", "key_ok"]]
-    devices["n_rows"] = grouped.size().reindex(devices.index).to_numpy()
-    devices["extracted_at"] = grouped["extracted_at"].max().reindex(devices.index).to_numpy()
-    devices["invalid"] = grouped["invalid"].any().reindex(devices.index).to_numpy()
-    identity = keyed.drop_duplicates(["key", "device_type", "mpxn_key"])
-    slots = keyed.drop_duplicates(["key", "slot", "cert"])
-    clashing = pd.Index(identity.loc[identity["key"].duplicated(), "key"]).union(pd.Index(slots.loc[slots.duplicated(["key", "slot"]), "key"]))
-    devices["conflict"] = devices.index.isin(clashing)
-    for code, column in ((SLOT_CODES["NO_DS"], "ds"), (SLOT_CODES["NO_KA"], "ka")):
-        per_slot = slots[slots["slot"] == code].drop_duplicates("key").set_index("key")["cert"]
-        devices[column] = per_slot.reindex(devices.index).fillna(EMPTY_SLOT).astype(np.int32).to_numpy()
-    devices = devices.reset_index()
-    return pd.concat([alone[_BATCH_COLUMNS], devices[_BATCH_COLUMNS]], ignore_index=True)
+    keyed = np.flatnonzero(key_ok)
+    keys = df["key"].to_numpy()[keyed]
+    rows = df["source_row"].to_numpy()[keyed]
+    order = keyed[np.lexsort((rows, keys))]
+    del keys, rows
+    key = df["key"].to_numpy()[order]
+    starts = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]])) if len(key) else np.empty(0, dtype=np.int64)
+
+    def column(name):
+        return df[name].to_numpy()[order]
+
+    def per_device_any(values: np.ndarray) -> np.ndarray:
+        return np.logical_or.reduceat(values, starts) if len(starts) else np.empty(0, dtype=bool)
+
+    first = order[starts]
+    devices = {"key": key[starts], "key_ok": np.ones(len(starts), dtype=bool)}
+    devices["source_row"] = df["source_row"].to_numpy()[first]
+    devices["n_rows"] = np.diff(np.append(starts, len(key))).astype(np.int32)
+    stamps = column("extracted_at")
+    devices["extracted_at"] = np.maximum.reduceat(stamps, starts) if len(starts) else stamps[:0]
+    devices["invalid"] = per_device_any(column("invalid"))
+    conflict = np.zeros(len(starts), dtype=bool)
+    for name in ("device_type", "mpxn_key"):  # the device's identity must agree across its records
+        values = column(name)
+        devices[name] = values[starts]
+        conflict |= per_device_any(values != np.repeat(values[starts], np.diff(np.append(starts, len(key)))))
+    slot, cert = column("slot"), column("cert").astype(np.int64)
+    for code, name in ((SLOT_CODES["NO_DS"], "ds"), (SLOT_CODES["NO_KA"], "ka")):
+        mine = slot == code
+        high = np.maximum.reduceat(np.where(mine, cert, -2), starts) if len(starts) else cert[:0]
+        low = np.minimum.reduceat(np.where(mine, cert, 2**40), starts) if len(starts) else cert[:0]
+        conflict |= (high >= -1) & (high != low)  # two records for this slot with different certificates
+        devices[name] = np.where(high >= -1, high, EMPTY_SLOT).astype(np.int32)
+    devices["conflict"] = conflict
+    for name in ("device_raw", "mpxn_raw"):
+        devices[name] = df[name].iloc[first].reset_index(drop=True)
+    frame = pd.DataFrame(devices)
+    return pd.concat([alone[_BATCH_COLUMNS].reset_index(drop=True), frame[_BATCH_COLUMNS]], ignore_index=True)
 
 
 _BATCH_COLUMNS = [c for c in RECORD_COLUMNS if c not in ("s1sp", "source_file")]
