@@ -255,27 +255,34 @@ def _registration(devices: pd.DataFrame, registrations: pd.DataFrame, as_of: dat
     open_end = np.isnat(end)
     ends_ok = open_end | ((end >= day) if policy.rdp_effective_to_inclusive else (end > day))
     effective = ~invalid & (rkey >= 0) & (start <= day) & ends_ok
-    # Distinct (MPxN+fuel, NO) pairs, as one int64 each: rkey < 2**50 for any valid MPxN and NO codes < 4096.
+    # Distinct (MPxN+fuel, NO) pairs as one int64 each (rkey < 2**50 for any valid MPxN, NO codes < width), sorted;
+    # then runs of equal MPxN+fuel give the count of distinct NOs. Sorting beats hashing here at 10 million rows.
     width = max(4096, len(no_ids) + 1)
-    combined = np.unique(rkey[effective] * width + no_code[effective])
+    combined = np.sort(rkey[effective] * width + no_code[effective])
+    if len(combined):
+        combined = combined[np.concatenate([[True], combined[1:] != combined[:-1]])]
     pairs = np.stack([combined // width, combined % width], axis=1)
-    reg_keys, first_index, counts = np.unique(pairs[:, 0], return_index=True, return_counts=True)
-    first_no = pairs[first_index, 1] if len(pairs) else np.empty(0, np.int64)
+    pair_keys = pairs[:, 0]
+    run_starts = np.flatnonzero(np.concatenate([[True], pair_keys[1:] != pair_keys[:-1]])) if len(pair_keys) else np.empty(0, np.int64)
+    reg_keys = pair_keys[run_starts]
+    counts = np.diff(np.append(run_starts, len(pair_keys)))
+    first_no = pairs[run_starts, 1]
 
     dev_fuel = devices["device_type"].to_numpy(dtype=np.int8)
     dkey = np.where(dev_fuel >= 0, _reg_keys(devices["mpxn_key"].to_numpy(dtype=np.int64), np.maximum(dev_fuel, 0)), -1)
-    slot = np.clip(np.searchsorted(reg_keys, dkey), 0, max(len(reg_keys) - 1, 0))
-    found = (len(reg_keys) > 0) & (dkey >= 0)
-    found = found & (reg_keys[slot] == dkey) if len(reg_keys) else np.zeros(n, dtype=bool)
+    slot = pd.Index(reg_keys).get_indexer(dkey)  # hash lookup; -1 when the MPxN has no effective registration
+    found = (slot >= 0) & (dkey >= 0)
     count = np.where(found, counts[slot] if len(counts) else 0, 0)
     registered = np.where(found & (count == 1), first_no[slot] if len(first_no) else NO_CODE, NO_CODE)
 
     # A rejected row could be the registration that counts: never trust the rest of that MPxN's history. A rejected
     # row of the other fuel does not touch this device; one whose fuel is unreadable touches both.
     rejected_rows = invalid & (registrations["mpxn_key"].to_numpy() >= 0)
-    same_fuel = np.isin(dkey, rkey[rejected_rows & (fuel >= 0)])
-    any_fuel = np.isin(devices["mpxn_key"].to_numpy(), registrations["mpxn_key"].to_numpy()[rejected_rows & (fuel < 0)])
-    rejected = (same_fuel | any_fuel) & (dkey >= 0)
+    rejected = np.zeros(n, dtype=bool)
+    if rejected_rows.any():
+        same_fuel = pd.Index(np.unique(rkey[rejected_rows & (fuel >= 0)])).get_indexer(dkey) >= 0
+        any_fuel = pd.Index(np.unique(registrations["mpxn_key"].to_numpy()[rejected_rows & (fuel < 0)])).get_indexer(devices["mpxn_key"].to_numpy()) >= 0
+        rejected = (same_fuel | any_fuel) & (dkey >= 0)
 
     detail: dict[int, str] = {}  # device position -> text, for the few ambiguous devices
     many = np.flatnonzero(count > 1)
