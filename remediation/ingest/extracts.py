@@ -42,21 +42,27 @@ class ExtractRead:
     rows_read: dict[str, int]  # file -> data rows read
 
 
-def parse_timestamps(col, fmt: str) -> pd.Series:
-    """Timestamps -> UTC datetimes; unparseable values become NaT. Distinct values are parsed once."""
+_NAT = np.iinfo(np.int64).min
+
+
+def parse_timestamps(col, fmt: str) -> np.ndarray:
+    """Timestamps -> UTC datetime64[ns] (NaT where unparseable). Text is parsed once per distinct value."""
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     if pa.types.is_timestamp(arr.type):
-        s = pd.Series(arr.to_pandas())
-        return s.dt.tz_localize("UTC") if s.dt.tz is None else s.dt.tz_convert("UTC")
+        nanos = pc.cast(arr.cast(pa.timestamp("ns", tz=arr.type.tz)), pa.int64())  # Arrow keeps timestamps as UTC
+        return pc.fill_null(nanos, _NAT).to_numpy(zero_copy_only=False).view("datetime64[ns]")
     if fmt in ("epoch_seconds", "epoch_millis"):
-        nums = pd.Series(arr.to_pandas(), dtype="float64")
-        return pd.to_datetime(nums, unit="s" if fmt == "epoch_seconds" else "ms", utc=True, errors="coerce")
+        numbers = pc.cast(arr, pa.float64(), safe=False) if not pa.types.is_floating(arr.type) else arr
+        values = pc.fill_null(numbers, np.nan).to_numpy(zero_copy_only=False) * (1e9 if fmt == "epoch_seconds" else 1e6)
+        ok = np.isfinite(values) & (np.abs(values) < 9.2e18)
+        out = np.full(len(values), _NAT, dtype=np.int64)
+        out[ok] = values[ok].astype(np.int64)
+        return out.view("datetime64[ns]")
     encoded = pc.dictionary_encode(pc.utf8_trim_whitespace(arr))
     parsed = pd.to_datetime(pd.Series(encoded.dictionary.to_pylist(), dtype=object), utc=True, format="ISO8601", errors="coerce")
-    indices = encoded.indices.to_numpy(zero_copy_only=False)
-    return pd.Series(parsed.to_numpy()[np.nan_to_num(indices, nan=0).astype(np.int64)], dtype=parsed.dtype).where(
-        ~pd.isna(indices), pd.NaT
-    )
+    lookup = np.append(parsed.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]").view(np.int64), _NAT)
+    indices = pc.fill_null(encoded.indices, len(parsed)).to_numpy(zero_copy_only=False)
+    return lookup[indices].view("datetime64[ns]")
 
 
 def _check_certificates(faults: FieldFaults, ids: np.ndarray, texts, field: str, catalog: CertificateCatalog) -> None:
@@ -94,7 +100,7 @@ def _validate_batch(table: pa.Table, first_row: int, source: ExtractSource, cata
     faults.add(is_g & ~mprn_valid_array(mpxn), "mpxn", "not an MPRN (6 to 10 digits)", mpxn)
 
     extracted_at = parse_timestamps(table.column("extracted_at"), dialect.timestamp_format)
-    faults.add(extracted_at.isna().to_numpy(), "extracted_at", f"not a timestamp ({dialect.timestamp_format})", table.column("extracted_at").combine_chunks())
+    faults.add(np.isnat(extracted_at), "extracted_at", f"not a timestamp ({dialect.timestamp_format})", table.column("extracted_at").combine_chunks())
 
     mpxn_key = mpxn_keys(mpxn)
     frame = {
@@ -105,7 +111,7 @@ def _validate_batch(table: pa.Table, first_row: int, source: ExtractSource, cata
         "device_type": _codes(device_type, DEVICE_TYPE_CODES),
         "mpxn_key": mpxn_key,
         "mpxn_raw": _sparse_text(mpxn, mpxn_key < 0),
-        "extracted_at": extracted_at.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[ns]"),
+        "extracted_at": extracted_at,
     }
     if dialect.layout == "wide":
         for slot_col, key in (("no_ds_cert", "ds"), ("no_ka_cert", "ka")):
