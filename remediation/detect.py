@@ -272,8 +272,9 @@ def _registration(devices: pd.DataFrame, registrations: pd.DataFrame, as_of: dat
     dkey = np.where(dev_fuel >= 0, _reg_keys(devices["mpxn_key"].to_numpy(dtype=np.int64), np.maximum(dev_fuel, 0)), -1)
     slot = pd.Index(reg_keys).get_indexer(dkey)  # hash lookup; -1 when the MPxN has no effective registration
     found = (slot >= 0) & (dkey >= 0)
-    count = np.where(found, counts[slot] if len(counts) else 0, 0)
-    registered = np.where(found & (count == 1), first_no[slot] if len(first_no) else NO_CODE, NO_CODE)
+    count = np.where(found, counts[slot] if len(counts) else 0, 0).astype(np.int32)
+    registered = np.where(found & (count == 1), first_no[slot] if len(first_no) else NO_CODE, NO_CODE).astype(np.int32)
+    del slot, found, combined, start, end, open_end, ends_ok
 
     # A rejected row could be the registration that counts: never trust the rest of that MPxN's history. A rejected
     # row of the other fuel does not touch this device; one whose fuel is unreadable touches both.
@@ -348,6 +349,8 @@ def find_wrong_devices(
     del records  # the caller handed them over: free them before the per-device arrays are built
     n = len(devices)
     reg = _registration(devices, registrations, as_of, policy)
+    del registrations  # handed over too; the per-device arrays are all that is needed from here
+    devices.pop("n_rows")
 
     # Registry facts per registered NO code.
     registry_index = {no: i for i, no in enumerate(registry["network_operator_id"])}

@@ -88,16 +88,19 @@ def detect_case(data: CaseData) -> DetectResult:
     # The records are handed over, not shared: detection frees them as soon as devices are formed, which is what
     # keeps a national run inside its memory budget.
     records, data.extracts.records = data.extracts.records, None
+    registrations = data.rdp.registrations
+    data.rdp.rejected_by_file = {str(k): int(v) for k, v in registrations.groupby("source_file", observed=True)["invalid"].sum().items()}
+    data.rdp.registrations = None
     detection = find_wrong_devices(
         records,
         data.catalog.frame(data.as_of),
-        data.rdp.registrations,
+        registrations,
         data.registry.frame(),
         data.as_of,
         data.config.policy,
         data.extracts.quarantine,
     )
-    del records
+    del records, registrations
     release_memory()
     quarantine = concat_quarantine([q for q in (data.extracts.quarantine, data.rdp.quarantine) if len(q)])
     summary = detect_summary(data, detection, quarantine)
@@ -129,7 +132,7 @@ def detect_summary(data: CaseData, detection: Detection, quarantine: pd.DataFram
     for source in data.config.extracts:
         files.append({"role": "extract", "s1sp": source.s1sp, "path": str(source.path), "sha256": data.sha256(source.path),
                       "rows_read": data.extracts.rows_read.get(str(source.path), 0)})  # fmt: skip
-    rdp_rejected = data.rdp.registrations.groupby("source_file")["invalid"].sum()
+    rdp_rejected = data.rdp.rejected_by_file
     for source in data.config.rdp:
         files.append({"role": "rdp", "s1sp": None, "path": str(source.path), "sha256": data.sha256(source.path),
                       "rows_read": data.rdp.rows_read.get(str(source.path), 0), "rows_rejected": int(rdp_rejected.get(str(source.path), 0))})  # fmt: skip
@@ -150,7 +153,7 @@ def detect_summary(data: CaseData, detection: Detection, quarantine: pd.DataFram
         "quarantine": {
             "issues": int(len(quarantine)),
             "extract_rows": int(len(rejected_extract_rows)),
-            "rdp_rows": int(data.rdp.registrations["invalid"].sum()),
+            "rdp_rows": int(sum(data.rdp.rejected_by_file.values())),
             "by_field": {k: int(v) for k, v in quarantine.groupby("field").size().sort_index().items()} if len(quarantine) else {},
         },
         "reconciled": True,

@@ -21,6 +21,7 @@ from remediation.config import EXTRACT_FIELDS_SLOT, EXTRACT_FIELDS_WIDE, Dialect
 from remediation.identifiers import eui64_keys, mpan_valid_array, mprn_valid_array, mpxn_keys
 from remediation.ingest.faults import FieldFaults, concat_quarantine, map_values, trim
 from remediation.ingest.tables import iter_batches
+from remediation.memory import release_memory
 from remediation.model import DEVICE_TYPES, EMPTY_SLOT, SLOTS
 
 # One record per device as one file states it, in compact columns: a device id is a uint64, an MPxN an int64 key,
@@ -243,7 +244,10 @@ def _empty_records(dialect: Dialect) -> pd.DataFrame:
 
 
 def read_extracts(sources, catalog: CertificateCatalog, progress: ProgressCallback | None = None) -> ExtractRead:
-    reads = [read_extract(s, catalog, progress) for s in sources]
+    reads = []
+    for source in sources:
+        reads.append(read_extract(source, catalog, progress))
+        release_memory()  # the reader's transient buffers, before the next file
     categorical = ("s1sp", "source_file")
     records = pd.concat([r.records.drop(columns=list(categorical)) for r in reads], ignore_index=True)
     for column in categorical:  # plain concat of categoricals with different categories would fall back to objects

@@ -25,9 +25,10 @@ RDP_COLUMNS = ["mpxn_key", "fuel", "network_operator_id", "effective_from", "eff
 
 @dataclass
 class RdpRead:
-    registrations: pd.DataFrame  # RDP_COLUMNS
+    registrations: pd.DataFrame | None  # RDP_COLUMNS; handed over to detection (then None)
     quarantine: pd.DataFrame
     rows_read: dict[str, int]
+    rejected_by_file: dict[str, int] | None = None
 
 
 def _dates(col: pa.Array, fmt: str) -> pa.Array:
