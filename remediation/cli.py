@@ -38,12 +38,11 @@ def _as_of(ctx, param, value: str | None) -> date | None:
         raise click.BadParameter("expected a date as YYYY-MM-DD") from None
 
 
-class _RowProgress:
-    """A rich progress line per input file, on stderr, counting rows as batches arrive."""
+class _ProgressLines:
+    """A rich progress display on stderr with one line (task) per name, used as a context manager."""
 
-    def __init__(self, console: Console):
-        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed:,} rows"),
-                                 TimeElapsedColumn(), console=console, transient=True)  # fmt: skip
+    def __init__(self, progress: Progress):
+        self.progress = progress
         self.tasks: dict[str, int] = {}
 
     def __enter__(self):
@@ -52,6 +51,14 @@ class _RowProgress:
 
     def __exit__(self, *exc):
         return self.progress.__exit__(*exc)
+
+
+class _RowProgress(_ProgressLines):
+    """A line per input file, counting rows as batches arrive."""
+
+    def __init__(self, console: Console):
+        super().__init__(Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed:,} rows"),
+                                  TimeElapsedColumn(), console=console, transient=True))  # fmt: skip
 
     def __call__(self, path: str, rows: int) -> None:
         if path not in self.tasks:
@@ -175,19 +182,13 @@ def _options(who, s1sps, endpoints, canary, max_wave, pause_failure_rate, pause_
                         retry_failed=retry_failed, client_cert=tuple(client_cert) if client_cert else None, ca_bundle=ca_bundle)  # fmt: skip
 
 
-class _ApplyProgress:
+class _ApplyProgress(_ProgressLines):
+    """A bar per S1SP: devices brought to a final state out of those open."""
+
     def __init__(self, console: Console):
         from rich.progress import BarColumn, MofNCompleteColumn
 
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console)
-        self.tasks: dict[str, int] = {}
-
-    def __enter__(self):
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        return self.progress.__exit__(*exc)
+        super().__init__(Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console))
 
     def __call__(self, s1sp: str, done: int, total: int) -> None:
         if s1sp not in self.tasks:

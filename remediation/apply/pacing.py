@@ -2,34 +2,21 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from remediation.tokenbucket import TokenBucket
+
 
 class RateLimiter:
-    """Token bucket: `acquire` blocks until a request may go. Small burst, so the rate holds over short windows."""
+    """Client side: `acquire` blocks until a request may go. Small burst, so the rate holds over short windows."""
 
     def __init__(self, rate_per_second: float, burst: float | None = None):
-        self.rate = float(rate_per_second)
-        self.capacity = burst if burst is not None else max(1.0, self.rate / 20)
-        self.tokens = self.capacity
-        self.updated = time.monotonic()
-        self.lock = threading.Lock()
+        self.bucket = TokenBucket(rate_per_second, burst) if rate_per_second > 0 else None
 
     def acquire(self) -> None:
-        if self.rate <= 0:
-            return
-        while True:
-            with self.lock:
-                now = time.monotonic()
-                self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
-                self.updated = now
-                if self.tokens >= 1:
-                    self.tokens -= 1
-                    return
-                wait = (1 - self.tokens) / self.rate
+        while self.bucket is not None and (wait := self.bucket.take()) > 0:
             time.sleep(wait)
 
 

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, fields
 
 from remediation.errors import InputError
+from remediation.tokenbucket import TokenBucket
 
 
 @dataclass(frozen=True)
@@ -44,33 +45,12 @@ class FaultSpec:
         return cls(**values)
 
 
-class TokenBucket:
-    """Thread-safe token bucket; `try_take` never blocks (the server answers 429 instead)."""
-
-    def __init__(self, rate: float, burst: float | None = None):
-        self.rate = rate
-        self.capacity = burst if burst is not None else max(1.0, rate / 10)
-        self.tokens = self.capacity
-        self.updated = time.monotonic()
-        self.lock = threading.Lock()
-
-    def try_take(self) -> bool:
-        with self.lock:
-            now = time.monotonic()
-            self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
-            self.updated = now
-            if self.tokens >= 1:
-                self.tokens -= 1
-                return True
-            return False
-
-
 class FaultInjector:
     def __init__(self, spec: FaultSpec):
         self.spec = spec
         self.rng = random.Random(spec.seed)
         self.lock = threading.Lock()
-        self.bucket = TokenBucket(spec.rate) if spec.rate > 0 else None
+        self.bucket = TokenBucket(spec.rate, burst=max(1.0, spec.rate / 10)) if spec.rate > 0 else None
 
     def _draw(self) -> float:
         with self.lock:
@@ -84,7 +64,7 @@ class FaultInjector:
 
     def before(self) -> tuple[int, dict] | None:
         """A fault to answer instead of serving the request: (status, headers), or None to serve it."""
-        if self.bucket is not None and not self.bucket.try_take():
+        if self.bucket is not None and self.bucket.take() > 0:
             return 429, {"Retry-After": "1"}
         x = self._draw()
         if x < self.spec.throttle:
