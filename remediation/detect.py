@@ -347,7 +347,6 @@ def find_wrong_devices(
     table = CertificateTable.from_frame(certs, entities)
     devices, input_rows = _collapse_duplicates(records)
     del records  # the caller handed them over: free them before the per-device arrays are built
-    n = len(devices)
     reg = _registration(devices, registrations, as_of, policy)
     del registrations  # handed over too; the per-device arrays are all that is needed from here
     devices.pop("n_rows")

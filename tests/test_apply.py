@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 
 import httpx
@@ -21,7 +20,6 @@ from remediation.apply.runner import ApplyOptions
 from remediation.cli import main
 from remediation.errors import SafetyRefusal
 from remediation.evidence.journal import read_journal, verify_journal
-from remediation.plan import NotApproved, StalePlan
 from tests.simulation import api_writes, planned_case, start_sim
 from tests.support import REPO
 

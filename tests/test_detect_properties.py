@@ -103,7 +103,7 @@ def test_detection_matches_oracle_and_accounts_for_every_row(devices):
                 m = m[:-1] + str((int(m[-1]) + 1) % 10)
             row = case.device(device_id, m, CERTS[d["ds"]][0], CERTS[d["ka"]][0])
             copies = {"none": 0, "identical": 1, "identical_twice": 2, "differing": 1}[d["repeat"]]
-            for c in range(copies):
+            for _ in range(copies):
                 twin = dict(row)
                 if d["repeat"] == "differing":
                     twin["no_ds_cert"] = "" if row["no_ds_cert"] else b64(CERTS["B_DS"][0])
