@@ -332,7 +332,7 @@ def run_verify(config_path: str | Path, fresh_dir: str | Path, out_dir: str | Pa
         at_plan = pd.read_parquet(Path(plan_dir) / "findings.parquet", columns=["device_id", "category"]).drop_duplicates("device_id")
         residual["category_at_plan"] = residual["device_id"].map(at_plan.set_index("device_id")["category"]).fillna("not in plan's extracts")
         residual["planned"] = residual["device_id"].isin(plan.rows["device_id"])
-        verdict["residual_by_category_at_plan"] = {k: int(v) for k, v in residual["category_at_plan"].value_counts().sort_index().items()}
+        verdict["residual_by_category_at_plan"] = {str(k): int(v) for k, v in residual["category_at_plan"].astype(str).value_counts().sort_index().items()}
         verdict["residual_planned"] = int(residual["planned"].sum())
         now = findings.set_index("device_id")[["ds_fingerprint", "ka_fingerprint"]]
         rows = plan.rows.set_index("device_id")
