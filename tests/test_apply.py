@@ -236,3 +236,26 @@ def test_lock_refuses_while_held_and_is_taken_over_after_the_holder_dies(world, 
     assert done.status == "completed"
     resumed = [e for e in read_journal(run_dir / "journal.jsonl") if e["event"] == "run_resumed"]
     assert resumed[-1]["previous_lock_holder"]["pid"] == holder.pid
+
+
+def test_verify_on_fresh_exports(tmp_path):
+    """After apply, a fresh export shows no residual WRONG_NO; a device drifted before apply is named (exit 1)."""
+    from remediation.simulator.service import export_extract, make_drift
+
+    _, config, plan_dir = planned_case(tmp_path, wrong=8, ok=3)
+    sim = start_sim(tmp_path / "moc.sqlite", config)
+    try:
+        drifted = plan_rows(plan_dir)["device_id"].iloc[0]
+        make_drift(sim.store, [drifted], 0, 0)
+        pipeline.run_apply(plan_dir, tmp_path / "run", options(sim))
+        export_extract(sim.store, tmp_path / "fresh" / "moc.csv")
+    finally:
+        sim.stop()
+    result = CliRunner().invoke(main, ["verify", "--config", str(config), "--fresh", str(tmp_path / "fresh"), "--plan", str(plan_dir),
+                                       "--out", str(tmp_path / "verify")])  # fmt: skip
+    assert result.exit_code == 1, result.output
+    verdict = json.loads((tmp_path / "verify" / "verify.json").read_text())
+    assert verdict["residual_wrong"] == 1 and verdict["planned"] == 8 and verdict["planned_at_target"] == 7
+    residual = pd.read_csv(tmp_path / "verify" / "residual_wrong.csv")
+    assert residual["device_id"].tolist() == [drifted] and residual["planned"].tolist() == [True]
+    assert pd.read_csv(tmp_path / "verify" / "planned_not_at_target.csv")["device_id"].tolist() == [drifted]
