@@ -259,3 +259,58 @@ def test_verify_on_fresh_exports(tmp_path):
     residual = pd.read_csv(tmp_path / "verify" / "residual_wrong.csv")
     assert residual["device_id"].tolist() == [drifted] and residual["planned"].tolist() == [True]
     assert pd.read_csv(tmp_path / "verify" / "planned_not_at_target.csv")["device_id"].tolist() == [drifted]
+
+
+def _tls_material(tmp_path):
+    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate, made with cryptography."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def issue(subject, key, issuer, issuer_key, *, ca=False, usage=None, san=None):
+        builder = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+                   .issuer_name(issuer).public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))  # fmt: skip
+        if usage:
+            builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        if san:
+            builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    def write(name, cert, key):
+        (tmp_path / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        (tmp_path / f"{name}.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        return str(tmp_path / f"{name}.pem"), str(tmp_path / f"{name}.key")
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test S1SP CA")])
+    ca = issue("test S1SP CA", ca_key, ca_name, ca_key, ca=True)
+    server_key, client_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    server = issue("127.0.0.1", server_key, ca_name, ca_key, usage=ExtendedKeyUsageOID.SERVER_AUTH, san=[x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    client = issue("dcc-remediation", client_key, ca_name, ca_key, usage=ExtendedKeyUsageOID.CLIENT_AUTH)
+    return write("ca", ca, ca_key)[0], write("server", server, server_key), write("client", client, client_key)
+
+
+def test_mutual_tls(tmp_path):
+    from remediation.apply.gateway import HttpGateway, TransientError
+
+    ca, (server_cert, server_key), client = _tls_material(tmp_path)
+    _, config, plan_dir = planned_case(tmp_path, wrong=2, ok=0)
+    sim = start_sim(tmp_path / "tls.sqlite", config, tls_cert=server_cert, tls_key=server_key, client_ca=ca)
+    url = f"https://127.0.0.1:{sim.server.server_address[1]}"
+    device = plan_rows(plan_dir).iloc[0].device_id
+    try:
+        assert HttpGateway(url, client_cert=client, ca_bundle=ca).read(device).version == 1
+        with pytest.raises(TransientError):  # no client certificate: the handshake is refused
+            HttpGateway(url, ca_bundle=ca).read(device)
+        result = pipeline.run_apply(plan_dir, tmp_path / "run", ApplyOptions(who="carol", endpoints={"MOC": url}, client_cert=client, ca_bundle=ca))
+        assert result.status == "completed" and len(api_writes(tmp_path / "tls.sqlite")) == 2
+    finally:
+        sim.stop()

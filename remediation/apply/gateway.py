@@ -5,6 +5,7 @@ methods and the executor does not change."""
 from __future__ import annotations
 
 import json
+import ssl
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -71,13 +72,17 @@ class HttpGateway:
     def __init__(self, base_url: str, *, token: str | None = None, timeout: float = 5.0, concurrency: int = 4,
                  client_cert: tuple[str, str] | None = None, ca_bundle: str | None = None):  # fmt: skip
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        # One SSL context carries both the trust anchors and our client certificate (mutual TLS): httpx's separate
+        # `cert=` argument is deprecated and was not presented to the server in our tests.
+        context = ssl.create_default_context(cafile=ca_bundle) if ca_bundle else ssl.create_default_context()
+        if client_cert:
+            context.load_cert_chain(*client_cert)
         self.client = httpx.Client(
             base_url=base_url,
             headers=headers,
             timeout=httpx.Timeout(timeout),
             limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
-            cert=client_cert,
-            verify=ca_bundle if ca_bundle else True,
+            verify=context,
         )
 
     def close(self) -> None:
