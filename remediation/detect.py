@@ -449,11 +449,6 @@ def find_wrong_devices(
     return Detection(columns, input_rows)
 
 
-def findings_frame(table: pa.Table) -> pd.DataFrame:
-    """Arrow findings -> pandas with categorical columns for the dictionary-encoded ones (small at any scale)."""
-    return table.to_pandas()
-
-
 def _arrow_text(series: pd.Series) -> pa.Array:
     values = series.array
     if isinstance(values, pd.arrays.ArrowExtensionArray):

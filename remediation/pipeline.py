@@ -32,7 +32,7 @@ from remediation.report.markdown import render_markdown
 from remediation.apply.checkpoint import SqliteCheckpoints
 from remediation.apply.runner import ApplyOptions, ApplyResult, apply_plan, dry_run, run_counts_table, write_outcomes
 from remediation.evidence.audit import export_audit, verify_export
-from remediation.plan import PLAN_SCHEMA, build_rollback_plan, check_approved, approvals_path, build_plan, check_fresh, load_plan, make_approval, plan_counts, read_approvals, seal
+from remediation.plan import PLAN_SCHEMA, build_rollback_plan, plannable_categories, check_approved, approvals_path, build_plan, check_fresh, load_plan, make_approval, plan_counts, read_approvals, seal
 
 ProgressCallback = Callable[[str, int], None]
 SUMMARY_SCHEMA = "remediation/detect-summary/1"
@@ -165,8 +165,7 @@ def write_findings(out: Path, detection: Detection, csv: bool = True) -> Path:
 
 
 def plannable(detection: Detection, policy) -> np.ndarray:
-    wanted = [Category.WRONG_NO.value] + ([Category.KEY_USAGE_MISMATCH.value] if policy.correct_key_usage_mismatch else [])
-    return np.isin(detection.codes("category"), [CATEGORIES.index(c) for c in wanted])
+    return np.isin(detection.codes("category"), [CATEGORIES.index(c) for c in plannable_categories(policy)])
 
 
 def run_detect(config_path: str | Path, out_dir: str | Path, as_of: date | None = None,

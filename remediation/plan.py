@@ -81,9 +81,13 @@ def check_targets(operators: list[NetworkOperator], catalog: CertificateCatalog,
                 raise SafetyRefusal(f"refusing to plan: replacement {usage} certificate of network operator {op.id} ({path}) is unfit: {'; '.join(problems)}")
 
 
+def plannable_categories(policy: Policy) -> list[str]:
+    """WRONG_NO always; KEY_USAGE_MISMATCH only when the policy enables its correction."""
+    return [Category.WRONG_NO.value] + ([Category.KEY_USAGE_MISMATCH.value] if policy.correct_key_usage_mismatch else [])
+
+
 def plannable(findings: pd.DataFrame, policy: Policy) -> pd.Series:
-    wanted = [Category.WRONG_NO.value] + ([Category.KEY_USAGE_MISMATCH.value] if policy.correct_key_usage_mismatch else [])
-    return findings["category"].isin(wanted)
+    return findings["category"].isin(plannable_categories(policy))
 
 
 def build_plan(findings: pd.DataFrame, registry: Registry, catalog: CertificateCatalog, as_of: date, policy: Policy,
