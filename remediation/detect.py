@@ -165,18 +165,18 @@ def _collapse_duplicates(records: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFr
     single = ~repeated
     multi = records[repeated].assign(first=position[repeated]) if repeated.any() else None
     input_rows = pd.DataFrame({"source_file": records["source_file"], "source_row": records["source_row"].to_numpy(),
-                               "n_rows": records["n_rows"].to_numpy(), "finding_id": np.full(n, -1, dtype=np.int64)})  # fmt: skip
+                               "n_rows": records["n_rows"].to_numpy(), "finding_id": np.full(n, -1, dtype=np.int32)})  # fmt: skip
     devices = _take_consuming(records, single)
-    devices["rows"] = devices["n_rows"].astype(np.int64)
+    devices["rows"] = devices["n_rows"].astype(np.int32)
     devices["first"] = position[single]
     dup_detail: dict[int, str] = {}  # device position -> why its records conflict (rare)
 
-    finding_of_first = np.full(n, -1, dtype=np.int64)
+    finding_of_first = np.full(n, -1, dtype=np.int32)
     if multi is not None:
         content = ["key", "s1sp", "device_type", "mpxn_key", "ds", "ka"]
         grouped = multi.groupby("key", sort=False)
         collapsed = multi.sort_values(["key", "first"], kind="stable").drop_duplicates("key").set_index("key")
-        collapsed["rows"] = grouped["n_rows"].sum().reindex(collapsed.index).astype(np.int64)
+        collapsed["rows"] = grouped["n_rows"].sum().reindex(collapsed.index).astype(np.int32)
         collapsed["invalid"] = grouped["invalid"].any().reindex(collapsed.index)
         collapsed["conflict"] = grouped["conflict"].any().reindex(collapsed.index)
         collapsed["extracted_at"] = grouped["extracted_at"].max().reindex(collapsed.index)
@@ -205,7 +205,7 @@ def _collapse_duplicates(records: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFr
 
     # Which device (finding) each input record became: the trace from input rows to outcomes.
     finding = finding_of_first
-    finding[devices["first"].to_numpy()] = np.arange(len(devices))
+    finding[devices.pop("first").to_numpy()] = np.arange(len(devices))  # position of each device's first record
     if repeated.any():
         key_to_finding = pd.Series(np.arange(len(devices)), index=devices["key"].to_numpy())
         key_to_finding = key_to_finding[devices["key_ok"].to_numpy() & np.isin(devices["key"].to_numpy(), keys[repeated])]
@@ -440,8 +440,8 @@ def find_wrong_devices(
         "ds_role": table.role[ds_ids].astype(np.int16),
         "ka_role": table.role[ka_ids].astype(np.int16),
         "source_file": (source.cat.codes.to_numpy(), [Path(f).name for f in source.cat.categories]),
-        "source_row": devices["source_row"].to_numpy(dtype=np.int64),
-        "rows": devices["rows"].to_numpy(dtype=np.int64),
+        "source_row": devices["source_row"].to_numpy(dtype=np.int32),
+        "rows": devices["rows"].to_numpy(dtype=np.int32),
         "extracted_at": devices["extracted_at"].to_numpy(dtype="datetime64[ns]"),
     }
     files = input_rows["source_file"].astype("category")

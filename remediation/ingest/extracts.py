@@ -105,7 +105,7 @@ def _validate_batch(table: pa.Table, first_row: int, source: ExtractSource, cata
 
     mpxn_key = mpxn_keys(mpxn)
     frame = {
-        "source_row": rows,
+        "source_row": rows.astype(np.int32),  # 2**31 rows per file is far beyond any extract
         "key": keys,
         "key_ok": key_ok,
         "device_raw": _sparse_text(raw_id, ~key_ok),
