@@ -258,23 +258,30 @@ def _registration(devices: pd.DataFrame, registrations: pd.DataFrame, as_of: dat
     # Distinct (MPxN+fuel, NO) pairs as one int64 each (rkey < 2**50 for any valid MPxN, NO codes < width), sorted;
     # then runs of equal MPxN+fuel give the count of distinct NOs. Sorting beats hashing here at 10 million rows.
     width = max(4096, len(no_ids) + 1)
-    combined = np.sort(rkey[effective] * width + no_code[effective])
+    combined = rkey[effective]
+    combined *= width
+    combined += no_code[effective]
+    combined.sort()  # in place: at national scale every 80 MB temporary counts
+    del start, end, open_end, ends_ok, no_code
     if len(combined):
         combined = combined[np.concatenate([[True], combined[1:] != combined[:-1]])]
-    pairs = np.stack([combined // width, combined % width], axis=1)
-    pair_keys = pairs[:, 0]
+    pair_keys, pair_nos = np.divmod(combined, width)
+    del combined
     run_starts = np.flatnonzero(np.concatenate([[True], pair_keys[1:] != pair_keys[:-1]])) if len(pair_keys) else np.empty(0, np.int64)
     reg_keys = pair_keys[run_starts]
-    counts = np.diff(np.append(run_starts, len(pair_keys)))
-    first_no = pairs[run_starts, 1]
+    counts = np.diff(np.append(run_starts, len(pair_keys))).astype(np.int32)
+    first_no = pair_nos[run_starts].astype(np.int32)
+    del run_starts
 
     dev_fuel = devices["device_type"].to_numpy(dtype=np.int8)
     dkey = np.where(dev_fuel >= 0, _reg_keys(devices["mpxn_key"].to_numpy(dtype=np.int64), np.maximum(dev_fuel, 0)), -1)
-    slot = pd.Index(reg_keys).get_indexer(dkey)  # hash lookup; -1 when the MPxN has no effective registration
-    found = (slot >= 0) & (dkey >= 0)
+    # reg_keys is sorted and unique: a binary search needs no hash table beside the 10 million keys.
+    slot = np.searchsorted(reg_keys, dkey)
+    slot[slot == len(reg_keys)] = 0
+    found = (dkey >= 0) & (reg_keys[slot] == dkey) if len(reg_keys) else np.zeros(n, dtype=bool)
     count = np.where(found, counts[slot] if len(counts) else 0, 0).astype(np.int32)
     registered = np.where(found & (count == 1), first_no[slot] if len(first_no) else NO_CODE, NO_CODE).astype(np.int32)
-    del slot, found, combined, start, end, open_end, ends_ok
+    del slot, found, reg_keys, counts, first_no
 
     # A rejected row could be the registration that counts: never trust the rest of that MPxN's history. A rejected
     # row of the other fuel does not touch this device; one whose fuel is unreadable touches both.
@@ -288,8 +295,8 @@ def _registration(devices: pd.DataFrame, registrations: pd.DataFrame, as_of: dat
     detail: dict[int, str] = {}  # device position -> text, for the few ambiguous devices
     many = np.flatnonzero(count > 1)
     if len(many):
-        wanted = pairs[np.isin(pairs[:, 0], dkey[many])]
-        names = pd.Series(no_ids[wanted[:, 1]]).groupby(wanted[:, 0]).agg(lambda s: ", ".join(sorted(s)))
+        wanted = np.isin(pair_keys, dkey[many])
+        names = pd.Series(no_ids[pair_nos[wanted]]).groupby(pair_keys[wanted]).agg(lambda s: ", ".join(sorted(s)))
         detail.update(zip(many.tolist(), ("registrations effective on " + str(as_of) + ": " + names.reindex(dkey[many])).tolist()))
     hit = np.flatnonzero(rejected)
     if len(hit):

@@ -23,8 +23,10 @@ import pyarrow.parquet as pq
 from remediation.config import Dialect
 from remediation.errors import InputError
 
-CSV_BLOCK_BYTES = 32 << 20  # fewer, larger batches: per-batch Python work is amortised over more rows
-JSON_BLOCK_BYTES = 32 << 20
+# 16 MB: large enough to amortise the per-batch Python work, small enough to keep the reader's transient buffers
+# (several blocks in flight across threads) well inside a national run's memory budget.
+CSV_BLOCK_BYTES = 16 << 20
+JSON_BLOCK_BYTES = 16 << 20
 PARQUET_BATCH_ROWS = 262_144
 # Canonical columns that carry epoch numbers rather than text when the dialect says so.
 _EPOCH_FORMATS = ("epoch_seconds", "epoch_millis")
