@@ -160,15 +160,19 @@ def _pivot_slot_records(df: pd.DataFrame) -> pd.DataFrame:
     alone["conflict"] = np.zeros(len(alone), dtype=bool)
 
     keyed = np.flatnonzero(key_ok)
-    keys = df["key"].to_numpy()[keyed]
-    rows = df["source_row"].to_numpy()[keyed]
-    order = keyed[np.lexsort((rows, keys))]
-    del keys, rows
+    # File order is row order, so a stable sort by device keeps each device's records in row order.
+    order = keyed[np.argsort(df["key"].to_numpy()[keyed], kind="stable")]
+    del keyed
     key = df["key"].to_numpy()[order]
     starts = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]])) if len(key) else np.empty(0, dtype=np.int64)
+    same_device = np.concatenate([[False], key[1:] == key[:-1]]) if len(key) else np.empty(0, dtype=bool)
 
     def column(name):
-        return df[name].to_numpy()[order]
+        """The column in device order; the frame's own copy is dropped (this frame is ours to consume)."""
+        values = df[name].to_numpy()[order]
+        if name not in ("device_raw", "mpxn_raw", "key_ok"):
+            del df[name]
+        return values
 
     def per_device_any(values: np.ndarray) -> np.ndarray:
         return np.logical_or.reduceat(values, starts) if len(starts) else np.empty(0, dtype=bool)
@@ -177,26 +181,34 @@ def _pivot_slot_records(df: pd.DataFrame) -> pd.DataFrame:
     devices = {"key": key[starts], "key_ok": np.ones(len(starts), dtype=bool)}
     devices["source_row"] = df["source_row"].to_numpy()[first]
     devices["n_rows"] = np.diff(np.append(starts, len(key))).astype(np.int32)
+    del key
     stamps = column("extracted_at")
     devices["extracted_at"] = np.maximum.reduceat(stamps, starts) if len(starts) else stamps[:0]
+    del stamps
     devices["invalid"] = per_device_any(column("invalid"))
     conflict = np.zeros(len(starts), dtype=bool)
     for name in ("device_type", "mpxn_key"):  # the device's identity must agree across its records
         values = column(name)
         devices[name] = values[starts]
-        conflict |= per_device_any(values != np.repeat(values[starts], np.diff(np.append(starts, len(key)))))
-    slot, cert = column("slot"), column("cert").astype(np.int64)
+        changed = np.zeros(len(values), dtype=bool)
+        changed[1:] = values[1:] != values[:-1]
+        conflict |= per_device_any(changed & same_device)
+        del values, changed
+    slot, cert = column("slot"), column("cert")
     for code, name in ((SLOT_CODES["NO_DS"], "ds"), (SLOT_CODES["NO_KA"], "ka")):
         mine = slot == code
         high = np.maximum.reduceat(np.where(mine, cert, -2), starts) if len(starts) else cert[:0]
-        low = np.minimum.reduceat(np.where(mine, cert, 2**40), starts) if len(starts) else cert[:0]
+        low = np.minimum.reduceat(np.where(mine, cert, 2**30), starts) if len(starts) else cert[:0]
         conflict |= (high >= -1) & (high != low)  # two records for this slot with different certificates
         devices[name] = np.where(high >= -1, high, EMPTY_SLOT).astype(np.int32)
+    del slot, cert
     devices["conflict"] = conflict
     for name in ("device_raw", "mpxn_raw"):
         devices[name] = df[name].iloc[first].reset_index(drop=True)
-    frame = pd.DataFrame(devices)
-    return pd.concat([alone[_BATCH_COLUMNS].reset_index(drop=True), frame[_BATCH_COLUMNS]], ignore_index=True)
+    frame = pd.DataFrame(devices)[_BATCH_COLUMNS]
+    if alone.empty:
+        return frame
+    return pd.concat([alone[_BATCH_COLUMNS].reset_index(drop=True), frame], ignore_index=True)
 
 
 _BATCH_COLUMNS = [c for c in RECORD_COLUMNS if c not in ("s1sp", "source_file")]
