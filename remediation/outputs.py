@@ -71,23 +71,52 @@ def _plain(schema: pa.Schema) -> pa.Schema:
 
 
 def write_tables(parquet_path: Path, csv_path: Path | None, tables) -> Path:
-    """A stream of Arrow tables to Parquet and, when asked, CSV too, making each table once."""
+    """A stream of Arrow tables to Parquet and, when asked, CSV too, making each table once.
+
+    Writing runs on a second thread while the next table is made (Arrow's writers release the GIL), with at most
+    two tables waiting, so memory stays flat and the two cores are both busy."""
+    import queue
+    import threading
+
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
+    pending: queue.Queue = queue.Queue(maxsize=2)
+    failure: list[BaseException] = []
+
     with _atomic(Path(parquet_path)) as pfh, (_atomic(Path(csv_path)) if csv_path else _null()) as cfh:
-        pwriter = cwriter = None
-        for table in tables:
-            table = table.replace_schema_metadata(None)
-            pwriter = pwriter or pq.ParquetWriter(pfh, table.schema, compression="zstd")
-            pwriter.write_table(table)
-            if cfh is not None:
-                plain = _plain(table.schema)
-                cwriter = cwriter or pacsv.CSVWriter(cfh, plain)
-                cwriter.write_table(table.cast(plain))
-        for writer in (pwriter, cwriter):
-            if writer is not None:
-                writer.close()
+
+        def writer_loop() -> None:
+            pwriter = cwriter = None
+            try:
+                while (table := pending.get()) is not None:
+                    pwriter = pwriter or pq.ParquetWriter(pfh, table.schema, compression="zstd")
+                    pwriter.write_table(table)
+                    if cfh is not None:
+                        plain = _plain(table.schema)
+                        cwriter = cwriter or pacsv.CSVWriter(cfh, plain)
+                        cwriter.write_table(table.cast(plain))
+            except BaseException as exc:  # noqa: BLE001 - handed to the producing thread below
+                failure.append(exc)
+                while pending.get() is not None:  # drain so the producer never blocks
+                    pass
+            finally:
+                for writer in (pwriter, cwriter):
+                    if writer is not None:
+                        writer.close()
+
+        thread = threading.Thread(target=writer_loop, name="findings-writer")
+        thread.start()
+        try:
+            for table in tables:
+                pending.put(table.replace_schema_metadata(None))
+                if failure:
+                    break
+        finally:
+            pending.put(None)
+            thread.join()
+        if failure:
+            raise failure[0]
     return Path(parquet_path)
 
 
