@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 
 from remediation.config import Policy
 from remediation.identifiers import eui64_text, mpxn_text
-from remediation.model import CATEGORIES, EMPTY_SLOT, FINDING_COLUMNS, ROLE_NAMES, ROLE_NETWORK_OPERATOR, Category
+from remediation.model import CATEGORIES, DEVICE_TYPES, EMPTY_SLOT, FINDING_COLUMNS, FUEL_CODES, ROLE_NAMES, ROLE_NETWORK_OPERATOR, Category
 
 # Per-slot verdicts, most serious first; a slot gets the first that applies.
 VERDICTS = ("EMPTY", "UNDECODABLE", "OTHER_ORG", "NOT_NO_ROLE", "UNTRUSTED", "KEY_USAGE", "EXPIRED", "REVOKED", "OK")
@@ -40,7 +40,6 @@ FINDINGS_EXTRA = [
     "registered_no", "ds_fingerprint", "ka_fingerprint", "ds_verdict", "ka_verdict", "ds_role", "ka_role",
     "source_file", "source_row", "rows", "extracted_at", "finding_id",
 ]  # fmt: skip
-DEVICE_TYPES = np.array(["ESME", "GSME"])
 NO_CODE = -1  # "no registered NO" in NO-code arrays
 
 
@@ -363,7 +362,7 @@ def find_wrong_devices(
     no_to_registry = np.array([registry_index.get(no, -1) for no in reg.no_ids] + [-1], dtype=np.int64)
     reg_row = no_to_registry[reg.no_code]  # NO_CODE (-1) hits the trailing -1
     reg_entity = np.append(entities.codes(registry["expected_entity"]), -1).astype(np.int32)
-    reg_fuel = np.append(registry["no_fuel"].map({"E": 0, "G": 1}).to_numpy(dtype=np.int8), -1)
+    reg_fuel = np.append(registry["no_fuel"].map(FUEL_CODES).to_numpy(dtype=np.int8), -1)
     dev_fuel = devices["device_type"].to_numpy(dtype=np.int8)
     expected = reg_entity[reg_row]
     known_no = (reg_row >= 0) & (reg_fuel[reg_row] == dev_fuel)
@@ -433,7 +432,7 @@ def find_wrong_devices(
         "mpxn_key": devices["mpxn_key"].to_numpy(dtype=np.int64),
         "mpxn_raw": devices["mpxn_raw"],
         "s1sp": (s1sp.cat.codes.to_numpy(), list(s1sp.cat.categories)),
-        "device_type": (dev_fuel, list(DEVICE_TYPES)),
+        "device_type": (dev_fuel, list(DEVICE_TYPES)),  # a device's type code is its fuel code
         "category": (category, list(CATEGORIES)),
         "slot_ds_owner": (owner_of[ds_ids], owner_labels),
         "slot_ka_owner": (owner_of[ka_ids], owner_labels),

@@ -31,11 +31,6 @@ def canonical_eui64(text: str | None) -> str | None:
     return "-".join(compact[i : i + 2] for i in range(0, 16, 2))
 
 
-def eui64_hex(canonical: str) -> str:
-    """Canonical EUI-64 -> 16 upper-case hex digits without hyphens."""
-    return canonical.replace("-", "")
-
-
 def mpan_check_digit(first12: str) -> int:
     total = sum(int(d) * int(w) for d, w in zip(first12, MPAN_WEIGHTS))
     return total % 11 % 10
@@ -50,14 +45,6 @@ def is_valid_mprn(text: str | None) -> bool:
 
 
 # ---------------------------------------------------------------- vectorised forms
-
-
-def canonicalise_eui64_array(values: pa.Array) -> pa.Array:
-    """Vectorised `canonical_eui64`: invalid or null inputs give null."""
-    compact = pc.utf8_upper(pc.replace_substring(pc.utf8_trim_whitespace(values), "-", ""))
-    ok = pc.match_substring_regex(compact, r"^[0-9A-F]{16}$")
-    hyphenated = pc.replace_substring_regex(compact, _EIGHT_PAIRS, _HYPHENATE)
-    return pc.if_else(pc.fill_null(ok, False), hyphenated, pa.scalar(None, pa.string()))
 
 
 def mpan_valid_array(values: pa.Array) -> np.ndarray:

@@ -6,7 +6,11 @@ from enum import Enum
 
 S1SPS: tuple[str, ...] = ("MOC", "FOC", "IOC")
 DEVICE_TYPES: tuple[str, ...] = ("ESME", "GSME")
-FUEL_BY_DEVICE_TYPE = {"ESME": "E", "GSME": "G"}
+FUELS: tuple[str, ...] = ("E", "G")
+# Compact tables carry a device type and a fuel as the same small code (an ESME is on electricity, a GSME on gas),
+# so a device's code is its registration's fuel code; -1 is unknown.
+DEVICE_TYPE_CODES = {t: i for i, t in enumerate(DEVICE_TYPES)}
+FUEL_CODES = {f: i for i, f in enumerate(FUELS)}
 SLOTS: tuple[str, ...] = ("NO_DS", "NO_KA")
 
 # GBCS RemotePartyRole of a Network Operator, carried as the subject OU in two hex digits.

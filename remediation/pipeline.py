@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import json
 import shutil
 from dataclasses import dataclass, replace
@@ -19,7 +18,7 @@ from remediation.detect import Detection, find_wrong_devices, wrong_owner_matrix
 from remediation.errors import InputError, SafetyRefusal
 from remediation.evidence.hashing import BackgroundHashes, sha256_file, sha256_json
 from remediation.memory import release_memory
-from remediation.ingest.extracts import ExtractRead, read_extracts
+from remediation.ingest.extracts import ExtractRead, ProgressCallback, read_extracts
 from remediation.ingest.faults import QUARANTINE_COLUMNS, concat_quarantine
 from remediation.ingest.pki import load_org_cas, load_orl
 from remediation.ingest.rdp import RdpRead, read_rdp
@@ -34,7 +33,6 @@ from remediation.apply.runner import ApplyOptions, ApplyResult, apply_plan, dry_
 from remediation.evidence.audit import export_audit, verify_export
 from remediation.plan import PLAN_SCHEMA, build_rollback_plan, plannable_categories, check_approved, approvals_path, build_plan, check_fresh, load_plan, make_approval, plan_counts, read_approvals, seal
 
-ProgressCallback = Callable[[str, int], None]
 SUMMARY_SCHEMA = "remediation/detect-summary/1"
 
 

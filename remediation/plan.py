@@ -22,7 +22,7 @@ from remediation.config import Policy
 from remediation.errors import InputError, SafetyRefusal
 from remediation.evidence.hashing import sha256_file, sha256_json
 from remediation.ingest.registry import NetworkOperator, Registry
-from remediation.model import ROLE_NETWORK_OPERATOR, Category
+from remediation.model import Category
 
 PLAN_SCHEMA = "remediation/plan/1"
 APPROVAL_SCHEMA = "remediation/approval/1"
@@ -59,7 +59,7 @@ def target_problems(operator: NetworkOperator, facts: CertificateFacts, usage: s
     problems = []
     if facts.entity_id != operator.entity_id:
         problems.append(f"subject entity {facts.entity_id} is not the NO's {operator.entity_id}")
-    if facts.role != ROLE_NETWORK_OPERATOR:
+    if not facts.is_network_operator:
         problems.append(f"role {facts.role:02X} is not networkOperator (03)" if facts.role is not None else "no role")
     if facts.key_usage != usage:
         problems.append(f"key usage {facts.key_usage}, expected {usage}")

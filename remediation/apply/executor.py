@@ -12,7 +12,7 @@ import base64
 import binascii
 import hashlib
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
@@ -59,7 +59,6 @@ class _WaitRetryAfter:
 class S1SPRunStats:
     attempted: int = 0
     failed: int = 0
-    by_state: dict = field(default_factory=dict)
 
 
 class DeviceExecutor:
@@ -155,8 +154,6 @@ def run_s1sp(executor: DeviceExecutor, ops: list[dict], concurrency: int, waves:
             wave_failed = sum(r == FAILED for r in results)
             stats.attempted += len(wave)
             stats.failed += wave_failed
-            for r in results:
-                stats.by_state[r] = stats.by_state.get(r, 0) + 1
             if on_progress:
                 on_progress(len(wave))
             reason = waves.should_pause(index, wave_failed, len(wave), stats.failed, stats.attempted)

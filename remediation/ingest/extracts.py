@@ -22,7 +22,7 @@ from remediation.identifiers import eui64_keys, mpan_valid_array, mprn_valid_arr
 from remediation.ingest.faults import FieldFaults, concat_quarantine, map_values, trim
 from remediation.ingest.tables import iter_batches
 from remediation.memory import release_memory
-from remediation.model import DEVICE_TYPES, EMPTY_SLOT, SLOTS
+from remediation.model import DEVICE_TYPE_CODES, DEVICE_TYPES, EMPTY_SLOT, SLOTS
 
 # One record per device as one file states it, in compact columns: a device id is a uint64, an MPxN an int64 key,
 # certificates are interned ids, and the raw text is kept only for the rare rows whose id or MPxN is unreadable.
@@ -30,7 +30,6 @@ RECORD_COLUMNS = [
     "s1sp", "source_file", "source_row", "n_rows", "key", "key_ok", "device_raw", "device_type", "mpxn_key", "mpxn_raw",
     "ds", "ka", "extracted_at", "invalid", "conflict",
 ]  # fmt: skip
-DEVICE_TYPE_CODES = {"ESME": 0, "GSME": 1}
 SLOT_CODES = {"NO_DS": 0, "NO_KA": 1}
 
 ProgressCallback = Callable[[str, int], None]

@@ -18,6 +18,7 @@ from remediation.config import RDP_FIELDS, RdpSource
 from remediation.identifiers import mpan_valid_array, mprn_valid_array, mpxn_keys
 from remediation.ingest.faults import FieldFaults, concat_quarantine, map_values, trim
 from remediation.ingest.tables import iter_batches
+from remediation.model import FUEL_CODES, FUELS
 
 # Compact: MPxN as an int64 key (see identifiers.mpxn_keys), fuel 0 = E / 1 = G / -1 unknown, NO id categorical.
 RDP_COLUMNS = ["mpxn_key", "fuel", "network_operator_id", "effective_from", "effective_to", "source_file", "source_row", "invalid"]
@@ -46,7 +47,7 @@ def _validate(table: pa.Table, first_row: int, source: RdpSource) -> tuple[pd.Da
     faults = FieldFaults(str(source.path), "RDP", rows)
     mpxn = trim(table.column("mpxn"))
     raw_fuel = trim(table.column("fuel"))
-    fuel = map_values(raw_fuel, source.dialect.values.get("fuel", {}), ("E", "G"))
+    fuel = map_values(raw_fuel, source.dialect.values.get("fuel", {}), FUELS)
     faults.add(fuel.is_null().to_numpy(zero_copy_only=False), "fuel", "unknown fuel (expected E or G)", raw_fuel)
     is_e = pc.fill_null(pc.equal(fuel, "E"), False).to_numpy(zero_copy_only=False)
     is_g = pc.fill_null(pc.equal(fuel, "G"), False).to_numpy(zero_copy_only=False)
@@ -68,7 +69,7 @@ def _validate(table: pa.Table, first_row: int, source: RdpSource) -> tuple[pd.Da
     frame = pd.DataFrame(
         {
             "mpxn_key": mpxn_keys(mpxn),
-            "fuel": np.where(is_e, 0, np.where(is_g, 1, -1)).astype(np.int8),
+            "fuel": np.where(is_e, FUEL_CODES["E"], np.where(is_g, FUEL_CODES["G"], -1)).astype(np.int8),
             "network_operator_id": no_id.dictionary_encode().to_pandas(),
             "effective_from": pd.to_datetime(eff_from.to_pandas()).to_numpy(dtype="datetime64[ns]"),
             "effective_to": pd.to_datetime(eff_to.to_pandas()).to_numpy(dtype="datetime64[ns]"),
