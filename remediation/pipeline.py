@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
@@ -29,7 +28,7 @@ from remediation.report.content import build_report
 from remediation.report.html import render_html
 from remediation.report.markdown import render_markdown
 from remediation.apply.checkpoint import SqliteCheckpoints
-from remediation.apply.runner import ApplyOptions, ApplyResult, apply_plan, dry_run, run_counts_table, write_outcomes
+from remediation.apply.runner import ApplyOptions, ApplyResult, apply_plan, carry_files, dry_run, read_run, run_counts_table, write_outcomes
 from remediation.evidence.audit import export_audit, verify_export
 from remediation.plan import PLAN_SCHEMA, build_rollback_plan, plannable_categories, check_approved, approvals_path, build_plan, check_fresh, load_plan, make_approval, plan_counts, read_approvals, seal
 
@@ -195,9 +194,7 @@ def run_plan(config_path: str | Path, out_dir: str | Path, *, planner: str, as_o
     for code in s1sps:
         if code not in S1SPS:
             raise InputError(f"unknown S1SP {code!r} (expected one of {', '.join(S1SPS)})", field="--s1sp")
-    out = prepare_dir(out_dir)
-    if (out / "plan.json").exists():
-        raise InputError("already holds a plan; plans are never overwritten (choose a new directory)", file=str(out))
+    out = _new_plan_dir(out_dir)
     result = detect_case(load_case_data(config, as_of, progress))
     rows = build_plan(result.detection.subset(plannable(result.detection, config.policy)), result.case.registry, result.case.catalog, result.case.as_of, config.policy, tuple(sorted(s1sps)))
     outputs = {
@@ -205,9 +202,8 @@ def run_plan(config_path: str | Path, out_dir: str | Path, *, planner: str, as_o
         "input_rows.parquet": write_parquet(out / "input_rows.parquet", result.input_rows),
         "quarantine.csv": write_csv(out / "quarantine.csv", result.quarantine[QUARANTINE_COLUMNS]),
         "summary.json": write_json(out / "summary.json", result.summary),
-        "plan.parquet": write_parquet(out / "plan.parquet", rows),
+        "plan.parquet": _write_plan_rows(out, rows),
     }
-    write_csv(out / "plan.csv", rows.drop(columns=["target_ds_cert", "target_ka_cert"]))  # for people; the parquet is the plan
     document = seal(
         {
             "schema": PLAN_SCHEMA,
@@ -228,6 +224,19 @@ def run_plan(config_path: str | Path, out_dir: str | Path, *, planner: str, as_o
     )
     write_json(out / "plan.json", document)
     return PlanResult(out, document, rows, result)
+
+
+def _new_plan_dir(out_dir: str | Path) -> Path:
+    out = prepare_dir(out_dir)
+    if (out / "plan.json").exists():
+        raise InputError("already holds a plan; plans are never overwritten (choose a new directory)", file=str(out))
+    return out
+
+
+def _write_plan_rows(out: Path, rows: pd.DataFrame) -> Path:
+    """plan.parquet (the plan) and plan.csv (the same without certificate bodies, for people)."""
+    write_csv(out / "plan.csv", rows.drop(columns=["target_ds_cert", "target_ka_cert"]))
+    return write_parquet(out / "plan.parquet", rows)
 
 
 def run_approve(plan_dir: str | Path, approver: str, note: str = "") -> dict:
@@ -264,10 +273,7 @@ def run_apply(plan_dir: str | Path, run_dir: str | Path, options: ApplyOptions, 
 
 
 def run_resume(run_dir: str | Path, options: ApplyOptions, progress=None) -> ApplyResult:
-    run_json = Path(run_dir) / "run.json"
-    if not run_json.exists():
-        raise InputError("not a run directory (no run.json)", file=str(run_dir))
-    return run_apply(json.loads(run_json.read_text())["plan_dir"], run_dir, options, progress)
+    return run_apply(read_run(run_dir)["plan_dir"], run_dir, options, progress)
 
 
 def run_dry_run(plan_dir: str | Path, out_dir: str | Path, options: ApplyOptions) -> pd.DataFrame:
@@ -287,10 +293,7 @@ def run_dry_run(plan_dir: str | Path, out_dir: str | Path, options: ApplyOptions
 
 def run_status(run_dir: str | Path) -> dict:
     run_dir = Path(run_dir)
-    run_json = run_dir / "run.json"
-    if not run_json.exists():
-        raise InputError("not a run directory (no run.json)", file=str(run_dir))
-    run = json.loads(run_json.read_text())
+    run = read_run(run_dir)
     db = run_dir / "checkpoints.sqlite"
     if db.exists():
         store = SqliteCheckpoints(db)
@@ -359,27 +362,17 @@ def run_audit_verify(directory: str | Path, pubkey: str | Path) -> dict:
 def run_rollback(run_dir: str | Path, out_dir: str | Path, *, planner: str, devices: list[str] | None = None) -> PlanResult:
     """A plan that restores the recorded prior certificates of devices this run wrote; approved and applied like any plan."""
     run_dir = Path(run_dir)
-    if not (run_dir / "run.json").exists():
-        raise InputError("not a run directory (no run.json)", file=str(run_dir))
-    run = json.loads((run_dir / "run.json").read_text())
-    original = load_plan(run["plan_dir"])
+    original = load_plan(read_run(run_dir)["plan_dir"])
     store = SqliteCheckpoints(run_dir / "checkpoints.sqlite")
     ops = store.ops_frame()
     store.close()
     rows = build_rollback_plan(original.rows, ops, devices)
     if rows.empty:
         raise InputError("no device written by this run to roll back", file=str(run_dir))
-    out = prepare_dir(out_dir)
-    if (out / "plan.json").exists():
-        raise InputError("already holds a plan; plans are never overwritten (choose a new directory)", file=str(out))
-    store = SqliteCheckpoints(run_dir / "checkpoints.sqlite")
-    write_outcomes(run_dir, store)  # the rollback's precondition file, current as of now
-    store.close()
-    for name in ("findings.parquet", "input_rows.parquet", "summary.json", "quarantine.csv"):
-        if (run_dir / name).exists():
-            shutil.copy2(run_dir / name, out / name)
-    outputs = {"plan.parquet": write_parquet(out / "plan.parquet", rows)}
-    write_csv(out / "plan.csv", rows.drop(columns=["target_ds_cert", "target_ka_cert"]))
+    out = _new_plan_dir(out_dir)
+    write_outcomes(run_dir, ops)  # the rollback's precondition file, current as of now
+    carry_files(run_dir, out)
+    outputs = {"plan.parquet": _write_plan_rows(out, rows)}
     inputs = [{"role": "run", "s1sp": None, "path": str((run_dir / name).resolve()), "sha256": sha256_file(run_dir / name), "rows_read": None}
               for name in ("journal.jsonl", "outcomes.parquet")]  # fmt: skip
     document = seal(

@@ -111,13 +111,18 @@ def build_plan(findings: pd.DataFrame, registry: Registry, catalog: CertificateC
     )
     plan = chosen.merge(targets, how="left", on="registered_no")
     plan = plan.rename(columns={"ds_fingerprint": "expected_ds_fingerprint", "ka_fingerprint": "expected_ka_fingerprint"})
-    plan["operation_id"] = operation_ids(plan["device_id"], plan["target_ds_fingerprint"], plan["target_ka_fingerprint"])
-    plan = plan.sort_values(["s1sp", "device_id"], kind="stable", ignore_index=True)
+    return _finish_rows(plan)
+
+
+def _finish_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """Operation ids, the stable order (S1SP, device) and the plan's column types: what every plan's rows share."""
+    rows["operation_id"] = operation_ids(rows["device_id"], rows["target_ds_fingerprint"], rows["target_ka_fingerprint"])
+    rows = rows.sort_values(["s1sp", "device_id"], kind="stable", ignore_index=True)
     for col in PLAN_COLUMNS:
         if col != "source_row":
-            plan[col] = plan[col].astype(object).where(plan[col].notna(), "")
-    plan["source_row"] = plan["source_row"].astype(np.int64)
-    return plan[PLAN_COLUMNS]
+            rows[col] = rows[col].astype(object).where(rows[col].notna(), "")
+    rows["source_row"] = rows["source_row"].astype(np.int64)
+    return rows[PLAN_COLUMNS]
 
 
 # ------------------------------------------------------------------------------------------------ plan.json
@@ -256,9 +261,4 @@ def build_rollback_plan(plan_rows: pd.DataFrame, ops: pd.DataFrame, devices: lis
                                 "prior_ds_fp": "target_ds_fingerprint", "prior_ka_fp": "target_ka_fingerprint",
                                 "prior_ds_cert": "target_ds_cert", "prior_ka_cert": "target_ka_cert"})  # fmt: skip
     rows["category"] = "ROLLBACK"
-    rows["operation_id"] = operation_ids(rows["device_id"], rows["target_ds_fingerprint"], rows["target_ka_fingerprint"])
-    rows = rows.sort_values(["s1sp", "device_id"], kind="stable", ignore_index=True)
-    for col in PLAN_COLUMNS:
-        if col != "source_row":
-            rows[col] = rows[col].astype(object).where(rows[col].notna(), "")
-    return rows[PLAN_COLUMNS]
+    return _finish_rows(rows)

@@ -74,25 +74,42 @@ def _targets(rows: pd.DataFrame) -> dict[str, tuple[str | None, str | None]]:
     return {op: (ds or None, ka or None) for op, ds, ka in zip(rows["operation_id"], rows["target_ds_cert"], rows["target_ka_cert"])}
 
 
+# Detection results a plan or run directory carries along, so reports and audit exports can be made from it alone.
+CARRIED_FILES = ("findings.parquet", "input_rows.parquet", "summary.json", "quarantine.csv")
+
+
+def read_run(run_dir: Path) -> dict:
+    """run.json of a run directory; an input error (exit 2) when the directory is not one."""
+    path = Path(run_dir) / "run.json"
+    if not path.exists():
+        raise InputError("not a run directory (no run.json)", file=str(run_dir))
+    return json.loads(path.read_text())
+
+
+def carry_files(source: Path, target: Path, names=CARRIED_FILES) -> None:
+    for name in names:
+        if (source / name).exists():
+            shutil.copy2(source / name, target / name)
+
+
 def _prepare_run_dir(plan: LoadedPlan, run_dir: Path, who: str) -> dict:
     run_json = run_dir / "run.json"
     if run_json.exists():
-        run = json.loads(run_json.read_text())
+        run = read_run(run_dir)
         if run.get("plan_hash") != plan.plan_hash:
             raise SafetyRefusal(f"run {run_dir} belongs to plan {run.get('plan_hash', '?')[:12]}…, not {plan.plan_hash[:12]}…; use a new run directory")
         return run
     run_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("plan.json", "findings.parquet", "input_rows.parquet", "summary.json", "quarantine.csv"):
-        if (plan.directory / name).exists():
-            shutil.copy2(plan.directory / name, run_dir / name)
+    carry_files(plan.directory, run_dir, ("plan.json", *CARRIED_FILES))
     run = {"schema": RUN_SCHEMA, "plan_hash": plan.plan_hash, "plan_dir": str(plan.directory.resolve()), "created_by": who,
            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "status": "new", "paused": {}}  # fmt: skip
     write_json(run_json, run)
     return run
 
 
-def write_outcomes(run_dir: Path, checkpoints) -> pd.DataFrame:
-    ops = checkpoints.ops_frame()
+def write_outcomes(run_dir: Path, ops: pd.DataFrame) -> pd.DataFrame:
+    """outcomes.parquet/.csv of a run from its checkpointed ops (one row per planned device)."""
+    ops = ops.copy()
     for col in OUTCOME_COLUMNS:
         if col not in ops.columns:
             ops[col] = None
@@ -171,7 +188,7 @@ def apply_plan(plan: LoadedPlan, run_dir: Path, options: ApplyOptions, progress:
         open_left = any(sum(v for k, v in c.items() if k not in FINAL_STATES) for c in counts.values())
         status = "paused" if paused else "incomplete" if open_left else "needs_attention" if attention else "completed"
         if not memory_checkpoints:
-            write_outcomes(run_dir, checkpoints)
+            write_outcomes(run_dir, checkpoints.ops_frame())
         if journal:
             journal.append("run_finished", status=status, counts=counts, paused=paused)
         run.update(status=status, paused=paused, counts=counts, updated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))

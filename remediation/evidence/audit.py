@@ -22,6 +22,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from remediation import __version__
+from remediation.apply.checkpoint import SqliteCheckpoints
+from remediation.apply.runner import read_run
 from remediation.errors import InputError, SafetyRefusal
 from remediation.evidence.hashing import sha256_file
 from remediation.evidence.journal import verify_journal
@@ -131,18 +133,14 @@ class ExportResult:
 
 def export_audit(run_dir: Path, out_dir: Path, signing_key_path: Path, exported_by: str) -> ExportResult:
     run_dir = Path(run_dir)
-    if not (run_dir / "run.json").exists():
-        raise InputError("not a run directory (no run.json)", file=str(run_dir))
+    run = read_run(run_dir)
     key = load_private_key(signing_key_path)
     out = prepare_dir(out_dir)
     if any(out.iterdir()):
         raise InputError("export directory is not empty; exports are never overwritten", file=str(out))
-    run = json.loads((run_dir / "run.json").read_text())
     plan_dir = Path(run["plan_dir"])
     findings = pd.read_parquet(run_dir / "findings.parquet")
     plan_rows = pd.read_parquet(plan_dir / "plan.parquet")
-    from remediation.apply.checkpoint import SqliteCheckpoints
-
     store = SqliteCheckpoints(run_dir / "checkpoints.sqlite")
     ops = store.ops_frame()
     store.close()
