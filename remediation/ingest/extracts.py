@@ -18,8 +18,8 @@ import pyarrow.compute as pc
 
 from remediation.certificates import CertificateCatalog
 from remediation.config import EXTRACT_FIELDS_SLOT, EXTRACT_FIELDS_WIDE, Dialect, ExtractSource
-from remediation.identifiers import eui64_keys, mpan_valid_array, mprn_valid_array, mpxn_keys
-from remediation.ingest.faults import FieldFaults, concat_quarantine, map_values, trim
+from remediation.identifiers import eui64_keys, mpxn_keys
+from remediation.ingest.faults import FieldFaults, check_mpxn, concat_quarantine, map_values, trim
 from remediation.ingest.tables import iter_batches
 from remediation.memory import release_memory
 from remediation.model import DEVICE_TYPE_CODES, DEVICE_TYPES, EMPTY_SLOT, SLOTS
@@ -93,11 +93,7 @@ def _validate_batch(table: pa.Table, first_row: int, source: ExtractSource, cata
     mpxn = trim(table.column("mpxn"))
     is_e = pc.fill_null(pc.equal(device_type, "ESME"), False).to_numpy(zero_copy_only=False)
     is_g = pc.fill_null(pc.equal(device_type, "GSME"), False).to_numpy(zero_copy_only=False)
-    mpan_shape = pc.fill_null(pc.match_substring_regex(mpxn, r"^[0-9]{13}$"), False).to_numpy(zero_copy_only=False)
-    mpan_ok = mpan_valid_array(mpxn)
-    faults.add(is_e & ~mpan_shape, "mpxn", "not an MPAN core (13 digits)", mpxn)
-    faults.add(is_e & mpan_shape & ~mpan_ok, "mpxn", "MPAN core check digit is wrong", mpxn)
-    faults.add(is_g & ~mprn_valid_array(mpxn), "mpxn", "not an MPRN (6 to 10 digits)", mpxn)
+    check_mpxn(faults, mpxn, is_e, is_g)
 
     extracted_at = parse_timestamps(table.column("extracted_at"), dialect.timestamp_format)
     faults.add(np.isnat(extracted_at), "extracted_at", f"not a timestamp ({dialect.timestamp_format})", table.column("extracted_at").combine_chunks())

@@ -7,6 +7,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from remediation.identifiers import mpan_valid_array, mprn_valid_array
+
 QUARANTINE_COLUMNS = ["file", "s1sp", "row", "field", "reason", "value"]
 _VALUE_CHARS = 80
 
@@ -57,3 +59,11 @@ def concat_quarantine(frames: list[pd.DataFrame]) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in QUARANTINE_COLUMNS})
     return pd.concat(frames, ignore_index=True).sort_values(["file", "row", "field"], kind="stable", ignore_index=True)
+
+
+def check_mpxn(faults: FieldFaults, mpxn: pa.Array, is_electricity: np.ndarray, is_gas: np.ndarray) -> None:
+    """MPAN core (13 digits, valid check digit) for electricity, MPRN (6 to 10 digits) for gas; faults named apart."""
+    mpan_shape = pc.fill_null(pc.match_substring_regex(mpxn, r"^[0-9]{13}$"), False).to_numpy(zero_copy_only=False)
+    faults.add(is_electricity & ~mpan_shape, "mpxn", "not an MPAN core (13 digits)", mpxn)
+    faults.add(is_electricity & mpan_shape & ~mpan_valid_array(mpxn), "mpxn", "MPAN core check digit is wrong", mpxn)
+    faults.add(is_gas & ~mprn_valid_array(mpxn), "mpxn", "not an MPRN (6 to 10 digits)", mpxn)

@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from remediation.config import RDP_FIELDS, RdpSource
-from remediation.identifiers import mpan_valid_array, mprn_valid_array, mpxn_keys
-from remediation.ingest.faults import FieldFaults, concat_quarantine, map_values, trim
+from remediation.identifiers import mpxn_keys
+from remediation.ingest.faults import FieldFaults, check_mpxn, concat_quarantine, map_values, trim
 from remediation.ingest.tables import iter_batches
 from remediation.model import FUEL_CODES, FUELS
 
@@ -51,8 +51,7 @@ def _validate(table: pa.Table, first_row: int, source: RdpSource) -> tuple[pd.Da
     faults.add(fuel.is_null().to_numpy(zero_copy_only=False), "fuel", "unknown fuel (expected E or G)", raw_fuel)
     is_e = pc.fill_null(pc.equal(fuel, "E"), False).to_numpy(zero_copy_only=False)
     is_g = pc.fill_null(pc.equal(fuel, "G"), False).to_numpy(zero_copy_only=False)
-    faults.add(is_e & ~mpan_valid_array(mpxn), "mpxn", "not a valid MPAN core (13 digits, check digit)", mpxn)
-    faults.add(is_g & ~mprn_valid_array(mpxn), "mpxn", "not an MPRN (6 to 10 digits)", mpxn)
+    check_mpxn(faults, mpxn, is_e, is_g)
     no_id = trim(table.column("network_operator_id"))
     faults.add(~pc.fill_null(pc.greater(pc.utf8_length(no_id), 0), False).to_numpy(zero_copy_only=False),
                "network_operator_id", "empty network operator id", no_id)  # fmt: skip

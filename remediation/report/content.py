@@ -12,7 +12,7 @@ import pandas as pd
 from remediation import __version__
 from remediation.errors import InputError
 from remediation.model import CATEGORIES, Category
-from remediation.report.terminal import estimate_seconds
+from remediation.plan import apply_estimates
 
 REPORT_SCHEMA = "remediation/report/1"
 EXCLUDED_ROWS_SHOWN = 1000
@@ -48,11 +48,7 @@ def build_report(directory: str | Path, redaction_key: bytes | None = None) -> d
     shown = excluded.head(EXCLUDED_ROWS_SHOWN).astype(object)
     if redact is not None:
         shown["mpxn"] = redact(shown["mpxn"])
-    estimate = []
-    if plan is not None:
-        for s1sp, n in plan["counts"]["by_s1sp"].items():
-            rate = plan["endpoints"].get(s1sp, {}).get("rate_per_second")
-            estimate.append({"s1sp": s1sp, "devices": n, "rate_per_second": rate, "seconds": estimate_seconds(n, rate)})
+    estimate = apply_estimates(plan) if plan is not None else []
     report = {
         "schema": REPORT_SCHEMA,
         "tool_version": __version__,

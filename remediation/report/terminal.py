@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from remediation.model import CATEGORIES, Category
+from remediation.plan import apply_estimates
 
 _STYLE = {
     Category.INVALID_INPUT.value: "red", Category.DUPLICATE_CONFLICT.value: "red", Category.WRONG_NO.value: "bold yellow",
@@ -72,21 +73,12 @@ def print_plan(document: dict, out_dir: Path, console: Console | None = None) ->
     table.add_column("devices", justify="right")
     table.add_column("rate /s", justify="right")
     table.add_column("est. apply time", justify="right")
-    for s1sp, n in counts["by_s1sp"].items():
-        rate = document["endpoints"].get(s1sp, {}).get("rate_per_second")
-        table.add_row(s1sp, str(n), f"{rate:g}" if rate else "-", format_duration(estimate_seconds(n, rate)) if rate else "-")
+    for row in apply_estimates(document):
+        rate = row["rate_per_second"]
+        table.add_row(row["s1sp"], str(row["devices"]), f"{rate:g}" if rate else "-", format_duration(row["seconds"]))
     console.print(table)
     console.print(f"plan hash {document['plan_hash']}  planned by {document['planned_by'] or '(unknown)'}")
     console.print(f"wrote plan.parquet, plan.csv, plan.json, findings.parquet, summary.json to {out_dir}; next: remediation approve {out_dir} --by NAME")
-
-
-REQUESTS_PER_DEVICE = 3  # read, conditional write, read back
-
-
-def estimate_seconds(devices: int, rate_per_second: float | None) -> float | None:
-    if not rate_per_second:
-        return None
-    return devices * REQUESTS_PER_DEVICE / rate_per_second
 
 
 def format_duration(seconds: float | None) -> str:
