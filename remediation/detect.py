@@ -43,6 +43,19 @@ FINDINGS_EXTRA = [
 NO_CODE = -1  # "no registered NO" in NO-code arrays
 
 
+@dataclass(frozen=True)
+class Lookup:
+    """A per-device column kept as the device's certificate id and a per-certificate array (id -1, the empty slot,
+    reads the last entry): one int32 id array serves a slot's owner, fingerprint and role alike."""
+
+    ids: np.ndarray
+    values: np.ndarray
+    labels: list | None = None  # set: `values` are codes into these labels (a dictionary column)
+
+    def at(self, part) -> np.ndarray:
+        return self.values[self.ids[part]]
+
+
 class Detection:
     """One finding per device, held as compact per-device arrays; text columns are made per chunk on demand, so a
     national run never holds millions of strings at once. `findings` (pandas) and `table()` are for whole results
@@ -57,10 +70,12 @@ class Detection:
         return len(self.columns["key"])
 
     def codes(self, name: str) -> np.ndarray:
-        return self.columns[name][0]
+        value = self.columns[name]
+        return value.at(slice(None)) if isinstance(value, Lookup) else value[0]
 
     def labels(self, name: str) -> list:
-        return self.columns[name][1]
+        value = self.columns[name]
+        return value.labels if isinstance(value, Lookup) else value[1]
 
     def table(self, start: int = 0, stop: int | None = None) -> pa.Table:
         stop = len(self) if stop is None else min(stop, len(self))
@@ -77,7 +92,9 @@ class Detection:
         for name, value in c.items():
             if isinstance(value, tuple):
                 data[name] = _dictionary(value[0][part], value[1])
-        for name in ("ds_role", "ka_role", "source_row", "rows"):
+            elif isinstance(value, Lookup):
+                data[name] = pa.array(value.at(part)) if value.labels is None else _dictionary(value.at(part), value.labels)
+        for name in ("source_row", "rows"):
             data[name] = pa.array(c[name][part])
         data["extracted_at"] = pa.array(c["extracted_at"][part]).cast(pa.timestamp("ns", tz="UTC"))
         data["finding_id"] = pa.array(positions)
@@ -150,67 +167,75 @@ def file_names(files: pd.Series) -> pd.Series:
 
 
 def _collapse_duplicates(records: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """One row per device. Identical repeats collapse (their rows are summed); differing ones conflict.
+    """One row per device, in order of first appearance. Identical repeats collapse (their rows are summed);
+    differing ones conflict. A device two S1SPs both hold conflicts even with equal slots: it cannot be written
+    safely to either.
 
-    Most devices appear once: they pass through untouched, and only the repeated keys (usually a tiny share) are
-    grouped. A device two S1SPs both hold conflicts even with equal slots: it cannot be written safely to either."""
+    Most devices appear once. Every device is its first record, taken once from `records` (which this consumes);
+    only the repeated keys (usually a tiny share) are grouped, and their facts written over their first records."""
     n = len(records)
-    position = np.arange(n, dtype=np.int64)
-    key_ok = records["key_ok"].to_numpy(dtype=bool)
     keys = records["key"].to_numpy(dtype=np.uint64)
-    repeated = np.zeros(n, dtype=bool)
-    repeated[key_ok] = pd.Series(keys[key_ok]).duplicated(keep=False).to_numpy()
-
-    single = ~repeated
-    multi = records[repeated].assign(first=position[repeated]) if repeated.any() else None
+    repeated = _repeated(keys, records["key_ok"].to_numpy(dtype=bool))
     input_rows = pd.DataFrame({"source_file": records["source_file"], "source_row": records["source_row"].to_numpy(),
                                "n_rows": records["n_rows"].to_numpy(), "finding_id": np.full(n, -1, dtype=np.int32)})  # fmt: skip
-    devices = _take_consuming(records, single)
+    keep = ~repeated
+    multi = None
+    if repeated.any():
+        multi = records[repeated].assign(first=np.flatnonzero(repeated))  # in file order: each key's first record leads
+        keep[multi.drop_duplicates("key")["first"].to_numpy()] = True
+    kept = np.flatnonzero(keep)
+    devices = _take_consuming(records, keep)
+    del keep
     devices["rows"] = devices["n_rows"].astype(np.int32)
-    devices["first"] = position[single]
     dup_detail: dict[int, str] = {}  # device position -> why its records conflict (rare)
+    finding = np.full(n, -1, dtype=np.int32)
+    finding[kept] = np.arange(len(kept), dtype=np.int32)
 
-    finding_of_first = np.full(n, -1, dtype=np.int32)
     if multi is not None:
+        grouped = multi.groupby("key", sort=False)  # keys in order of first appearance
+        first = grouped["first"].min()
+        at = np.searchsorted(kept, first.to_numpy())  # each repeated key's device position
+        for name, values in (("rows", grouped["n_rows"].sum()), ("invalid", grouped["invalid"].any()),
+                             ("conflict", grouped["conflict"].any()), ("extracted_at", grouped["extracted_at"].max())):  # fmt: skip
+            column = devices[name].to_numpy().copy()
+            column[at] = values.to_numpy(dtype=column.dtype)
+            devices[name] = column
         content = ["key", "s1sp", "device_type", "mpxn_key", "ds", "ka"]
-        grouped = multi.groupby("key", sort=False)
-        collapsed = multi.sort_values(["key", "first"], kind="stable").drop_duplicates("key").set_index("key")
-        collapsed["rows"] = grouped["n_rows"].sum().reindex(collapsed.index).astype(np.int32)
-        collapsed["invalid"] = grouped["invalid"].any().reindex(collapsed.index)
-        collapsed["conflict"] = grouped["conflict"].any().reindex(collapsed.index)
-        collapsed["extracted_at"] = grouped["extracted_at"].max().reindex(collapsed.index)
         distinct = multi.astype({"s1sp": str}).drop_duplicates(content)
         clash = pd.Index(distinct.loc[distinct["key"].duplicated(), "key"].unique())
-        collapsed.loc[collapsed.index.isin(clash), "conflict"] = True
-        collapsed["dup_detail"] = pd.Series([None] * len(collapsed), index=collapsed.index, dtype=object)
+        position = pd.Series(at, index=first.index)
+        conflict = devices["conflict"].to_numpy().copy()
+        conflict[position.reindex(clash).to_numpy()] = True
+        devices["conflict"] = conflict
+        labels = multi.astype({"s1sp": str}).groupby("key")["s1sp"].agg(lambda v: "+".join(sorted(set(v))))
+        old = devices["s1sp"].cat
+        categories = sorted(set(old.categories) | set(labels))
+        codes = np.array([categories.index(c) for c in old.categories] + [-1], dtype=np.int16)[old.codes.to_numpy()]
         if len(clash):
             involved = multi[multi["key"].isin(clash)]
             where = (file_names(involved["source_file"].astype(str)) + " row " + involved["source_row"].astype(str)).groupby(involved["key"]).agg("; ".join)
-            labels = involved.astype({"s1sp": str}).groupby("key")["s1sp"].agg(lambda s: "+".join(sorted(set(s))))
-            new = sorted(set(labels) - set(devices["s1sp"].cat.categories))
-            collapsed["s1sp"] = collapsed["s1sp"].cat.add_categories(new) if new else collapsed["s1sp"]
-            collapsed.loc[clash, "s1sp"] = labels.reindex(clash).to_numpy()
-            collapsed.loc[clash, "dup_detail"] = ("records differ: " + where.reindex(clash)).to_numpy()
-        collapsed = collapsed.reset_index()
-        devices["s1sp"] = devices["s1sp"].cat.set_categories(collapsed["s1sp"].cat.categories.union(devices["s1sp"].cat.categories))
-        collapsed["s1sp"] = collapsed["s1sp"].cat.set_categories(devices["s1sp"].cat.categories)
-        details = collapsed.set_index("first")["dup_detail"].dropna()
-        devices = pd.concat([devices, collapsed[devices.columns]], ignore_index=True)
-        order = np.argsort(devices["first"].to_numpy(), kind="stable")
-        devices = _take_consuming(devices, order)
-        where = pd.Series(np.arange(len(devices)), index=devices["first"].to_numpy())
-        dup_detail = dict(zip(where.reindex(details.index).to_numpy().tolist(), details.tolist()))
+            clash_at = position.reindex(clash).to_numpy()
+            codes[clash_at] = [categories.index(label) for label in labels.reindex(clash)]
+            dup_detail = dict(zip(clash_at.tolist(), ("records differ: " + where.reindex(clash)).tolist()))
+        devices["s1sp"] = pd.Categorical.from_codes(codes, categories)
+        # Every record of a repeated key traces to its device.
+        finding[repeated] = position.reindex(keys[repeated]).to_numpy()
     devices.attrs["dup_detail"] = dup_detail
-
-    # Which device (finding) each input record became: the trace from input rows to outcomes.
-    finding = finding_of_first
-    finding[devices.pop("first").to_numpy()] = np.arange(len(devices))  # position of each device's first record
-    if repeated.any():
-        key_to_finding = pd.Series(np.arange(len(devices)), index=devices["key"].to_numpy())
-        key_to_finding = key_to_finding[devices["key_ok"].to_numpy() & np.isin(devices["key"].to_numpy(), keys[repeated])]
-        finding[repeated] = key_to_finding.reindex(keys[repeated]).to_numpy()
     input_rows["finding_id"] = finding
     return devices, input_rows
+
+
+def _repeated(keys: np.ndarray, key_ok: np.ndarray) -> np.ndarray:
+    """Which records share their (readable) device id with another record. By sorting, not hashing: a hash table
+    over 10 million keys costs several times the keys themselves."""
+    ordered = np.sort(keys[key_ok])
+    twice = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
+    del ordered
+    if not len(twice):
+        return np.zeros(len(keys), dtype=bool)
+    slot = np.searchsorted(twice, keys)
+    slot[slot == len(twice)] = 0
+    return key_ok & (twice[slot] == keys)
 
 
 def _take_consuming(frame: pd.DataFrame, selector: np.ndarray) -> pd.DataFrame:
@@ -227,7 +252,19 @@ def _take_consuming(frame: pd.DataFrame, selector: np.ndarray) -> pd.DataFrame:
 
 
 def _reg_keys(mpxn_key: np.ndarray, fuel: np.ndarray) -> np.ndarray:
-    return np.where(mpxn_key >= 0, mpxn_key * 2 + fuel.astype(np.int64), -1)
+    """MPxN + fuel as one int64; -1 where either is unknown (negative)."""
+    keys = mpxn_key * 2
+    keys += np.maximum(fuel, 0)
+    keys[(mpxn_key < 0) | (fuel < 0)] = -1
+    return keys
+
+
+def _run_starts(ordered: np.ndarray) -> np.ndarray:
+    """Mask of the first element of each run of equal values in a sorted array."""
+    starts = np.empty(len(ordered), dtype=bool)
+    starts[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=starts[1:])
+    return starts
 
 
 @dataclass
@@ -241,39 +278,42 @@ class Registration:
 
 def _registration(devices: pd.DataFrame, registrations: pd.DataFrame, as_of: date, policy: Policy) -> Registration:
     """The registration effective on the as-of date: how many distinct NOs, which one, and rejected rows."""
-    day = np.datetime64(as_of, "ns")
+    day = (as_of - date(1970, 1, 1)).days  # RDP dates are int32 days since 1970-01-01, NO_DAY for an open end
     n = len(devices)
     no_cat = registrations["network_operator_id"].astype("category")
     no_ids = np.asarray(no_cat.cat.categories, dtype=object)
-    no_code = no_cat.cat.codes.to_numpy(dtype=np.int64)
     invalid = registrations["invalid"].to_numpy(dtype=bool)
     fuel = registrations["fuel"].to_numpy(dtype=np.int8)
-    rkey = _reg_keys(registrations["mpxn_key"].to_numpy(dtype=np.int64), np.maximum(fuel, 0))
-    start = registrations["effective_from"].to_numpy(dtype="datetime64[ns]")
-    end = registrations["effective_to"].to_numpy(dtype="datetime64[ns]")
-    open_end = np.isnat(end)
-    ends_ok = open_end | ((end >= day) if policy.rdp_effective_to_inclusive else (end > day))
-    effective = ~invalid & (rkey >= 0) & (start <= day) & ends_ok
-    # Distinct (MPxN+fuel, NO) pairs as one int64 each (rkey < 2**50 for any valid MPxN, NO codes < width), sorted;
-    # then runs of equal MPxN+fuel give the count of distinct NOs. Sorting beats hashing here at 10 million rows.
+    mpxn = registrations["mpxn_key"].to_numpy(dtype=np.int64)
+    # Built in place, one mask at a time: at national scale every 80 MB temporary counts.
+    effective = ~invalid
+    effective &= mpxn >= 0
+    effective &= registrations["from_day"].to_numpy(dtype=np.int32) <= day
+    end = registrations["to_day"].to_numpy(dtype=np.int32)
+    effective &= (end >= day) if policy.rdp_effective_to_inclusive else (end > day)  # NO_DAY (open) passes both
+    del end
+    # Distinct (MPxN+fuel, NO) pairs as one int64 each (MPxN+fuel < 2**50 for any valid MPxN, NO codes < width),
+    # sorted; then runs of equal MPxN+fuel give the count of distinct NOs. Sorting beats hashing at 10 million rows.
     width = max(4096, len(no_ids) + 1)
-    combined = rkey[effective]
+    combined = _reg_keys(mpxn[effective], fuel[effective])
     combined *= width
-    combined += no_code[effective]
-    combined.sort()  # in place: at national scale every 80 MB temporary counts
-    del start, end, open_end, ends_ok, no_code
+    combined += no_cat.cat.codes.to_numpy()[effective]
+    del effective
+    combined.sort()
     if len(combined):
-        combined = combined[np.concatenate([[True], combined[1:] != combined[:-1]])]
-    pair_keys, pair_nos = np.divmod(combined, width)
+        combined = combined[_run_starts(combined)]
+    pair_nos = (combined % width).astype(np.int32)
+    pair_keys = combined
+    pair_keys //= width
     del combined
-    run_starts = np.flatnonzero(np.concatenate([[True], pair_keys[1:] != pair_keys[:-1]])) if len(pair_keys) else np.empty(0, np.int64)
+    run_starts = np.flatnonzero(_run_starts(pair_keys))
     reg_keys = pair_keys[run_starts]
     counts = np.diff(np.append(run_starts, len(pair_keys))).astype(np.int32)
-    first_no = pair_nos[run_starts].astype(np.int32)
+    first_no = pair_nos[run_starts]
     del run_starts
 
     dev_fuel = devices["device_type"].to_numpy(dtype=np.int8)
-    dkey = np.where(dev_fuel >= 0, _reg_keys(devices["mpxn_key"].to_numpy(dtype=np.int64), np.maximum(dev_fuel, 0)), -1)
+    dkey = _reg_keys(devices["mpxn_key"].to_numpy(dtype=np.int64), dev_fuel)
     # reg_keys is sorted and unique: a binary search needs no hash table beside the 10 million keys.
     slot = np.searchsorted(reg_keys, dkey)
     slot[slot == len(reg_keys)] = 0
@@ -284,11 +324,12 @@ def _registration(devices: pd.DataFrame, registrations: pd.DataFrame, as_of: dat
 
     # A rejected row could be the registration that counts: never trust the rest of that MPxN's history. A rejected
     # row of the other fuel does not touch this device; one whose fuel is unreadable touches both.
-    rejected_rows = invalid & (registrations["mpxn_key"].to_numpy() >= 0)
+    rejected_rows = invalid & (mpxn >= 0)
     rejected = np.zeros(n, dtype=bool)
     if rejected_rows.any():
-        same_fuel = pd.Index(np.unique(rkey[rejected_rows & (fuel >= 0)])).get_indexer(dkey) >= 0
-        any_fuel = pd.Index(np.unique(registrations["mpxn_key"].to_numpy()[rejected_rows & (fuel < 0)])).get_indexer(devices["mpxn_key"].to_numpy()) >= 0
+        known_fuel = rejected_rows & (fuel >= 0)
+        same_fuel = pd.Index(np.unique(_reg_keys(mpxn[known_fuel], fuel[known_fuel]))).get_indexer(dkey) >= 0
+        any_fuel = pd.Index(np.unique(mpxn[rejected_rows & (fuel < 0)])).get_indexer(devices["mpxn_key"].to_numpy()) >= 0
         rejected = (same_fuel | any_fuel) & (dkey >= 0)
 
     detail: dict[int, str] = {}  # device position -> text, for the few ambiguous devices
@@ -309,22 +350,39 @@ def _registration(devices: pd.DataFrame, registrations: pd.DataFrame, as_of: dat
 
 
 def _slot_verdicts(ids: np.ndarray, expected_entity: np.ndarray, usage: str, certs: CertificateTable) -> np.ndarray:
-    """Verdict codes (index into VERDICTS) for one slot of every device."""
-    ids = ids.astype(np.int64)
-    present = ids != EMPTY_SLOT
-    decoded = present & ~certs.error[ids]
+    """Verdict codes (index into VERDICTS) for one slot of every device.
+
+    All verdicts but OTHER_ORG are facts of the certificate alone, so they are settled once per certificate (a few
+    dozen) and looked up; only the owner comparison is per device."""
+    V = VERDICTS.index
+    n_certs = len(certs.error)  # the last entry is the empty slot's sentinel
+    per_cert = _first_true(
+        n_certs,
+        [
+            lambda: np.arange(n_certs) == n_certs - 1,
+            lambda: certs.error,
+            lambda: certs.role != ROLE_NETWORK_OPERATOR,
+            lambda: ~certs.chains,
+            lambda: certs.key_usage != {"DS": 0, "KA": 1}[usage],
+            lambda: ~certs.in_validity,
+            lambda: certs.revoked,
+        ],
+        [V("EMPTY"), V("UNDECODABLE"), V("NOT_NO_ROLE"), V("UNTRUSTED"), V("KEY_USAGE"), V("EXPIRED"), V("REVOKED")],
+        default=V("OK"),
+    )
+    verdict = per_cert[ids]
     entity = certs.entity_code[ids]
-    conditions = [
-        ~present,
-        present & ~decoded,
-        decoded & ((entity != expected_entity) | (entity < 0)),
-        decoded & (certs.role[ids] != ROLE_NETWORK_OPERATOR),
-        decoded & ~certs.chains[ids],
-        decoded & (certs.key_usage[ids] != {"DS": 0, "KA": 1}[usage]),
-        decoded & ~certs.in_validity[ids],
-        decoded & certs.revoked[ids],
-    ]
-    return np.select(conditions, list(range(8)), default=8).astype(np.int8)
+    verdict[(verdict > V("UNDECODABLE")) & ((entity != expected_entity) | (entity < 0))] = V("OTHER_ORG")
+    return verdict
+
+
+def _first_true(n: int, conditions: list, codes: list[int], default: int) -> np.ndarray:
+    """np.select over conditions made on demand (each a callable): the code of the first that holds. Built from the
+    last to the first, so one mask exists at a time instead of all of them (each 10 MB at national scale)."""
+    out = np.full(n, default, dtype=np.int8)
+    for condition, code in zip(reversed(conditions), reversed(codes)):
+        out[condition()] = code
+    return out
 
 
 def _dictionary(codes: np.ndarray, labels) -> pa.DictionaryArray:
@@ -368,8 +426,8 @@ def find_wrong_devices(
     known_no = (reg_row >= 0) & (reg_fuel[reg_row] == dev_fuel)
     expected_for_slots = np.where(known_no, expected, -2)  # never equal to a certificate's entity
 
-    ds_ids = devices["ds"].to_numpy(dtype=np.int64)
-    ka_ids = devices["ka"].to_numpy(dtype=np.int64)
+    ds_ids = devices["ds"].to_numpy(dtype=np.int32)
+    ka_ids = devices["ka"].to_numpy(dtype=np.int32)
     ds_v = _slot_verdicts(ds_ids, expected_for_slots, "DS", table)
     ka_v = _slot_verdicts(ka_ids, expected_for_slots, "KA", table)
 
@@ -379,25 +437,27 @@ def find_wrong_devices(
 
     rdp_count = reg.count
     conditions = [
-        devices["invalid"].to_numpy(dtype=bool),
-        devices["conflict"].to_numpy(dtype=bool),
-        (rdp_count == 0) & ~reg.rejected,
-        (rdp_count > 1) | reg.rejected,
-        ~known_no,
-        either(*WRONG_VERDICTS),
-        either("EMPTY"),
-        either("KEY_USAGE"),
-        either("EXPIRED", "REVOKED"),
+        lambda: devices["invalid"].to_numpy(dtype=bool),
+        lambda: devices["conflict"].to_numpy(dtype=bool),
+        lambda: (rdp_count == 0) & ~reg.rejected,
+        lambda: (rdp_count > 1) | reg.rejected,
+        lambda: ~known_no,
+        lambda: either(*WRONG_VERDICTS),
+        lambda: either("EMPTY"),
+        lambda: either("KEY_USAGE"),
+        lambda: either("EXPIRED", "REVOKED"),
     ]
-    category = np.select(conditions, list(range(9)), default=9).astype(np.int8)
-    category_is = {c: category == i for i, c in enumerate(CATEGORIES)}
+    category = _first_true(len(devices), conditions, list(range(9)), default=9)  # the contract's precedence
+
+    def category_is(name: str) -> np.ndarray:  # on demand: ten masks of 10 million would hold 100 MB
+        return category == CATEGORIES.index(name)
 
     # Detail: a shared text per verdict pair or per category, plus per-device texts for the rare categories.
     texts = [f"NO_DS: {_VERDICT_TEXT[a]}; NO_KA: {_VERDICT_TEXT[b]}" for a in VERDICTS for b in VERDICTS]
     detail_code = ds_v.astype(np.int32) * len(VERDICTS) + ka_v
     texts.append(f"no RDP registration effective on {as_of}")
-    detail_code[category_is[Category.NO_RDP.value]] = len(texts) - 1
-    unknown = np.flatnonzero(category_is[Category.UNKNOWN_NO.value])
+    detail_code[category_is(Category.NO_RDP.value)] = len(texts) - 1
+    unknown = np.flatnonzero(category_is(Category.UNKNOWN_NO.value))
     if len(unknown):
         no_ids = np.append(reg.no_ids, None)[reg.no_code[unknown]]
         other_fuel = reg_row[unknown] >= 0
@@ -408,10 +468,10 @@ def find_wrong_devices(
         (Category.DUPLICATE_CONFLICT.value, devices.attrs.get("dup_detail", {}), "the same device appears with differing content"),
         (Category.RDP_AMBIGUOUS.value, reg.detail, "more than one registration"),
     ):
-        rows = np.flatnonzero(category_is[cat])
+        rows = np.flatnonzero(category_is(cat))
         if len(rows):
             detail_code[rows] = _append_texts(texts, [values.get(int(i), fallback) for i in rows])
-    invalid = np.flatnonzero(category_is[Category.INVALID_INPUT.value])
+    invalid = np.flatnonzero(category_is(Category.INVALID_INPUT.value))
     if len(invalid):
         detail_code[invalid] = _append_texts(texts, _invalid_detail(devices.iloc[invalid], quarantine))
 
@@ -424,6 +484,8 @@ def find_wrong_devices(
 
     source = devices["source_file"].astype("category")
     fingerprints = list(table.fingerprint)
+    fingerprint_codes = np.arange(len(fingerprints), dtype=np.int32)  # id -1 (empty) reads the sentinel's last entry
+    roles = table.role.astype(np.int16)
     s1sp = devices["s1sp"]
     columns = {
         "key": devices["key"].to_numpy(dtype=np.uint64),
@@ -434,17 +496,17 @@ def find_wrong_devices(
         "s1sp": (s1sp.cat.codes.to_numpy(), list(s1sp.cat.categories)),
         "device_type": (dev_fuel, list(DEVICE_TYPES)),  # a device's type code is its fuel code
         "category": (category, list(CATEGORIES)),
-        "slot_ds_owner": (owner_of[ds_ids], owner_labels),
-        "slot_ka_owner": (owner_of[ka_ids], owner_labels),
+        "slot_ds_owner": Lookup(ds_ids, owner_of, owner_labels),
+        "slot_ka_owner": Lookup(ka_ids, owner_of, owner_labels),
         "expected_owner": (np.where(reg_row >= 0, expected, -1), list(entities.labels)),
         "detail": (detail_code, texts),
         "registered_no": (reg.no_code, list(reg.no_ids)),
-        "ds_fingerprint": (np.where(ds_ids >= 0, ds_ids, len(fingerprints) - 1), fingerprints),
-        "ka_fingerprint": (np.where(ka_ids >= 0, ka_ids, len(fingerprints) - 1), fingerprints),
+        "ds_fingerprint": Lookup(ds_ids, fingerprint_codes, fingerprints),
+        "ka_fingerprint": Lookup(ka_ids, fingerprint_codes, fingerprints),
         "ds_verdict": (ds_v, list(VERDICTS)),
         "ka_verdict": (ka_v, list(VERDICTS)),
-        "ds_role": table.role[ds_ids].astype(np.int16),
-        "ka_role": table.role[ka_ids].astype(np.int16),
+        "ds_role": Lookup(ds_ids, roles),
+        "ka_role": Lookup(ka_ids, roles),
         "source_file": (source.cat.codes.to_numpy(), [Path(f).name for f in source.cat.categories]),
         "source_row": devices["source_row"].to_numpy(dtype=np.int32),
         "rows": devices["rows"].to_numpy(dtype=np.int32),

@@ -20,8 +20,10 @@ from remediation.ingest.faults import FieldFaults, check_mpxn, concat_quarantine
 from remediation.ingest.tables import iter_batches
 from remediation.model import FUEL_CODES, FUELS
 
-# Compact: MPxN as an int64 key (see identifiers.mpxn_keys), fuel 0 = E / 1 = G / -1 unknown, NO id categorical.
-RDP_COLUMNS = ["mpxn_key", "fuel", "network_operator_id", "effective_from", "effective_to", "source_file", "source_row", "invalid"]
+# Compact: MPxN as an int64 key (see identifiers.mpxn_keys), fuel 0 = E / 1 = G / -1 unknown, NO id categorical,
+# dates as int32 days since 1970-01-01 (NO_DAY where absent: an open end, or an unreadable start on a rejected row).
+RDP_COLUMNS = ["mpxn_key", "fuel", "network_operator_id", "from_day", "to_day", "source_file", "source_row", "invalid"]
+NO_DAY = np.iinfo(np.int32).max
 
 
 @dataclass
@@ -40,6 +42,10 @@ def _dates(col: pa.Array, fmt: str) -> pa.Array:
     parsed = pd.to_datetime(distinct, format=fmt, errors="coerce")
     as_dates = pa.array(parsed.dt.date.where(parsed.notna(), None), pa.date32())
     return pc.take(as_dates, encoded.indices)
+
+
+def _days(dates: pa.Array) -> np.ndarray:
+    return pc.fill_null(dates.cast(pa.int32()), NO_DAY).to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
 
 
 def _validate(table: pa.Table, first_row: int, source: RdpSource) -> tuple[pd.DataFrame, FieldFaults]:
@@ -70,9 +76,9 @@ def _validate(table: pa.Table, first_row: int, source: RdpSource) -> tuple[pd.Da
             "mpxn_key": mpxn_keys(mpxn),
             "fuel": np.where(is_e, FUEL_CODES["E"], np.where(is_g, FUEL_CODES["G"], -1)).astype(np.int8),
             "network_operator_id": no_id.dictionary_encode().to_pandas(),
-            "effective_from": pd.to_datetime(eff_from.to_pandas()).to_numpy(dtype="datetime64[ns]"),
-            "effective_to": pd.to_datetime(eff_to.to_pandas()).to_numpy(dtype="datetime64[ns]"),
-            "source_row": rows,
+            "from_day": _days(eff_from),
+            "to_day": _days(eff_to),
+            "source_row": rows.astype(np.int32),
             "invalid": faults.any,
         }
     )
@@ -96,7 +102,7 @@ def read_rdp(sources) -> RdpRead:
             registrations[column] = union_categoricals([f[column] for f in frames])
     else:
         registrations = pd.DataFrame({"mpxn_key": pd.Series(dtype=np.int64), "fuel": pd.Series(dtype=np.int8),
-                                      "network_operator_id": pd.Categorical([]), "effective_from": pd.Series(dtype="datetime64[ns]"),
-                                      "effective_to": pd.Series(dtype="datetime64[ns]"), "source_row": pd.Series(dtype=np.int64),
+                                      "network_operator_id": pd.Categorical([]), "from_day": pd.Series(dtype=np.int32),
+                                      "to_day": pd.Series(dtype=np.int32), "source_row": pd.Series(dtype=np.int32),
                                       "invalid": pd.Series(dtype=bool), "source_file": pd.Categorical([])})  # fmt: skip
     return RdpRead(registrations[RDP_COLUMNS], concat_quarantine(quarantine), rows_read)
