@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import csv
 import io
+import queue
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,9 +69,56 @@ def iter_batches(path: Path, dialect: Dialect, canonical: tuple[str, ...]) -> It
     sources = _wanted_sources(dialect, canonical)
     reader = {"csv": _csv, "jsonl": _jsonl, "parquet": _parquet}[dialect.format]
     row = 1
-    for table in reader(path, dialect, sources):
+    for table in prefetched(reader(path, dialect, sources)):
         yield Batch(row, _with_constants(table, dialect, canonical))
         row += table.num_rows
+
+
+_DONE = object()
+
+
+def prefetched(items: Iterator, depth: int = 2) -> Iterator:
+    """`items`, produced on a second thread up to `depth` ahead. Arrow parses a block with the GIL released, so
+    the next blocks are parsed while the caller checks this one: without it the two take turns on the cores. An
+    exception in the producer is raised here, in order; a caller that stops early stops the producer."""
+    pending: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def offer(item) -> bool:
+        while not stop.is_set():
+            try:
+                pending.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not offer((item, None)):
+                    return
+            offer((_DONE, None))
+        except BaseException as exc:  # noqa: BLE001 - raised again on the consuming thread
+            offer((_DONE, exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()  # a reader's files are closed on this thread, the only one that ran it
+
+    thread = threading.Thread(target=produce, name="batch-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, failure = pending.get()
+            if failure is not None:
+                raise failure
+            if item is _DONE:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 # ------------------------------------------------------------------------------------------------ CSV
