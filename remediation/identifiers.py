@@ -47,23 +47,42 @@ def is_valid_mprn(text: str | None) -> bool:
 # ---------------------------------------------------------------- vectorised forms
 
 
-def mpan_valid_array(values: pa.Array) -> np.ndarray:
-    """Vectorised `is_valid_mpan` -> bool ndarray (nulls are invalid)."""
-    n = len(values)
-    shaped = pc.fill_null(pc.match_substring_regex(values, r"^[0-9]{13}$"), False).to_numpy(zero_copy_only=False)
-    result = np.zeros(n, dtype=bool)
+def digit_counts(values: pa.Array) -> np.ndarray:
+    """Per value, its length when it is one or more ASCII digits, else 0 (null too). One pass answers the MPAN,
+    MPRN and MPxN-key shape questions, each of which was a regular-expression scan of its own."""
+    digits = pc.fill_null(pc.ascii_is_decimal(values), False).to_numpy(zero_copy_only=False)
+    lengths = pc.fill_null(pc.binary_length(values), 0).to_numpy(zero_copy_only=False)
+    return np.where(digits, lengths, 0).astype(np.int32)
+
+
+def _fixed_width(values: pa.Array, width: int) -> np.ndarray:
+    """Strings all `width` bytes long -> their bytes as an (n, width) uint8 view of the Arrow buffer, no copies."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    values = values.cast(pa.string())
+    values = pa.concat_arrays([values]) if values.offset else values  # rebased buffers: row i starts at width * i
+    offsets = np.frombuffer(values.buffers()[1], dtype=np.int32, count=len(values) + 1)
+    return np.frombuffer(values.buffers()[2], dtype=np.uint8, count=int(offsets[-1]))[offsets[0] :].reshape(-1, width)
+
+
+def mpan_valid_array(values: pa.Array, counts: np.ndarray | None = None) -> np.ndarray:
+    """Vectorised `is_valid_mpan` -> bool ndarray (nulls are invalid). `counts`: `digit_counts(values)` if known."""
+    shaped = (digit_counts(values) if counts is None else counts) == 13
+    result = np.zeros(len(shaped), dtype=bool)
     if not shaped.any():
         return result
-    candidates = pc.filter(values, pa.array(shaped)).to_numpy(zero_copy_only=False).astype("S13")
-    digits = np.frombuffer(candidates.tobytes(), dtype=np.uint8).reshape(-1, 13).astype(np.int64) - ord("0")
-    check = (digits[:, :12] @ MPAN_WEIGHTS) % 11 % 10
-    result[shaped] = check == digits[:, 12]
+    digits = _fixed_width(pc.filter(values, pa.array(shaped)), 13) - np.uint8(ord("0"))
+    total = np.zeros(len(digits), dtype=np.int32)
+    for i, weight in enumerate(MPAN_WEIGHTS.tolist()):  # twelve column passes: integer matmul has no fast path
+        total += digits[:, i] * np.int32(weight)
+    result[shaped] = total % 11 % 10 == digits[:, 12]
     return result
 
 
-def mprn_valid_array(values: pa.Array) -> np.ndarray:
+def mprn_valid_array(values: pa.Array, counts: np.ndarray | None = None) -> np.ndarray:
     """Vectorised `is_valid_mprn` -> bool ndarray (nulls are invalid)."""
-    return pc.fill_null(pc.match_substring_regex(values, r"^[0-9]{6,10}$"), False).to_numpy(zero_copy_only=False)
+    counts = digit_counts(values) if counts is None else counts
+    return (counts >= 6) & (counts <= 10)
 
 
 # ---------------------------------------------------------------- compact keys (national scale)
@@ -82,12 +101,7 @@ def eui64_keys(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     compact = pc.utf8_upper(pc.replace_substring(pc.utf8_trim_whitespace(values), "-", ""))
     ok = pc.fill_null(pc.match_substring_regex(compact, r"^[0-9A-F]{16}$"), False)
     filled = pc.if_else(ok, compact, pa.scalar("0" * 16, pa.string()))
-    if isinstance(filled, pa.ChunkedArray):
-        filled = filled.combine_chunks()
-    filled = pa.concat_arrays([filled]) if filled.offset else filled  # rebased buffers: row i starts at byte 16 * i
-    offsets = np.frombuffer(filled.buffers()[1], dtype=np.int32, count=len(filled) + 1)
-    data = np.frombuffer(filled.buffers()[2], dtype=np.uint8, count=int(offsets[-1]), offset=0)[offsets[0] :]
-    nibbles = _NIBBLE[data.reshape(-1, 16)].astype(np.uint64)
+    nibbles = _NIBBLE[_fixed_width(filled, 16)].astype(np.uint64)
     keys = (nibbles << _SHIFTS).sum(axis=1, dtype=np.uint64)
     return keys, ok.to_numpy(zero_copy_only=False)
 
@@ -100,13 +114,13 @@ def eui64_text(keys: np.ndarray) -> pa.Array:
     return pa.array(out.view("S23").ravel()).cast(pa.string())
 
 
-def mpxn_keys(values: pa.Array) -> np.ndarray:
-    """Digit strings of 1..15 digits -> value * 16 + length (keeps leading zeros apart); anything else -> -1."""
-    digits = pc.fill_null(pc.match_substring_regex(values, r"^[0-9]{1,15}$"), False)
-    numbers = pc.cast(pc.if_else(digits, values, pa.scalar("0", pa.string())), pa.int64())
-    lengths = pc.utf8_length(pc.fill_null(values, ""))
-    keys = numbers.to_numpy(zero_copy_only=False) * 16 + lengths.to_numpy(zero_copy_only=False).astype(np.int64)
-    return np.where(digits.to_numpy(zero_copy_only=False), keys, -1)
+def mpxn_keys(values: pa.Array, counts: np.ndarray | None = None) -> np.ndarray:
+    """Digit strings of 1..15 digits -> value * 16 + length (keeps leading zeros apart); anything else -> -1.
+    `counts`: `digit_counts(values)` if known."""
+    counts = digit_counts(values) if counts is None else counts
+    digits = (counts >= 1) & (counts <= 15)
+    numbers = pc.cast(pc.if_else(pa.array(digits), values, pa.scalar("0", pa.string())), pa.int64()).to_numpy(zero_copy_only=False)
+    return np.where(digits, numbers * 16 + counts, -1)
 
 
 def mpxn_text(keys: np.ndarray) -> pa.Array:

@@ -93,12 +93,12 @@ def _validate_batch(table: pa.Table, first_row: int, source: ExtractSource, cata
     mpxn = trim(table.column("mpxn"))
     is_e = pc.fill_null(pc.equal(device_type, "ESME"), False).to_numpy(zero_copy_only=False)
     is_g = pc.fill_null(pc.equal(device_type, "GSME"), False).to_numpy(zero_copy_only=False)
-    check_mpxn(faults, mpxn, is_e, is_g)
+    digits = check_mpxn(faults, mpxn, is_e, is_g)
 
     extracted_at = parse_timestamps(table.column("extracted_at"), dialect.timestamp_format)
     faults.add(np.isnat(extracted_at), "extracted_at", f"not a timestamp ({dialect.timestamp_format})", table.column("extracted_at").combine_chunks())
 
-    mpxn_key = mpxn_keys(mpxn)
+    mpxn_key = mpxn_keys(mpxn, digits)
     frame = {
         "source_row": rows.astype(np.int32),  # 2**31 rows per file is far beyond any extract
         "key": keys,

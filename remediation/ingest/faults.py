@@ -7,7 +7,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from remediation.identifiers import mpan_valid_array, mprn_valid_array
+from remediation.identifiers import digit_counts, mpan_valid_array, mprn_valid_array
 
 QUARANTINE_COLUMNS = ["file", "s1sp", "row", "field", "reason", "value"]
 _VALUE_CHARS = 80
@@ -61,9 +61,12 @@ def concat_quarantine(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True).sort_values(["file", "row", "field"], kind="stable", ignore_index=True)
 
 
-def check_mpxn(faults: FieldFaults, mpxn: pa.Array, is_electricity: np.ndarray, is_gas: np.ndarray) -> None:
-    """MPAN core (13 digits, valid check digit) for electricity, MPRN (6 to 10 digits) for gas; faults named apart."""
-    mpan_shape = pc.fill_null(pc.match_substring_regex(mpxn, r"^[0-9]{13}$"), False).to_numpy(zero_copy_only=False)
+def check_mpxn(faults: FieldFaults, mpxn: pa.Array, is_electricity: np.ndarray, is_gas: np.ndarray) -> np.ndarray:
+    """MPAN core (13 digits, valid check digit) for electricity, MPRN (6 to 10 digits) for gas; faults named apart.
+    Returns `digit_counts(mpxn)` for the caller's MPxN keys."""
+    counts = digit_counts(mpxn)
+    mpan_shape = counts == 13
     faults.add(is_electricity & ~mpan_shape, "mpxn", "not an MPAN core (13 digits)", mpxn)
-    faults.add(is_electricity & mpan_shape & ~mpan_valid_array(mpxn), "mpxn", "MPAN core check digit is wrong", mpxn)
-    faults.add(is_gas & ~mprn_valid_array(mpxn), "mpxn", "not an MPRN (6 to 10 digits)", mpxn)
+    faults.add(is_electricity & mpan_shape & ~mpan_valid_array(mpxn, counts), "mpxn", "MPAN core check digit is wrong", mpxn)
+    faults.add(is_gas & ~mprn_valid_array(mpxn, counts), "mpxn", "not an MPRN (6 to 10 digits)", mpxn)
+    return counts

@@ -57,7 +57,7 @@ def _validate(table: pa.Table, first_row: int, source: RdpSource) -> tuple[pd.Da
     faults.add(fuel.is_null().to_numpy(zero_copy_only=False), "fuel", "unknown fuel (expected E or G)", raw_fuel)
     is_e = pc.fill_null(pc.equal(fuel, "E"), False).to_numpy(zero_copy_only=False)
     is_g = pc.fill_null(pc.equal(fuel, "G"), False).to_numpy(zero_copy_only=False)
-    check_mpxn(faults, mpxn, is_e, is_g)
+    digits = check_mpxn(faults, mpxn, is_e, is_g)
     no_id = trim(table.column("network_operator_id"))
     faults.add(~pc.fill_null(pc.greater(pc.utf8_length(no_id), 0), False).to_numpy(zero_copy_only=False),
                "network_operator_id", "empty network operator id", no_id)  # fmt: skip
@@ -73,7 +73,7 @@ def _validate(table: pa.Table, first_row: int, source: RdpSource) -> tuple[pd.Da
     faults.add(backwards, "effective_to", "effective_to is before effective_from", raw_to)
     frame = pd.DataFrame(
         {
-            "mpxn_key": mpxn_keys(mpxn),
+            "mpxn_key": mpxn_keys(mpxn, digits),
             "fuel": np.where(is_e, FUEL_CODES["E"], np.where(is_g, FUEL_CODES["G"], -1)).astype(np.int8),
             "network_operator_id": no_id.dictionary_encode().to_pandas(),
             "from_day": _days(eff_from),
