@@ -116,3 +116,44 @@ def test_detection_matches_oracle_and_accounts_for_every_row(devices):
         assert got == expected
         assert sum(result.summary["rows_by_category"].values()) == rows_written == result.summary["rows_read"]["extracts"]
         assert result.findings["rows"].sum() == rows_written
+
+
+# ------------------------------------------------------------------------------------------------ key lookups
+
+
+def _indexer(haystack, needles):
+    import pandas as pd
+
+    return pd.Index(haystack).get_indexer(needles)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(-5, 60), max_size=40), st.lists(st.integers(-5, 60), max_size=200))
+def test_find_agrees_with_a_hash_lookup(haystack, needles):
+    import numpy as np
+
+    from remediation.detect import _find
+
+    hay = np.unique(np.array(haystack, dtype=np.int64))
+    wanted = np.array(needles, dtype=np.int64)
+    slot, found = _find(hay, wanted)
+    expected = _indexer(hay, wanted)
+    assert found.tolist() == (expected >= 0).tolist()
+    assert slot[found].tolist() == expected[expected >= 0].tolist()
+
+
+def test_find_in_sorted_order_path_agrees_with_a_hash_lookup():
+    """Millions of needles in a haystack beyond the CPU caches take the sorted-needles path: same answers."""
+    import numpy as np
+
+    from remediation.detect import _find
+
+    rng = np.random.default_rng(7)
+    hay = np.unique(rng.integers(0, 2**50, 1_200_000))
+    wanted = np.concatenate([rng.choice(hay, 150_000), rng.integers(0, 2**50, 50_000), [-1, hay[0], hay[-1], hay[-1] + 1]])
+    rng.shuffle(wanted)
+    slot, found = _find(hay, wanted)
+    expected = _indexer(hay, wanted)
+    assert found.sum() >= 150_000
+    assert found.tolist() == (expected >= 0).tolist()
+    assert np.array_equal(slot[found], expected[expected >= 0])
