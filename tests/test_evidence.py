@@ -51,6 +51,16 @@ def test_clean_export_verifies(export):
     assert result.exit_code == 0 and "verified" in result.stdout
 
 
+def test_exported_findings_csv_reads_exactly_like_detects_own(applied, tmp_path):
+    """One table, one CSV form: the export re-encodes findings with the writer `detect` uses (same quoting, same
+    timestamp text), so an auditor can compare the two files byte for byte."""
+    root, plan_dir, _ = applied
+    detected = pipeline.run_detect(root / "case.toml", tmp_path / "detect")
+    assert len(detected.findings) == 16
+    assert (root / "export" / "findings.csv").read_bytes() == (tmp_path / "detect" / "findings.csv").read_bytes()
+    assert pd.read_parquet(root / "export" / "findings.parquet").equals(pd.read_parquet(tmp_path / "detect" / "findings.parquet"))
+
+
 EXPORTED = ["findings.parquet", "findings.csv", "input_rows.parquet", "plan.parquet", "plan.csv", "plan.json", "approvals.json", "journal.jsonl",
             "outcomes.parquet", "outcomes.csv", "summary.json"]  # fmt: skip
 

@@ -17,6 +17,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
@@ -28,7 +30,7 @@ from remediation.errors import InputError, SafetyRefusal
 from remediation.evidence.hashing import sha256_file
 from remediation.evidence.journal import verify_journal
 from remediation.model import CATEGORIES
-from remediation.outputs import prepare_dir, write_csv, write_json, write_parquet
+from remediation.outputs import prepare_dir, write_csv, write_json, write_parquet, write_tables
 
 MANIFEST_SCHEMA = "remediation/audit-manifest/1"
 OUTCOME_COLUMNS = [
@@ -131,6 +133,17 @@ class ExportResult:
     manifest: dict
 
 
+def _parquet_tables(path: Path, rows: int = 500_000):
+    """A Parquet file as a stream of tables; an empty file still gives one (empty) table, so its schema is kept."""
+    source = pq.ParquetFile(path)
+    empty = True
+    for batch in source.iter_batches(batch_size=rows):
+        empty = False
+        yield pa.Table.from_batches([batch])
+    if empty:
+        yield source.schema_arrow.empty_table()
+
+
 def export_audit(run_dir: Path, out_dir: Path, signing_key_path: Path, exported_by: str) -> ExportResult:
     run_dir = Path(run_dir)
     run = read_run(run_dir)
@@ -148,8 +161,8 @@ def export_audit(run_dir: Path, out_dir: Path, signing_key_path: Path, exported_
     summary = audit_summary(findings, outcomes, run, json.loads((run_dir / "summary.json").read_text()))
     if summary["input_rows"] != summary["rows_read"]["extracts"]:
         raise SafetyRefusal(f"refusing to export: {summary['input_rows']} input rows traced, {summary['rows_read']['extracts']} read")
-    write_parquet(out / "findings.parquet", findings)
-    write_csv(out / "findings.csv", findings)
+    # Re-encoded by the writer detect uses, so the exported findings.csv reads exactly like the run's own.
+    write_tables(out / "findings.parquet", out / "findings.csv", _parquet_tables(run_dir / "findings.parquet"))
     shutil.copy2(run_dir / "input_rows.parquet", out / "input_rows.parquet")
     shutil.copy2(plan_dir / "plan.parquet", out / "plan.parquet")
     write_csv(out / "plan.csv", plan_rows.drop(columns=["target_ds_cert", "target_ka_cert"]))
