@@ -108,6 +108,7 @@ def build_plan(findings: pd.DataFrame, registry: Registry, catalog: CertificateC
             "target_ka_cert": [catalog.facts[o.ka_cert_id].b64() for o in used],
         },
         columns=["registered_no", "target_ds_fingerprint", "target_ka_fingerprint", "target_ds_cert", "target_ka_cert"],
+        dtype=object,  # Python objects: the merge then shares each NO's certificate text across its rows, not copies it
     )
     plan = chosen.merge(targets, how="left", on="registered_no")
     plan = plan.rename(columns={"ds_fingerprint": "expected_ds_fingerprint", "ka_fingerprint": "expected_ka_fingerprint"})
