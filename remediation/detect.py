@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from remediation.config import Policy
-from remediation.identifiers import eui64_text, mpxn_text
+from remediation.identifiers import eui64_keys, eui64_text, mpxn_text
 from remediation.model import CATEGORIES, DEVICE_TYPES, EMPTY_SLOT, FINDING_COLUMNS, FUEL_CODES, ROLE_NAMES, ROLE_NETWORK_OPERATOR, Category
 
 # Per-slot verdicts, most serious first; a slot gets the first that applies.
@@ -105,9 +105,19 @@ class Detection:
             yield self.table(start, start + size)
 
     def subset(self, mask: np.ndarray) -> pd.DataFrame:
-        """Findings of the devices in `mask`, as pandas (e.g. the WRONG_NO devices for a plan); only they are built."""
-        positions = np.flatnonzero(mask)
+        """Findings of the devices in `mask` (a boolean mask or positions), as pandas (e.g. the WRONG_NO devices for
+        a plan); only they are built."""
+        positions = np.flatnonzero(mask) if mask.dtype == bool else np.asarray(mask, dtype=np.int64)
         return self._table(positions, positions).to_pandas()
+
+    def positions_of(self, device_ids) -> np.ndarray:
+        """Position of each device id (any accepted spelling) among the findings; -1 where it has none."""
+        wanted, readable = eui64_keys(pa.array(list(device_ids), pa.string()))
+        ok = np.flatnonzero(self.columns["key_ok"])  # readable ids are unique here: repeats were collapsed
+        keys = self.columns["key"][ok]
+        order = np.argsort(keys)
+        slot, found = _find(keys[order], wanted)
+        return np.where(found & readable, ok[order[slot]] if len(ok) else -1, -1)
 
     @property
     def findings(self) -> pd.DataFrame:

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from remediation import __version__
 from remediation.certificates import CertificateCatalog
@@ -322,30 +325,41 @@ def run_verify(config_path: str | Path, fresh_dir: str | Path, out_dir: str | Pa
     config = fresh_case(load_case(config_path), Path(fresh_dir))
     out = prepare_dir(out_dir)
     result = detect_case(load_case_data(config, as_of))
-    findings = result.findings
-    residual = findings[findings["category"] == "WRONG_NO"]
-    residual = residual[list(FINDING_COLUMNS)].copy()
-    verdict = {"residual_wrong": int(len(residual)), "devices": int(len(findings)), "devices_by_category": result.summary["devices_by_category"]}
+    detection = result.detection
+    # Only the residual and the planned devices are built as tables: a national fresh extract is 10 million devices.
+    residual = detection.subset(detection.codes("category") == CATEGORIES.index(Category.WRONG_NO.value))[list(FINDING_COLUMNS)]
+    verdict = {"residual_wrong": int(len(residual)), "devices": int(len(detection)), "devices_by_category": result.summary["devices_by_category"]}
     if plan_dir is not None:
         plan = load_plan(plan_dir)
         # Why is a residual device still wrong? Planned (and not fixed) or excluded at plan time, and as what.
-        at_plan = pd.read_parquet(Path(plan_dir) / "findings.parquet", columns=["device_id", "category"]).drop_duplicates("device_id")
-        residual["category_at_plan"] = residual["device_id"].map(at_plan.set_index("device_id")["category"]).fillna("not in plan's extracts")
+        at_plan = _categories_at_plan(Path(plan_dir) / "findings.parquet", residual["device_id"])
+        residual["category_at_plan"] = residual["device_id"].map(at_plan).fillna("not in plan's extracts")
         residual["planned"] = residual["device_id"].isin(plan.rows["device_id"])
-        verdict["residual_by_category_at_plan"] = {str(k): int(v) for k, v in residual["category_at_plan"].astype(str).value_counts().sort_index().items()}
+        verdict["residual_by_category_at_plan"] = {str(k): int(v) for k, v in residual["category_at_plan"].value_counts().sort_index().items()}
         verdict["residual_planned"] = int(residual["planned"].sum())
-        now = findings.set_index("device_id")[["ds_fingerprint", "ka_fingerprint"]]
-        rows = plan.rows.set_index("device_id")
-        seen = now.reindex(rows.index)
-        at_target = (seen["ds_fingerprint"] == rows["target_ds_fingerprint"]) & (seen["ka_fingerprint"] == rows["target_ka_fingerprint"])
+        rows = plan.rows
+        positions = detection.positions_of(rows["device_id"])
+        seen = detection.subset(positions[positions >= 0])
+        now = {"ds": np.full(len(rows), None, dtype=object), "ka": np.full(len(rows), None, dtype=object)}
+        for slot in now:
+            now[slot][positions >= 0] = seen[f"{slot}_fingerprint"].astype(object).to_numpy()
+        at_target = (now["ds"] == rows["target_ds_fingerprint"].to_numpy()) & (now["ka"] == rows["target_ka_fingerprint"].to_numpy())
         verdict["planned"] = int(len(rows))
         verdict["planned_at_target"] = int(at_target.sum())
-        write_csv(out / "planned_not_at_target.csv", rows[~at_target.to_numpy()].reset_index()[["device_id", "s1sp", "operation_id"]])
-    write_parquet(out / "findings.parquet", findings)
+        write_csv(out / "planned_not_at_target.csv", rows.loc[~at_target, ["device_id", "s1sp", "operation_id"]])
+    write_findings(out, detection, csv=False)
     write_csv(out / "residual_wrong.csv", residual)
     write_json(out / "summary.json", result.summary)
     write_json(out / "verify.json", verdict)
     return verdict
+
+
+def _categories_at_plan(findings_path: Path, device_ids: pd.Series) -> pd.Series:
+    """device id -> its category in the plan's findings, for the given devices only (read as Arrow, filtered)."""
+    table = pq.read_table(findings_path, columns=["device_id", "category"])
+    table = table.filter(pc.is_in(table["device_id"], value_set=pa.array(device_ids.astype(str).tolist(), pa.string())))
+    frame = table.to_pandas().drop_duplicates("device_id")
+    return frame.set_index("device_id")["category"].astype(str)
 
 
 # ------------------------------------------------------------------------------------------------ evidence

@@ -97,3 +97,22 @@ def test_detect_is_deterministic(run, tmp_path):
     assert again.exit_code == 0
     for name in ("findings.parquet", "findings.csv", "quarantine.csv", "summary.json"):
         assert (tmp_path / name).read_bytes() == (out / name).read_bytes(), name
+
+
+def test_devices_are_found_by_id_in_any_spelling():
+    """Detection.positions_of (used by verify): every readable id finds its own finding; others get -1."""
+    from remediation.pipeline import run_detect
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as out:
+        detection = run_detect(SAMPLE_CASE, out).detection
+    findings = detection.findings
+    readable = findings["device_id"].str.fullmatch(r"([0-9A-F]{2}-){7}[0-9A-F]{2}")
+    ids = findings.loc[readable, "device_id"]
+    positions = detection.positions_of(ids)
+    assert positions.tolist() == findings.index[readable].tolist()
+    spelled = ids.str.replace("-", "").str.lower()  # the MOC spelling
+    assert detection.positions_of(spelled).tolist() == positions.tolist()
+    unreadable = findings.loc[~readable, "device_id"].tolist()
+    assert unreadable and detection.positions_of([*unreadable, "FF-FF-FF-FF-FF-FF-FF-FF", ""]).tolist() == [-1] * (len(unreadable) + 2)
