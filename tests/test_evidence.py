@@ -61,6 +61,25 @@ def test_exported_findings_csv_reads_exactly_like_detects_own(applied, tmp_path)
     assert pd.read_parquet(root / "export" / "findings.parquet").equals(pd.read_parquet(tmp_path / "detect" / "findings.parquet"))
 
 
+def test_export_refuses_counts_that_do_not_reconcile_and_leaves_nothing(applied, tmp_path):
+    """The outcomes are streamed and counted as they are written; if the rows traced differ from the rows read,
+    the export refuses (exit 3) and leaves no unsigned files behind. Exporting into a used directory is refused."""
+    root = applied[0]
+    run = tmp_path / "run"
+    shutil.copytree(root / "run", run)
+    summary = json.loads((run / "summary.json").read_text())
+    summary["rows_read"]["extracts"] += 1
+    (run / "summary.json").write_text(json.dumps(summary))
+    result = CliRunner().invoke(main, ["audit", "export", str(run), "--out", str(tmp_path / "export"), "--sign-key", str(root / "keys" / "audit.key")])
+    assert result.exit_code == 3 and "input rows traced" in result.stderr, result.output + result.stderr
+    assert list((tmp_path / "export").iterdir()) == []
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "keep.txt").write_text("mine")
+    result = CliRunner().invoke(main, ["audit", "export", str(root / "run"), "--out", str(tmp_path / "used"), "--sign-key", str(root / "keys" / "audit.key")])
+    assert result.exit_code == 2 and "not empty" in result.stderr
+    assert [p.name for p in (tmp_path / "used").iterdir()] == ["keep.txt"]
+
+
 EXPORTED = ["findings.parquet", "findings.csv", "input_rows.parquet", "plan.parquet", "plan.csv", "plan.json", "approvals.json", "journal.jsonl",
             "outcomes.parquet", "outcomes.csv", "summary.json"]  # fmt: skip
 

@@ -30,7 +30,7 @@ from remediation.errors import InputError, SafetyRefusal
 from remediation.evidence.hashing import sha256_file
 from remediation.evidence.journal import verify_journal
 from remediation.model import CATEGORIES
-from remediation.outputs import prepare_dir, write_csv, write_json, write_parquet, write_tables
+from remediation.outputs import prepare_dir, write_csv, write_json, write_tables
 
 MANIFEST_SCHEMA = "remediation/audit-manifest/1"
 OUTCOME_COLUMNS = [
@@ -102,28 +102,74 @@ def key_id(public_key) -> str:
 # ------------------------------------------------------------------------------------------------ export
 
 
-def device_outcomes(findings: pd.DataFrame, plan_rows: pd.DataFrame, ops: pd.DataFrame) -> pd.DataFrame:
+_PLAN_COLUMNS = ["device_id", "operation_id", "expected_ds_fingerprint", "expected_ka_fingerprint", "target_ds_fingerprint", "target_ka_fingerprint"]
+_OP_COLUMNS = ["operation_id", "state", "attempts", "prior_ds_fp", "prior_ka_fp", "final_ds_fp", "final_ka_fp", "last_error"]
+
+
+def _plan_ops(plan_rows: pd.DataFrame, ops: pd.DataFrame) -> pd.DataFrame:
+    """Each plan row with its operation's checkpointed state (planned devices only: small beside the findings)."""
+    return plan_rows[_PLAN_COLUMNS].merge(ops.reindex(columns=_OP_COLUMNS), how="left", on="operation_id")
+
+
+def _outcomes(findings: pd.DataFrame, plan_ops: pd.DataFrame) -> pd.DataFrame:
     """One row per device: input reference -> finding -> plan row -> final state, prior and new fingerprints."""
-    plan_cols = ["device_id", "operation_id", "expected_ds_fingerprint", "expected_ka_fingerprint", "target_ds_fingerprint", "target_ka_fingerprint"]
-    op_cols = ["operation_id", "state", "attempts", "prior_ds_fp", "prior_ka_fp", "final_ds_fp", "final_ka_fp", "last_error"]
-    ops = ops.reindex(columns=op_cols)
-    out = findings.merge(plan_rows[plan_cols], how="left", on="device_id").merge(ops, how="left", on="operation_id")
+    out = findings.merge(plan_ops, how="left", on="device_id")
     planned = out["operation_id"].notna()
     out["final_state"] = out["state"].where(out["state"].notna(), "not_applied").where(planned, "not_planned")
     out = out.rename(columns={"final_ds_fp": "new_ds_fp", "final_ka_fp": "new_ka_fp"})
     return out.reindex(columns=OUTCOME_COLUMNS)
 
 
-def audit_summary(findings: pd.DataFrame, outcomes: pd.DataFrame, run: dict, detect_summary: dict) -> dict:
+def _outcome_schema(findings: pa.Schema) -> pa.Schema:
+    """Fixed column types, so every streamed chunk of outcomes matches (a chunk without planned devices would
+    otherwise give all-null columns a null type)."""
+    fields = []
+    for name in OUTCOME_COLUMNS:
+        if name in findings.names:
+            fields.append(findings.field(name))
+        else:
+            fields.append(pa.field(name, pa.int32() if name == "attempts" else pa.string()))
+    return pa.schema(fields)
+
+
+class _Tally:
+    """The audit summary's counts, added up chunk by chunk as the outcomes are written."""
+
+    def __init__(self) -> None:
+        self.devices = self.input_rows = self.planned = 0
+        self.by_category: dict[str, int] = {c: 0 for c in CATEGORIES}
+        self.by_state: dict[str, int] = {}
+
+    def add(self, outcomes: pd.DataFrame) -> None:
+        self.devices += len(outcomes)
+        self.input_rows += int(outcomes["rows"].sum())
+        self.planned += int(outcomes["operation_id"].notna().sum())
+        for category, n in outcomes["category"].astype(str).value_counts().items():
+            if category in self.by_category:
+                self.by_category[category] += int(n)
+        for state, n in outcomes["final_state"].value_counts().items():
+            self.by_state[str(state)] = self.by_state.get(str(state), 0) + int(n)
+
+
+def _outcome_tables(findings_path: Path, plan_ops: pd.DataFrame, tally: _Tally):
+    findings = pq.read_schema(findings_path)
+    schema = _outcome_schema(findings)
+    for table in _parquet_tables(findings_path, columns=[c for c in OUTCOME_COLUMNS if c in findings.names]):
+        outcomes = _outcomes(table.to_pandas(), plan_ops)
+        tally.add(outcomes)
+        yield pa.Table.from_pandas(outcomes, schema=schema, preserve_index=False)
+
+
+def audit_summary(tally: _Tally, run: dict, detect_summary: dict) -> dict:
     return {
         "plan_hash": run["plan_hash"],
         "run_status": run.get("status"),
-        "devices": int(len(outcomes)),
-        "input_rows": int(outcomes["rows"].sum()),
+        "devices": tally.devices,
+        "input_rows": tally.input_rows,
         "rows_read": detect_summary["rows_read"],
-        "devices_by_category": {c: int((findings["category"] == c).sum()) for c in CATEGORIES},
-        "devices_by_final_state": {k: int(v) for k, v in outcomes["final_state"].value_counts().sort_index().items()},
-        "planned_devices": int(outcomes["operation_id"].notna().sum()),
+        "devices_by_category": tally.by_category,
+        "devices_by_final_state": dict(sorted(tally.by_state.items())),
+        "planned_devices": tally.planned,
     }
 
 
@@ -133,15 +179,16 @@ class ExportResult:
     manifest: dict
 
 
-def _parquet_tables(path: Path, rows: int = 500_000):
+def _parquet_tables(path: Path, rows: int = 500_000, columns: list[str] | None = None):
     """A Parquet file as a stream of tables; an empty file still gives one (empty) table, so its schema is kept."""
     source = pq.ParquetFile(path)
     empty = True
-    for batch in source.iter_batches(batch_size=rows):
+    for batch in source.iter_batches(batch_size=rows, columns=columns):
         empty = False
         yield pa.Table.from_batches([batch])
     if empty:
-        yield source.schema_arrow.empty_table()
+        schema = source.schema_arrow
+        yield (schema if columns is None else pa.schema([schema.field(c) for c in columns])).empty_table()
 
 
 def export_audit(run_dir: Path, out_dir: Path, signing_key_path: Path, exported_by: str) -> ExportResult:
@@ -152,27 +199,33 @@ def export_audit(run_dir: Path, out_dir: Path, signing_key_path: Path, exported_
     if any(out.iterdir()):
         raise InputError("export directory is not empty; exports are never overwritten", file=str(out))
     plan_dir = Path(run["plan_dir"])
-    findings = pd.read_parquet(run_dir / "findings.parquet")
     plan_rows = pd.read_parquet(plan_dir / "plan.parquet")
     store = SqliteCheckpoints(run_dir / "checkpoints.sqlite")
     ops = store.ops_frame()
     store.close()
-    outcomes = device_outcomes(findings, plan_rows, ops)
-    summary = audit_summary(findings, outcomes, run, json.loads((run_dir / "summary.json").read_text()))
-    if summary["input_rows"] != summary["rows_read"]["extracts"]:
-        raise SafetyRefusal(f"refusing to export: {summary['input_rows']} input rows traced, {summary['rows_read']['extracts']} read")
-    # Re-encoded by the writer detect uses, so the exported findings.csv reads exactly like the run's own.
-    write_tables(out / "findings.parquet", out / "findings.csv", _parquet_tables(run_dir / "findings.parquet"))
-    shutil.copy2(run_dir / "input_rows.parquet", out / "input_rows.parquet")
-    shutil.copy2(plan_dir / "plan.parquet", out / "plan.parquet")
-    write_csv(out / "plan.csv", plan_rows.drop(columns=["target_ds_cert", "target_ka_cert"]))
-    shutil.copy2(plan_dir / "plan.json", out / "plan.json")
-    approvals = plan_dir / "approvals.json"
-    write_json(out / "approvals.json", json.loads(approvals.read_text()) if approvals.exists() else {"approvals": []})
-    shutil.copy2(run_dir / "journal.jsonl", out / "journal.jsonl")
-    write_parquet(out / "outcomes.parquet", outcomes)
-    write_csv(out / "outcomes.csv", outcomes)
-    write_json(out / "summary.json", summary)
+    try:
+        # Findings and outcomes are streamed in chunks (10 million devices nationally); the counts are added up
+        # on the way and checked before anything is signed.
+        tally = _Tally()
+        write_tables(out / "outcomes.parquet", out / "outcomes.csv", _outcome_tables(run_dir / "findings.parquet", _plan_ops(plan_rows, ops), tally))
+        summary = audit_summary(tally, run, json.loads((run_dir / "summary.json").read_text()))
+        if summary["input_rows"] != summary["rows_read"]["extracts"]:
+            raise SafetyRefusal(f"refusing to export: {summary['input_rows']} input rows traced, {summary['rows_read']['extracts']} read")
+        # Re-encoded by the writer detect uses, so the exported findings.csv reads exactly like the run's own.
+        write_tables(out / "findings.parquet", out / "findings.csv", _parquet_tables(run_dir / "findings.parquet"))
+        shutil.copy2(run_dir / "input_rows.parquet", out / "input_rows.parquet")
+        shutil.copy2(plan_dir / "plan.parquet", out / "plan.parquet")
+        write_csv(out / "plan.csv", plan_rows.drop(columns=["target_ds_cert", "target_ka_cert"]))
+        shutil.copy2(plan_dir / "plan.json", out / "plan.json")
+        approvals = plan_dir / "approvals.json"
+        write_json(out / "approvals.json", json.loads(approvals.read_text()) if approvals.exists() else {"approvals": []})
+        shutil.copy2(run_dir / "journal.jsonl", out / "journal.jsonl")
+        write_json(out / "summary.json", summary)
+    except BaseException:
+        for path in out.iterdir():  # the directory was empty: an unsigned half export is worth nothing
+            if path.is_file():
+                path.unlink()
+        raise
     files = sorted(p.name for p in out.iterdir() if p.is_file())
     manifest = {
         "schema": MANIFEST_SCHEMA,
@@ -227,14 +280,15 @@ def verify_export(directory: Path, public_key_path: Path) -> dict:
 
 def _check_reconciliation(directory: Path) -> None:
     summary = json.loads((directory / "summary.json").read_text())
-    outcomes = pd.read_parquet(directory / "outcomes.parquet")
-    findings = pd.read_parquet(directory / "findings.parquet")
+    # Only the columns the counts need: a national export holds 10 million devices.
+    outcomes = pd.read_parquet(directory / "outcomes.parquet", columns=["rows", "final_state"])
+    findings = pd.read_parquet(directory / "findings.parquet", columns=["category"])
     checks = [
         ("devices", summary["devices"], len(outcomes)),
         ("input_rows", summary["input_rows"], int(outcomes["rows"].sum())),
-        ("input_rows.parquet rows", summary["rows_read"]["extracts"], int(pd.read_parquet(directory / "input_rows.parquet")["n_rows"].sum())),
+        ("input_rows.parquet rows", summary["rows_read"]["extracts"], int(pd.read_parquet(directory / "input_rows.parquet", columns=["n_rows"])["n_rows"].sum())),
         ("devices_by_final_state", summary["devices_by_final_state"], {k: int(v) for k, v in outcomes["final_state"].value_counts().sort_index().items()}),
-        ("devices_by_category", summary["devices_by_category"], {c: int((findings["category"] == c).sum()) for c in CATEGORIES}),
+        ("devices_by_category", summary["devices_by_category"], {c: int(n) for c, n in findings["category"].astype(str).value_counts().reindex(list(CATEGORIES), fill_value=0).items()}),
     ]
     for name, claimed, actual in checks:
         if claimed != actual:
