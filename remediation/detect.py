@@ -217,12 +217,13 @@ def _collapse_duplicates(records: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFr
         conflict = devices["conflict"].to_numpy().copy()
         conflict[position.reindex(clash).to_numpy()] = True
         devices["conflict"] = conflict
-        labels = multi.astype({"s1sp": str}).groupby("key")["s1sp"].agg(lambda v: "+".join(sorted(set(v))))
+        # A clashing device is labelled with every S1SP that holds it (e.g. FOC+IOC); the others keep their own.
+        involved = multi[multi["key"].isin(clash)]
+        labels = involved.astype({"s1sp": str}).groupby("key")["s1sp"].agg(lambda v: "+".join(sorted(set(v))))
         old = devices["s1sp"].cat
         categories = sorted(set(old.categories) | set(labels))
         codes = np.array([categories.index(c) for c in old.categories] + [-1], dtype=np.int16)[old.codes.to_numpy()]
         if len(clash):
-            involved = multi[multi["key"].isin(clash)]
             where = (file_names(involved["source_file"].astype(str)) + " row " + involved["source_row"].astype(str)).groupby(involved["key"]).agg("; ".join)
             clash_at = position.reindex(clash).to_numpy()
             codes[clash_at] = [categories.index(label) for label in labels.reindex(clash)]
