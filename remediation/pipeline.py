@@ -339,11 +339,11 @@ def run_verify(config_path: str | Path, fresh_dir: str | Path, out_dir: str | Pa
         verdict["residual_planned"] = int(residual["planned"].sum())
         rows = plan.rows
         positions = detection.positions_of(rows["device_id"])
-        seen = detection.subset(positions[positions >= 0])
-        now = {"ds": np.full(len(rows), None, dtype=object), "ka": np.full(len(rows), None, dtype=object)}
-        for slot in now:
-            now[slot][positions >= 0] = seen[f"{slot}_fingerprint"].astype(object).to_numpy()
-        at_target = (now["ds"] == rows["target_ds_fingerprint"].to_numpy()) & (now["ka"] == rows["target_ka_fingerprint"].to_numpy())
+        found = positions >= 0  # a planned device missing from the fresh extracts is not at target
+        seen = detection.subset(positions[found])
+        at_target = np.zeros(len(rows), dtype=bool)
+        at_target[found] = np.logical_and.reduce([seen[f"{slot}_fingerprint"].astype(object).to_numpy() == rows[f"target_{slot}_fingerprint"].to_numpy()[found]
+                                                  for slot in ("ds", "ka")])  # fmt: skip
         verdict["planned"] = int(len(rows))
         verdict["planned_at_target"] = int(at_target.sum())
         write_csv(out / "planned_not_at_target.csv", rows.loc[~at_target, ["device_id", "s1sp", "operation_id"]])
