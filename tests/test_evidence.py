@@ -105,31 +105,25 @@ def write_lines(directory, lines):
     (directory / "journal.jsonl").write_bytes(b"\n".join(lines) + b"\n")
 
 
-def test_altered_journal_entry_is_named(export):
-    directory, pub = export
-    lines = journal_lines(directory)
+def _alter_entry(lines):
     entry = json.loads(lines[3])
     entry["to_state"] = "done" if entry.get("to_state") != "done" else "failed"
-    lines[3] = canonical_json(entry)
-    write_lines(directory, lines)
-    with pytest.raises(AuditFailure, match="journal line 5 .*previous-entry hash"):
-        verify_export(directory, pub)
+    return [*lines[:3], canonical_json(entry), *lines[4:]]
 
 
-def test_reordered_journal_entries_are_named(export):
+@pytest.mark.parametrize(
+    ("tamper", "named"),
+    [
+        (_alter_entry, "journal line 5 .*previous-entry hash"),  # altered entry
+        (lambda lines: [*lines[:4], lines[5], lines[4], *lines[6:]], "journal line 5"),  # two entries reordered
+        (lambda lines: lines[:6] + lines[7:], "journal line 7"),  # an entry deleted
+    ],
+    ids=["altered", "reordered", "deleted"],
+)
+def test_tampered_journal_entries_are_named(export, tamper, named):
     directory, pub = export
-    lines = journal_lines(directory)
-    lines[4], lines[5] = lines[5], lines[4]
-    write_lines(directory, lines)
-    with pytest.raises(AuditFailure, match="journal line 5"):
-        verify_export(directory, pub)
-
-
-def test_deleted_journal_entries_are_named(export):
-    directory, pub = export
-    lines = journal_lines(directory)
-    write_lines(directory, lines[:6] + lines[7:])
-    with pytest.raises(AuditFailure, match="journal line 7"):
+    write_lines(directory, tamper(journal_lines(directory)))
+    with pytest.raises(AuditFailure, match=named):
         verify_export(directory, pub)
 
 
