@@ -1,0 +1,200 @@
+"""The journal is the record; the checkpoint database is an index of it. This module replays a run's journal over its
+plan, checks the journal against the heads recorded in run.json and in the index, and says whether the index agrees.
+
+Why: an index that was deleted, emptied, corrupted or edited must never turn a device this run wrote into `noop`
+(a fresh seed would re-read it at target and call it untouched), and an export must never sign outcomes the
+journal does not show. So every consumer (status, resume, rollback, audit export) starts from `verify_run`:
+
+- the chain verifies (`check_journal`), and run.json's recorded head (seq, hash) is an entry of it: a journal cut
+  short or re-chained after the head was recorded is refused (exit 3) naming the entry;
+- the replay is consistent: every transition names a planned operation and starts from the state the op was in,
+  and each run_finished / run_interrupted record's counts equal the replay's at that point (a device's entries
+  deleted and the rest re-chained shows up here);
+- the index is compared with the replay: `ok`, or `missing` / `empty` / `corrupt` / `behind` (an accident: resume
+  rebuilds it from the journal, never from a fresh read of the S1SPs), or `disagrees` (an edit: resume rebuilds it,
+  rollback and export refuse naming the device), or `ahead` (the index has seen entries the journal lost: refused).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from remediation.apply.checkpoint import OP_COLUMNS, OP_FIELDS, counts_of, seed_ops, write_index
+from remediation.evidence.journal import JournalBroken, check_journal
+
+COMPARED = ("state", *OP_FIELDS)  # what an index row must agree with the journal on
+RUN_END_EVENTS = ("run_finished", "run_interrupted")
+
+
+class IndexInconsistent(JournalBroken):
+    """The checkpoint index contradicts the journal (exit 3)."""
+
+
+@dataclass
+class Replay:
+    ops: dict[str, dict]
+    head: dict
+    entries: int
+    transitions: list[tuple] = field(default_factory=list)  # rows for the index's transitions table
+    last_run_event: dict | None = None
+    snapshot: dict[str, tuple] | None = None  # compared fields of every op at the index's head, when asked for
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        return counts_of(self.ops.values())
+
+    def frame(self) -> pd.DataFrame:
+        rows = sorted(self.ops.values(), key=lambda o: o["seq"])
+        return pd.DataFrame(rows, columns=list(OP_COLUMNS))
+
+    def written(self) -> set[str]:
+        """Operation ids this run sent a write for (attempts counts PUTs): these can never be `noop`."""
+        return {k for k, o in self.ops.items() if o.get("attempts")}
+
+
+def _at(entry: dict) -> float | None:
+    try:
+        return datetime.fromisoformat(entry["at"]).timestamp()
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def replay(path: Path, plan_rows: pd.DataFrame, snapshot_at: int | None = None) -> Replay:
+    """Plan + journal -> every op's state. JournalBroken naming the entry when the journal contradicts itself."""
+    entries, head = check_journal(path)
+    ops = seed_ops(plan_rows)
+    result = Replay(ops, head, len(entries))
+    for entry in entries:
+        event, seq = entry.get("event"), entry.get("seq")
+        if event == "transition":
+            op = ops.get(entry.get("operation_id"))
+            if op is None or op["device_id"] != entry.get("device_id"):
+                raise JournalBroken(f"{path}: journal entry {seq}: operation {entry.get('operation_id')} of device {entry.get('device_id')} is not in the run's plan")
+            if op["state"] != entry.get("from_state"):
+                raise JournalBroken(f"{path}: journal entry {seq}: device {op['device_id']} moves from {entry.get('from_state')!r} but the journal "
+                                    f"left it {op['state']!r} (entries removed?)")  # fmt: skip
+            fields = entry.get("fields") or {}
+            op.update({k: v for k, v in fields.items() if k in OP_FIELDS}, state=entry["to_state"], updated_at=_at(entry))
+            result.transitions.append((op["operation_id"], entry["from_state"], entry["to_state"], _at(entry) or 0.0, None))
+        elif event in RUN_END_EVENTS and "counts" in entry:
+            counts = result.counts()
+            recorded = {s: {k: v for k, v in c.items() if v} for s, c in entry["counts"].items()}
+            if recorded != {s: {k: v for k, v in c.items() if v} for s, c in counts.items() if any(c.values())}:
+                raise JournalBroken(f"{path}: journal entry {seq} ({event}) records counts {recorded}, but its transitions add up to "
+                                    f"{ {s: {k: v for k, v in c.items() if v} for s, c in counts.items()} } (entries removed and re-chained?)")  # fmt: skip
+        if event in (*RUN_END_EVENTS, "run_started", "run_resumed"):
+            result.last_run_event = entry
+        if snapshot_at is not None and seq == snapshot_at:
+            result.snapshot = {k: tuple(o.get(c) for c in COMPARED) for k, o in ops.items()}
+    if snapshot_at == 0:
+        result.snapshot = {k: tuple(o.get(c) for c in COMPARED) for k, o in seed_ops(plan_rows).items()}
+    return result
+
+
+def check_recorded_head(path: Path, recorded: dict | None, entries: list[dict] | None = None, head: dict | None = None) -> None:
+    """run.json's head must be an entry of the journal, with the same hash: else the journal was cut or rewritten."""
+    if not recorded:
+        return
+    if entries is None:
+        entries, head = check_journal(path)
+    seq, want = int(recorded.get("seq", 0)), recorded.get("hash")
+    if seq > len(entries):
+        raise JournalBroken(f"{path}: journal truncated: run.json records head entry {seq}, the journal ends at entry {len(entries)}")
+    if seq == 0:
+        return
+    have = entries[seq]["prev"] if seq < len(entries) else head["hash"]
+    if have != want:
+        raise JournalBroken(f"{path}: journal rewritten: run.json records entry {seq} with hash {str(want)[:16]}…, the journal's entry {seq} hashes to {have[:16]}…")
+
+
+@dataclass
+class IndexCheck:
+    verdict: str  # ok | missing | empty | corrupt | behind | disagrees
+    reason: str
+
+    @property
+    def accident(self) -> bool:
+        return self.verdict in ("missing", "empty", "corrupt", "behind")
+
+
+def read_index(db: Path) -> tuple[dict[str, tuple], dict] | str:
+    """(compared fields per op, head) of an index file, or why it cannot be read."""
+    if not db.exists():
+        return "missing"
+    if db.stat().st_size == 0:
+        return "empty"
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if "ops" not in names:
+                return "empty"
+            rows = conn.execute(f"SELECT operation_id, {', '.join(COMPARED)} FROM ops").fetchall()
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall()) if "meta" in names else {}
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        return f"corrupt ({exc})"
+    if not rows:
+        return "empty"
+    try:
+        head = {"seq": int(meta.get("journal_seq", 0)), "hash": meta.get("journal_hash")}
+    except ValueError:
+        return "corrupt (journal head is not a number)"
+    return {r[0]: tuple(r[1:]) for r in rows}, head
+
+
+def check_index(run_dir: Path, plan_rows: pd.DataFrame) -> tuple[Replay, IndexCheck]:
+    """Replay the journal and compare the index with it (see the module docstring for the verdicts)."""
+    journal, db = run_dir / "journal.jsonl", run_dir / "checkpoints.sqlite"
+    index = read_index(db)
+    if isinstance(index, str):
+        verdict = index.split(" ")[0]
+        return replay(journal, plan_rows), IndexCheck(verdict, f"{db.name} is {index}")
+    rows, index_head = index
+    entries, head = check_journal(journal)
+    if index_head["seq"] > head["seq"]:
+        raise JournalBroken(f"{journal}: journal truncated: {db.name} reflects entry {index_head['seq']}, the journal ends at entry {head['seq']}")
+    if index_head["seq"]:
+        check_recorded_head(journal, index_head, entries, head)
+    result = replay(journal, plan_rows, snapshot_at=index_head["seq"])
+    current = {k: tuple(o.get(c) for c in COMPARED) for k, o in result.ops.items()}
+    if rows == current:
+        return result, IndexCheck("ok", "agrees with the journal")
+    if result.snapshot is not None and rows == result.snapshot:
+        return result, IndexCheck("behind", f"{db.name} reflects journal entry {index_head['seq']} of {head['seq']}")
+    order = sorted(set(current) | set(rows), key=lambda k: result.ops[k]["seq"] if k in result.ops else -1)
+    first = next(k for k in order if rows.get(k) != current.get(k))
+    op = result.ops.get(first)
+    if op is None:
+        return result, IndexCheck("disagrees", f"{db.name} holds operation {first}, which is not in the plan")
+    if first not in rows:
+        return result, IndexCheck("disagrees", f"{db.name} lacks device {op['device_id']}")
+    return result, IndexCheck("disagrees", f"{db.name} says device {op['device_id']} is {rows[first][0]!r}, the journal says {op['state']!r}"
+                              + ("" if rows[first][0] != op["state"] else " (fields differ)"))  # fmt: skip
+
+
+def rebuild_index(run_dir: Path, result: Replay) -> Path | None:
+    """Write the index afresh from the replay; the old files (if any) are kept beside it for whoever investigates."""
+    db = run_dir / "checkpoints.sqlite"
+    kept = None
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    for suffix in ("", "-wal", "-shm"):
+        old = db.with_name(db.name + suffix)
+        if old.exists():
+            target = run_dir / f"checkpoints.replaced-{stamp}.sqlite{suffix}"
+            old.rename(target)
+            kept = kept or target
+    write_index(db, result.ops, result.transitions, result.head)
+    return kept
+
+
+def refuse_unless_consistent(check: IndexCheck, what: str) -> None:
+    """For rollback and export: an index that was edited is a reason to stop, not to guess."""
+    if check.verdict == "disagrees":
+        raise IndexInconsistent(f"refusing to {what}: {check.reason}; the journal is the record — resume the run to rebuild the index, and find out who changed it")
