@@ -30,7 +30,6 @@ from remediation.outputs import prepare_dir, write_csv, write_json, write_parque
 from remediation.report.content import build_report
 from remediation.report.html import render_html
 from remediation.report.markdown import render_markdown
-from remediation.apply.checkpoint import SqliteCheckpoints
 from remediation.apply.runner import ApplyOptions, ApplyResult, apply_plan, carry_files, dry_run, read_run, run_counts_table, write_outcomes
 from remediation.evidence.audit import export_audit, verify_export
 from remediation.plan import PLAN_SCHEMA, build_rollback_plan, plannable_categories, check_approved, approvals_path, build_plan, check_fresh, load_plan, make_approval, plan_counts, read_approvals, seal
@@ -294,18 +293,18 @@ def run_dry_run(plan_dir: str | Path, out_dir: str | Path, options: ApplyOptions
     return frame
 
 
-def run_status(run_dir: str | Path) -> dict:
-    run_dir = Path(run_dir)
-    run = read_run(run_dir)
-    db = run_dir / "checkpoints.sqlite"
-    if db.exists():
-        store = SqliteCheckpoints(db)
-        run["counts"] = run_counts_table(store.counts())
-        store.close()
-    lock = run_dir / "run.lock"
-    holder = lock.read_text() if lock.exists() else ""
-    run["lock"] = json.loads(holder) if holder.strip() else None
-    return run
+def run_status(run_dir: str | Path):
+    """The run's state from its verified journal (see apply/state.py): what `status` prints and exits with."""
+    from remediation.apply.state import run_state
+
+    return run_state(run_dir)
+
+
+def run_ops_from_journal(run_dir: Path, plan_rows: pd.DataFrame, what: str) -> pd.DataFrame:
+    """Every planned op's state replayed from the run's verified journal; an edited index is a refusal (exit 3)."""
+    from remediation.apply.index import verified_ops
+
+    return verified_ops(run_dir, plan_rows, read_run(run_dir).get("journal_head"), what).frame()
 
 
 def fresh_case(config: CaseConfig, fresh_dir: Path) -> CaseConfig:
@@ -377,9 +376,7 @@ def run_rollback(run_dir: str | Path, out_dir: str | Path, *, planner: str, devi
     """A plan that restores the recorded prior certificates of devices this run wrote; approved and applied like any plan."""
     run_dir = Path(run_dir)
     original = load_plan(read_run(run_dir)["plan_dir"])
-    store = SqliteCheckpoints(run_dir / "checkpoints.sqlite")
-    ops = store.ops_frame()
-    store.close()
+    ops = run_ops_from_journal(run_dir, original.rows, "plan a rollback")  # the journal, not the index, says what was written
     rows = build_rollback_plan(original.rows, ops, devices)
     if rows.empty:
         raise InputError("no device written by this run to roll back", file=str(run_dir))

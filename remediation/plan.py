@@ -169,11 +169,14 @@ class LoadedPlan:
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        value = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError("not found (is this a plan directory?)", file=str(path)) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise PlanTampered(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise PlanTampered(f"{path}: not a JSON object (found {type(value).__name__})")
+    return value
 
 
 def load_plan(directory: str | Path) -> LoadedPlan:
@@ -211,8 +214,10 @@ def read_approvals(plan_dir: Path) -> list[dict]:
     path = approvals_path(plan_dir)
     if not path.exists():
         return []
-    data = _read_json(path)
-    return data.get("approvals", [])
+    approvals = _read_json(path).get("approvals", [])
+    if not isinstance(approvals, list) or not all(isinstance(a, dict) for a in approvals):
+        raise PlanTampered(f"{path}: 'approvals' is not a list of approval records")
+    return approvals
 
 
 def make_approval(plan: LoadedPlan, approver: str, note: str = "", now: datetime | None = None) -> dict:

@@ -87,7 +87,7 @@ def replay(path: Path, plan_rows: pd.DataFrame, snapshot_at: int | None = None) 
             if recorded != {s: {k: v for k, v in c.items() if v} for s, c in counts.items() if any(c.values())}:
                 raise JournalBroken(f"{path}: journal entry {seq} ({event}) records counts {recorded}, but its transitions add up to "
                                     f"{ {s: {k: v for k, v in c.items() if v} for s, c in counts.items()} } (entries removed and re-chained?)")  # fmt: skip
-        if event in (*RUN_END_EVENTS, "run_started", "run_resumed"):
+        if event in (*RUN_END_EVENTS, "run_started", "run_resumed", "run_superseded"):
             result.last_run_event = entry
         if snapshot_at is not None and seq == snapshot_at:
             result.snapshot = {k: tuple(o.get(c) for c in COMPARED) for k, o in ops.items()}
@@ -198,3 +198,21 @@ def refuse_unless_consistent(check: IndexCheck, what: str) -> None:
     """For rollback and export: an index that was edited is a reason to stop, not to guess."""
     if check.verdict == "disagrees":
         raise IndexInconsistent(f"refusing to {what}: {check.reason}; the journal is the record — resume the run to rebuild the index, and find out who changed it")
+
+
+def verified_ops(run_dir: Path, plan_rows: pd.DataFrame, recorded_head: dict | None, what: str, require_end: bool = False) -> Replay:
+    """For rollback and export: the replayed ops of a run that is not running, whose journal verifies against its
+    recorded heads and whose index (if any) does not contradict it; with `require_end`, whose journal ends with a
+    finish or interruption record (a killed or cut-short run is resumed first)."""
+    from remediation.apply.lock import holder_alive, read_holder
+
+    holder = read_holder(run_dir / "run.lock")
+    if holder and holder_alive(holder):
+        raise IndexInconsistent(f"refusing to {what}: run {run_dir} is in progress (pid {holder.get('pid')} on {holder.get('host')}); wait for it to finish")
+    check_recorded_head(run_dir / "journal.jsonl", recorded_head)
+    result, index = check_index(run_dir, plan_rows)
+    refuse_unless_consistent(index, what)
+    if require_end and (result.last_run_event or {}).get("event") not in RUN_END_EVENTS:
+        raise IndexInconsistent(f"refusing to {what}: {run_dir / 'journal.jsonl'} does not end with a finish or interruption record "
+                                f"(last run event: {(result.last_run_event or {}).get('event', 'none')}); resume the run first")  # fmt: skip
+    return result

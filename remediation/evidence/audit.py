@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from remediation import __version__
-from remediation.apply.checkpoint import SqliteCheckpoints
+from remediation.apply.index import verified_ops
 from remediation.apply.runner import read_run
 from remediation.errors import InputError, SafetyRefusal
 from remediation.evidence.hashing import sha256_file
@@ -200,9 +200,8 @@ def export_audit(run_dir: Path, out_dir: Path, signing_key_path: Path, exported_
         raise InputError("export directory is not empty; exports are never overwritten", file=str(out))
     plan_dir = Path(run["plan_dir"])
     plan_rows = pd.read_parquet(plan_dir / "plan.parquet")
-    store = SqliteCheckpoints(run_dir / "checkpoints.sqlite")
-    ops = store.ops_frame()
-    store.close()
+    # Outcomes come from the verified journal, cross-checked against the checkpoint index (an edited index refuses).
+    ops = verified_ops(run_dir, plan_rows, run.get("journal_head"), "export", require_end=True).frame()
     try:
         # Findings and outcomes are streamed in chunks (10 million devices nationally); the counts are added up
         # on the way and checked before anything is signed.
