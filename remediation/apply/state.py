@@ -46,7 +46,10 @@ class RunState:
 
     @property
     def exit_code(self) -> int:
-        """0 only for a completed run with no failed or drifted device; 1 for anything that needs someone."""
+        """0 only for a completed run with no failed or drifted device; 1 for anything that needs someone; 3 when the
+        checkpoint index is missing, unreadable or contradicts the journal (the evidence needs looking at)."""
+        if self.index is not None and self.index.verdict in ("missing", "empty", "corrupt", "disagrees"):
+            return 3
         return 0 if self.state == "completed" and not self.failed and not self.drifted else 1
 
 

@@ -108,7 +108,7 @@ def print_run(counts: dict, status: str, paused: dict, run_dir: Path, lock: dict
         table.add_row(s1sp, *(str(c.get(s, 0)) for s in STATES))
     console.print(table)
     for s1sp, reason in sorted(paused.items()):
-        console.print(f"[yellow]paused {s1sp}: {reason}[/]; resume with: remediation resume {run_dir}")
+        console.print(f"[yellow]paused {s1sp}: {reason}[/]; resume with: remediation resume {run_dir}", soft_wrap=True)
     if lock:
         console.print(f"lock held by pid {lock.get('pid')} on {lock.get('host')} ({lock.get('who')}) since {lock.get('since')}")
 
@@ -139,7 +139,7 @@ def print_verify(verdict: dict, out_dir: Path, console: Console | None = None) -
 
 def print_interrupted(run_dir: Path, console: Console | None = None) -> None:
     console = console or Console()
-    console.print(f"[yellow]interrupted[/]: devices in flight were left checkpointed and are re-read on resume; continue with: remediation resume {run_dir}")
+    console.print(f"[yellow]interrupted[/]: devices in flight were left checkpointed and are re-read on resume; continue with: remediation resume {run_dir}", soft_wrap=True)
 
 
 def print_unread(frame, console: Console | None = None) -> int:
@@ -161,11 +161,11 @@ def print_run_state(state, console: Console | None = None) -> None:
     console = console or Console()
     print_run(state.counts, state.state, {}, state.run_dir, console=console)
     style = "green" if state.exit_code == 0 else "yellow"
-    console.print(f"[{style}]state: {state.state}[/]" + (f" — {state.cause}" if state.cause else ""))
+    console.print(f"[{style}]state: {state.state}[/]" + (f" — {state.cause}" if state.cause else ""), soft_wrap=True)
     for s1sp, reason in sorted(state.paused.items()):
         console.print(f"[yellow]paused {s1sp}: {reason}[/]")
     if state.next_command:
-        console.print(f"next: {state.next_command}")
+        console.print(f"next: {state.next_command}", soft_wrap=True)  # a command to copy: never wrapped
     if state.lock and state.lock_live:
         console.print(f"lock held by pid {state.lock.get('pid')} on {state.lock.get('host')} ({state.lock.get('who')}) since {state.lock.get('since')}")
     elif state.lock and state.lock_live is None:

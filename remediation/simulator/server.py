@@ -114,7 +114,8 @@ class Handler(BaseHTTPRequestHandler):
         if slots is None:
             self._send(404, {"error": "unknown device"})
             return
-        self._send(200, slots_body(slots.device_id, slots.version, slots.ds, slots.ka), {"ETag": f'"{slots.version}"'})
+        body = self.server.faults.lie(slots_body(slots.device_id, slots.version, slots.ds, slots.ka))
+        self._send(200, body, {"ETag": f'"{slots.version}"'})
 
     def do_PUT(self) -> None:  # noqa: N802
         m = PATH.match(self.path)
