@@ -446,3 +446,31 @@ def test_malformed_run_artefacts_are_one_line_errors(finished, tmp_path):
     assert "approvals.json" in one_line_error(CliRunner().invoke(main, ["apply", str(plan_copy), "--run", str(tmp_path / "r")]), 3)
     (plan_copy / "plan.json").write_text('"a string"')
     assert "not a JSON object" in one_line_error(CliRunner().invoke(main, ["apply", str(plan_copy), "--run", str(tmp_path / "r")]), 3)
+
+
+def test_export_whose_outcomes_disagree_with_its_journal_does_not_verify(finished, tmp_path):
+    """Even signed with the right key (a bug, or an insider holding it), outcomes the journal does not show are named."""
+    import base64
+
+    from remediation.evidence.audit import _sign, load_private_key
+    from remediation.evidence.hashing import sha256_file
+
+    run_dir, key = _copy_run(finished, tmp_path)
+    assert _export(run_dir, key, tmp_path).exit_code == 0
+    export = tmp_path / "export"
+    outcomes = pd.read_parquet(export / "outcomes.parquet")
+    device = outcomes.loc[outcomes["final_state"] == "done", "device_id"].iloc[0]
+    outcomes.loc[outcomes["device_id"] == device, "final_state"] = "noop"
+    outcomes.to_parquet(export / "outcomes.parquet", index=False)
+    summary = json.loads((export / "summary.json").read_text())
+    summary["devices_by_final_state"] = {k: int(v) for k, v in outcomes["final_state"].value_counts().sort_index().items()}
+    (export / "summary.json").write_text(json.dumps(summary))
+    manifest = json.loads((export / "manifest.json").read_text())
+    for f in manifest["files"]:
+        f["sha256"] = sha256_file(export / f["name"])
+    data = (json.dumps(manifest, indent=2) + "\n").encode()
+    (export / "manifest.json").write_bytes(data)
+    (export / "manifest.sig").write_text(base64.b64encode(_sign(load_private_key(key), data)).decode())
+    result = CliRunner().invoke(main, ["audit", "verify", str(export), "--pubkey", str(finished[0] / "audit.pub")])
+    line = one_line_error(result, 3)
+    assert device in line and "'noop'" in line and "journal entries say 'done'" in line

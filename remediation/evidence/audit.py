@@ -274,7 +274,25 @@ def verify_export(directory: Path, public_key_path: Path) -> dict:
     if extra:
         raise AuditFailure(f"{directory}: files not covered by the manifest: {', '.join(extra)}")
     _check_reconciliation(directory)
+    if {"journal.jsonl", "plan.parquet", "outcomes.parquet"} <= set(listed):
+        _check_outcomes_against_journal(directory)
     return manifest
+
+
+def _check_outcomes_against_journal(directory: Path) -> None:
+    """Every planned device's exported final state must be the one its journal entries lead to."""
+    from remediation.apply.index import replay
+
+    try:
+        journal = replay(directory / "journal.jsonl", pd.read_parquet(directory / "plan.parquet"))
+    except SafetyRefusal as exc:
+        raise AuditFailure(str(exc)) from None
+    outcomes = pd.read_parquet(directory / "outcomes.parquet", columns=["device_id", "operation_id", "final_state"])
+    planned = outcomes[outcomes["operation_id"].notna()]
+    for device, op, state in zip(planned["device_id"], planned["operation_id"], planned["final_state"]):
+        expected = journal.ops[op]["state"] if op in journal.ops else None
+        if state != expected:
+            raise AuditFailure(f"{directory / 'outcomes.parquet'}: device {device} is {state!r}, its journal entries say {expected!r}")
 
 
 def _check_reconciliation(directory: Path) -> None:
