@@ -78,7 +78,10 @@ def replay(path: Path, plan_rows: pd.DataFrame, snapshot_at: int | None = None) 
             if op["state"] != entry.get("from_state"):
                 raise JournalBroken(f"{path}: journal entry {seq}: device {op['device_id']} moves from {entry.get('from_state')!r} but the journal "
                                     f"left it {op['state']!r} (entries removed?)")  # fmt: skip
-            fields = entry.get("fields") or {}
+            if "fields" not in entry:
+                raise JournalBroken(f"{path}: journal entry {seq} has no checkpoint fields: this run was made by a version before the journal "
+                                    f"became the record, and its index cannot be rebuilt from it; finish it with that version")  # fmt: skip
+            fields = entry["fields"] or {}
             op.update({k: v for k, v in fields.items() if k in OP_FIELDS}, state=entry["to_state"], updated_at=_at(entry))
             result.transitions.append((op["operation_id"], entry["from_state"], entry["to_state"], _at(entry) or 0.0, None))
         elif event in RUN_END_EVENTS and "counts" in entry:
@@ -129,8 +132,9 @@ def read_index(db: Path) -> tuple[dict[str, tuple], dict] | str:
     if db.stat().st_size == 0:
         return "empty"
     try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None)
         try:
+            conn.execute("BEGIN")  # one read snapshot: the ops and the head they reflect, even while a run commits
             names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             if "ops" not in names:
                 return "empty"

@@ -100,6 +100,9 @@ def check_journal(path: str | Path) -> tuple[list[dict], dict]:
         data = path.read_bytes()
     except FileNotFoundError:
         raise JournalBroken(f"{path}: the run's journal is missing") from None
+    # A line being appended right now (a live run) is not an entry yet; a cut that removed whole entries is caught
+    # by the heads recorded in run.json and the checkpoint index.
+    data = data[: data.rfind(b"\n") + 1]
     for number, line in enumerate(data.splitlines(), start=1):
         try:
             entry = json.loads(line)
