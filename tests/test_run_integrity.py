@@ -133,6 +133,23 @@ def test_second_ctrl_c_exits_at_once_and_resume_writes_each_device_once(tmp_path
         sim.stop()
 
 
+def test_sigterm_is_an_orderly_stop_too(tmp_path):
+    _, config, plan_dir = planned_case(tmp_path, wrong=60, ok=0)
+    sim = start_sim(tmp_path / "moc.sqlite", config, faults="latency=10ms")
+    run_dir = tmp_path / "run"
+    try:
+        proc = subprocess.Popen(apply_command(plan_dir, run_dir, sim), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_for(lambda: journal_count(run_dir, "done") >= 10)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=15)
+    finally:
+        sim.stop()
+    assert proc.returncode == 1 and f"remediation resume {run_dir}" in " ".join(out.split()), err
+    entries = read_journal(run_dir / "journal.jsonl")
+    assert entries[-1]["event"] == "run_interrupted" and entries[-1]["signal"] == "SIGTERM"
+    assert all(w["at"] <= _ts(entries[-1]) for w in sim.writes())
+
+
 # ------------------------------------------------------------------------------------------------ journal first
 
 
@@ -386,14 +403,15 @@ def test_status_says_running_paused_stale_and_completed_with_honest_exit_codes(t
 
 
 def test_simulator_refuses_to_start_open(tmp_path):
+    """Real `remediation simulator serve` processes: each must exit 2 at once instead of serving (the old one served)."""
     _, config, _ = planned_case(tmp_path, wrong=1, ok=0)
     env = {k: v for k, v in os.environ.items() if k != "SIM_TOKEN_UNSET"}
-    args = ["simulator", "serve", "--config", str(config), "--s1sp", "MOC", "--db", str(tmp_path / "s.sqlite")]
-    unset = CliRunner(env=env).invoke(main, [*args, "--token-env", "SIM_TOKEN_UNSET"])
-    assert unset.exit_code == 2 and "SIM_TOKEN_UNSET is not set" in unset.output
+    args = [sys.executable, "-m", "remediation", "simulator", "serve", "--config", str(config), "--s1sp", "MOC", "--db", str(tmp_path / "s.sqlite")]
+    unset = subprocess.run([*args, "--token-env", "SIM_TOKEN_UNSET"], cwd=REPO, env=env, capture_output=True, text=True, timeout=30)
+    assert unset.returncode == 2 and "SIM_TOKEN_UNSET is not set" in unset.stderr
     (tmp_path / "ca.pem").write_text("x")
-    plain = CliRunner().invoke(main, [*args, "--client-ca", str(tmp_path / "ca.pem")])
-    assert plain.exit_code == 2 and "--client-ca needs --tls-cert" in plain.output
+    plain = subprocess.run([*args, "--client-ca", str(tmp_path / "ca.pem")], cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert plain.returncode == 2 and "--client-ca needs --tls-cert" in plain.stderr
 
 
 def test_simulator_checks_the_token_before_reading_the_body(tmp_path):

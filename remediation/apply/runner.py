@@ -248,7 +248,7 @@ def apply_plan(plan: LoadedPlan, run_dir: Path, options: ApplyOptions, progress:
                gateway_factory: Callable[[dict], Gateway] | None = None, memory_checkpoints: bool = False,
                stop: StopOnSignal | None = None, sign: Callable[[str, dict], dict] | None = None) -> ApplyResult:  # fmt: skip
     run_dir = Path(run_dir)
-    lease = lock = None
+    lease = lock = superseded = None
     try:
         if not memory_checkpoints:
             lease = PlanLease(plan.directory).acquire(options.who, run_dir=str(run_dir.resolve()))
@@ -256,7 +256,7 @@ def apply_plan(plan: LoadedPlan, run_dir: Path, options: ApplyOptions, progress:
         run = _prepare_run_dir(plan, run_dir, options.who)
         lock = RunLock(run_dir).acquire(options.who)
         with stop or StopOnSignal() as stopper:
-            return _apply_locked(plan, run_dir, run, lock, lease, superseded if lease else None, options, progress, gateway_factory,
+            return _apply_locked(plan, run_dir, run, lock, lease, superseded, options, progress, gateway_factory,
                                  memory_checkpoints, stopper, sign)  # fmt: skip
     finally:
         # The plan lease first, the run lock last: nothing of this process writes after either is released.
