@@ -231,6 +231,8 @@ def _open_index(run_dir: Path, plan: LoadedPlan, run: dict, journal_exists: bool
     or edited. Returns the index and what was rebuilt (for the journal), or None."""
     db = run_dir / "checkpoints.sqlite"
     if not journal_exists:
+        if (run.get("journal_head") or {}).get("seq"):
+            raise IndexInconsistent(f"{run_dir}: the journal is missing or empty, but run.json records {run['journal_head']['seq']} entries; refusing")
         if db.exists() and db.stat().st_size:
             raise IndexInconsistent(f"{run_dir}: checkpoints.sqlite exists but the journal does not; the journal is the record — refusing")
         return SqliteCheckpoints(db), None
