@@ -200,6 +200,7 @@ class _ApplyProgress(_ProgressLines):
 
 def _finish_apply(result) -> None:
     terminal.print_run(result.counts, result.status, result.paused, result.run_dir)
+    terminal.print_failures(result.failures)
     if result.status == "interrupted":
         terminal.print_interrupted(result.run_dir)
     if result.status != "completed":

@@ -297,6 +297,7 @@ def test_a_reply_that_is_not_about_the_device_asked_for_is_a_protocol_error(tmp_
     assert result.exit_code == 1, result.output
     screen = " ".join(result.stdout.split())
     assert "protocol error" in screen and reason in screen  # in the pause message, on screen
+    assert "failed devices by reason" in screen and f"MOC: 5 × protocol error: {reason}" in screen
     outcomes = pd.read_parquet(tmp_path / "run" / "outcomes.parquet")
     assert set(outcomes["state"]) - {"pending"} == {"failed"} and "noop" not in set(outcomes["state"])
     assert outcomes.loc[outcomes["state"] == "failed", "last_error"].str.contains(reason, regex=False).all()

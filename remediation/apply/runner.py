@@ -53,6 +53,14 @@ class ApplyResult:
     counts: dict
     paused: dict
     status: str
+    failures: dict = field(default_factory=dict)  # (S1SP, reason) -> failed devices, for the screen
+
+
+def failure_reasons(ops: pd.DataFrame) -> dict[tuple[str, str], int]:
+    """Failed devices grouped by S1SP and reason (the device id taken out, so like reasons group)."""
+    failed = ops[ops["state"] == FAILED]
+    reasons = [str(e or "?").removeprefix(f"{d}: ") for d, e in zip(failed["device_id"], failed["last_error"])]
+    return {k: int(v) for k, v in failed.assign(reason=reasons).groupby(["s1sp", "reason"]).size().sort_values(ascending=False).items()}
 
 
 def _endpoint(plan: LoadedPlan, s1sp: str, options: ApplyOptions) -> dict:
@@ -363,8 +371,9 @@ def _apply_locked(plan, run_dir, run, lock, lease, superseded, options, progress
         recorder.save(status=status, paused=paused, counts=counts)
     else:
         run.update(status=status, paused=paused, counts=counts)
+    failures = failure_reasons(checkpoints.ops_frame())
     checkpoints.close()
-    return ApplyResult(run_dir, counts, paused, status)
+    return ApplyResult(run_dir, counts, paused, status, failures)
 
 
 def _reopen_failed(checkpoints, rows: pd.DataFrame) -> None:

@@ -142,6 +142,16 @@ def print_interrupted(run_dir: Path, console: Console | None = None) -> None:
     console.print(f"[yellow]interrupted[/]: devices in flight were left checkpointed and are re-read on resume; continue with: remediation resume {run_dir}", soft_wrap=True)
 
 
+def print_failures(failures: dict, console: Console | None = None) -> None:
+    """Why devices failed, grouped by S1SP and reason (outcomes.csv has them per device)."""
+    if not failures:
+        return
+    console = console or Console()
+    console.print(f"[red]failed devices by reason[/] ({sum(failures.values())}; per device in outcomes.csv):")
+    for (s1sp, reason), n in failures.items():
+        console.print(f"  {s1sp}: {n} × {reason}", soft_wrap=True)
+
+
 def print_unread(frame, console: Console | None = None) -> int:
     """A dry run's devices that could not be read, grouped by S1SP and cause; returns how many there were."""
     failed = frame[frame["state"] == "failed"]
