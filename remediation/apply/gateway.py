@@ -145,7 +145,7 @@ def _reply_version(body: dict, device_id: str, *, require_device: bool) -> int:
     """The reply's version, after checking it answers for this device (a PUT's reply may leave the id out)."""
     named = body.get("device_id")
     if (require_device or named is not None) and named != device_id:
-        raise ProtocolError(f"{device_id}: protocol error: reply names device {str(named)[:40]!r}, not {device_id}", 200)
+        raise ProtocolError(f"{device_id}: protocol error: reply names device {str(named)[:40]!r}, not the one asked for", 200)
     version = body.get("version")
     if isinstance(version, bool) or not isinstance(version, int):
         raise ProtocolError(f"{device_id}: protocol error: version {str(version)[:20]!r} is not an integer", 200)
