@@ -225,6 +225,20 @@ def _export(run_dir, key, tmp_path):
     return CliRunner().invoke(main, ["audit", "export", str(run_dir), "--out", str(tmp_path / "export"), "--sign-key", str(key)])
 
 
+def test_journal_head_is_recorded_in_run_json_and_with_the_index(finished):
+    root, plan_dir = finished
+    from remediation.evidence.journal import check_journal
+
+    _, head = check_journal(root / "run" / "journal.jsonl")
+    assert json.loads((root / "run" / "run.json").read_text())["journal_head"] == head
+    with sqlite3.connect(root / "run" / "checkpoints.sqlite") as conn:
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+    last_transition = [e for e in read_journal(root / "run" / "journal.jsonl") if e["event"] == "transition"][-1]
+    assert int(meta["journal_seq"]) == last_transition["seq"] and meta["journal_hash"] != head["hash"]
+    owner = json.loads((plan_dir / "active_run.json").read_text())
+    assert owner["run_dir"] == str((root / "run").resolve()) and owner["status"] == "completed"
+
+
 def test_one_device_removed_from_the_journal_and_rechained_is_refused(finished, tmp_path):
     run_dir, key = _copy_run(finished, tmp_path)
     lines = (run_dir / "journal.jsonl").read_bytes().splitlines()

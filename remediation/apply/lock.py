@@ -15,7 +15,7 @@ import socket
 from datetime import datetime, timezone
 from pathlib import Path
 
-from remediation.errors import SafetyRefusal
+from remediation.errors import InputError, SafetyRefusal
 
 
 class RunLocked(SafetyRefusal):
@@ -56,7 +56,10 @@ class RunLock:
         self.previous: dict | None = None
 
     def acquire(self, who: str, **extra) -> RunLock:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o640)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o640)
+        except OSError as exc:
+            raise InputError(f"cannot open the lock file ({exc.strerror}); the directory must be writable by the operator", file=str(self.path)) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
