@@ -145,16 +145,15 @@ RUN_EVENTS_SIGNED = ("run_started", "run_resumed", "run_interrupted", "run_finis
 
 class RunRecorder:
     """The run's own records: every run event goes through `record_run_event`, which journals it and then records the
-    journal head (seq, hash) in run.json. `sign`, when given (the operator key, authority issue), returns fields to add
-    to the start, resume, interrupted and finish records: one place to sign them."""
+    journal head (seq, hash) in run.json (`journal_head`, kept apart from anything else in run.json). `signed` (the
+    operator's authority fields, e.g. a `signer` for the journal, from the authority issue) is added to the start,
+    resume, interrupted and finish records here and nowhere else."""
 
-    def __init__(self, run_dir: Path, run: dict, journal: Journal, sign: Callable[[str, dict], dict] | None = None):
-        self.run_dir, self.run, self.journal, self.sign = run_dir, run, journal, sign
+    def __init__(self, run_dir: Path, run: dict, journal: Journal, signed: dict | None = None):
+        self.run_dir, self.run, self.journal, self.signed = run_dir, run, journal, signed or {}
 
     def record_run_event(self, kind: str, **payload) -> dict:
-        if self.sign is not None and kind in RUN_EVENTS_SIGNED:
-            payload = {**payload, **self.sign(kind, payload)}
-        entry = self.journal.append(kind, **payload)
+        entry = self.journal.append(kind, **payload, **(self.signed if kind in RUN_EVENTS_SIGNED else {}))
         self.save()
         return entry
 
@@ -256,7 +255,8 @@ def _open_index(run_dir: Path, plan: LoadedPlan, run: dict, journal_exists: bool
 
 def apply_plan(plan: LoadedPlan, run_dir: Path, options: ApplyOptions, progress: Callable[[str, int, int], None] | None = None,
                gateway_factory: Callable[[dict], Gateway] | None = None, memory_checkpoints: bool = False,
-               stop: StopOnSignal | None = None, sign: Callable[[str, dict], dict] | None = None) -> ApplyResult:  # fmt: skip
+               stop: StopOnSignal | None = None, authority=None) -> ApplyResult:  # fmt: skip
+    """`authority` (issue 9's RunAuthority, checked before any gateway is built) signs the run's own records."""
     run_dir = Path(run_dir)
     lease = lock = superseded = None
     try:
@@ -267,7 +267,7 @@ def apply_plan(plan: LoadedPlan, run_dir: Path, options: ApplyOptions, progress:
         lock = RunLock(run_dir).acquire(options.who)
         with stop or StopOnSignal() as stopper:
             return _apply_locked(plan, run_dir, run, lock, lease, superseded, options, progress, gateway_factory,
-                                 memory_checkpoints, stopper, sign)  # fmt: skip
+                                 memory_checkpoints, stopper, authority.journal_fields() if authority is not None else {})  # fmt: skip
     finally:
         # The plan lease first, the run lock last: nothing of this process writes after either is released.
         if lease is not None:
@@ -276,7 +276,7 @@ def apply_plan(plan: LoadedPlan, run_dir: Path, options: ApplyOptions, progress:
             lock.release()
 
 
-def _apply_locked(plan, run_dir, run, lock, lease, superseded, options, progress, gateway_factory, memory_checkpoints, stopper, sign) -> ApplyResult:
+def _apply_locked(plan, run_dir, run, lock, lease, superseded, options, progress, gateway_factory, memory_checkpoints, stopper, signed) -> ApplyResult:
     journal = recorder = None
     rebuilt = None
     if memory_checkpoints:
@@ -286,7 +286,7 @@ def _apply_locked(plan, run_dir, run, lock, lease, superseded, options, progress
         checkpoints, rebuilt = _open_index(run_dir, plan, run, journal_exists)
         journal = Journal(run_dir / "journal.jsonl")
         checkpoints.journal = journal
-        recorder = RunRecorder(run_dir, run, journal, sign)
+        recorder = RunRecorder(run_dir, run, journal, signed)
     if recorder is not None:
         if journal.seq == 0:
             recorder.record_run_event("run_started", plan_hash=plan.plan_hash, plan_dir=str(plan.directory.resolve()), approvals=valid_approvals(plan),
