@@ -70,49 +70,62 @@ def replay(path: Path, plan_rows: pd.DataFrame, snapshot_at: int | None = None) 
     ops = seed_ops(plan_rows)
     result = Replay(ops, head, len(entries))
     for entry in entries:
-        event, seq = entry.get("event"), entry.get("seq")
-        if event == "transition":
-            op = ops.get(entry.get("operation_id"))
-            if op is None or op["device_id"] != entry.get("device_id"):
-                raise JournalBroken(f"{path}: journal entry {seq}: operation {entry.get('operation_id')} of device {entry.get('device_id')} is not in the run's plan")
-            if op["state"] != entry.get("from_state"):
-                raise JournalBroken(f"{path}: journal entry {seq}: device {op['device_id']} moves from {entry.get('from_state')!r} but the journal "
-                                    f"left it {op['state']!r} (entries removed?)")  # fmt: skip
-            if "fields" not in entry:
-                raise JournalBroken(f"{path}: journal entry {seq} has no checkpoint fields: this run was made by a version before the journal "
-                                    f"became the record, and its index cannot be rebuilt from it; finish it with that version")  # fmt: skip
-            fields = entry["fields"] or {}
-            op.update({k: v for k, v in fields.items() if k in OP_FIELDS}, state=entry["to_state"], updated_at=_at(entry))
-            result.transitions.append((op["operation_id"], entry["from_state"], entry["to_state"], _at(entry) or 0.0, None))
-        elif event in RUN_END_EVENTS and "counts" in entry:
-            counts = result.counts()
-            recorded = {s: {k: v for k, v in c.items() if v} for s, c in entry["counts"].items()}
-            if recorded != {s: {k: v for k, v in c.items() if v} for s, c in counts.items() if any(c.values())}:
-                raise JournalBroken(f"{path}: journal entry {seq} ({event}) records counts {recorded}, but its transitions add up to "
-                                    f"{ {s: {k: v for k, v in c.items() if v} for s, c in counts.items()} } (entries removed and re-chained?)")  # fmt: skip
-        if event in (*RUN_END_EVENTS, "run_started", "run_resumed", "run_superseded"):
-            result.last_run_event = entry
-        if snapshot_at is not None and seq == snapshot_at:
+        try:
+            _replay_entry(path, entry, ops, result)
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise JournalBroken(f"{path}: journal entry {entry.get('seq')} ({entry.get('event')}) is malformed ({type(exc).__name__}: {exc})") from None
+        if snapshot_at is not None and entry.get("seq") == snapshot_at:
             result.snapshot = {k: tuple(o.get(c) for c in COMPARED) for k, o in ops.items()}
     if snapshot_at == 0:
         result.snapshot = {k: tuple(o.get(c) for c in COMPARED) for k, o in seed_ops(plan_rows).items()}
     return result
 
 
-def check_recorded_head(path: Path, recorded: dict | None, entries: list[dict] | None = None, head: dict | None = None) -> None:
-    """run.json's head must be an entry of the journal, with the same hash: else the journal was cut or rewritten."""
+def _replay_entry(path: Path, entry: dict, ops: dict[str, dict], result: Replay) -> None:
+    """One journal entry applied to the replay; JournalBroken when it contradicts what came before."""
+    event, seq = entry.get("event"), entry.get("seq")
+    if event == "transition":
+        op = ops.get(entry.get("operation_id"))
+        if op is None or op["device_id"] != entry.get("device_id"):
+            raise JournalBroken(f"{path}: journal entry {seq}: operation {entry.get('operation_id')} of device {entry.get('device_id')} is not in the run's plan")
+        if op["state"] != entry.get("from_state"):
+            raise JournalBroken(f"{path}: journal entry {seq}: device {op['device_id']} moves from {entry.get('from_state')!r} but the journal "
+                                f"left it {op['state']!r} (entries removed?)")  # fmt: skip
+        if "fields" not in entry:
+            raise JournalBroken(f"{path}: journal entry {seq} has no checkpoint fields: this run was made by a version before the journal "
+                                f"became the record, and its index cannot be rebuilt from it; finish it with that version")  # fmt: skip
+        fields = entry["fields"] or {}
+        op.update({k: v for k, v in fields.items() if k in OP_FIELDS}, state=entry["to_state"], updated_at=_at(entry))
+        result.transitions.append((op["operation_id"], entry["from_state"], entry["to_state"], _at(entry) or 0.0, None))
+    elif event in RUN_END_EVENTS and "counts" in entry:
+        counts = result.counts()
+        recorded = {s: {k: v for k, v in c.items() if v} for s, c in entry["counts"].items()}
+        if recorded != {s: {k: v for k, v in c.items() if v} for s, c in counts.items() if any(c.values())}:
+            raise JournalBroken(f"{path}: journal entry {seq} ({event}) records counts {recorded}, but its transitions add up to "
+                                f"{ {s: {k: v for k, v in c.items() if v} for s, c in counts.items()} } (entries removed and re-chained?)")  # fmt: skip
+    if event in (*RUN_END_EVENTS, "run_started", "run_resumed", "run_superseded"):
+        result.last_run_event = entry
+
+
+def check_recorded_head(path: Path, recorded: dict | None, entries: list[dict] | None = None, head: dict | None = None,
+                        source: str = "run.json") -> None:  # fmt: skip
+    """A recorded head (run.json's, the index's) must be an entry of the journal with the same hash: else the journal
+    was cut short or rewritten after it was recorded."""
     if not recorded:
         return
+    try:
+        seq, want = int(recorded.get("seq", 0)), str(recorded.get("hash"))
+    except (AttributeError, TypeError, ValueError):
+        raise JournalBroken(f"{path}: {source} records a journal head that is not (seq, hash): {str(recorded)[:80]}") from None
     if entries is None:
         entries, head = check_journal(path)
-    seq, want = int(recorded.get("seq", 0)), recorded.get("hash")
     if seq > len(entries):
-        raise JournalBroken(f"{path}: journal truncated: run.json records head entry {seq}, the journal ends at entry {len(entries)}")
-    if seq == 0:
+        raise JournalBroken(f"{path}: journal truncated: {source} records head entry {seq}, the journal ends at entry {len(entries)}")
+    if seq <= 0:
         return
     have = entries[seq]["prev"] if seq < len(entries) else head["hash"]
     if have != want:
-        raise JournalBroken(f"{path}: journal rewritten: run.json records entry {seq} with hash {str(want)[:16]}…, the journal's entry {seq} hashes to {have[:16]}…")
+        raise JournalBroken(f"{path}: journal rewritten: {source} records entry {seq} with hash {want[:16]}…, the journal's entry {seq} hashes to {have[:16]}…")
 
 
 @dataclass
@@ -165,7 +178,7 @@ def check_index(run_dir: Path, plan_rows: pd.DataFrame) -> tuple[Replay, IndexCh
     if index_head["seq"] > head["seq"]:
         raise JournalBroken(f"{journal}: journal truncated: {db.name} reflects entry {index_head['seq']}, the journal ends at entry {head['seq']}")
     if index_head["seq"]:
-        check_recorded_head(journal, index_head, entries, head)
+        check_recorded_head(journal, index_head, entries, head, source=db.name)
     result = replay(journal, plan_rows, snapshot_at=index_head["seq"])
     current = {k: tuple(o.get(c) for c in COMPARED) for k, o in result.ops.items()}
     if rows == current:
