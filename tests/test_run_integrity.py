@@ -265,6 +265,27 @@ def test_rechained_journal_with_forged_heads_is_caught_by_the_finish_record_coun
     assert "run_finished" in line and "counts" in line
 
 
+def test_forged_done_to_noop_appended_to_the_journal_is_refused(finished, tmp_path):
+    """An insider appends a well-chained transition turning a written device into noop, a run_finished with counts to
+    match, and fixes run.json's head: the replay knows apply never moves a device it wrote to noop."""
+    run_dir, key = _copy_run(finished, tmp_path)
+    lines = (run_dir / "journal.jsonl").read_bytes().splitlines()
+    entries = [json.loads(line) for line in lines]
+    done = next(e for e in entries if e["event"] == "transition" and e["to_state"] == "done")
+    finish = dict(entries[-1])
+    finish["counts"] = {"MOC": {**finish["counts"]["MOC"], "done": finish["counts"]["MOC"]["done"] - 1, "noop": 1}}
+    forged = {k: done[k] for k in ("operation_id", "device_id", "s1sp")} | {"event": "transition", "from_state": "done", "to_state": "noop",
+                                                                         "fields": {}, "at": finish["at"]}  # fmt: skip
+    rechained, head = _rechain([*lines, canonical_json(forged), canonical_json(finish)])
+    (run_dir / "journal.jsonl").write_bytes(b"\n".join(rechained) + b"\n")
+    run = json.loads((run_dir / "run.json").read_text())
+    run["journal_head"] = {"seq": len(rechained), "hash": head}
+    (run_dir / "run.json").write_text(json.dumps(run))
+    (run_dir / "checkpoints.sqlite").unlink()
+    line = one_line_error(_export(run_dir, key, tmp_path), 3)
+    assert done["device_id"] in line and "cannot move from 'done' to 'noop'" in line
+
+
 def test_journal_cut_short_is_refused(finished, tmp_path):
     run_dir, key = _copy_run(finished, tmp_path)
     lines = (run_dir / "journal.jsonl").read_bytes().splitlines()

@@ -25,10 +25,20 @@ from pathlib import Path
 
 import pandas as pd
 
-from remediation.apply.checkpoint import OP_COLUMNS, OP_FIELDS, counts_of, seed_ops, write_index
+from remediation.apply.checkpoint import (CONFIRMING, DONE, DRIFTED, FAILED, NOOP, OP_COLUMNS, OP_FIELDS, PENDING, READING, WRITING, counts_of, seed_ops,
+                                          write_index)  # fmt: skip
 from remediation.evidence.journal import JournalBroken, check_journal
 
 COMPARED = ("state", *OP_FIELDS)  # what an index row must agree with the journal on
+# The executor's state machine: any other move in a journal was not made by apply (done, noop and drifted are final;
+# only --retry-failed reopens a failed device; `noop` is reached only from a first read, never after a write).
+ALLOWED = {
+    PENDING: {READING},
+    READING: {DONE, NOOP, DRIFTED, WRITING, FAILED},
+    WRITING: {WRITING, CONFIRMING, DONE, DRIFTED, FAILED},
+    CONFIRMING: {DONE, DRIFTED, WRITING, FAILED},
+    FAILED: {PENDING},
+}
 RUN_END_EVENTS = ("run_finished", "run_interrupted")
 
 
@@ -91,6 +101,9 @@ def _replay_entry(path: Path, entry: dict, ops: dict[str, dict], result: Replay)
         if op["state"] != entry.get("from_state"):
             raise JournalBroken(f"{path}: journal entry {seq}: device {op['device_id']} moves from {entry.get('from_state')!r} but the journal "
                                 f"left it {op['state']!r} (entries removed?)")  # fmt: skip
+        if entry["to_state"] not in ALLOWED.get(op["state"], ()) or (entry["to_state"] == NOOP and op.get("attempts")):
+            raise JournalBroken(f"{path}: journal entry {seq}: device {op['device_id']} cannot move from {op['state']!r} to {entry['to_state']!r}"
+                                + (" after this run wrote it" if op.get("attempts") else ""))  # fmt: skip
         if "fields" not in entry:
             raise JournalBroken(f"{path}: journal entry {seq} has no checkpoint fields: this run was made by a version before the journal "
                                 f"became the record, and its index cannot be rebuilt from it; finish it with that version")  # fmt: skip
@@ -111,14 +124,16 @@ def check_recorded_head(path: Path, recorded: dict | None, entries: list[dict] |
                         source: str = "run.json") -> None:  # fmt: skip
     """A recorded head (run.json's, the index's) must be an entry of the journal with the same hash: else the journal
     was cut short or rewritten after it was recorded."""
+    if entries is None:
+        entries, head = check_journal(path)
     if not recorded:
+        if source == "run.json" and len(entries) > 1:
+            raise JournalBroken(f"{path}: run.json records no journal head, but the journal has {len(entries)} entries (run.json replaced?)")
         return
     try:
         seq, want = int(recorded.get("seq", 0)), str(recorded.get("hash"))
     except (AttributeError, TypeError, ValueError):
         raise JournalBroken(f"{path}: {source} records a journal head that is not (seq, hash): {str(recorded)[:80]}") from None
-    if entries is None:
-        entries, head = check_journal(path)
     if seq > len(entries):
         raise JournalBroken(f"{path}: journal truncated: {source} records head entry {seq}, the journal ends at entry {len(entries)}")
     if seq <= 0:
