@@ -70,7 +70,7 @@ def test_ctrl_c_stops_dispatching_journals_and_keeps_the_lock_until_the_process_
     try:
         first = subprocess.Popen(apply_command(plan_dir, run_dir, sim), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         wait_for(lambda: journal_count(run_dir, "done") >= 20)
-        sim.set_faults("latency=2500ms,latency_sigma=0")  # the requests now in flight take 2.5 s to answer
+        sim.set_faults("latency=4000ms,latency_sigma=0")  # the requests now in flight take 4 s to answer
         time.sleep(0.4)
         first.send_signal(signal.SIGINT)
         interrupted_at = time.time()
@@ -344,7 +344,7 @@ def test_a_reply_that_is_not_about_the_device_asked_for_is_a_protocol_error(tmp_
 
 def test_two_run_directories_for_one_plan_at_once_one_is_refused(tmp_path):
     _, config, plan_dir = planned_case(tmp_path, wrong=60, ok=0)
-    sim = start_sim(tmp_path / "moc.sqlite", config, faults="latency=10ms")
+    sim = start_sim(tmp_path / "moc.sqlite", config, faults="latency=50ms")  # a run long enough that the two overlap
     try:
         procs = [subprocess.Popen(apply_command(plan_dir, tmp_path / name, sim), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                  for name in ("a", "b")]  # fmt: skip
