@@ -18,7 +18,7 @@ from remediation import __version__
 from remediation.apply.checkpoint import DONE, DRIFTED, FAILED, FINAL_STATES, IN_FLIGHT, NOOP, STATES, MemoryCheckpoints, SqliteCheckpoints
 from remediation.apply.executor import INTERRUPTED, DeviceExecutor, RetryPolicy, run_s1sp
 from remediation.apply.gateway import Gateway, HttpGateway
-from remediation.apply.index import IndexInconsistent, check_index, check_recorded_head, rebuild_index
+from remediation.apply.index import IndexInconsistent, check_index, rebuild_index
 from remediation.apply.lock import PlanLease, PlanLocked, RunLock
 from remediation.apply.pacing import RateLimiter, WavePolicy
 from remediation.errors import InputError, SafetyRefusal
@@ -243,8 +243,7 @@ def _open_index(run_dir: Path, plan: LoadedPlan, run: dict, journal_exists: bool
         if db.exists() and db.stat().st_size:
             raise IndexInconsistent(f"{run_dir}: checkpoints.sqlite exists but the journal does not; the journal is the record — refusing")
         return SqliteCheckpoints(db), None
-    check_recorded_head(run_dir / "journal.jsonl", run.get("journal_head"))
-    result, check = check_index(run_dir, plan.rows)
+    result, check = check_index(run_dir, plan.rows, run.get("journal_head"))
     rebuilt = None
     if check.verdict != "ok":
         kept = rebuild_index(run_dir, result)
