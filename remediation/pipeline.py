@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass, replace
 from datetime import date
@@ -33,7 +32,7 @@ from remediation.outputs import prepare_dir, write_csv, write_json, write_parque
 from remediation.report.content import build_report
 from remediation.report.html import render_html
 from remediation.report.markdown import render_markdown
-from remediation.apply.runner import ApplyOptions, ApplyResult, apply_plan, carry_files, dry_run, read_run, run_counts_table, write_outcomes
+from remediation.apply.runner import ApplyOptions, ApplyResult, apply_plan, carry_files, dry_run, read_run, write_outcomes
 from remediation.evidence.audit import export_audit, verify_export
 from remediation.plan import PLAN_SCHEMA, build_rollback_plan, plannable_categories, check_approved, approvals_path, build_plan, check_fresh, load_plan, make_approval, plan_counts, read_approvals, seal
 
