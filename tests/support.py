@@ -11,7 +11,7 @@ from pathlib import Path
 
 from remediation import pipeline
 from remediation.identifiers import mpan_check_digit
-from remediation.testpki import Authority, der, make_org_ca, make_org_certificate, pem
+from remediation.testpki import SMKI_POLICY_OID, Authority, der, make_org_ca, make_org_certificate, pem
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_CASE = REPO / "configs" / "sample.toml"
@@ -85,6 +85,10 @@ class CaseFiles:
     revoked: list = field(default_factory=list)
     policy: dict = field(default_factory=dict)
     registry_certs: dict = field(default_factory=dict)  # (NO id, "DS"|"KA") -> DER replacing its current certificate
+    policy_oids: tuple = (SMKI_POLICY_OID.dotted_string,)  # [pki] accepted_policy_oids
+    s1sp_settings: dict = field(default_factory=dict)  # S1SP code -> extra keys of its [s1sp.CODE] table
+    extra_toml: str = ""  # appended to the case file (e.g. [device_types.X] tables)
+    operators: dict = field(default_factory=lambda: dict(OPERATORS))  # the registry's NOs
 
     def device(self, device_id: str, mpxn: str, ds=None, ka=None, *, device_type: str = "ESME", s1sp: str = "MOC",
                extracted_at: str = "2026-05-31T02:00:00Z") -> dict:  # fmt: skip
@@ -105,25 +109,32 @@ class CaseFiles:
             f'{c} = "{c}"\n' for c in ("mpxn", "fuel", "network_operator_id", "effective_from", "effective_to")))  # fmt: skip
         (root / "pki").mkdir(exist_ok=True)
         (root / "pki" / "ca.pem").write_bytes(org_ca().pem())
-        (root / "pki" / "orl.csv").write_text("serial\n" + "".join(f"{s}\n" for s in self.revoked))
+        # ORL entries: a serial (issued by the test Organisation CA, Z1) or an (issuer, serial) pair.
+        orl = [(r if isinstance(r, tuple) else ("Z1", r)) for r in self.revoked]
+        (root / "pki" / "orl.csv").write_text("issuer,serial\n" + "".join(f"{i},{s}\n" for i, s in orl))
         registry = []
-        for no, (fuel, entity) in OPERATORS.items():
+        for no, (fuel, entity) in self.operators.items():
             for usage in ("DS", "KA"):
                 (root / "pki" / f"{no}-{usage}.pem").write_text(pem_of(self.registry_certs.get((no, usage)) or no_cert(no, usage)))
             registry.append(f'[[network_operator]]\nid = "{no}"\nfuel = "{fuel}"\nentity_id = "{entity}"\n'
                             f'ds_certificate = "pki/{no}-DS.pem"\nka_certificate = "pki/{no}-KA.pem"\n')  # fmt: skip
         (root / "registry.toml").write_text("\n".join(registry))
         extracts = []
-        for s1sp in sorted({r.get("_file", r["s1sp"]) for r in self.rows} | {"MOC"}):
+        s1sps = sorted({r.get("_file", r["s1sp"]) for r in self.rows} | {"MOC"} | set(self.s1sp_settings))
+        for s1sp in s1sps:
             path = root / f"{s1sp.lower()}.csv"
             write_csv(path, [{k: v for k, v in r.items() if k != "_file"} for r in self.rows if r.get("_file", r["s1sp"]) == s1sp],
                       ["s1sp", "device_id", "device_type", "mpxn", "no_ds_cert", "no_ka_cert", "extracted_at"])  # fmt: skip
             extracts.append(f'[[inputs.extract]]\ns1sp = "{s1sp}"\npath = "{path.name}"\ndialect = "dialects/canonical.toml"\n')
         write_csv(root / "rdp.csv", self.rdp, ["mpxn", "fuel", "network_operator_id", "effective_from", "effective_to"])
-        policy = "".join(f"{k} = {str(v).lower()}\n" for k, v in self.policy.items())
+        policy = "".join(f"{k} = {toml_value(v)}\n" for k, v in self.policy.items())
+        oids = ", ".join(f'"{o}"' for o in self.policy_oids)
+        s1sp_tables = "".join(f"[s1sp.{code}]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in self.s1sp_settings.get(code, {}).items())
+                              for code in s1sps)  # fmt: skip
         case = (f'[case]\nname = "test"\nas_of = {AS_OF.isoformat()}\n[inputs]\nregistry = "registry.toml"\n' + "".join(extracts)
                 + '[[inputs.rdp]]\npath = "rdp.csv"\ndialect = "dialects/rdp.toml"\n'
-                + '[pki]\norganisation_ca = "pki/ca.pem"\norl = "pki/orl.csv"\n[policy]\n' + policy)  # fmt: skip
+                + f'[pki]\norganisation_ca = "pki/ca.pem"\norl = "pki/orl.csv"\naccepted_policy_oids = [{oids}]\n[policy]\n' + policy
+                + s1sp_tables + self.extra_toml)  # fmt: skip
         (root / "case.toml").write_text(case)
         return root / "case.toml"
 
@@ -132,6 +143,14 @@ class CaseFiles:
 
     def plan(self, out: str = "plan", planner: str = "alice", **kw) -> pipeline.PlanResult:
         return pipeline.run_plan(self.write(), self.root / out, planner=planner, **kw)
+
+
+def toml_value(v) -> str:
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, str):
+        return f'"{v}"'
+    return str(v)
 
 
 def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
