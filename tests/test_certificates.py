@@ -156,7 +156,8 @@ def test_orl_serial_of_another_issuer_does_not_revoke(tmp_path):
     assert not catalog.frame(date(2026, 1, 1)).loc[cid, "revoked"]
     (tmp_path / "orl.csv").write_text(f'issuer,serial\n"OU=07,CN=Z1",{serial}\n')  # the full RFC 4514 name also names it
     catalog = CertificateCatalog([CA.certificate], load_orl(tmp_path / "orl.csv"))
-    assert catalog.frame(date(2026, 1, 1)).loc[catalog.intern_der(der(cert)), "revoked"]
+    cid = catalog.intern_der(der(cert))
+    assert catalog.frame(date(2026, 1, 1)).loc[cid, "revoked"]
 
 
 def test_orl_without_issuers_is_refused(tmp_path):
