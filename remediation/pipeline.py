@@ -184,10 +184,11 @@ def _locked_out(detection: Detection, configured: list[str]) -> dict:
     by_s1sp = {label: int(n) for label, n in zip(s1sp_labels, np.bincount(s1sp[s1sp >= 0], minlength=len(s1sp_labels))) if n}
     by_no = {str(label): int(n) for label, n in zip(no_labels, np.bincount(no[no >= 0], minlength=len(no_labels))) if n}
     pairs: dict[str, dict[str, int]] = {}
-    if len(s1sp):
-        frame = pd.DataFrame({"s1sp": np.asarray(s1sp_labels, dtype=object)[s1sp], "no": np.append(np.asarray(no_labels, dtype=object), "")[no]})
-        for (a, b), n in frame.groupby(["s1sp", "no"]).size().items():
-            pairs.setdefault(a, {})[b] = int(n)
+    width = len(no_labels) + 1  # the last code: no registered NO
+    counts = np.bincount(s1sp.astype(np.int64) * width + np.where(no >= 0, no, width - 1), minlength=len(s1sp_labels) * width)
+    for at in np.flatnonzero(counts):
+        a, b = divmod(int(at), width)
+        pairs.setdefault(str(s1sp_labels[a]), {})[str(no_labels[b]) if b < len(no_labels) else ""] = int(counts[at])
     return {
         "devices": int(locked.sum()),
         "by_category": {CATEGORIES[c]: int(n) for c, n in enumerate(np.bincount(category, minlength=len(CATEGORIES))) if n},
@@ -250,6 +251,11 @@ def run_plan(config_path: str | Path, out_dir: str | Path, *, planner: str, as_o
                             f"corrected. Add them to {config.registry_path} or re-run with --allow-unknown-no to plan the rest")  # fmt: skip
     rows = build_plan(result.detection.subset(plannable(result.detection, config.policy)), result.case.registry, result.case.catalog, result.case.as_of,
                       config.policy, tuple(sorted(s1sps)))  # fmt: skip
+    # A manual S1SP is never written through an API: its devices become a change-request listing for a scope
+    # decision, outside plan.parquet (so apply cannot reach them), and are counted in plan.json.
+    manual_codes = sorted(code for code, ep in config.endpoints.items() if ep.mode == "manual")
+    manual = rows[rows["s1sp"].isin(manual_codes)]
+    rows = rows[~rows["s1sp"].isin(manual_codes)].reset_index(drop=True)
     outputs = {
         "findings.parquet": write_findings(out, result.detection, csv=False),
         "input_rows.parquet": write_parquet(out / "input_rows.parquet", result.input_rows),
@@ -257,6 +263,8 @@ def run_plan(config_path: str | Path, out_dir: str | Path, *, planner: str, as_o
         "summary.json": write_json(out / "summary.json", result.summary),
         "plan.parquet": _write_plan_rows(out, rows),
     }
+    if manual_codes:
+        outputs["manual_change_requests.csv"] = write_csv(out / "manual_change_requests.csv", manual.drop(columns=["target_ds_cert", "target_ka_cert"]))
     document = seal(
         {
             "schema": PLAN_SCHEMA,
@@ -276,6 +284,7 @@ def run_plan(config_path: str | Path, out_dir: str | Path, *, planner: str, as_o
                                  "mode": ep.mode, "enforces_validity": ep.enforces_validity}
                           for code, ep in sorted(config.endpoints.items())},  # fmt: skip
             "counts": plan_counts(rows),
+            "manual": {"s1sps": manual_codes, "devices": int(len(manual)), "by_s1sp": {k: int(v) for k, v in manual.groupby("s1sp").size().items()}},
             "outputs": {name: sha256_file(path) for name, path in outputs.items()},
         }
     )

@@ -387,3 +387,21 @@ def test_real_zaz1_certificates_under_test_and_other_environment_policies(tmp_pa
     assert {(finding(result, dev(i))["category"], finding(result, dev(i))["cause"]) for i in range(1, 5)} == {("SECURITY_HOLD", "policy_not_accepted")}
     assert {h["serial"] for h in result.summary["security_hold"]} >= {"4FC0252E553ECD05D4F72DCFAD55C8E7", "4BF733EEB936F53B7F91DC9B7F63DCFD"}
     assert all(set(h["issuer"].split(",")) == {"OU=07", "CN=Z1"} for h in result.summary["security_hold"])
+
+
+def test_a_manual_s1sp_gets_change_requests_never_plan_rows(tmp_path):
+    """mode = "manual": nothing is written through its API, so its devices stay out of plan.parquet (apply's input)."""
+    import pandas as pd
+
+    case = CaseFiles(tmp_path)
+    for i, s1sp in enumerate(("MOC", "FOC"), start=1):
+        m = mpan()
+        case.device(dev(i), m, B_DS, B_KA, s1sp=s1sp)
+        case.register(m, "AAAA")
+    case.s1sp_settings = {"FOC": {"mode": "manual"}}
+    plan = case.plan()
+    assert plan.rows["s1sp"].tolist() == ["MOC"]
+    assert plan.document["manual"] == {"s1sps": ["FOC"], "devices": 1, "by_s1sp": {"FOC": 1}}
+    listing = pd.read_csv(tmp_path / "plan" / "manual_change_requests.csv")
+    assert listing["device_id"].tolist() == [dev(2)] and "target_ds_fingerprint" in listing
+    assert plan.document["endpoints"]["FOC"]["mode"] == "manual"
