@@ -405,3 +405,33 @@ def test_a_manual_s1sp_gets_change_requests_never_plan_rows(tmp_path):
     listing = pd.read_csv(tmp_path / "plan" / "manual_change_requests.csv")
     assert listing["device_id"].tolist() == [dev(2)] and "target_ds_fingerprint" in listing
     assert plan.document["endpoints"]["FOC"]["mode"] == "manual"
+
+
+def test_pending_horizon_boundary_is_inclusive(tmp_path):
+    """A change on the horizon's last day is pending; one day later it is not (yet)."""
+    case = pending_case(tmp_path / "a", 28)
+    assert finding(case.detect(), dev(1))["category"] == "PENDING_NO_CHANGE"
+    case = pending_case(tmp_path / "b", 29)
+    assert finding(case.detect(), dev(1))["category"] == "WRONG_NO"
+
+
+def test_plan_refuses_a_replacement_without_an_accepted_policy_oid(tmp_path):
+    case = CaseFiles(tmp_path)
+    m = mpan()
+    case.device(dev(1), m, B_DS, B_KA)
+    case.register(m, "AAAA")
+    case.registry_certs[("AAAA", "KA")] = der(make_org_certificate(org_ca(), OPERATORS["AAAA"][1], 3, "KA", seed="target/policy",
+                                                                   policy_oid="1.2.826.0.1.8641679.1.2.1.1"))  # fmt: skip
+    with pytest.raises(SafetyRefusal, match="KA certificate of network operator AAAA.*no accepted SMKI policy OID"):
+        case.plan()
+
+
+def test_unknown_s1sp_filter_and_simulator_code_are_usage_errors(tmp_path):
+    case = CaseFiles(tmp_path)
+    case.device(dev(1), mpan(), A_DS, A_KA)
+    config = case.write()
+    runner = CliRunner()
+    plan = runner.invoke(main, ["plan", "--config", str(config), "--out", str(tmp_path / "p"), "--by", "alice", "--s1sp", "XOC"])
+    assert plan.exit_code == 2 and "XOC" in plan.stderr and "MOC" in plan.stderr
+    sim = runner.invoke(main, ["simulator", "serve", "--config", str(config), "--s1sp", "XOC", "--db", str(tmp_path / "s.sqlite")])
+    assert sim.exit_code == 2 and "XOC" in sim.output and not (tmp_path / "s.sqlite").exists()
