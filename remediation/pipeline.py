@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
@@ -14,6 +15,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from remediation import __version__
+from remediation.artefacts import detect_result
+from remediation.artefacts.detect_result import DetectResultDir
 from remediation.certificates import CertificateCatalog
 from remediation.config import CaseConfig, ExtractSource, canonical_dialect, load_case
 from remediation.detect import Detection, find_wrong_devices, wrong_owner_matrix
@@ -199,7 +202,7 @@ def _locked_out(detection: Detection, configured: list[str]) -> dict:
 
 
 def write_findings(out: Path, detection: Detection, csv: bool = True) -> Path:
-    return write_tables(out / "findings.parquet", out / "findings.csv" if csv else None, detection.chunks())
+    return detect_result.write_findings(out, detection.chunks(), csv=csv)
 
 
 def plannable(detection: Detection, policy) -> np.ndarray:
@@ -215,10 +218,7 @@ def run_detect(config_path: str | Path, out_dir: str | Path, as_of: date | None 
     config = load_case(config_path)
     out = prepare_dir(out_dir)
     result = detect_case(load_case_data(config, as_of, progress))
-    write_findings(out, result.detection)
-    write_parquet(out / "input_rows.parquet", result.input_rows)
-    write_csv(out / "quarantine.csv", result.quarantine[QUARANTINE_COLUMNS])
-    write_json(out / "summary.json", result.summary)
+    DetectResultDir(out).write(result.detection, result.input_rows, result.quarantine[QUARANTINE_COLUMNS], result.summary)
     return result
 
 
@@ -234,7 +234,8 @@ class PlanResult:
 
 
 def run_plan(config_path: str | Path, out_dir: str | Path, *, planner: str, as_of: date | None = None, s1sps: tuple[str, ...] = (),
-             progress: ProgressCallback | None = None, allow_unknown_no: bool = False) -> PlanResult:  # fmt: skip
+             progress: ProgressCallback | None = None, from_detect: str | Path | None = None, allow_unknown_no: bool = False) -> PlanResult:  # fmt: skip
+    """Detect (or, with `from_detect`, reuse a detect result that still matches the case) and plan."""
     config = load_case(config_path)
     planner = planner.strip()
     if not planner:
@@ -242,27 +243,44 @@ def run_plan(config_path: str | Path, out_dir: str | Path, *, planner: str, as_o
     for code in s1sps:
         if code not in config.s1sp_codes:
             raise InputError(f"unknown S1SP {code!r} (the case configures {', '.join(config.s1sp_codes)})", field="--s1sp")
-    out = _new_plan_dir(out_dir)
-    result = detect_case(load_case_data(config, as_of, progress))
-    gaps = result.summary["registry_gaps"]
-    if gaps and not allow_unknown_no:
-        listed = ", ".join(f"{g['network_operator_id']} ({g['devices']} devices)" for g in gaps[:5]) + (" …" if len(gaps) > 5 else "")
-        raise SafetyRefusal(f"refusing to plan: the NO registry has no entry for RDP network operator(s) {listed}; their devices can never be "
-                            f"corrected. Add them to {config.registry_path} or re-run with --allow-unknown-no to plan the rest")  # fmt: skip
-    rows = build_plan(result.detection.subset(plannable(result.detection, config.policy)), result.case.registry, result.case.catalog, result.case.as_of,
-                      config.policy, tuple(sorted(s1sps)))  # fmt: skip
+    if from_detect is not None:
+        source = DetectResultDir(Path(from_detect))
+        as_of_used = as_of or config.as_of or date.today()
+        summary = source.check_matches(config.input_files, config.config_files, as_of_used, sha256_file)
+        if "registry_gaps" not in summary:
+            raise SafetyRefusal(f"refusing to plan from {from_detect}: its detect result predates the registry coverage check; run detect again")
+        _refuse_registry_gaps(summary["registry_gaps"], allow_unknown_no, config)
+        catalog = CertificateCatalog(load_org_cas(config.org_ca_paths), load_orl(config.orl_path), config.accepted_policy_oids)
+        registry = load_registry(config.registry_path, catalog)
+        wanted = plannable_categories(config.policy) + ([Category.EXPIRED_OR_REVOKED.value] if config.policy.correct_revoked else [])
+        chosen = source.findings_where("category", wanted)  # build_plan keeps only the revoked cause of EXPIRED_OR_REVOKED
+        out = _new_plan_dir(out_dir)
+        rows = build_plan(chosen, registry, catalog, as_of_used, config.policy, tuple(sorted(s1sps)))
+        detected = None
+        # The plan directory carries the detect result it was made from, byte for byte, as a fresh plan would.
+        outputs = {}
+        for name in (detect_result.FINDINGS, detect_result.INPUT_ROWS, detect_result.QUARANTINE, detect_result.SUMMARY):
+            shutil.copyfile(source.path(name), out / name)
+            outputs[name] = out / name
+    else:
+        detected = detect_case(load_case_data(config, as_of, progress))
+        summary, as_of_used = detected.summary, detected.case.as_of
+        _refuse_registry_gaps(summary["registry_gaps"], allow_unknown_no, config)
+        out = _new_plan_dir(out_dir)
+        detection = detected.detection
+        rows = build_plan(detection.subset(plannable(detection, config.policy)), detected.case.registry, detected.case.catalog, as_of_used,
+                          config.policy, tuple(sorted(s1sps)))  # fmt: skip
+        outputs = {
+            name: path
+            for name, path in DetectResultDir(out).write(detection, detected.input_rows, detected.quarantine[QUARANTINE_COLUMNS], summary, csv=False,
+                                                         manifest=False).items()  # plan.json seals the copies itself
+        }
     # A manual S1SP is never written through an API: its devices become a change-request listing for a scope
     # decision, outside plan.parquet (so apply cannot reach them), and are counted in plan.json.
     manual_codes = sorted(code for code, ep in config.endpoints.items() if ep.mode == "manual")
     manual = rows[rows["s1sp"].isin(manual_codes)]
     rows = rows[~rows["s1sp"].isin(manual_codes)].reset_index(drop=True)
-    outputs = {
-        "findings.parquet": write_findings(out, result.detection, csv=False),
-        "input_rows.parquet": write_parquet(out / "input_rows.parquet", result.input_rows),
-        "quarantine.csv": write_csv(out / "quarantine.csv", result.quarantine[QUARANTINE_COLUMNS]),
-        "summary.json": write_json(out / "summary.json", result.summary),
-        "plan.parquet": _write_plan_rows(out, rows),
-    }
+    outputs["plan.parquet"] = _write_plan_rows(out, rows)
     if manual_codes:
         outputs["manual_change_requests.csv"] = write_csv(out / "manual_change_requests.csv", manual.drop(columns=["target_ds_cert", "target_ka_cert"]))
     document = seal(
@@ -270,16 +288,16 @@ def run_plan(config_path: str | Path, out_dir: str | Path, *, planner: str, as_o
             "schema": PLAN_SCHEMA,
             "tool_version": __version__,
             "case": config.name,
-            "as_of": result.case.as_of.isoformat(),
+            "as_of": as_of_used.isoformat(),
             "planned_by": planner,
             "s1sp_filter": sorted(s1sps),
             "policy": config.policy.model_dump(),
             "allow_unknown_no": allow_unknown_no,
-            "registry_gaps": gaps,
+            "registry_gaps": summary["registry_gaps"],
             "governance": config.governance.model_dump(),
-            "inputs": [{k: f[k] for k in ("role", "s1sp", "path", "sha256", "rows_read")} for f in result.summary["files"]],
-            "config_files": result.summary["config_files"],
-            "config_sha256": sha256_json(result.summary["config_files"]),
+            "inputs": [{k: f[k] for k in ("role", "s1sp", "path", "sha256", "rows_read")} for f in summary["files"]],
+            "config_files": summary["config_files"],
+            "config_sha256": sha256_json(summary["config_files"]),
             "endpoints": {code: {"base_url": ep.base_url, "rate_per_second": ep.rate_per_second, "concurrency": ep.concurrency, "token_env": ep.token_env,
                                  "mode": ep.mode, "enforces_validity": ep.enforces_validity}
                           for code, ep in sorted(config.endpoints.items())},  # fmt: skip
@@ -289,7 +307,16 @@ def run_plan(config_path: str | Path, out_dir: str | Path, *, planner: str, as_o
         }
     )
     write_json(out / "plan.json", document)
-    return PlanResult(out, document, rows, result)
+    return PlanResult(out, document, rows, detected)
+
+
+def _refuse_registry_gaps(gaps: list[dict], allow_unknown_no: bool, config: CaseConfig) -> None:
+    """Registry coverage pre-flight: RDP NO ids with in-scope devices but no registry entry stop the plan (exit 3)
+    unless the operator accepts that their devices stay UNKNOWN_NO (--allow-unknown-no, recorded in plan.json)."""
+    if gaps and not allow_unknown_no:
+        listed = ", ".join(f"{g['network_operator_id']} ({g['devices']} devices)" for g in gaps[:5]) + (" …" if len(gaps) > 5 else "")
+        raise SafetyRefusal(f"refusing to plan: the NO registry has no entry for RDP network operator(s) {listed}; their devices can never be "
+                            f"corrected. Add them to {config.registry_path} or re-run with --allow-unknown-no to plan the rest")  # fmt: skip
 
 
 def _new_plan_dir(out_dir: str | Path) -> Path:

@@ -318,6 +318,9 @@ def test_registry_gap_is_listed_and_refuses_plan_unless_allowed(tmp_path):
     document = json.loads((tmp_path / "p2" / "plan.json").read_text())
     assert document["allow_unknown_no"] is True and document["registry_gaps"] == [{"network_operator_id": "GGEN", "devices": 3}]
     assert document["counts"]["devices"] == 1
+    reused = ["plan", "--config", str(config), "--by", "alice", "--from", str(tmp_path / "d")]  # a sealed detect result: same pre-flight
+    assert runner.invoke(main, [*reused, "--out", str(tmp_path / "p3")]).exit_code == 3
+    assert runner.invoke(main, [*reused, "--out", str(tmp_path / "p4"), "--allow-unknown-no"]).exit_code == 0
 
 
 # ------------------------------------------------------------------------------------------------ planned categories
@@ -338,6 +341,10 @@ def test_planned_categories_are_policy(tmp_path):
     assert plan.rows["device_id"].tolist() == [dev(i) for i in (1, 2, 3, 4)]  # never the expired one
     assert set(plan.rows["target_ds_fingerprint"]) == {_fp(A_DS)} and set(plan.rows["target_ka_fingerprint"]) == {_fp(A_KA)}
     assert plan.document["policy"]["correct_revoked"] is True
+    detected = CliRunner().invoke(main, ["detect", "--config", str(case.write()), "--out", str(tmp_path / "d")])
+    assert detected.exit_code == 0
+    reused = pipeline.run_plan(case.write(), tmp_path / "p3", planner="alice", from_detect=tmp_path / "d")
+    assert reused.rows["device_id"].tolist() == plan.rows["device_id"].tolist()  # plan --from selects the same devices
 
 
 def _fp(body: bytes) -> str:
