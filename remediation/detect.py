@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 from remediation.certificates import HOLD_CAUSES
 from remediation.config import DeviceType, Policy, default_device_types
 from remediation.identifiers import eui64_keys, eui64_text, mpxn_text
+from remediation.ingest.faults import FAULT_FIELDS
 from remediation.model import CATEGORIES, CAUSES, EMPTY_SLOT, FINDING_COLUMNS, FUEL_CODES, LOCKED_OUT_CATEGORIES, ROLE_NAMES, ROLE_NETWORK_OPERATOR, Category
 
 # Per-slot verdicts, most serious first; a slot gets the first that applies.
@@ -210,7 +211,7 @@ def _collapse_duplicates(records: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFr
         grouped = multi.groupby("key", sort=False)  # keys in order of first appearance
         first = grouped["first"].min()
         at = np.searchsorted(kept, first.to_numpy())  # each repeated key's device position
-        for name, values in (("rows", grouped["n_rows"].sum()), ("invalid", grouped["invalid"].any()),
+        for name, values in (("rows", grouped["n_rows"].sum()), ("invalid", grouped["invalid"].any()), ("fault", grouped["fault"].min()),
                              ("conflict", grouped["conflict"].any()), ("extracted_at", grouped["extracted_at"].max())):  # fmt: skip
             column = devices[name].to_numpy().copy()
             column[at] = values.to_numpy(dtype=column.dtype)
@@ -650,7 +651,9 @@ def _causes(category_is, devices, type_code, ds_v, ka_v, ds_ids, ka_ids, table: 
 
     rows = np.flatnonzero(category_is("INVALID_INPUT"))
     if len(rows):
-        put("INVALID_INPUT", rows, [C(c) for c in _invalid_causes(devices.iloc[rows], quarantine)])
+        by_fault = np.array([C(_INVALID_CAUSE_BY_FIELD.get(f, "invalid_other_row")) for f in FAULT_FIELDS] + [C("invalid_other_row")] * 2)
+        fault = devices["fault"].to_numpy(dtype=np.int64)[rows]
+        put("INVALID_INPUT", rows, by_fault[np.minimum(fault, len(FAULT_FIELDS) + 1)])
     put("OUT_OF_SCOPE", None, C("device_type_without_no_slots"))
     rows = np.flatnonzero(category_is("DUPLICATE_CONFLICT"))
     if len(rows):
@@ -786,18 +789,6 @@ _INVALID_CAUSE_BY_FIELD = {
     "no_ds_cert": "undecodable_certificate", "no_ka_cert": "undecodable_certificate", "cert": "undecodable_certificate",
     "extracted_at": "invalid_timestamp", "s1sp": "s1sp_mismatch", "slot": "unknown_slot",
 }  # fmt: skip
-
-
-def _invalid_causes(devices: pd.DataFrame, quarantine: pd.DataFrame | None) -> list[str]:
-    """INVALID_INPUT cause per device: the first faulty field of its row (in the contract's order of fields)."""
-    if quarantine is None or quarantine.empty:
-        return ["invalid_other_row"] * len(devices)
-    order = {f: i for i, f in enumerate(_INVALID_CAUSE_BY_FIELD)}
-    q = quarantine.assign(rank=quarantine["field"].map(order).fillna(len(order))).sort_values("rank", kind="stable")
-    first = q.drop_duplicates(["file", "row"]).set_index(["file", "row"])["field"]
-    keys = pd.MultiIndex.from_arrays([devices["source_file"].astype(str).to_numpy(), devices["source_row"].to_numpy(dtype=np.int64)])
-    found = first.reindex(keys).to_numpy(dtype=object)
-    return [_INVALID_CAUSE_BY_FIELD.get(f, "invalid_other_row") if isinstance(f, str) else "invalid_other_row" for f in found]
 
 
 def wrong_owner_matrix(findings: pd.DataFrame, labels: dict[str, str]) -> list[dict]:

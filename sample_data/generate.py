@@ -126,7 +126,7 @@ class Record:
 class Case:
     records: list = field(default_factory=list)
     rdp: list = field(default_factory=list)  # (fuel, mpxn, no id, from date, to date|None, raw override dict)
-    intended: dict = field(default_factory=dict)  # canonical device id -> category the generator meant
+    intended: dict = field(default_factory=dict)  # canonical device id -> (category, cause) the generator meant
 
 
 GARBAGE = b"\x30\x82\x01\x0a\x02\x01\x01"  # a DER SEQUENCE cut short: undecodable
@@ -176,6 +176,24 @@ INTENDED = {
 }  # fmt: skip
 
 
+# The cause each recipe means (contract v2); recipes whose cause depends on the draw are settled in `make`.
+INTENDED_CAUSE = {
+    "ok": "", "ok_previous_gen": "", "identical_repeat": "", "gpf_ok": "",
+    "wrong_neighbour": "other_no_same_fuel", "gpf_wrong": "other_no_same_fuel", "wrong_ds_only": "other_no_same_fuel",
+    "wrong_ka_only": "other_no_same_fuel", "wrong_and_empty": "other_no_same_fuel", "wrong_and_expired": "other_no_same_fuel",
+    "wrong_other_fuel": "other_fuel_no", "wrong_supplier": "non_no_role", "wrong_unregistered_no": "unregistered_entity",
+    "wrong_previous_no": "previous_no_of_mpxn", "hold_untrusted": "untrusted_issuer", "hold_other_policy": "policy_not_accepted",
+    "hold_profile": "profile_violation", "pending_incoming": "slots_hold_incoming_no", "pending_outgoing": "change_of_no_pending",
+    "out_of_scope": "device_type_without_no_slots", "empty_both": "both_empty", "empty_and_key_usage": "ds_empty",
+    "key_usage_swapped": "swapped", "key_usage_and_expired": "swapped", "expired": "expired", "revoked": "revoked",
+    "no_rdp": "no_registration", "no_rdp_and_wrong": "no_registration", "no_rdp_ended": "registration_ended",
+    "rdp_future_only": "registration_not_yet_effective", "rdp_ambiguous": "several_registrations", "rdp_rejected_row": "rejected_rdp_row",
+    "unknown_no": "other_fuel_operator", "unknown_and_wrong": "other_fuel_operator", "invalid_id": "invalid_device_id",
+    "invalid_mpan": "invalid_mpxn", "invalid_and_wrong": "invalid_mpxn", "invalid_type": "unconfigured_device_type",
+    "undecodable": "undecodable_certificate", "duplicate_conflict": "differing_records", "duplicate_and_wrong": "differing_records",
+}  # fmt: skip
+
+
 class DeviceFactory:
     def __init__(self, rng: random.Random, pki: Pki, case: Case):
         self.rng, self.pki, self.case = rng, pki, case
@@ -216,6 +234,7 @@ class DeviceFactory:
         device_id = self.next_id(s1sp)
         rec = Record(s1sp, device_id, dtype, mpxn, ds, ka, EXTRACTED + timedelta(seconds=rng.randint(0, 5400)))
         registered = True
+        cause = INTENDED_CAUSE.get(recipe)
         if recipe == "ok_previous_gen":
             rec.ds, rec.ka = pki.previous[no]
         elif recipe in ("wrong_neighbour", "gpf_wrong", "duplicate_and_wrong", "invalid_and_wrong", "no_rdp_and_wrong", "unknown_and_wrong"):
@@ -256,9 +275,9 @@ class DeviceFactory:
             rec.ds, rec.ka = pki.idno
         elif recipe == "empty_one":
             if rng.random() < 0.5:
-                rec.ds = None
+                rec.ds, cause = None, "ds_empty"
             else:
-                rec.ka = None
+                rec.ka, cause = None, "ka_empty"
         elif recipe == "empty_both":
             rec.ds = rec.ka = None
         elif recipe == "key_usage_swapped":
@@ -303,7 +322,7 @@ class DeviceFactory:
             rec.ds, rec.ka = pki.current[rng.choice(dnos)]
         if registered:
             self.register(fuel, mpxn, no)
-        if rng.random() < 0.15 and registered and recipe not in ("rdp_ambiguous", "rdp_rejected_row") and not recipe.startswith("wrong"):
+        if rng.random() < 0.15 and registered and recipe not in ("rdp_ambiguous", "rdp_rejected_row", "gpf_wrong") and "wrong" not in recipe:
             # History: an earlier, ended registration with another NO (a boundary change) must not count.
             self.register(fuel, mpxn, neighbour if fuel == "E" else self.other(pool, no), date(2012, 1, 1), date(2014, 12, 31))
         self.case.records.append(rec)
@@ -312,14 +331,14 @@ class DeviceFactory:
         if recipe in ("duplicate_conflict", "duplicate_and_wrong"):
             twin = replace(rec, ds=pki.previous[no][0] if recipe == "duplicate_conflict" else pki.current[self.other(pool, neighbour)][0])
             self.case.records.append(twin)
-        self.case.intended[rec.raw_id or device_id] = INTENDED[recipe]
+        self.case.intended[rec.raw_id or device_id] = (INTENDED[recipe], cause)
 
     def cross_s1sp(self, first: str, second: str) -> None:
         """One device reported by two S1SPs with different slot content: neither may be written."""
         self.make(first, "ok")
         rec = self.case.records[-1]
         self.case.records.append(replace(rec, s1sp=second, ds=rec.ka, ka=rec.ds))
-        self.case.intended[rec.device_id] = "DUPLICATE_CONFLICT"
+        self.case.intended[rec.device_id] = ("DUPLICATE_CONFLICT", "held_by_several_s1sps")
 
 
 def build_case(pki: Pki, devices: int, seed: int) -> Case:
@@ -466,7 +485,7 @@ def main(argv: list[str] | None = None) -> None:
     write_rdp(case, out / "rdp_electricity.csv", out / "rdp_gas.csv")
     write_pki(pki, out / "pki", args.registry)
     intended = sorted(case.intended.items())
-    (out / "intended_categories.csv").write_text("device_id,category\n" + "".join(f"{d},{c}\n" for d, c in intended))
+    (out / "intended_categories.csv").write_text("device_id,category,cause\n" + "".join(f"{d},{c},{k}\n" for d, (c, k) in intended))
     print(f"wrote {len(case.records)} device records ({', '.join(f'{s} {len(v)}' for s, v in by.items())}) and {len(case.rdp)} RDP rows to {out}")
 
 

@@ -35,10 +35,11 @@ def test_findings_match_what_the_generator_intended(run):
     _, out = run
     findings = pd.read_parquet(out / "findings.parquet")
     assert list(findings.columns[: len(FINDING_COLUMNS)]) == list(FINDING_COLUMNS)
-    intended = pd.read_csv(DATA / "intended_categories.csv")
+    intended = pd.read_csv(DATA / "intended_categories.csv", keep_default_na=False)
     merged = findings.merge(intended, on="device_id", how="outer", suffixes=("", "_intended"), indicator=True)
     assert (merged["_merge"] == "both").all()
     assert (merged["category"] == merged["category_intended"]).all()
+    assert (merged["cause"].astype(str) == merged["cause_intended"]).all()  # contract v2: the cause is what was meant too
     assert set(findings["category"]) == set(CATEGORIES)  # every category occurs in the sample
 
 

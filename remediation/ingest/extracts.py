@@ -28,7 +28,7 @@ from remediation.model import EMPTY_SLOT, SLOTS
 # certificates are interned ids, and the raw text is kept only for the rare rows whose id or MPxN is unreadable.
 RECORD_COLUMNS = [
     "s1sp", "source_file", "source_row", "n_rows", "key", "key_ok", "device_raw", "device_type", "mpxn_key", "mpxn_raw",
-    "ds", "ka", "extracted_at", "invalid", "conflict",
+    "ds", "ka", "extracted_at", "invalid", "fault", "conflict",
 ]  # fmt: skip
 SLOT_CODES = {"NO_DS": 0, "NO_KA": 1}
 
@@ -147,6 +147,7 @@ def _validate_batch(table: pa.Table, first_row: int, source: ExtractSource, cata
         frame["slot"] = _codes(slot, SLOT_CODES)
         frame["cert"] = ids
     frame["invalid"] = faults.any
+    frame["fault"] = faults.first
     return pd.DataFrame(frame), faults
 
 
@@ -207,6 +208,9 @@ def _pivot_slot_records(df: pd.DataFrame) -> pd.DataFrame:
     devices["extracted_at"] = np.maximum.reduceat(stamps, starts) if len(starts) else stamps[:0]
     del stamps
     devices["invalid"] = per_device_any(column("invalid"))
+    fault = column("fault")
+    devices["fault"] = np.minimum.reduceat(fault, starts) if len(starts) else fault[:0]  # the device's first fault over its records
+    del fault
     conflict = np.zeros(len(starts), dtype=bool)
     for name in ("device_type", "mpxn_key"):  # the device's identity must agree across its records
         values = column(name)
@@ -271,8 +275,8 @@ def _concat_consuming(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 def _empty_records(dialect: Dialect) -> pd.DataFrame:
     dtypes = {"source_row": np.int64, "key": np.uint64, "key_ok": bool, "device_type": np.int8, "mpxn_key": np.int64,
-              "extracted_at": "datetime64[ns]", "invalid": bool, "ds": np.int32, "ka": np.int32, "slot": np.int8, "cert": np.int32}  # fmt: skip
-    columns = ["source_row", "key", "key_ok", "device_raw", "device_type", "mpxn_key", "mpxn_raw", "extracted_at", "invalid"]
+              "extracted_at": "datetime64[ns]", "invalid": bool, "fault": np.int8, "ds": np.int32, "ka": np.int32, "slot": np.int8, "cert": np.int32}  # fmt: skip
+    columns = ["source_row", "key", "key_ok", "device_raw", "device_type", "mpxn_key", "mpxn_raw", "extracted_at", "invalid", "fault"]
     columns += ["slot", "cert"] if dialect.layout == "slot_per_row" else ["ds", "ka"]
     return pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, "string[pyarrow]")) for c in columns})
 
