@@ -192,3 +192,75 @@ def test_planner_name_is_stripped_and_required(tmp_path):
     assert json.loads((tmp_path / "p" / "plan.json").read_text())["planned_by"] == "alice"
     blank = runner.invoke(main, ["plan", "--config", str(config), "--out", str(tmp_path / "p2"), "--by", "   "])
     assert blank.exit_code == 2 and "--by" in blank.stderr
+
+
+# ------------------------------------------------------------------------------------------------ any value, anywhere
+
+from datetime import date, datetime  # noqa: E402
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+def toml_value(v) -> str:
+    """A tiny TOML writer (inline tables and arrays) for the property test below; tomllib only reads."""
+    import json
+
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, (int, float)):
+        return {float("inf"): "inf", float("-inf"): "-inf"}.get(v, "nan" if v != v else repr(v))
+    if isinstance(v, (date, datetime)):
+        return v.isoformat()
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    return "{" + ", ".join(f"{json.dumps(str(k))} = {toml_value(x)}" for k, x in v.items()) + "}"
+
+
+SCALARS = st.one_of(st.text(max_size=12), st.integers(-5, 10**6), st.floats(allow_nan=True), st.booleans(), st.dates(),
+                    st.datetimes(), st.just("../sample_data/moc_anchor_slots.csv"), st.just("dialects"))  # fmt: skip
+VALUES = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)), max_leaves=6)
+
+
+def _paths(value, prefix=()):
+    yield prefix
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _paths(v, (*prefix, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _paths(v, (*prefix, i))
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_value_anywhere_is_accepted_or_one_config_error(tmp_path_factory, data):
+    """Replace any setting of the sample case (or add a key) with any TOML value: load_case either returns a typed
+    case or raises ConfigError; nothing else escapes (no TypeError, KeyError or traceback)."""
+    import tomllib
+
+    from remediation.config import load_case
+    from remediation.errors import ConfigError
+
+    root = tmp_path_factory.mktemp("prop")
+    shutil.copytree(REPO / "configs", root / "configs")
+    (root / "sample_data").symlink_to(REPO / "sample_data", target_is_directory=True)
+    raw = tomllib.loads((root / "configs" / "sample.toml").read_text())
+    where = data.draw(st.sampled_from([p for p in _paths(raw) if p]))
+    value = data.draw(VALUES)
+    node = raw
+    for part in where[:-1]:
+        node = node[part]
+    if data.draw(st.booleans()) and isinstance(node, dict):
+        node[data.draw(st.text(min_size=1, max_size=8))] = value  # a key nobody defined
+    else:
+        node[where[-1]] = value
+    (root / "configs" / "sample.toml").write_text("".join(f"{toml_value(k)} = {toml_value(v)}\n" for k, v in raw.items()))
+    try:
+        case = load_case(root / "configs" / "sample.toml")
+    except ConfigError as exc:
+        assert "\n" not in str(exc) and str(exc).startswith(str(root)), str(exc)  # one line, naming the file
+    else:
+        assert case.s1sp_codes and all(isinstance(ep.concurrency, int) and ep.concurrency >= 1 for ep in case.endpoints.values())

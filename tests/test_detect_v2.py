@@ -442,3 +442,22 @@ def test_unknown_s1sp_filter_and_simulator_code_are_usage_errors(tmp_path):
     assert plan.exit_code == 2 and "XOC" in plan.stderr and "MOC" in plan.stderr
     sim = runner.invoke(main, ["simulator", "serve", "--config", str(config), "--s1sp", "XOC", "--db", str(tmp_path / "s.sqlite")])
     assert sim.exit_code == 2 and "XOC" in sim.output and not (tmp_path / "s.sqlite").exists()
+
+
+def test_reports_carry_the_headline_gaps_causes_and_held_certificates(tmp_path):
+    case = CaseFiles(tmp_path)
+    specs = [(B_DS, B_KA, "AAAA"), (HOLD_CASES["untrusted_issuer"][0], A_KA, "AAAA"), (B_DS, B_KA, "GGEN")]
+    for i, (ds, ka, no) in enumerate(specs, start=1):
+        m = mpan(33 if no == "GGEN" else 10)
+        case.device(dev(i), m, ds, ka)
+        case.register(m, no)
+    case.detect()
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    html = pipeline.run_report(tmp_path / "out", "html")[0].read_text()
+    assert f'data-locked-out="{summary["no_locked_out"]["devices"]}"' in html and 'data-locked-no="AAAA">1<' in html
+    assert 'data-gap="GGEN">1<' in html and 'data-cause="WRONG_NO/other_no_same_fuel">1<' in html
+    assert f'data-hold="{summary["security_hold"][0]["fingerprint"]}">1<' in html and summary["security_hold"][0]["serial"] in html
+    md = pipeline.run_report(tmp_path / "out", "md")[0].read_text()
+    assert "## Devices no NO can manage: 1" in md and "| GGEN | 1 |" in md and summary["security_hold"][0]["fingerprint"] in md
+    report = json.loads(pipeline.run_report(tmp_path / "out", "json")[0].read_text())
+    assert report["registry_gaps"] == [{"network_operator_id": "GGEN", "devices": 1}] and report["no_locked_out"] == summary["no_locked_out"]
