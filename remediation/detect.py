@@ -540,8 +540,7 @@ def find_wrong_devices(
         return category == CATEGORIES.index(name)
 
     s1sp = devices["s1sp"]
-    cause = _causes(category_is, devices, type_code, ds_v, ka_v, ds_ids, ka_ids, table, reg, reg_row, reg_entity, reg_fuel, no_to_registry,
-                    dev_fuel, entities, quarantine, s1sp)  # fmt: skip
+    cause = _causes(category_is, devices, ds_v, ka_v, ds_ids, ka_ids, table, reg, reg_row, reg_entity, reg_fuel, no_to_registry, dev_fuel, s1sp)
     locked = np.isin(category, [CATEGORIES.index(c) for c in LOCKED_OUT_CATEGORIES])
     expired_or_revoked = np.flatnonzero(category_is(Category.EXPIRED_OR_REVOKED.value))
     if len(expired_or_revoked):
@@ -560,9 +559,10 @@ def find_wrong_devices(
         texts.append(text)
         detail_code[category_is(name) & (cause == CAUSES.index(cause_name))] = len(texts) - 1
     out_of_scope = np.flatnonzero(category_is(Category.OUT_OF_SCOPE.value))
-    if len(out_of_scope):
-        names = np.array([t.name for t in types] + [""], dtype=object)[type_code[out_of_scope]]
-        detail_code[out_of_scope] = _append_texts(texts, "device type " + names.astype(str) + " carries no Network Operator anchor slots")
+    if len(out_of_scope):  # one text per device type, indexed by the type code
+        base = len(texts)
+        texts.extend(f"device type {t.name} carries no Network Operator anchor slots" for t in types)
+        detail_code[out_of_scope] = base + type_code[out_of_scope]
     unknown = np.flatnonzero(category_is(Category.UNKNOWN_NO.value))
     if len(unknown):
         no_ids = np.append(reg.no_ids, None)[reg.no_code[unknown]]
@@ -575,6 +575,7 @@ def find_wrong_devices(
         current, incoming = reg.no_ids[reg.no_code[pending]].astype(str), reg.no_ids[reg.pending_no[pending]].astype(str)
         horizon = f" within {policy.pending_change_horizon_days} days of {as_of}: held, never written to the outgoing NO"
         detail_code[pending] = _append_texts(texts, "registration changes from " + current + " to " + incoming + horizon)
+    reg.pending_no = reg.no_rdp_cause = reg.ended_pairs = None  # settled: free them before the text columns are built
     held = np.flatnonzero(category_is(Category.SECURITY_HOLD.value))
     if len(held):
         reasons = np.append(certs["hold_reason"].to_numpy(dtype=object), None)
@@ -638,8 +639,8 @@ def find_wrong_devices(
     return detection
 
 
-def _causes(category_is, devices, type_code, ds_v, ka_v, ds_ids, ka_ids, table: CertificateTable, reg: Registration, reg_row, reg_entity,
-            reg_fuel, no_to_registry, dev_fuel, entities: Entities, quarantine, s1sp) -> np.ndarray:  # fmt: skip
+def _causes(category_is, devices, ds_v, ka_v, ds_ids, ka_ids, table: CertificateTable, reg: Registration, reg_row, reg_entity, reg_fuel,
+            no_to_registry, dev_fuel, s1sp) -> np.ndarray:  # fmt: skip
     """The cause code (index into CAUSES) of every device; only the devices of each category are looked at."""
     C = CAUSES.index
     V = VERDICTS.index
