@@ -193,6 +193,22 @@ def test_checkpoint_index_damaged_mid_run_never_turns_a_written_device_into_noop
         sim.stop()
 
 
+def test_journal_cut_while_the_run_writes_it_is_refused_then_and_after(tmp_path):
+    _, config, plan_dir = planned_case(tmp_path, wrong=50, ok=0)
+    sim = start_sim(tmp_path / "moc.sqlite", config, faults="latency=15ms")
+    run_dir = tmp_path / "run"
+    try:
+        proc = subprocess.Popen(apply_command(plan_dir, run_dir, sim), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        wait_for(lambda: journal_count(run_dir, "done") >= 10)
+        os.truncate(run_dir / "journal.jsonl", 0)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        sim.stop()
+    assert proc.returncode == 3 and "the journal was changed underneath this run" in err
+    status = CliRunner().invoke(main, ["status", str(run_dir)])
+    assert "previous-entry hash does not match" in one_line_error(status, 3)
+
+
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     root = tmp_path_factory.mktemp("finished")

@@ -359,6 +359,7 @@ def _apply_locked(plan, run_dir, run, lock, lease, superseded, options, progress
     if not memory_checkpoints:
         write_outcomes(run_dir, checkpoints.ops_frame())
     if recorder is not None:
+        journal.check_intact()  # cut or replaced while the run wrote it: refuse to seal it with a finish record
         if interrupted:
             frame = checkpoints.ops_frame()
             in_flight = frame.loc[frame["state"].isin(IN_FLIGHT), "device_id"].tolist()

@@ -53,6 +53,7 @@ class Journal:
                 except (ValueError, TypeError, KeyError):
                     raise JournalBroken(f"{self.path}: last line is not a journal entry; refusing to append to it") from None
         self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        self.size = os.fstat(self.fd).st_size  # what the file must measure while only this journal writes it
         if cut:
             self.append("journal_repaired", truncated_bytes=cut)
 
@@ -61,6 +62,7 @@ class Journal:
             entry = {"seq": self.seq + 1, "at": datetime.now(timezone.utc).isoformat(timespec="microseconds"), "event": event, **fields, "prev": self.prev}
             line = canonical_json(entry) + b"\n"
             os.write(self.fd, line)
+            self.size += len(line)
             self.seq, self.prev = entry["seq"], hashlib.sha256(line[:-1]).hexdigest()
             return entry
 
@@ -68,6 +70,18 @@ class Journal:
     def head(self) -> dict:
         """The last entry's (seq, hash): recorded with every checkpoint commit and in run.json."""
         return {"seq": self.seq, "hash": self.prev}
+
+    def check_intact(self) -> None:
+        """JournalBroken when the file was cut, replaced or written by someone else while this journal held it."""
+        with self.lock:
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(self.fd).st_ino
+            except FileNotFoundError:
+                same = False
+            found = os.fstat(self.fd).st_size
+        if not same or found != self.size:
+            raise JournalBroken(f"{self.path}: the journal was changed underneath this run ({self.size} bytes written, "
+                                f"{found if same else 'file replaced or removed'} found); its evidence cannot be trusted — escalate")  # fmt: skip
 
     def sync(self) -> None:
         os.fsync(self.fd)
