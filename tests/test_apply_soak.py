@@ -38,8 +38,18 @@ def soak(root: Path, interruptions: int = 20, devices: int = 300, seed: int = 20
     done, stops, progress = 0, [], []
     try:
         while len(stops) < interruptions:
+            journal = run_dir / "journal.jsonl"
+            before = journal.stat().st_size if journal.exists() else 0
             proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            time.sleep(rng.uniform(0.8, 1.5))
+            # At a random instant once this process has started writing (start-up time varies with the machine's load);
+            # every fourth one during start-up instead, when no handler is installed yet.
+            if len(stops) % 4 != 2:
+                deadline = time.monotonic() + 30
+                while proc.poll() is None and time.monotonic() < deadline and (journal.stat().st_size if journal.exists() else 0) <= before:
+                    time.sleep(0.02)
+                time.sleep(rng.uniform(0.2, 1.0))
+            else:
+                time.sleep(rng.uniform(0.2, 0.8))
             if proc.poll() is not None:
                 break  # finished before it could be interrupted
             how = (signal.SIGINT, signal.SIGKILL)[len(stops) % 2]
@@ -47,7 +57,6 @@ def soak(root: Path, interruptions: int = 20, devices: int = 300, seed: int = 20
             proc.send_signal(how)
             _, err = proc.communicate(timeout=30)
             stops.append((how.name, proc.returncode, round(time.monotonic() - sent, 2)))
-            journal = run_dir / "journal.jsonl"
             progress.append(journal.read_bytes().count(b'"to_state":"done"') if journal.exists() else 0)
             assert "Traceback" not in err or how == signal.SIGINT and "KeyboardInterrupt" in err, err  # a SIGINT during start-up
         for _ in range(3):
