@@ -150,8 +150,9 @@ def print_run(counts: dict, status: str, paused: dict, run_dir: Path, lock: dict
     for s1sp, c in sorted(counts.items()):
         table.add_row(s1sp, *(str(c.get(s, 0)) for s in STATES))
     console.print(table)
+    retry = " --retry-failed" if any(c.get("failed", 0) for c in counts.values()) else ""  # the same rule as status's `next:`
     for s1sp, reason in sorted(paused.items()):
-        console.print(f"[yellow]paused {s1sp}: {reason}[/]; resume with: remediation resume {run_dir}", soft_wrap=True)
+        console.print(f"[yellow]paused {s1sp}: {reason}[/]; resume with: remediation resume {run_dir}{retry}", soft_wrap=True)
     if lock:
         console.print(f"lock held by pid {lock.get('pid')} on {lock.get('host')} ({lock.get('who')}) since {lock.get('since')}")
 
@@ -214,9 +215,10 @@ def print_run_state(state, console: Console | None = None) -> None:
     console = console or Console()
     print_run(state.counts, state.state, {}, state.run_dir, console=console)
     style = "green" if state.exit_code == 0 else "yellow"
-    console.print(f"[{style}]state: {state.state}[/]" + (f" — {state.cause}" if state.cause else ""), soft_wrap=True)
+    cause = state.cause if state.cause and not (state.state == "paused" and state.paused) else None  # the lines below say it
+    console.print(f"[{style}]state: {state.state}[/]" + (f" — {cause}" if cause else ""), soft_wrap=True)
     for s1sp, reason in sorted(state.paused.items()):
-        console.print(f"[yellow]paused {s1sp}: {reason}[/]")
+        console.print(f"[yellow]paused {s1sp}: {reason}[/]", soft_wrap=True)
     if state.next_command:
         console.print(f"next: {state.next_command}", soft_wrap=True)  # a command to copy: never wrapped
     if state.lock and state.lock_live:
