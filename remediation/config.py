@@ -85,6 +85,7 @@ class CaseConfig:
     policy: Policy
     endpoints: dict[str, S1SPEndpoint]
     as_of: date | None = None
+    trust_policy_path: Path | None = None  # [case] trust_policy: who may plan, approve, run (see authority.py)
 
     @property
     def input_files(self) -> list[Path]:
@@ -215,6 +216,7 @@ def load_case(path: str | Path) -> CaseConfig:
     as_of = raw.get("case", {}).get("as_of")
     if as_of is not None and not isinstance(as_of, date):
         raise ConfigError("must be a TOML date (YYYY-MM-DD, unquoted)", file=str(path), field="case.as_of")
+    trust_policy = raw.get("case", {}).get("trust_policy")
     return CaseConfig(
         name=raw.get("case", {}).get("name", path.stem),
         path=path,
@@ -226,4 +228,5 @@ def load_case(path: str | Path) -> CaseConfig:
         policy=policy,
         endpoints=endpoints,
         as_of=as_of,
+        trust_policy_path=_existing(base, trust_policy, file=path, field_name="case.trust_policy") if trust_policy is not None else None,
     )
