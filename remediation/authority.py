@@ -61,6 +61,10 @@ class AuthorityRefusal(SafetyRefusal):
     """A signature, key, role, quorum or trust policy does not hold (exit 3)."""
 
 
+class QuorumNotMet(AuthorityRefusal, NotApproved):
+    """Too few valid approvals by distinct people (exit 3)."""
+
+
 # ------------------------------------------------------------------------------------------------ names
 
 
@@ -465,7 +469,7 @@ def check_approvals(plan_hash: str, approvals: list[dict], policy: TrustPolicy, 
         people.add(person.index)
         counted.append(record)
     if len(counted) < policy.quorum:
-        raise NotApproved(f"{where}: quorum not met: {len(counted)} of {policy.quorum} distinct approver(s) "
+        raise QuorumNotMet(f"{where}: quorum not met: {len(counted)} of {policy.quorum} distinct approver(s) "
                           f"under trust policy {policy.sha256[:16]}…" + (f" ({'; '.join(ignored)})" if ignored else ""))  # fmt: skip
     return ApprovalCheck(counted, ignored)
 

@@ -213,6 +213,13 @@ class _ApplyProgress(_ProgressLines):
         self.progress.update(self.tasks[s1sp], completed=done, total=total)
 
 
+def _require_pinned_policy(trust_policy: Path | None) -> None:
+    """Whoever can write a plan directory can name a policy of their own making in it: the operator names the
+    reviewed one (the plan's sealed hash must match it)."""
+    if trust_policy is None:
+        raise click.UsageError("name the reviewed trust policy: --trust-policy PATH or $REMEDIATION_TRUST_POLICY")
+
+
 def _finish_apply(result) -> None:
     terminal.print_run(result.counts, result.status, result.paused, result.run_dir)
     if result.status != "completed":
@@ -236,6 +243,7 @@ def apply(plan_dir: Path, run_dir: Path | None, dry_run_dir: Path | None, key: P
         return
     if run_dir is None:
         raise click.UsageError("--run RUN_DIR is required (or --dry-run OUT_DIR)")
+    _require_pinned_policy(trust_policy)
     with _ApplyProgress(Console(stderr=True)) as progress:
         result = pipeline.run_apply(plan_dir, run_dir, options, progress, key=key, trust_policy=trust_policy)
     _finish_apply(result)
@@ -248,6 +256,7 @@ def apply(plan_dir: Path, run_dir: Path | None, dry_run_dir: Path | None, key: P
 @trust_policy_option
 def resume(run_dir: Path, key: Path | None, trust_policy: Path | None, **kw) -> None:
     """Resume a paused or interrupted run (same checks as apply: signed, approved, fresh, unlocked)."""
+    _require_pinned_policy(trust_policy)
     with _ApplyProgress(Console(stderr=True)) as progress:
         result = pipeline.run_resume(run_dir, _options(**kw), progress, key=key, trust_policy=trust_policy)
     _finish_apply(result)

@@ -191,11 +191,11 @@ def test_unapproved_or_stale_plan_is_refused(tmp_path):
     case.register(m, "AAAA")
     config = case.write()
     case.plan(planner="alice")
-    result = CliRunner(env=key_env("carol")).invoke(main, ["apply", str(tmp_path / "plan"), "--run", str(tmp_path / "run")])
+    result = CliRunner(env=key_env("carol")).invoke(main, ["apply", str(tmp_path / "plan"), "--run", str(tmp_path / "run"), "--trust-policy", str(tmp_path / "people.toml")])
     assert result.exit_code == 3 and "quorum not met: 0 of 1" in result.stderr
     pipeline.run_approve(tmp_path / "plan", signer("bob"))
     (tmp_path / "rdp.csv").write_text((tmp_path / "rdp.csv").read_text() + "\n")
-    result = CliRunner(env=key_env("carol")).invoke(main, ["apply", str(tmp_path / "plan"), "--run", str(tmp_path / "run")])
+    result = CliRunner(env=key_env("carol")).invoke(main, ["apply", str(tmp_path / "plan"), "--run", str(tmp_path / "run"), "--trust-policy", str(tmp_path / "people.toml")])
     assert result.exit_code == 3 and "stale plan" in result.stderr and not (tmp_path / "run" / "checkpoints.sqlite").exists()
 
 
@@ -227,7 +227,7 @@ def test_lock_refuses_while_held_and_is_taken_over_after_the_holder_dies(world, 
     holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run_dir)], stdout=subprocess.PIPE, text=True, cwd=REPO)
     try:
         assert holder.stdout.readline().strip() == "held"
-        result = CliRunner(env=key_env("carol")).invoke(main, ["apply", str(plan_dir), "--run", str(run_dir), "--endpoint", f"MOC={sim.url}"])
+        result = CliRunner(env=key_env("carol")).invoke(main, ["apply", str(plan_dir), "--run", str(run_dir), "--endpoint", f"MOC={sim.url}", "--trust-policy", str(tmp_path / "people.toml")])
         assert result.exit_code == 3 and f"locked by pid {holder.pid}" in result.stderr
     finally:
         os.kill(holder.pid, signal.SIGKILL)

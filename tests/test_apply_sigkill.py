@@ -42,7 +42,8 @@ def test_sigkill_at_random_points_never_double_writes(tmp_path):
     make_drift(sim.store, sorted(drifted), 0, 0)
     run_dir = tmp_path / "run"
     command = [sys.executable, "-m", "remediation", "apply", str(plan_dir), "--run", str(run_dir), "--by", "sigkill-test",
-               "--endpoint", f"MOC={sim.url}", "--pause-failure-rate", "1.0", "--canary", "5", "--max-wave", "40"]  # fmt: skip
+               "--endpoint", f"MOC={sim.url}", "--pause-failure-rate", "1.0", "--canary", "5", "--max-wave", "40",
+               "--trust-policy", str(tmp_path / "people.toml")]  # fmt: skip
     env = {**os.environ, **key_env("carol")}  # the operator's key signs each run record
     progress = []
     try:
