@@ -315,7 +315,7 @@ def load_trust_policy(path: str | Path) -> TrustPolicy:
 
 def sealed_policy(plan: LoadedPlan) -> dict:
     sealed = plan.document.get("trust_policy")
-    if not sealed or not sealed.get("sha256"):
+    if not isinstance(sealed, dict) or not isinstance(sealed.get("sha256"), str) or not isinstance(sealed.get("path"), str):
         raise AuthorityRefusal(f"refusing: plan {plan.directory} was made without a trust policy and is unsigned; "
                                "name one in the case ([case] trust_policy) and re-plan with --key")  # fmt: skip
     return sealed
@@ -406,9 +406,10 @@ def verify_plan_signature(document: dict, policy: TrustPolicy, where: str) -> Pe
     signature = document.get("signature")
     if not isinstance(signature, dict):
         raise AuthorityRefusal(f"{where}: plan is unsigned")
-    if (document.get("trust_policy") or {}).get("sha256") != policy.sha256:
+    sealed = document.get("trust_policy")
+    if not isinstance(sealed, dict) or sealed.get("sha256") != policy.sha256:
         raise AuthorityRefusal(f"{where}: plan was sealed under another trust policy")
-    person, public = policy.holder(signature.get("key_id", "?"), "planner", f"{where}: plan signature")
+    person, public = policy.holder(str(signature.get("key_id", "?")), "planner", f"{where}: plan signature")
     if not signature_holds(public, signature, plan_signature_payload(document["plan_hash"], policy.sha256, signature)):
         raise AuthorityRefusal(f"{where}: plan signature by key {signature.get('key_id')} does not verify (plan.json altered or re-sealed after signing)")
     return person
@@ -428,7 +429,7 @@ def make_approval(plan: LoadedPlan, policy: TrustPolicy, signer: Signer, note: s
     if change_ref and plan_ref and change_ref != plan_ref:
         raise InputError(f"change reference {change_ref!r} differs from the plan's {plan_ref!r}", field="--change-ref")
     for i, record in enumerate(existing):
-        if record.get("plan_hash") == plan.plan_hash and policy.keys.get(record.get("key_id"), (None,))[0] == person:
+        if record.get("plan_hash") == plan.plan_hash and policy.keys.get(str(record.get("key_id")), (None,))[0] == person:
             raise InputError(f"{person.describe()} has already approved this plan (approval {i + 1})", field="--key")
     body = {"schema": APPROVAL_SCHEMA, "plan_hash": plan.plan_hash, "trust_policy_sha256": policy.sha256, "key_id": signer.key_id,
             "approver": person.name, "approved_at": _now(now), "note": note, "change_ref": change_ref or plan_ref,
@@ -450,6 +451,8 @@ def check_approvals(plan_hash: str, approvals: list[dict], policy: TrustPolicy, 
     evidence of tampering: refused, naming it."""
     counted, ignored, people = [], [], set()
     for n, record in enumerate(approvals, start=1):
+        if not isinstance(record, dict):
+            raise AuthorityRefusal(f"{where}: approval {n} is not a record")
         name = f"approval {n} (key {record.get('key_id', '?')}, labelled {record.get('approver', '?')!r})"
         if record.get("plan_hash") != plan_hash:
             ignored.append(f"{name}: for another plan hash")

@@ -137,7 +137,8 @@ def approve(plan_dir: Path, key: Path | None, note: str, change_ref: str | None,
     signature and its inputs are unchanged."""
     approval = pipeline.run_approve(plan_dir, key, note, change_ref, trust_policy)
     Console().print(f"approved plan {approval['plan_hash'][:16]}… ({approval['devices']} devices) by {approval['approver']} "
-                    f"(key {approval['key_id']}) at {approval['approved_at']}, change {approval['change_ref'] or '-'}")  # fmt: skip
+                    f"(key {approval['key_id']}) at {approval['approved_at']}, change {approval['change_ref'] or '-'}, "
+                    f"trust policy {approval['trust_policy_sha256'][:16]}…")  # fmt: skip
 
 
 @main.command()
@@ -371,7 +372,7 @@ def audit() -> None:
 @click.option("--private", "private_path", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Ed25519 private key (PEM, mode 0600).")
 @click.option("--public", "public_path", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Its public key (PEM), for audit verify.")
 def audit_keygen(private_path: Path, public_path: Path) -> None:
-    """Make an Ed25519 signing key pair (an HSM- or PKI-issued key can be used instead)."""
+    """Old form of `remediation keygen` (PEM public key; list it in the trust policy to sign exports with it)."""
     from remediation.evidence.audit import generate_key
 
     if private_path.exists():
