@@ -344,7 +344,7 @@ def policy_for_plan(plan: LoadedPlan, override: str | Path | None = None) -> Tru
 
 def plan_signature_payload(plan_hash: str, policy_sha256: str, signature: dict) -> dict:
     return {"schema": PLAN_SIGNATURE_SCHEMA, "plan_hash": plan_hash, "trust_policy_sha256": policy_sha256,
-            "key_id": signature.get("key_id"), "signed_at": signature.get("signed_at")}  # fmt: skip
+            "key_id": signature.get("key_id")}  # fmt: skip
 
 
 def check_planner(policy: TrustPolicy, signer: Signer) -> Person:
@@ -352,10 +352,11 @@ def check_planner(policy: TrustPolicy, signer: Signer) -> Person:
     return policy.holder(signer.key_id, "planner", "refusing to plan")[0]
 
 
-def sign_plan(document: dict, policy: TrustPolicy, signer: Signer, now: datetime | None = None) -> dict:
+def sign_plan(document: dict, policy: TrustPolicy, signer: Signer) -> dict:
     """plan.json's signature block over (plan hash, policy hash); the document must already be sealed."""
     person = check_planner(policy, signer)
-    block = {"key_id": signer.key_id, "signed_at": _now(now), "signer": person.name}
+    # No signing time: Ed25519 is deterministic, so the same inputs and key still give a byte-identical plan.json.
+    block = {"key_id": signer.key_id, "signer": person.name}
     block.update(signer.sign(plan_signature_payload(document["plan_hash"], policy.sha256, block)))
     return block
 

@@ -112,17 +112,20 @@ def _default_user() -> str:
 @as_of_option
 @click.option("--s1sp", "s1sps", multiple=True, metavar="CODE", help="Plan only this S1SP (repeatable).")
 @click.option("--by", "planner", default=_default_user, show_default="the login name", help="A label for an unsigned plan (a signed plan names the key's holder).")
+@click.option("--from", "from_detect", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, metavar="DETECT_DIR",
+              help="Reuse this detect result instead of detecting again (refused unless its inputs and config still match).")
 @key_option
 @change_ref_option
 @click.option("--trust-policy", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="Seal the plan under this trust policy instead of the case's [case] trust_policy.")  # fmt: skip
-def plan(config_path: Path, out_dir: Path, as_of: date | None, s1sps: tuple[str, ...], planner: str, key: Path | None, change_ref: str | None,
-         trust_policy: Path | None) -> None:  # fmt: skip
-    """Detect, then write a correction plan for the WRONG_NO devices, sealed with a plan hash and signed with a planner's key."""
+def plan(config_path: Path, out_dir: Path, as_of: date | None, s1sps: tuple[str, ...], planner: str, from_detect: Path | None, key: Path | None,
+         change_ref: str | None, trust_policy: Path | None) -> None:  # fmt: skip
+    """Detect (or reuse a detect result), then write a correction plan for the WRONG_NO devices, sealed with a plan hash
+    and signed with a planner's key."""
     err = Console(stderr=True)
     with _RowProgress(err) as progress:
-        result = pipeline.run_plan(config_path, out_dir, planner=planner, as_of=as_of, s1sps=s1sps, progress=progress, key=key, change_ref=change_ref,
-                                   trust_policy=trust_policy)  # fmt: skip
+        result = pipeline.run_plan(config_path, out_dir, planner=planner, as_of=as_of, s1sps=s1sps, progress=progress, from_detect=from_detect,
+                                   key=key, change_ref=change_ref, trust_policy=trust_policy)  # fmt: skip
     terminal.print_plan(result.document, result.directory)
 
 

@@ -36,7 +36,7 @@ echo "trust policy $POLICY sha256 $POLICY_SHA"
 export REMEDIATION_TRUST_POLICY="$POLICY"  # apply checks the plan against this reviewed policy, not one a plan names
 
 step "plan (signed by the planner's key) and approve (two approvers' keys; the planner's own key is refused)"
-$R plan --config $CASE --out "$OUT/plan" --key "$K/planner.alice" --trust-policy "$POLICY" --change-ref CHG-0001
+$R plan --config $CASE --out "$OUT/plan" --from "$OUT/detect" --key "$K/planner.alice" --trust-policy "$POLICY" --change-ref CHG-0001
 if $R approve "$OUT/plan" --key "$K/planner.alice" 2>"$OUT/self-approval.err"; then echo "self-approval was accepted" >&2; exit 1; fi
 echo "refused as it must be: $(cat "$OUT/self-approval.err")"
 $R approve "$OUT/plan" --key "$K/approver.bob" --note "plan.csv reviewed against the findings" --change-ref CHG-0001

@@ -93,7 +93,7 @@ def refused_untouched(result, root, *said):
 
 
 def sign_block(key: Signer, document: dict, label: str) -> dict:
-    block = {"key_id": key.key_id, "signed_at": "2026-11-26T00:00:00+00:00", "signer": label}
+    block = {"key_id": key.key_id, "signer": label}
     block.update(key.sign(plan_signature_payload(document["plan_hash"], document["trust_policy"]["sha256"], block)))
     return block
 
