@@ -268,7 +268,7 @@ def parse_trust_policy(data: bytes, path: Path) -> TrustPolicy:
     except ValidationError as exc:
         first = exc.errors()[0]
         raise ConfigError(first["msg"], file=str(path), field=_field_path(first["loc"]) or "(top level)") from None
-    people, keys, labels = [], {}, {}
+    people, keys, labels, owner = [], {}, {}, {}  # owner: key id -> index of the person it was first listed for
     for i, entry in enumerate(model.person):
         label = name_label(entry.name)
         if not label:
@@ -277,31 +277,25 @@ def parse_trust_policy(data: bytes, path: Path) -> TrustPolicy:
             raise ConfigError(f"{entry.name!r} reads the same as person[{labels[label]}]'s name; give each person a distinct name",
                               file=str(path), field=f"person[{i}].name")  # fmt: skip
         labels[label] = i
-        person = Person(i, unicodedata.normalize("NFKC", entry.name), frozenset(entry.roles), ())
-        ids = []
+        publics = {}
         for j, text in enumerate(entry.keys):
             try:
                 public = parse_public_key(text)
             except (ValueError, binascii.Error, TypeError) as exc:
                 raise ConfigError(f"not an Ed25519 public key ({exc})", file=str(path), field=f"person[{i}].keys[{j}]") from None
             kid = key_id(public)
-            if kid in keys:
-                raise ConfigError(f"key {kid} is already listed for {keys[kid][0].describe()}; a key identifies one person",
+            if kid in owner:
+                raise ConfigError(f"key {kid} is already listed for person[{owner[kid]}]; a key identifies one person",
                                   file=str(path), field=f"person[{i}].keys[{j}]")  # fmt: skip
-            ids.append(kid)
-            keys[kid] = (person, public)
+            owner[kid], publics[kid] = i, public
+        person = Person(i, unicodedata.normalize("NFKC", entry.name), frozenset(entry.roles), tuple(publics))
         people.append(person)
-    # Fill in each person's key ids (Person is frozen and shared by reference in `keys`).
-    final = {}
-    for person in people:
-        full = Person(person.index, person.name, person.roles, tuple(k for k, (p, _) in keys.items() if p is person))
-        final[person.index] = full
-    keys = {kid: (final[p.index], pub) for kid, (p, pub) in keys.items()}
-    approvers = sum("approver" in p.roles for p in final.values())
+        keys.update({kid: (person, public) for kid, public in publics.items()})
+    approvers = sum("approver" in p.roles for p in people)
     if model.approval.quorum > approvers:
         raise ConfigError(f"quorum {model.approval.quorum} needs at least that many people with the approver role; the policy has {approvers}",
                           file=str(path), field="approval.quorum")  # fmt: skip
-    return TrustPolicy(path, hashlib.sha256(data).hexdigest(), model.approval.quorum, tuple(final.values()), keys)
+    return TrustPolicy(path, hashlib.sha256(data).hexdigest(), model.approval.quorum, tuple(people), keys)
 
 
 def load_trust_policy(path: str | Path) -> TrustPolicy:
@@ -370,20 +364,22 @@ class PlanSigning:
 
 def plan_signing(trust_policy_path: Path | None, key: Signer | str | Path | None) -> PlanSigning | None:
     """The policy and planner key a new plan is sealed and signed with; None for a case that names no trust policy
-    (its plans are unsigned: fine for looking, refused by approve and apply)."""
+    (its plans are unsigned: fine for looking and dry runs, refused by approve and apply)."""
     if trust_policy_path is None:
         if key is not None:
             raise InputError("the case names no trust policy ([case] trust_policy), so a plan cannot be signed", field="--key")
         return None
-    policy = load_trust_policy(trust_policy_path)
-    signer = as_signer(key)
-    return PlanSigning(policy, signer, check_planner(policy, signer))
+    return _planning(load_trust_policy(trust_policy_path), key)
 
 
 def rollback_signing(original: LoadedPlan, key: Signer | str | Path | None) -> PlanSigning | None:
+    """A rollback plan is sealed under its original plan's trust policy (refused if that policy changed since)."""
     if not original.document.get("trust_policy"):
         return plan_signing(None, key)
-    policy = policy_for_plan(original)
+    return _planning(policy_for_plan(original), key)
+
+
+def _planning(policy: TrustPolicy, key: Signer | str | Path | None) -> PlanSigning:
     signer = as_signer(key)
     return PlanSigning(policy, signer, check_planner(policy, signer))
 

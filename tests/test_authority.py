@@ -41,7 +41,7 @@ from remediation.evidence.hashing import canonical_json, sha256_file, sha256_jso
 from remediation.evidence.journal import GENESIS, entry_hash, read_journal, verify_journal
 from remediation.plan import load_plan, operation_ids, read_approvals, seal
 from tests.simulation import api_writes, run_apply, start_sim
-from tests.support import CaseFiles, b64, key_env, key_file, mpan, no_cert, policy_toml, signer
+from tests.support import CaseFiles, b64, key_env, mpan, no_cert, policy_toml, signer
 
 WRONG, CORRECT = "00-1D-00-00-00-09-00-01", "00-1D-00-00-00-09-00-02"
 LOOK_ALIKES = ["alice ", "al\u0456ce", "alice\u200b", "\uff41\uff4c\uff49\uff43\uff45", "AL\u0130CE"]  # Cyrillic i, zero-width space, full-width, dotted I

@@ -18,7 +18,7 @@ from remediation.cli import main
 from remediation.evidence.audit import AuditFailure, generate_key, verify_export
 from remediation.evidence.hashing import canonical_json
 from remediation.plan import NotApproved, StalePlan
-from tests.simulation import api_writes, planned_case, run_apply, run_resume, start_sim
+from tests.simulation import api_writes, planned_case, run_apply, start_sim
 from remediation.evidence.hashing import sha256_file
 from tests.support import REPO, key_env, key_file, policy_toml, signer
 
