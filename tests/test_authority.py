@@ -130,22 +130,19 @@ def forge_plan(plan_dir) -> dict:
     return document
 
 
-def _unkeyed_approval(document, mallory):
+def _unkeyed_approval(document, mallory, plan_dir):
     body = {"schema": "remediation/approval/1", "plan_hash": document["plan_hash"], "approved_by": "bob", "approved_at": "2026-11-26T00:00:00+00:00",
             "note": "CHG-0001", "devices": 1}  # fmt: skip
     return [{**body, "approval_hash": sha256_json(body)}]
 
 
-def _mallory_signs_as_bob(document, mallory):
+def _mallory_signs_as_bob(document, mallory, plan_dir):
     return [approval_by(mallory, document["plan_hash"], document["trust_policy"]["sha256"], label="bob")]
 
 
-def _bobs_real_approval_retargeted(document, mallory):
-    real = read_approvals(FORGE_DIR[0])[0]
+def _bobs_real_approval_retargeted(document, mallory, plan_dir):
+    real = read_approvals(plan_dir)[0]
     return [{**real, "plan_hash": document["plan_hash"]}]
-
-
-FORGE_DIR = [None]
 
 
 @pytest.mark.parametrize(
@@ -160,13 +157,12 @@ FORGE_DIR = [None]
 )
 def test_reseal_and_forge_is_refused_and_nothing_is_written(world, approvals, resign, said):
     root, plan_dir, sim = world
-    FORGE_DIR[0] = plan_dir
     mallory = signer("mallory")
     document = forge_plan(plan_dir)
     if resign:  # mallory also re-signs the re-sealed plan with her own key, labelled as alice
         document["signature"] = sign_block(mallory, document, "alice")
         (plan_dir / "plan.json").write_text(json.dumps(document))
-    write_approvals(plan_dir, approvals(document, mallory))
+    write_approvals(plan_dir, approvals(document, mallory, plan_dir))
     result = cli_apply(root, sim.url)
     print(f"\nforge ({'re-signed' if resign else 'unsigned'}): exit {result.exit_code}: {result.stderr.strip()}")
     refused_untouched(result, root, said)
@@ -232,9 +228,8 @@ def test_approver_key_not_in_the_policy_is_refused(tmp_path):
     assert result.exit_code == 3 and "does not have the approver role" in result.stderr
 
 
-def test_quorum_of_two_needs_two_people(world, tmp_path):
-    root = tmp_path / "q"
-    root.mkdir()
+def test_quorum_of_two_needs_two_people(tmp_path):
+    root = tmp_path
     config, plan_dir = planned(root, quorum=2, approvers=("bob",))
     sim = start_sim(root / "moc.sqlite", config)
     try:
@@ -290,6 +285,18 @@ def test_tampered_approval_signature_is_named(world):
     data["approvals"][0]["signature"]["value"] = base64.b64encode(bytes(signature)).decode()
     (plan_dir / "approvals.json").write_text(json.dumps(data))
     refused_untouched(cli_apply(root, sim.url), root, f"approval 1 (key {signer('bob').key_id}", "signature does not verify")
+
+
+def test_change_reference_is_sealed_in_the_plan_and_signed_in_each_approval(tmp_path):
+    _, config = small_case(tmp_path)
+    pipeline.run_plan(config, tmp_path / "plan", key=signer("alice"), change_ref="CHG-0042")
+    assert load_plan(tmp_path / "plan").document["governance"] == {"change_record": "CHG-0042"}
+    result = CliRunner(env=key_env("bob")).invoke(main, ["approve", str(tmp_path / "plan"), "--change-ref", "CHG-9999"])
+    assert result.exit_code == 2 and "differs from the plan's 'CHG-0042'" in result.stderr
+    result = CliRunner(env=key_env("bob")).invoke(main, ["approve", str(tmp_path / "plan"), "--note", "ok"])
+    assert result.exit_code == 0 and "change CHG-0042" in result.stdout and signer("bob").key_id in result.stdout
+    approval = read_approvals(tmp_path / "plan")[0]
+    assert approval["change_ref"] == "CHG-0042" and approval["approver"] == "bob" and approval["key_id"] == signer("bob").key_id
 
 
 def test_approvals_for_another_plan_or_policy_do_not_count(tmp_path):
