@@ -18,10 +18,10 @@ from remediation.apply.executor import DeviceExecutor, RetryPolicy, run_s1sp
 from remediation.apply.gateway import Gateway, HttpGateway
 from remediation.apply.lock import RunLock
 from remediation.apply.pacing import RateLimiter, WavePolicy
+from remediation.authority import RunAuthority, token_for_endpoint
 from remediation.errors import InputError, SafetyRefusal
 from remediation.evidence.journal import Journal
 from remediation.outputs import write_csv, write_json, write_parquet
-from remediation.authority import RunAuthority, token_for_endpoint
 from remediation.plan import LoadedPlan
 
 RUN_SCHEMA = "remediation/run/1"

@@ -14,9 +14,9 @@ import hashlib
 import json
 import os
 import threading
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 from remediation.evidence.hashing import canonical_json
