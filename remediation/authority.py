@@ -38,7 +38,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -179,15 +179,25 @@ def load_signer(path: str | Path | None) -> Signer:
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise InputError(f"private key is accessible to other users (mode {stat.S_IMODE(mode):04o}); chmod 600 it", file=str(path))
     passphrase = os.environ.get(PASSPHRASE_ENV, "").encode() or None
-    try:
+    def read(password: bytes | None):
         if b"OPENSSH PRIVATE KEY" in data:
-            key = serialization.load_ssh_private_key(data, password=passphrase)
-        else:
-            key = serialization.load_pem_private_key(data, password=passphrase)
+            return serialization.load_ssh_private_key(data, password=password)
+        return serialization.load_pem_private_key(data, password=password)
+
+    try:
+        try:
+            key = read(passphrase)
+        except TypeError:
+            if passphrase is None:
+                raise
+            key = read(None)  # this key is not encrypted: the passphrase variable is meant for another
     except TypeError:
         raise InputError(f"private key is passphrase-protected: set ${PASSPHRASE_ENV}", file=str(path)) from None
     except ValueError:
         raise InputError("not a readable private key (or wrong passphrase)", file=str(path)) from None
+    except UnsupportedAlgorithm as exc:  # e.g. a passphrase-protected OpenSSH key: its KDF needs the bcrypt package
+        raise InputError(f"cannot read this private key ({exc}); use an unencrypted OpenSSH key or one from `remediation keygen`",
+                         file=str(path)) from None  # fmt: skip
     if not isinstance(key, ed25519.Ed25519PrivateKey):
         raise InputError("not an Ed25519 private key", file=str(path))
     return Signer(key)

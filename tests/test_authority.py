@@ -594,3 +594,23 @@ def test_redact_covers_plain_quoted_base64_bearer_and_private_keys():
     text += "\n-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEI\n-----END PRIVATE KEY-----"
     out = redact(text, (secret,))
     assert "secret" not in out and "other-token" not in out and "MC4CAQ" not in out and out.count("[REDACTED]") == 5
+
+
+@pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="needs OpenSSH's ssh-keygen")
+def test_a_key_made_by_ssh_keygen_plans_and_its_id_is_what_ssh_keygen_prints(tmp_path, monkeypatch):
+    """People can use the ed25519 key they already have: its .pub line goes into the policy, the private key signs,
+    and the key id the tool prints is the fingerprint `ssh-keygen -l` shows."""
+    import subprocess
+
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "alice@laptop", "-f", str(tmp_path / "id_ed25519")], check=True)
+    line = (tmp_path / "id_ed25519.pub").read_text().strip()
+    fingerprint = subprocess.run(["ssh-keygen", "-lf", str(tmp_path / "id_ed25519.pub")], capture_output=True, text=True, check=True).stdout.split()[1]
+    monkeypatch.setenv("REMEDIATION_KEY_PASSPHRASE", "for another key")  # an unencrypted key ignores it
+    assert load_signer(tmp_path / "id_ed25519").key_id == fingerprint
+    case = tmp_path / "case"
+    _, config = small_case(case)
+    (case / "people.toml").write_text(f'[[person]]\nname = "Alice"\nroles = ["planner"]\nkeys = ["{line}"]\n'
+                                      + policy_toml({"bob": (("approver",), ["bob"])}).split("\n", 2)[2])  # fmt: skip
+    result = CliRunner().invoke(main, ["plan", "--config", str(config), "--out", str(case / "plan"), "--key", str(tmp_path / "id_ed25519")])
+    assert result.exit_code == 0, result.stderr
+    assert load_plan(case / "plan").document["signature"]["key_id"] == fingerprint
