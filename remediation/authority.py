@@ -712,3 +712,6 @@ def verify_exported_authority(directory: Path, policy: TrustPolicy | None) -> No
     if not any(e.get("event") == "run_started" for e in entries):
         raise AuthorityRefusal(f"{journal}: no run_started record")
     verify_journal_signatures(entries, policy, str(journal))
+    for entry in entries:  # the approvals apply counted when it started: a quorum then, not only in approvals.json now
+        if entry.get("event") == "run_started":
+            check_approvals(document["plan_hash"], entry.get("approvals") or [], policy, planner, f"{journal} seq {entry.get('seq')} (run_started) approvals")
