@@ -503,12 +503,13 @@ def test_audit_verify_fails_on_a_swapped_policy(exported, tmp_path):
     document = seal({k: v for k, v in document.items() if k != "signature"})
     document["signature"] = sign_block(mallory, document, "alice")
     (directory / "plan.json").write_text(json.dumps(document))
-    write_approvals(directory, [approval_by(signer("mallory#2"), document["plan_hash"], sha)])
+    forged = [approval_by(signer("mallory#2"), document["plan_hash"], sha)]
+    write_approvals(directory, forged)
     prev, lines = GENESIS, []
     for entry in read_journal(directory / "journal.jsonl"):
         entry["prev"] = prev
-        entry["plan_hash"] = document["plan_hash"] if entry["event"] == "run_started" else entry.get("plan_hash")
-        entry = {k: v for k, v in entry.items() if v is not None or k != "plan_hash"}
+        if entry["event"] == "run_started":
+            entry.update(plan_hash=document["plan_hash"], approvals=forged)
         if "signature" in entry:
             entry["signature"] = mallory.sign({k: v for k, v in entry.items() if k != "signature"})
         prev = entry_hash(entry)
