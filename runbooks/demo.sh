@@ -38,10 +38,10 @@ export REMEDIATION_TRUST_POLICY="$POLICY"  # apply checks the plan against this 
 step "plan (signed by the planner's key) and approve (two approvers' keys; the planner's own key is refused)"
 $R plan --config $CASE --out "$OUT/plan" --from "$OUT/detect" --key "$K/planner.alice" --trust-policy "$POLICY" --change-ref CHG-0001
 if $R approve "$OUT/plan" --key "$K/planner.alice" 2>"$OUT/self-approval.err"; then echo "self-approval was accepted" >&2; exit 1; fi
-echo "refused as it must be: $(cat "$OUT/self-approval.err")"
+echo "refused as it must be: $(tr -s "\n" " " < "$OUT/self-approval.err")"
 $R approve "$OUT/plan" --key "$K/approver.bob" --note "plan.csv reviewed against the findings" --change-ref CHG-0001
 if $R apply "$OUT/plan" --run "$OUT/run" --key "$K/operator.carol" 2>"$OUT/quorum.err"; then echo "apply with one approval was accepted" >&2; exit 1; fi
-echo "refused as it must be: $(cat "$OUT/quorum.err")"
+echo "refused as it must be: $(tr -s "\n" " " < "$OUT/quorum.err")"
 $R approve "$OUT/plan" --key "$K/approver.dave" --note "second approval" --change-ref CHG-0001
 
 step "start one simulator per S1SP on the ports the case names (light faults: latency, 2% transient errors, 1% dropped after commit)"
