@@ -685,10 +685,20 @@ def manifest_key(policy: TrustPolicy, manifest_bytes: bytes, manifest_path: Path
     return f"key {kid} of {person.describe()}", public
 
 
-def verify_exported_authority(directory: Path, policy: TrustPolicy | None) -> None:
-    """Plan signature, approvals and quorum, and every signed run record of an export, against its policy."""
+def _json_object(path: Path) -> dict:
     import json
 
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise AuthorityRefusal(f"{path}: unreadable ({exc})") from None
+    if not isinstance(value, dict):
+        raise AuthorityRefusal(f"{path}: not a JSON object")
+    return value
+
+
+def verify_exported_authority(directory: Path, policy: TrustPolicy | None) -> None:
+    """Plan signature, approvals and quorum, and every signed run record of an export, against its policy."""
     from remediation.evidence.journal import read_journal
     from remediation.plan import seal
 
@@ -696,13 +706,15 @@ def verify_exported_authority(directory: Path, policy: TrustPolicy | None) -> No
         return
     directory = Path(directory)
     plan_json = directory / "plan.json"
-    document = json.loads(plan_json.read_text(encoding="utf-8"))
+    document = _json_object(plan_json)
     if seal(document).get("plan_hash") != document.get("plan_hash"):
         raise AuthorityRefusal(f"{plan_json}: content does not match its plan_hash")
     if sha256_file(directory / "plan.parquet") != (document.get("outputs") or {}).get("plan.parquet"):
         raise AuthorityRefusal(f"{directory / 'plan.parquet'}: SHA-256 differs from plan.json")
     planner = verify_plan_signature(document, policy, str(plan_json))
-    approvals = json.loads((directory / "approvals.json").read_text(encoding="utf-8")).get("approvals", [])
+    approvals = _json_object(directory / "approvals.json").get("approvals")
+    if not isinstance(approvals, list):
+        raise AuthorityRefusal(f"{directory / 'approvals.json'}: no list of approvals")
     check_approvals(document["plan_hash"], approvals, policy, planner, str(directory / "approvals.json"))
     journal = directory / "journal.jsonl"
     entries = read_journal(journal)
