@@ -47,22 +47,20 @@ WRONG, CORRECT = "00-1D-00-00-00-09-00-01", "00-1D-00-00-00-09-00-02"
 LOOK_ALIKES = ["alice ", "al\u0456ce", "alice\u200b", "\uff41\uff4c\uff49\uff43\uff45", "AL\u0130CE"]  # Cyrillic i, zero-width space, full-width, dotted I
 
 
-def small_case(root, people=None, quorum=1, extra="") -> tuple[CaseFiles, object]:
-    """One WRONG_NO device (holds BBBB's certificates, registered to AAAA) and one correct AAAA device."""
-    case = CaseFiles(root, trust_policy=policy_toml(people, quorum))
+def small_case(root, people=None, quorum=1, moc=None) -> tuple[CaseFiles, object]:
+    """One WRONG_NO device (holds BBBB's certificates, registered to AAAA) and one correct AAAA device; `moc`: settings
+    of the case's [s1sp.MOC] table."""
+    case = CaseFiles(root, trust_policy=policy_toml(people, quorum), s1sp_settings={"MOC": moc or {}})
     m1, m2 = mpan(16, 9001), mpan(16, 9002)
     case.device(WRONG, m1, no_cert("BBBB", "DS"), no_cert("BBBB", "KA"))
     case.register(m1, "AAAA")
     case.device(CORRECT, m2, no_cert("AAAA", "DS"), no_cert("AAAA", "KA"))
     case.register(m2, "AAAA")
-    config = case.write()
-    if extra:
-        config.write_text(config.read_text() + extra)
-    return case, config
+    return case, case.write()
 
 
-def planned(root, people=None, quorum=1, approvers=("bob",), extra=""):
-    _, config = small_case(root, people, quorum, extra)
+def planned(root, people=None, quorum=1, approvers=("bob",), moc=None):
+    _, config = small_case(root, people, quorum, moc)
     pipeline.run_plan(config, root / "plan", key=signer("alice"))
     for name in approvers:
         pipeline.run_approve(root / "plan", signer(name))
@@ -314,14 +312,16 @@ def test_approvals_for_another_plan_or_policy_do_not_count(tmp_path):
 def test_policy_changed_after_planning_is_refused(world):
     root, plan_dir, sim = world
     policy = root / "people.toml"
-    policy.write_text(policy.read_text().replace("quorum = 1", "quorum = 2"))
+    original = policy.read_text()
+    policy.write_text(original.replace("quorum = 1", "quorum = 2"))
     result = CliRunner(env=key_env("dave")).invoke(main, ["approve", str(plan_dir)])
     assert result.exit_code == 3 and "changed since planning" in result.stderr
     refused_untouched(cli_apply(root, sim.url), root, "changed since planning")
     (root / "other.toml").write_text(policy_toml() + "# reviewed again\n")  # the same people, another text: another hash
     result = cli_apply(root, sim.url, "carol", "--trust-policy", str(root / "other.toml"))
     refused_untouched(result, root, "is not the policy plan")
-    (root / "copy.toml").write_text(policy_toml())  # the sealed bytes under another name: the hash decides, so it is accepted
+    policy.write_text(original)  # (the case's own file is also one of the plan's config files: it must be back as planned)
+    (root / "copy.toml").write_text(original)  # the sealed bytes under another name: the hash decides, so it is accepted
     assert cli_apply(root, sim.url, "carol", "--trust-policy", str(root / "copy.toml")).exit_code == 0
 
 
@@ -525,12 +525,12 @@ def test_audit_verify_fails_on_a_swapped_policy(exported, tmp_path):
 # ------------------------------------------------------------------------------------------------ tokens
 
 
-TOKEN_CASE = '[s1sp.MOC]\nbase_url = "http://127.0.0.1:9"\ntoken_env = "MOC_TOKEN"\n'
+TOKEN_CASE = {"base_url": "http://127.0.0.1:9", "token_env": "MOC_TOKEN"}
 
 
 @pytest.mark.parametrize("url", ["http://192.0.2.10:8701", "http://127.0.0.1@evil.example:8701", "http://localhost.evil.example"])
 def test_token_is_refused_for_a_plain_http_non_loopback_override(tmp_path, url):
-    config, _ = planned(tmp_path, extra=TOKEN_CASE)
+    config, _ = planned(tmp_path, moc=TOKEN_CASE)
     env = {**key_env("carol"), "MOC_TOKEN": "s3cret-token-value"}
     result = CliRunner(env=env).invoke(main, ["apply", str(tmp_path / "plan"), "--run", str(tmp_path / "run"), "--endpoint", f"MOC={url}",
                                               "--trust-policy", str(tmp_path / "people.toml")])  # fmt: skip
@@ -539,7 +539,7 @@ def test_token_is_refused_for_a_plain_http_non_loopback_override(tmp_path, url):
 
 
 def test_missing_token_variable_is_exit_2_before_any_run_directory(tmp_path):
-    planned(tmp_path, extra=TOKEN_CASE)
+    planned(tmp_path, moc=TOKEN_CASE)
     result = CliRunner(env={**key_env("carol"), "MOC_TOKEN": ""}).invoke(
         main, ["apply", str(tmp_path / "plan"), "--run", str(tmp_path / "run"), "--trust-policy", str(tmp_path / "people.toml")])  # fmt: skip
     assert result.exit_code == 2 and "$MOC_TOKEN" in result.stderr and not (tmp_path / "run").exists(), result.stderr
@@ -565,7 +565,7 @@ def test_echoed_token_is_redacted_before_journal_checkpoints_and_exports(tmp_pat
     server = ThreadingHTTPServer(("127.0.0.1", 0), _EchoingS1SP)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        planned(tmp_path, extra=TOKEN_CASE)
+        planned(tmp_path, moc=TOKEN_CASE)
         env = {**key_env("carol"), "MOC_TOKEN": token}
         result = CliRunner(env=env).invoke(main, ["apply", str(tmp_path / "plan"), "--run", str(tmp_path / "run"), "--trust-policy", str(tmp_path / "people.toml"),
                                                   "--endpoint", f"MOC=http://127.0.0.1:{server.server_address[1]}"])  # fmt: skip
