@@ -399,8 +399,8 @@ def audit_export(run_dir: Path, out_dir: Path, key: Path | None, sign_key: Path 
     """Export findings, plan, its signature, approvals, trust policy, journal and per-device outcomes, with a manifest
     signed by an auditor's or operator's key from the trust policy."""
     result = pipeline.run_audit_export(run_dir, out_dir, sign_key, who, key=key)
-    Console().print(f"exported {len(result.manifest['files'])} files to {result.directory}, manifest signed ({result.manifest['algorithm']}, "
-                    f"key {result.manifest['public_key_sha256'][:16]}…)")  # fmt: skip
+    signer = f"{result.manifest['signed_by']}, key {result.manifest['key_id']}" if result.manifest.get("signed_by") else f"key {result.manifest['public_key_sha256'][:16]}…"
+    Console().print(f"exported {len(result.manifest['files'])} files to {result.directory}, manifest signed ({result.manifest['algorithm']}, {signer})")
 
 
 @audit.command("verify")
