@@ -8,6 +8,7 @@ A larger run of the same soak: `python benchmarks/apply_soak.py`.
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import subprocess
@@ -19,10 +20,11 @@ from pathlib import Path
 import pandas as pd
 
 from remediation import pipeline
-from remediation.evidence.audit import generate_key, verify_export
+from remediation.evidence.audit import verify_export
 from remediation.evidence.journal import read_journal, verify_journal
+from remediation.evidence.hashing import sha256_file
 from tests.simulation import api_writes, planned_case, start_sim
-from tests.support import REPO
+from tests.support import REPO, key_env, signer
 
 FAULTS = "latency=10ms,error=0.05,throttle=0.03,drop=0.02"  # 10% of requests fail or lose their answer
 
@@ -34,13 +36,14 @@ def soak(root: Path, interruptions: int = 20, devices: int = 300, seed: int = 20
     plan = pd.read_parquet(plan_dir / "plan.parquet")
     run_dir = root / "run"
     command = [sys.executable, "-m", "remediation", "apply", str(plan_dir), "--run", str(run_dir), "--by", "soak", "--endpoint", f"MOC={sim.url}",
-               "--pause-failure-rate", "1.0", "--canary", "5", "--max-wave", "30", "--timeout", "2"]  # fmt: skip
+               "--pause-failure-rate", "1.0", "--canary", "5", "--max-wave", "30", "--timeout", "2", "--trust-policy", str(root / "people.toml")]  # fmt: skip
+    env = {**os.environ, **key_env("carol")}
     done, stops, progress = 0, [], []
     try:
         while len(stops) < interruptions:
             journal = run_dir / "journal.jsonl"
             before = journal.stat().st_size if journal.exists() else 0
-            proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             # At a random instant once this process has started writing (start-up time varies with the machine's load);
             # every fourth one during start-up instead, when no handler is installed yet.
             if len(stops) % 4 != 2:
@@ -60,7 +63,7 @@ def soak(root: Path, interruptions: int = 20, devices: int = 300, seed: int = 20
             progress.append(journal.read_bytes().count(b'"event":"transition"') if journal.exists() else 0)
             assert "Traceback" not in err or how == signal.SIGINT and "KeyboardInterrupt" in err, err  # a SIGINT during start-up
         for _ in range(3):
-            final = subprocess.run([*command, "--retry-failed"], cwd=REPO, capture_output=True, text=True)
+            final = subprocess.run([*command, "--retry-failed"], cwd=REPO, env=env, capture_output=True, text=True)
             if final.returncode == 0:
                 break
         done = final.returncode
@@ -91,6 +94,5 @@ def test_soak_sigint_and_sigkill_alternating_with_faults(tmp_path):
     assert ok, why
     interrupted = [e for e in read_journal(run_dir / "journal.jsonl") if e["event"] == "run_interrupted"]
     assert len(interrupted) >= 5  # most SIGINTs landed after start-up and were journaled
-    generate_key(tmp_path / "k", tmp_path / "k.pub")
-    pipeline.run_audit_export(run_dir, tmp_path / "export", tmp_path / "k", "soak")
-    verify_export(tmp_path / "export", tmp_path / "k.pub")
+    pipeline.run_audit_export(run_dir, tmp_path / "export", None, "soak", key=signer("carol"))
+    verify_export(tmp_path / "export", None, sha256_file(tmp_path / "people.toml"))

@@ -26,15 +26,18 @@ from remediation.cli import main
 from remediation.evidence.audit import generate_key
 from remediation.evidence.hashing import canonical_json
 from remediation.evidence.journal import GENESIS, entry_hash, read_journal, verify_journal
-from tests.simulation import api_writes, planned_case, start_sim
-from tests.support import REPO
+from tests.simulation import api_writes, planned_case, run_apply, run_resume, start_sim
+from tests.support import REPO, key_env, signer
+
+ENV = {**os.environ, **key_env("carol")}  # the operator's key signs each run record (issue 9)
 
 QUICK = RetryPolicy(attempts=2, initial=0.01, max_wait=0.02)
 
 
 def apply_command(plan_dir, run_dir, sim, *extra):
     return [sys.executable, "-m", "remediation", "apply", str(plan_dir), "--run", str(run_dir), "--by", "carol",
-            "--endpoint", f"MOC={sim.url}", "--pause-failure-rate", "1.0", "--canary", "5", "--max-wave", "40", *extra]  # fmt: skip
+            "--endpoint", f"MOC={sim.url}", "--pause-failure-rate", "1.0", "--canary", "5", "--max-wave", "40",
+            "--trust-policy", str(plan_dir.parent / "people.toml"), *extra]  # fmt: skip
 
 
 def journal_count(run_dir, to_state: str) -> int:
@@ -68,7 +71,7 @@ def test_ctrl_c_stops_dispatching_journals_and_keeps_the_lock_until_the_process_
     sim = start_sim(tmp_path / "moc.sqlite", config, faults="latency=10ms")
     run_dir = tmp_path / "run"
     try:
-        first = subprocess.Popen(apply_command(plan_dir, run_dir, sim), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        first = subprocess.Popen(apply_command(plan_dir, run_dir, sim), cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         wait_for(lambda: journal_count(run_dir, "done") >= 20)
         sim.set_faults("latency=4000ms,latency_sigma=0")  # the requests now in flight take 4 s to answer
         time.sleep(0.4)
@@ -78,7 +81,7 @@ def test_ctrl_c_stops_dispatching_journals_and_keeps_the_lock_until_the_process_
         while first.poll() is None:  # an immediate resume, again and again while the first process lives
             # (--s1sp FOC: one that gets in after the first has ended has nothing to do, so the slow S1SP is not waited for)
             second = subprocess.run([sys.executable, "-m", "remediation", "resume", str(run_dir), "--by", "dave", "--endpoint", f"MOC={sim.url}",
-                                     "--s1sp", "FOC"], cwd=REPO, capture_output=True, text=True)  # fmt: skip
+                                     "--s1sp", "FOC", "--trust-policy", str(tmp_path / "people.toml")], cwd=REPO, env=ENV, capture_output=True, text=True)  # fmt: skip
             if first.poll() is None:
                 assert second.returncode == 3 and f"by pid {first.pid}" in second.stderr, second.stderr
                 refused += 1
@@ -97,7 +100,7 @@ def test_ctrl_c_stops_dispatching_journals_and_keeps_the_lock_until_the_process_
         status = CliRunner().invoke(main, ["status", str(run_dir)])  # interrupted, or incomplete if a --s1sp FOC resume got in after
         assert status.exit_code == 1 and f"next: remediation resume {run_dir}" in status.stdout
         sim.set_faults("")
-        done = pipeline.run_resume(run_dir, ApplyOptions(who="dave", endpoints={"MOC": sim.url}))
+        done = run_resume(run_dir, ApplyOptions(who="dave", endpoints={"MOC": sim.url}))
         assert done.status == "completed" and done.counts["MOC"]["done"] == 120
         assert max(Counter(d for d, _ in api_writes(tmp_path / "moc.sqlite")).values()) == 1
         assert verify_journal(run_dir / "journal.jsonl")[0]
@@ -110,7 +113,7 @@ def test_second_ctrl_c_exits_at_once_and_resume_writes_each_device_once(tmp_path
     sim = start_sim(tmp_path / "moc.sqlite", config, faults="latency=10ms")
     run_dir = tmp_path / "run"
     try:
-        proc = subprocess.Popen(apply_command(plan_dir, run_dir, sim), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(apply_command(plan_dir, run_dir, sim), cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         wait_for(lambda: journal_count(run_dir, "done") >= 10)
         sim.set_faults("latency=4000ms,latency_sigma=0")
         time.sleep(0.3)
@@ -126,7 +129,7 @@ def test_second_ctrl_c_exits_at_once_and_resume_writes_each_device_once(tmp_path
         assert status.exit_code == 1 and "state: interrupted — the process ended without a finish record" in screen
         assert "stale lock record" in screen and f"next: remediation resume {run_dir}" in status.stdout
         sim.set_faults("")
-        done = pipeline.run_resume(run_dir, ApplyOptions(who="dave", endpoints={"MOC": sim.url}))
+        done = run_resume(run_dir, ApplyOptions(who="dave", endpoints={"MOC": sim.url}))
         assert done.status == "completed" and done.counts["MOC"]["done"] == 60
         assert max(Counter(d for d, _ in api_writes(tmp_path / "moc.sqlite")).values()) == 1
     finally:
@@ -138,7 +141,7 @@ def test_sigterm_is_an_orderly_stop_too(tmp_path):
     sim = start_sim(tmp_path / "moc.sqlite", config, faults="latency=10ms")
     run_dir = tmp_path / "run"
     try:
-        proc = subprocess.Popen(apply_command(plan_dir, run_dir, sim), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(apply_command(plan_dir, run_dir, sim), cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         wait_for(lambda: journal_count(run_dir, "done") >= 10)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=15)
@@ -172,7 +175,7 @@ def test_checkpoint_index_damaged_mid_run_never_turns_a_written_device_into_noop
     sim = start_sim(tmp_path / "moc.sqlite", config, faults="latency=15ms")
     run_dir = tmp_path / "run"
     try:
-        proc = subprocess.Popen(apply_command(plan_dir, run_dir, sim), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(apply_command(plan_dir, run_dir, sim), cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(lambda: journal_count(run_dir, "done") >= 15)
         damage(run_dir / "checkpoints.sqlite")
         time.sleep(0.3)
@@ -182,12 +185,12 @@ def test_checkpoint_index_damaged_mid_run_never_turns_a_written_device_into_noop
             damage(run_dir / "checkpoints.sqlite")  # the live process's SQLite may have rewritten its pages over the garbage
         written = {d for d, _ in api_writes(tmp_path / "moc.sqlite")}
         assert written
-        result = pipeline.run_resume(run_dir, ApplyOptions(who="dave", endpoints={"MOC": sim.url}))
+        result = run_resume(run_dir, ApplyOptions(who="dave", endpoints={"MOC": sim.url}))
         assert result.status == "completed" and result.counts["MOC"]["done"] == 80 and result.counts["MOC"]["noop"] == 0
         rebuilt = [e for e in read_journal(run_dir / "journal.jsonl") if e["event"] == "checkpoints_rebuilt"]
         assert rebuilt and rebuilt[0]["written_devices"] >= len(written) - 4  # a few may be in flight when killed
         assert max(Counter(d for d, _ in api_writes(tmp_path / "moc.sqlite")).values()) == 1
-        rollback = pipeline.run_rollback(run_dir, tmp_path / "rb", planner="alice")
+        rollback = pipeline.run_rollback(run_dir, tmp_path / "rb", key=signer("alice"))
         assert len(rollback.rows) == 80  # rollback still lists every device the run wrote
     finally:
         sim.stop()
@@ -198,7 +201,7 @@ def test_journal_cut_while_the_run_writes_it_is_refused_then_and_after(tmp_path)
     sim = start_sim(tmp_path / "moc.sqlite", config, faults="latency=15ms")
     run_dir = tmp_path / "run"
     try:
-        proc = subprocess.Popen(apply_command(plan_dir, run_dir, sim), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(apply_command(plan_dir, run_dir, sim), cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         wait_for(lambda: journal_count(run_dir, "done") >= 10)
         os.truncate(run_dir / "journal.jsonl", 0)
         _, err = proc.communicate(timeout=60)
@@ -215,7 +218,7 @@ def finished(tmp_path_factory):
     _, config, plan_dir = planned_case(root, wrong=12, ok=3)
     sim = start_sim(root / "moc.sqlite", config)
     try:
-        assert pipeline.run_apply(plan_dir, root / "run", ApplyOptions(who="carol", endpoints={"MOC": sim.url})).status == "completed"
+        assert run_apply(plan_dir, root / "run", ApplyOptions(who="carol", endpoints={"MOC": sim.url})).status == "completed"
     finally:
         sim.stop()
     generate_key(root / "audit.key", root / "audit.pub")
@@ -238,7 +241,8 @@ def _rechain(lines):
 
 
 def _export(run_dir, key, tmp_path):
-    return CliRunner().invoke(main, ["audit", "export", str(run_dir), "--out", str(tmp_path / "export"), "--sign-key", str(key)])
+    """`audit export` signed with the operator's key from the trust policy (issue 9); `key` is kept for the old path."""
+    return CliRunner(env=key_env("carol")).invoke(main, ["audit", "export", str(run_dir), "--out", str(tmp_path / "export")])
 
 
 def test_journal_head_is_recorded_in_run_json_and_with_the_index(finished):
@@ -319,11 +323,11 @@ def test_outcome_edited_in_the_index_is_refused_by_export_and_undone_by_resume(f
         conn.execute("UPDATE ops SET state='noop' WHERE device_id=?", (device,))
     line = one_line_error(_export(run_dir, key, tmp_path), 3)
     assert device in line and "'noop'" in line and "'done'" in line
-    rollback = CliRunner().invoke(main, ["rollback", str(run_dir), "--out", str(tmp_path / "rb")])
+    rollback = CliRunner(env=key_env("alice")).invoke(main, ["rollback", str(run_dir), "--out", str(tmp_path / "rb")])
     assert device in one_line_error(rollback, 3)
     status = CliRunner().invoke(main, ["status", str(run_dir)])
     assert status.exit_code == 3 and "disagrees" in status.stdout
-    pipeline.run_resume(run_dir, ApplyOptions(who="dave", endpoints={"MOC": "http://127.0.0.1:9"}))  # nothing is open: no request is sent
+    run_resume(run_dir, ApplyOptions(who="dave", endpoints={"MOC": "http://127.0.0.1:9"}))  # nothing is open: no request is sent
     with sqlite3.connect(run_dir / "checkpoints.sqlite") as conn:
         assert conn.execute("SELECT state FROM ops WHERE device_id=?", (device,)).fetchone()[0] == "done"
     assert _export(run_dir, key, tmp_path).exit_code == 0
@@ -342,7 +346,8 @@ def test_a_reply_that_is_not_about_the_device_asked_for_is_a_protocol_error(tmp_
     _, config, plan_dir = planned_case(tmp_path, wrong=8, ok=0)
     sim = start_sim(tmp_path / "moc.sqlite", config, faults=lie)
     try:
-        result = CliRunner().invoke(main, ["apply", str(plan_dir), "--run", str(tmp_path / "run"), "--endpoint", f"MOC={sim.url}", "--by", "carol"])
+        result = CliRunner(env=key_env("carol")).invoke(main, ["apply", str(plan_dir), "--run", str(tmp_path / "run"), "--endpoint", f"MOC={sim.url}", "--by", "carol",
+                                                              "--trust-policy", str(tmp_path / "people.toml")])  # fmt: skip
     finally:
         sim.stop()
     assert result.exit_code == 1, result.output
@@ -362,7 +367,7 @@ def test_two_run_directories_for_one_plan_at_once_one_is_refused(tmp_path):
     _, config, plan_dir = planned_case(tmp_path, wrong=60, ok=0)
     sim = start_sim(tmp_path / "moc.sqlite", config, faults="latency=50ms")  # a run long enough that the two overlap
     try:
-        procs = [subprocess.Popen(apply_command(plan_dir, tmp_path / name, sim), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        procs = [subprocess.Popen(apply_command(plan_dir, tmp_path / name, sim), cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                  for name in ("a", "b")]  # fmt: skip
         outs = [p.communicate(timeout=120) for p in procs]
     finally:
@@ -379,20 +384,20 @@ def test_second_run_directory_refused_while_the_first_is_incomplete_unless_super
     _, config, plan_dir = planned_case(tmp_path, wrong=10, ok=0)
     sim = start_sim(tmp_path / "moc.sqlite", config, faults="error=1.0")
     try:
-        first = pipeline.run_apply(plan_dir, tmp_path / "a", ApplyOptions(who="carol", endpoints={"MOC": sim.url}, retry=QUICK))
+        first = run_apply(plan_dir, tmp_path / "a", ApplyOptions(who="carol", endpoints={"MOC": sim.url}, retry=QUICK))
         assert first.status == "paused"
-        args = ["apply", str(plan_dir), "--run", str(tmp_path / "b"), "--endpoint", f"MOC={sim.url}", "--by", "dave"]
-        refused = CliRunner().invoke(main, args)
+        args = ["apply", str(plan_dir), "--run", str(tmp_path / "b"), "--endpoint", f"MOC={sim.url}", "--by", "dave", "--trust-policy", str(tmp_path / "people.toml")]
+        refused = CliRunner(env=key_env("carol")).invoke(main, args)
         assert "belongs to run" in one_line_error(refused, 3) and not (tmp_path / "b").exists()
         sim.set_faults("")
-        taken = CliRunner().invoke(main, [*args, "--supersede"])
+        taken = CliRunner(env=key_env("carol")).invoke(main, [*args, "--supersede"])
         assert taken.exit_code == 0, taken.output + taken.stderr
     finally:
         sim.stop()
     old = [e["event"] for e in read_journal(tmp_path / "a" / "journal.jsonl")]
     new = read_journal(tmp_path / "b" / "journal.jsonl")
     assert old[-1] == "run_superseded" and any(e["event"] == "supersedes" and e["run_dir"] == str(tmp_path / "a") for e in new)
-    resumed = CliRunner().invoke(main, ["resume", str(tmp_path / "a"), "--endpoint", f"MOC={sim.url}"])
+    resumed = CliRunner(env=key_env("carol")).invoke(main, ["resume", str(tmp_path / "a"), "--endpoint", f"MOC={sim.url}", "--trust-policy", str(tmp_path / "people.toml")])
     assert "superseded" in one_line_error(resumed, 3)
 
 
@@ -404,7 +409,8 @@ def test_dry_run_with_unreadable_devices_exits_1_with_grouped_causes_and_run_wit
     sim = start_sim(tmp_path / "moc.sqlite", config, faults="error=1.0")
     try:
         dry = CliRunner().invoke(main, ["apply", str(plan_dir), "--dry-run", str(tmp_path / "dry"), "--endpoint", f"MOC={sim.url}", "--timeout", "1"])
-        both = CliRunner().invoke(main, ["apply", str(plan_dir), "--dry-run", str(tmp_path / "dry2"), "--run", str(tmp_path / "run"), "--endpoint", f"MOC={sim.url}"])
+        both = CliRunner(env=key_env("carol")).invoke(main, ["apply", str(plan_dir), "--dry-run", str(tmp_path / "dry2"), "--run", str(tmp_path / "run"), "--endpoint", f"MOC={sim.url}",
+                                                          "--trust-policy", str(tmp_path / "people.toml")])  # fmt: skip
     finally:
         sim.stop()
     assert dry.exit_code == 1, dry.output
@@ -429,7 +435,7 @@ def test_status_says_running_paused_stale_and_completed_with_honest_exit_codes(t
     sim = start_sim(tmp_path / "moc.sqlite", config, faults="error=1.0")
     run_dir = tmp_path / "run"
     try:
-        pipeline.run_apply(plan_dir, run_dir, ApplyOptions(who="carol", endpoints={"MOC": sim.url}, retry=QUICK))
+        run_apply(plan_dir, run_dir, ApplyOptions(who="carol", endpoints={"MOC": sim.url}, retry=QUICK))
         paused = CliRunner().invoke(main, ["status", str(run_dir)])
         assert paused.exit_code == 1 and "state: paused" in paused.stdout and "canary wave" in paused.stdout
         assert f"next: remediation resume {run_dir} --retry-failed" in paused.stdout
@@ -444,7 +450,7 @@ def test_status_says_running_paused_stale_and_completed_with_honest_exit_codes(t
         stale = CliRunner().invoke(main, ["status", str(run_dir)])  # the killed holder's record is still in run.lock
         assert stale.exit_code == 1 and "stale lock record" in " ".join(stale.stdout.split()) and "state: paused" in stale.stdout
         sim.set_faults("")
-        pipeline.run_resume(run_dir, ApplyOptions(who="carol", endpoints={"MOC": sim.url}, retry_failed=True))
+        run_resume(run_dir, ApplyOptions(who="carol", endpoints={"MOC": sim.url}, retry_failed=True))
         done = CliRunner().invoke(main, ["status", str(run_dir)])
         assert done.exit_code == 0 and "state: completed" in done.stdout and "journal verified" in done.stdout
     finally:
@@ -509,13 +515,14 @@ def test_malformed_run_artefacts_are_one_line_errors(finished, tmp_path):
     (run_dir / "run.json").write_text("{not json")
     assert "run.json" in one_line_error(CliRunner().invoke(main, ["status", str(run_dir)]), 2)
     (run_dir / "run.json").write_text("[1, 2]")
-    assert "not a run record" in one_line_error(CliRunner().invoke(main, ["resume", str(run_dir)]), 2)
+    assert "not a run record" in one_line_error(CliRunner(env=key_env("carol")).invoke(main, ["resume", str(run_dir), "--trust-policy", str(root / "people.toml")]), 2)
     plan_copy = tmp_path / "plan"
     shutil.copytree(plan_dir, plan_copy)
     (plan_copy / "approvals.json").write_text("[]")
-    assert "approvals.json" in one_line_error(CliRunner().invoke(main, ["apply", str(plan_copy), "--run", str(tmp_path / "r")]), 3)
+    apply_copy = ["apply", str(plan_copy), "--run", str(tmp_path / "r"), "--trust-policy", str(root / "people.toml")]
+    assert "approvals.json" in one_line_error(CliRunner(env=key_env("carol")).invoke(main, apply_copy), 3)
     (plan_copy / "plan.json").write_text('"a string"')
-    assert "not a JSON object" in one_line_error(CliRunner().invoke(main, ["apply", str(plan_copy), "--run", str(tmp_path / "r")]), 3)
+    assert "not a JSON object" in one_line_error(CliRunner(env=key_env("carol")).invoke(main, apply_copy), 3)
 
 
 def test_export_whose_outcomes_disagree_with_its_journal_does_not_verify(finished, tmp_path):
@@ -540,7 +547,9 @@ def test_export_whose_outcomes_disagree_with_its_journal_does_not_verify(finishe
         f["sha256"] = sha256_file(export / f["name"])
     data = (json.dumps(manifest, indent=2) + "\n").encode()
     (export / "manifest.json").write_bytes(data)
-    (export / "manifest.sig").write_text(base64.b64encode(_sign(load_private_key(key), data)).decode())
-    result = CliRunner().invoke(main, ["audit", "verify", str(export), "--pubkey", str(finished[0] / "audit.pub")])
+    from tests.support import key_file
+
+    (export / "manifest.sig").write_text(base64.b64encode(_sign(load_private_key(key_file("carol")), data)).decode())
+    result = CliRunner().invoke(main, ["audit", "verify", str(export), "--expect-policy-sha256", sha256_file(finished[0] / "people.toml")])
     line = one_line_error(result, 3)
     assert device in line and "'noop'" in line and "journal entries say 'done'" in line

@@ -21,10 +21,11 @@ from remediation.apply.gateway import Gateway, HttpGateway
 from remediation.apply.index import IndexInconsistent, check_index, rebuild_index
 from remediation.apply.lock import PlanLease, PlanLocked, RunLock
 from remediation.apply.pacing import RateLimiter, WavePolicy
+from remediation.authority import RunAuthority, token_for_endpoint
 from remediation.errors import InputError, SafetyRefusal
 from remediation.evidence.journal import Journal, check_journal
 from remediation.outputs import write_csv, write_json, write_parquet
-from remediation.plan import LoadedPlan, valid_approvals
+from remediation.plan import LoadedPlan
 
 RUN_SCHEMA = "remediation/run/1"
 OUTCOME_COLUMNS = [
@@ -69,13 +70,20 @@ def _endpoint(plan: LoadedPlan, s1sp: str, options: ApplyOptions) -> dict:
         ep["base_url"] = options.endpoints[s1sp]
     if not ep.get("base_url"):
         raise InputError(f"no base_url for S1SP {s1sp} in the case's [s1sp.{s1sp}] or --endpoint")
+    ep["s1sp"] = s1sp
     return ep
 
 
+def check_endpoints(plan: LoadedPlan, options: ApplyOptions) -> None:
+    """Before a run directory exists: each S1SP this run reaches has a URL and its token may be sent there."""
+    rows = plan.rows if not options.s1sps else plan.rows[plan.rows["s1sp"].isin(options.s1sps)]
+    for s1sp in sorted(set(rows["s1sp"])):
+        ep = _endpoint(plan, s1sp, options)
+        token_for_endpoint(s1sp, ep["base_url"], ep.get("token_env"))
+
+
 def make_gateway(ep: dict, options: ApplyOptions) -> Gateway:
-    token = os.environ.get(ep["token_env"]) if ep.get("token_env") else None
-    if ep.get("token_env") and not token:
-        raise InputError(f"bearer token variable ${ep['token_env']} is not set", field="token_env")
+    token = token_for_endpoint(ep.get("s1sp", "?"), ep["base_url"], ep.get("token_env"))
     return HttpGateway(ep["base_url"], token=token, timeout=options.timeout, concurrency=int(ep.get("concurrency", 4)),
                        client_cert=options.client_cert, ca_bundle=options.ca_bundle)  # fmt: skip
 
@@ -254,7 +262,7 @@ def _open_index(run_dir: Path, plan: LoadedPlan, run: dict, journal_exists: bool
 
 def apply_plan(plan: LoadedPlan, run_dir: Path, options: ApplyOptions, progress: Callable[[str, int, int], None] | None = None,
                gateway_factory: Callable[[dict], Gateway] | None = None, memory_checkpoints: bool = False,
-               stop: StopOnSignal | None = None, authority=None) -> ApplyResult:  # fmt: skip
+               stop: StopOnSignal | None = None, authority: RunAuthority | None = None) -> ApplyResult:  # fmt: skip
     """`authority` (issue 9's RunAuthority, checked before any gateway is built) signs the run's own records."""
     run_dir = Path(run_dir)
     lease = lock = superseded = None
@@ -266,7 +274,7 @@ def apply_plan(plan: LoadedPlan, run_dir: Path, options: ApplyOptions, progress:
         lock = RunLock(run_dir).acquire(options.who)
         with stop or StopOnSignal() as stopper:
             return _apply_locked(plan, run_dir, run, lock, lease, superseded, options, progress, gateway_factory,
-                                 memory_checkpoints, stopper, authority.journal_fields() if authority is not None else {})  # fmt: skip
+                                 memory_checkpoints, stopper, authority)  # fmt: skip
     finally:
         # The plan lease first, the run lock last: nothing of this process writes after either is released.
         if lease is not None:
@@ -275,7 +283,9 @@ def apply_plan(plan: LoadedPlan, run_dir: Path, options: ApplyOptions, progress:
             lock.release()
 
 
-def _apply_locked(plan, run_dir, run, lock, lease, superseded, options, progress, gateway_factory, memory_checkpoints, stopper, signed) -> ApplyResult:
+def _apply_locked(plan, run_dir, run, lock, lease, superseded, options, progress, gateway_factory, memory_checkpoints, stopper, authority) -> ApplyResult:
+    signed = authority.journal_fields() if authority is not None else {}  # operator-signed run events (issue 9)
+    authority_approvals = authority.approvals.counted if authority is not None else []
     journal = recorder = None
     rebuilt = None
     if memory_checkpoints:
@@ -288,7 +298,7 @@ def _apply_locked(plan, run_dir, run, lock, lease, superseded, options, progress
         recorder = RunRecorder(run_dir, run, journal, signed)
     if recorder is not None:
         if journal.seq == 0:
-            recorder.record_run_event("run_started", plan_hash=plan.plan_hash, plan_dir=str(plan.directory.resolve()), approvals=valid_approvals(plan),
+            recorder.record_run_event("run_started", plan_hash=plan.plan_hash, plan_dir=str(plan.directory.resolve()), approvals=authority_approvals,
                                       run_by=options.who, tool_version=__version__, plan_counts=plan.document["counts"], pid=os.getpid())  # fmt: skip
         else:
             recorder.record_run_event("run_resumed", plan_hash=plan.plan_hash, run_by=options.who, tool_version=__version__,
