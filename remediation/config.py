@@ -71,6 +71,21 @@ class S1SPEndpoint:
     rate_per_second: float = 20.0
     concurrency: int = 4
     token_env: str | None = None  # name of the environment variable holding the bearer token
+    mode: str = "automated"  # contract v2: "manual" = a change-request export for the S1SP, never an API write
+
+
+S1SP_MODES = ("automated", "manual")
+
+
+@dataclass(frozen=True)
+class Governance:
+    """The change-management references a plan is made under (case [governance], or plan --change-ref)."""
+
+    change_record: str | None = None
+    decision: str | None = None
+
+    def as_dict(self) -> dict:
+        return {"change_record": self.change_record, "decision": self.decision}
 
 
 @dataclass(frozen=True)
@@ -85,6 +100,8 @@ class CaseConfig:
     policy: Policy
     endpoints: dict[str, S1SPEndpoint]
     as_of: date | None = None
+    governance: Governance = field(default_factory=Governance)
+    costs: dict | None = None  # [costs], validated by remediation.outcomes.costs (which owns its schema)
 
     @property
     def input_files(self) -> list[Path]:
@@ -211,6 +228,7 @@ def load_case(path: str | Path) -> CaseConfig:
             rate_per_second=float(ep.get("rate_per_second", 20.0)),
             concurrency=int(ep.get("concurrency", 4)),
             token_env=ep.get("token_env"),
+            mode=_s1sp_mode(ep.get("mode", "automated"), path, code),
         )
     as_of = raw.get("case", {}).get("as_of")
     if as_of is not None and not isinstance(as_of, date):
@@ -226,4 +244,32 @@ def load_case(path: str | Path) -> CaseConfig:
         policy=policy,
         endpoints=endpoints,
         as_of=as_of,
+        governance=_governance(raw.get("governance", {}), path),
+        costs=_costs_table(raw.get("costs"), path),
     )
+
+
+def _s1sp_mode(value: Any, path: Path, code: str) -> str:
+    if value not in S1SP_MODES:
+        raise ConfigError(f"must be one of {', '.join(S1SP_MODES)}", file=str(path), field=f"s1sp.{code}.mode")
+    return value
+
+
+def _governance(raw: Any, path: Path) -> Governance:
+    if not isinstance(raw, dict):
+        raise ConfigError("must be a table", file=str(path), field="governance")
+    unknown = set(raw) - {"change_record", "decision"}
+    if unknown:
+        raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}", file=str(path), field="governance")
+    for key, value in raw.items():
+        if not isinstance(value, str) or not value.strip() or len(value) > 200:
+            raise ConfigError("must be a non-empty text of at most 200 characters", file=str(path), field=f"governance.{key}")
+    return Governance(change_record=raw.get("change_record"), decision=raw.get("decision"))
+
+
+def _costs_table(raw: Any, path: Path) -> dict | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ConfigError("must be a table", file=str(path), field="costs")
+    return raw
