@@ -105,11 +105,12 @@ def _default_user() -> str:
 @as_of_option
 @click.option("--s1sp", "s1sps", multiple=True, metavar="CODE", help="Plan only this S1SP (repeatable).")
 @click.option("--by", "planner", default=_default_user, show_default="the login name", help="Who makes the plan (may not approve it).")
-def plan(config_path: Path, out_dir: Path, as_of: date | None, s1sps: tuple[str, ...], planner: str) -> None:
+@click.option("--change-ref", default=None, metavar="CHG-…", help="Change record id (overrides the case's [governance] change_record).")
+def plan(config_path: Path, out_dir: Path, as_of: date | None, s1sps: tuple[str, ...], planner: str, change_ref: str | None) -> None:
     """Detect, then write a correction plan for the WRONG_NO devices, sealed with a plan hash."""
     err = Console(stderr=True)
     with _RowProgress(err) as progress:
-        result = pipeline.run_plan(config_path, out_dir, planner=planner, as_of=as_of, s1sps=s1sps, progress=progress)
+        result = pipeline.run_plan(config_path, out_dir, planner=planner, as_of=as_of, s1sps=s1sps, progress=progress, change_ref=change_ref)
     terminal.print_plan(result.document, result.directory)
 
 
@@ -253,6 +254,24 @@ def verify(config_path: Path, fresh_dir: Path, out_dir: Path, plan_dir: Path | N
     terminal.print_verify(verdict, out_dir)
     if verdict["residual_wrong"] or verdict.get("planned_at_target", 0) != verdict.get("planned", 0):
         sys.exit(EXIT_ATTENTION)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="New directory for the packs.")
+def notify(run_dir: Path, out_dir: Path) -> None:
+    """NO notification packs of a run: per registered NO the devices now at its certificates, per previous holder the devices it no longer controls."""
+    summary = pipeline.run_notify(run_dir, out_dir)
+    terminal.print_notify(summary, out_dir)
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path), metavar="PLAN_OR_RUN_DIR")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="New directory for the worklist.")
+def worklist(directory: Path, out_dir: Path) -> None:
+    """SRV 6.15.1 worklist: the locked-out devices the fix leaves, one CSV and JSON per current slot holder, registered NO copied."""
+    index = pipeline.run_worklist(directory, out_dir)
+    terminal.print_worklist(index, out_dir)
 
 
 @main.group()

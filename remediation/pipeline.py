@@ -192,8 +192,12 @@ class PlanResult:
 
 
 def run_plan(config_path: str | Path, out_dir: str | Path, *, planner: str, as_of: date | None = None, s1sps: tuple[str, ...] = (),
-             progress: ProgressCallback | None = None) -> PlanResult:  # fmt: skip
+             progress: ProgressCallback | None = None, change_ref: str | None = None) -> PlanResult:  # fmt: skip
+    from remediation.outcomes.costs import load_cost_model
+    from remediation.outcomes.planning import plan_extras
+
     config = load_case(config_path)
+    load_cost_model(config.costs, config.path, sorted({e.s1sp for e in config.extracts} | set(config.endpoints)))  # a bad [costs] fails before detect
     for code in s1sps:
         if code not in S1SPS:
             raise InputError(f"unknown S1SP {code!r} (expected one of {', '.join(S1SPS)})", field="--s1sp")
@@ -205,8 +209,11 @@ def run_plan(config_path: str | Path, out_dir: str | Path, *, planner: str, as_o
         "input_rows.parquet": write_parquet(out / "input_rows.parquet", result.input_rows),
         "quarantine.csv": write_csv(out / "quarantine.csv", result.quarantine[QUARANTINE_COLUMNS]),
         "summary.json": write_json(out / "summary.json", result.summary),
-        "plan.parquet": _write_plan_rows(out, rows),
     }
+    extras = plan_extras(out, config, result.case.catalog, result.case.registry, rows, change_ref)  # manual S1SPs' rows leave `rows`
+    rows = extras.rows
+    outputs.update(extras.outputs)
+    outputs["plan.parquet"] = _write_plan_rows(out, rows)
     document = seal(
         {
             "schema": PLAN_SCHEMA,
@@ -219,9 +226,11 @@ def run_plan(config_path: str | Path, out_dir: str | Path, *, planner: str, as_o
             "inputs": [{k: f[k] for k in ("role", "s1sp", "path", "sha256", "rows_read")} for f in result.summary["files"]],
             "config_files": result.summary["config_files"],
             "config_sha256": sha256_json(result.summary["config_files"]),
-            "endpoints": {code: {"base_url": ep.base_url, "rate_per_second": ep.rate_per_second, "concurrency": ep.concurrency, "token_env": ep.token_env}
+            "endpoints": {code: {"base_url": ep.base_url, "rate_per_second": ep.rate_per_second, "concurrency": ep.concurrency, "token_env": ep.token_env,
+                                 "mode": ep.mode}
                           for code, ep in sorted(config.endpoints.items())},  # fmt: skip
             "counts": plan_counts(rows),
+            **extras.fields,
             "outputs": {name: sha256_file(path) for name, path in outputs.items()},
         }
     )
@@ -410,3 +419,41 @@ def run_rollback(run_dir: str | Path, out_dir: str | Path, *, planner: str, devi
     )
     write_json(out / "plan.json", document)
     return PlanResult(out, document, rows, None)
+
+
+# ------------------------------------------------------------------------------------------------ outcomes (issue 12)
+
+
+def _new_outcome_dir(out_dir: str | Path) -> Path:
+    out = prepare_dir(out_dir)
+    if any(out.iterdir()):
+        raise InputError("is not empty; packs and worklists are written to a new directory, never over old ones", file=str(out))
+    return out
+
+
+def run_notify(run_dir: str | Path, out_dir: str | Path) -> dict:
+    """NO notification packs of a run: per registered NO and per previous holder, with manifest and impact summary."""
+    from remediation.outcomes.links import record_link, utc_now
+    from remediation.outcomes.packs import write_packs
+    from remediation.outcomes.state import resolve
+
+    sources = resolve(run_dir)
+    if sources.kind != "run":
+        raise InputError(f"notification packs are made from a run directory; this is a {sources.kind} directory", file=str(run_dir))
+    summary = write_packs(sources, _new_outcome_dir(out_dir), utc_now())
+    record_link(sources.directory, "packs", Path(out_dir))
+    return summary
+
+
+def run_worklist(directory: str | Path, out_dir: str | Path) -> dict:
+    """The SRV 6.15.1 worklist of a plan or run directory: one CSV and JSON per current slot holder."""
+    from remediation.outcomes.links import record_link, utc_now
+    from remediation.outcomes.state import resolve
+    from remediation.outcomes.worklist import write_worklist
+
+    sources = resolve(directory)
+    if sources.kind == "dry-run":
+        raise InputError("a worklist is made from a plan or run directory, not a dry run", file=str(directory))
+    index = write_worklist(sources, _new_outcome_dir(out_dir), utc_now())
+    record_link(sources.directory, "worklist", Path(out_dir))
+    return index

@@ -77,6 +77,14 @@ def print_plan(document: dict, out_dir: Path, console: Console | None = None) ->
         rate = row["rate_per_second"]
         table.add_row(row["s1sp"], str(row["devices"]), f"{rate:g}" if rate else "-", format_duration(row["seconds"]))
     console.print(table)
+    if document.get("costs"):
+        console.print(cost_table(document["costs"]))
+    if document.get("manual"):
+        console.print(f"manual S1SPs ({', '.join(document['manual_s1sps'])}): {document['manual']['devices']} devices in the change-request export "
+                      f"(change_requests/), not written through any API")  # fmt: skip
+    gov = document.get("governance") or {}
+    if gov.get("change_record") or gov.get("decision"):
+        console.print(f"change record {gov.get('change_record') or '-'}; decision {gov.get('decision') or '-'}")
     console.print(f"plan hash {document['plan_hash']}  planned by {document['planned_by'] or '(unknown)'}")
     console.print(f"wrote plan.parquet, plan.csv, plan.json, findings.parquet, summary.json to {out_dir}; next: remediation approve {out_dir} --by NAME")
 
@@ -135,3 +143,83 @@ def print_verify(verdict: dict, out_dir: Path, console: Console | None = None) -
             why = ", ".join(f"{k} {v}" for k, v in verdict["residual_by_category_at_plan"].items())
             console.print(f"residual devices by their category when planned: {why} ({verdict['residual_planned']} were planned)")
     console.print(f"wrote residual_wrong.csv, verify.json to {out_dir}")
+
+
+def print_notify(summary: dict, out_dir: Path, console: Console | None = None) -> None:
+    console = console or Console()
+    table = Table(title=f"Notification packs — run {summary['run_status']}, {summary['devices_written']} devices written", title_justify="left")
+    table.add_column("organisation")
+    table.add_column("name")
+    table.add_column("now registered", justify="right")
+    table.add_column("no longer controlled", justify="right")
+    for p in summary["packs"]:
+        table.add_row(p["organisation"], p["name"] or "", str(p["devices_now_registered"]), str(p["devices_no_longer_controlled"]))
+    console.print(table)
+    totals = summary["alert_routing_totals"]
+    after = totals["after"] or {}
+    console.print(f"alert routing: {totals['before']['devices']} devices in {totals['pairs']} holder → registered NO pairs sent alerts to the wrong NO "
+                  f"before the run (NO_DS {totals['before']['NO_DS']}, NO_KA {totals['before']['NO_KA']}); after: {after.get('devices', '-')} "
+                  f"(NO_DS {after.get('NO_DS', '-')}, NO_KA {after.get('NO_KA', '-')})")  # fmt: skip
+    console.print(f"wrote {len(summary['packs'])} pack folders (CSV + letter.md + letter.html), summary.json and manifest.json (SHA-256 of every file) to {out_dir}")
+
+
+def print_worklist(index: dict, out_dir: Path, console: Console | None = None, limit: int = 15) -> None:
+    console = console or Console()
+    table = Table(title=f"SRV 6.15.1 worklist — {index['devices']} locked-out devices the fix leaves ({index['source_kind']} directory)", title_justify="left")
+    table.add_column("to (current slot holder)")
+    table.add_column("cc (registered NO)")
+    table.add_column("devices", justify="right")
+    csvs = [f for f in index["files"] if f["name"].endswith(".csv")]
+    for f in csvs[:limit]:
+        cc = ", ".join(f["cc"])
+        table.add_row(f["to"], cc if len(cc) < 40 else cc[:37] + "…", str(f["devices"]))
+    if len(csvs) > limit:
+        table.add_row(f"… {len(csvs) - limit} more holders in index.json", "", str(sum(f["devices"] for f in csvs[limit:])))
+    console.print(table)
+    console.print("by route: " + ", ".join(f"{k} {v}" for k, v in index["by_route"].items()))
+    console.print("by category: " + ", ".join(f"{k} {v}" for k, v in index["by_category"].items()))
+    console.print(f"wrote {len(index['files'])} files (CSV + JSON per holder) and index.json (columns documented) to {out_dir}")
+
+
+def money(amount: float | None, currency: str) -> str:
+    if amount is None:
+        return "not costed"
+    symbol = {"GBP": "£", "EUR": "€", "USD": "$"}.get(currency, currency + " ")
+    return f"{symbol}{amount:,.2f}"
+
+
+def cost_table(costs: dict, per_s1sp_nos: int = 4) -> Table:
+    """Cost and effort by S1SP and registered NO (the largest NOs per S1SP, the rest summed), S1SP subtotals with
+    their fixed component, and the total."""
+    cur = costs["currency"]
+    table = Table(title=f"Cost and effort estimate ({cur}; {costs.get('unit_costs_label') or 'configured unit costs'})", title_justify="left")
+    for name in ("S1SP", "registered NO", "planned", "held", "apply", "fixed", "cost"):
+        table.add_column(name, justify="left" if name in ("S1SP", "registered NO") else "right")
+    for s in costs["by_s1sp"]:
+        rows = sorted((r for r in costs["by_s1sp_and_no"] if r["s1sp"] == s["s1sp"]), key=lambda r: -(r["cost"] or 0))
+        for r in rows[:per_s1sp_nos]:
+            table.add_row(s["s1sp"], r["registered_no"], str(r["planned_devices"]), str(r["held_devices"]), _hours(r["apply_hours"]), "", money(r["cost"], cur))
+        if len(rows) > per_s1sp_nos:
+            rest = rows[per_s1sp_nos:]
+            table.add_row(s["s1sp"], f"+{len(rest)} NOs", str(sum(r["planned_devices"] for r in rest)), str(sum(r["held_devices"] for r in rest)),
+                          "", "", money(round(sum(r["cost"] or 0 for r in rest), 2), cur))  # fmt: skip
+        fixed = money(s["fixed_cost"], cur) if s["fixed_cost"] is not None else "shared" if s["fixed_in_shared_figure"] else "not costed"
+        table.add_row(s["s1sp"], f"all ({s['mode']})", str(s["planned_devices"]), str(s["held_devices"]), _hours(s["apply_hours"]), fixed,
+                      money(s["cost"], cur), style="bold")  # fmt: skip
+        table.add_section()
+    shared = costs.get("fixed_shared")
+    if shared:
+        table.add_row("+".join(shared["s1sps"]), "shared fixed (1)", "", "", "", money(shared["amount"], cur), money(shared["amount"], cur))
+    t = costs["totals"]
+    table.add_row("total", "", str(t["planned_devices"]), str(t["held_devices"]), _hours(t["apply_hours"]), money(t["fixed_cost"], cur),
+                  money(t["cost"], cur), style="bold")  # fmt: skip
+    notes = [f"(1) {shared['label']}"] if shared else []
+    if costs["not_costed"]:
+        notes.append(f"no fixed figure (not costed): {', '.join(costs['not_costed'])}")
+    table.caption = "; ".join(notes)
+    table.caption_justify = "left"
+    return table
+
+
+def _hours(hours: float | None) -> str:
+    return "-" if hours is None else format_duration(hours * 3600)
