@@ -298,7 +298,7 @@ def run_dry_run(plan_dir: str | Path, out_dir: str | Path, options: ApplyOptions
         if col not in frame.columns:
             frame[col] = None
     write_csv(out / "dry_run.csv", frame[columns])
-    write_json(out / "dry_run.json", {"plan_hash": plan.plan_hash, "states": {s1sp: {k: int(v) for k, v in g["state"].value_counts().sort_index().items()}
+    write_json(out / "dry_run.json", {"plan_hash": plan.plan_hash, "plan_dir": str(plan.directory.resolve()), "states": {s1sp: {k: int(v) for k, v in g["state"].value_counts().sort_index().items()}
                                                                            for s1sp, g in frame.groupby("s1sp")}})  # fmt: skip
     return frame
 
@@ -375,7 +375,16 @@ def _categories_at_plan(findings_path: Path, device_ids: pd.Series) -> pd.Series
 
 
 def run_audit_export(run_dir: str | Path, out_dir: str | Path, sign_key: str | Path, exported_by: str):
-    return export_audit(Path(run_dir), Path(out_dir), Path(sign_key), exported_by)
+    from remediation.outcomes.links import utc_now
+    from remediation.outcomes.packs import write_packs
+    from remediation.outcomes.state import resolve
+
+    sources = resolve(run_dir)
+
+    def packs(out: Path) -> None:  # the notification packs, made afresh from the run, signed with the rest
+        write_packs(sources, out / "packs", utc_now())
+
+    return export_audit(Path(run_dir), Path(out_dir), Path(sign_key), exported_by, extras=packs if sources.kind == "run" else None)
 
 
 def run_audit_verify(directory: str | Path, pubkey: str | Path) -> dict:

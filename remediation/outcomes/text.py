@@ -7,15 +7,20 @@ from __future__ import annotations
 import re
 from html import escape as _html_escape
 
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|>~:])")
+# Characters that can start Markdown (CommonMark + GFM) syntax anywhere in a line; `_` is escaped unless it sits
+# inside a word (CommonMark never opens emphasis there, and WRONG_NO stays readable).
+_MD_SPECIAL = re.compile(r"([\\`*\[\]()#!|~@{}])|((?<![A-Za-z0-9])_|_(?![A-Za-z0-9]))")
+_AUTOLINK = re.compile(r"(?i)(://|www\.)")
 
 
 def md(value) -> str:
-    """Markdown-inert text: special characters backslash-escaped, <, > and & as entities, newlines as spaces."""
+    """Markdown-inert text: syntax characters backslash-escaped, <, > and & as entities, newlines as spaces, and
+    the GFM autolink triggers (://, www.) broken, so input text can add no link, image, emphasis, heading or column."""
     text = "" if value is None else str(value)
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    text = re.sub(r"[\r\n\t]+", " ", text)
-    return _MD_SPECIAL.sub(r"\\\1", text)
+    text = re.sub(r"[\r\n\t\f\v]+", " ", text)
+    text = _MD_SPECIAL.sub(lambda m: "\\" + m.group(0), text)
+    return _AUTOLINK.sub(lambda m: m.group(0)[:-1] + "\\" + m.group(0)[-1], text)
 
 
 def html(value) -> str:
