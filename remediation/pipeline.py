@@ -356,11 +356,29 @@ def run_verify(config_path: str | Path, fresh_dir: str | Path, out_dir: str | Pa
         verdict["planned"] = int(len(rows))
         verdict["planned_at_target"] = int(at_target.sum())
         write_csv(out / "planned_not_at_target.csv", rows.loc[~at_target, ["device_id", "s1sp", "operation_id"]])
+        verdict.update(_manual_at_target(Path(plan_dir), detection, out))
     write_findings(out, detection, csv=False)
     write_csv(out / "residual_wrong.csv", residual)
     write_json(out / "summary.json", result.summary)
     write_json(out / "verify.json", verdict)
     return verdict
+
+
+def _manual_at_target(plan_dir: Path, detection: Detection, out: Path) -> dict:
+    """A manual S1SP's change-request devices, checked in its fresh extract like the API-written ones."""
+    from remediation.outcomes.change_requests import read_change_requests
+
+    requests = read_change_requests(plan_dir)
+    if requests is None:
+        return {}
+    positions = detection.positions_of(requests["device_id"])
+    found = positions >= 0
+    seen = detection.subset(positions[found])
+    at_target = np.zeros(len(requests), dtype=bool)
+    at_target[found] = np.logical_and.reduce([seen[f"{slot}_fingerprint"].astype(object).to_numpy() == requests[f"target_{slot}_fingerprint"].to_numpy()[found]
+                                              for slot in ("ds", "ka")])  # fmt: skip
+    write_csv(out / "manual_not_at_target.csv", requests.loc[~at_target, ["device_id", "s1sp", "change_request_line"]])
+    return {"manual_change_requests": int(len(requests)), "manual_at_target": int(at_target.sum())}
 
 
 def _categories_at_plan(findings_path: Path, device_ids: pd.Series) -> pd.Series:

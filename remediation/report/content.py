@@ -119,7 +119,7 @@ def outcome_sections(directory: Path, redact=None) -> dict:
         corrected = set(ops.loc[ops["state"].isin(CORRECTED), "device_id"])
         out["apply_outcome"] = _outcome_table(ops)
         bad = ops[ops["state"].isin(["failed", "drifted"])]
-        problems = bad.assign(reason=bad["last_error"])[["device_id", "s1sp", "state", "reason"]]
+        problems = bad.assign(reason=_reasons(bad))[["device_id", "s1sp", "state", "reason"]]
     elif sources.kind == "dry-run":
         frame = pd.read_csv(sources.directory / "dry_run.csv", dtype=str, keep_default_na=False)
         out["dry_run"] = {"plan_hash": sources.extra["dry_run"].get("plan_hash"), "states": sources.extra["dry_run"].get("states", {}),
@@ -139,6 +139,17 @@ def outcome_sections(directory: Path, redact=None) -> dict:
         out["alert_routing_impact"] = impact
         out["alert_routing_totals"] = impact_totals(impact)
     return out
+
+
+def _reasons(ops: pd.DataFrame) -> pd.Series:
+    """The recorded error, else for a drifted device what was found against what the plan expected."""
+    def short(col: str) -> pd.Series:
+        return ops[col].astype(object).where(ops[col].notna() & (ops[col] != ""), "empty").astype(str).str[:12]
+
+    drift = ("live slots differ from the plan (NO_DS " + short("prior_ds_fp") + "…, expected " + short("expected_ds")
+             + "…; NO_KA " + short("prior_ka_fp") + "…, expected " + short("expected_ka") + "…): not written")  # fmt: skip
+    error = ops["last_error"].astype(object).where(ops["last_error"].notna() & (ops["last_error"] != ""), None)
+    return error.where(error.notna(), drift.where(ops["state"] == "drifted", "failed (no error recorded)"))
 
 
 def _outcome_table(ops: pd.DataFrame) -> dict:

@@ -139,6 +139,8 @@ def print_verify(verdict: dict, out_dir: Path, console: Console | None = None) -
     console.print(f"[{style}]residual WRONG_NO devices: {verdict['residual_wrong']}[/] of {verdict['devices']}")
     if "planned" in verdict:
         console.print(f"planned devices at target: {verdict['planned_at_target']} of {verdict['planned']}")
+        if "manual_change_requests" in verdict:
+            console.print(f"manual S1SP change-request devices at target: {verdict['manual_at_target']} of {verdict['manual_change_requests']}")
         if verdict["residual_wrong"]:
             why = ", ".join(f"{k} {v}" for k, v in verdict["residual_by_category_at_plan"].items())
             console.print(f"residual devices by their category when planned: {why} ({verdict['residual_planned']} were planned)")
