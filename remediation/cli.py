@@ -138,7 +138,7 @@ def report(directory: Path, fmt: str, out_path: Path | None, redact_mpxn: bool) 
             raise click.UsageError(f"--redact-mpxn needs a key of at least 16 characters in ${REDACTION_KEY_ENV}")
         key = value.encode()
     path, content = pipeline.run_report(directory, fmt, out_path, key)
-    terminal.print_detect_brief(content, Console())
+    terminal.print_report_brief(content, Console())
     Console().print(f"wrote {path}")
 
 

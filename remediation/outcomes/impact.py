@@ -26,10 +26,13 @@ def _misrouted(findings: pd.DataFrame, refs: References) -> pd.DataFrame:
     for slot, name in SLOT_NAMES.items():
         owner = findings[f"slot_{slot}_owner"]
         mask = known & (owner != "") & (owner != "UNDECODABLE") & (owner != findings["expected_owner"])
-        part = findings.loc[mask, ["device_id", "registered_no"]].assign(holder_entity=owner[mask], slot=name)
+        verdict = findings.loc[mask, f"{slot}_verdict"]
+        part = findings.loc[mask, ["device_id", "registered_no"]].assign(holder_entity=owner[mask], slot=name, verdict=verdict)
         parts.append(part)
     frame = pd.concat(parts, ignore_index=True)
-    frame["holder"] = refs.label(frame["holder_entity"])
+    # A certificate the Organisation CA did not issue only claims an identity: say so rather than name the claimed NO.
+    suffix = frame["verdict"].map({"UNTRUSTED": " (untrusted issuer)", "NOT_NO_ROLE": " (not a Network Operator certificate)"}).fillna("")
+    frame["holder"] = refs.label(frame["holder_entity"]) + suffix
     return frame
 
 

@@ -198,7 +198,7 @@ def write_packs(sources: Sources, out: Path, now: str) -> dict:
             write_csv(folder / REGISTERED_FILE, registered)
         if len(released):
             write_csv(folder / RELEASED_FILE, released[RELEASED_COLUMNS])
-        name = refs.names.get(org)
+        name = refs.describe(org)
         write_text(folder / "letter.md", _letter_md(org, name, registered, released, inputs, now))
         write_text(folder / "letter.html", _letter_html(org, name, registered, released, inputs, now))
         packs.append({"organisation": org, "name": name, "folder": folder.name, "devices_now_registered": int(len(registered)),

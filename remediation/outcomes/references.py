@@ -103,6 +103,20 @@ class References:
         values = entities.astype(object).where(entities.notna(), "").astype(str)
         return values.map({e: self._entity_label.get(e, e) for e in pd.unique(values)})
 
+    def describe(self, label: str) -> str | None:
+        """A display name: the registry's name, else what the organisation's certificates say it is."""
+        if label in self.names:
+            return self.names[label]
+        roles = self.certificates.loc[self.certificates["entity_id"] == label, "role"]
+        if roles.empty:
+            return None
+        from remediation.model import ROLE_NAMES, ROLE_NETWORK_OPERATOR
+
+        role = int(roles.iloc[0])
+        if role == ROLE_NETWORK_OPERATOR:
+            return "Network Operator not in the NO registry"
+        return f"not a Network Operator ({ROLE_NAMES.get(role, f'role {role:02X}')} certificate)"
+
     def entity_of_no(self, no_ids: pd.Series) -> pd.Series:
         return no_ids.astype(str).map(dict(zip(self.operators["network_operator_id"], self.operators["entity_id"]))).fillna("")
 

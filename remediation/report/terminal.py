@@ -225,3 +225,26 @@ def cost_table(costs: dict, per_s1sp_nos: int = 4) -> Table:
 
 def _hours(hours: float | None) -> str:
     return "-" if hours is None else format_duration(hours * 3600)
+
+
+def print_report_brief(report: dict, console: Console | None = None) -> None:
+    """After `report`: a run's or dry run's status and outcome per S1SP (the same numbers as the file); for a
+    detect or plan directory, the category table."""
+    console = console or Console()
+    state, outcome = report.get("run_state"), report.get("apply_outcome")
+    if state is None and report.get("dry_run") is None:
+        print_detect_brief(report, console)
+        return
+    if state is not None:
+        console.print(f"run status: {state['status']}" + "".join(f"; {s} paused: {r}" for s, r in sorted(state["paused"].items())))
+    if outcome:
+        table = Table(title="Apply outcome per S1SP", title_justify="left")
+        head = list(next(iter(outcome.values())))
+        for name in ("S1SP", *head):
+            table.add_column(name, justify="left" if name == "S1SP" else "right")
+        for s1sp, counts in outcome.items():
+            table.add_row(s1sp, *(str(counts[k]) for k in head))
+        console.print(table)
+    problems = report.get("problem_devices")
+    if problems and problems["devices"]:
+        console.print(f"devices not at target: {problems['devices']} (" + ", ".join(f"{k} {v}" for k, v in problems["by_state"].items()) + ")")
