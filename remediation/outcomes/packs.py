@@ -19,7 +19,7 @@ import pandas as pd
 from remediation.outcomes.impact import alert_routing_impact, impact_totals
 from remediation.outcomes.references import References
 from remediation.outcomes.state import CORRECTED, Sources, device_outcomes, run_state
-from remediation.outcomes.text import file_safe, html, md, md_table
+from remediation.outcomes.text import folder_names, html, md, md_table
 
 PACKS_SCHEMA = "remediation/notification-packs/1"
 REGISTERED_FILE = "devices-now-registered.csv"
@@ -190,10 +190,11 @@ def write_packs(sources: Sources, out: Path, now: str) -> dict:
     packs = []
     registered_by = {k: g for k, g in registered_all.groupby("registered_no", sort=False)}
     released_by = {k: g for k, g in released_all.groupby("holder", sort=False)}
+    folders = folder_names(organisations)
     for org in organisations:
         registered = registered_by.get(org, registered_all.iloc[:0])[REGISTERED_COLUMNS]
         released = released_by.get(org, released_all.iloc[:0])
-        folder = prepare_dir(out / file_safe(org))
+        folder = prepare_dir(out / folders[org])
         if len(registered):
             write_csv(folder / REGISTERED_FILE, registered)
         if len(released):

@@ -26,8 +26,12 @@ class PlanExtras:
 def governance(config, change_ref: str | None) -> dict:
     """The case's [governance], with `plan --change-ref` taking the change record's place when given."""
     refs = config.governance.as_dict() if getattr(config, "governance", None) else {"change_record": None, "decision": None}
-    if change_ref:
-        refs["change_record"] = change_ref
+    if change_ref is not None:
+        from remediation.errors import InputError
+
+        if not change_ref.strip() or len(change_ref) > 200 or any(c in change_ref for c in "\r\n"):
+            raise InputError("must be one line of 1 to 200 characters", field="--change-ref")
+        refs["change_record"] = change_ref.strip()
     return refs
 
 

@@ -44,3 +44,14 @@ def file_safe(label: str) -> str:
     """A folder or file name for an organisation label (registry id or entity id)."""
     cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", str(label)).strip("._") or "unknown"
     return cleaned[:80]
+
+
+def folder_names(labels) -> dict[str, str]:
+    """label -> a distinct folder name: two labels that clean to the same name get a short hash each."""
+    import hashlib
+
+    cleaned = {label: file_safe(label) for label in labels}
+    counts: dict[str, int] = {}
+    for name in cleaned.values():
+        counts[name] = counts.get(name, 0) + 1
+    return {label: name if counts[name] == 1 else f"{name}-{hashlib.sha256(str(label).encode()).hexdigest()[:8]}" for label, name in cleaned.items()}

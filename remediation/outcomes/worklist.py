@@ -17,7 +17,7 @@ import pandas as pd
 from remediation.outcomes.findings import locked_out_findings
 from remediation.outcomes.references import References
 from remediation.outcomes.state import CORRECTED, Sources, device_outcomes
-from remediation.outcomes.text import file_safe
+from remediation.outcomes.text import folder_names
 
 WORKLIST_SCHEMA = "remediation/srv-6.15.1-worklist/1"
 SERVICE_REQUEST = "SRV 6.15.1 Update Security Credentials (KRP)"
@@ -119,8 +119,9 @@ def write_worklist(sources: Sources, out: Path, now: str) -> dict:
     rows = build_worklist(sources)
     out = prepare_dir(out)
     files = []
+    names = folder_names(sorted(set(rows["current_holder"])))
     for holder, group in rows.groupby("current_holder", sort=True):
-        name = f"worklist-{file_safe(holder)}"
+        name = f"worklist-{names[holder]}"
         cc = sorted(set(group["registered_no"]) - {holder, ""})
         public = group[list(WORKLIST_COLUMNS)]
         write_csv(out / f"{name}.csv", public)
