@@ -399,8 +399,9 @@ def run_audit_export(run_dir: str | Path, out_dir: str | Path, sign_key: str | P
 
     sources = resolve(run_dir)
 
-    def packs(out: Path) -> None:  # the notification packs, made afresh from the run, signed with the rest
-        write_packs(sources, out / "packs", utc_now())
+    def packs(out: Path) -> dict:  # the notification packs, made afresh from the run, signed with the rest
+        summary = write_packs(sources, out / "packs", utc_now())
+        return {key: summary[key] for key in ("alert_routing_impact", "alert_routing_totals")}
 
     return export_audit(Path(run_dir), Path(out_dir), Path(sign_key), exported_by, extras=packs if sources.kind == "run" else None)
 

@@ -43,7 +43,8 @@ def build_case(root: Path, *, manual_ioc: bool = True, costs: str = COSTS) -> tu
     """MOC automated, IOC manual. Returns the case, its file and the device ids by intent."""
     case = CaseFiles(root)
     case.revoked.append(revoked_serial("AAAA", "DS"))
-    ids: dict[str, list[str]] = {k: [] for k in ("wrong", "mixed", "supplier", "drift", "empty", "swapped", "revoked", "expired", "ok", "manual")}
+    kinds = ("wrong", "mixed", "supplier", "drift", "impostor", "empty", "swapped", "revoked", "expired", "ok", "manual")
+    ids: dict[str, list[str]] = {k: [] for k in kinds}
     n = 0
 
     def add(kind, ds, ka, s1sp="MOC"):
@@ -59,6 +60,7 @@ def build_case(root: Path, *, manual_ioc: bool = True, costs: str = COSTS) -> tu
     add("mixed", no_cert("BBBB", "DS"), no_cert("GASX", "KA"))  # two previous holders, one per slot
     add("supplier", cert(SUPPLIER, "DS", role=2), no_cert("AAAA", "KA"))  # a supplier's certificate in NO_DS
     add("drift", no_cert("BBBB", "DS"), no_cert("BBBB", "KA"))
+    add("impostor", no_cert("BBBB", "DS", untrusted=True), no_cert("BBBB", "KA", untrusted=True))  # claims to be BBBB; drifted below
     for _ in range(2):
         add("empty", None, no_cert("AAAA", "KA"))
     add("swapped", no_cert("AAAA", "KA"), no_cert("AAAA", "DS"))
@@ -84,7 +86,7 @@ def world(tmp_path_factory):
     pipeline.run_approve(plan_dir, "bob")
     moc = start_sim(root / "moc.sqlite", config, "MOC")
     ioc = start_sim(root / "ioc.sqlite", config, "IOC")
-    make_drift(moc.store, ids["drift"], 0, 1)
+    make_drift(moc.store, ids["drift"] + ids["impostor"], 0, 1)
     try:
         result = pipeline.run_apply(plan_dir, root / "run", ApplyOptions(who="carol", endpoints={"MOC": moc.url, "IOC": ioc.url}))
     finally:
@@ -149,6 +151,7 @@ def test_packs_reconcile_with_the_journal(world, tmp_path):
     assert bbbb["before"] == {"NO_DS": 13, "NO_KA": 12, "devices": 13}
     assert bbbb["after"] == {"NO_DS": 4, "NO_KA": 4, "devices": 4}
     assert pair[("GASX", "AAAA")]["before"]["NO_KA"] == 1 and pair[("GASX", "AAAA")]["after"]["devices"] == 0
+    assert pair[("BBBB (untrusted issuer)", "AAAA")]["after"]["devices"] == 1  # an impostor is not named as BBBB
     assert "Notification packs" in result.stdout
 
 
@@ -169,12 +172,13 @@ def test_worklist_is_exactly_the_locked_out_devices_not_corrected(world, tmp_pat
     assert result.exit_code == 0, result.output + result.stderr
     ids = world["ids"]
     rows = [r for p in (tmp_path / "wl").glob("worklist-*.csv") for r in _read_csv(p)]
-    expected = ids["drift"] + ids["empty"] + ids["swapped"] + ids["revoked"] + ids["manual"]
+    expected = ids["drift"] + ids["impostor"] + ids["empty"] + ids["swapped"] + ids["revoked"] + ids["manual"]
     assert sorted(r["device_id"] for r in rows) == sorted(expected)  # not the expired (not locked out), ok or corrected
     assert {r["remote_party_role"] for r in rows} == {"NetworkOperator"}
     by_id = {r["device_id"]: r for r in rows}
     assert by_id[ids["drift"][0]]["route"].startswith("apply drifted") and by_id[ids["drift"][0]]["current_holder"] == "BBBB"
     assert by_id[ids["manual"][0]]["route"].startswith("manual S1SP")
+    assert by_id[ids["impostor"][0]]["current_holder"] == "DCC-SECURITY"  # never addressed to the NO an untrusted certificate names
     assert by_id[ids["revoked"][0]]["cause"] == "revoked" and by_id[ids["swapped"][0]]["category"] == "KEY_USAGE_MISMATCH"
     assert all(r["target_ds_cert_id"].endswith("(Z1)") and r["registered_no"] == "AAAA" for r in rows)
     bbbb = json.loads((tmp_path / "wl" / "worklist-BBBB.json").read_text())
@@ -299,8 +303,8 @@ def test_run_report_says_the_same_in_every_format(world, tmp_path):
     data = json.loads(_report(world["run"], "json", tmp_path / "r.json"))
     state = data["run_state"]
     assert state["status"] == "needs_attention" and state["applied_by"] == ["carol"] and state["started_at"] and state["finished_at"]
-    assert data["apply_outcome"]["MOC"] == {"done": 10, "noop": 0, "drifted": 1, "failed": 0, "open": 0}
-    assert [r["device_id"] for r in data["problem_devices"]["shown"]] == world["ids"]["drift"]
+    assert data["apply_outcome"]["MOC"] == {"done": 10, "noop": 0, "drifted": 2, "failed": 0, "open": 0}
+    assert [r["device_id"] for r in data["problem_devices"]["shown"]] == sorted(world["ids"]["drift"] + world["ids"]["impostor"])
     assert data["authority"]["planned_by"]["name"] == "alice" and data["authority"]["approved_by"][0]["name"] == "bob"
     for text in (html, md):
         assert "needs_attention" in text and "carol" in text and "bob" in text and "CHG" in text
@@ -308,7 +312,7 @@ def test_run_report_says_the_same_in_every_format(world, tmp_path):
         assert str((tmp_path / "packs").resolve()) in text
         assert "30,157" in text
     assert f'data-run-s1sp="MOC" data-state="done">10<' in html
-    assert "| MOC | 10 | 0 | 1 | 0 | 0 |" in md
+    assert "| MOC | 10 | 0 | 2 | 0 | 0 |" in md
     assert "@media print" in html
 
 
@@ -375,6 +379,7 @@ def test_audit_export_carries_signed_packs(world, tmp_path):
     assert "packs/AAAA/devices-now-registered.csv" in names and "packs/BBBB/letter.md" in names and "packs/manifest.json" in names
     summary = json.loads((tmp_path / "audit" / "summary.json").read_text())
     assert summary["governance"]["change_record"] == "CHG-1234"
+    assert summary["alert_routing_totals"]["after"]["devices"] == 5  # the drifted, the impostor and the three manual devices
     letter = tmp_path / "audit" / "packs" / "BBBB" / "letter.md"
     letter.write_text(letter.read_text() + "\nedited\n")
     with pytest.raises(Exception, match="letter.md"):

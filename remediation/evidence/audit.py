@@ -193,7 +193,7 @@ def _parquet_tables(path: Path, rows: int = 500_000, columns: list[str] | None =
 
 def export_audit(run_dir: Path, out_dir: Path, signing_key_path: Path, exported_by: str, extras=None) -> ExportResult:
     """`extras(out)`: writes further evidence (the notification packs) into subfolders of `out` before the
-    manifest is made, so the signature covers it too."""
+    manifest is made, so the signature covers it too; a dict it returns is added to summary.json."""
     run_dir = Path(run_dir)
     run = read_run(run_dir)
     key = load_private_key(signing_key_path)
@@ -223,9 +223,9 @@ def export_audit(run_dir: Path, out_dir: Path, signing_key_path: Path, exported_
         write_json(out / "approvals.json", json.loads(approvals.read_text()) if approvals.exists() else {"approvals": []})
         shutil.copy2(run_dir / "journal.jsonl", out / "journal.jsonl")
         summary["governance"] = json.loads((plan_dir / "plan.json").read_text()).get("governance")
-        write_json(out / "summary.json", summary)
         if extras is not None:
-            extras(out)
+            summary.update(extras(out) or {})
+        write_json(out / "summary.json", summary)
     except BaseException:
         for path in out.iterdir():  # the directory was empty: an unsigned half export is worth nothing
             if path.is_file():

@@ -26,7 +26,7 @@ def _misrouted(findings: pd.DataFrame, refs: References) -> pd.DataFrame:
     for slot, name in SLOT_NAMES.items():
         owner = findings[f"slot_{slot}_owner"]
         mask = known & (owner != "") & (owner != "UNDECODABLE") & (owner != findings["expected_owner"])
-        verdict = findings.loc[mask, f"{slot}_verdict"]
+        verdict = findings.loc[mask, f"{slot}_verdict"].where(refs.trusted(findings.loc[mask, f"{slot}_fingerprint"]), "UNTRUSTED")
         part = findings.loc[mask, ["device_id", "registered_no"]].assign(holder_entity=owner[mask], slot=name, verdict=verdict)
         parts.append(part)
     frame = pd.concat(parts, ignore_index=True)

@@ -21,6 +21,7 @@ from remediation.outcomes.text import folder_names
 
 WORKLIST_SCHEMA = "remediation/srv-6.15.1-worklist/1"
 SERVICE_REQUEST = "SRV 6.15.1 Update Security Credentials (KRP)"
+SECURITY_HOLDER = "DCC-SECURITY"  # untrusted certificates: investigated by the DCC, not sent to whoever they name
 NO_HOLDER = "NO-HOLDER"  # both slots empty: nobody holds the device; the registered NO needs the DCC, not SRV 6.15.1
 WORKLIST_COLUMNS = {
     "device_id": "device EUI-64, canonical upper-case hyphenated",
@@ -79,6 +80,14 @@ def build_worklist(sources: Sources, planned_ids: pd.Series | None = None) -> pd
     holder_entity = np.where(ds_other, frame["slot_ds_owner"], np.where(ka_other, frame["slot_ka_owner"],
                              np.where(frame["slot_ds_owner"] != "", frame["slot_ds_owner"], frame["slot_ka_owner"])))  # fmt: skip
     holder = refs.label(pd.Series(holder_entity, index=frame.index)).replace({"": NO_HOLDER, "UNDECODABLE": "UNDECODABLE-CERTIFICATE"})
+    # A certificate the Organisation CA did not issue only claims its entity: never address the claimant (it may be
+    # an attacker); such devices go to the DCC's security team.
+    def untrusted_slot(slot: str) -> pd.Series:
+        fp = frame[f"{slot}_fingerprint"]
+        return (frame[f"{slot}_verdict"] == "UNTRUSTED") | ((fp != "") & ~refs.trusted(fp))
+
+    untrusted = untrusted_slot("ds") | untrusted_slot("ka") | (frame["category"] == "SECURITY_HOLD")
+    holder = holder.where(~untrusted, SECURITY_HOLDER)
     target_ds, target_ka = refs.targets_of(frame["registered_no"])
     out = pd.DataFrame(
         {
