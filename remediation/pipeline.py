@@ -403,7 +403,7 @@ def run_audit_export(run_dir: str | Path, out_dir: str | Path, sign_key: str | P
         summary = write_packs(sources, out / "packs", utc_now())
         return {key: summary[key] for key in ("alert_routing_impact", "alert_routing_totals")}
 
-    return export_audit(Path(run_dir), Path(out_dir), Path(sign_key), exported_by, extras=packs if sources.kind == "run" else None)
+    return export_audit(Path(run_dir), Path(out_dir), Path(sign_key), exported_by, extras=packs if sources.kind == "run" and sources.plan.get("kind") != "rollback" else None)
 
 
 def run_audit_verify(directory: str | Path, pubkey: str | Path) -> dict:
@@ -468,6 +468,9 @@ def run_notify(run_dir: str | Path, out_dir: str | Path) -> dict:
     sources = resolve(run_dir)
     if sources.kind != "run":
         raise InputError(f"notification packs are made from a run directory; this is a {sources.kind} directory", file=str(run_dir))
+    if sources.plan.get("kind") == "rollback":
+        # A rollback puts the previous certificates back: packs saying "now at your certificates" would be false.
+        raise InputError("this run applied a rollback plan; notification packs are made for correction runs only", file=str(run_dir))
     summary = write_packs(sources, _new_outcome_dir(out_dir), utc_now())
     record_link(sources.directory, "packs", Path(out_dir))
     return summary

@@ -363,10 +363,17 @@ def test_markdown_injection_in_inputs_is_escaped(tmp_path):
     md = _report(tmp_path / "plan", "md", tmp_path / "r.md")
     html = _report(tmp_path / "plan", "html", tmp_path / "r.html")
     assert "[click](http" not in md and "<b>" not in md and "|<b>" not in md
-    assert "\\[click\\]\\(http:/\\/evil" in md  # escaped, still readable
+    assert "\\[click\\](http:/\\/evil" in md  # escaped, still readable
     rows = [line for line in md.splitlines() if line.startswith("| 00-1D-")]
     assert rows and all(line.count(" | ") == 4 for line in rows)  # no extra columns
     assert "<b>x</b>" not in html and "&lt;b&gt;x&lt;/b&gt;" in html
+    # Rendered by a real CommonMark parser (markdown-it, which rich already brings): no link, no markup, and each
+    # device's row keeps its five cells with the hostile text shown as text.
+    from markdown_it import MarkdownIt
+
+    rendered = MarkdownIt("commonmark").enable("table").render(md)
+    assert "<a " not in rendered and "<b>" not in rendered
+    assert "<td>00-1D-[click](http://evil.example)</td>" in rendered and "<td>12|&lt;b&gt;x&lt;/b&gt;|# 3</td>" in rendered
 
 
 def test_audit_export_carries_signed_packs(world, tmp_path):

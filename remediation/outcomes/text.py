@@ -8,8 +8,9 @@ import re
 from html import escape as _html_escape
 
 # Characters that can start Markdown (CommonMark + GFM) syntax anywhere in a line; `_` is escaped unless it sits
-# inside a word (CommonMark never opens emphasis there, and WRONG_NO stays readable).
-_MD_SPECIAL = re.compile(r"([\\`*\[\]()#!|~@{}])|((?<![A-Za-z0-9])_|_(?![A-Za-z0-9]))")
+# inside a word (CommonMark never opens emphasis there, and WRONG_NO stays readable). Parentheses and `!` need no
+# escape once `[` and `]` are escaped: there is then no link or image for them to complete.
+_MD_SPECIAL = re.compile(r"([\\`*\[\]#|~@])|((?<![A-Za-z0-9])_|_(?![A-Za-z0-9]))")
 _AUTOLINK = re.compile(r"(?i)(://|www\.)")
 
 
