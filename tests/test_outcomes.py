@@ -396,3 +396,20 @@ def test_audit_export_carries_signed_packs(world, tmp_path):
     with pytest.raises(Exception, match="letter.md|extra.csv"):
         pipeline.run_audit_verify(tmp_path / "audit", tmp_path / "k.pub")
 
+
+
+def test_report_of_an_interrupted_run_says_so(world, tmp_path):
+    """A resume that was killed leaves a run_resumed entry with no run_finished after it and no live lock holder."""
+    import shutil
+
+    from remediation.evidence.journal import Journal
+
+    run = tmp_path / "run"
+    shutil.copytree(world["run"], run)
+    journal = Journal(run / "journal.jsonl")
+    journal.append("run_resumed", plan_hash=json.loads((run / "run.json").read_text())["plan_hash"], run_by="dave")
+    journal.close()
+    data = json.loads(_report(run, "json", tmp_path / "r.json"))
+    assert data["run_state"]["status"] == "interrupted" and data["run_state"]["finished_at"] is None
+    assert data["run_state"]["applied_by"] == ["carol", "dave"] and data["run_state"]["invocations"] == 2
+    assert "**Run status: interrupted**" in _report(run, "md", tmp_path / "r.md")

@@ -98,6 +98,23 @@ def _run_events(journal: Path) -> list[dict]:
     return events
 
 
+def _lock_held(path: Path) -> bool:
+    """Whether a live process holds the run's lock (an flock dies with its process; the file's text does not)."""
+    import fcntl
+    import os
+
+    if not path.exists():
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops the probe's own lock
+    return False
+
+
 def _parse(ts: str | None) -> datetime | None:
     try:
         return datetime.fromisoformat(ts) if ts else None
@@ -116,10 +133,9 @@ def run_state(run_dir: Path) -> dict:
     last_start = max((i for i, e in enumerate(events) if e.get("event") in ("run_started", "run_resumed")), default=-1)
     last_finish = max((i for i, e in enumerate(events) if e.get("event") == "run_finished"), default=-1)
     status = run.get("status", "new")
-    lock = run_dir / "run.lock"
     if last_start > last_finish:
-        # Started or resumed and never finished: still running if the lock is held, else interrupted (killed).
-        status = "running" if lock.exists() and lock.read_text().strip() else "interrupted"
+        # Started or resumed and never finished: still running if a live process holds the lock, else interrupted.
+        status = "running" if _lock_held(run_dir / "run.lock") else "interrupted"
     operators = []
     for e in events:
         if e.get("event") in ("run_started", "run_resumed") and e.get("run_by") and e["run_by"] not in operators:
