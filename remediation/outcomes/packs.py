@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from remediation.outcomes.impact import alert_routing_impact, impact_totals
@@ -75,10 +76,11 @@ def released_rows(frame: pd.DataFrame, refs: References) -> pd.DataFrame:
     if not any(len(p) for p in parts):
         return pd.DataFrame(columns=["holder", "holder_entity", *RELEASED_COLUMNS])
     long = pd.concat(parts, ignore_index=True)
-    slots = long.groupby(["holder_entity", "device_id"], sort=False)["slot"].agg(" ".join).rename("slots")
-    per = long.drop_duplicates(["holder_entity", "device_id"]).merge(slots.reset_index(), on=["holder_entity", "device_id"])
-    ds_held = per["slots"].str.contains("NO_DS")
-    ka_held = per["slots"].str.contains("NO_KA")
+    long["ds_held"], long["ka_held"] = long["slot"] == "NO_DS", long["slot"] == "NO_KA"
+    held = long.groupby(["holder_entity", "device_id"], sort=False)[["ds_held", "ka_held"]].any().reset_index()
+    per = long.drop(columns=["ds_held", "ka_held"]).drop_duplicates(["holder_entity", "device_id"]).merge(held, on=["holder_entity", "device_id"])
+    ds_held, ka_held = per["ds_held"], per["ka_held"]
+    per["slots"] = np.select([ds_held & ka_held, ds_held], ["NO_DS NO_KA", "NO_DS"], "NO_KA")
     out = pd.DataFrame({
         "holder": refs.label(per["holder_entity"]), "holder_entity": per["holder_entity"],
         "device_id": per["device_id"], "mpxn": per["mpxn"], "s1sp": per["s1sp"], "device_type": per["device_type"], "slots": per["slots"],

@@ -135,9 +135,11 @@ def write_worklist(sources: Sources, out: Path, now: str) -> dict:
         public = group[list(WORKLIST_COLUMNS)]
         write_csv(out / f"{name}.csv", public)
         devices = public.to_dict("records")
-        for record, fps in zip(devices, group[["_ds", "_ka", "_tds", "_tka"]].itertuples(index=False)):
-            record["current_certificates"] = {"NO_DS": refs.certificate_parts(fps[0]), "NO_KA": refs.certificate_parts(fps[1])}
-            record["target_certificates"] = {"NO_DS": refs.certificate_parts(fps[2]), "NO_KA": refs.certificate_parts(fps[3])}
+        fps = group[["_ds", "_ka", "_tds", "_tka"]]
+        parts = {fp: refs.certificate_parts(fp) for fp in pd.unique(fps.to_numpy().ravel())}  # a few distinct certificates
+        for record, (ds, ka, tds, tka) in zip(devices, fps.itertuples(index=False)):
+            record["current_certificates"] = {"NO_DS": parts[ds], "NO_KA": parts[ka]}
+            record["target_certificates"] = {"NO_DS": parts[tds], "NO_KA": parts[tka]}
         write_json(out / f"{name}.json", {"schema": WORKLIST_SCHEMA, "service_request": SERVICE_REQUEST, "to": holder,
                                           "to_name": refs.names.get(holder), "cc": cc, "plan_hash": sources.plan.get("plan_hash"),
                                           "generated_at": now, "devices": devices})  # fmt: skip
