@@ -70,10 +70,15 @@ def build_case(root: Path, *, manual_ioc: bool = True, costs: str = COSTS) -> tu
         add("ok", no_cert("AAAA", "DS"), no_cert("AAAA", "KA"))
     for _ in range(3):
         add("manual", no_cert("BBBB", "DS"), no_cert("BBBB", "KA"), s1sp="IOC")
-    config = case.write()
-    extra = GOVERNANCE + costs + '[s1sp.MOC]\nbase_url = "http://127.0.0.1:9"\n'
-    extra += '[s1sp.IOC]\nbase_url = "http://127.0.0.1:9"\n' + ('mode = "manual"\n' if manual_ioc else "")
-    config.write_text(config.read_text() + extra)
+    settings = {"MOC": {"base_url": "http://127.0.0.1:9"}, "IOC": {"base_url": "http://127.0.0.1:9", **({"mode": "manual"} if manual_ioc else {})}}
+    if hasattr(case, "s1sp_settings"):  # the validated config's test helper writes every [s1sp.CODE] table itself
+        case.s1sp_settings = settings
+        config = case.write()
+        config.write_text(config.read_text() + GOVERNANCE + costs)
+    else:
+        config = case.write()
+        tables = "".join(f"[s1sp.{code}]\n" + "".join(f'{k} = "{v}"\n' for k, v in values.items()) for code, values in settings.items())
+        config.write_text(config.read_text() + GOVERNANCE + costs + tables)
     return case, config, ids
 
 
@@ -208,7 +213,7 @@ def test_manual_s1sp_gets_a_change_request_export_and_no_api_call(world):
     assert sorted(r["device_id"] for r in rows) == sorted(ids["manual"])
     findings = pd.read_parquet(world["plan"] / "findings.parquet").set_index("device_id")
     document = json.loads((world["plan"] / "plan.json").read_text())
-    assert "change_requests/ioc.csv" in document["outputs"] and document["manual"]["devices"] == 3
+    assert "change_requests/ioc.csv" in document["outputs"] and document["change_requests"]["devices"] == 3
     for r in rows:
         assert r["current_ds_fingerprint"] == findings.loc[r["device_id"], "ds_fingerprint"]
         assert r["target_ds_fingerprint"] and r["target_ka_fingerprint"] and r["target_ds_cert"]
@@ -310,7 +315,7 @@ def test_run_report_says_the_same_in_every_format(world, tmp_path):
         assert "needs_attention" in text and "carol" in text and "bob" in text and "CHG" in text
         assert world["ids"]["drift"][0] in text and "drifted" in text
         assert str((tmp_path / "packs").resolve()) in text
-        assert "30,157" in text
+        assert "30,157" in text and "3 devices (IOC 3)" in text  # the manual S1SP's change requests
     assert f'data-run-s1sp="MOC" data-state="done">10<' in html
     assert "| MOC | 10 | 0 | 2 | 0 | 0 |" in md
     assert "@media print" in html

@@ -42,7 +42,7 @@ class CostModel(BaseModel):
 
 def load_cost_model(raw: dict | None, case_file, s1sps: list[str]) -> CostModel | None:
     """The case's [costs] as a CostModel (None when the case has none); S1SP codes must be the case's own."""
-    if raw is None:
+    if not raw:  # no [costs] table (or an empty one): no estimate
         return None
     try:
         model = CostModel.model_validate(raw)

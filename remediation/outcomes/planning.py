@@ -25,7 +25,8 @@ class PlanExtras:
 
 def governance(config, change_ref: str | None) -> dict:
     """The case's [governance], with `plan --change-ref` taking the change record's place when given."""
-    refs = config.governance.as_dict() if getattr(config, "governance", None) else {"change_record": None, "decision": None}
+    case = getattr(config, "governance", None)
+    refs = {"change_record": getattr(case, "change_record", None), "decision": getattr(case, "decision", None)}
     if change_ref is not None:
         from remediation.errors import InputError
 
@@ -48,7 +49,7 @@ def plan_extras(out: Path, config, catalog, registry, rows: pd.DataFrame, change
     if manual:
         frame = change_request_rows(manual_rows, References(certificates, operators))
         outputs.update(write_change_requests(out, frame))
-        fields["manual"] = manual_counts(frame)
+        fields["change_requests"] = manual_counts(frame)
     if model is not None:
         # Held devices: the worklist the plan leaves (locked out, not in the API plan) - a plan directory's worklist.
         held = build_worklist(Sources(out, "plan", out, {}), planned_ids=api_rows["device_id"])

@@ -95,7 +95,7 @@ def outcome_sections(directory: Path, redact=None) -> dict:
     from remediation.outcomes.state import CORRECTED, device_outcomes, resolve, run_state
 
     out = {"governance": None, "authority": None, "run_state": None, "apply_outcome": None, "problem_devices": None, "costs": None,
-           "manual": None, "alert_routing_impact": None, "alert_routing_totals": None, "links": {}, "dry_run": None}  # fmt: skip
+           "change_requests": None, "alert_routing_impact": None, "alert_routing_totals": None, "links": {}, "dry_run": None}  # fmt: skip
     try:
         sources = resolve(directory)
     except InputError:
@@ -103,7 +103,7 @@ def outcome_sections(directory: Path, redact=None) -> dict:
     plan = sources.plan
     out["governance"] = plan.get("governance") or {"change_record": None, "decision": None}
     out["costs"] = plan.get("costs")
-    out["manual"] = plan.get("manual")
+    out["change_requests"] = plan.get("change_requests")
     out["authority"] = _authority(sources.plan_dir, plan)
     estimate = apply_estimates(plan)
     # S1SPs are applied in parallel: the run's estimate is the longest S1SP's.

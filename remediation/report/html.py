@@ -236,6 +236,15 @@ def _impact(report: dict) -> str:
             f'<th>after NO_DS</th><th>after NO_KA</th><th>after devices</th></tr>{rows}</table>')  # fmt: skip
 
 
+def _change_requests(report: dict) -> str:
+    cr = report.get("change_requests")
+    if not cr:
+        return ""
+    per = ", ".join(f"{_e(k)} {v}" for k, v in cr["by_s1sp"].items())
+    return (f'<h2>Manual S1SPs: change requests</h2><p id="change-requests" data-devices="{cr["devices"]}">{cr["devices"]} devices ({per}) are in the '
+            'plan\'s change-request export (change_requests/), for the S1SP to apply under its own four-eyes control; apply makes no API call for them.</p>')
+
+
 def _links(report: dict) -> str:
     links = report.get("links") or {}
     if not links:
@@ -277,6 +286,7 @@ def render_html(report: dict) -> str:
 {_dry_run(report)}
 {_impact(report)}
 {_costs(report)}
+{_change_requests(report)}
 {_links(report)}
 <h2>Excluded devices and why</h2>
 {_excluded(report)}

@@ -125,6 +125,15 @@ def _costs(report: dict) -> list[str]:
     return out
 
 
+def _change_requests(report: dict) -> list[str]:
+    cr = report.get("change_requests")
+    if not cr:
+        return []
+    per = ", ".join(f"{md(k)} {v}" for k, v in cr["by_s1sp"].items())
+    return ["## Manual S1SPs: change requests", "", f"{cr['devices']} devices ({per}) are in the plan's change-request export (change\\_requests/), "
+            "for the S1SP to apply under its own four-eyes control; apply makes no API call for them.", ""]
+
+
 def _links(report: dict) -> list[str]:
     links = report.get("links") or {}
     if not links:
@@ -150,7 +159,7 @@ def render_markdown(report: dict) -> str:
         out.append(_table(["S1SP", "devices", "requests/s", "duration"],
                           [[r["s1sp"], r["devices"], r["rate_per_second"], format_duration(r["seconds"])] for r in report["estimated_apply"]]))  # fmt: skip
     out.append("")
-    out += _run(report) + _dry_run(report) + _impact(report) + _costs(report) + _links(report)
+    out += _run(report) + _dry_run(report) + _impact(report) + _costs(report) + _change_requests(report) + _links(report)
     ex = report["excluded"]
     out += [f"## Excluded devices ({ex['devices']})", ""]
     if len(ex["shown"]) < ex["devices"]:

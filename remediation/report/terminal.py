@@ -79,8 +79,8 @@ def print_plan(document: dict, out_dir: Path, console: Console | None = None) ->
     console.print(table)
     if document.get("costs"):
         console.print(cost_table(document["costs"]))
-    if document.get("manual"):
-        console.print(f"manual S1SPs ({', '.join(document['manual_s1sps'])}): {document['manual']['devices']} devices in the change-request export "
+    if document.get("change_requests"):
+        console.print(f"manual S1SPs ({', '.join(document['manual_s1sps'])}): {document['change_requests']['devices']} devices in the change-request export "
                       f"(change_requests/), not written through any API")  # fmt: skip
     gov = document.get("governance") or {}
     if gov.get("change_record") or gov.get("decision"):
