@@ -105,12 +105,15 @@ def _default_user() -> str:
 @as_of_option
 @click.option("--s1sp", "s1sps", multiple=True, metavar="CODE", help="Plan only this S1SP (repeatable).")
 @click.option("--by", "planner", default=_default_user, show_default="the login name", help="Who makes the plan (may not approve it).")
+@click.option("--from", "from_detect", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, metavar="DETECT_DIR",
+              help="Reuse this detect result instead of detecting again (refused unless its inputs and config still match).")
 @click.option("--change-ref", default=None, metavar="CHG-…", help="Change record id (overrides the case's [governance] change_record).")
-def plan(config_path: Path, out_dir: Path, as_of: date | None, s1sps: tuple[str, ...], planner: str, change_ref: str | None) -> None:
-    """Detect, then write a correction plan for the WRONG_NO devices, sealed with a plan hash."""
+def plan(config_path: Path, out_dir: Path, as_of: date | None, s1sps: tuple[str, ...], planner: str, from_detect: Path | None, change_ref: str | None) -> None:
+    """Detect (or reuse a detect result), then write a correction plan for the WRONG_NO devices, sealed with a plan hash."""
     err = Console(stderr=True)
     with _RowProgress(err) as progress:
-        result = pipeline.run_plan(config_path, out_dir, planner=planner, as_of=as_of, s1sps=s1sps, progress=progress, change_ref=change_ref)
+        result = pipeline.run_plan(config_path, out_dir, planner=planner, as_of=as_of, s1sps=s1sps, progress=progress, from_detect=from_detect,
+                                   change_ref=change_ref)  # fmt: skip
     terminal.print_plan(result.document, result.directory)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
@@ -14,6 +15,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from remediation import __version__
+from remediation.artefacts import detect_result
+from remediation.artefacts.detect_result import DetectResultDir
 from remediation.certificates import CertificateCatalog
 from remediation.config import CaseConfig, ExtractSource, canonical_dialect, load_case
 from remediation.detect import Detection, find_wrong_devices, wrong_owner_matrix
@@ -161,7 +164,7 @@ def detect_summary(data: CaseData, detection: Detection, quarantine: pd.DataFram
 
 
 def write_findings(out: Path, detection: Detection, csv: bool = True) -> Path:
-    return write_tables(out / "findings.parquet", out / "findings.csv" if csv else None, detection.chunks())
+    return detect_result.write_findings(out, detection.chunks(), csv=csv)
 
 
 def plannable(detection: Detection, policy) -> np.ndarray:
@@ -173,10 +176,11 @@ def run_detect(config_path: str | Path, out_dir: str | Path, as_of: date | None 
     config = load_case(config_path)
     out = prepare_dir(out_dir)
     result = detect_case(load_case_data(config, as_of, progress))
-    write_findings(out, result.detection)
-    write_parquet(out / "input_rows.parquet", result.input_rows)
-    write_csv(out / "quarantine.csv", result.quarantine[QUARANTINE_COLUMNS])
-    write_json(out / "summary.json", result.summary)
+    DetectResultDir(out).write(result.detection, result.input_rows, result.quarantine[QUARANTINE_COLUMNS], result.summary)
+    from remediation.outcomes.references import CERTIFICATES_FILE, certificate_table
+
+    # The certificates detect saw (DER included), so `plan --from` can name slot certificates by serial + issuer.
+    write_parquet(out / CERTIFICATES_FILE, certificate_table(result.case.catalog))
     return result
 
 
@@ -192,25 +196,47 @@ class PlanResult:
 
 
 def run_plan(config_path: str | Path, out_dir: str | Path, *, planner: str, as_of: date | None = None, s1sps: tuple[str, ...] = (),
-             progress: ProgressCallback | None = None, change_ref: str | None = None) -> PlanResult:  # fmt: skip
+             progress: ProgressCallback | None = None, from_detect: str | Path | None = None, change_ref: str | None = None) -> PlanResult:  # fmt: skip
+    """Detect (or, with `from_detect`, reuse a detect result that still matches the case) and plan."""
     from remediation.outcomes.costs import load_cost_model
     from remediation.outcomes.planning import plan_extras
+    from remediation.outcomes.references import intern_saved_certificates
 
     config = load_case(config_path)
     load_cost_model(config.costs, config.path, sorted({e.s1sp for e in config.extracts} | set(config.endpoints)))  # a bad [costs] fails before detect
     for code in s1sps:
         if code not in S1SPS:
             raise InputError(f"unknown S1SP {code!r} (expected one of {', '.join(S1SPS)})", field="--s1sp")
-    out = _new_plan_dir(out_dir)
-    result = detect_case(load_case_data(config, as_of, progress))
-    rows = build_plan(result.detection.subset(plannable(result.detection, config.policy)), result.case.registry, result.case.catalog, result.case.as_of, config.policy, tuple(sorted(s1sps)))
-    outputs = {
-        "findings.parquet": write_findings(out, result.detection, csv=False),
-        "input_rows.parquet": write_parquet(out / "input_rows.parquet", result.input_rows),
-        "quarantine.csv": write_csv(out / "quarantine.csv", result.quarantine[QUARANTINE_COLUMNS]),
-        "summary.json": write_json(out / "summary.json", result.summary),
-    }
-    extras = plan_extras(out, config, result.case.catalog, result.case.registry, rows, change_ref)  # manual S1SPs' rows leave `rows`
+    if from_detect is not None:
+        source = DetectResultDir(Path(from_detect))
+        as_of_used = as_of or config.as_of or date.today()
+        summary = source.check_matches(config.input_files, config.config_files, as_of_used, sha256_file)
+        catalog = CertificateCatalog(load_org_cas(config.org_ca_paths), load_orl(config.orl_path))
+        registry = load_registry(config.registry_path, catalog)
+        intern_saved_certificates(catalog, source.path(detect_result.FINDINGS).parent)  # the slot certificates detect saw, for their ids
+        chosen = source.findings_where("category", plannable_categories(config.policy))
+        out = _new_plan_dir(out_dir)
+        rows = build_plan(chosen, registry, catalog, as_of_used, config.policy, tuple(sorted(s1sps)))
+        detected = None
+        # The plan directory carries the detect result it was made from, byte for byte, as a fresh plan would.
+        outputs = {}
+        for name in (detect_result.FINDINGS, detect_result.INPUT_ROWS, detect_result.QUARANTINE, detect_result.SUMMARY):
+            shutil.copyfile(source.path(name), out / name)
+            outputs[name] = out / name
+    else:
+        detected = detect_case(load_case_data(config, as_of, progress))
+        summary, as_of_used = detected.summary, detected.case.as_of
+        out = _new_plan_dir(out_dir)
+        detection = detected.detection
+        rows = build_plan(detection.subset(plannable(detection, config.policy)), detected.case.registry, detected.case.catalog, as_of_used,
+                          config.policy, tuple(sorted(s1sps)))  # fmt: skip
+        catalog, registry = detected.case.catalog, detected.case.registry
+        outputs = {
+            name: path
+            for name, path in DetectResultDir(out).write(detection, detected.input_rows, detected.quarantine[QUARANTINE_COLUMNS], summary, csv=False,
+                                                         manifest=False).items()  # plan.json seals the copies itself
+        }
+    extras = plan_extras(out, config, catalog, registry, rows, change_ref)  # manual S1SPs' rows leave `rows`
     rows = extras.rows
     outputs.update(extras.outputs)
     outputs["plan.parquet"] = _write_plan_rows(out, rows)
@@ -219,13 +245,13 @@ def run_plan(config_path: str | Path, out_dir: str | Path, *, planner: str, as_o
             "schema": PLAN_SCHEMA,
             "tool_version": __version__,
             "case": config.name,
-            "as_of": result.case.as_of.isoformat(),
+            "as_of": as_of_used.isoformat(),
             "planned_by": planner,
             "s1sp_filter": sorted(s1sps),
             "policy": vars(config.policy),
-            "inputs": [{k: f[k] for k in ("role", "s1sp", "path", "sha256", "rows_read")} for f in result.summary["files"]],
-            "config_files": result.summary["config_files"],
-            "config_sha256": sha256_json(result.summary["config_files"]),
+            "inputs": [{k: f[k] for k in ("role", "s1sp", "path", "sha256", "rows_read")} for f in summary["files"]],
+            "config_files": summary["config_files"],
+            "config_sha256": sha256_json(summary["config_files"]),
             "endpoints": {code: {"base_url": ep.base_url, "rate_per_second": ep.rate_per_second, "concurrency": ep.concurrency, "token_env": ep.token_env,
                                  "mode": ep.mode}
                           for code, ep in sorted(config.endpoints.items())},  # fmt: skip
@@ -235,7 +261,7 @@ def run_plan(config_path: str | Path, out_dir: str | Path, *, planner: str, as_o
         }
     )
     write_json(out / "plan.json", document)
-    return PlanResult(out, document, rows, result)
+    return PlanResult(out, document, rows, detected)
 
 
 def _new_plan_dir(out_dir: str | Path) -> Path:

@@ -15,7 +15,7 @@ step "detect: classify every device in the three S1SP extracts"
 $R detect --config $CASE --out "$OUT/detect"
 
 step "plan (by the planner) and approve (by someone else)"
-$R plan --config $CASE --out "$OUT/plan" --by planner.alice
+$R plan --config $CASE --out "$OUT/plan" --from "$OUT/detect" --by planner.alice
 $R approve "$OUT/plan" --by approver.bob --note "demo change CHG-0001"
 
 step "start one simulator per S1SP on the ports the case names (light faults: latency, 2% transient errors, 1% dropped after commit)"

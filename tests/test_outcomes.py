@@ -418,3 +418,15 @@ def test_report_of_an_interrupted_run_says_so(world, tmp_path):
     assert data["run_state"]["status"] == "interrupted" and data["run_state"]["finished_at"] is None
     assert data["run_state"]["applied_by"] == ["carol", "dave"] and data["run_state"]["invocations"] == 2
     assert "**Run status: interrupted**" in _report(run, "md", tmp_path / "r.md")
+
+
+def test_plan_from_a_detect_result_names_slot_certificates_too(tmp_path):
+    """plan --from reads no extract: the certificates detect saved are parsed again so ids are serial + issuer."""
+    _, config, ids = build_case(tmp_path)
+    pipeline.run_detect(config, tmp_path / "detect")
+    pipeline.run_plan(config, tmp_path / "plan", planner="alice", from_detect=tmp_path / "detect")
+    rows = _read_csv(tmp_path / "plan" / "change_requests" / "ioc.csv")
+    assert sorted(r["device_id"] for r in rows) == sorted(ids["manual"])
+    assert all(r["current_ds_cert_id"].endswith("(Z1)") and r["target_ds_cert_id"].endswith("(Z1)") for r in rows)
+    index = pipeline.run_worklist(tmp_path / "plan", tmp_path / "wl")
+    assert index["devices"] == len(ids["empty"] + ids["swapped"] + ids["revoked"] + ids["manual"])

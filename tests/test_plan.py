@@ -238,3 +238,58 @@ def test_plan_on_the_sample_case(tmp_path):
     summary = json.loads((tmp_path / "p" / "summary.json").read_text())
     assert doc["counts"]["devices"] == summary["devices_by_category"]["WRONG_NO"]
     assert sum(doc["counts"]["by_s1sp"].values()) == doc["counts"]["devices"]
+
+
+# ------------------------------------------------------------------------------------------------ plan --from
+
+
+def test_plan_from_a_detect_result_is_byte_identical_to_a_plan_from_scratch(tmp_path):
+    """Sample case: detect once, then plan from that result: the same plan, byte for byte, with no second detection."""
+    case = REPO / "configs" / "sample.toml"
+    runner = CliRunner()
+    assert runner.invoke(main, ["detect", "--config", str(case), "--out", str(tmp_path / "detect")]).exit_code == 0
+    scratch = runner.invoke(main, ["plan", "--config", str(case), "--out", str(tmp_path / "scratch"), "--by", "alice"])
+    reused = runner.invoke(main, ["plan", "--config", str(case), "--out", str(tmp_path / "reused"), "--by", "alice", "--from", str(tmp_path / "detect")])
+    assert scratch.exit_code == 0 and reused.exit_code == 0, reused.output
+    names = sorted(p.name for p in (tmp_path / "scratch").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "reused").iterdir())
+    for name in names:
+        assert (tmp_path / "scratch" / name).read_bytes() == (tmp_path / "reused" / name).read_bytes(), name
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ("extract", "changed since detect"),
+        ("registry", "changed since detect"),
+        ("findings", "altered after detect"),
+        ("manifest", "detect.json"),
+        ("as_of", "not 2026-01-02"),
+    ],
+)
+def test_plan_from_refuses_a_detect_result_that_no_longer_matches(tmp_path, change, expected):
+    case = wrong_case(tmp_path)
+    config = case.write()
+    detect_dir = tmp_path / "detect"
+    runner = CliRunner()
+    assert runner.invoke(main, ["detect", "--config", str(config), "--out", str(detect_dir)]).exit_code == 0
+    args = ["plan", "--config", str(config), "--out", str(tmp_path / "plan"), "--by", "alice", "--from", str(detect_dir)]
+    if change == "extract":
+        extract = tmp_path / "moc.csv"
+        extract.write_text(extract.read_text() + "\n")
+    elif change == "registry":
+        registry = tmp_path / "registry.toml"
+        registry.write_text(registry.read_text() + "\n# edited\n")
+    elif change == "findings":
+        # an insider adds a device to the plannable findings: the manifest no longer matches
+        table = pd.read_parquet(detect_dir / "findings.parquet")
+        table.loc[0, "category"] = "WRONG_NO"
+        table.to_parquet(detect_dir / "findings.parquet")
+    elif change == "manifest":
+        (detect_dir / "detect.json").write_text("[]")
+    else:
+        args += ["--as-of", "2026-01-02"]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 3, result.output
+    assert expected in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "plan" / "plan.json").exists()

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from remediation import __version__
 from remediation.apply.checkpoint import SqliteCheckpoints
 from remediation.apply.runner import read_run
+from remediation.artefacts.detect_result import write_findings
 from remediation.errors import InputError, SafetyRefusal
 from remediation.evidence.hashing import sha256_file
 from remediation.evidence.journal import verify_journal
@@ -214,7 +215,7 @@ def export_audit(run_dir: Path, out_dir: Path, signing_key_path: Path, exported_
         if summary["input_rows"] != summary["rows_read"]["extracts"]:
             raise SafetyRefusal(f"refusing to export: {summary['input_rows']} input rows traced, {summary['rows_read']['extracts']} read")
         # Re-encoded by the writer detect uses, so the exported findings.csv reads exactly like the run's own.
-        write_tables(out / "findings.parquet", out / "findings.csv", _parquet_tables(run_dir / "findings.parquet"))
+        write_findings(out, _parquet_tables(run_dir / "findings.parquet"))
         shutil.copy2(run_dir / "input_rows.parquet", out / "input_rows.parquet")
         shutil.copy2(plan_dir / "plan.parquet", out / "plan.parquet")
         write_csv(out / "plan.csv", plan_rows.drop(columns=["target_ds_cert", "target_ka_cert"]))

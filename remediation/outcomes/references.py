@@ -13,7 +13,7 @@ import pandas as pd
 
 CERTIFICATES_FILE = "certificates.parquet"
 OPERATORS_FILE = "operators.parquet"
-CERTIFICATE_COLUMNS = ["fingerprint", "serial", "issuer", "issuer_cn", "entity_id", "role", "key_usage", "chains_to_org_ca", "not_after"]
+CERTIFICATE_COLUMNS = ["fingerprint", "serial", "issuer", "issuer_cn", "entity_id", "role", "key_usage", "chains_to_org_ca", "not_after", "der_b64"]
 OPERATOR_COLUMNS = ["network_operator_id", "name", "fuel", "entity_id", "target_ds_fingerprint", "target_ka_fingerprint"]
 
 
@@ -33,12 +33,26 @@ def certificate_table(catalog) -> pd.DataFrame:
     rows = [
         {"fingerprint": f.fingerprint, "serial": f.serial, "issuer": f.issuer, "issuer_cn": _issuer_cn(f.issuer), "entity_id": f.entity_id,
          "role": -1 if f.role is None else int(f.role), "key_usage": f.key_usage, "chains_to_org_ca": bool(f.chains_to_org_ca),
-         "not_after": f.not_after.isoformat() if f.not_after else None}  # fmt: skip
+         "not_after": f.not_after.isoformat() if f.not_after else None, "der_b64": f.b64()}  # fmt: skip
         for f in catalog.facts
         if f.error is None
     ]
     frame = pd.DataFrame(rows, columns=CERTIFICATE_COLUMNS)
     return frame.sort_values("fingerprint", ignore_index=True)
+
+
+def intern_saved_certificates(catalog, directory: Path) -> int:
+    """Add the certificates a detect result saved to `catalog`, parsed again from their DER (so every fact, the
+    fingerprint included, is recomputed here rather than trusted from the file). Returns how many were read."""
+    import base64
+
+    path = Path(directory) / CERTIFICATES_FILE
+    if not path.exists():
+        return 0  # a detect result from before certificates were saved: slot certificates are then named by fingerprint
+    texts = pd.read_parquet(path, columns=["der_b64"])["der_b64"].dropna()
+    for text in texts:
+        catalog.intern_der(base64.b64decode(text))
+    return len(texts)
 
 
 def operator_table(registry, catalog) -> pd.DataFrame:

@@ -62,7 +62,7 @@ def print_detect(summary: dict, out_dir: Path, console: Console | None = None) -
         f"quarantine: {q['issues']} issue(s) on {q['extract_rows']} extract row(s) and {q['rdp_rows']} RDP row(s); "
         f"every extract row is in exactly one category (reconciled)"
     )
-    console.print(f"wrote findings.parquet, findings.csv, quarantine.csv, summary.json to {out_dir}")
+    console.print(f"wrote findings.parquet, findings.csv, quarantine.csv, summary.json, detect.json to {out_dir}")
 
 
 def print_plan(document: dict, out_dir: Path, console: Console | None = None) -> None:
