@@ -430,3 +430,18 @@ def test_plan_from_a_detect_result_names_slot_certificates_too(tmp_path):
     assert all(r["current_ds_cert_id"].endswith("(Z1)") and r["target_ds_cert_id"].endswith("(Z1)") for r in rows)
     index = pipeline.run_worklist(tmp_path / "plan", tmp_path / "wl")
     assert index["devices"] == len(ids["empty"] + ids["swapped"] + ids["revoked"] + ids["manual"])
+
+
+def test_fixed_figures_per_s1sp_and_request_rates(tmp_path):
+    costs = ("[costs]\nfixed_per_s1sp = { MOC = 1000 }\nper_device = 1\napply_hour = 3600\n"
+             "requests_per_second = { MOC = 3 }\n")  # fmt: skip
+    _, config, ids = build_case(tmp_path, costs=costs)
+    document = pipeline.run_plan(config, tmp_path / "plan", planner="alice").document
+    costs = document["costs"]
+    moc = next(s for s in costs["by_s1sp"] if s["s1sp"] == "MOC")
+    planned = document["counts"]["by_s1sp"]["MOC"]
+    # 3 requests per device at 3 requests/s: one second per device, priced at 1 per second of apply time
+    assert moc["apply_hours"] == pytest.approx(planned / 3600, abs=1e-6)
+    assert moc["cost"] == pytest.approx(1000 + planned * 1 + planned * 1, abs=0.01)
+    assert costs["not_costed"] == ["IOC"] and costs["fixed_shared"] is None
+    assert costs["totals"]["cost"] == pytest.approx(sum(s["cost"] for s in costs["by_s1sp"]), abs=0.01)
