@@ -345,12 +345,15 @@ def test_report_of_a_paused_run_says_paused_and_why(tmp_path):
 
 def test_report_accepts_a_dry_run_directory(world, tmp_path):
     sim = start_sim(tmp_path / "moc.sqlite", world["config"], "MOC")
+    make_drift(sim.store, world["ids"]["drift"], 0, 1)
     try:
         pipeline.run_dry_run(world["plan"], tmp_path / "dry", ApplyOptions(who="carol", endpoints={"MOC": sim.url}))
     finally:
         sim.stop()
     data = json.loads(_report(tmp_path / "dry", "json", tmp_path / "r.json"))
-    assert data["kind"] == "dry-run" and data["dry_run"]["states"]["MOC"]
+    assert data["kind"] == "dry-run" and data["dry_run"]["states"]["MOC"] == {"drifted": 1, "would_write": 11}
+    assert [(r["device_id"], r["state"]) for r in data["problem_devices"]["shown"]] == [(world["ids"]["drift"][0], "drifted")]
+    assert data["problem_devices"]["shown"][0]["reason"].startswith("live slots differ from the plan")
     md = _report(tmp_path / "dry", "md", tmp_path / "r.md")
     assert "Dry run" in md and "CHG" in md
 

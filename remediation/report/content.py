@@ -124,8 +124,8 @@ def outcome_sections(directory: Path, redact=None) -> dict:
         frame = pd.read_csv(sources.directory / "dry_run.csv", dtype=str, keep_default_na=False)
         out["dry_run"] = {"plan_hash": sources.extra["dry_run"].get("plan_hash"), "states": sources.extra["dry_run"].get("states", {}),
                           "estimated_seconds": estimated}  # fmt: skip
-        bad = frame[~frame["state"].str.startswith(("done", "noop"))]
-        problems = bad.assign(reason=bad["last_error"])[["device_id", "s1sp", "state", "reason"]]
+        bad = frame[~frame["state"].str.startswith(("done", "noop", "would_write"))]  # what apply would do as planned
+        problems = bad.assign(reason=_reasons(bad))[["device_id", "s1sp", "state", "reason"]]
     if len(problems) or sources.kind in ("run", "dry-run"):
         plan_rows = pd.read_parquet(sources.plan_dir / "plan.parquet", columns=["device_id", "mpxn"])
         problems = problems.merge(plan_rows, on="device_id", how="left").sort_values(["state", "s1sp", "device_id"])
