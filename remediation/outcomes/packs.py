@@ -34,7 +34,6 @@ RELEASED_COLUMNS = ["device_id", "mpxn", "s1sp", "device_type", "slots", "releas
 class PackInputs:
     sources: Sources
     refs: References
-    written: pd.DataFrame  # one row per device the run wrote (state done)
     state: dict
     governance: dict
 
@@ -180,10 +179,12 @@ def write_packs(sources: Sources, out: Path, now: str) -> dict:
     from remediation.outputs import prepare_dir, write_csv, write_json, write_text
 
     if sources.kind != "run":
-        raise_not_run(sources)
+        from remediation.errors import InputError
+
+        raise InputError(f"notification packs are made from a run directory; this is a {sources.kind} directory", file=str(sources.directory))
     refs = References.read(sources.plan_dir)
     state = run_state(sources.directory)
-    inputs = PackInputs(sources, refs, pd.DataFrame(), state, sources.plan.get("governance") or {})
+    inputs = PackInputs(sources, refs, state, sources.plan.get("governance") or {})
     written = written_devices(sources, refs)
     registered_all = _registered_rows(written, refs).assign(registered_no=written["registered_no"])
     released_all = released_rows(written, refs)
@@ -228,9 +229,3 @@ def write_packs(sources: Sources, out: Path, now: str) -> dict:
     write_json(out / "manifest.json", manifest)
     return summary
 
-
-def raise_not_run(sources: Sources) -> None:
-    from remediation.errors import InputError
-
-    raise InputError(f"notification packs are made from a run directory; this is a {sources.kind} directory (nothing was written yet)",
-                     file=str(sources.directory))  # fmt: skip

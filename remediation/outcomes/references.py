@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 CERTIFICATES_FILE = "certificates.parquet"
@@ -141,6 +140,3 @@ class References:
         ka = ids.map(dict(zip(self.operators["network_operator_id"], self.operators["target_ka_fingerprint"]))).fillna("")
         return ds, ka
 
-
-def as_text(series: pd.Series) -> np.ndarray:
-    return series.astype(object).where(series.notna(), "").astype(str).to_numpy()

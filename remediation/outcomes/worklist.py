@@ -8,7 +8,6 @@ categories, categories the policy does not plan, manual S1SPs). One CSV and one 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
