@@ -36,7 +36,9 @@ def governance(config, change_ref: str | None) -> dict:
     return refs
 
 
-def plan_extras(out: Path, config, catalog, registry, rows: pd.DataFrame, change_ref: str | None = None) -> PlanExtras:
+def plan_extras(out: Path, config, catalog, registry, rows: pd.DataFrame, change_ref: str | None = None,
+                manual_rows: pd.DataFrame | None = None) -> PlanExtras:  # fmt: skip
+    """`manual_rows`: the manual S1SPs' rows when the caller has already taken them out of `rows`."""
     from remediation.outputs import write_parquet
 
     s1sps = sorted({e.s1sp for e in config.extracts} | set(config.endpoints))
@@ -44,7 +46,10 @@ def plan_extras(out: Path, config, catalog, registry, rows: pd.DataFrame, change
     certificates, operators = certificate_table(catalog), operator_table(registry, catalog)
     outputs = {CERTIFICATES_FILE: write_parquet(out / CERTIFICATES_FILE, certificates), OPERATORS_FILE: write_parquet(out / OPERATORS_FILE, operators)}
     manual = manual_s1sps(config.endpoints)
-    api_rows, manual_rows = split_manual(rows, manual)
+    if manual_rows is None:
+        api_rows, manual_rows = split_manual(rows, manual)
+    else:
+        api_rows = split_manual(rows, manual)[0]
     fields = {"governance": governance(config, change_ref), "manual_s1sps": manual}
     if manual:
         frame = change_request_rows(manual_rows, References(certificates, operators))

@@ -138,15 +138,19 @@ def run_state(run_dir: Path) -> dict:
         status = "running" if _lock_held(run_dir / "run.lock") else "interrupted"
     operators = []
     for e in events:
-        if e.get("event") in ("run_started", "run_resumed") and e.get("run_by") and e["run_by"] not in operators:
-            operators.append(e["run_by"])
+        if e.get("event") not in ("run_started", "run_resumed"):
+            continue
+        # A signed run names its operator by key (the authority block); an unsigned one by the typed --by label.
+        operator = (e.get("authority") or {}).get("operator") or {}
+        who = f"{operator.get('name') or e.get('run_by')} (key {str(operator['key_id'])[:16]})" if operator.get("key_id") else e.get("run_by")
+        if who and who not in operators:
+            operators.append(who)
     start = _parse(started.get("at")) if started else None
     end = _parse(finished[-1].get("at")) if finished else None
     return {
         "status": status,
         "paused": dict(run.get("paused") or {}),
         "applied_by": operators or ([run["created_by"]] if run.get("created_by") else []),
-        "operator_keys": [e.get("operator_key_id") for e in events if e.get("operator_key_id")],
         "started_at": start.astimezone(timezone.utc).isoformat(timespec="seconds") if start else None,
         "finished_at": end.astimezone(timezone.utc).isoformat(timespec="seconds") if end and status != "interrupted" else None,
         "duration_seconds": (end - start).total_seconds() if start and end and status != "interrupted" else None,

@@ -164,13 +164,15 @@ def _outcome_table(ops: pd.DataFrame) -> dict:
 
 
 def _authority(plan_dir: Path, plan: dict) -> dict:
-    """Who planned and approved, by name and key id wherever plan.json / approvals.json carry them."""
+    """Who planned and approved, by name and key id wherever plan.json / approvals.json carry them (the signed
+    form: plan.json's signature {key_id, signer}, approvals {approver, key_id, change_ref}; the older typed labels)."""
     planner = plan.get("planner") if isinstance(plan.get("planner"), dict) else {}
     signature = plan.get("signature") if isinstance(plan.get("signature"), dict) else {}
     approvals = (_load_json(Path(plan_dir) / "approvals.json") or {}).get("approvals", [])
     return {
-        "planned_by": {"name": planner.get("name") or plan.get("planned_by"), "key_id": planner.get("key_id") or signature.get("key_id"),
-                       "at": plan.get("planned_at")},  # fmt: skip
-        "approved_by": [{"name": a.get("name") or a.get("approved_by"), "key_id": a.get("key_id"), "at": a.get("approved_at"), "note": a.get("note")}
+        "planned_by": {"name": planner.get("name") or plan.get("planned_by") or signature.get("signer"),
+                       "key_id": planner.get("key_id") or signature.get("key_id"), "at": plan.get("planned_at")},  # fmt: skip
+        "approved_by": [{"name": a.get("name") or a.get("approver") or a.get("approved_by"), "key_id": a.get("key_id"), "at": a.get("approved_at"),
+                         "note": a.get("note"), "change_ref": a.get("change_ref")}
                         for a in approvals if a.get("plan_hash") == plan.get("plan_hash")],  # fmt: skip
     }
