@@ -341,6 +341,12 @@ def test_report_of_a_paused_run_says_paused_and_why(tmp_path):
     md = _report(tmp_path / "run", "md", tmp_path / "r.md")
     assert "**Run status: paused**" in md and "MOC paused: canary wave had" in md
     assert data["problem_devices"]["by_state"] == {"failed": 5}
+    # the worklist of a paused run lists its open devices but says a resume would still write them
+    result = CliRunner().invoke(main, ["worklist", str(tmp_path / "run"), "--out", str(tmp_path / "wl")])
+    assert result.exit_code == 0, result.stderr
+    index = json.loads((tmp_path / "wl" / "index.json").read_text())
+    assert index["run_status"] == "paused" and index["open_devices"] == 7 and index["by_route"] == {"apply failed": 5, "apply pending": 7}
+    assert "run paused: 7 listed devices are still open" in " ".join(result.stdout.split())
 
 
 def test_report_accepts_a_dry_run_directory(world, tmp_path):

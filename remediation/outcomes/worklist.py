@@ -15,7 +15,7 @@ import pandas as pd
 
 from remediation.outcomes.findings import locked_out_findings
 from remediation.outcomes.references import References
-from remediation.outcomes.state import CORRECTED, Sources, device_outcomes
+from remediation.outcomes.state import CORRECTED, Sources, device_outcomes, run_state
 from remediation.outcomes.text import folder_names
 
 WORKLIST_SCHEMA = "remediation/srv-6.15.1-worklist/1"
@@ -148,6 +148,9 @@ def write_worklist(sources: Sources, out: Path, now: str) -> dict:
         "schema": WORKLIST_SCHEMA,
         "source": str(sources.directory.resolve()),
         "source_kind": sources.kind,
+        # A run that has not finished still has open devices a resume will write: they are listed, as "apply pending".
+        "run_status": run_state(sources.directory)["status"] if sources.kind == "run" else None,
+        "open_devices": int(rows["route"].isin(["apply pending", "apply not applied"]).sum() + rows["route"].str.match(r"apply (reading|writing|confirming)").sum()),
         "plan_hash": sources.plan.get("plan_hash"),
         "generated_at": now,
         "service_request": SERVICE_REQUEST,

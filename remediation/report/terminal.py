@@ -178,6 +178,9 @@ def print_worklist(index: dict, out_dir: Path, console: Console | None = None, l
     if len(csvs) > limit:
         table.add_row(f"… {len(csvs) - limit} more holders in index.json", "", str(sum(f["devices"] for f in csvs[limit:])))
     console.print(table)
+    if index.get("run_status") not in (None, "completed", "needs_attention"):
+        console.print(f"[yellow]run {index['run_status']}: {index['open_devices']} listed devices are still open and a resume would write them; "
+                      f"make the worklist again once the run has finished[/]")  # fmt: skip
     console.print("by route: " + ", ".join(f"{k} {v}" for k, v in index["by_route"].items()))
     console.print("by category: " + ", ".join(f"{k} {v}" for k, v in index["by_category"].items()))
     console.print(f"wrote {len(index['files'])} files (CSV + JSON per holder) and index.json (columns documented) to {out_dir}")
