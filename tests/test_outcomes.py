@@ -454,3 +454,16 @@ def test_fixed_figures_per_s1sp_and_request_rates(tmp_path):
     assert moc["cost"] == pytest.approx(1000 + planned * 1 + planned * 1, abs=0.01)
     assert costs["not_costed"] == ["IOC"] and costs["fixed_shared"] is None
     assert costs["totals"]["cost"] == pytest.approx(sum(s["cost"] for s in costs["by_s1sp"]), abs=0.01)
+
+
+def test_previous_holders_are_not_sent_mpxns(world, tmp_path):
+    """Data minimisation: a holder's pack names devices (what its alert data is keyed by), never supply points."""
+    pipeline.run_notify(world["run"], tmp_path / "packs")
+    plan = pd.read_parquet(world["plan"] / "plan.parquet")
+    mpxns = set(plan["mpxn"])
+    for folder in ("BBBB", "GASX", SUPPLIER):
+        text = "".join(p.read_text() for p in (tmp_path / "packs" / folder).iterdir())
+        assert not [m for m in mpxns if m in text]
+    written = plan[plan["device_id"].isin(_journal_done(world["run"]))]
+    registered = (tmp_path / "packs" / "AAAA" / "devices-now-registered.csv").read_text()
+    assert all(m in registered for m in written["mpxn"])  # the registered NO does get its own supply points

@@ -27,7 +27,9 @@ REGISTERED_FILE = "devices-now-registered.csv"
 RELEASED_FILE = "devices-no-longer-controlled.csv"
 LETTER_ROWS = 25  # devices listed in a letter; the CSV has them all
 REGISTERED_COLUMNS = ["device_id", "mpxn", "s1sp", "device_type", "ds_cert_id", "ka_cert_id", "ds_fingerprint", "ka_fingerprint", "written_at", "operation_id"]
-RELEASED_COLUMNS = ["device_id", "mpxn", "s1sp", "device_type", "slots", "released_ds_cert_id", "released_ka_cert_id", "registered_no", "written_at"]
+# No MPxN for a previous holder: the supply point is not its own (data minimisation); the device id is what its
+# alert data is keyed by, and all it needs to find and purge that data.
+RELEASED_COLUMNS = ["device_id", "s1sp", "device_type", "slots", "released_ds_cert_id", "released_ka_cert_id", "registered_no", "written_at"]
 
 
 @dataclass
@@ -82,7 +84,7 @@ def released_rows(frame: pd.DataFrame, refs: References) -> pd.DataFrame:
     per["slots"] = np.select([ds_held & ka_held, ds_held], ["NO_DS NO_KA", "NO_DS"], "NO_KA")
     out = pd.DataFrame({
         "holder": refs.label(per["holder_entity"]), "holder_entity": per["holder_entity"],
-        "device_id": per["device_id"], "mpxn": per["mpxn"], "s1sp": per["s1sp"], "device_type": per["device_type"], "slots": per["slots"],
+        "device_id": per["device_id"], "s1sp": per["s1sp"], "device_type": per["device_type"], "slots": per["slots"],
         "released_ds_cert_id": refs.certificate_ids(per["prior_ds"].where(ds_held, "")),
         "released_ka_cert_id": refs.certificate_ids(per["prior_ka"].where(ka_held, "")),
         "registered_no": per["registered_no"], "written_at": per["at"],
@@ -123,8 +125,9 @@ def _letter_md(org: str, name: str | None, registered: pd.DataFrame, released: p
                 f"`{RELEASED_FILE}` with the slots you held and the new registered NO. You will no longer receive these devices' alerts and "
                 f"can no longer manage them.", "",
                 "**Data protection**: alert data you received from these devices relates to supply points that are not yours. "
-                "Purge it from your systems, keep no copy, and confirm the purge to the DCC quoting the change record.", ""]  # fmt: skip
-        out.append(md_table(["device", "MPxN", "slots", "now registered to"], released[["device_id", "mpxn", "slots", "registered_no"]].head(LETTER_ROWS).values.tolist()))
+                "Purge it from your systems, keep no copy, and confirm the purge to the DCC quoting the change record. "
+                "The list names devices only: their supply points are not yours, so their MPxNs are not sent to you.", ""]  # fmt: skip
+        out.append(md_table(["device", "S1SP", "slots", "now registered to"], released[["device_id", "s1sp", "slots", "registered_no"]].head(LETTER_ROWS).values.tolist()))
         if len(released) > LETTER_ROWS:
             out.append(f"\n… and {len(released) - LETTER_ROWS} more in `{RELEASED_FILE}`.")
         out.append("")
@@ -159,8 +162,9 @@ def _letter_html(org: str, name: str | None, registered: pd.DataFrame, released:
                   f"NO's certificates; they are listed in <code>{RELEASED_FILE}</code> with the slots you held and the new registered NO. You will "
                   f"no longer receive these devices' alerts and can no longer manage them.</p>",
                   "<p><strong>Data protection</strong>: alert data you received from these devices relates to supply points that are not yours. "
-                  "Purge it from your systems, keep no copy, and confirm the purge to the DCC quoting the change record.</p>",
-                  html_table(["device", "MPxN", "slots", "now registered to"], released[["device_id", "mpxn", "slots", "registered_no"]].head(LETTER_ROWS).values.tolist())]  # fmt: skip
+                  "Purge it from your systems, keep no copy, and confirm the purge to the DCC quoting the change record. "
+                  "The list names devices only: their supply points are not yours, so their MPxNs are not sent to you.</p>",
+                  html_table(["device", "S1SP", "slots", "now registered to"], released[["device_id", "s1sp", "slots", "registered_no"]].head(LETTER_ROWS).values.tolist())]  # fmt: skip
         if len(released) > LETTER_ROWS:
             parts.append(f"<p>… and {len(released) - LETTER_ROWS} more in <code>{RELEASED_FILE}</code>.</p>")
     g, s = inputs.governance, inputs.sources
