@@ -317,6 +317,24 @@ def test_run_report_says_the_same_in_every_format(world, tmp_path):
         assert str((tmp_path / "packs").resolve()) in text
         assert "30,157" in text and "3 devices (IOC 3)" in text  # the manual S1SP's change requests
     assert f'data-run-s1sp="MOC" data-state="done">10<' in html
+    # the charts carry the JSON's numbers
+    from html.parser import HTMLParser
+
+    class Attrs(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.found = []
+
+        def handle_starttag(self, tag, attrs):
+            self.found.append(dict(attrs))
+
+    page = Attrs()
+    page.feed(html)
+    impact = {(a["data-impact-slot"], a["data-impact-when"]): int(a["data-devices"]) for a in page.found if "data-impact-slot" in a}
+    totals = data["alert_routing_totals"]
+    assert impact == {(k, w): totals[w][k] for k in ("NO_DS", "NO_KA", "devices") for w in ("before", "after")}
+    variable = {a["data-cost-bar"]: float(a["data-variable"]) for a in page.found if "data-variable" in a}
+    assert variable == {**{s["s1sp"]: s["variable_cost"] for s in data["costs"]["by_s1sp"]}, "MOC shared": 0.0}
     assert "| MOC | 10 | 0 | 2 | 0 | 0 |" in md
     assert "@media print" in html
 

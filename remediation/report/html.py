@@ -208,7 +208,7 @@ def _costs(report: dict) -> str:
     total = (f'<tr><th>total</th><td class="n">{t["planned_devices"]}</td><td class="n">{t["held_devices"]}</td><td class="n">{_e(_hours(t["apply_hours"]))}</td>'
              f'<td class="n">{_e(money(t["fixed_cost"], cur))}</td><td class="n" data-cost-total="1">{_e(money(t["cost"], cur))}</td></tr>')
     not_costed = f'<p class="note">Not costed (no fixed figure): {_e(", ".join(costs["not_costed"]))}.</p>' if costs["not_costed"] else ""
-    return (f'<h2>Cost and effort estimate ({_e(cur)})</h2><p class="note">{_e(costs.get("unit_costs_label") or "configured unit costs")}</p>'
+    return (f'<h2>Cost and effort estimate ({_e(cur)})</h2><p class="note">{_e(costs.get("unit_costs_label") or "configured unit costs")}</p>{_cost_chart(costs)}'
             f'<table id="costs-by-s1sp"><tr><th>S1SP</th><th>planned</th><th>held</th><th>apply time</th><th>fixed</th><th>cost</th></tr>{subtotal}{shared_row}{total}</table>{not_costed}'
             f'<details><summary>By S1SP and registered NO</summary><table id="costs"><tr><th>S1SP</th><th>registered NO</th><th>planned</th><th>held</th>'
             f'<th>apply time</th><th>cost</th></tr>{rows}</table></details>')  # fmt: skip
@@ -230,7 +230,7 @@ def _impact(report: dict) -> str:
                    f'<td class="n">{after(e, "NO_DS")}</td><td class="n">{after(e, "NO_KA")}</td><td class="n">{after(e, "devices")}</td></tr>' for e in impact)  # fmt: skip
     t = report["alert_routing_totals"]
     ta = t["after"] or {}
-    return (f'<h2>Alert routing: holder → registered NO</h2><p>Devices whose alerts went to the slot holder instead of the registered NO: '
+    return (f'<h2>Alert routing: holder → registered NO</h2>{_impact_chart(t)}<p>Devices whose alerts went to the slot holder instead of the registered NO: '
             f'<strong>{t["before"]["devices"]}</strong> before the run, <strong>{ta.get("devices", "-")}</strong> after.</p>'
             f'<table id="impact"><tr><th>holder</th><th>registered NO</th><th>before NO_DS</th><th>before NO_KA</th><th>before devices</th>'
             f'<th>after NO_DS</th><th>after NO_KA</th><th>after devices</th></tr>{rows}</table>')  # fmt: skip
@@ -243,6 +243,42 @@ def _change_requests(report: dict) -> str:
     per = ", ".join(f"{_e(k)} {v}" for k, v in cr["by_s1sp"].items())
     return (f'<h2>Manual S1SPs: change requests</h2><p id="change-requests" data-devices="{cr["devices"]}">{cr["devices"]} devices ({per}) are in the '
             'plan\'s change-request export (change_requests/), for the S1SP to apply under its own four-eyes control; apply makes no API call for them.</p>')
+
+
+def _impact_chart(totals: dict) -> str:
+    """Before and after bars per slot: devices whose alerts reached an organisation other than the registered NO."""
+    rows = [("NO_DS", "before"), ("NO_DS", "after"), ("NO_KA", "before"), ("NO_KA", "after"), ("devices", "before"), ("devices", "after")]
+    top = max([totals["before"][k] for k in ("NO_DS", "NO_KA", "devices")] + [1])
+    parts = []
+    for i, (slot, when) in enumerate(rows):
+        source = totals.get(when)
+        if source is None:
+            continue
+        n = source[slot]
+        w = 500 * n / top
+        y = 6 + i * 22
+        parts.append(f'<text x="0" y="{y + 13}" font-size="12">{slot} {when}</text><rect x="120" y="{y}" width="{max(w, 1):.1f}" height="16" '
+                     f'fill="{"#b71c1c" if when == "before" else "#2e7d32"}" data-impact-slot="{slot}" data-impact-when="{when}" data-devices="{n}"/>'
+                     f'<text x="{126 + w:.1f}" y="{y + 13}" font-size="12">{n}</text>')  # fmt: skip
+    return f'<svg xmlns="http://www.w3.org/2000/svg" width="700" height="{len(rows) * 22 + 10}" role="img" aria-label="alert routing before and after">{"".join(parts)}</svg>'
+
+
+def _cost_chart(costs: dict) -> str:
+    """One bar per S1SP: variable cost and its own fixed figure; the shared fixed figure as its own bar."""
+    bars = [(s["s1sp"], s["variable_cost"] or 0, s["fixed_cost"] or 0) for s in costs["by_s1sp"]]
+    if costs.get("fixed_shared"):
+        bars.append(("+".join(costs["fixed_shared"]["s1sps"]) + " shared", 0, costs["fixed_shared"]["amount"]))
+    top = max([v + f for _, v, f in bars] + [1])
+    parts = []
+    for i, (label, variable, fixed) in enumerate(bars):
+        y = 6 + i * 24
+        wv, wf = 500 * variable / top, 500 * fixed / top
+        parts.append(f'<text x="0" y="{y + 14}" font-size="12">{_e(label)}</text>'
+                     f'<rect x="130" y="{y}" width="{max(wv, 0):.1f}" height="18" fill="#0277bd" data-cost-bar="{_e(label)}" data-variable="{variable}"/>'
+                     f'<rect x="{130 + wv:.1f}" y="{y}" width="{max(wf, 0):.1f}" height="18" fill="#90a4ae" data-cost-bar="{_e(label)}" data-fixed="{fixed}"/>'
+                     f'<text x="{136 + wv + wf:.1f}" y="{y + 14}" font-size="12">{_e(f"{variable + fixed:,.2f}")}</text>')  # fmt: skip
+    legend = '<div class="legend"><span><i class="sw" style="background:#0277bd"></i>variable</span><span><i class="sw" style="background:#90a4ae"></i>fixed</span></div>'
+    return f'<svg xmlns="http://www.w3.org/2000/svg" width="760" height="{len(bars) * 24 + 10}" role="img" aria-label="cost by S1SP">{"".join(parts)}</svg>{legend}'
 
 
 def _links(report: dict) -> str:
