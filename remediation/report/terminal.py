@@ -150,10 +150,10 @@ def print_verify(verdict: dict, out_dir: Path, console: Console | None = None) -
 def print_notify(summary: dict, out_dir: Path, console: Console | None = None) -> None:
     console = console or Console()
     table = Table(title=f"Notification packs — run {summary['run_status']}, {summary['devices_written']} devices written", title_justify="left")
-    table.add_column("organisation")
-    table.add_column("name")
-    table.add_column("now registered", justify="right")
-    table.add_column("no longer controlled", justify="right")
+    table.add_column("organisation", no_wrap=True, min_width=23)  # an SMKI entity id must never be cut: three suppliers differ only at the end
+    table.add_column("name", ratio=1)
+    table.add_column("now at its certs", justify="right")
+    table.add_column("released", justify="right")
     for p in summary["packs"]:
         table.add_row(p["organisation"], p["name"] or "", str(p["devices_now_registered"]), str(p["devices_no_longer_controlled"]))
     console.print(table)
@@ -168,7 +168,7 @@ def print_notify(summary: dict, out_dir: Path, console: Console | None = None) -
 def print_worklist(index: dict, out_dir: Path, console: Console | None = None, limit: int = 15) -> None:
     console = console or Console()
     table = Table(title=f"SRV 6.15.1 worklist — {index['devices']} locked-out devices the fix leaves ({index['source_kind']} directory)", title_justify="left")
-    table.add_column("to (current slot holder)")
+    table.add_column("to (current slot holder)", no_wrap=True, min_width=23)
     table.add_column("cc (registered NO)")
     table.add_column("devices", justify="right")
     csvs = [f for f in index["files"] if f["name"].endswith(".csv")]
