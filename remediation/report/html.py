@@ -311,6 +311,12 @@ def render_html(report: dict) -> str:
 {_status(report)}
 <table class="meta">{meta_rows}</table>
 {_ticket(report)}
+{_run(report)}
+{_dry_run(report)}
+{_links(report)}
+{_change_requests(report)}
+{_costs(report)}
+{_impact(report)}
 <h2>Devices by category per S1SP</h2>
 {_category_chart(report["devices_by_s1sp"])}
 {_category_table(report)}
@@ -318,12 +324,6 @@ def render_html(report: dict) -> str:
 {_matrix(report)}
 <h2>Estimated apply duration per S1SP</h2>
 {_estimate(report)}
-{_run(report)}
-{_dry_run(report)}
-{_impact(report)}
-{_costs(report)}
-{_change_requests(report)}
-{_links(report)}
 <h2>Excluded devices and why</h2>
 {_excluded(report)}
 <p class="note">Quarantine: {report["quarantine"]["issues"]} issue(s) on {report["quarantine"]["extract_rows"]} extract row(s) and {report["quarantine"]["rdp_rows"]} RDP row(s); see quarantine.csv.</p>

@@ -150,6 +150,8 @@ def render_markdown(report: dict) -> str:
     if report.get("mpxn_redacted"):
         out.append("MPxNs are redacted (keyed hash).")
     out += ["", *_ticket(report)]
+    # What a change ticket needs first: outcome, problems, alert routing, cost; then the detail behind them.
+    out += _run(report) + _dry_run(report) + _links(report) + _change_requests(report) + _costs(report) + _impact(report)
     out += ["## Devices by category per S1SP", ""]
     out.append(_table(["category", *s1sps, "all"], [[c, *(report["devices_by_s1sp"][s][c] for s in s1sps), report["devices_by_category"][c]] for c in CATEGORIES]))
     out += ["", "## Wrong owner → expected owner", ""]
@@ -159,7 +161,6 @@ def render_markdown(report: dict) -> str:
         out.append(_table(["S1SP", "devices", "requests/s", "duration"],
                           [[r["s1sp"], r["devices"], r["rate_per_second"], format_duration(r["seconds"])] for r in report["estimated_apply"]]))  # fmt: skip
     out.append("")
-    out += _run(report) + _dry_run(report) + _impact(report) + _costs(report) + _change_requests(report) + _links(report)
     ex = report["excluded"]
     out += [f"## Excluded devices ({ex['devices']})", ""]
     if len(ex["shown"]) < ex["devices"]:
