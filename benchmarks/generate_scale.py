@@ -37,12 +37,20 @@ CHUNK = 1_000_000
 AS_OF = "2026-11-20"
 # Scenario -> probability. Each device gets one; the intended category follows from it.
 SCENARIOS = {
-    "ok": 0.900, "ok_previous": 0.020, "wrong": 0.045, "wrong_ds_only": 0.005, "empty_one": 0.012, "key_usage": 0.004,
-    "expired": 0.004, "no_rdp": 0.005, "ambiguous": 0.002, "unknown_no": 0.001, "invalid_mpan": 0.001, "repeat": 0.001,
+    "ok": 0.880, "ok_previous": 0.020, "wrong": 0.040, "wrong_ds_only": 0.005, "wrong_previous": 0.004, "wrong_other_fuel": 0.002,
+    "wrong_supplier": 0.001, "wrong_unregistered": 0.0005, "no_rdp_ended": 0.0005, "empty_one": 0.012, "key_usage": 0.004, "expired": 0.004, "revoked": 0.001, "no_rdp": 0.005,
+    "ambiguous": 0.002, "unknown_no": 0.001, "invalid_mpan": 0.001, "repeat": 0.001, "hold_untrusted": 0.0005, "hold_policy": 0.0003,
+    "hold_profile": 0.0002, "pending": 0.003, "out_of_scope": 0.012,
 }  # fmt: skip
-INTENDED = {"ok": "OK", "ok_previous": "OK", "wrong": "WRONG_NO", "wrong_ds_only": "WRONG_NO", "empty_one": "SLOT_EMPTY",
-            "key_usage": "KEY_USAGE_MISMATCH", "expired": "EXPIRED_OR_REVOKED", "no_rdp": "NO_RDP", "ambiguous": "RDP_AMBIGUOUS",
-            "unknown_no": "UNKNOWN_NO", "invalid_mpan": "INVALID_INPUT", "repeat": "OK"}  # fmt: skip
+INTENDED = {"ok": "OK", "ok_previous": "OK", "wrong": "WRONG_NO", "wrong_ds_only": "WRONG_NO", "wrong_previous": "WRONG_NO",
+            "wrong_other_fuel": "WRONG_NO", "wrong_supplier": "WRONG_NO", "wrong_unregistered": "WRONG_NO", "no_rdp_ended": "NO_RDP", "empty_one": "SLOT_EMPTY", "key_usage": "KEY_USAGE_MISMATCH",
+            "expired": "EXPIRED_OR_REVOKED", "revoked": "EXPIRED_OR_REVOKED", "no_rdp": "NO_RDP", "ambiguous": "RDP_AMBIGUOUS",
+            "unknown_no": "UNKNOWN_NO", "invalid_mpan": "INVALID_INPUT", "repeat": "OK", "hold_untrusted": "SECURITY_HOLD",
+            "hold_policy": "SECURITY_HOLD", "hold_profile": "SECURITY_HOLD", "pending": "PENDING_NO_CHANGE", "out_of_scope": "OUT_OF_SCOPE"}  # fmt: skip
+# An IDNO missing from the registry (a fictitious id and distributor id 38): its devices are UNKNOWN_NO, a registry gap.
+UNLISTED_IDNO = ("IDNX", 38)
+GAS_ELECTRICITY_ONLY = ("unknown_no", "invalid_mpan", "wrong_other_fuel", "out_of_scope")  # scenarios drawn on electricity devices
+PENDING_DAYS = 5  # the change of NO takes effect this many days after the as-of date (inside the 28-day horizon)
 NAMES = list(SCENARIOS)
 PROBS = np.array([SCENARIOS[k] for k in NAMES])
 PROBS = PROBS / PROBS.sum()
@@ -98,8 +106,15 @@ class Pool:
             self._add(("previous", no, "DS"), pki.previous[no][0])
             self._add(("previous", no, "KA"), pki.previous[no][1])
             self._add(("expired", no, "DS"), pki.expired[no])
-        self._add(("idno", "GGEN", "DS"), pki.idno[0])
-        self._add(("idno", "GGEN", "KA"), pki.idno[1])
+            self._add(("revoked", no, "DS"), pki.revoked[no])
+            self._add(("impostor", no, "DS"), pki.impostor[no][0])
+            self._add(("impostor", no, "KA"), pki.impostor[no][1])
+            self._add(("other_policy", no, "DS"), pki.other_policy[no])
+            self._add(("bad_profile", no, "DS"), pki.bad_profile[no])
+        self._add(("idno", "UNLISTED", "DS"), pki.idno[0])
+        self._add(("idno", "UNLISTED", "KA"), pki.idno[1])
+        self._add(("supplier", "SUPA", "DS"), pki.supplier[0][0])
+        self._add(("supplier", "SUPA", "KA"), pki.supplier[0][1])
         self.b64 = pa.array([base64.b64encode(d).decode() for d in self.ders])
         self.pem = pa.array([sample.pem_text(d) for d in self.ders])
 
@@ -122,7 +137,7 @@ def build_chunk(rng: np.random.Generator, pool: Pool, s1sp: str, first_serial: i
     shift = rng.integers(1, n_dno, size=n)
     neighbour = np.where(gas, n_dno + (gt - n_dno + 1 + shift % (n_gt - 1)) % n_gt, (dno + shift) % n_dno)
     is_ = {name: scenario == i for i, name in enumerate(NAMES)}
-    gas &= ~(is_["unknown_no"] | is_["invalid_mpan"])  # those are electricity scenarios
+    gas &= ~np.logical_or.reduce([is_[k] for k in GAS_ELECTRICITY_ONLY])
     registered = np.where(gas, gt, dno)
     neighbour = np.where(gas, n_dno + (gt - n_dno + 1 + shift % (n_gt - 1)) % n_gt, (dno + shift) % n_dno)
 
@@ -134,14 +149,38 @@ def build_chunk(rng: np.random.Generator, pool: Pool, s1sp: str, first_serial: i
     ds = np.where(is_["key_usage"], pool.ids("current", registered, "KA"), ds)
     ka = np.where(is_["key_usage"], pool.ids("current", registered, "DS"), ka)
     ds = np.where(is_["expired"], pool.ids("expired", registered, "DS"), ds)
+    ds = np.where(is_["revoked"], pool.ids("revoked", registered, "DS"), ds)
     empty_ds = is_["empty_one"] & (rng.random(n) < 0.5)
     ds = np.where(empty_ds, -1, ds)
     ka = np.where(is_["empty_one"] & ~empty_ds, -1, ka)
     unknown = is_["unknown_no"]
-    ds = np.where(unknown, pool.index[("idno", "GGEN", "DS")], ds)
-    ka = np.where(unknown, pool.index[("idno", "GGEN", "KA")], ka)
+    ds = np.where(unknown, pool.index[("idno", "UNLISTED", "DS")], ds)
+    ka = np.where(unknown, pool.index[("idno", "UNLISTED", "KA")], ka)
+    # v2: the previous NO's certificates (RDP shows the change), the other fuel's NO, a supplier's, held certificates,
+    # a pending change of NO (half already on the incoming NO's certificates), devices without NO slots.
+    ds = np.where(is_["wrong_previous"], pool.ids("current", neighbour, "DS"), ds)
+    ka = np.where(is_["wrong_previous"], pool.ids("current", neighbour, "KA"), ka)
+    other_fuel = n_dno + rng.integers(0, n_gt, size=n)
+    ds = np.where(is_["wrong_other_fuel"], pool.ids("current", other_fuel, "DS"), ds)
+    ds = np.where(is_["wrong_supplier"], pool.index[("supplier", "SUPA", "DS")], ds)
+    ka = np.where(is_["wrong_supplier"], pool.index[("supplier", "SUPA", "KA")], ka)
+    ds = np.where(is_["wrong_unregistered"], pool.index[("idno", "UNLISTED", "DS")], ds)
+    ka = np.where(is_["wrong_unregistered"], pool.index[("idno", "UNLISTED", "KA")], ka)
+    ds = np.where(is_["hold_untrusted"], pool.ids("impostor", registered, "DS"), ds)
+    ka = np.where(is_["hold_untrusted"], pool.ids("impostor", registered, "KA"), ka)
+    ds = np.where(is_["hold_policy"], pool.ids("other_policy", registered, "DS"), ds)
+    ds = np.where(is_["hold_profile"], pool.ids("bad_profile", registered, "DS"), ds)
+    incoming = is_["pending"] & (rng.random(n) < 0.5)
+    ds = np.where(incoming, pool.ids("current", neighbour, "DS"), ds)
+    ka = np.where(incoming, pool.ids("current", neighbour, "KA"), ka)
+    ds = np.where(is_["out_of_scope"], -1, ds)
+    ka = np.where(is_["out_of_scope"], -1, ka)
+    # Device types: a tenth of gas devices are gas proxy functions (GPF), which carry the GT's certificates too.
+    gpf = gas & (rng.random(n) < 0.1)
+    oos_type = np.array(["CHF", "PPMID", "IHD"])[rng.integers(0, 3, size=n)]
+    device_type = np.where(is_["out_of_scope"], oos_type, np.where(gpf, "GPF", np.where(gas, "GSME", "ESME")))
 
-    prefixes = np.where(unknown, 24, 10 + dno)
+    prefixes = np.where(unknown, UNLISTED_IDNO[1], 10 + dno)
     index = first_index + np.arange(n)
     digits = make_mpans(index, prefixes)
     mprn = spread_digits(index, 10, 104729, low=10**9)
@@ -153,7 +192,7 @@ def build_chunk(rng: np.random.Generator, pool: Pool, s1sp: str, first_serial: i
     mpxn = pc.if_else(pa.array(gas), mprn_text, mpan_text)
     serials = first_serial + np.arange(n, dtype=np.uint64) * np.uint64(3)
     return {"n": n, "serials": serials, "gas": gas, "mpxn": mpxn, "mpan_text": mpan_text, "mprn_text": mprn_text, "ds": ds, "ka": ka,
-            "registered": registered, "neighbour": neighbour, "is": is_, "scenario": scenario}  # fmt: skip
+            "registered": registered, "neighbour": neighbour, "is": is_, "scenario": scenario, "device_type": device_type}  # fmt: skip
 
 
 def repeat_rows(chunk: dict) -> np.ndarray:
@@ -162,12 +201,20 @@ def repeat_rows(chunk: dict) -> np.ndarray:
     return np.concatenate([order, order[chunk["is"]["repeat"]]])
 
 
+def pd_map(values: np.ndarray, mapping: dict) -> np.ndarray:
+    """Device type names -> a dialect's words (values without an entry pass unchanged), vectorised over few values."""
+    out = values.astype(object)
+    for source, target in mapping.items():
+        out[values == source] = target
+    return out
+
+
 def certs(pool_text: pa.Array, ids: np.ndarray) -> pa.Array:
     return pc.take(pool_text, pa.array(ids, mask=ids < 0))
 
 
 def write_moc(writer, chunk, pool, rows):
-    types = pc.if_else(pa.array(chunk["gas"]), "G", "E")
+    types = pa.array(pd_map(chunk["device_type"], {"ESME": "E", "GSME": "G"}))
     table = pa.table(
         {
             "SP_CODE": pa.array(["MOC"] * chunk["n"]),
@@ -192,7 +239,7 @@ def _write_foc_part(fh, chunk, pool, rows):
     n = len(rows)
     picked = pa.array(rows)
     ids = hex_ids(chunk["serials"][rows], hyphens=True, lower=False)
-    kinds = pc.if_else(pa.array(chunk["gas"][rows]), "gas", "electricity")
+    kinds = pa.array(pd_map(chunk["device_type"][rows], {"ESME": "electricity", "GSME": "gas", "GPF": "gpf", "CHF": "chf", "PPMID": "ppmid", "IHD": "ihd"}))
     mpxn = chunk["mpxn"].take(picked)
     head = pc.binary_join_element_wise('{"device":{"guid":"', ids, '","kind":"', kinds, '","supplyPoint":"', mpxn, '"},"slot":{"name":"', "")
     tail = ',"algorithm":"ECDSA-P256"},"capturedAtEpochMs":1763515800000,"source":"foc-anchor-export/3.2"}\n'
@@ -215,7 +262,7 @@ def ioc_table(chunk, pool, rows) -> pa.Table:
         {
             "provider": pa.array(["IOC"] * chunk["n"]),
             "eui64": hex_ids(chunk["serials"], hyphens=True, lower=True),
-            "meter_type": pc.if_else(pa.array(chunk["gas"]), "GSME", "ESME"),
+            "meter_type": pa.array(chunk["device_type"]),
             "mpxn": chunk["mpxn"],
             "no_ds_pem": certs(pool.pem, chunk["ds"]),
             "no_ka_pem": certs(pool.pem, chunk["ka"]),
@@ -225,19 +272,34 @@ def ioc_table(chunk, pool, rows) -> pa.Table:
 
 
 def rdp_tables(chunk, pool) -> tuple[pa.Table, pa.Table]:
+    """RDP rows: one open registration per registered device from 2019-04-01, a second NO for ambiguous ones, the
+    previous NO's ended registration before it, and a change of NO PENDING_DAYS after the as-of date."""
     is_ = chunk["is"]
-    registered = np.array(pool.nos + ["GGEN"])[np.where(is_["unknown_no"], len(pool.nos), chunk["registered"])]
+    registered = np.array(pool.nos + [UNLISTED_IDNO[0]])[np.where(is_["unknown_no"], len(pool.nos), chunk["registered"])]
     neighbour = np.array(pool.nos)[chunk["neighbour"]]
-    keep = ~is_["no_rdp"]
-    extra = is_["ambiguous"]
+    keep = ~(is_["no_rdp"] | is_["out_of_scope"] | is_["no_rdp_ended"])
+    as_of = np.datetime64(AS_OF)
+    switch = as_of + np.timedelta64(PENDING_DAYS, "D")
+    segments = [  # (devices, NO ids, from, to)
+        (keep & ~is_["pending"], registered, "2019-04-01", ""),
+        (is_["ambiguous"], neighbour, "2021-01-01", ""),
+        (is_["wrong_previous"], neighbour, "2014-04-01", "2019-03-31"),
+        (is_["no_rdp_ended"], registered, "2014-04-01", "2020-03-31"),
+        (is_["pending"], registered, "2019-04-01", str(switch - np.timedelta64(1, "D"))),
+        (is_["pending"], neighbour, str(switch), ""),
+    ]
+
+    def when(iso: str, fuel: str) -> str:
+        return iso if fuel == "G" or not iso else f"{iso[8:10]}/{iso[5:7]}/{iso[:4]}"
+
     tables = {}
     for fuel, mask, text in (("E", ~chunk["gas"], chunk["mpan_text"]), ("G", chunk["gas"], chunk["mprn_text"])):
-        first = keep & mask
-        second = extra & mask
-        mpxn = pa.concat_arrays([text.filter(pa.array(first)), text.filter(pa.array(second))])
-        nos = np.concatenate([registered[first], neighbour[second]])
-        starts = np.concatenate([np.full(first.sum(), "01/04/2019" if fuel == "E" else "2019-04-01"), np.full(second.sum(), "01/01/2021" if fuel == "E" else "2021-01-01")])
-        tables[fuel] = pa.table({"mpxn": mpxn, "no": pa.array(nos), "from": pa.array(starts), "to": pa.array([""] * len(nos))})
+        parts = [(m & mask, nos) for m, nos, _, _ in segments]
+        mpxn = pa.concat_arrays([text.filter(pa.array(m)) for m, _ in parts])
+        nos = np.concatenate([nos[m] for m, nos in parts])
+        starts = np.concatenate([np.full(m.sum(), when(f, fuel)) for (m, _), (_, _, f, _) in zip(parts, segments)])
+        ends = np.concatenate([np.full(m.sum(), when(t, fuel)) for (m, _), (_, _, _, t) in zip(parts, segments)])
+        tables[fuel] = pa.table({"mpxn": mpxn, "no": pa.array(nos), "from": pa.array(starts), "to": pa.array(ends)})
     return tables["E"], tables["G"]
 
 

@@ -50,6 +50,7 @@ class CertificateFacts:
     not_after: datetime | None = None
     chains_to_org_ca: bool = False
     profile_issues: tuple[str, ...] = field(default=())
+    policy_oids: tuple[str, ...] = field(default=())  # certificatePolicies OIDs, dotted
 
     @property
     def is_network_operator(self) -> bool:
@@ -125,6 +126,15 @@ def _key_usage(cert: x509.Certificate) -> tuple[str, list[str]]:
     return ("BOTH" if ds and ka else KEY_USAGE_DS if ds else KEY_USAGE_KA if ka else "NONE"), issues
 
 
+def _policies(cert: x509.Certificate) -> tuple[tuple[str, ...], list[str]]:
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.CertificatePolicies)
+    except x509.ExtensionNotFound:
+        return (), ["no certificatePolicies extension"]
+    oids = tuple(p.policy_identifier.dotted_string for p in ext.value)
+    return oids, [] if ext.critical else ["certificatePolicies is not critical"]
+
+
 def _chains_to(cert: x509.Certificate, cas: list[x509.Certificate]) -> bool:
     for ca in cas:
         try:
@@ -147,6 +157,10 @@ def parse_certificate(der: bytes, org_cas: list[x509.Certificate]) -> Certificat
     entity_id, role, issues = _subject_facts(cert)
     key_usage, ku_issues = _key_usage(cert)
     issues += ku_issues
+    if key_usage in ("BOTH", "NONE"):
+        issues.append("keyUsage has both digitalSignature and keyAgreement" if key_usage == "BOTH" else "keyUsage has neither digitalSignature nor keyAgreement")
+    policy_oids, policy_issues = _policies(cert)
+    issues += policy_issues
     key = cert.public_key()
     if not (isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == "secp256r1"):
         issues.append("public key is not ECDSA P-256")
@@ -165,6 +179,7 @@ def parse_certificate(der: bytes, org_cas: list[x509.Certificate]) -> Certificat
         not_after=cert.not_valid_after_utc,
         chains_to_org_ca=_chains_to(cert, org_cas),
         profile_issues=tuple(issues),
+        policy_oids=policy_oids,
     )
 
 
@@ -184,12 +199,30 @@ def load_certificate_file(path) -> x509.Certificate:
     return x509.load_der_x509_certificate(data)
 
 
-class CertificateCatalog:
-    """Interns slot certificate text to ids; one parse per distinct certificate across all extracts."""
+# Why a certificate is held for investigation rather than overwritten (SECURITY_HOLD), first that applies.
+HOLD_CAUSES = ("untrusted_issuer", "policy_not_accepted", "profile_violation")
 
-    def __init__(self, org_cas: list[x509.Certificate], revoked_serials: frozenset[str] = frozenset()):
+
+def issuer_names(facts: CertificateFacts) -> set[str]:
+    """The forms an ORL may name a certificate's issuer by: the full RFC 4514 name or its common name."""
+    if facts.issuer is None:
+        return set()
+    names = {facts.issuer}
+    names.update(part.split("=", 1)[1] for part in facts.issuer.split(",") if part.upper().startswith("CN="))
+    return names
+
+
+class CertificateCatalog:
+    """Interns slot certificate text to ids; one parse per distinct certificate across all extracts.
+
+    `revoked` is the ORL as (issuer, serial) pairs: SMETS1 identifies a certificate by serial and issuer, so a serial
+    alone never revokes. `accepted_policy_oids` is the environment's SMKI policy set (None: not judged)."""
+
+    def __init__(self, org_cas: list[x509.Certificate], revoked: frozenset[tuple[str, str]] = frozenset(),
+                 accepted_policy_oids: tuple[str, ...] | None = None):  # fmt: skip
         self.org_cas = org_cas
-        self.revoked_serials = revoked_serials
+        self.revoked = revoked
+        self.accepted_policy_oids = accepted_policy_oids
         self.facts: list[CertificateFacts] = []
         self._by_fingerprint: dict[str, int] = {}
         self._by_text: dict[str, int] = {}
@@ -227,10 +260,27 @@ class CertificateCatalog:
         indices = encoded.indices.fill_null(len(encoded.dictionary)).to_numpy(zero_copy_only=False)
         return mapping[indices]
 
+    def is_revoked(self, facts: CertificateFacts) -> bool:
+        return facts.serial is not None and any((name, facts.serial) in self.revoked for name in issuer_names(facts))
+
+    def hold(self, facts: CertificateFacts) -> tuple[str, str] | None:
+        """(cause, reason) when a decoded certificate must be held for investigation; None when it is trusted."""
+        if facts.error is not None:
+            return None
+        if not facts.chains_to_org_ca:
+            return "untrusted_issuer", f"not issued by a configured Organisation CA (issuer {facts.issuer}, serial {facts.serial})"
+        if self.accepted_policy_oids is not None and not set(facts.policy_oids) & set(self.accepted_policy_oids):
+            carried = ", ".join(facts.policy_oids) or "none"
+            return "policy_not_accepted", f"no accepted SMKI policy OID (carries {carried}; serial {facts.serial})"
+        if facts.profile_issues:
+            return "profile_violation", f"breaks the SMKI profile: {'; '.join(facts.profile_issues)} (serial {facts.serial})"
+        return None
+
     def frame(self, as_of: date) -> pd.DataFrame:
         """One row per certificate id with the facts detection needs, judged on the as-of instant."""
         rows = []
         for cid, f in enumerate(self.facts):
+            hold = self.hold(f)
             rows.append(
                 {
                     "cert_id": cid,
@@ -242,9 +292,14 @@ class CertificateCatalog:
                     "serial": f.serial,
                     "chains": f.chains_to_org_ca,
                     "in_validity": f.error is None and f.valid_throughout(as_of),
-                    "revoked": f.serial is not None and f.serial in self.revoked_serials,
+                    "revoked": self.is_revoked(f),
+                    "hold": HOLD_CAUSES.index(hold[0]) if hold else -1,
+                    "hold_reason": hold[1] if hold else None,
+                    "issuer": f.issuer,
+                    "subject": f.subject,
                 }
             )
-        columns = ["cert_id", "fingerprint", "error", "entity_id", "role", "key_usage", "serial", "chains", "in_validity", "revoked"]
+        columns = ["cert_id", "fingerprint", "error", "entity_id", "role", "key_usage", "serial", "chains", "in_validity", "revoked",
+                   "hold", "hold_reason", "issuer", "subject"]  # fmt: skip
         return pd.DataFrame(rows, columns=columns).set_index("cert_id")
 

@@ -107,13 +107,16 @@ def _default_user() -> str:
 @click.option("--by", "planner", default=_default_user, show_default="the login name", help="Who makes the plan (may not approve it).")
 @click.option("--from", "from_detect", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, metavar="DETECT_DIR",
               help="Reuse this detect result instead of detecting again (refused unless its inputs and config still match).")
+@click.option("--allow-unknown-no", is_flag=True,
+              help="Plan even though RDP names network operators the registry lacks (their devices stay UNKNOWN_NO); recorded in plan.json.")
 @click.option("--change-ref", default=None, metavar="CHG-…", help="Change record id (overrides the case's [governance] change_record).")
-def plan(config_path: Path, out_dir: Path, as_of: date | None, s1sps: tuple[str, ...], planner: str, from_detect: Path | None, change_ref: str | None) -> None:
+def plan(config_path: Path, out_dir: Path, as_of: date | None, s1sps: tuple[str, ...], planner: str, from_detect: Path | None,
+         allow_unknown_no: bool, change_ref: str | None) -> None:  # fmt: skip
     """Detect (or reuse a detect result), then write a correction plan for the WRONG_NO devices, sealed with a plan hash."""
     err = Console(stderr=True)
     with _RowProgress(err) as progress:
         result = pipeline.run_plan(config_path, out_dir, planner=planner, as_of=as_of, s1sps=s1sps, progress=progress, from_detect=from_detect,
-                                   change_ref=change_ref)  # fmt: skip
+                                   allow_unknown_no=allow_unknown_no, change_ref=change_ref)  # fmt: skip
     terminal.print_plan(result.document, result.directory)
 
 
@@ -284,7 +287,7 @@ def simulator() -> None:
 
 @simulator.command("serve")
 @config_option
-@click.option("--s1sp", required=True, type=click.Choice(["MOC", "FOC", "IOC"]), help="Which S1SP's extract to hold.")
+@click.option("--s1sp", required=True, metavar="CODE", help="Which S1SP's extract to hold (one of the case's [s1sp.CODE] tables).")
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path), required=True, help="SQLite file (loaded from the extract if new).")
 @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True)
 @click.option("--faults", default="", help="e.g. latency=20ms,error=0.05,throttle=0.02,timeout=0.01,drop=0.02,rate=200,seed=7")
@@ -303,10 +306,13 @@ def simulator_serve(config_path, s1sp, db, port, faults, drift_count, drift_devi
     from remediation.simulator.store import SlotStore
 
     spec = FaultSpec.parse(faults)
+    config = load_case(config_path)
+    if s1sp not in config.s1sp_codes:
+        raise click.BadParameter(f"{s1sp!r} is not one of the case's S1SPs ({', '.join(config.s1sp_codes)})", param_hint="--s1sp")
     fresh = not db.exists()
     store = SlotStore(db)
     if fresh:
-        n = load_from_case(store, load_case(config_path), s1sp)
+        n = load_from_case(store, config, s1sp)
         click.echo(f"loaded {n} {s1sp} devices into {db}", err=True)
     if drift_count or drift_devices:
         changed = make_drift(store, list(drift_devices), drift_count, spec.seed)

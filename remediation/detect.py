@@ -18,19 +18,21 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from remediation.config import Policy
+from remediation.certificates import HOLD_CAUSES
+from remediation.config import DeviceType, Policy, default_device_types
 from remediation.identifiers import eui64_keys, eui64_text, mpxn_text
-from remediation.model import CATEGORIES, DEVICE_TYPES, EMPTY_SLOT, FINDING_COLUMNS, FUEL_CODES, ROLE_NAMES, ROLE_NETWORK_OPERATOR, Category
+from remediation.ingest.faults import FAULT_FIELDS
+from remediation.model import CATEGORIES, CAUSES, EMPTY_SLOT, FINDING_COLUMNS, FUEL_CODES, LOCKED_OUT_CATEGORIES, ROLE_NAMES, ROLE_NETWORK_OPERATOR, Category
 
 # Per-slot verdicts, most serious first; a slot gets the first that applies.
-VERDICTS = ("EMPTY", "UNDECODABLE", "OTHER_ORG", "NOT_NO_ROLE", "UNTRUSTED", "KEY_USAGE", "EXPIRED", "REVOKED", "OK")
-WRONG_VERDICTS = ("OTHER_ORG", "NOT_NO_ROLE", "UNTRUSTED")
+VERDICTS = ("EMPTY", "UNDECODABLE", "HOLD", "OTHER_ORG", "NOT_NO_ROLE", "KEY_USAGE", "EXPIRED", "REVOKED", "OK")
+WRONG_VERDICTS = ("OTHER_ORG", "NOT_NO_ROLE")
 _VERDICT_TEXT = {
     "EMPTY": "empty",
     "UNDECODABLE": "undecodable certificate",
+    "HOLD": "certificate held for investigation (untrusted issuer, policy or profile)",
     "OTHER_ORG": "another organisation's certificate",
     "NOT_NO_ROLE": "certificate without the Network Operator role",
-    "UNTRUSTED": "certificate not issued by the Organisation CA",
     "KEY_USAGE": "the registered NO's certificate with the other key usage",
     "EXPIRED": "the registered NO's certificate, not valid on the as-of date",
     "REVOKED": "the registered NO's certificate, revoked (on the ORL)",
@@ -65,6 +67,8 @@ class Detection:
         self.columns = columns
         self.input_rows = input_rows  # one row per input record: source_file, source_row, n_rows, finding_id
         self._findings: pd.DataFrame | None = None
+        self.security_holds: list[dict] = []  # held certificates and their device counts
+        self.registry_gaps: list[dict] = []  # RDP NO ids with in-scope devices but no registry entry
 
     def __len__(self) -> int:
         return len(self.columns["key"])
@@ -94,7 +98,7 @@ class Detection:
                 data[name] = _dictionary(value[0][part], value[1])
             elif isinstance(value, Lookup):
                 data[name] = pa.array(value.at(part)) if value.labels is None else _dictionary(value.at(part), value.labels)
-        for name in ("source_row", "rows"):
+        for name in ("source_row", "rows", "no_locked_out"):
             data[name] = pa.array(c[name][part])
         data["extracted_at"] = pa.array(c["extracted_at"][part]).cast(pa.timestamp("ns", tz="UTC"))
         data["finding_id"] = pa.array(positions)
@@ -138,6 +142,7 @@ class CertificateTable:
     chains: np.ndarray
     in_validity: np.ndarray
     revoked: np.ndarray
+    hold: np.ndarray  # int8 index into HOLD_CAUSES, -1 when the certificate is not held
 
     @classmethod
     def from_frame(cls, certs: pd.DataFrame, entities: Entities) -> CertificateTable:
@@ -153,6 +158,7 @@ class CertificateTable:
             chains=col("chains", False, bool),
             in_validity=col("in_validity", False, bool),
             revoked=col("revoked", False, bool),
+            hold=np.append(certs["hold"].to_numpy(dtype=np.int8), -1).astype(np.int8) if "hold" in certs else np.full(len(certs) + 1, -1, np.int8),
         )
 
 
@@ -205,7 +211,7 @@ def _collapse_duplicates(records: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFr
         grouped = multi.groupby("key", sort=False)  # keys in order of first appearance
         first = grouped["first"].min()
         at = np.searchsorted(kept, first.to_numpy())  # each repeated key's device position
-        for name, values in (("rows", grouped["n_rows"].sum()), ("invalid", grouped["invalid"].any()),
+        for name, values in (("rows", grouped["n_rows"].sum()), ("invalid", grouped["invalid"].any()), ("fault", grouped["fault"].min()),
                              ("conflict", grouped["conflict"].any()), ("extracted_at", grouped["extracted_at"].max())):  # fmt: skip
             column = devices[name].to_numpy().copy()
             column[at] = values.to_numpy(dtype=column.dtype)
@@ -299,10 +305,15 @@ class Registration:
     rejected: np.ndarray  # an RDP row for this MPxN was rejected
     detail: dict  # device position -> text, for ambiguous devices only
     no_ids: np.ndarray  # NO id per code
+    pending_no: np.ndarray  # code of another NO whose registration starts within the policy's horizon, else NO_CODE
+    no_rdp_cause: np.ndarray  # int8 per device: 0 never registered, 1 ended, 2 not yet effective (meaningful if count == 0)
+    ended_pairs: np.ndarray  # sorted distinct (MPxN+fuel key) * width + NO code of registrations ended before the as-of date
+    width: int
 
 
-def _registration(devices: pd.DataFrame, registrations: pd.DataFrame, as_of: date, policy: Policy) -> Registration:
-    """The registration effective on the as-of date: how many distinct NOs, which one, and rejected rows."""
+def _registration(devices: pd.DataFrame, registrations: pd.DataFrame, as_of: date, policy: Policy, dev_fuel: np.ndarray) -> Registration:
+    """The registration effective on the as-of date: how many distinct NOs, which one, and rejected rows; also the
+    registrations that ended before it (for WRONG_NO causes) and those that start within the pending horizon."""
     day = (as_of - date(1970, 1, 1)).days  # RDP dates are int32 days since 1970-01-01, NO_DAY for an open end
     n = len(devices)
     no_cat = registrations["network_operator_id"].astype("category")
@@ -313,10 +324,19 @@ def _registration(devices: pd.DataFrame, registrations: pd.DataFrame, as_of: dat
     # Built in place, one mask at a time: at national scale every 80 MB temporary counts.
     effective = ~invalid
     effective &= mpxn >= 0
-    effective &= registrations["from_day"].to_numpy(dtype=np.int32) <= day
+    usable = effective.copy()
+    start = registrations["from_day"].to_numpy(dtype=np.int32)
+    effective &= start <= day
     end = registrations["to_day"].to_numpy(dtype=np.int32)
-    effective &= (end >= day) if policy.rdp_effective_to_inclusive else (end > day)  # NO_DAY (open) passes both
-    del end
+    still = (end >= day) if policy.rdp_effective_to_inclusive else (end > day)  # NO_DAY (open) passes both
+    effective &= still
+    ended = usable & ~still
+    del still, end
+    # Registrations still to come: the few rows starting after the as-of date (any, for NO_RDP causes; within the
+    # horizon, for PENDING_NO_CHANGE).
+    future = usable & (start > day)
+    soon = future & (start <= day + policy.pending_change_horizon_days)
+    del start, usable
     # Distinct (MPxN+fuel, NO) pairs as one int64 each (MPxN+fuel < 2**50 for any valid MPxN, NO codes < width),
     # sorted; then runs of equal MPxN+fuel give the count of distinct NOs. Sorting beats hashing at 10 million rows.
     width = max(4096, len(no_ids) + 1)
@@ -340,7 +360,6 @@ def _registration(devices: pd.DataFrame, registrations: pd.DataFrame, as_of: dat
     pair_keys, pair_nos = pair_keys[shared], pair_nos[shared]
     del shared
 
-    dev_fuel = devices["device_type"].to_numpy(dtype=np.int8)
     dkey = _reg_keys(devices["mpxn_key"].to_numpy(dtype=np.int64), dev_fuel)
     slot, found = _find(reg_keys, dkey)
     count = np.where(found, counts[slot] if len(counts) else 0, 0).astype(np.int32)
@@ -368,7 +387,37 @@ def _registration(devices: pd.DataFrame, registrations: pd.DataFrame, as_of: dat
         bad = registrations[rejected_rows]
         where = (file_names(bad["source_file"].astype(str)) + " row " + bad["source_row"].astype(str)).groupby(bad["mpxn_key"].to_numpy()).agg("; ".join)
         detail.update(zip(hit.tolist(), ("an RDP row for this MPxN was rejected: " + where.reindex(devices["mpxn_key"].to_numpy()[hit])).tolist()))
-    return Registration(count, registered, rejected, detail, no_ids)
+    codes = no_cat.cat.codes.to_numpy()
+
+    def pairs(mask: np.ndarray) -> np.ndarray:
+        return np.unique(_reg_keys(mpxn[mask], fuel[mask]) * width + codes[mask])
+
+    # Pending change: another NO's registration starts within the horizon. Pairs are sorted by key then NO, so a
+    # device's first pair and the one after it are enough to find an NO other than its registered one.
+    pending_no = np.full(n, NO_CODE, dtype=np.int32)
+    soon_pairs = pairs(soon)
+    single = np.flatnonzero(count == 1)
+    if len(soon_pairs) and len(single):
+        keys = dkey[single]
+        at = np.searchsorted(soon_pairs, keys * width)
+        at_next = np.minimum(at + 1, len(soon_pairs) - 1)
+        at = np.minimum(at, len(soon_pairs) - 1)
+        first_hit = soon_pairs[at] // width == keys
+        next_hit = (soon_pairs[at_next] // width == keys) & (at_next > at)
+        first_no = (soon_pairs[at] % width).astype(np.int32)
+        next_no = (soon_pairs[at_next] % width).astype(np.int32)
+        mine = registered[single]
+        other = np.where(first_hit & (first_no != mine), first_no, np.where(next_hit, next_no, NO_CODE))
+        pending_no[single] = np.where(keys >= 0, other, NO_CODE)
+    # Why no registration is effective: the MPxN's registrations ended, or start later, or there are none.
+    no_rdp_cause = np.zeros(n, dtype=np.int8)
+    none = np.flatnonzero((count == 0) & (dkey >= 0))
+    if len(none):
+        for code, mask in ((1, ended), (2, future)):
+            keys = np.unique(_reg_keys(mpxn[mask], fuel[mask]))
+            no_rdp_cause[none[_find(keys, dkey[none])[1]]] = code
+    ended_pairs = pairs(ended)
+    return Registration(count, registered, rejected, detail, no_ids, pending_no, no_rdp_cause, ended_pairs, width)
 
 
 # ------------------------------------------------------------------------------------------------ slots
@@ -378,7 +427,8 @@ def _slot_verdicts(ids: np.ndarray, expected_entity: np.ndarray, usage: str, cer
     """Verdict codes (index into VERDICTS) for one slot of every device.
 
     All verdicts but OTHER_ORG are facts of the certificate alone, so they are settled once per certificate (a few
-    dozen) and looked up; only the owner comparison is per device."""
+    dozen) and looked up; only the owner comparison is per device. A held certificate (untrusted issuer, no accepted
+    policy OID, broken profile) stays HOLD whoever it names: it is evidence, not a candidate for correction."""
     V = VERDICTS.index
     n_certs = len(certs.error)  # the last entry is the empty slot's sentinel
     per_cert = _first_true(
@@ -386,18 +436,18 @@ def _slot_verdicts(ids: np.ndarray, expected_entity: np.ndarray, usage: str, cer
         [
             lambda: np.arange(n_certs) == n_certs - 1,
             lambda: certs.error,
+            lambda: certs.hold >= 0,
             lambda: certs.role != ROLE_NETWORK_OPERATOR,
-            lambda: ~certs.chains,
             lambda: certs.key_usage != {"DS": 0, "KA": 1}[usage],
             lambda: ~certs.in_validity,
             lambda: certs.revoked,
         ],
-        [V("EMPTY"), V("UNDECODABLE"), V("NOT_NO_ROLE"), V("UNTRUSTED"), V("KEY_USAGE"), V("EXPIRED"), V("REVOKED")],
+        [V("EMPTY"), V("UNDECODABLE"), V("HOLD"), V("NOT_NO_ROLE"), V("KEY_USAGE"), V("EXPIRED"), V("REVOKED")],
         default=V("OK"),
     )
     verdict = per_cert[ids]
     entity = certs.entity_code[ids]
-    verdict[(verdict > V("UNDECODABLE")) & ((entity != expected_entity) | (entity < 0))] = V("OTHER_ORG")
+    verdict[(verdict > V("HOLD")) & ((entity != expected_entity) | (entity < 0))] = V("OTHER_ORG")
     return verdict
 
 
@@ -430,13 +480,23 @@ def find_wrong_devices(
     as_of: date,
     policy: Policy,
     quarantine: pd.DataFrame | None = None,
+    device_types: tuple[DeviceType, ...] | None = None,
+    enforces_validity: dict[str, bool] | None = None,
 ) -> Detection:
-    """Canonical device records (all S1SPs) -> one finding per device, and the trace of each input record to its finding."""
+    """Canonical device records (all S1SPs) -> one finding per device (category, cause, lock-out), and the trace of
+    each input record to its finding. `device_types`: the case's types (a record's type code indexes them);
+    `enforces_validity`: per S1SP, whether an expired NO certificate locks the NO out."""
+    types = tuple(device_types or default_device_types().values())
+    enforces_validity = enforces_validity or {}
     entities = Entities(certs["entity_id"], registry["expected_entity"])
     table = CertificateTable.from_frame(certs, entities)
     devices, input_rows = _collapse_duplicates(records)
     del records  # the caller handed them over: free them before the per-device arrays are built
-    reg = _registration(devices, registrations, as_of, policy)
+    type_code = devices["device_type"].to_numpy(dtype=np.int8)
+    type_fuel = np.array([FUEL_CODES.get(t.fuel, -1) for t in types] + [-1], dtype=np.int8)
+    type_slots = np.array([t.no_slots for t in types] + [True], dtype=bool)  # unconfigured (-1) is INVALID_INPUT first
+    dev_fuel = type_fuel[type_code]
+    reg = _registration(devices, registrations, as_of, policy, dev_fuel)
     del registrations  # handed over too; the per-device arrays are all that is needed from here
     devices.pop("n_rows")
 
@@ -446,7 +506,6 @@ def find_wrong_devices(
     reg_row = no_to_registry[reg.no_code]  # NO_CODE (-1) hits the trailing -1
     reg_entity = np.append(entities.codes(registry["expected_entity"]), -1).astype(np.int32)
     reg_fuel = np.append(registry["no_fuel"].map(FUEL_CODES).to_numpy(dtype=np.int8), -1)
-    dev_fuel = devices["device_type"].to_numpy(dtype=np.int8)
     expected = reg_entity[reg_row]
     known_no = (reg_row >= 0) & (reg_fuel[reg_row] == dev_fuel)
     expected_for_slots = np.where(known_no, expected, -2)  # never equal to a certificate's entity
@@ -463,25 +522,47 @@ def find_wrong_devices(
     rdp_count = reg.count
     conditions = [
         lambda: devices["invalid"].to_numpy(dtype=bool),
+        lambda: ~type_slots[type_code],
         lambda: devices["conflict"].to_numpy(dtype=bool),
+        lambda: either("HOLD"),
         lambda: (rdp_count == 0) & ~reg.rejected,
         lambda: (rdp_count > 1) | reg.rejected,
         lambda: ~known_no,
+        lambda: reg.pending_no >= 0,
         lambda: either(*WRONG_VERDICTS),
         lambda: either("EMPTY"),
         lambda: either("KEY_USAGE"),
         lambda: either("EXPIRED", "REVOKED"),
     ]
-    category = _first_true(len(devices), conditions, list(range(9)), default=9)  # the contract's precedence
+    category = _first_true(len(devices), conditions, list(range(len(conditions))), default=len(conditions))  # the contract's precedence
 
-    def category_is(name: str) -> np.ndarray:  # on demand: ten masks of 10 million would hold 100 MB
+    def category_is(name: str) -> np.ndarray:  # on demand: a dozen masks of 10 million would hold 120 MB
         return category == CATEGORIES.index(name)
+
+    s1sp = devices["s1sp"]
+    cause = _causes(category_is, devices, ds_v, ka_v, ds_ids, ka_ids, table, reg, reg_row, reg_entity, reg_fuel, no_to_registry, dev_fuel, s1sp)
+    locked = np.isin(category, [CATEGORIES.index(c) for c in LOCKED_OUT_CATEGORIES])
+    expired_or_revoked = np.flatnonzero(category_is(Category.EXPIRED_OR_REVOKED.value))
+    if len(expired_or_revoked):
+        enforcing = np.array([bool(enforces_validity.get(label)) for label in s1sp.cat.categories] + [False])[s1sp.cat.codes.to_numpy()]
+        c = cause[expired_or_revoked]
+        locked[expired_or_revoked] = (c == CAUSES.index("revoked")) | ((c == CAUSES.index("expired")) & enforcing[expired_or_revoked])
 
     # Detail: a shared text per verdict pair or per category, plus per-device texts for the rare categories.
     texts = [f"NO_DS: {_VERDICT_TEXT[a]}; NO_KA: {_VERDICT_TEXT[b]}" for a in VERDICTS for b in VERDICTS]
     detail_code = ds_v.astype(np.int32) * len(VERDICTS) + ka_v
-    texts.append(f"no RDP registration effective on {as_of}")
-    detail_code[category_is(Category.NO_RDP.value)] = len(texts) - 1
+    for name, cause_name, text in (
+        ("NO_RDP", "no_registration", f"no RDP registration for this MPxN and fuel (as of {as_of})"),
+        ("NO_RDP", "registration_ended", f"the MPxN's registrations ended before {as_of}; none is effective"),
+        ("NO_RDP", "registration_not_yet_effective", f"the MPxN's registration starts after {as_of}; none is effective yet"),
+    ):
+        texts.append(text)
+        detail_code[category_is(name) & (cause == CAUSES.index(cause_name))] = len(texts) - 1
+    out_of_scope = np.flatnonzero(category_is(Category.OUT_OF_SCOPE.value))
+    if len(out_of_scope):  # one text per device type, indexed by the type code
+        base = len(texts)
+        texts.extend(f"device type {t.name} carries no Network Operator anchor slots" for t in types)
+        detail_code[out_of_scope] = base + type_code[out_of_scope]
     unknown = np.flatnonzero(category_is(Category.UNKNOWN_NO.value))
     if len(unknown):
         no_ids = np.append(reg.no_ids, None)[reg.no_code[unknown]]
@@ -489,6 +570,18 @@ def find_wrong_devices(
         per_device = np.where(other_fuel, "registered network operator " + no_ids.astype(str) + " serves the other fuel",
                               "network operator " + no_ids.astype(str) + " is not in the NO registry")  # fmt: skip
         detail_code[unknown] = _append_texts(texts, per_device)
+    pending = np.flatnonzero(category_is(Category.PENDING_NO_CHANGE.value))
+    if len(pending):
+        current, incoming = reg.no_ids[reg.no_code[pending]].astype(str), reg.no_ids[reg.pending_no[pending]].astype(str)
+        horizon = f" within {policy.pending_change_horizon_days} days of {as_of}: held, never written to the outgoing NO"
+        detail_code[pending] = _append_texts(texts, "registration changes from " + current + " to " + incoming + horizon)
+    reg.pending_no = reg.no_rdp_cause = reg.ended_pairs = None  # settled: free them before the text columns are built
+    held = np.flatnonzero(category_is(Category.SECURITY_HOLD.value))
+    if len(held):
+        reasons = np.append(certs["hold_reason"].to_numpy(dtype=object), None)
+        hold_ds = ds_v[held] == VERDICTS.index("HOLD")
+        per_device = [f"{slot}: {reason}" for slot, reason in zip(np.where(hold_ds, "NO_DS", "NO_KA"), reasons[np.where(hold_ds, ds_ids[held], ka_ids[held])])]
+        detail_code[held] = _append_texts(texts, per_device)
     for cat, values, fallback in (
         (Category.DUPLICATE_CONFLICT.value, devices.attrs.get("dup_detail", {}), "the same device appears with differing content"),
         (Category.RDP_AMBIGUOUS.value, reg.detail, "more than one registration"),
@@ -511,7 +604,6 @@ def find_wrong_devices(
     fingerprints = list(table.fingerprint)
     fingerprint_codes = np.arange(len(fingerprints), dtype=np.int32)  # id -1 (empty) reads the sentinel's last entry
     roles = table.role.astype(np.int16)
-    s1sp = devices["s1sp"]
     columns = {
         "key": devices["key"].to_numpy(dtype=np.uint64),
         "key_ok": devices["key_ok"].to_numpy(dtype=bool),
@@ -519,8 +611,10 @@ def find_wrong_devices(
         "mpxn_key": devices["mpxn_key"].to_numpy(dtype=np.int64),
         "mpxn_raw": devices["mpxn_raw"],
         "s1sp": (s1sp.cat.codes.to_numpy(), list(s1sp.cat.categories)),
-        "device_type": (dev_fuel, list(DEVICE_TYPES)),  # a device's type code is its fuel code
+        "device_type": (type_code, [t.name for t in types]),
         "category": (category, list(CATEGORIES)),
+        "cause": (cause, list(CAUSES)),
+        "no_locked_out": locked,
         "slot_ds_owner": Lookup(ds_ids, owner_of, owner_labels),
         "slot_ka_owner": Lookup(ka_ids, owner_of, owner_labels),
         "expected_owner": (np.where(reg_row >= 0, expected, -1), list(entities.labels)),
@@ -539,7 +633,129 @@ def find_wrong_devices(
     }
     files = input_rows["source_file"].astype("category")
     input_rows["source_file"] = files.cat.rename_categories([Path(f).name for f in files.cat.categories])
-    return Detection(columns, input_rows)
+    detection = Detection(columns, input_rows)
+    detection.security_holds = _security_holds(held, ds_v, ka_v, ds_ids, ka_ids, certs)
+    detection.registry_gaps = _registry_gaps(category, reg, reg_row, type_slots[type_code])
+    return detection
+
+
+def _causes(category_is, devices, ds_v, ka_v, ds_ids, ka_ids, table: CertificateTable, reg: Registration, reg_row, reg_entity, reg_fuel,
+            no_to_registry, dev_fuel, s1sp) -> np.ndarray:  # fmt: skip
+    """The cause code (index into CAUSES) of every device; only the devices of each category are looked at."""
+    C = CAUSES.index
+    V = VERDICTS.index
+    cause = np.zeros(len(ds_v), dtype=np.int16)
+
+    def put(name: str, mask_or_rows, value) -> None:
+        rows = np.flatnonzero(category_is(name)) if mask_or_rows is None else mask_or_rows
+        cause[rows] = value
+
+    rows = np.flatnonzero(category_is("INVALID_INPUT"))
+    if len(rows):
+        by_fault = np.array([C(_INVALID_CAUSE_BY_FIELD.get(f, "invalid_other_row")) for f in FAULT_FIELDS] + [C("invalid_other_row")] * 2)
+        fault = devices["fault"].to_numpy(dtype=np.int64)[rows]
+        put("INVALID_INPUT", rows, by_fault[np.minimum(fault, len(FAULT_FIELDS) + 1)])
+    put("OUT_OF_SCOPE", None, C("device_type_without_no_slots"))
+    rows = np.flatnonzero(category_is("DUPLICATE_CONFLICT"))
+    if len(rows):
+        several = np.array(["+" in str(label) for label in s1sp.cat.categories] + [False])[s1sp.cat.codes.to_numpy()[rows]]
+        put("DUPLICATE_CONFLICT", rows, np.where(several, C("held_by_several_s1sps"), C("differing_records")))
+    rows = np.flatnonzero(category_is("SECURITY_HOLD"))
+    if len(rows):
+        held_cert = np.where(ds_v[rows] == V("HOLD"), ds_ids[rows], ka_ids[rows])
+        put("SECURITY_HOLD", rows, np.array([C(c) for c in HOLD_CAUSES])[table.hold[held_cert]])
+    rows = np.flatnonzero(category_is("NO_RDP"))
+    if len(rows):
+        names = np.array([C("no_registration"), C("registration_ended"), C("registration_not_yet_effective")])
+        put("NO_RDP", rows, names[reg.no_rdp_cause[rows]])
+    rows = np.flatnonzero(category_is("RDP_AMBIGUOUS"))
+    if len(rows):
+        put("RDP_AMBIGUOUS", rows, np.where(reg.rejected[rows], C("rejected_rdp_row"), C("several_registrations")))
+    rows = np.flatnonzero(category_is("UNKNOWN_NO"))
+    if len(rows):
+        put("UNKNOWN_NO", rows, np.where(reg_row[rows] >= 0, C("other_fuel_operator"), C("not_in_registry")))
+    rows = np.flatnonzero(category_is("PENDING_NO_CHANGE"))
+    if len(rows):
+        incoming = reg_entity[no_to_registry[reg.pending_no[rows]]]
+        holds = (incoming >= 0) & ((table.entity_code[ds_ids[rows]] == incoming) | (table.entity_code[ka_ids[rows]] == incoming))
+        put("PENDING_NO_CHANGE", rows, np.where(holds, C("slots_hold_incoming_no"), C("change_of_no_pending")))
+    rows = np.flatnonzero(category_is("WRONG_NO"))
+    if len(rows):
+        put("WRONG_NO", rows, _wrong_causes(rows, ds_v, ds_ids, ka_ids, table, reg, reg_entity, reg_fuel, no_to_registry, dev_fuel, devices))
+    rows = np.flatnonzero(category_is("SLOT_EMPTY"))
+    if len(rows):
+        ds_empty, ka_empty = ds_v[rows] == V("EMPTY"), ka_v[rows] == V("EMPTY")
+        put("SLOT_EMPTY", rows, np.where(ds_empty & ka_empty, C("both_empty"), np.where(ds_empty, C("ds_empty"), C("ka_empty"))))
+    rows = np.flatnonzero(category_is("KEY_USAGE_MISMATCH"))
+    if len(rows):
+        ds_bad, ka_bad = ds_v[rows] == V("KEY_USAGE"), ka_v[rows] == V("KEY_USAGE")
+        put("KEY_USAGE_MISMATCH", rows, np.where(ds_bad & ka_bad, C("swapped"), np.where(ds_bad, C("ds_slot_holds_ka"), C("ka_slot_holds_ds"))))
+    rows = np.flatnonzero(category_is("EXPIRED_OR_REVOKED"))
+    if len(rows):
+        revoked = (ds_v[rows] == V("REVOKED")) | (ka_v[rows] == V("REVOKED"))
+        put("EXPIRED_OR_REVOKED", rows, np.where(revoked, C("revoked"), C("expired")))
+    return cause
+
+
+def _wrong_causes(rows, ds_v, ds_ids, ka_ids, table: CertificateTable, reg: Registration, reg_entity, reg_fuel, no_to_registry, dev_fuel,
+                  devices) -> np.ndarray:  # fmt: skip
+    """WRONG_NO causes, judged on the first wrong slot (DS before KA): a non-NO role; the MPxN's previous NO (a change
+    of NO the S1SP never followed); another NO of the same fuel; the other fuel's NO; an entity no registry lists."""
+    C = CAUSES.index
+    ds_wrong = np.isin(ds_v[rows], [VERDICTS.index(v) for v in WRONG_VERDICTS])
+    cert = np.where(ds_wrong, ds_ids[rows], ka_ids[rows])
+    entity, role = table.entity_code[cert], table.role[cert]
+    # Which fuels each entity is a registered NO for (bit 1: E, bit 2: G).
+    serves = np.zeros(int(max(reg_entity.max(initial=-1), table.entity_code.max(initial=-1))) + 2, dtype=np.int8)
+    for e, f in zip(reg_entity[:-1], reg_fuel[:-1]):
+        if e >= 0 and f >= 0:
+            serves[e] |= 1 << int(f)
+    fuel = dev_fuel[rows]
+    fuel_bit = np.where(fuel >= 0, 1 << np.maximum(fuel, 0), 0).astype(np.int8)
+    served = serves[entity]  # entity -1 reads the trailing 0
+    # The MPxN's previous NOs: (registration key, entity) pairs of registrations that ended before the as-of date, as
+    # one int64 each (keys < 2**49, entity codes < width) and found by binary search: no hashing of 500 000 pairs.
+    previous = np.zeros(len(rows), dtype=bool)
+    if len(reg.ended_pairs):
+        ended_entity = reg_entity[no_to_registry[(reg.ended_pairs % reg.width).astype(np.int64)]].astype(np.int64)
+        known = ended_entity >= 0
+        width = int(max(ended_entity.max(initial=0), entity.max(initial=0))) + 1
+        dkey = _reg_keys(devices["mpxn_key"].to_numpy(dtype=np.int64)[rows], fuel)
+        if width < 2**14:
+            ended = np.unique((reg.ended_pairs[known] // reg.width) * width + ended_entity[known])
+            previous = _find(ended, dkey * width + entity)[1] & (entity >= 0) & (dkey >= 0)
+        else:  # more organisations than the int64 packing allows: pairs as an index
+            ended = pd.MultiIndex.from_arrays([reg.ended_pairs[known] // reg.width, ended_entity[known]])
+            previous = pd.MultiIndex.from_arrays([dkey, entity.astype(np.int64)]).isin(ended) & (entity >= 0)
+    return np.select(
+        [role != ROLE_NETWORK_OPERATOR, previous, (served & fuel_bit) != 0, served != 0],
+        [C("non_no_role"), C("previous_no_of_mpxn"), C("other_no_same_fuel"), C("other_fuel_no")],
+        default=C("unregistered_entity"),
+    )
+
+
+def _security_holds(held, ds_v, ka_v, ds_ids, ka_ids, certs: pd.DataFrame) -> list[dict]:
+    """The held certificates (issuer, serial, subject, fingerprint, why) with how many SECURITY_HOLD devices carry each."""
+    if not len(held):
+        return []
+    hold = VERDICTS.index("HOLD")
+    ids = np.concatenate([ds_ids[held][ds_v[held] == hold], ka_ids[held][ka_v[held] == hold]])
+    counts = np.bincount(ids, minlength=len(certs))
+    out = []
+    for cid in np.flatnonzero(counts):
+        row = certs.iloc[cid]
+        out.append({"issuer": row["issuer"], "serial": row["serial"], "subject": row["subject"], "fingerprint": row["fingerprint"],
+                    "cause": HOLD_CAUSES[int(row["hold"])], "reason": row["hold_reason"], "devices": int(counts[cid])})  # fmt: skip
+    return sorted(out, key=lambda d: (-d["devices"], d["fingerprint"]))
+
+
+def _registry_gaps(category: np.ndarray, reg: Registration, reg_row: np.ndarray, in_scope: np.ndarray) -> list[dict]:
+    """RDP NO ids registered for in-scope devices but absent from the registry, with their device counts: every such
+    device is UNKNOWN_NO (or worse) and silently never corrected unless someone adds the NO."""
+    usable = in_scope & (category != CATEGORIES.index(Category.INVALID_INPUT.value)) & (reg.count == 1) & (reg_row < 0) & (reg.no_code >= 0)
+    counts = np.bincount(reg.no_code[usable], minlength=len(reg.no_ids))
+    gaps = [{"network_operator_id": str(reg.no_ids[i]), "devices": int(counts[i])} for i in np.flatnonzero(counts)]
+    return sorted(gaps, key=lambda d: (-d["devices"], d["network_operator_id"]))
 
 
 def _arrow_text(series: pd.Series) -> pa.Array:
@@ -569,6 +785,13 @@ def _invalid_detail(devices: pd.DataFrame, quarantine: pd.DataFrame | None) -> n
     return np.where(pd.isna(found), "invalid input in another row of this device (see quarantine)", found)
 
 
+_INVALID_CAUSE_BY_FIELD = {
+    "device_id": "invalid_device_id", "device_type": "unconfigured_device_type", "mpxn": "invalid_mpxn",
+    "no_ds_cert": "undecodable_certificate", "no_ka_cert": "undecodable_certificate", "cert": "undecodable_certificate",
+    "extracted_at": "invalid_timestamp", "s1sp": "s1sp_mismatch", "slot": "unknown_slot",
+}  # fmt: skip
+
+
 def wrong_owner_matrix(findings: pd.DataFrame, labels: dict[str, str]) -> list[dict]:
     """WRONG_NO devices counted by (owner of the first wrong slot, registered owner), with readable labels."""
     wrong = findings[findings["category"] == Category.WRONG_NO.value]
@@ -589,8 +812,6 @@ def wrong_owner_matrix(findings: pd.DataFrame, labels: dict[str, str]) -> list[d
         owner_label = labels.get(r.owner, r.owner or "no entity id")
         if r.role != ROLE_NETWORK_OPERATOR:
             owner_label += f" ({ROLE_NAMES.get(int(r.role), f'role {int(r.role):02X}')} certificate)"
-        if r.verdict == "UNTRUSTED":
-            owner_label += " (untrusted issuer)"
         rows.append({"wrong_owner": owner_label, "wrong_entity": r.owner, "wrong_role": int(r.role), "expected_owner": labels.get(r.expected, r.expected),
                      "expected_entity": r.expected, "devices": int(r.devices)})  # fmt: skip
     return sorted(rows, key=lambda d: (-d["devices"], d["wrong_owner"], d["expected_owner"]))

@@ -79,10 +79,11 @@ def mpan_valid_array(values: pa.Array, counts: np.ndarray | None = None) -> np.n
     return result
 
 
-def mprn_valid_array(values: pa.Array, counts: np.ndarray | None = None) -> np.ndarray:
-    """Vectorised `is_valid_mprn` -> bool ndarray (nulls are invalid)."""
+def mprn_valid_array(values: pa.Array, counts: np.ndarray | None = None, lengths: tuple[int, int] = (6, 10)) -> np.ndarray:
+    """Vectorised `is_valid_mprn` -> bool ndarray (nulls are invalid); `lengths` is the policy's (min, max) digits.
+    No check digit is ever enforced: its rule is unverified (DOMAIN.md)."""
     counts = digit_counts(values) if counts is None else counts
-    return (counts >= 6) & (counts <= 10)
+    return (counts >= lengths[0]) & (counts <= lengths[1])
 
 
 # ---------------------------------------------------------------- compact keys (national scale)

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 from enum import Enum
 
-S1SPS: tuple[str, ...] = ("MOC", "FOC", "IOC")
-DEVICE_TYPES: tuple[str, ...] = ("ESME", "GSME")
+# S1SP codes and device types are case configuration (remediation.config), never a list here.
 FUELS: tuple[str, ...] = ("E", "G")
-# Compact tables carry a device type and a fuel as the same small code (an ESME is on electricity, a GSME on gas),
-# so a device's code is its registration's fuel code; -1 is unknown.
-DEVICE_TYPE_CODES = {t: i for i, t in enumerate(DEVICE_TYPES)}
 FUEL_CODES = {f: i for i, f in enumerate(FUELS)}
 SLOTS: tuple[str, ...] = ("NO_DS", "NO_KA")
 
@@ -34,10 +30,13 @@ class Category(str, Enum):
     """Finding categories, declared in the contract's order of precedence (first wins)."""
 
     INVALID_INPUT = "INVALID_INPUT"
+    OUT_OF_SCOPE = "OUT_OF_SCOPE"
     DUPLICATE_CONFLICT = "DUPLICATE_CONFLICT"
+    SECURITY_HOLD = "SECURITY_HOLD"
     NO_RDP = "NO_RDP"
     RDP_AMBIGUOUS = "RDP_AMBIGUOUS"
     UNKNOWN_NO = "UNKNOWN_NO"
+    PENDING_NO_CHANGE = "PENDING_NO_CHANGE"
     WRONG_NO = "WRONG_NO"
     SLOT_EMPTY = "SLOT_EMPTY"
     KEY_USAGE_MISMATCH = "KEY_USAGE_MISMATCH"
@@ -50,12 +49,36 @@ class Category(str, Enum):
 
 CATEGORIES: tuple[str, ...] = tuple(c.value for c in Category)
 
+# Why a device is in its category (documented in README). Every non-OK finding carries one; OK carries "".
+CAUSES_BY_CATEGORY: dict[str, tuple[str, ...]] = {
+    "INVALID_INPUT": ("invalid_device_id", "unconfigured_device_type", "invalid_mpxn", "undecodable_certificate",
+                      "invalid_timestamp", "s1sp_mismatch", "unknown_slot", "invalid_other_row"),
+    "OUT_OF_SCOPE": ("device_type_without_no_slots",),
+    "DUPLICATE_CONFLICT": ("differing_records", "held_by_several_s1sps"),
+    "SECURITY_HOLD": ("untrusted_issuer", "policy_not_accepted", "profile_violation"),
+    "NO_RDP": ("no_registration", "registration_ended", "registration_not_yet_effective"),
+    "RDP_AMBIGUOUS": ("several_registrations", "rejected_rdp_row"),
+    "UNKNOWN_NO": ("not_in_registry", "other_fuel_operator"),
+    "PENDING_NO_CHANGE": ("slots_hold_incoming_no", "change_of_no_pending"),
+    "WRONG_NO": ("previous_no_of_mpxn", "other_no_same_fuel", "other_fuel_no", "non_no_role", "unregistered_entity"),
+    "SLOT_EMPTY": ("ds_empty", "ka_empty", "both_empty"),
+    "KEY_USAGE_MISMATCH": ("swapped", "ds_slot_holds_ka", "ka_slot_holds_ds"),
+    "EXPIRED_OR_REVOKED": ("revoked", "expired"),
+    "OK": (),
+}  # fmt: skip
+CAUSES: tuple[str, ...] = ("",) + tuple(c for causes in CAUSES_BY_CATEGORY.values() for c in causes)
+# Categories in which the registered NO cannot manage the device itself (SRV 6.15.1 fails); EXPIRED_OR_REVOKED
+# only with cause `revoked`, or `expired` where the S1SP enforces validity.
+LOCKED_OUT_CATEGORIES: tuple[str, ...] = ("WRONG_NO", "SLOT_EMPTY", "KEY_USAGE_MISMATCH")
+
 FINDING_COLUMNS: tuple[str, ...] = (
     "device_id",
     "s1sp",
     "device_type",
     "mpxn",
     "category",
+    "cause",
+    "no_locked_out",
     "slot_ds_owner",
     "slot_ka_owner",
     "expected_owner",

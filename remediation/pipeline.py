@@ -23,12 +23,12 @@ from remediation.detect import Detection, find_wrong_devices, wrong_owner_matrix
 from remediation.errors import InputError, SafetyRefusal
 from remediation.evidence.hashing import BackgroundHashes, sha256_file, sha256_json
 from remediation.memory import release_memory
-from remediation.ingest.extracts import ExtractRead, ProgressCallback, read_extracts
+from remediation.ingest.extracts import DeviceRules, ExtractRead, ProgressCallback, read_extracts
 from remediation.ingest.faults import QUARANTINE_COLUMNS, concat_quarantine
 from remediation.ingest.pki import load_org_cas, load_orl
 from remediation.ingest.rdp import RdpRead, read_rdp
 from remediation.ingest.registry import Registry, load_registry
-from remediation.model import CATEGORIES, FINDING_COLUMNS, S1SPS, Category
+from remediation.model import CATEGORIES, CAUSES, FINDING_COLUMNS, Category
 from remediation.outputs import prepare_dir, write_csv, write_json, write_parquet, write_tables, write_text
 from remediation.report.content import build_report
 from remediation.report.html import render_html
@@ -79,11 +79,11 @@ class DetectResult:
 def load_case_data(config: CaseConfig, as_of: date | None = None, progress: ProgressCallback | None = None) -> CaseData:
     as_of = as_of or config.as_of or date.today()
     hashes = BackgroundHashes([*config.input_files, *config.config_files])
-    catalog = CertificateCatalog(load_org_cas(config.org_ca_paths), load_orl(config.orl_path))
+    catalog = CertificateCatalog(load_org_cas(config.org_ca_paths), load_orl(config.orl_path), config.accepted_policy_oids)
     registry = load_registry(config.registry_path, catalog)
-    extracts = read_extracts(config.extracts, catalog, progress)
+    extracts = read_extracts(config.extracts, catalog, progress, DeviceRules.of(config))
     release_memory()
-    rdp = read_rdp(config.rdp)
+    rdp = read_rdp(config.rdp, (config.policy.mprn_min_length, config.policy.mprn_max_length))
     return CaseData(config, as_of, catalog, registry, extracts, rdp, hashes)
 
 
@@ -102,6 +102,8 @@ def detect_case(data: CaseData) -> DetectResult:
         data.as_of,
         data.config.policy,
         data.extracts.quarantine,
+        device_types=tuple(data.config.device_types.values()),
+        enforces_validity={code: ep.enforces_validity for code, ep in data.config.endpoints.items()},
     )
     del records, registrations
     release_memory()
@@ -127,7 +129,8 @@ def detect_summary(data: CaseData, detection: Detection, quarantine: pd.DataFram
         raise ReconciliationError(f"rows do not reconcile: {rows_read} extract rows read, {accounted} accounted for in findings")
     s1sp_codes, s1sp_labels = detection.codes("s1sp"), detection.labels("s1sp")
     by_s1sp = {}
-    for s1sp in [*S1SPS, *sorted(set(s1sp_labels) - set(S1SPS))]:
+    configured = list(data.config.s1sp_codes)
+    for s1sp in [*configured, *sorted(set(s1sp_labels) - set(configured))]:
         code = s1sp_labels.index(s1sp) if s1sp in s1sp_labels else -1
         by_s1sp[s1sp] = _count_by(category[s1sp_codes == code])
     wrong = detection.subset(category == CATEGORIES.index(Category.WRONG_NO.value))
@@ -152,6 +155,10 @@ def detect_summary(data: CaseData, detection: Detection, quarantine: pd.DataFram
         "rows_by_category": rows_by_category,
         "devices_by_category": _count_by(category),
         "devices_by_s1sp": by_s1sp,
+        "devices_by_cause": _causes_by_category(category, detection.codes("cause")),
+        "no_locked_out": _locked_out(detection, configured),
+        "registry_gaps": detection.registry_gaps,
+        "security_hold": detection.security_holds,
         "wrong_owner_matrix": wrong_owner_matrix(wrong, data.registry.label_for_entity()),
         "quarantine": {
             "issues": int(len(quarantine)),
@@ -163,12 +170,47 @@ def detect_summary(data: CaseData, detection: Detection, quarantine: pd.DataFram
     }
 
 
+def _causes_by_category(category: np.ndarray, cause: np.ndarray) -> dict[str, dict[str, int]]:
+    """{category: {cause: devices}} for every non-OK category present."""
+    pairs = category.astype(np.int64) * len(CAUSES) + cause
+    counts = np.bincount(pairs, minlength=len(CATEGORIES) * len(CAUSES)).reshape(len(CATEGORIES), len(CAUSES))
+    return {CATEGORIES[c]: {CAUSES[k]: int(counts[c, k]) for k in np.flatnonzero(counts[c])} for c in np.flatnonzero(counts.sum(axis=1))
+            if CATEGORIES[c] != Category.OK.value}  # fmt: skip
+
+
+def _locked_out(detection: Detection, configured: list[str]) -> dict:
+    """The headline MP107 cares about: devices no NO can manage (the registered NO is locked out), by S1SP and NO."""
+    locked = detection.columns["no_locked_out"]
+    s1sp, s1sp_labels = detection.codes("s1sp")[locked], detection.labels("s1sp")
+    no, no_labels = detection.codes("registered_no")[locked], detection.labels("registered_no")
+    category = detection.codes("category")[locked]
+    by_s1sp = {label: int(n) for label, n in zip(s1sp_labels, np.bincount(s1sp[s1sp >= 0], minlength=len(s1sp_labels))) if n}
+    by_no = {str(label): int(n) for label, n in zip(no_labels, np.bincount(no[no >= 0], minlength=len(no_labels))) if n}
+    pairs: dict[str, dict[str, int]] = {}
+    width = len(no_labels) + 1  # the last code: no registered NO
+    counts = np.bincount(s1sp.astype(np.int64) * width + np.where(no >= 0, no, width - 1), minlength=len(s1sp_labels) * width)
+    for at in np.flatnonzero(counts):
+        a, b = divmod(int(at), width)
+        pairs.setdefault(str(s1sp_labels[a]), {})[str(no_labels[b]) if b < len(no_labels) else ""] = int(counts[at])
+    return {
+        "devices": int(locked.sum()),
+        "by_category": {CATEGORIES[c]: int(n) for c, n in enumerate(np.bincount(category, minlength=len(CATEGORIES))) if n},
+        "by_s1sp": {k: by_s1sp[k] for k in [*configured, *sorted(set(by_s1sp) - set(configured))] if k in by_s1sp},
+        "by_registered_no": dict(sorted(by_no.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "by_s1sp_and_no": pairs,
+    }
+
+
 def write_findings(out: Path, detection: Detection, csv: bool = True) -> Path:
     return detect_result.write_findings(out, detection.chunks(), csv=csv)
 
 
 def plannable(detection: Detection, policy) -> np.ndarray:
-    return np.isin(detection.codes("category"), [CATEGORIES.index(c) for c in plannable_categories(policy)])
+    category = detection.codes("category")
+    mask = np.isin(category, [CATEGORIES.index(c) for c in plannable_categories(policy)])
+    if policy.correct_revoked:
+        mask |= (category == CATEGORIES.index(Category.EXPIRED_OR_REVOKED.value)) & (detection.codes("cause") == CAUSES.index("revoked"))
+    return mask
 
 
 def run_detect(config_path: str | Path, out_dir: str | Path, as_of: date | None = None,
@@ -196,7 +238,8 @@ class PlanResult:
 
 
 def run_plan(config_path: str | Path, out_dir: str | Path, *, planner: str, as_of: date | None = None, s1sps: tuple[str, ...] = (),
-             progress: ProgressCallback | None = None, from_detect: str | Path | None = None, change_ref: str | None = None) -> PlanResult:  # fmt: skip
+             progress: ProgressCallback | None = None, from_detect: str | Path | None = None, allow_unknown_no: bool = False,
+             change_ref: str | None = None) -> PlanResult:  # fmt: skip
     """Detect (or, with `from_detect`, reuse a detect result that still matches the case) and plan."""
     from remediation.outcomes.costs import load_cost_model
     from remediation.outcomes.planning import plan_extras
@@ -204,17 +247,24 @@ def run_plan(config_path: str | Path, out_dir: str | Path, *, planner: str, as_o
 
     config = load_case(config_path)
     load_cost_model(config.costs, config.path, sorted({e.s1sp for e in config.extracts} | set(config.endpoints)))  # a bad [costs] fails before detect
+    planner = planner.strip()
+    if not planner:
+        raise InputError("a planner name is required", field="--by")
     for code in s1sps:
-        if code not in S1SPS:
-            raise InputError(f"unknown S1SP {code!r} (expected one of {', '.join(S1SPS)})", field="--s1sp")
+        if code not in config.s1sp_codes:
+            raise InputError(f"unknown S1SP {code!r} (the case configures {', '.join(config.s1sp_codes)})", field="--s1sp")
     if from_detect is not None:
         source = DetectResultDir(Path(from_detect))
         as_of_used = as_of or config.as_of or date.today()
         summary = source.check_matches(config.input_files, config.config_files, as_of_used, sha256_file)
-        catalog = CertificateCatalog(load_org_cas(config.org_ca_paths), load_orl(config.orl_path))
+        if "registry_gaps" not in summary:
+            raise SafetyRefusal(f"refusing to plan from {from_detect}: its detect result predates the registry coverage check; run detect again")
+        _refuse_registry_gaps(summary["registry_gaps"], allow_unknown_no, config)
+        catalog = CertificateCatalog(load_org_cas(config.org_ca_paths), load_orl(config.orl_path), config.accepted_policy_oids)
         registry = load_registry(config.registry_path, catalog)
         intern_saved_certificates(catalog, source.path(detect_result.FINDINGS).parent)  # the slot certificates detect saw, for their ids
-        chosen = source.findings_where("category", plannable_categories(config.policy))
+        wanted = plannable_categories(config.policy) + ([Category.EXPIRED_OR_REVOKED.value] if config.policy.correct_revoked else [])
+        chosen = source.findings_where("category", wanted)  # build_plan keeps only the revoked cause of EXPIRED_OR_REVOKED
         out = _new_plan_dir(out_dir)
         rows = build_plan(chosen, registry, catalog, as_of_used, config.policy, tuple(sorted(s1sps)))
         detected = None
@@ -226,6 +276,7 @@ def run_plan(config_path: str | Path, out_dir: str | Path, *, planner: str, as_o
     else:
         detected = detect_case(load_case_data(config, as_of, progress))
         summary, as_of_used = detected.summary, detected.case.as_of
+        _refuse_registry_gaps(summary["registry_gaps"], allow_unknown_no, config)
         out = _new_plan_dir(out_dir)
         detection = detected.detection
         rows = build_plan(detection.subset(plannable(detection, config.policy)), detected.case.registry, detected.case.catalog, as_of_used,
@@ -236,10 +287,18 @@ def run_plan(config_path: str | Path, out_dir: str | Path, *, planner: str, as_o
             for name, path in DetectResultDir(out).write(detection, detected.input_rows, detected.quarantine[QUARANTINE_COLUMNS], summary, csv=False,
                                                          manifest=False).items()  # plan.json seals the copies itself
         }
-    extras = plan_extras(out, config, catalog, registry, rows, change_ref)  # manual S1SPs' rows leave `rows`
+    # A manual S1SP is never written through an API: its devices become a change-request listing for a scope
+    # decision, outside plan.parquet (so apply cannot reach them), and are counted in plan.json.
+    manual_codes = sorted(code for code, ep in config.endpoints.items() if ep.mode == "manual")
+    manual = rows[rows["s1sp"].isin(manual_codes)]
+    rows = rows[~rows["s1sp"].isin(manual_codes)].reset_index(drop=True)
+    # ... and the S1SP's change-request export (ids, fingerprints, four-eyes columns), references, governance, costs.
+    extras = plan_extras(out, config, catalog, registry, rows, change_ref, manual_rows=manual)
     rows = extras.rows
     outputs.update(extras.outputs)
     outputs["plan.parquet"] = _write_plan_rows(out, rows)
+    if manual_codes:
+        outputs["manual_change_requests.csv"] = write_csv(out / "manual_change_requests.csv", manual.drop(columns=["target_ds_cert", "target_ka_cert"]))
     document = seal(
         {
             "schema": PLAN_SCHEMA,
@@ -248,20 +307,32 @@ def run_plan(config_path: str | Path, out_dir: str | Path, *, planner: str, as_o
             "as_of": as_of_used.isoformat(),
             "planned_by": planner,
             "s1sp_filter": sorted(s1sps),
-            "policy": vars(config.policy),
+            "policy": config.policy.model_dump(),
+            "allow_unknown_no": allow_unknown_no,
+            "registry_gaps": summary["registry_gaps"],
             "inputs": [{k: f[k] for k in ("role", "s1sp", "path", "sha256", "rows_read")} for f in summary["files"]],
             "config_files": summary["config_files"],
             "config_sha256": sha256_json(summary["config_files"]),
             "endpoints": {code: {"base_url": ep.base_url, "rate_per_second": ep.rate_per_second, "concurrency": ep.concurrency, "token_env": ep.token_env,
-                                 "mode": ep.mode}
+                                 "mode": ep.mode, "enforces_validity": ep.enforces_validity}
                           for code, ep in sorted(config.endpoints.items())},  # fmt: skip
             "counts": plan_counts(rows),
-            **extras.fields,
+            "manual": {"s1sps": manual_codes, "devices": int(len(manual)), "by_s1sp": {k: int(v) for k, v in manual.groupby("s1sp").size().items()}},
+            **extras.fields,  # governance (with --change-ref), costs, change_requests, manual_s1sps
             "outputs": {name: sha256_file(path) for name, path in outputs.items()},
         }
     )
     write_json(out / "plan.json", document)
     return PlanResult(out, document, rows, detected)
+
+
+def _refuse_registry_gaps(gaps: list[dict], allow_unknown_no: bool, config: CaseConfig) -> None:
+    """Registry coverage pre-flight: RDP NO ids with in-scope devices but no registry entry stop the plan (exit 3)
+    unless the operator accepts that their devices stay UNKNOWN_NO (--allow-unknown-no, recorded in plan.json)."""
+    if gaps and not allow_unknown_no:
+        listed = ", ".join(f"{g['network_operator_id']} ({g['devices']} devices)" for g in gaps[:5]) + (" …" if len(gaps) > 5 else "")
+        raise SafetyRefusal(f"refusing to plan: the NO registry has no entry for RDP network operator(s) {listed}; their devices can never be "
+                            f"corrected. Add them to {config.registry_path} or re-run with --allow-unknown-no to plan the rest")  # fmt: skip
 
 
 def _new_plan_dir(out_dir: str | Path) -> Path:

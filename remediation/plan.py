@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -52,8 +52,10 @@ def operation_ids(device_ids: pd.Series, target_ds: pd.Series, target_ka: pd.Ser
     return np.array([OPERATION_PREFIX + hashlib.sha256(k.encode()).hexdigest()[:40] for k in keys], dtype=object)
 
 
-def target_problems(operator: NetworkOperator, facts: CertificateFacts, usage: str, as_of: date, revoked: frozenset[str]) -> list[str]:
-    """Why a registry certificate must not be written to a device's slot; empty when it is fit."""
+def target_problems(operator: NetworkOperator, facts: CertificateFacts, usage: str, as_of: date, catalog: CertificateCatalog,
+                    min_validity_days: int = 0) -> list[str]:  # fmt: skip
+    """Why a registry certificate must not be written to a device's slot; empty when it is fit. A replacement must
+    stay valid `min_validity_days` after the as-of date: writing one that expires next week fixes nothing."""
     if facts.error:
         return [facts.error]
     problems = []
@@ -65,29 +67,41 @@ def target_problems(operator: NetworkOperator, facts: CertificateFacts, usage: s
         problems.append(f"key usage {facts.key_usage}, expected {usage}")
     if not facts.chains_to_org_ca:
         problems.append("not issued by the configured Organisation CA")
+    hold = catalog.hold(facts)
+    if hold is not None and hold[0] != "untrusted_issuer":
+        problems.append(hold[1])
     if not facts.valid_throughout(as_of):
         problems.append(f"not valid on {as_of} (valid {facts.not_before:%Y-%m-%d} to {facts.not_after:%Y-%m-%d})")
-    if facts.serial in revoked:
-        problems.append(f"revoked (serial {facts.serial} is on the ORL)")
+    elif facts.not_after.date() < as_of + timedelta(days=min_validity_days):
+        left = (facts.not_after.date() - as_of).days
+        problems.append(f"expires {facts.not_after:%Y-%m-%d}, {left} days after {as_of}: less than the policy's minimum of {min_validity_days} days")
+    if catalog.is_revoked(facts):
+        problems.append(f"revoked (issuer {facts.issuer}, serial {facts.serial} is on the ORL)")
     return problems
 
 
-def check_targets(operators: list[NetworkOperator], catalog: CertificateCatalog, as_of: date) -> None:
+def check_targets(operators: list[NetworkOperator], catalog: CertificateCatalog, as_of: date, min_validity_days: int = 0) -> None:
     """Refuse (exit 3) if any replacement certificate the plan would write is unfit, naming NO and file."""
     for op in operators:
         for usage, cert_id, path in (("DS", op.ds_cert_id, op.ds_path), ("KA", op.ka_cert_id, op.ka_path)):
-            problems = target_problems(op, catalog.facts[cert_id], usage, as_of, catalog.revoked_serials)
+            problems = target_problems(op, catalog.facts[cert_id], usage, as_of, catalog, min_validity_days)
             if problems:
                 raise SafetyRefusal(f"refusing to plan: replacement {usage} certificate of network operator {op.id} ({path}) is unfit: {'; '.join(problems)}")
 
 
 def plannable_categories(policy: Policy) -> list[str]:
-    """WRONG_NO always; KEY_USAGE_MISMATCH only when the policy enables its correction."""
-    return [Category.WRONG_NO.value] + ([Category.KEY_USAGE_MISMATCH.value] if policy.correct_key_usage_mismatch else [])
+    """WRONG_NO always; SLOT_EMPTY and KEY_USAGE_MISMATCH when the policy enables their correction (revoked devices,
+    a cause within EXPIRED_OR_REVOKED, see `plannable`). SECURITY_HOLD, PENDING_NO_CHANGE and everything above
+    WRONG_NO are never planned."""
+    optional = [(policy.correct_slot_empty, Category.SLOT_EMPTY), (policy.correct_key_usage_mismatch, Category.KEY_USAGE_MISMATCH)]
+    return [Category.WRONG_NO.value] + [c.value for enabled, c in optional if enabled]
 
 
 def plannable(findings: pd.DataFrame, policy: Policy) -> pd.Series:
-    return findings["category"].isin(plannable_categories(policy))
+    chosen = findings["category"].isin(plannable_categories(policy))
+    if policy.correct_revoked and "cause" in findings:
+        chosen |= (findings["category"] == Category.EXPIRED_OR_REVOKED.value) & (findings["cause"] == "revoked")
+    return chosen
 
 
 def build_plan(findings: pd.DataFrame, registry: Registry, catalog: CertificateCatalog, as_of: date, policy: Policy,
@@ -98,7 +112,7 @@ def build_plan(findings: pd.DataFrame, registry: Registry, catalog: CertificateC
         chosen = chosen[chosen["s1sp"].isin(s1sps)]
     operators = registry.by_id()
     used = [operators[no] for no in sorted(chosen["registered_no"].unique())]
-    check_targets(used, catalog, as_of)
+    check_targets(used, catalog, as_of, policy.min_replacement_validity_days)
     targets = pd.DataFrame(
         {
             "registered_no": [o.id for o in used],

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import NameOID
 
-SMKI_POLICY_OID = x509.ObjectIdentifier("1.2.826.0.1.8641679.1.2.1.1")
+SMKI_POLICY_OID = x509.ObjectIdentifier("1.2.826.0.1.8641679.1.2.1.4")  # as on the ZAZ1 test certificates
 _P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
 
@@ -74,6 +74,8 @@ def make_org_certificate(
     not_before: str = "2024-01-01",
     not_after: str = "2034-01-01",
     critical_key_usage: bool = True,
+    policy_oid: str | None = SMKI_POLICY_OID.dotted_string,
+    critical_policies: bool = True,
 ) -> x509.Certificate:
     """An organisation certificate; `usage` is "DS" (digitalSignature) or "KA" (keyAgreement)."""
     seed = seed or f"{entity_id}/{role}/{usage}/{not_before}"
@@ -84,7 +86,7 @@ def make_org_certificate(
         x509.NameAttribute(NameOID.X500_UNIQUE_IDENTIFIER, b"\x00" + eui, _type=_ASN1Type.BitString),
     ]
     ds, ka = usage in ("DS", "BOTH"), usage in ("KA", "BOTH")
-    return (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name(attributes))
         .issuer_name(issuer.certificate.subject)
@@ -93,9 +95,11 @@ def make_org_certificate(
         .not_valid_before(_utc(not_before))
         .not_valid_after(_utc(not_after))
         .add_extension(x509.KeyUsage(ds, False, False, False, ka, False, False, False, False), critical=critical_key_usage)
-        .add_extension(x509.CertificatePolicies([x509.PolicyInformation(SMKI_POLICY_OID, None)]), critical=True)
-        .sign(issuer.key, hashes.SHA256(), ecdsa_deterministic=True)
     )
+    if policy_oid is not None:
+        policies = x509.CertificatePolicies([x509.PolicyInformation(x509.ObjectIdentifier(policy_oid), None)])
+        builder = builder.add_extension(policies, critical=critical_policies)
+    return builder.sign(issuer.key, hashes.SHA256(), ecdsa_deterministic=True)
 
 
 def der(cert: x509.Certificate) -> bytes:

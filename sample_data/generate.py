@@ -44,9 +44,14 @@ DNOS = [
     ("NORW", 16, "Electricity North West"), ("HYDE", 17, "SSEN Distribution (North Scotland)"), ("SPOW", 18, "SP Distribution"),
     ("SEEB", 19, "UK Power Networks (South Eastern)"), ("SOUT", 20, "SSEN Distribution (Southern)"), ("SWAE", 21, "NGED South Wales"),
     ("SWEB", 22, "NGED South West"), ("YELG", 23, "Northern Powergrid (Yorkshire)"),
+    # IDNOs (distributor ids 24-38, each its own MPID) are NOs in their own right and need registry entries too.
+    ("IPNL", 24, "Independent Power Networks (IDNO)"), ("GGEN", 33, "IDNO GGEN"),
 ]  # fmt: skip
-GTS = [("CADENT", "Cadent Gas"), ("NGN", "Northern Gas Networks"), ("SGN", "SGN"), ("WWU", "Wales & West Utilities")]
-UNREGISTERED_IDNO = ("GGEN", 24)  # an IDNO the registry does not know: its MPANs are UNKNOWN_NO
+# Gas transporters: the four GDNs and two independent gas transporters (iGTs).
+GTS = [("CADENT", "Cadent Gas"), ("NGN", "Northern Gas Networks"), ("SGN", "SGN"), ("WWU", "Wales & West Utilities"),
+       ("ESP", "ES Pipelines (iGT)"), ("GTC", "GTC Pipelines (iGT)")]  # fmt: skip
+UNLISTED_NO = "UNLISTED"  # an NO entity no registry entry names (its certificates are WRONG_NO unregistered_entity)
+OTHER_POLICY_OID = "1.2.826.0.1.8641679.1.2.1.1"  # an SMKI-arc OID this (test) environment does not accept
 SUPPLIERS = [("SUPA", "Supplier A"), ("SUPB", "Supplier B"), ("SUPC", "Supplier C")]
 
 
@@ -63,6 +68,9 @@ class Pki:
     impostor: dict  # NO id -> (ds der, ka der) claiming the NO's entity, issued by another CA
     idno: tuple  # (ds der, ka der) of an NO the registry does not list
     entity: dict  # NO id -> EUI-64
+    other_policy: dict  # NO id -> ds der from the right CA but with a policy OID this environment does not accept
+    bad_profile: dict  # NO id -> ds der from the right CA whose keyUsage is not critical
+    revoked_issuer: str = "Z1"  # the ORL names the issuer with each serial
 
 
 def entity_for(index: int, kind: int) -> str:
@@ -90,9 +98,13 @@ def build_pki() -> Pki:
         revoked[no] = der_of(revoked_cert)
         serials.append(format(revoked_cert.serial_number, "X"))
         impostor[no] = pair(entity[no], no, issuer=impostor_ca, gen="impostor")
+    other_policy = {no: der_of(make_org_certificate(ca, entity[no], 3, "DS", name=no, not_before="2025-06-01", not_after="2035-06-01",
+                                                    seed=f"sample/{no}/other-policy", policy_oid=OTHER_POLICY_OID)) for no in ids}  # fmt: skip
+    bad_profile = {no: der_of(make_org_certificate(ca, entity[no], 3, "DS", name=no, not_before="2025-06-01", not_after="2035-06-01",
+                                                   seed=f"sample/{no}/ku-not-critical", critical_key_usage=False)) for no in ids}  # fmt: skip
     supplier = [pair(entity_for(i + 1, 0x50), name, role=2) for i, (_, name) in enumerate(SUPPLIERS)]
-    idno = pair(entity_for(1, 0x60), UNREGISTERED_IDNO[0])
-    return Pki(ca, impostor_ca, current, previous, expired, revoked, serials, supplier, impostor, idno, entity)
+    idno = pair(entity_for(1, 0x60), UNLISTED_NO)
+    return Pki(ca, impostor_ca, current, previous, expired, revoked, serials, supplier, impostor, idno, entity, other_policy, bad_profile)
 
 
 # ------------------------------------------------------------------------------------------------ devices
@@ -114,7 +126,7 @@ class Record:
 class Case:
     records: list = field(default_factory=list)
     rdp: list = field(default_factory=list)  # (fuel, mpxn, no id, from date, to date|None, raw override dict)
-    intended: dict = field(default_factory=dict)  # canonical device id -> category the generator meant
+    intended: dict = field(default_factory=dict)  # canonical device id -> (category, cause) the generator meant
 
 
 GARBAGE = b"\x30\x82\x01\x0a\x02\x01\x01"  # a DER SEQUENCE cut short: undecodable
@@ -131,7 +143,9 @@ def make_mprn(rng: random.Random) -> str:
 
 RECIPES = [  # (name, weight): the bulk of devices
     ("ok", 700), ("ok_previous_gen", 60), ("wrong_neighbour", 90), ("wrong_ds_only", 20), ("wrong_ka_only", 15),
-    ("wrong_other_fuel", 12), ("wrong_supplier", 8), ("wrong_untrusted", 5), ("wrong_unregistered_no", 4),
+    ("wrong_other_fuel", 12), ("wrong_supplier", 8), ("hold_untrusted", 5), ("wrong_unregistered_no", 4),
+    ("wrong_previous_no", 10), ("hold_other_policy", 2), ("hold_profile", 2), ("pending_incoming", 4), ("pending_outgoing", 3),
+    ("gpf_ok", 40), ("gpf_wrong", 6), ("out_of_scope", 8),
     ("empty_one", 25), ("empty_both", 8), ("key_usage_swapped", 10), ("expired", 8), ("revoked", 6),
     ("no_rdp", 10), ("no_rdp_ended", 5), ("rdp_ambiguous", 5), ("unknown_no", 5),
     ("invalid_id", 3), ("invalid_mpan", 4), ("invalid_type", 2), ("undecodable", 3), ("identical_repeat", 8),
@@ -141,12 +155,17 @@ GUARANTEED = [
     "ok", "wrong_neighbour", "empty_one", "key_usage_swapped", "expired", "no_rdp", "rdp_ambiguous", "unknown_no",
     "invalid_mpan", "undecodable", "duplicate_conflict", "duplicate_and_wrong", "invalid_and_wrong", "no_rdp_and_wrong",
     "unknown_and_wrong", "wrong_and_empty", "wrong_and_expired", "empty_and_key_usage", "key_usage_and_expired",
-    "rdp_rejected_row", "revoked", "wrong_supplier", "wrong_untrusted", "rdp_future_only", "identical_repeat",
-    "cross_s1sp_duplicate",
+    "rdp_rejected_row", "revoked", "wrong_supplier", "hold_untrusted", "rdp_future_only", "identical_repeat",
+    "cross_s1sp_duplicate", "wrong_previous_no", "wrong_other_fuel", "wrong_unregistered_no", "hold_other_policy", "hold_profile",
+    "pending_incoming", "pending_outgoing", "gpf_ok", "gpf_wrong", "out_of_scope", "no_rdp_ended", "empty_both", "invalid_type",
+    "invalid_id",
 ]  # fmt: skip
 INTENDED = {
     "ok": "OK", "ok_previous_gen": "OK", "wrong_neighbour": "WRONG_NO", "wrong_ds_only": "WRONG_NO", "wrong_ka_only": "WRONG_NO",
-    "wrong_other_fuel": "WRONG_NO", "wrong_supplier": "WRONG_NO", "wrong_untrusted": "WRONG_NO", "wrong_unregistered_no": "WRONG_NO",
+    "wrong_other_fuel": "WRONG_NO", "wrong_supplier": "WRONG_NO", "hold_untrusted": "SECURITY_HOLD", "wrong_unregistered_no": "WRONG_NO",
+    "wrong_previous_no": "WRONG_NO", "hold_other_policy": "SECURITY_HOLD", "hold_profile": "SECURITY_HOLD",
+    "pending_incoming": "PENDING_NO_CHANGE", "pending_outgoing": "PENDING_NO_CHANGE", "gpf_ok": "OK", "gpf_wrong": "WRONG_NO",
+    "out_of_scope": "OUT_OF_SCOPE",
     "empty_one": "SLOT_EMPTY", "empty_both": "SLOT_EMPTY", "key_usage_swapped": "KEY_USAGE_MISMATCH", "expired": "EXPIRED_OR_REVOKED",
     "revoked": "EXPIRED_OR_REVOKED", "no_rdp": "NO_RDP", "no_rdp_ended": "NO_RDP", "rdp_future_only": "NO_RDP",
     "rdp_ambiguous": "RDP_AMBIGUOUS", "rdp_rejected_row": "RDP_AMBIGUOUS", "unknown_no": "UNKNOWN_NO", "invalid_id": "INVALID_INPUT",
@@ -154,6 +173,24 @@ INTENDED = {
     "duplicate_conflict": "DUPLICATE_CONFLICT", "duplicate_and_wrong": "DUPLICATE_CONFLICT", "invalid_and_wrong": "INVALID_INPUT",
     "no_rdp_and_wrong": "NO_RDP", "unknown_and_wrong": "UNKNOWN_NO", "wrong_and_empty": "WRONG_NO", "wrong_and_expired": "WRONG_NO",
     "empty_and_key_usage": "SLOT_EMPTY", "key_usage_and_expired": "KEY_USAGE_MISMATCH", "cross_s1sp_duplicate": "DUPLICATE_CONFLICT",
+}  # fmt: skip
+
+
+# The cause each recipe means (contract v2); recipes whose cause depends on the draw are settled in `make`.
+INTENDED_CAUSE = {
+    "ok": "", "ok_previous_gen": "", "identical_repeat": "", "gpf_ok": "",
+    "wrong_neighbour": "other_no_same_fuel", "gpf_wrong": "other_no_same_fuel", "wrong_ds_only": "other_no_same_fuel",
+    "wrong_ka_only": "other_no_same_fuel", "wrong_and_empty": "other_no_same_fuel", "wrong_and_expired": "other_no_same_fuel",
+    "wrong_other_fuel": "other_fuel_no", "wrong_supplier": "non_no_role", "wrong_unregistered_no": "unregistered_entity",
+    "wrong_previous_no": "previous_no_of_mpxn", "hold_untrusted": "untrusted_issuer", "hold_other_policy": "policy_not_accepted",
+    "hold_profile": "profile_violation", "pending_incoming": "slots_hold_incoming_no", "pending_outgoing": "change_of_no_pending",
+    "out_of_scope": "device_type_without_no_slots", "empty_both": "both_empty", "empty_and_key_usage": "ds_empty",
+    "key_usage_swapped": "swapped", "key_usage_and_expired": "swapped", "expired": "expired", "revoked": "revoked",
+    "no_rdp": "no_registration", "no_rdp_and_wrong": "no_registration", "no_rdp_ended": "registration_ended",
+    "rdp_future_only": "registration_not_yet_effective", "rdp_ambiguous": "several_registrations", "rdp_rejected_row": "rejected_rdp_row",
+    "unknown_no": "other_fuel_operator", "unknown_and_wrong": "other_fuel_operator", "invalid_id": "invalid_device_id",
+    "invalid_mpan": "invalid_mpxn", "invalid_and_wrong": "invalid_mpxn", "invalid_type": "unconfigured_device_type",
+    "undecodable": "undecodable_certificate", "duplicate_conflict": "differing_records", "duplicate_and_wrong": "differing_records",
 }  # fmt: skip
 
 
@@ -178,23 +215,29 @@ class DeviceFactory:
     def make(self, s1sp: str, recipe: str) -> None:
         rng, pki = self.rng, self.pki
         gas = rng.random() < 0.4 and recipe not in ("unknown_no", "unknown_and_wrong", "invalid_mpan", "wrong_unregistered_no")
+        gas = gas or recipe in ("gpf_ok", "gpf_wrong")
         dnos, gts = [d[0] for d in DNOS], [g[0] for g in GTS]
         if gas:
-            fuel, dtype, no = "G", "GSME", rng.choice(gts)
+            # A gas NO's certificates sit on the GSME and on the GPF (SEC-defined SMETS1 device types).
+            fuel, dtype, no = "G", "GPF" if recipe.startswith("gpf") or rng.random() < 0.1 else "GSME", rng.choice(gts)
             mpxn, pool, other_fuel = make_mprn(rng), gts, dnos
         else:
             fuel, dtype, (no, prefix, _) = "E", "ESME", rng.choice(DNOS)
             mpxn, pool, other_fuel = make_mpan(rng, prefix), dnos, gts
+        ds, ka = pki.current[no]
         if recipe in ("unknown_no", "unknown_and_wrong"):
-            no, mpxn = UNREGISTERED_IDNO[0], make_mpan(rng, UNREGISTERED_IDNO[1])
-        ds, ka = pki.current.get(no, pki.idno)
+            # The RDP names a gas transporter for an MPAN: the registered NO serves the other fuel. (A registry gap, an
+            # RDP id with no entry at all, is the other UNKNOWN_NO cause; the sample's registry has none, so that plan
+            # runs without --allow-unknown-no; tests and the scale case exercise gaps.)
+            no = rng.choice(gts)
         neighbour = self.other(pool, no)
         device_id = self.next_id(s1sp)
         rec = Record(s1sp, device_id, dtype, mpxn, ds, ka, EXTRACTED + timedelta(seconds=rng.randint(0, 5400)))
         registered = True
+        cause = INTENDED_CAUSE.get(recipe)
         if recipe == "ok_previous_gen":
             rec.ds, rec.ka = pki.previous[no]
-        elif recipe in ("wrong_neighbour", "duplicate_and_wrong", "invalid_and_wrong", "no_rdp_and_wrong", "unknown_and_wrong"):
+        elif recipe in ("wrong_neighbour", "gpf_wrong", "duplicate_and_wrong", "invalid_and_wrong", "no_rdp_and_wrong", "unknown_and_wrong"):
             rec.ds, rec.ka = pki.current[neighbour] if rng.random() < 0.8 else pki.previous[neighbour]
         elif recipe == "wrong_ds_only":
             rec.ds = pki.current[neighbour][0]
@@ -204,15 +247,37 @@ class DeviceFactory:
             rec.ds, rec.ka = pki.current[rng.choice(other_fuel)]
         elif recipe == "wrong_supplier":
             rec.ds, rec.ka = rng.choice(pki.supplier)
-        elif recipe == "wrong_untrusted":
+        elif recipe == "hold_untrusted":
             rec.ds, rec.ka = pki.impostor[no]
+        elif recipe == "hold_other_policy":
+            rec.ds = pki.other_policy[no]
+        elif recipe == "hold_profile":
+            rec.ds = pki.bad_profile[no]
+        elif recipe == "wrong_previous_no":
+            # The supply point changed NO and the S1SP never followed: the slots hold the previous NO's certificates.
+            registered = False
+            rec.ds, rec.ka = pki.current[neighbour]
+            self.register(fuel, mpxn, neighbour, date(2014, 4, 1), AS_OF - timedelta(days=rng.randint(30, 700)))
+            self.register(fuel, mpxn, no, AS_OF - timedelta(days=rng.randint(1, 29)))
+        elif recipe in ("pending_incoming", "pending_outgoing"):
+            # A change of NO days away: today's NO until then, the neighbour after. The slots already hold the incoming
+            # NO's certificates, or the outgoing one's: either way nothing is written now.
+            registered = False
+            switch = AS_OF + timedelta(days=rng.randint(2, 20))
+            self.register(fuel, mpxn, no, date(2016, 1, 1), switch - timedelta(days=1))
+            self.register(fuel, mpxn, neighbour, switch)
+            if recipe == "pending_incoming":
+                rec.ds, rec.ka = pki.current[neighbour]
+        elif recipe == "out_of_scope":
+            rec.device_type = rng.choice(["CHF", "PPMID", "IHD"])  # no NO slots: counted, never judged
+            rec.ds = rec.ka = None
         elif recipe == "wrong_unregistered_no":
             rec.ds, rec.ka = pki.idno
         elif recipe == "empty_one":
             if rng.random() < 0.5:
-                rec.ds = None
+                rec.ds, cause = None, "ds_empty"
             else:
-                rec.ka = None
+                rec.ka, cause = None, "ka_empty"
         elif recipe == "empty_both":
             rec.ds = rec.ka = None
         elif recipe == "key_usage_swapped":
@@ -238,7 +303,7 @@ class DeviceFactory:
         elif recipe in ("invalid_mpan",):
             rec.mpxn = mpxn[:-1] + str((int(mpxn[-1]) + 1) % 10)
         elif recipe == "invalid_type":
-            rec.device_type = "HCALCS"  # a real SMETS device type the remediation does not cover
+            rec.device_type = "SMARTPLUG"  # a device type the case does not configure (HCALCS etc. are OUT_OF_SCOPE)
         elif recipe == "undecodable":
             rec.ka = GARBAGE + bytes(rng.randrange(256) for _ in range(8))
         elif recipe == "wrong_and_empty":
@@ -257,7 +322,7 @@ class DeviceFactory:
             rec.ds, rec.ka = pki.current[rng.choice(dnos)]
         if registered:
             self.register(fuel, mpxn, no)
-        if rng.random() < 0.15 and registered and recipe not in ("rdp_ambiguous", "rdp_rejected_row"):
+        if rng.random() < 0.15 and registered and recipe not in ("rdp_ambiguous", "rdp_rejected_row", "gpf_wrong") and "wrong" not in recipe:
             # History: an earlier, ended registration with another NO (a boundary change) must not count.
             self.register(fuel, mpxn, neighbour if fuel == "E" else self.other(pool, no), date(2012, 1, 1), date(2014, 12, 31))
         self.case.records.append(rec)
@@ -266,14 +331,14 @@ class DeviceFactory:
         if recipe in ("duplicate_conflict", "duplicate_and_wrong"):
             twin = replace(rec, ds=pki.previous[no][0] if recipe == "duplicate_conflict" else pki.current[self.other(pool, neighbour)][0])
             self.case.records.append(twin)
-        self.case.intended[rec.raw_id or device_id] = INTENDED[recipe]
+        self.case.intended[rec.raw_id or device_id] = (INTENDED[recipe], cause)
 
     def cross_s1sp(self, first: str, second: str) -> None:
         """One device reported by two S1SPs with different slot content: neither may be written."""
         self.make(first, "ok")
         rec = self.case.records[-1]
         self.case.records.append(replace(rec, s1sp=second, ds=rec.ka, ka=rec.ds))
-        self.case.intended[rec.device_id] = "DUPLICATE_CONFLICT"
+        self.case.intended[rec.device_id] = ("DUPLICATE_CONFLICT", "held_by_several_s1sps")
 
 
 def build_case(pki: Pki, devices: int, seed: int) -> Case:
@@ -382,14 +447,15 @@ def write_rdp(case: Case, e_path: Path, g_path: Path) -> None:
 def write_pki(pki: Pki, pki_dir: Path, registry_path: Path) -> None:
     (pki_dir / "no").mkdir(parents=True, exist_ok=True)
     (pki_dir / "org-ca.pem").write_bytes(pki.ca.pem())
-    (pki_dir / "orl.csv").write_text("serial,reason\n" + "".join(f"{s},keyCompromise\n" for s in sorted(pki.revoked_serials)))
+    # SMETS1 identifies a certificate by serial and issuer: the ORL names both.
+    (pki_dir / "orl.csv").write_text("issuer,serial,reason\n" + "".join(f"{pki.revoked_issuer},{s},keyCompromise\n" for s in sorted(pki.revoked_serials)))
     lines = [
         "# Sample Network Operator registry, written by sample_data/generate.py: RDP network_operator_id -> SMKI entity",
         "# and the current NO_DS / NO_KA certificates that replace a wrong slot. In production this lists the NOs' real",
         "# current certificates as published in the SMKI repository.",
         "",
     ]
-    names = {d[0]: (d[2], "E") for d in DNOS} | {g[0]: (g[1], "G") for g in GTS}
+    names = {d[0]: (d[2], "E") for d in DNOS} | {g[0]: (g[1], "G") for g in GTS}  # GGEN (an IDNO) is left out on purpose
     for no, (name, fuel) in names.items():
         for usage, der in zip(("ds", "ka"), pki.current[no]):
             (pki_dir / "no" / f"{no.lower()}-{usage}.pem").write_text(pem_text(der))
@@ -419,7 +485,7 @@ def main(argv: list[str] | None = None) -> None:
     write_rdp(case, out / "rdp_electricity.csv", out / "rdp_gas.csv")
     write_pki(pki, out / "pki", args.registry)
     intended = sorted(case.intended.items())
-    (out / "intended_categories.csv").write_text("device_id,category\n" + "".join(f"{d},{c}\n" for d, c in intended))
+    (out / "intended_categories.csv").write_text("device_id,category,cause\n" + "".join(f"{d},{c},{k}\n" for d, (c, k) in intended))
     print(f"wrote {len(case.records)} device records ({', '.join(f'{s} {len(v)}' for s, v in by.items())}) and {len(case.rdp)} RDP rows to {out}")
 
 

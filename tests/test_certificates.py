@@ -131,14 +131,39 @@ def test_decode_certificate_text_raises_only_its_own_error(data):
         pass
 
 
-def test_orl_serial_lookup(tmp_path):
+def test_orl_lookup_by_issuer_and_serial(tmp_path):
     from remediation.ingest.pki import load_orl
 
     cert = make_org_certificate(CA, ENTITY, 3, "DS", seed="orl-test")
     serial = format(cert.serial_number, "X")
     spaced = ":".join(re.findall("..", "00" + serial))
-    (tmp_path / "orl.csv").write_text(f"\ufeffserial,reason\n{spaced},keyCompromise\n")
+    (tmp_path / "orl.csv").write_text(f"\ufeffissuer,serial,reason\nZ1,{spaced},keyCompromise\n")
     catalog = CertificateCatalog([CA.certificate], load_orl(tmp_path / "orl.csv"))
     cid = catalog.intern_der(der(cert))
     assert catalog.frame(date(2026, 1, 1)).loc[cid, "revoked"]
     assert x509.load_der_x509_certificate(catalog.facts[cid].der).serial_number == cert.serial_number
+
+
+def test_orl_serial_of_another_issuer_does_not_revoke(tmp_path):
+    """SMETS1's certificate id is serial + issuer: the same serial from another CA (Z99) is another certificate."""
+    from remediation.ingest.pki import load_orl
+
+    cert = make_org_certificate(CA, ENTITY, 3, "DS", seed="orl-test")
+    serial = format(cert.serial_number, "X")
+    (tmp_path / "orl.csv").write_text(f'issuer,serial\nZ99,{serial}\n"OU=07,CN=Z99",{serial}\n')
+    catalog = CertificateCatalog([CA.certificate], load_orl(tmp_path / "orl.csv"))
+    cid = catalog.intern_der(der(cert))
+    assert not catalog.frame(date(2026, 1, 1)).loc[cid, "revoked"]
+    (tmp_path / "orl.csv").write_text(f'issuer,serial\n"OU=07,CN=Z1",{serial}\n')  # the full RFC 4514 name also names it
+    catalog = CertificateCatalog([CA.certificate], load_orl(tmp_path / "orl.csv"))
+    cid = catalog.intern_der(der(cert))
+    assert catalog.frame(date(2026, 1, 1)).loc[cid, "revoked"]
+
+
+def test_orl_without_issuers_is_refused(tmp_path):
+    from remediation.errors import ConfigError
+    from remediation.ingest.pki import load_orl
+
+    (tmp_path / "orl.csv").write_text("serial,reason\n0A,keyCompromise\n")
+    with pytest.raises(ConfigError, match="field 'issuer'"):
+        load_orl(tmp_path / "orl.csv")

@@ -34,7 +34,7 @@ CASES = {
     "wrong_unregistered_org": (cert(STRANGER, "DS"), A_KA, "WRONG_NO"),
     "wrong_supplier_role": (cert(SUPPLIER, "DS", role=2), A_KA, "WRONG_NO"),
     "wrong_own_entity_but_supplier_role": (cert(OPERATORS["AAAA"][1], "DS", role=2), A_KA, "WRONG_NO"),
-    "wrong_untrusted_issuer_claiming_registered_no": (no_cert("AAAA", "DS", untrusted=True), A_KA, "WRONG_NO"),
+    "hold_untrusted_issuer_claiming_registered_no": (no_cert("AAAA", "DS", untrusted=True), A_KA, "SECURITY_HOLD"),
     "wrong_gas_transporter_on_electricity": (no_cert("GASX", "DS"), no_cert("GASX", "KA"), "WRONG_NO"),
     "slot_empty_ds": (None, A_KA, "SLOT_EMPTY"),
     "slot_empty_both": (None, None, "SLOT_EMPTY"),
@@ -47,7 +47,8 @@ CASES = {
     "wrong_beats_key_usage": (A_KA, B_KA, "WRONG_NO"),
     "empty_beats_key_usage": (None, A_DS, "SLOT_EMPTY"),
     "key_usage_beats_expired": (A_KA, no_cert("AAAA", "DS", generation="expired"), "KEY_USAGE_MISMATCH"),
-    "untrusted_expired_is_still_wrong": (no_cert("AAAA", "DS", generation="expired", untrusted=True), A_KA, "WRONG_NO"),
+    "untrusted_expired_is_held": (no_cert("AAAA", "DS", generation="expired", untrusted=True), A_KA, "SECURITY_HOLD"),
+    "hold_beats_wrong": (no_cert("BBBB", "DS", untrusted=True), B_KA, "SECURITY_HOLD"),
     "undecodable": (b"\x30\x82\x01\x0a\x02\x01", A_KA, "INVALID_INPUT"),
     "undecodable_beats_wrong": (B_DS, "bm90IGEgY2VydGlmaWNhdGU=", "INVALID_INPUT"),
 }
@@ -73,7 +74,7 @@ def test_wrong_no_names_owners(tmp_path):
     [
         ({"device_id": "00-1D-00-00-00-00-00-0G"}, "device_id"),
         ({"device_id": "001D0000000001"}, "device_id"),
-        ({"device_type": "HCALCS"}, "device_type"),
+        ({"device_type": "SMARTPLUG"}, "device_type"),  # a type nobody configured (HCALCS is OUT_OF_SCOPE)
         ({"mpxn": "1000000000010"}, "mpxn"),  # check digit wrong
         ({"s1sp": "FOC", "_file": "MOC"}, "s1sp"),  # a MOC file claiming a FOC device
         ({"extracted_at": "yesterday"}, "extracted_at"),

@@ -35,10 +35,11 @@ def test_findings_match_what_the_generator_intended(run):
     _, out = run
     findings = pd.read_parquet(out / "findings.parquet")
     assert list(findings.columns[: len(FINDING_COLUMNS)]) == list(FINDING_COLUMNS)
-    intended = pd.read_csv(DATA / "intended_categories.csv")
+    intended = pd.read_csv(DATA / "intended_categories.csv", keep_default_na=False)
     merged = findings.merge(intended, on="device_id", how="outer", suffixes=("", "_intended"), indicator=True)
     assert (merged["_merge"] == "both").all()
     assert (merged["category"] == merged["category_intended"]).all()
+    assert (merged["cause"].astype(str) == merged["cause_intended"]).all()  # contract v2: the cause is what was meant too
     assert set(findings["category"]) == set(CATEGORIES)  # every category occurs in the sample
 
 
@@ -91,7 +92,38 @@ def test_wrong_owner_matrix_sums_to_wrong_devices(run):
     summary = json.loads((out / "summary.json").read_text())
     assert sum(r["devices"] for r in summary["wrong_owner_matrix"]) == summary["devices_by_category"]["WRONG_NO"]
     labels = {r["wrong_owner"] for r in summary["wrong_owner_matrix"]}
-    assert any("untrusted issuer" in label for label in labels) and any("(supplier certificate)" in label for label in labels)
+    assert any("(supplier certificate)" in label for label in labels)
+    assert not any("untrusted" in label for label in labels)  # untrusted certificates are SECURITY_HOLD, never WRONG_NO
+
+
+def test_sample_exercises_the_version_2_categories_and_causes(run):
+    """Contract v2: every WRONG_NO and EXPIRED_OR_REVOKED cause, the new categories' causes, GPF and out-of-scope
+    devices, IDNOs (IPNL 24, GGEN 33) and iGTs in the registry, and the headline lock-out figures. The sample's
+    registry covers every RDP NO (so its plan needs no --allow-unknown-no); gaps are exercised in test_detect_v2."""
+    _, out = run
+    summary = json.loads((out / "summary.json").read_text())
+    causes = summary["devices_by_cause"]
+    assert set(causes["WRONG_NO"]) == {"previous_no_of_mpxn", "other_no_same_fuel", "other_fuel_no", "non_no_role", "unregistered_entity"}
+    assert set(causes["EXPIRED_OR_REVOKED"]) == {"expired", "revoked"}
+    assert set(causes["SECURITY_HOLD"]) == {"untrusted_issuer", "policy_not_accepted", "profile_violation"}
+    assert set(causes["PENDING_NO_CHANGE"]) == {"slots_hold_incoming_no", "change_of_no_pending"}
+    assert set(causes["NO_RDP"]) == {"no_registration", "registration_ended", "registration_not_yet_effective"}
+    assert causes["OUT_OF_SCOPE"] == {"device_type_without_no_slots": summary["devices_by_category"]["OUT_OF_SCOPE"]}
+    for category, by in causes.items():
+        assert sum(by.values()) == summary["devices_by_category"][category] and "" not in by
+    findings = pd.read_parquet(out / "findings.parquet")
+    assert {"GPF", "CHF"} <= set(findings["device_type"]) and (findings.loc[findings["device_type"] == "GPF", "category"] == "OK").any()
+    assert summary["registry_gaps"] == []
+    for no, prefix in (("GGEN", "33"), ("IPNL", "24")):
+        assert findings.loc[(findings["registered_no"] == no) & (findings["category"] != "INVALID_INPUT"), "mpxn"].str.startswith(prefix).all()
+    assert {"IPNL", "GGEN", "ESP", "GTC"} <= set(findings["registered_no"].dropna())
+    locked = summary["no_locked_out"]
+    expected = findings["category"].isin(["WRONG_NO", "SLOT_EMPTY", "KEY_USAGE_MISMATCH"]) | (
+        (findings["category"] == "EXPIRED_OR_REVOKED") & ((findings["cause"] == "revoked") | (findings["s1sp"] == "MOC")))  # MOC enforces validity
+    assert findings["no_locked_out"].tolist() == expected.tolist() and locked["devices"] == int(expected.sum())
+    assert sum(locked["by_s1sp"].values()) == locked["devices"] == sum(locked["by_registered_no"].values())
+    assert all(h["issuer"] and h["serial"] and h["subject"] and len(h["fingerprint"]) == 64 for h in summary["security_hold"])
+    assert sum(h["devices"] for h in summary["security_hold"]) >= summary["devices_by_category"]["SECURITY_HOLD"]
 
 
 def test_detect_is_deterministic(run, tmp_path):

@@ -60,7 +60,7 @@ def build_case(root: Path, *, manual_ioc: bool = True, costs: str = COSTS) -> tu
     add("mixed", no_cert("BBBB", "DS"), no_cert("GASX", "KA"))  # two previous holders, one per slot
     add("supplier", cert(SUPPLIER, "DS", role=2), no_cert("AAAA", "KA"))  # a supplier's certificate in NO_DS
     add("drift", no_cert("BBBB", "DS"), no_cert("BBBB", "KA"))
-    add("impostor", no_cert("BBBB", "DS", untrusted=True), no_cert("BBBB", "KA", untrusted=True))  # claims to be BBBB; drifted below
+    add("impostor", no_cert("BBBB", "DS", untrusted=True), no_cert("BBBB", "KA", untrusted=True))  # claims to be BBBB: SECURITY_HOLD
     for _ in range(2):
         add("empty", None, no_cert("AAAA", "KA"))
     add("swapped", no_cert("AAAA", "KA"), no_cert("AAAA", "DS"))
@@ -91,7 +91,7 @@ def world(tmp_path_factory):
     pipeline.run_approve(plan_dir, "bob")
     moc = start_sim(root / "moc.sqlite", config, "MOC")
     ioc = start_sim(root / "ioc.sqlite", config, "IOC")
-    make_drift(moc.store, ids["drift"] + ids["impostor"], 0, 1)
+    make_drift(moc.store, ids["drift"], 0, 1)
     try:
         result = pipeline.run_apply(plan_dir, root / "run", ApplyOptions(who="carol", endpoints={"MOC": moc.url, "IOC": ioc.url}))
     finally:
@@ -177,13 +177,13 @@ def test_worklist_is_exactly_the_locked_out_devices_not_corrected(world, tmp_pat
     assert result.exit_code == 0, result.output + result.stderr
     ids = world["ids"]
     rows = [r for p in (tmp_path / "wl").glob("worklist-*.csv") for r in _read_csv(p)]
-    expected = ids["drift"] + ids["impostor"] + ids["empty"] + ids["swapped"] + ids["revoked"] + ids["manual"]
-    assert sorted(r["device_id"] for r in rows) == sorted(expected)  # not the expired (not locked out), ok or corrected
+    expected = ids["drift"] + ids["empty"] + ids["swapped"] + ids["revoked"] + ids["manual"]
+    # not the expired (the S1SP does not enforce validity), the held impostor (investigated, not handed over), ok or corrected
+    assert sorted(r["device_id"] for r in rows) == sorted(expected)
     assert {r["remote_party_role"] for r in rows} == {"NetworkOperator"}
     by_id = {r["device_id"]: r for r in rows}
     assert by_id[ids["drift"][0]]["route"].startswith("apply drifted") and by_id[ids["drift"][0]]["current_holder"] == "BBBB"
     assert by_id[ids["manual"][0]]["route"].startswith("manual S1SP")
-    assert by_id[ids["impostor"][0]]["current_holder"] == "DCC-SECURITY"  # never addressed to the NO an untrusted certificate names
     assert by_id[ids["revoked"][0]]["cause"] == "revoked" and by_id[ids["swapped"][0]]["category"] == "KEY_USAGE_MISMATCH"
     assert all(r["target_ds_cert_id"].endswith("(Z1)") and r["registered_no"] == "AAAA" for r in rows)
     bbbb = json.loads((tmp_path / "wl" / "worklist-BBBB.json").read_text())
@@ -308,8 +308,8 @@ def test_run_report_says_the_same_in_every_format(world, tmp_path):
     data = json.loads(_report(world["run"], "json", tmp_path / "r.json"))
     state = data["run_state"]
     assert state["status"] == "needs_attention" and state["applied_by"] == ["carol"] and state["started_at"] and state["finished_at"]
-    assert data["apply_outcome"]["MOC"] == {"done": 10, "noop": 0, "drifted": 2, "failed": 0, "open": 0}
-    assert [r["device_id"] for r in data["problem_devices"]["shown"]] == sorted(world["ids"]["drift"] + world["ids"]["impostor"])
+    assert data["apply_outcome"]["MOC"] == {"done": 10, "noop": 0, "drifted": 1, "failed": 0, "open": 0}
+    assert [r["device_id"] for r in data["problem_devices"]["shown"]] == world["ids"]["drift"]
     assert data["authority"]["planned_by"]["name"] == "alice" and data["authority"]["approved_by"][0]["name"] == "bob"
     for text in (html, md):
         assert "needs_attention" in text and "carol" in text and "bob" in text and "CHG" in text
@@ -335,7 +335,7 @@ def test_run_report_says_the_same_in_every_format(world, tmp_path):
     assert impact == {(k, w): totals[w][k] for k in ("NO_DS", "NO_KA", "devices") for w in ("before", "after")}
     variable = {a["data-cost-bar"]: float(a["data-variable"]) for a in page.found if "data-variable" in a}
     assert variable == {**{s["s1sp"]: s["variable_cost"] for s in data["costs"]["by_s1sp"]}, "MOC shared": 0.0}
-    assert "| MOC | 10 | 0 | 2 | 0 | 0 |" in md
+    assert "| MOC | 10 | 0 | 1 | 0 | 0 |" in md
     assert "@media print" in html
 
 
@@ -375,7 +375,8 @@ def test_report_accepts_a_dry_run_directory(world, tmp_path):
     finally:
         sim.stop()
     data = json.loads(_report(tmp_path / "dry", "json", tmp_path / "r.json"))
-    assert data["kind"] == "dry-run" and data["dry_run"]["states"]["MOC"] == {"drifted": 1, "would_write": 11}
+    planned = len(pd.read_parquet(world["plan"] / "plan.parquet"))
+    assert data["kind"] == "dry-run" and data["dry_run"]["states"]["MOC"] == {"drifted": 1, "would_write": planned - 1}
     assert [(r["device_id"], r["state"]) for r in data["problem_devices"]["shown"]] == [(world["ids"]["drift"][0], "drifted")]
     assert data["problem_devices"]["shown"][0]["reason"].startswith("live slots differ from the plan")
     md = _report(tmp_path / "dry", "md", tmp_path / "r.md")

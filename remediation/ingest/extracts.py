@@ -17,22 +17,42 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from remediation.certificates import CertificateCatalog
-from remediation.config import EXTRACT_FIELDS_SLOT, EXTRACT_FIELDS_WIDE, Dialect, ExtractSource
+from remediation.config import EXTRACT_FIELDS_SLOT, EXTRACT_FIELDS_WIDE, DeviceType, Dialect, ExtractSource, default_device_types
 from remediation.identifiers import eui64_keys, mpxn_keys
 from remediation.ingest.faults import FieldFaults, check_mpxn, concat_quarantine, map_values, trim
 from remediation.ingest.tables import iter_batches
 from remediation.memory import release_memory
-from remediation.model import DEVICE_TYPE_CODES, DEVICE_TYPES, EMPTY_SLOT, SLOTS
+from remediation.model import EMPTY_SLOT, SLOTS
 
 # One record per device as one file states it, in compact columns: a device id is a uint64, an MPxN an int64 key,
 # certificates are interned ids, and the raw text is kept only for the rare rows whose id or MPxN is unreadable.
 RECORD_COLUMNS = [
     "s1sp", "source_file", "source_row", "n_rows", "key", "key_ok", "device_raw", "device_type", "mpxn_key", "mpxn_raw",
-    "ds", "ka", "extracted_at", "invalid", "conflict",
+    "ds", "ka", "extracted_at", "invalid", "fault", "conflict",
 ]  # fmt: skip
 SLOT_CODES = {"NO_DS": 0, "NO_KA": 1}
 
 ProgressCallback = Callable[[str, int], None]
+
+
+@dataclass(frozen=True)
+class DeviceRules:
+    """What a record's device type and MPxN must be: the case's device types (a record's `device_type` is a code into
+    `types`, -1 when unconfigured) and the policy's MPRN length."""
+
+    types: tuple[DeviceType, ...] = tuple(default_device_types().values())
+    mprn_lengths: tuple[int, int] = (6, 10)
+
+    @classmethod
+    def of(cls, config) -> DeviceRules:
+        return cls(tuple(config.device_types.values()), (config.policy.mprn_min_length, config.policy.mprn_max_length))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.types)
+
+    def codes_of(self, fuel: str) -> list[str]:
+        return [t.name for t in self.types if t.fuel == fuel]
 
 
 @dataclass
@@ -72,7 +92,8 @@ def _check_certificates(faults: FieldFaults, ids: np.ndarray, texts, field: str,
     faults.add(bad, field, np.char.add("undecodable certificate: ", row_errors.astype(str)) if bad.any() else "", texts)
 
 
-def _validate_batch(table: pa.Table, first_row: int, source: ExtractSource, catalog: CertificateCatalog) -> tuple[pd.DataFrame, FieldFaults]:
+def _validate_batch(table: pa.Table, first_row: int, source: ExtractSource, catalog: CertificateCatalog,
+                    rules: DeviceRules) -> tuple[pd.DataFrame, FieldFaults]:  # fmt: skip
     dialect = source.dialect
     n = table.num_rows
     rows = np.arange(first_row, first_row + n, dtype=np.int64)
@@ -87,13 +108,14 @@ def _validate_batch(table: pa.Table, first_row: int, source: ExtractSource, cata
                f"S1SP code does not match the configured {source.s1sp}", s1sp)  # fmt: skip
 
     raw_type = trim(table.column("device_type"))
-    device_type = map_values(raw_type, dialect.values.get("device_type", {}), DEVICE_TYPES)
-    faults.add(device_type.is_null().to_numpy(zero_copy_only=False), "device_type", "unknown device type (expected ESME or GSME)", raw_type)
+    device_type = map_values(raw_type, dialect.values.get("device_type", {}), rules.names)
+    faults.add(device_type.is_null().to_numpy(zero_copy_only=False), "device_type",
+               f"device type not configured for this case (configured: {', '.join(rules.names)})", raw_type)  # fmt: skip
 
     mpxn = trim(table.column("mpxn"))
-    is_e = pc.fill_null(pc.equal(device_type, "ESME"), False).to_numpy(zero_copy_only=False)
-    is_g = pc.fill_null(pc.equal(device_type, "GSME"), False).to_numpy(zero_copy_only=False)
-    digits = check_mpxn(faults, mpxn, is_e, is_g)
+    is_e = pc.fill_null(pc.is_in(device_type, value_set=pa.array(rules.codes_of("E"), pa.string())), False).to_numpy(zero_copy_only=False)
+    is_g = pc.fill_null(pc.is_in(device_type, value_set=pa.array(rules.codes_of("G"), pa.string())), False).to_numpy(zero_copy_only=False)
+    digits = check_mpxn(faults, mpxn, is_e, is_g, rules.mprn_lengths)
 
     extracted_at = parse_timestamps(table.column("extracted_at"), dialect.timestamp_format)
     faults.add(np.isnat(extracted_at), "extracted_at", f"not a timestamp ({dialect.timestamp_format})", table.column("extracted_at").combine_chunks())
@@ -104,7 +126,7 @@ def _validate_batch(table: pa.Table, first_row: int, source: ExtractSource, cata
         "key": keys,
         "key_ok": key_ok,
         "device_raw": _sparse_text(raw_id, ~key_ok),
-        "device_type": _codes(device_type, DEVICE_TYPE_CODES),
+        "device_type": _codes(device_type, {name: i for i, name in enumerate(rules.names)}),
         "mpxn_key": mpxn_key,
         "mpxn_raw": _sparse_text(mpxn, mpxn_key < 0),
         "extracted_at": extracted_at,
@@ -125,6 +147,7 @@ def _validate_batch(table: pa.Table, first_row: int, source: ExtractSource, cata
         frame["slot"] = _codes(slot, SLOT_CODES)
         frame["cert"] = ids
     frame["invalid"] = faults.any
+    frame["fault"] = faults.first
     return pd.DataFrame(frame), faults
 
 
@@ -185,6 +208,9 @@ def _pivot_slot_records(df: pd.DataFrame) -> pd.DataFrame:
     devices["extracted_at"] = np.maximum.reduceat(stamps, starts) if len(starts) else stamps[:0]
     del stamps
     devices["invalid"] = per_device_any(column("invalid"))
+    fault = column("fault")
+    devices["fault"] = np.minimum.reduceat(fault, starts) if len(starts) else fault[:0]  # the device's first fault over its records
+    del fault
     conflict = np.zeros(len(starts), dtype=bool)
     for name in ("device_type", "mpxn_key"):  # the device's identity must agree across its records
         values = column(name)
@@ -213,11 +239,12 @@ def _pivot_slot_records(df: pd.DataFrame) -> pd.DataFrame:
 _BATCH_COLUMNS = [c for c in RECORD_COLUMNS if c not in ("s1sp", "source_file")]
 
 
-def read_extract(source: ExtractSource, catalog: CertificateCatalog, progress: ProgressCallback | None = None) -> ExtractRead:
+def read_extract(source: ExtractSource, catalog: CertificateCatalog, progress: ProgressCallback | None = None,
+                 rules: DeviceRules = DeviceRules()) -> ExtractRead:  # fmt: skip
     canonical = EXTRACT_FIELDS_SLOT if source.dialect.layout == "slot_per_row" else EXTRACT_FIELDS_WIDE
     frames, quarantine, rows = [], [], 0
     for batch in iter_batches(source.path, source.dialect, canonical):
-        frame, faults = _validate_batch(batch.table, batch.first_row, source, catalog)
+        frame, faults = _validate_batch(batch.table, batch.first_row, source, catalog, rules)
         frames.append(frame)
         quarantine.extend(faults.frames)
         rows += batch.table.num_rows
@@ -248,16 +275,16 @@ def _concat_consuming(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 def _empty_records(dialect: Dialect) -> pd.DataFrame:
     dtypes = {"source_row": np.int64, "key": np.uint64, "key_ok": bool, "device_type": np.int8, "mpxn_key": np.int64,
-              "extracted_at": "datetime64[ns]", "invalid": bool, "ds": np.int32, "ka": np.int32, "slot": np.int8, "cert": np.int32}  # fmt: skip
-    columns = ["source_row", "key", "key_ok", "device_raw", "device_type", "mpxn_key", "mpxn_raw", "extracted_at", "invalid"]
+              "extracted_at": "datetime64[ns]", "invalid": bool, "fault": np.int8, "ds": np.int32, "ka": np.int32, "slot": np.int8, "cert": np.int32}  # fmt: skip
+    columns = ["source_row", "key", "key_ok", "device_raw", "device_type", "mpxn_key", "mpxn_raw", "extracted_at", "invalid", "fault"]
     columns += ["slot", "cert"] if dialect.layout == "slot_per_row" else ["ds", "ka"]
     return pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, "string[pyarrow]")) for c in columns})
 
 
-def read_extracts(sources, catalog: CertificateCatalog, progress: ProgressCallback | None = None) -> ExtractRead:
+def read_extracts(sources, catalog: CertificateCatalog, progress: ProgressCallback | None = None, rules: DeviceRules = DeviceRules()) -> ExtractRead:
     reads = []
     for source in sources:
-        reads.append(read_extract(source, catalog, progress))
+        reads.append(read_extract(source, catalog, progress, rules))
         release_memory()  # the reader's transient buffers, before the next file
     categorical = ("s1sp", "source_file")
     records = pd.concat([r.records.drop(columns=list(categorical)) for r in reads], ignore_index=True)

@@ -10,6 +10,9 @@ import pyarrow.compute as pc
 from remediation.identifiers import digit_counts, mpan_valid_array, mprn_valid_array
 
 QUARANTINE_COLUMNS = ["file", "s1sp", "row", "field", "reason", "value"]
+# A faulty record's first fault, as a small code (the INVALID_INPUT cause of its device): fields in this order.
+FAULT_FIELDS = ("device_id", "device_type", "mpxn", "no_ds_cert", "no_ka_cert", "cert", "extracted_at", "s1sp", "slot")
+NO_FAULT = np.iinfo(np.int8).max
 _VALUE_CHARS = 80
 
 
@@ -32,6 +35,7 @@ class FieldFaults:
     def __init__(self, path: str, s1sp: str, rows: np.ndarray):
         self.path, self.s1sp, self.rows = path, s1sp, rows
         self.any = np.zeros(len(rows), dtype=bool)
+        self.first = np.full(len(rows), NO_FAULT, dtype=np.int8)  # index into FAULT_FIELDS of the row's first fault
         self.frames: list[pd.DataFrame] = []
 
     def add(self, mask: np.ndarray, field: str, reason, values: pa.Array) -> None:
@@ -39,6 +43,8 @@ class FieldFaults:
         if not mask.any():
             return
         self.any |= mask
+        rank = FAULT_FIELDS.index(field) if field in FAULT_FIELDS else len(FAULT_FIELDS)
+        np.minimum(self.first, np.where(mask, rank, NO_FAULT).astype(np.int8), out=self.first)
         shown = pc.utf8_slice_codeunits(pc.fill_null(values.cast(pa.string()), ""), 0, _VALUE_CHARS)
         picked = pc.filter(shown, pa.array(mask)).to_pandas()
         self.frames.append(
@@ -61,12 +67,14 @@ def concat_quarantine(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True).sort_values(["file", "row", "field"], kind="stable", ignore_index=True)
 
 
-def check_mpxn(faults: FieldFaults, mpxn: pa.Array, is_electricity: np.ndarray, is_gas: np.ndarray) -> np.ndarray:
-    """MPAN core (13 digits, valid check digit) for electricity, MPRN (6 to 10 digits) for gas; faults named apart.
-    Returns `digit_counts(mpxn)` for the caller's MPxN keys."""
+def check_mpxn(faults: FieldFaults, mpxn: pa.Array, is_electricity: np.ndarray, is_gas: np.ndarray,
+               mprn_lengths: tuple[int, int] = (6, 10)) -> np.ndarray:  # fmt: skip
+    """MPAN core (13 digits, valid check digit) for electricity, MPRN (policy length, default 6 to 10 digits) for gas;
+    faults named apart. Returns `digit_counts(mpxn)` for the caller's MPxN keys."""
     counts = digit_counts(mpxn)
     mpan_shape = counts == 13
     faults.add(is_electricity & ~mpan_shape, "mpxn", "not an MPAN core (13 digits)", mpxn)
     faults.add(is_electricity & mpan_shape & ~mpan_valid_array(mpxn, counts), "mpxn", "MPAN core check digit is wrong", mpxn)
-    faults.add(is_gas & ~mprn_valid_array(mpxn, counts), "mpxn", "not an MPRN (6 to 10 digits)", mpxn)
+    lo, hi = mprn_lengths
+    faults.add(is_gas & ~mprn_valid_array(mpxn, counts, mprn_lengths), "mpxn", f"not an MPRN ({lo} to {hi} digits)", mpxn)
     return counts

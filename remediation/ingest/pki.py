@@ -21,19 +21,31 @@ def load_org_cas(paths) -> list[x509.Certificate]:
     return cas
 
 
-def load_orl(path: Path | None) -> frozenset[str]:
-    """CSV with a `serial` column (hex); returns upper-case serials without leading zeros."""
+def load_orl(path: Path | None) -> frozenset[tuple[str, str]]:
+    """CSV with `issuer` and `serial` columns -> (issuer, upper-case hex serial without leading zeros) pairs.
+
+    SMETS1 identifies a certificate by serial and issuer (its Certificate ID), so an ORL without issuers is refused:
+    a serial alone could revoke another CA's certificate. `issuer` is the issuer's common name (e.g. Z1) or its full
+    RFC 4514 name."""
     if path is None:
         return frozenset()
-    serials = set()
-    with open(path, encoding="utf-8-sig", newline="") as fh:
-        reader = csv.DictReader(fh)
-        if reader.fieldnames is None or "serial" not in reader.fieldnames:
-            raise ConfigError("ORL needs a 'serial' column", file=str(path), field="serial")
-        for row_no, row in enumerate(reader, start=1):
-            text = (row.get("serial") or "").strip().replace(":", "")
-            try:
-                serials.add(format(int(text, 16), "X"))
-            except ValueError:
-                raise ConfigError(f"serial {text!r} is not hexadecimal", file=str(path), row=row_no, field="serial") from None
-    return frozenset(serials)
+    entries = set()
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            reader = csv.DictReader(fh)
+            missing = [c for c in ("issuer", "serial") if reader.fieldnames is None or c not in reader.fieldnames]
+            if missing:
+                raise ConfigError("the ORL needs 'issuer' and 'serial' columns (SMETS1 certificate id = serial + issuer)", file=str(path),
+                                  field=missing[0])  # fmt: skip
+            for row_no, row in enumerate(reader, start=1):
+                issuer = (row.get("issuer") or "").strip()
+                if not issuer:
+                    raise ConfigError("empty issuer", file=str(path), row=row_no, field="issuer")
+                text = (row.get("serial") or "").strip().replace(":", "")
+                try:
+                    entries.add((issuer, format(int(text, 16), "X")))
+                except ValueError:
+                    raise ConfigError(f"serial {text!r} is not hexadecimal", file=str(path), row=row_no, field="serial") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text ({exc.reason})", file=str(path)) from None
+    return frozenset(entries)

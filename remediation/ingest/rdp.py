@@ -48,7 +48,7 @@ def _days(dates: pa.Array) -> np.ndarray:
     return pc.fill_null(dates.cast(pa.int32()), NO_DAY).to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
 
 
-def _validate(table: pa.Table, first_row: int, source: RdpSource) -> tuple[pd.DataFrame, FieldFaults]:
+def _validate(table: pa.Table, first_row: int, source: RdpSource, mprn_lengths: tuple[int, int] = (6, 10)) -> tuple[pd.DataFrame, FieldFaults]:
     rows = np.arange(first_row, first_row + table.num_rows, dtype=np.int64)
     faults = FieldFaults(str(source.path), "RDP", rows)
     mpxn = trim(table.column("mpxn"))
@@ -57,7 +57,7 @@ def _validate(table: pa.Table, first_row: int, source: RdpSource) -> tuple[pd.Da
     faults.add(fuel.is_null().to_numpy(zero_copy_only=False), "fuel", "unknown fuel (expected E or G)", raw_fuel)
     is_e = pc.fill_null(pc.equal(fuel, "E"), False).to_numpy(zero_copy_only=False)
     is_g = pc.fill_null(pc.equal(fuel, "G"), False).to_numpy(zero_copy_only=False)
-    digits = check_mpxn(faults, mpxn, is_e, is_g)
+    digits = check_mpxn(faults, mpxn, is_e, is_g, mprn_lengths)
     no_id = trim(table.column("network_operator_id"))
     faults.add(~pc.fill_null(pc.greater(pc.utf8_length(no_id), 0), False).to_numpy(zero_copy_only=False),
                "network_operator_id", "empty network operator id", no_id)  # fmt: skip
@@ -85,12 +85,12 @@ def _validate(table: pa.Table, first_row: int, source: RdpSource) -> tuple[pd.Da
     return frame, faults
 
 
-def read_rdp(sources) -> RdpRead:
+def read_rdp(sources, mprn_lengths: tuple[int, int] = (6, 10)) -> RdpRead:
     frames, quarantine, rows_read = [], [], {}
     for source in sources:
         n = 0
         for batch in iter_batches(source.path, source.dialect, RDP_FIELDS):
-            frame, faults = _validate(batch.table, batch.first_row, source)
+            frame, faults = _validate(batch.table, batch.first_row, source, mprn_lengths)
             frame["source_file"] = pd.Categorical.from_codes(np.zeros(len(frame), dtype=np.int8), categories=[str(source.path)])
             frames.append(frame)
             quarantine.extend(faults.frames)

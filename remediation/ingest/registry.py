@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from remediation.certificates import CertificateCatalog, CertificateDecodeError, decode_certificate_text
+from remediation.config import load_registry_file
 from remediation.errors import ConfigError
 from remediation.identifiers import canonical_eui64
 
@@ -62,35 +62,22 @@ def _load_cert(path: Path, catalog: CertificateCatalog, file: Path, field: str) 
 
 
 def load_registry(path: Path, catalog: CertificateCatalog) -> Registry:
-    try:
-        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"cannot read registry ({exc})", file=str(path)) from None
     operators, seen = [], set()
-    for i, item in enumerate(raw.get("network_operator", [])):
+    for i, item in enumerate(load_registry_file(Path(path))):
         where = f"network_operator[{i}]"
-        no_id = str(item.get("id", "")).strip()
-        if not no_id:
-            raise ConfigError("missing id", file=str(path), field=f"{where}.id")
+        no_id = item["id"]
         if no_id in seen:
             raise ConfigError(f"network operator id {no_id!r} appears twice", file=str(path), field=f"{where}.id")
         seen.add(no_id)
-        entity = canonical_eui64(str(item.get("entity_id", "")))
+        entity = canonical_eui64(item["entity_id"])
         if entity is None:
-            raise ConfigError(f"{item.get('entity_id')!r} is not an EUI-64", file=str(path), field=f"{where}.entity_id")
-        fuel = item.get("fuel")
-        if fuel not in ("E", "G"):
-            raise ConfigError("fuel must be E or G", file=str(path), field=f"{where}.fuel")
-        base = Path(path).parent
-        ds_path = (base / item.get("ds_certificate", "")).resolve()
-        ka_path = (base / item.get("ka_certificate", "")).resolve()
+            raise ConfigError(f"{item['entity_id']!r} is not an EUI-64", file=str(path), field=f"{where}.entity_id")
+        ds_path, ka_path = item["ds_certificate"], item["ka_certificate"]
         operators.append(
             NetworkOperator(
-                id=no_id, name=str(item.get("name", no_id)), fuel=fuel, entity_id=entity, ds_path=ds_path, ka_path=ka_path,
+                id=no_id, name=item["name"] or no_id, fuel=item["fuel"], entity_id=entity, ds_path=ds_path, ka_path=ka_path,
                 ds_cert_id=_load_cert(ds_path, catalog, path, f"{where}.ds_certificate"),
                 ka_cert_id=_load_cert(ka_path, catalog, path, f"{where}.ka_certificate"),
             )  # fmt: skip
         )
-    if not operators:
-        raise ConfigError("no [[network_operator]] entries", file=str(path))
     return Registry(tuple(operators))

@@ -126,8 +126,12 @@ def prefetched(items: Iterator, depth: int = 2) -> Iterator:
 
 def _csv_header(path: Path, dialect: Dialect) -> list[str]:
     encoding = "utf-8-sig" if dialect.csv_encoding.replace("-", "").lower() in ("utf8", "utf8sig") else dialect.csv_encoding
-    with open(path, encoding=encoding, newline="") as fh:
-        first = fh.readline()
+    try:
+        with open(path, encoding=encoding, newline="") as fh:
+            first = fh.readline()
+    except UnicodeDecodeError as exc:
+        raise InputError(f"header line is not {dialect.csv_encoding} text ({exc.reason} at byte {exc.start}); check the dialect's csv.encoding",
+                         file=str(path), row=1) from None  # fmt: skip
     if not first.strip():
         raise InputError("file has no header line", file=str(path))
     return next(csv.reader(io.StringIO(first), delimiter=dialect.csv_delimiter))

@@ -45,7 +45,7 @@ def build_report(directory: str | Path, redaction_key: bytes | None = None) -> d
         raise InputError("not a detect, plan, dry-run or run directory (no summary.json / findings.parquet)", file=str(requested))
     plan = _load_json(directory / "plan.json")
     run = _load_json(directory / "run.json")
-    findings = pd.read_parquet(directory / "findings.parquet", columns=["device_id", "s1sp", "mpxn", "category", "registered_no", "detail"])
+    findings = pd.read_parquet(directory / "findings.parquet", columns=["device_id", "s1sp", "mpxn", "category", "cause", "registered_no", "detail"])
     excluded = findings[~findings["category"].isin([Category.WRONG_NO.value, Category.OK.value])]
     excluded = excluded.sort_values(["category", "s1sp", "device_id"], key=lambda s: s.map(CATEGORIES.index) if s.name == "category" else s)
     redact = redactor(redaction_key)
@@ -66,6 +66,11 @@ def build_report(directory: str | Path, redaction_key: bytes | None = None) -> d
         "devices_by_category": summary["devices_by_category"],
         "devices_by_s1sp": summary["devices_by_s1sp"],
         "wrong_owner_matrix": summary["wrong_owner_matrix"],
+        # Version 2 domain figures (absent from summaries written before them).
+        "no_locked_out": summary.get("no_locked_out"),
+        "devices_by_cause": summary.get("devices_by_cause", {}),
+        "registry_gaps": summary.get("registry_gaps", []),
+        "security_hold": summary.get("security_hold", []),
         "estimated_apply": estimate,
         "quarantine": summary["quarantine"],
         "excluded": {

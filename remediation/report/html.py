@@ -9,8 +9,8 @@ from remediation.model import CATEGORIES
 from remediation.report.terminal import format_duration
 
 COLOURS = {
-    "INVALID_INPUT": "#b71c1c", "DUPLICATE_CONFLICT": "#e65100", "NO_RDP": "#6d4c41", "RDP_AMBIGUOUS": "#8d6e63",
-    "UNKNOWN_NO": "#7b1fa2", "WRONG_NO": "#f9a825", "SLOT_EMPTY": "#0277bd", "KEY_USAGE_MISMATCH": "#00838f",
+    "INVALID_INPUT": "#b71c1c", "OUT_OF_SCOPE": "#9e9e9e", "DUPLICATE_CONFLICT": "#e65100", "SECURITY_HOLD": "#d50000",
+    "NO_RDP": "#6d4c41", "RDP_AMBIGUOUS": "#8d6e63", "UNKNOWN_NO": "#7b1fa2", "PENDING_NO_CHANGE": "#5c6bc0", "WRONG_NO": "#f9a825", "SLOT_EMPTY": "#0277bd", "KEY_USAGE_MISMATCH": "#00838f",
     "EXPIRED_OR_REVOKED": "#546e7a", "OK": "#2e7d32",
 }  # fmt: skip
 CSS = """
@@ -121,6 +121,42 @@ def _excluded(report: dict) -> str:
     summary = ", ".join(f"{c} {n}" for c, n in ex["by_category"].items())
     return (f'<p>{ex["devices"]} devices are not planned and not OK ({_e(summary)}). They are reported, never written.</p>{more}'
             f'<table id="excluded"><tr><th>device</th><th>S1SP</th><th>MPxN</th><th>category</th><th>why</th></tr>{rows}</table>')  # fmt: skip
+
+
+def _locked_out(report: dict) -> str:
+    """The MP107 headline: devices no NO can manage, by S1SP and by registered NO."""
+    locked = report.get("no_locked_out")
+    if not locked:
+        return ""
+    by_s1sp = "".join(f'<tr><td>{_e(k)}</td><td class="n" data-locked-s1sp="{_e(k)}">{v}</td></tr>' for k, v in locked["by_s1sp"].items())
+    by_no = "".join(f'<tr><td>{_e(k)}</td><td class="n" data-locked-no="{_e(k)}">{v}</td></tr>' for k, v in locked["by_registered_no"].items())
+    cats = ", ".join(f"{k} {v}" for k, v in locked["by_category"].items())
+    return (f'<h2>Devices no NO can manage: <span data-locked-out="{locked["devices"]}">{locked["devices"]}</span></h2>'
+            f'<p>The registered NO cannot send SRV 6.15.1 to these devices ({_e(cats)}).</p>'
+            f'<table id="locked-s1sp"><tr><th>S1SP</th><th>devices</th></tr>{by_s1sp}</table>'
+            f'<table id="locked-no"><tr><th>registered NO</th><th>devices</th></tr>{by_no}</table>')  # fmt: skip
+
+
+def _gaps_and_holds(report: dict) -> str:
+    out = []
+    gaps = report.get("registry_gaps") or []
+    if gaps:
+        rows = "".join(f'<tr><td>{_e(g["network_operator_id"])}</td><td class="n" data-gap="{_e(g["network_operator_id"])}">{g["devices"]}</td></tr>' for g in gaps)
+        out.append('<h2>Registry coverage: RDP network operators missing from the NO registry</h2>'
+                   f'<table id="registry-gaps"><tr><th>RDP network operator id</th><th>in-scope devices</th></tr>{rows}</table>'
+                   '<p class="note">Their devices are UNKNOWN_NO and can never be corrected until the registry lists them; plan refuses unless --allow-unknown-no.</p>')  # fmt: skip
+    causes = report.get("devices_by_cause") or {}
+    if causes:
+        rows = "".join(f'<tr><td>{_e(c)}</td><td>{_e(k)}</td><td class="n" data-cause="{_e(c)}/{_e(k)}">{n}</td></tr>'
+                       for c, by in causes.items() for k, n in by.items())  # fmt: skip
+        out.append(f'<h2>Causes per category</h2><table id="causes"><tr><th>category</th><th>cause</th><th>devices</th></tr>{rows}</table>')
+    holds = report.get("security_hold") or []
+    if holds:
+        rows = "".join(f'<tr><td>{_e(h["issuer"])}</td><td>{_e(h["serial"])}</td><td>{_e(h["subject"])}</td><td><code>{_e(h["fingerprint"])}</code></td>'
+                       f'<td>{_e(h["cause"])}</td><td class="n" data-hold="{_e(h["fingerprint"])}">{h["devices"]}</td></tr>' for h in holds)  # fmt: skip
+        out.append('<h2>SECURITY_HOLD: certificates to investigate (never overwritten)</h2>'
+                   f'<table id="security-hold"><tr><th>issuer</th><th>serial</th><th>subject</th><th>SHA-256 fingerprint</th><th>why</th><th>devices</th></tr>{rows}</table>')  # fmt: skip
+    return "".join(out)
 
 
 def _run(report: dict) -> str:
@@ -317,9 +353,11 @@ def render_html(report: dict) -> str:
 {_change_requests(report)}
 {_costs(report)}
 {_impact(report)}
+{_locked_out(report)}
 <h2>Devices by category per S1SP</h2>
 {_category_chart(report["devices_by_s1sp"])}
 {_category_table(report)}
+{_gaps_and_holds(report)}
 <h2>Wrong owner → expected owner</h2>
 {_matrix(report)}
 <h2>Estimated apply duration per S1SP</h2>

@@ -152,8 +152,26 @@ def render_markdown(report: dict) -> str:
     out += ["", *_ticket(report)]
     # What a change ticket needs first: outcome, problems, alert routing, cost; then the detail behind them.
     out += _run(report) + _dry_run(report) + _links(report) + _change_requests(report) + _costs(report) + _impact(report)
+    locked = report.get("no_locked_out")
+    if locked:
+        out += [f"## Devices no NO can manage: {locked['devices']}", ""]
+        out.append(_table(["S1SP", "devices"], [[k, v] for k, v in locked["by_s1sp"].items()]))
+        out += [""]
+        out.append(_table(["registered NO", "devices"], [[k, v] for k, v in locked["by_registered_no"].items()]))
+        out += [""]
+    if report.get("registry_gaps"):
+        out += ["## Registry coverage gaps (RDP NO ids missing from the registry)", ""]
+        out.append(_table(["RDP network operator id", "in-scope devices"], [[g["network_operator_id"], g["devices"]] for g in report["registry_gaps"]]))
+        out += [""]
     out += ["## Devices by category per S1SP", ""]
     out.append(_table(["category", *s1sps, "all"], [[c, *(report["devices_by_s1sp"][s][c] for s in s1sps), report["devices_by_category"][c]] for c in CATEGORIES]))
+    if report.get("devices_by_cause"):
+        out += ["", "## Causes per category", ""]
+        out.append(_table(["category", "cause", "devices"], [[c, k, n] for c, by in report["devices_by_cause"].items() for k, n in by.items()]))
+    if report.get("security_hold"):
+        out += ["", "## SECURITY_HOLD certificates (investigate; never overwritten)", ""]
+        out.append(_table(["issuer", "serial", "subject", "fingerprint", "why", "devices"],
+                          [[h["issuer"], h["serial"], h["subject"], h["fingerprint"], h["cause"], h["devices"]] for h in report["security_hold"]]))  # fmt: skip
     out += ["", "## Wrong owner → expected owner", ""]
     out.append(_table(["slot holds", "registered NO", "devices"], [[r["wrong_owner"], r["expected_owner"], r["devices"]] for r in report["wrong_owner_matrix"]]))
     if report["estimated_apply"]:

@@ -12,6 +12,7 @@ from remediation.plan import apply_estimates
 
 _STYLE = {
     Category.INVALID_INPUT.value: "red", Category.DUPLICATE_CONFLICT.value: "red", Category.WRONG_NO.value: "bold yellow",
+    Category.SECURITY_HOLD.value: "bold red",
     Category.OK.value: "green",
 }  # fmt: skip
 
@@ -49,12 +50,54 @@ def matrix_table(summary: dict, limit: int = 12) -> Table | None:
     return table
 
 
+def locked_out_lines(summary: dict) -> list[str]:
+    """The headline (devices no NO can manage), the registry coverage gaps and the held certificates, as lines."""
+    lines = []
+    locked = summary.get("no_locked_out")
+    if locked is not None:
+        by_s1sp = ", ".join(f"{k} {v}" for k, v in locked["by_s1sp"].items()) or "none"
+        by_no = ", ".join(f"{k} {v}" for k, v in list(locked["by_registered_no"].items())[:8])
+        more = " …" if len(locked["by_registered_no"]) > 8 else ""
+        lines.append(f"[bold]devices no NO can manage: {locked['devices']}[/] (by S1SP: {by_s1sp}; by registered NO: {by_no or 'none'}{more})")
+    for gap in summary.get("registry_gaps", []):
+        lines.append(f"[bold red]registry gap[/]: RDP network operator {gap['network_operator_id']} has {gap['devices']} in-scope device(s) "
+                     f"but no registry entry (UNKNOWN_NO; plan refuses without --allow-unknown-no)")  # fmt: skip
+    holds = summary.get("security_hold", [])
+    if holds:
+        lines.append(f"[bold red]SECURITY_HOLD[/]: {len(holds)} certificate(s) to investigate (never overwritten):")
+        for h in holds[:10]:
+            lines.append(f"  issuer {h['issuer']} serial {h['serial']} subject {h['subject']} sha256 {h['fingerprint'][:16]}… "
+                         f"({h['cause']}, {h['devices']} device(s))")  # fmt: skip
+        if len(holds) > 10:
+            lines.append(f"  … {len(holds) - 10} more in summary.json")
+    return lines
+
+
+def cause_table(summary: dict) -> Table | None:
+    causes = summary.get("devices_by_cause") or {}
+    if not causes:
+        return None
+    table = Table(title="Causes per category", title_justify="left")
+    table.add_column("category")
+    table.add_column("cause")
+    table.add_column("devices", justify="right")
+    for category, by in causes.items():
+        for cause, n in by.items():
+            table.add_row(category, cause, str(n), style=_STYLE.get(category, ""))
+    return table
+
+
 def print_detect(summary: dict, out_dir: Path, console: Console | None = None) -> None:
     console = console or Console()
     console.print(detect_table(summary))
+    causes = cause_table(summary)
+    if causes is not None:
+        console.print(causes)
     matrix = matrix_table(summary)
     if matrix is not None:
         console.print(matrix)
+    for line in locked_out_lines(summary):
+        console.print(line)
     files = ", ".join(f"{Path(f['path']).name} {f['rows_read']}" for f in summary["files"])
     q = summary["quarantine"]
     console.print(f"rows read: {files}")

@@ -14,7 +14,7 @@ from remediation.certificates import CertificateCatalog
 from remediation.config import EXTRACT_FIELDS_WIDE, CaseConfig
 from remediation.errors import InputError
 from remediation.identifiers import eui64_text, mpxn_text
-from remediation.ingest.extracts import read_extract
+from remediation.ingest.extracts import DeviceRules, read_extract
 from remediation.ingest.pki import load_org_cas
 from remediation.model import EMPTY_SLOT
 from remediation.simulator.faults import FaultSpec
@@ -27,14 +27,15 @@ def load_from_case(store: SlotStore, config: CaseConfig, s1sp: str) -> int:
     if not sources:
         raise InputError(f"the case has no extract for S1SP {s1sp}", field="--s1sp")
     catalog = CertificateCatalog(load_org_cas(config.org_ca_paths))
+    rules = DeviceRules.of(config)
     rows = []
     for source in sources:
-        records = read_extract(source, catalog).records
+        records = read_extract(source, catalog, rules=rules).records
         b64 = [f.b64() if f.der is not None else None for f in catalog.facts]
         good = records[records["key_ok"].to_numpy(dtype=bool)]
         device_ids = eui64_text(good["key"].to_numpy(dtype=np.uint64)).to_pylist()
         mpxns = mpxn_text(good["mpxn_key"].to_numpy(dtype=np.int64)).to_pylist()
-        types = [("ESME", "GSME")[t] if t >= 0 else None for t in good["device_type"].to_numpy()]
+        types = [rules.names[t] if t >= 0 else None for t in good["device_type"].to_numpy()]
         for device_id, device_type, mpxn, ds, ka in zip(device_ids, types, mpxns, good["ds"].to_numpy(), good["ka"].to_numpy()):
             rows.append((device_id, s1sp, device_type, mpxn, b64[ds] if ds != EMPTY_SLOT else None, b64[ka] if ka != EMPTY_SLOT else None))
     return store.load(rows)
