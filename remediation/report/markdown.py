@@ -20,6 +20,8 @@ def _who(entry: dict) -> str:
         text += f" (key {entry['key_id'][:16]})"
     if entry.get("at"):
         text += f" at {entry['at']}"
+    if entry.get("change_ref"):
+        text += f" under {entry['change_ref']}"
     return text
 
 
