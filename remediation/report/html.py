@@ -248,8 +248,8 @@ def _costs(report: dict) -> str:
     not_costed = f'<p class="note">Not costed (no fixed figure): {_e(", ".join(costs["not_costed"]))}.</p>' if costs["not_costed"] else ""
     return (f'<h2>Cost and effort estimate ({_e(cur)})</h2><p class="note">{_e(costs.get("unit_costs_label") or "configured unit costs")}</p>{_cost_chart(costs)}'
             f'<table id="costs-by-s1sp"><tr><th>S1SP</th><th>planned</th><th>held</th><th>apply time</th><th>fixed</th><th>cost</th></tr>{subtotal}{shared_row}{total}</table>{not_costed}'
-            f'<details><summary>By S1SP and registered NO</summary><table id="costs"><tr><th>S1SP</th><th>registered NO</th><th>planned</th><th>held</th>'
-            f'<th>apply time</th><th>cost</th></tr>{rows}</table></details>')  # fmt: skip
+            f'<h3>By S1SP and registered NO</h3><table id="costs"><tr><th>S1SP</th><th>registered NO</th><th>planned</th><th>held</th>'
+            f'<th>apply time</th><th>cost</th></tr>{rows}</table>')  # fmt: skip
 
 
 def _hours(hours) -> str:
