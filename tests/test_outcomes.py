@@ -269,6 +269,11 @@ def test_cost_table_sums_and_governance_is_recorded(world):
     ioc = next(s for s in costs["by_s1sp"] if s["s1sp"] == "IOC")
     assert ioc["mode"] == "manual" and ioc["held_devices"] == 3 and ioc["apply_hours"] == 0
     assert document["governance"] == {"change_record": "CHG-1234", "decision": "MP107 R2 decision 7"}
+    # is the manual S1SP worth automating? 3 devices, one NO: by hand 3 × 20 + 100; through the API 3 × 2.5 + 100 + apply time
+    choice = {a["s1sp"]: a for a in costs["automate_or_manual"]}["IOC"]
+    assert choice["devices"] == 3 and choice["manual_cost"] == 160.0
+    assert choice["automation_pays_below_fixed_cost"] == pytest.approx(choice["manual_cost"] - choice["automated_variable_cost"], abs=0.01)
+    assert choice["automated_variable_cost"] == pytest.approx(3 * 2.5 + 100 + 60 * 3 * 3 / 20 / 3600, abs=0.01)
 
 
 @pytest.mark.parametrize("costs, field", [

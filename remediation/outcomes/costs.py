@@ -66,9 +66,27 @@ def _round(x: float | None) -> float | None:
     return None if x is None else round(float(x), 2)
 
 
+def automate_or_manual(model: CostModel, correctable: pd.DataFrame, rates: dict[str, float | None], s1sps: list[str]) -> list[dict]:
+    """The working group's question per S1SP: what correcting its devices costs through its API (variable part; the
+    S1SP's fixed cost comes on top) against by hand (manual handling per device), and so the fixed cost below which
+    automating it pays. `correctable`: the devices to correct whichever way (s1sp, registered_no)."""
+    out = []
+    for code in s1sps:
+        part = correctable[correctable["s1sp"] == code]
+        n, nos = int(len(part)), int(part["registered_no"].nunique())
+        rate = model.requests_per_second.get(code) or rates.get(code)
+        hours = n * REQUESTS_PER_DEVICE / rate / 3600 if rate else None
+        automated = model.per_device * n + model.per_network_operator * nos + model.apply_hour * (hours or 0)
+        by_hand = model.manual_per_held_device * n + model.per_network_operator * nos
+        out.append({"s1sp": code, "devices": n, "network_operators": nos, "automated_variable_cost": _round(automated),
+                    "manual_cost": _round(by_hand), "automation_pays_below_fixed_cost": _round(by_hand - automated)})  # fmt: skip
+    return out
+
+
 def estimate_costs(model: CostModel, planned: pd.DataFrame, held: pd.DataFrame, rates: dict[str, float | None], manual: list[str],
-                   s1sps: list[str]) -> dict:  # fmt: skip
-    """planned / held: frames with columns s1sp, registered_no (one row per device). rates: S1SP -> requests/s."""
+                   s1sps: list[str], correctable: pd.DataFrame | None = None) -> dict:  # fmt: skip
+    """planned / held: frames with columns s1sp, registered_no (one row per device). rates: S1SP -> requests/s.
+    correctable: every device the plan corrects, through an API or a manual S1SP's change request."""
     keys = ["s1sp", "registered_no"]
     p = planned.groupby(keys).size().rename("planned_devices")
     h = held.groupby(keys).size().rename("held_devices")
@@ -106,6 +124,7 @@ def estimate_costs(model: CostModel, planned: pd.DataFrame, held: pd.DataFrame, 
     fixed_total = float(sum(model.fixed_per_s1sp.values())) + model.fixed_shared
     return {
         "schema": COSTS_SCHEMA,
+        "automate_or_manual": automate_or_manual(model, planned if correctable is None else correctable, rates, s1sps),
         "currency": model.currency,
         "unit_costs": model.model_dump(exclude={"unit_costs_label", "fixed_shared_label"}),
         "unit_costs_label": model.unit_costs_label,

@@ -59,5 +59,5 @@ def plan_extras(out: Path, config, catalog, registry, rows: pd.DataFrame, change
         # Held devices: the worklist the plan leaves (locked out, not in the API plan) - a plan directory's worklist.
         held = build_worklist(Sources(out, "plan", out, {}), planned_ids=api_rows["device_id"])
         rates = {code: ep.rate_per_second for code, ep in config.endpoints.items()}
-        fields["costs"] = estimate_costs(model, api_rows, held, rates, manual, s1sps)
+        fields["costs"] = estimate_costs(model, api_rows, held, rates, manual, s1sps, correctable=pd.concat([api_rows, manual_rows])[["s1sp", "registered_no"]])
     return PlanExtras(api_rows, fields, outputs)

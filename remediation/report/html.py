@@ -6,7 +6,7 @@ from __future__ import annotations
 from html import escape
 
 from remediation.model import CATEGORIES
-from remediation.report.terminal import format_duration
+from remediation.report.terminal import automation_lines, format_duration
 
 COLOURS = {
     "INVALID_INPUT": "#b71c1c", "OUT_OF_SCOPE": "#9e9e9e", "DUPLICATE_CONFLICT": "#e65100", "SECURITY_HOLD": "#d50000",
@@ -246,6 +246,7 @@ def _costs(report: dict) -> str:
     total = (f'<tr><th>total</th><td class="n">{t["planned_devices"]}</td><td class="n">{t["held_devices"]}</td><td class="n">{_e(_hours(t["apply_hours"]))}</td>'
              f'<td class="n">{_e(money(t["fixed_cost"], cur))}</td><td class="n" data-cost-total="1">{_e(money(t["cost"], cur))}</td></tr>')
     not_costed = f'<p class="note">Not costed (no fixed figure): {_e(", ".join(costs["not_costed"]))}.</p>' if costs["not_costed"] else ""
+    not_costed += "".join(f'<p class="automation">{_e(line)}</p>' for line in automation_lines(costs))
     return (f'<h2>Cost and effort estimate ({_e(cur)})</h2><p class="note">{_e(costs.get("unit_costs_label") or "configured unit costs")}</p>{_cost_chart(costs)}'
             f'<table id="costs-by-s1sp"><tr><th>S1SP</th><th>planned</th><th>held</th><th>apply time</th><th>fixed</th><th>cost</th></tr>{subtotal}{shared_row}{total}</table>{not_costed}'
             f'<h3>By S1SP and registered NO</h3><table id="costs"><tr><th>S1SP</th><th>registered NO</th><th>planned</th><th>held</th>'

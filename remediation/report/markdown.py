@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from remediation.model import CATEGORIES
 from remediation.outcomes.text import md, md_table
-from remediation.report.terminal import format_duration, money
+from remediation.report.terminal import automation_lines, format_duration, money
 
 _table = md_table
 
@@ -120,6 +120,8 @@ def _costs(report: dict) -> list[str]:
            _table(["S1SP", "planned", "held", "apply time", "fixed", "cost"], rows), ""]  # fmt: skip
     if costs["not_costed"]:
         out += [f"Not costed (no fixed figure): {md(', '.join(costs['not_costed']))}.", ""]
+
+    out += [f"- {md(line)}" for line in automation_lines(costs)] + [""]
     out += ["By S1SP and registered NO:", "",
             _table(["S1SP", "registered NO", "planned", "held", "apply time", "cost"],
                    [[r["s1sp"], r["registered_no"], r["planned_devices"], r["held_devices"], _hours(r["apply_hours"]), money(r["cost"], cur)]

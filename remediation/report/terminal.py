@@ -122,6 +122,8 @@ def print_plan(document: dict, out_dir: Path, console: Console | None = None) ->
     console.print(table)
     if document.get("costs"):
         console.print(cost_table(document["costs"]))
+        for line in automation_lines(document["costs"]):
+            console.print(line)
     if document.get("change_requests"):
         console.print(f"manual S1SPs ({', '.join(document['manual_s1sps'])}): {document['change_requests']['devices']} devices in the change-request export "
                       f"(change_requests/), not written through any API")  # fmt: skip
@@ -294,3 +296,17 @@ def print_report_brief(report: dict, console: Console | None = None) -> None:
     problems = report.get("problem_devices")
     if problems and problems["devices"]:
         console.print(f"devices not at target: {problems['devices']} (" + ", ".join(f"{k} {v}" for k, v in problems["by_state"].items()) + ")")
+
+
+def automation_lines(costs: dict) -> list[str]:
+    """One sentence per S1SP answering 'is it worth automating?' from the configured unit costs."""
+    cur, out = costs["currency"], []
+    for a in costs.get("automate_or_manual") or []:
+        if not a["devices"]:
+            continue
+        pays = a["automation_pays_below_fixed_cost"]
+        verdict = (f"automating it pays if its fixed cost is below {money(pays, cur)}" if pays > 0
+                   else "handling it by hand is cheaper whatever automation's fixed cost")  # fmt: skip
+        out.append(f"{a['s1sp']}: {a['devices']} devices to correct; through its API {money(a['automated_variable_cost'], cur)} + fixed, "
+                   f"by hand {money(a['manual_cost'], cur)}: {verdict}")  # fmt: skip
+    return out
