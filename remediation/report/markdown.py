@@ -120,7 +120,6 @@ def _costs(report: dict) -> list[str]:
            _table(["S1SP", "planned", "held", "apply time", "fixed", "cost"], rows), ""]  # fmt: skip
     if costs["not_costed"]:
         out += [f"Not costed (no fixed figure): {md(', '.join(costs['not_costed']))}.", ""]
-
     out += [f"- {md(line)}" for line in automation_lines(costs)] + [""]
     out += ["By S1SP and registered NO:", "",
             _table(["S1SP", "registered NO", "planned", "held", "apply time", "cost"],
