@@ -565,6 +565,11 @@ def run_notify(run_dir: str | Path, out_dir: str | Path) -> dict:
     sources = resolve(run_dir)
     if sources.kind != "run":
         raise InputError(f"notification packs are made from a run directory; this is a {sources.kind} directory", file=str(run_dir))
+    from remediation.outcomes.state import run_state
+
+    if run_state(sources.directory)["status"] == "running":
+        # Devices are being written right now: packs made now would tell NOs less than the run will have done.
+        raise InputError("the run is in progress (its lock is held by a live process); make the packs once it has finished", file=str(run_dir))
     if sources.plan.get("kind") == "rollback":
         # A rollback puts the previous certificates back: packs saying "now at your certificates" would be false.
         raise InputError("this run applied a rollback plan; notification packs are made for correction runs only", file=str(run_dir))

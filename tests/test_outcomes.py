@@ -491,3 +491,23 @@ def test_previous_holders_are_not_sent_mpxns(world, tmp_path):
     written = plan[plan["device_id"].isin(_journal_done(world["run"]))]
     registered = (tmp_path / "packs" / "AAAA" / "devices-now-registered.csv").read_text()
     assert all(m in registered for m in written["mpxn"])  # the registered NO does get its own supply points
+
+
+def test_notify_waits_for_a_run_in_progress(world, tmp_path):
+    import shutil
+
+    from remediation.apply.lock import RunLock
+    from remediation.evidence.journal import Journal
+
+    run = tmp_path / "run"
+    shutil.copytree(world["run"], run)
+    journal = Journal(run / "journal.jsonl")
+    journal.append("run_resumed", plan_hash=json.loads((run / "run.json").read_text())["plan_hash"], run_by="dave")
+    journal.close()
+    lock = RunLock(run).acquire("dave")  # a live holder: this process
+    try:
+        result = CliRunner().invoke(main, ["notify", str(run), "--out", str(tmp_path / "packs")])
+        assert result.exit_code == 2 and "in progress" in result.stderr
+    finally:
+        lock.release()
+    assert pipeline.run_notify(run, tmp_path / "packs-after")["run_status"] == "interrupted"  # the holder is gone now
