@@ -19,8 +19,8 @@ from remediation.cli import main
 from remediation.errors import ConfigError
 from remediation.evidence.journal import read_journal
 from remediation.simulator.service import make_drift
-from tests.simulation import api_writes, start_sim
-from tests.support import SUPPLIER, CaseFiles, cert, mpan, no_cert, revoked_serial
+from tests.simulation import api_writes, run_apply, start_sim
+from tests.support import SUPPLIER, CaseFiles, cert, key_env, key_file, mpan, no_cert, revoked_serial, signer
 
 GOVERNANCE = '[governance]\nchange_record = "CHG-1234"\ndecision = "MP107 R2 decision 7"\n'
 COSTS = """[costs]
@@ -87,13 +87,13 @@ def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("outcomes")
     case, config, ids = build_case(root)
     plan_dir = root / "plan"
-    pipeline.run_plan(config, plan_dir, planner="alice")
-    pipeline.run_approve(plan_dir, "bob")
+    pipeline.run_plan(config, plan_dir, key=signer("alice"))
+    pipeline.run_approve(plan_dir, signer("bob"))
     moc = start_sim(root / "moc.sqlite", config, "MOC")
     ioc = start_sim(root / "ioc.sqlite", config, "IOC")
     make_drift(moc.store, ids["drift"], 0, 1)
     try:
-        result = pipeline.run_apply(plan_dir, root / "run", ApplyOptions(who="carol", endpoints={"MOC": moc.url, "IOC": ioc.url}))
+        result = run_apply(plan_dir, root / "run", ApplyOptions(who="carol", endpoints={"MOC": moc.url, "IOC": ioc.url}))
     finally:
         moc.stop()
         ioc.stop()
@@ -246,7 +246,7 @@ def test_verify_reads_the_manual_s1sps_fresh_extract(world, tmp_path):
 def test_a_bad_s1sp_mode_is_a_config_error(tmp_path):
     _, config, _ = build_case(tmp_path)
     config.write_text(config.read_text().replace('mode = "manual"', 'mode = "by hand"'))
-    result = CliRunner().invoke(main, ["plan", "--config", str(config), "--out", str(tmp_path / "p"), "--by", "alice"])
+    result = CliRunner(env=key_env("alice")).invoke(main, ["plan", "--config", str(config), "--out", str(tmp_path / "p")])
     assert result.exit_code == 2 and "s1sp.IOC.mode" in result.stderr
 
 
@@ -285,13 +285,13 @@ def test_cost_table_sums_and_governance_is_recorded(world):
 def test_bad_costs_are_config_errors_naming_the_field(tmp_path, costs, field):
     _, config, _ = build_case(tmp_path, costs=costs)
     with pytest.raises(ConfigError) as err:
-        pipeline.run_plan(config, tmp_path / "p", planner="alice")
+        pipeline.run_plan(config, tmp_path / "p", key=signer("alice"))
     assert field in str(err.value) and str(config) in str(err.value)
 
 
 def test_change_ref_overrides_the_case(tmp_path):
     _, config, _ = build_case(tmp_path)
-    result = CliRunner().invoke(main, ["plan", "--config", str(config), "--out", str(tmp_path / "p"), "--by", "alice", "--change-ref", "CHG-9"])
+    result = CliRunner(env=key_env("alice")).invoke(main, ["plan", "--config", str(config), "--out", str(tmp_path / "p"), "--change-ref", "CHG-9"])
     assert result.exit_code == 0, result.stderr
     assert json.loads((tmp_path / "p" / "plan.json").read_text())["governance"]["change_record"] == "CHG-9"
     assert "Cost and effort estimate" in result.stdout and "IOC" in result.stdout
@@ -312,12 +312,15 @@ def test_run_report_says_the_same_in_every_format(world, tmp_path):
     md = _report(world["run"], "md", tmp_path / "r.md")
     data = json.loads(_report(world["run"], "json", tmp_path / "r.json"))
     state = data["run_state"]
-    assert state["status"] == "needs_attention" and state["applied_by"] == ["carol"] and state["started_at"] and state["finished_at"]
+    assert state["status"] == "needs_attention" and state["started_at"] and state["finished_at"]
+    assert state["applied_by"] == [f"carol (key {signer('carol').key_id})"]  # by name and key id
     assert data["apply_outcome"]["MOC"] == {"done": 10, "noop": 0, "drifted": 1, "failed": 0, "open": 0}
     assert [r["device_id"] for r in data["problem_devices"]["shown"]] == world["ids"]["drift"]
-    assert data["authority"]["planned_by"]["name"] == "alice" and data["authority"]["approved_by"][0]["name"] == "bob"
+    assert data["authority"]["planned_by"] == {"name": "alice", "key_id": signer("alice").key_id, "at": None}
+    assert [(a["name"], a["key_id"]) for a in data["authority"]["approved_by"]] == [("bob", signer("bob").key_id)]
     for text in (html, md):
         assert "needs_attention" in text and "carol" in text and "bob" in text and "CHG" in text
+        assert signer("carol").key_id in text and signer("bob").key_id in text and signer("alice").key_id in text
         assert world["ids"]["drift"][0] in text and "drifted" in text
         assert str((tmp_path / "packs").resolve()) in text
         assert "30,157" in text and "3 devices (IOC 3)" in text  # the manual S1SP's change requests
@@ -351,7 +354,7 @@ def test_report_of_a_paused_run_says_paused_and_why(tmp_path):
     _, config, plan_dir = planned_case(tmp_path, wrong=12, ok=0)
     sim = start_sim(tmp_path / "moc.sqlite", config, faults="error=1.0")
     try:
-        result = pipeline.run_apply(plan_dir, tmp_path / "run", ApplyOptions(who="carol", endpoints={"MOC": sim.url},
+        result = run_apply(plan_dir, tmp_path / "run", ApplyOptions(who="carol", endpoints={"MOC": sim.url},
                                                                              retry=RetryPolicy(attempts=1, initial=0.01, max_wait=0.01)))  # fmt: skip
     finally:
         sim.stop()
@@ -397,7 +400,7 @@ def test_markdown_injection_in_inputs_is_escaped(tmp_path):
     m = mpan(14, 9002)
     case.device("00-1D-00-00-00-03-00-02", m, no_cert("BBBB", "DS"), no_cert("BBBB", "KA"))
     case.register(m, "AAAA")
-    pipeline.run_plan(case.write(), tmp_path / "plan", planner="alice")
+    case.plan()
     md = _report(tmp_path / "plan", "md", tmp_path / "r.md")
     html = _report(tmp_path / "plan", "html", tmp_path / "r.html")
     assert "[click](http" not in md and "<b>" not in md and "|<b>" not in md
@@ -415,11 +418,11 @@ def test_markdown_injection_in_inputs_is_escaped(tmp_path):
 
 
 def test_audit_export_carries_signed_packs(world, tmp_path):
-    from remediation.evidence.audit import generate_key
+    pipeline.run_audit_export(world["run"], tmp_path / "audit", key_file("erin"), "erin")  # the auditor's key
+    from remediation.evidence.hashing import sha256_file
 
-    generate_key(tmp_path / "k", tmp_path / "k.pub")
-    pipeline.run_audit_export(world["run"], tmp_path / "audit", tmp_path / "k", "carol")
-    manifest = pipeline.run_audit_verify(tmp_path / "audit", tmp_path / "k.pub")
+    policy = sha256_file(world["root"] / "people.toml")  # the reviewed trust policy's hash, as an auditor passes it
+    manifest = pipeline.run_audit_verify(tmp_path / "audit", expect_policy_sha256=policy)
     names = {f["name"] for f in manifest["files"]}
     assert "packs/AAAA/devices-now-registered.csv" in names and "packs/BBBB/letter.md" in names and "packs/manifest.json" in names
     summary = json.loads((tmp_path / "audit" / "summary.json").read_text())
@@ -428,11 +431,11 @@ def test_audit_export_carries_signed_packs(world, tmp_path):
     letter = tmp_path / "audit" / "packs" / "BBBB" / "letter.md"
     letter.write_text(letter.read_text() + "\nedited\n")
     with pytest.raises(Exception, match="letter.md"):
-        pipeline.run_audit_verify(tmp_path / "audit", tmp_path / "k.pub")
+        pipeline.run_audit_verify(tmp_path / "audit", expect_policy_sha256=policy)
     (tmp_path / "audit" / "packs" / "extra.csv").write_text("x")
     letter.unlink()
     with pytest.raises(Exception, match="letter.md|extra.csv"):
-        pipeline.run_audit_verify(tmp_path / "audit", tmp_path / "k.pub")
+        pipeline.run_audit_verify(tmp_path / "audit", expect_policy_sha256=policy)
 
 
 
@@ -449,7 +452,7 @@ def test_report_of_an_interrupted_run_says_so(world, tmp_path):
     journal.close()
     data = json.loads(_report(run, "json", tmp_path / "r.json"))
     assert data["run_state"]["status"] == "interrupted" and data["run_state"]["finished_at"] is None
-    assert data["run_state"]["applied_by"] == ["carol", "dave"] and data["run_state"]["invocations"] == 2
+    assert data["run_state"]["applied_by"] == [f"carol (key {signer('carol').key_id})", "dave"] and data["run_state"]["invocations"] == 2
     assert "**Run status: interrupted**" in _report(run, "md", tmp_path / "r.md")
 
 
@@ -457,7 +460,7 @@ def test_plan_from_a_detect_result_names_slot_certificates_too(tmp_path):
     """plan --from reads no extract: the certificates detect saved are parsed again so ids are serial + issuer."""
     _, config, ids = build_case(tmp_path)
     pipeline.run_detect(config, tmp_path / "detect")
-    pipeline.run_plan(config, tmp_path / "plan", planner="alice", from_detect=tmp_path / "detect")
+    pipeline.run_plan(config, tmp_path / "plan", key=signer("alice"), from_detect=tmp_path / "detect")
     rows = _read_csv(tmp_path / "plan" / "change_requests" / "ioc.csv")
     assert sorted(r["device_id"] for r in rows) == sorted(ids["manual"])
     assert all(r["current_ds_cert_id"].endswith("(Z1)") and r["target_ds_cert_id"].endswith("(Z1)") for r in rows)
@@ -469,7 +472,7 @@ def test_fixed_figures_per_s1sp_and_request_rates(tmp_path):
     costs = ("[costs]\nfixed_per_s1sp = { MOC = 1000 }\nper_device = 1\napply_hour = 3600\n"
              "requests_per_second = { MOC = 3 }\n")  # fmt: skip
     _, config, ids = build_case(tmp_path, costs=costs)
-    document = pipeline.run_plan(config, tmp_path / "plan", planner="alice").document
+    document = pipeline.run_plan(config, tmp_path / "plan", key=signer("alice")).document
     costs = document["costs"]
     moc = next(s for s in costs["by_s1sp"] if s["s1sp"] == "MOC")
     planned = document["counts"]["by_s1sp"]["MOC"]

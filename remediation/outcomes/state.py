@@ -142,7 +142,7 @@ def run_state(run_dir: Path) -> dict:
             continue
         # A signed run names its operator by key (the authority block); an unsigned one by the typed --by label.
         operator = (e.get("authority") or {}).get("operator") or {}
-        who = f"{operator.get('name') or e.get('run_by')} (key {str(operator['key_id'])[:16]})" if operator.get("key_id") else e.get("run_by")
+        who = f"{operator.get('name') or e.get('run_by')} (key {operator['key_id']})" if operator.get("key_id") else e.get("run_by")
         if who and who not in operators:
             operators.append(who)
     start = _parse(started.get("at")) if started else None

@@ -17,7 +17,7 @@ def _hours(hours) -> str:
 def _who(entry: dict) -> str:
     text = entry.get("name") or "(unknown)"
     if entry.get("key_id"):
-        text += f" (key {entry['key_id'][:16]})"
+        text += f" (key {entry['key_id']})"
     if entry.get("at"):
         text += f" at {entry['at']}"
     if entry.get("change_ref"):

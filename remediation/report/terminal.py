@@ -131,7 +131,12 @@ def print_plan(document: dict, out_dir: Path, console: Console | None = None) ->
     if gov.get("change_record") or gov.get("decision"):
         console.print(f"change record {gov.get('change_record') or '-'}; decision {gov.get('decision') or '-'}")
     console.print(f"plan hash {document['plan_hash']}  planned by {document['planned_by'] or '(unknown)'}")
-    console.print(f"wrote plan.parquet, plan.csv, plan.json, findings.parquet, summary.json to {out_dir}; next: remediation approve {out_dir} --by NAME")
+    signature = document.get("signature")
+    if signature:
+        console.print(f"signed with key {signature['key_id']} under trust policy {document['trust_policy']['path']} (sha256 {document['trust_policy']['sha256']})")
+    else:
+        console.print("[yellow]unsigned[/]: the case names no trust policy, so this plan can be read and dry-run but not approved or applied")
+    console.print(f"wrote plan.parquet, plan.csv, plan.json, findings.parquet, summary.json to {out_dir}; next: remediation approve {out_dir} --key YOUR_KEY")
 
 
 def format_duration(seconds: float | None) -> str:
