@@ -160,7 +160,7 @@ def report(directory: Path, fmt: str, out_path: Path | None, redact_mpxn: bool) 
             raise click.UsageError(f"--redact-mpxn needs a key of at least 16 characters in ${REDACTION_KEY_ENV}")
         key = value.encode()
     path, content = pipeline.run_report(directory, fmt, out_path, key)
-    terminal.print_detect_brief(content, Console())
+    terminal.print_report_brief(content, Console())
     Console().print(f"wrote {path}")
 
 
@@ -300,6 +300,24 @@ def verify(config_path: Path, fresh_dir: Path, out_dir: Path, plan_dir: Path | N
     terminal.print_verify(verdict, out_dir)
     if verdict["residual_wrong"] or verdict.get("planned_at_target", 0) != verdict.get("planned", 0):
         sys.exit(EXIT_ATTENTION)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="New directory for the packs.")
+def notify(run_dir: Path, out_dir: Path) -> None:
+    """NO notification packs of a run: per registered NO the devices now at its certificates, per previous holder the devices it no longer controls."""
+    summary = pipeline.run_notify(run_dir, out_dir)
+    terminal.print_notify(summary, out_dir)
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path), metavar="PLAN_OR_RUN_DIR")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="New directory for the worklist.")
+def worklist(directory: Path, out_dir: Path) -> None:
+    """SRV 6.15.1 worklist: the locked-out devices the fix leaves, one CSV and JSON per current slot holder, registered NO copied."""
+    index = pipeline.run_worklist(directory, out_dir)
+    terminal.print_worklist(index, out_dir)
 
 
 @main.group()

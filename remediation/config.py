@@ -324,6 +324,8 @@ _MESSAGES = {
 def _dotted(loc: tuple) -> str:
     out = ""
     for part in loc:
+        if not isinstance(part, int) and not str(part).isprintable():
+            part = repr(part)  # a key with a newline or control character must not break the one-line error
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 

@@ -217,6 +217,10 @@ def run_detect(config_path: str | Path, out_dir: str | Path, as_of: date | None 
     out = prepare_dir(out_dir)
     result = detect_case(load_case_data(config, as_of, progress))
     DetectResultDir(out).write(result.detection, result.input_rows, result.quarantine[QUARANTINE_COLUMNS], result.summary)
+    from remediation.outcomes.references import CERTIFICATES_FILE, certificate_table
+
+    # The certificates detect saw (DER included), so `plan --from` can name slot certificates by serial + issuer.
+    write_parquet(out / CERTIFICATES_FILE, certificate_table(result.case.catalog))
     return result
 
 
@@ -235,7 +239,12 @@ def run_plan(config_path: str | Path, out_dir: str | Path, *, planner: str = "",
              progress: ProgressCallback | None = None, from_detect: str | Path | None = None, allow_unknown_no: bool = False, key=None,
              change_ref: str | None = None, trust_policy: str | Path | None = None) -> PlanResult:  # fmt: skip
     """Detect (or, with `from_detect`, reuse a detect result that still matches the case) and plan."""
+    from remediation.outcomes.costs import load_cost_model
+    from remediation.outcomes.planning import plan_extras
+    from remediation.outcomes.references import intern_saved_certificates
+
     config = load_case(config_path)
+    load_cost_model(config.costs, config.path, sorted({e.s1sp for e in config.extracts} | set(config.endpoints)))  # a bad [costs] fails before detect
     # Before any work: the key must be a planner's in the policy (the case's, or --trust-policy) the plan is sealed under.
     signing = authority.plan_signing(Path(trust_policy) if trust_policy else config.trust_policy_path, key)
     planner = planner.strip()
@@ -253,6 +262,7 @@ def run_plan(config_path: str | Path, out_dir: str | Path, *, planner: str = "",
         _refuse_registry_gaps(summary["registry_gaps"], allow_unknown_no, config)
         catalog = CertificateCatalog(load_org_cas(config.org_ca_paths), load_orl(config.orl_path), config.accepted_policy_oids)
         registry = load_registry(config.registry_path, catalog)
+        intern_saved_certificates(catalog, source.path(detect_result.FINDINGS).parent)  # the slot certificates detect saw, for their ids
         wanted = plannable_categories(config.policy) + ([Category.EXPIRED_OR_REVOKED.value] if config.policy.correct_revoked else [])
         chosen = source.findings_where("category", wanted)  # build_plan keeps only the revoked cause of EXPIRED_OR_REVOKED
         out = _new_plan_dir(out_dir)
@@ -271,6 +281,7 @@ def run_plan(config_path: str | Path, out_dir: str | Path, *, planner: str = "",
         detection = detected.detection
         rows = build_plan(detection.subset(plannable(detection, config.policy)), detected.case.registry, detected.case.catalog, as_of_used,
                           config.policy, tuple(sorted(s1sps)))  # fmt: skip
+        catalog, registry = detected.case.catalog, detected.case.registry
         outputs = {
             name: path
             for name, path in DetectResultDir(out).write(detection, detected.input_rows, detected.quarantine[QUARANTINE_COLUMNS], summary, csv=False,
@@ -281,6 +292,10 @@ def run_plan(config_path: str | Path, out_dir: str | Path, *, planner: str = "",
     manual_codes = sorted(code for code, ep in config.endpoints.items() if ep.mode == "manual")
     manual = rows[rows["s1sp"].isin(manual_codes)]
     rows = rows[~rows["s1sp"].isin(manual_codes)].reset_index(drop=True)
+    # ... and the S1SP's change-request export (ids, fingerprints, four-eyes columns), references, governance, costs.
+    extras = plan_extras(out, config, catalog, registry, rows, change_ref, manual_rows=manual)
+    rows = extras.rows
+    outputs.update(extras.outputs)
     outputs["plan.parquet"] = _write_plan_rows(out, rows)
     if manual_codes:
         outputs["manual_change_requests.csv"] = write_csv(out / "manual_change_requests.csv", manual.drop(columns=["target_ds_cert", "target_ka_cert"]))
@@ -295,7 +310,6 @@ def run_plan(config_path: str | Path, out_dir: str | Path, *, planner: str = "",
             "policy": config.policy.model_dump(),
             "allow_unknown_no": allow_unknown_no,
             "registry_gaps": summary["registry_gaps"],
-            "governance": config.governance.model_dump(),
             "inputs": [{k: f[k] for k in ("role", "s1sp", "path", "sha256", "rows_read")} for f in summary["files"]],
             "config_files": summary["config_files"],
             "config_sha256": sha256_json(summary["config_files"]),
@@ -306,6 +320,9 @@ def run_plan(config_path: str | Path, out_dir: str | Path, *, planner: str = "",
             "manual": {"s1sps": manual_codes, "devices": int(len(manual)), "by_s1sp": {k: int(v) for k, v in manual.groupby("s1sp").size().items()}},
             "outputs": {name: sha256_file(path) for name, path in outputs.items()},
             **authority.plan_fields(signing, planner, change_ref or config.governance.change_record),
+            # governance as the case gives it (change record, --change-ref over it, and the decision), costs,
+            # change_requests, manual_s1sps
+            **extras.fields,
         }
     )
     document = authority.sign_sealed_plan(document, signing)
@@ -389,7 +406,7 @@ def run_dry_run(plan_dir: str | Path, out_dir: str | Path, options: ApplyOptions
         if col not in frame.columns:
             frame[col] = None
     write_csv(out / "dry_run.csv", frame[columns])
-    write_json(out / "dry_run.json", {"plan_hash": plan.plan_hash, "states": {s1sp: {k: int(v) for k, v in g["state"].value_counts().sort_index().items()}
+    write_json(out / "dry_run.json", {"plan_hash": plan.plan_hash, "plan_dir": str(plan.directory.resolve()), "states": {s1sp: {k: int(v) for k, v in g["state"].value_counts().sort_index().items()}
                                                                            for s1sp, g in frame.groupby("s1sp")}})  # fmt: skip
     return frame
 
@@ -447,11 +464,29 @@ def run_verify(config_path: str | Path, fresh_dir: str | Path, out_dir: str | Pa
         verdict["planned"] = int(len(rows))
         verdict["planned_at_target"] = int(at_target.sum())
         write_csv(out / "planned_not_at_target.csv", rows.loc[~at_target, ["device_id", "s1sp", "operation_id"]])
+        verdict.update(_manual_at_target(Path(plan_dir), detection, out))
     write_findings(out, detection, csv=False)
     write_csv(out / "residual_wrong.csv", residual)
     write_json(out / "summary.json", result.summary)
     write_json(out / "verify.json", verdict)
     return verdict
+
+
+def _manual_at_target(plan_dir: Path, detection: Detection, out: Path) -> dict:
+    """A manual S1SP's change-request devices, checked in its fresh extract like the API-written ones."""
+    from remediation.outcomes.change_requests import read_change_requests
+
+    requests = read_change_requests(plan_dir)
+    if requests is None:
+        return {}
+    positions = detection.positions_of(requests["device_id"])
+    found = positions >= 0
+    seen = detection.subset(positions[found])
+    at_target = np.zeros(len(requests), dtype=bool)
+    at_target[found] = np.logical_and.reduce([seen[f"{slot}_fingerprint"].astype(object).to_numpy() == requests[f"target_{slot}_fingerprint"].to_numpy()[found]
+                                              for slot in ("ds", "ka")])  # fmt: skip
+    write_csv(out / "manual_not_at_target.csv", requests.loc[~at_target, ["device_id", "s1sp", "change_request_line"]])
+    return {"manual_change_requests": int(len(requests)), "manual_at_target": int(at_target.sum())}
 
 
 def _categories_at_plan(findings_path: Path, device_ids: pd.Series) -> pd.Series:
@@ -466,9 +501,21 @@ def _categories_at_plan(findings_path: Path, device_ids: pd.Series) -> pd.Series
 
 
 def run_audit_export(run_dir: str | Path, out_dir: str | Path, sign_key: str | Path | None, exported_by: str, *, key=None):
-    """Signed with an auditor's or operator's Ed25519 key from the run's trust policy (--key; --sign-key is its old name)."""
+    """Signed with an auditor's or operator's Ed25519 key from the run's trust policy (--key; --sign-key is its old name).
+    The notification packs are made afresh from the run into packs/ and signed with the rest."""
+    from remediation.outcomes.links import utc_now
+    from remediation.outcomes.packs import write_packs
+    from remediation.outcomes.state import resolve
+
+    sources = resolve(run_dir)
+
+    def packs(out: Path) -> dict:
+        summary = write_packs(sources, out / "packs", utc_now())
+        return {name: summary[name] for name in ("alert_routing_impact", "alert_routing_totals")}
+
     signer = authority.as_signer(key if key is not None else sign_key)
-    return export_audit(Path(run_dir), Path(out_dir), None, exported_by, signer=signer)
+    with_packs = sources.kind == "run" and sources.plan.get("kind") != "rollback"
+    return export_audit(Path(run_dir), Path(out_dir), None, exported_by, signer=signer, extras=packs if with_packs else None)
 
 
 def run_audit_verify(directory: str | Path, pubkey: str | Path | None = None, expect_policy_sha256: str | None = None) -> dict:
@@ -514,3 +561,49 @@ def run_rollback(run_dir: str | Path, out_dir: str | Path, *, planner: str = "",
     document = authority.sign_sealed_plan(document, signing)
     write_json(out / "plan.json", document)
     return PlanResult(out, document, rows, None)
+
+
+# ------------------------------------------------------------------------------------------------ outcomes (issue 12)
+
+
+def _new_outcome_dir(out_dir: str | Path) -> Path:
+    out = prepare_dir(out_dir)
+    if any(out.iterdir()):
+        raise InputError("is not empty; packs and worklists are written to a new directory, never over old ones", file=str(out))
+    return out
+
+
+def run_notify(run_dir: str | Path, out_dir: str | Path) -> dict:
+    """NO notification packs of a run: per registered NO and per previous holder, with manifest and impact summary."""
+    from remediation.outcomes.links import record_link, utc_now
+    from remediation.outcomes.packs import write_packs
+    from remediation.outcomes.state import resolve
+
+    sources = resolve(run_dir)
+    if sources.kind != "run":
+        raise InputError(f"notification packs are made from a run directory; this is a {sources.kind} directory", file=str(run_dir))
+    from remediation.outcomes.state import run_state
+
+    if run_state(sources.directory)["status"] == "running":
+        # Devices are being written right now: packs made now would tell NOs less than the run will have done.
+        raise InputError("the run is in progress (its lock is held by a live process); make the packs once it has finished", file=str(run_dir))
+    if sources.plan.get("kind") == "rollback":
+        # A rollback puts the previous certificates back: packs saying "now at your certificates" would be false.
+        raise InputError("this run applied a rollback plan; notification packs are made for correction runs only", file=str(run_dir))
+    summary = write_packs(sources, _new_outcome_dir(out_dir), utc_now())
+    record_link(sources.directory, "packs", Path(out_dir))
+    return summary
+
+
+def run_worklist(directory: str | Path, out_dir: str | Path) -> dict:
+    """The SRV 6.15.1 worklist of a plan or run directory: one CSV and JSON per current slot holder."""
+    from remediation.outcomes.links import record_link, utc_now
+    from remediation.outcomes.state import resolve
+    from remediation.outcomes.worklist import write_worklist
+
+    sources = resolve(directory)
+    if sources.kind == "dry-run":
+        raise InputError("a worklist is made from a plan or run directory, not a dry run", file=str(directory))
+    index = write_worklist(sources, _new_outcome_dir(out_dir), utc_now())
+    record_link(sources.directory, "worklist", Path(out_dir))
+    return index

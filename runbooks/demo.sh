@@ -74,8 +74,15 @@ done
 $R verify --config $CASE --fresh "$OUT/fresh" --plan "$OUT/plan" --out "$OUT/verify" || [ $? -eq 1 ]
 .venv/bin/python -c "import json,sys; v=json.load(open('$OUT/verify/verify.json')); sys.exit(v['planned_at_target'] != v['planned'] or v['residual_planned'])"
 
-step "report"
+step "outcomes: NO notification packs and the SRV 6.15.1 worklist of the devices the fix leaves"
+$R notify "$OUT/run" --out "$OUT/packs"
+$R worklist "$OUT/run" --out "$OUT/worklist"
+
+step "report (HTML, Markdown and JSON say the same; the dry run too)"
 $R report "$OUT/run" --format html --out "$OUT/report.html"
+$R report "$OUT/run" --format md --out "$OUT/report.md"
+$R report "$OUT/run" --format json --out "$OUT/report.json"
+$R report "$OUT/dry-run" --format html --out "$OUT/dry-run-report.html"
 
 step "signed audit export, verified"
 $R audit export "$OUT/run" --out "$OUT/audit" --key "$K/auditor.erin" --by auditor.erin

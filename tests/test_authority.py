@@ -288,7 +288,7 @@ def test_tampered_approval_signature_is_named(world):
 def test_change_reference_is_sealed_in_the_plan_and_signed_in_each_approval(tmp_path):
     _, config = small_case(tmp_path)
     pipeline.run_plan(config, tmp_path / "plan", key=signer("alice"), change_ref="CHG-0042")
-    assert load_plan(tmp_path / "plan").document["governance"] == {"change_record": "CHG-0042"}
+    assert load_plan(tmp_path / "plan").document["governance"] == {"change_record": "CHG-0042", "decision": None}  # the case gives no decision
     result = CliRunner(env=key_env("bob")).invoke(main, ["approve", str(tmp_path / "plan"), "--change-ref", "CHG-9999"])
     assert result.exit_code == 2 and "differs from the plan's 'CHG-0042'" in result.stderr
     result = CliRunner(env=key_env("bob")).invoke(main, ["approve", str(tmp_path / "plan"), "--note", "ok"])

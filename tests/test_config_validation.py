@@ -161,13 +161,16 @@ def test_the_sample_configuration_is_valid_and_typed():
         "ESME": ("E", True), "GSME": ("G", True), "GPF": ("G", True),
         "CHF": (None, False), "PPMID": (None, False), "IHD": (None, False), "HCALCS": (None, False),
     }  # fmt: skip
-    assert isinstance(case.endpoints["MOC"].rate_per_second, float) and case.governance.change_record is None
+    assert isinstance(case.endpoints["MOC"].rate_per_second, float) and case.governance.change_record == "CHG-SAMPLE-0001"
+    assert case.costs["fixed_shared"] == 30157  # the MP107 working group's Requirement 2 figure (validated by outcomes/costs.py)
 
 
 def test_optional_sections_are_carried(case_dir):
     from remediation.config import load_case
 
     (case_dir / "configs" / "people.toml").write_text("# the authority branch's trust policy\n")
+    sample = case_dir / "configs" / "sample.toml"
+    sample.write_text(sample.read_text().split("\n[governance]")[0])  # the sample's own [governance] and [costs], replaced below
     append("sample.toml", '\n[governance]\nchange_record = "CHG-1234"\ndecision = "MP107 R2 go"\n[costs]\nper_device = 1.5\n')(case_dir)
     sub("sample.toml", 'name = "sample"', 'name = "sample"\ntrust_policy = "people.toml"')(case_dir)
     case = load_case(case_dir / "configs" / "sample.toml")

@@ -192,7 +192,9 @@ def _parquet_tables(path: Path, rows: int = 500_000, columns: list[str] | None =
         yield (schema if columns is None else pa.schema([schema.field(c) for c in columns])).empty_table()
 
 
-def export_audit(run_dir: Path, out_dir: Path, signing_key_path: Path | None, exported_by: str, signer=None) -> ExportResult:
+def export_audit(run_dir: Path, out_dir: Path, signing_key_path: Path | None, exported_by: str, signer=None, extras=None) -> ExportResult:
+    """`extras(out)`: writes further evidence (the notification packs) into subfolders of `out` before the
+    manifest is made, so the signature covers it too; a dict it returns is added to summary.json."""
     run_dir = Path(run_dir)
     run = read_run(run_dir)
     plan_dir = Path(run["plan_dir"])
@@ -224,13 +226,18 @@ def export_audit(run_dir: Path, out_dir: Path, signing_key_path: Path | None, ex
         shutil.copy2(run_dir / "journal.jsonl", out / "journal.jsonl")
         if policy is not None:
             shutil.copy2(policy.path, out / authority.EXPORTED_POLICY)
+        summary["governance"] = json.loads((plan_dir / "plan.json").read_text()).get("governance")
+        if extras is not None:
+            summary.update(extras(out) or {})
         write_json(out / "summary.json", summary)
     except BaseException:
         for path in out.iterdir():  # the directory was empty: an unsigned half export is worth nothing
             if path.is_file():
                 path.unlink()
+            elif path.is_dir():
+                shutil.rmtree(path)
         raise
-    files = sorted(p.name for p in out.iterdir() if p.is_file())
+    files = _files(out)
     manifest = {
         "schema": MANIFEST_SCHEMA,
         "tool_version": __version__,
@@ -247,6 +254,12 @@ def export_audit(run_dir: Path, out_dir: Path, signing_key_path: Path | None, ex
     (out / "manifest.json").write_bytes(data)
     (out / "manifest.sig").write_text(base64.b64encode(_sign(key, data)).decode() + "\n")
     return ExportResult(out, manifest)
+
+
+def _files(directory: Path) -> list[str]:
+    """Every file under the export, as POSIX paths relative to it (packs sit in subfolders), manifest excluded."""
+    names = (p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file())
+    return sorted(n for n in names if n not in ("manifest.json", "manifest.sig"))
 
 
 # ------------------------------------------------------------------------------------------------ verify
@@ -285,7 +298,7 @@ def verify_export(directory: Path, public_key_path: Path | None = None, expect_p
             raise AuditFailure(f"{path}: listed in the manifest but missing")
         if sha256_file(path) != entry["sha256"]:
             raise AuditFailure(f"{path}: SHA-256 differs from the signed manifest (file altered)")
-    extra = sorted(p.name for p in directory.iterdir() if p.is_file() and p.name not in listed and p.name not in ("manifest.json", "manifest.sig"))
+    extra = [name for name in _files(directory) if name not in listed]
     if extra:
         raise AuditFailure(f"{directory}: files not covered by the manifest: {', '.join(extra)}")
     authority.verify_exported_authority(directory, policy)

@@ -44,9 +44,13 @@ def _load_json(path: Path) -> dict | None:
 
 def build_report(directory: str | Path, redaction_key: bytes | None = None) -> dict:
     directory = Path(directory)
+    requested = directory
+    dry_run = _load_json(directory / "dry_run.json")
+    if dry_run is not None and dry_run.get("plan_dir"):
+        directory = Path(dry_run["plan_dir"])  # a dry run reports against its plan's findings
     summary = _load_json(directory / "summary.json")
     if summary is None or not (directory / "findings.parquet").exists():
-        raise InputError("not a detect, plan or run directory (no summary.json / findings.parquet)", file=str(directory))
+        raise InputError("not a detect, plan, dry-run or run directory (no summary.json / findings.parquet)", file=str(requested))
     plan = _load_json(directory / "plan.json")
     run = _load_json(directory / "run.json")
     findings = pd.read_parquet(directory / "findings.parquet", columns=["device_id", "s1sp", "mpxn", "category", "cause", "registered_no", "detail"])
@@ -85,4 +89,103 @@ def build_report(directory: str | Path, redaction_key: bytes | None = None) -> d
         "run": run,
         "mpxn_redacted": redact is not None,
     }
+    if dry_run is not None:
+        report["kind"] = "dry-run"
+    report.update(outcome_sections(requested, redact))
     return report
+
+
+PROBLEM_ROWS_SHOWN = 1000
+
+
+def outcome_sections(directory: Path, redact=None) -> dict:
+    """What a change ticket needs beyond the counts: status and pause reasons, who planned, approved and applied,
+    when and for how long beside the estimate, outcome per S1SP, failed and drifted devices with reasons,
+    governance, costs, alert-routing impact and links to the packs and worklist. Same keys for every kind (null
+    where not applicable), so HTML, Markdown and JSON say the same things."""
+    from remediation.outcomes.impact import alert_routing_impact, impact_totals
+    from remediation.outcomes.links import read_links
+    from remediation.outcomes.state import CORRECTED, device_outcomes, resolve, run_state
+
+    out = {"governance": None, "authority": None, "run_state": None, "apply_outcome": None, "problem_devices": None, "costs": None,
+           "change_requests": None, "alert_routing_impact": None, "alert_routing_totals": None, "links": {}, "dry_run": None}  # fmt: skip
+    try:
+        sources = resolve(directory)
+    except InputError:
+        return out  # a detect directory: nothing planned yet
+    plan = sources.plan
+    out["governance"] = plan.get("governance") or {"change_record": None, "decision": None}
+    out["costs"] = plan.get("costs")
+    out["change_requests"] = plan.get("change_requests")
+    out["authority"] = _authority(sources.plan_dir, plan)
+    estimate = apply_estimates(plan)
+    # S1SPs are applied in parallel: the run's estimate is the longest S1SP's.
+    estimated = max((r["seconds"] for r in estimate if r["seconds"] is not None), default=None)
+    out["links"] = read_links(sources.directory)
+    corrected = None
+    problems = pd.DataFrame(columns=["device_id", "s1sp", "mpxn", "state", "reason"])
+    if sources.kind == "run":
+        state = run_state(sources.directory)
+        state["estimated_seconds"] = estimated
+        out["run_state"] = state
+        ops = device_outcomes(sources.directory)
+        corrected = set(ops.loc[ops["state"].isin(CORRECTED), "device_id"])
+        out["apply_outcome"] = _outcome_table(ops)
+        bad = ops[ops["state"].isin(["failed", "drifted"])]
+        problems = bad.assign(reason=_reasons(bad))[["device_id", "s1sp", "state", "reason"]]
+    elif sources.kind == "dry-run":
+        frame = pd.read_csv(sources.directory / "dry_run.csv", dtype=str, keep_default_na=False)
+        out["dry_run"] = {"plan_hash": sources.extra["dry_run"].get("plan_hash"), "states": sources.extra["dry_run"].get("states", {}),
+                          "estimated_seconds": estimated}  # fmt: skip
+        bad = frame[~frame["state"].str.startswith(("done", "noop", "would_write"))]  # what apply would do as planned
+        problems = bad.assign(reason=_reasons(bad))[["device_id", "s1sp", "state", "reason"]]
+    if len(problems) or sources.kind in ("run", "dry-run"):
+        plan_rows = pd.read_parquet(sources.plan_dir / "plan.parquet", columns=["device_id", "mpxn"])
+        problems = problems.merge(plan_rows, on="device_id", how="left").sort_values(["state", "s1sp", "device_id"])
+        shown = problems.head(PROBLEM_ROWS_SHOWN).astype(object).fillna("")
+        if redact is not None and len(shown):
+            shown["mpxn"] = redact(shown["mpxn"])
+        out["problem_devices"] = {"devices": int(len(problems)), "by_state": {k: int(v) for k, v in problems["state"].value_counts().sort_index().items()},
+                                  "shown": shown[["device_id", "s1sp", "mpxn", "state", "reason"]].to_dict("records")}  # fmt: skip
+    if (sources.plan_dir / "operators.parquet").exists():
+        impact = alert_routing_impact(sources.plan_dir, corrected)
+        out["alert_routing_impact"] = impact
+        out["alert_routing_totals"] = impact_totals(impact)
+    return out
+
+
+def _reasons(ops: pd.DataFrame) -> pd.Series:
+    """The recorded error, else for a drifted device what was found against what the plan expected."""
+    def short(col: str) -> pd.Series:
+        return ops[col].astype(object).where(ops[col].notna() & (ops[col] != ""), "empty").astype(str).str[:12]
+
+    drift = ("live slots differ from the plan (NO_DS " + short("prior_ds_fp") + "…, expected " + short("expected_ds")
+             + "…; NO_KA " + short("prior_ka_fp") + "…, expected " + short("expected_ka") + "…): not written")  # fmt: skip
+    error = ops["last_error"].astype(object).where(ops["last_error"].notna() & (ops["last_error"] != ""), None)
+    return error.where(error.notna(), drift.where(ops["state"] == "drifted", "failed (no error recorded)"))
+
+
+def _outcome_table(ops: pd.DataFrame) -> dict:
+    """Per S1SP: done / noop / drifted / failed and still open, from the checkpointed outcomes."""
+    table = {}
+    for s1sp, group in ops.groupby("s1sp", sort=True):
+        counts = group["state"].value_counts()
+        row = {s: int(counts.get(s, 0)) for s in ("done", "noop", "drifted", "failed")}
+        row["open"] = int(len(group) - sum(row.values()))
+        table[str(s1sp)] = row
+    return table
+
+
+def _authority(plan_dir: Path, plan: dict) -> dict:
+    """Who planned and approved, by name and key id wherever plan.json / approvals.json carry them (the signed
+    form: plan.json's signature {key_id, signer}, approvals {approver, key_id, change_ref}; the older typed labels)."""
+    planner = plan.get("planner") if isinstance(plan.get("planner"), dict) else {}
+    signature = plan.get("signature") if isinstance(plan.get("signature"), dict) else {}
+    approvals = (_load_json(Path(plan_dir) / "approvals.json") or {}).get("approvals", [])
+    return {
+        "planned_by": {"name": planner.get("name") or plan.get("planned_by") or signature.get("signer"),
+                       "key_id": planner.get("key_id") or signature.get("key_id"), "at": plan.get("planned_at")},  # fmt: skip
+        "approved_by": [{"name": a.get("name") or a.get("approver") or a.get("approved_by"), "key_id": a.get("key_id"), "at": a.get("approved_at"),
+                         "note": a.get("note"), "change_ref": a.get("change_ref")}
+                        for a in approvals if a.get("plan_hash") == plan.get("plan_hash")],  # fmt: skip
+    }

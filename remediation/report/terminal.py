@@ -120,6 +120,16 @@ def print_plan(document: dict, out_dir: Path, console: Console | None = None) ->
         rate = row["rate_per_second"]
         table.add_row(row["s1sp"], str(row["devices"]), f"{rate:g}" if rate else "-", format_duration(row["seconds"]))
     console.print(table)
+    if document.get("costs"):
+        console.print(cost_table(document["costs"]))
+        for line in automation_lines(document["costs"]):
+            console.print(line)
+    if document.get("change_requests"):
+        console.print(f"manual S1SPs ({', '.join(document['manual_s1sps'])}): {document['change_requests']['devices']} devices in the change-request export "
+                      f"(change_requests/), not written through any API")  # fmt: skip
+    gov = document.get("governance") or {}
+    if gov.get("change_record") or gov.get("decision"):
+        console.print(f"change record {gov.get('change_record') or '-'}; decision {gov.get('decision') or '-'}")
     console.print(f"plan hash {document['plan_hash']}  planned by {document['planned_by'] or '(unknown)'}")
     signature = document.get("signature")
     if signature:
@@ -180,6 +190,8 @@ def print_verify(verdict: dict, out_dir: Path, console: Console | None = None) -
     console.print(f"[{style}]residual WRONG_NO devices: {verdict['residual_wrong']}[/] of {verdict['devices']}")
     if "planned" in verdict:
         console.print(f"planned devices at target: {verdict['planned_at_target']} of {verdict['planned']}")
+        if "manual_change_requests" in verdict:
+            console.print(f"manual S1SP change-request devices at target: {verdict['manual_at_target']} of {verdict['manual_change_requests']}")
         if verdict["residual_wrong"]:
             why = ", ".join(f"{k} {v}" for k, v in verdict["residual_by_category_at_plan"].items())
             console.print(f"residual devices by their category when planned: {why} ({verdict['residual_planned']} were planned)")
@@ -236,3 +248,123 @@ def print_run_state(state, console: Console | None = None) -> None:
         console.print(f"checkpoint index {state.index.verdict}: {state.index.reason}; the counts above are the journal's; resume rebuilds the index from it")
     if state.journal_head:
         console.print(f"journal verified: {state.journal_head['seq']} entries, head {state.journal_head['hash'][:16]}…")
+
+
+def print_notify(summary: dict, out_dir: Path, console: Console | None = None) -> None:
+    console = console or Console()
+    table = Table(title=f"Notification packs — run {summary['run_status']}, {summary['devices_written']} devices written", title_justify="left")
+    table.add_column("organisation", no_wrap=True, min_width=23)  # an SMKI entity id must never be cut: three suppliers differ only at the end
+    table.add_column("name", ratio=1)
+    table.add_column("now at its certs", justify="right")
+    table.add_column("released", justify="right")
+    for p in summary["packs"]:
+        table.add_row(p["organisation"], p["name"] or "", str(p["devices_now_registered"]), str(p["devices_no_longer_controlled"]))
+    console.print(table)
+    totals = summary["alert_routing_totals"]
+    after = totals["after"] or {}
+    console.print(f"alert routing: {totals['before']['devices']} devices in {totals['pairs']} holder → registered NO pairs sent alerts to the wrong NO "
+                  f"before the run (NO_DS {totals['before']['NO_DS']}, NO_KA {totals['before']['NO_KA']}); after: {after.get('devices', '-')} "
+                  f"(NO_DS {after.get('NO_DS', '-')}, NO_KA {after.get('NO_KA', '-')})")  # fmt: skip
+    console.print(f"wrote {len(summary['packs'])} pack folders (CSV + letter.md + letter.html), summary.json and manifest.json (SHA-256 of every file) to {out_dir}")
+
+
+def print_worklist(index: dict, out_dir: Path, console: Console | None = None, limit: int = 15) -> None:
+    console = console or Console()
+    table = Table(title=f"SRV 6.15.1 worklist — {index['devices']} locked-out devices the fix leaves ({index['source_kind']} directory)", title_justify="left")
+    table.add_column("to (current slot holder)", no_wrap=True, min_width=23)
+    table.add_column("cc (registered NO)")
+    table.add_column("devices", justify="right")
+    csvs = [f for f in index["files"] if f["name"].endswith(".csv")]
+    for f in csvs[:limit]:
+        cc = ", ".join(f["cc"])
+        table.add_row(f["to"], cc if len(cc) < 40 else cc[:37] + "…", str(f["devices"]))
+    if len(csvs) > limit:
+        table.add_row(f"… {len(csvs) - limit} more holders in index.json", "", str(sum(f["devices"] for f in csvs[limit:])))
+    console.print(table)
+    if index.get("run_status") not in (None, "completed", "needs_attention"):
+        console.print(f"[yellow]run {index['run_status']}: {index['open_devices']} listed devices are still open and a resume would write them; "
+                      f"make the worklist again once the run has finished[/]")  # fmt: skip
+    console.print("by route: " + ", ".join(f"{k} {v}" for k, v in index["by_route"].items()))
+    console.print("by category: " + ", ".join(f"{k} {v}" for k, v in index["by_category"].items()))
+    console.print(f"wrote {len(index['files'])} files (CSV + JSON per holder) and index.json (columns documented) to {out_dir}")
+
+
+def money(amount: float | None, currency: str) -> str:
+    if amount is None:
+        return "not costed"
+    symbol = {"GBP": "£", "EUR": "€", "USD": "$"}.get(currency, currency + " ")
+    return f"{symbol}{amount:,.2f}"
+
+
+def cost_table(costs: dict, per_s1sp_nos: int = 4) -> Table:
+    """Cost and effort by S1SP and registered NO (the largest NOs per S1SP, the rest summed), S1SP subtotals with
+    their fixed component, and the total."""
+    cur = costs["currency"]
+    table = Table(title=f"Cost and effort estimate ({cur}; {costs.get('unit_costs_label') or 'configured unit costs'})", title_justify="left")
+    for name in ("S1SP", "registered NO", "planned", "held", "apply", "fixed", "cost"):
+        table.add_column(name, justify="left" if name in ("S1SP", "registered NO") else "right")
+    for s in costs["by_s1sp"]:
+        rows = sorted((r for r in costs["by_s1sp_and_no"] if r["s1sp"] == s["s1sp"]), key=lambda r: -(r["cost"] or 0))
+        for r in rows[:per_s1sp_nos]:
+            table.add_row(s["s1sp"], r["registered_no"], str(r["planned_devices"]), str(r["held_devices"]), _hours(r["apply_hours"]), "", money(r["cost"], cur))
+        if len(rows) > per_s1sp_nos:
+            rest = rows[per_s1sp_nos:]
+            table.add_row(s["s1sp"], f"+{len(rest)} NOs", str(sum(r["planned_devices"] for r in rest)), str(sum(r["held_devices"] for r in rest)),
+                          "", "", money(round(sum(r["cost"] or 0 for r in rest), 2), cur))  # fmt: skip
+        fixed = money(s["fixed_cost"], cur) if s["fixed_cost"] is not None else "shared" if s["fixed_in_shared_figure"] else "not costed"
+        table.add_row(s["s1sp"], f"all ({s['mode']})", str(s["planned_devices"]), str(s["held_devices"]), _hours(s["apply_hours"]), fixed,
+                      money(s["cost"], cur), style="bold")  # fmt: skip
+        table.add_section()
+    shared = costs.get("fixed_shared")
+    if shared:
+        table.add_row("+".join(shared["s1sps"]), "shared fixed (1)", "", "", "", money(shared["amount"], cur), money(shared["amount"], cur))
+    t = costs["totals"]
+    table.add_row("total", "", str(t["planned_devices"]), str(t["held_devices"]), _hours(t["apply_hours"]), money(t["fixed_cost"], cur),
+                  money(t["cost"], cur), style="bold")  # fmt: skip
+    notes = [f"(1) {shared['label']}"] if shared else []
+    if costs["not_costed"]:
+        notes.append(f"no fixed figure (not costed): {', '.join(costs['not_costed'])}")
+    table.caption = "; ".join(notes)
+    table.caption_justify = "left"
+    return table
+
+
+def _hours(hours: float | None) -> str:
+    return "-" if hours is None else format_duration(hours * 3600)
+
+
+def print_report_brief(report: dict, console: Console | None = None) -> None:
+    """After `report`: a run's or dry run's status and outcome per S1SP (the same numbers as the file); for a
+    detect or plan directory, the category table."""
+    console = console or Console()
+    state, outcome = report.get("run_state"), report.get("apply_outcome")
+    if state is None and report.get("dry_run") is None:
+        print_detect_brief(report, console)
+        return
+    if state is not None:
+        console.print(f"run status: {state['status']}" + "".join(f"; {s} paused: {r}" for s, r in sorted(state["paused"].items())))
+    if outcome:
+        table = Table(title="Apply outcome per S1SP", title_justify="left")
+        head = list(next(iter(outcome.values())))
+        for name in ("S1SP", *head):
+            table.add_column(name, justify="left" if name == "S1SP" else "right")
+        for s1sp, counts in outcome.items():
+            table.add_row(s1sp, *(str(counts[k]) for k in head))
+        console.print(table)
+    problems = report.get("problem_devices")
+    if problems and problems["devices"]:
+        console.print(f"devices not at target: {problems['devices']} (" + ", ".join(f"{k} {v}" for k, v in problems["by_state"].items()) + ")")
+
+
+def automation_lines(costs: dict) -> list[str]:
+    """One sentence per S1SP answering 'is it worth automating?' from the configured unit costs."""
+    cur, out = costs["currency"], []
+    for a in costs.get("automate_or_manual") or []:
+        if not a["devices"]:
+            continue
+        pays = a["automation_pays_below_fixed_cost"]
+        verdict = (f"automating it pays if its fixed cost is below {money(pays, cur)}" if pays > 0
+                   else "handling it by hand is cheaper whatever automation's fixed cost")  # fmt: skip
+        out.append(f"{a['s1sp']}: {a['devices']} devices to correct; through its API {money(a['automated_variable_cost'], cur)} + fixed, "
+                   f"by hand {money(a['manual_cost'], cur)}: {verdict}")  # fmt: skip
+    return out

@@ -1,0 +1,159 @@
+"""Where outcomes learn what a directory is and what a run did: one module, so switching to the run-integrity
+branch's single run-state function is a change here only.
+
+A run's state comes from run.json, the journal's run events (who started, resumed and finished it, when, and why
+it paused) and the checkpointed per-device outcomes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from remediation.errors import InputError
+
+FINAL = ("done", "noop", "drifted", "failed")
+CORRECTED = ("done", "noop")  # at target after the run: written by it, or found already there
+
+
+@dataclass
+class Sources:
+    """A plan, run or dry-run directory and the plan directory behind it."""
+
+    directory: Path
+    kind: str  # "plan" | "run" | "dry-run"
+    plan_dir: Path
+    plan: dict
+    run: dict | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def run_dir(self) -> Path | None:
+        return self.directory if self.kind == "run" else None
+
+
+def _json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read ({exc})", file=str(path)) from None
+
+
+def resolve(directory: str | Path) -> Sources:
+    """Identify a plan, run or dry-run directory; an input error (exit 2) names what is missing."""
+    directory = Path(directory)
+    if (directory / "run.json").exists():
+        run = _json(directory / "run.json")
+        plan_dir = Path(run.get("plan_dir", ""))
+        if not (plan_dir / "plan.json").exists():
+            raise InputError(f"the run's plan directory {plan_dir} is missing", file=str(directory / "run.json"))
+        return Sources(directory, "run", plan_dir, _json(plan_dir / "plan.json"), run)
+    if (directory / "dry_run.json").exists():
+        dry = _json(directory / "dry_run.json")
+        plan_dir = Path(dry.get("plan_dir", ""))
+        if not dry.get("plan_dir") or not (plan_dir / "plan.json").exists():
+            raise InputError("dry run does not name an existing plan directory (made by an older version?)", file=str(directory / "dry_run.json"))
+        return Sources(directory, "dry-run", plan_dir, _json(plan_dir / "plan.json"), extra={"dry_run": dry})
+    if (directory / "plan.json").exists():
+        return Sources(directory, "plan", directory, _json(directory / "plan.json"))
+    raise InputError("not a plan, run or dry-run directory (no plan.json, run.json or dry_run.json)", file=str(directory))
+
+
+def device_outcomes(run_dir: Path) -> pd.DataFrame:
+    """Per planned device of a run: state, attempts, prior and final fingerprints, last error and when it reached
+    its state (UTC ISO text). Empty (with the columns) when apply never started."""
+    from remediation.apply.checkpoint import SqliteCheckpoints
+
+    columns = ["operation_id", "device_id", "s1sp", "state", "attempts", "prior_ds_fp", "prior_ka_fp", "final_ds_fp", "final_ka_fp",
+               "expected_ds", "expected_ka", "target_ds_fp", "target_ka_fp", "last_error", "updated_at"]  # fmt: skip
+    db = Path(run_dir) / "checkpoints.sqlite"
+    if not db.exists():
+        return pd.DataFrame(columns=[*columns, "at"])
+    store = SqliteCheckpoints(db)
+    try:
+        ops = store.ops_frame()
+    finally:
+        store.close()
+    ops = ops.reindex(columns=columns)
+    ops["at"] = pd.to_datetime(ops["updated_at"], unit="s", utc=True).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return ops
+
+
+def _run_events(journal: Path) -> list[dict]:
+    """The journal's run-level events, skipping per-device transitions before parsing (millions nationally)."""
+    if not journal.exists():
+        return []
+    events = []
+    with open(journal, "rb") as fh:
+        for line in fh:
+            if b'"event":"transition"' in line or not line.strip():
+                continue
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return events
+
+
+def _lock_held(path: Path) -> bool:
+    """Whether a live process holds the run's lock (an flock dies with its process; the file's text does not)."""
+    import fcntl
+    import os
+
+    if not path.exists():
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops the probe's own lock
+    return False
+
+
+def _parse(ts: str | None) -> datetime | None:
+    try:
+        return datetime.fromisoformat(ts) if ts else None
+    except ValueError:
+        return None
+
+
+def run_state(run_dir: Path) -> dict:
+    """status (completed / paused / needs_attention / incomplete / interrupted / new), pause reasons per S1SP,
+    who applied it and when it started and last finished, with the actual duration."""
+    run_dir = Path(run_dir)
+    run = _json(run_dir / "run.json")
+    events = _run_events(run_dir / "journal.jsonl")
+    started = next((e for e in events if e.get("event") == "run_started"), None)
+    finished = [e for e in events if e.get("event") == "run_finished"]
+    last_start = max((i for i, e in enumerate(events) if e.get("event") in ("run_started", "run_resumed")), default=-1)
+    last_finish = max((i for i, e in enumerate(events) if e.get("event") == "run_finished"), default=-1)
+    status = run.get("status", "new")
+    if last_start > last_finish:
+        # Started or resumed and never finished: still running if a live process holds the lock, else interrupted.
+        status = "running" if _lock_held(run_dir / "run.lock") else "interrupted"
+    operators = []
+    for e in events:
+        if e.get("event") not in ("run_started", "run_resumed"):
+            continue
+        # A signed run names its operator by key (the authority block); an unsigned one by the typed --by label.
+        operator = (e.get("authority") or {}).get("operator") or {}
+        who = f"{operator.get('name') or e.get('run_by')} (key {operator['key_id']})" if operator.get("key_id") else e.get("run_by")
+        if who and who not in operators:
+            operators.append(who)
+    start = _parse(started.get("at")) if started else None
+    end = _parse(finished[-1].get("at")) if finished else None
+    return {
+        "status": status,
+        "paused": dict(run.get("paused") or {}),
+        "applied_by": operators or ([run["created_by"]] if run.get("created_by") else []),
+        "started_at": start.astimezone(timezone.utc).isoformat(timespec="seconds") if start else None,
+        "finished_at": end.astimezone(timezone.utc).isoformat(timespec="seconds") if end and status != "interrupted" else None,
+        "duration_seconds": (end - start).total_seconds() if start and end and status != "interrupted" else None,
+        "invocations": sum(1 for e in events if e.get("event") in ("run_started", "run_resumed")),
+        "counts": run.get("counts") or {},
+    }
