@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+from html import escape
 from pathlib import Path
 
 import pandas as pd
@@ -363,7 +364,7 @@ def test_report_of_a_paused_run_says_paused_and_why(tmp_path):
     data = json.loads(_report(tmp_path / "run", "json", tmp_path / "r.json"))
     assert data["run_state"]["status"] == "paused" and data["run_state"]["paused"] == {"MOC": reason}
     html = _report(tmp_path / "run", "html", tmp_path / "r.html")
-    assert 'data-status="paused"' in html and "MOC paused: " + reason in html
+    assert 'data-status="paused"' in html and "MOC paused: " + escape(reason) in html  # the reason quotes the S1SP's reply
     md = _report(tmp_path / "run", "md", tmp_path / "r.md")
     assert "**Run status: paused**" in md and "MOC paused: canary wave had" in md
     assert data["problem_devices"]["by_state"] == {"failed": 5}

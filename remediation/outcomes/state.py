@@ -64,22 +64,31 @@ def resolve(directory: str | Path) -> Sources:
 
 def device_outcomes(run_dir: Path) -> pd.DataFrame:
     """Per planned device of a run: state, attempts, prior and final fingerprints, last error and when it reached
-    its state (UTC ISO text). Empty (with the columns) when apply never started."""
-    from remediation.apply.checkpoint import SqliteCheckpoints
+    its state (UTC ISO text). Empty (with the columns) when apply never started.
+
+    Taken from the journal's replay, never from the checkpoint index: the journal is the record, verified (chain,
+    recorded heads, signed counts) before anything is believed; an index that was edited to disagree with it makes
+    this refuse (exit 3) rather than hand an NO a pack built on a doctored outcome."""
+    from remediation.apply.index import verified_ops
+    from remediation.apply.runner import read_run
+    from remediation.plan import load_plan
 
     columns = ["operation_id", "device_id", "s1sp", "state", "attempts", "prior_ds_fp", "prior_ka_fp", "final_ds_fp", "final_ka_fp",
                "expected_ds", "expected_ka", "target_ds_fp", "target_ka_fp", "last_error", "updated_at"]  # fmt: skip
-    db = Path(run_dir) / "checkpoints.sqlite"
-    if not db.exists():
+    run_dir = Path(run_dir)
+    journal = run_dir / "journal.jsonl"
+    run = read_run(run_dir)
+    if not journal.exists() or journal.stat().st_size == 0:
+        if (run.get("journal_head") or {}).get("seq"):
+            from remediation.errors import SafetyRefusal
+
+            raise SafetyRefusal(f"{journal}: the journal is missing or empty, but run.json records {run['journal_head']['seq']} entries")
         return pd.DataFrame(columns=[*columns, "at"])
-    store = SqliteCheckpoints(db)
-    try:
-        ops = store.ops_frame()
-    finally:
-        store.close()
+    plan = load_plan(run["plan_dir"])
+    ops = verified_ops(run_dir, plan.rows, run.get("journal_head"), "report the run's outcomes").frame()
     ops = ops.reindex(columns=columns)
     ops["at"] = pd.to_datetime(ops["updated_at"], unit="s", utc=True).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return ops
+    return ops.reset_index(drop=True)
 
 
 def _run_events(journal: Path) -> list[dict]:
@@ -98,23 +107,6 @@ def _run_events(journal: Path) -> list[dict]:
     return events
 
 
-def _lock_held(path: Path) -> bool:
-    """Whether a live process holds the run's lock (an flock dies with its process; the file's text does not)."""
-    import fcntl
-    import os
-
-    if not path.exists():
-        return False
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # closing drops the probe's own lock
-    return False
-
-
 def _parse(ts: str | None) -> datetime | None:
     try:
         return datetime.fromisoformat(ts) if ts else None
@@ -125,17 +117,15 @@ def _parse(ts: str | None) -> datetime | None:
 def run_state(run_dir: Path) -> dict:
     """status (completed / paused / needs_attention / incomplete / interrupted / new), pause reasons per S1SP,
     who applied it and when it started and last finished, with the actual duration."""
+    from remediation.apply.state import run_state as journal_state
+
     run_dir = Path(run_dir)
     run = _json(run_dir / "run.json")
+    verified = journal_state(run_dir)  # the journal's verdict (chain, heads, replay): what status says too
     events = _run_events(run_dir / "journal.jsonl")
     started = next((e for e in events if e.get("event") == "run_started"), None)
     finished = [e for e in events if e.get("event") == "run_finished"]
-    last_start = max((i for i, e in enumerate(events) if e.get("event") in ("run_started", "run_resumed")), default=-1)
-    last_finish = max((i for i, e in enumerate(events) if e.get("event") == "run_finished"), default=-1)
-    status = run.get("status", "new")
-    if last_start > last_finish:
-        # Started or resumed and never finished: still running if a live process holds the lock, else interrupted.
-        status = "running" if _lock_held(run_dir / "run.lock") else "interrupted"
+    status = verified.state
     operators = []
     for e in events:
         if e.get("event") not in ("run_started", "run_resumed"):
@@ -149,11 +139,13 @@ def run_state(run_dir: Path) -> dict:
     end = _parse(finished[-1].get("at")) if finished else None
     return {
         "status": status,
-        "paused": dict(run.get("paused") or {}),
+        "paused": dict(verified.paused),
+        "cause": verified.cause,
+        "next_command": verified.next_command,
         "applied_by": operators or ([run["created_by"]] if run.get("created_by") else []),
         "started_at": start.astimezone(timezone.utc).isoformat(timespec="seconds") if start else None,
         "finished_at": end.astimezone(timezone.utc).isoformat(timespec="seconds") if end and status != "interrupted" else None,
         "duration_seconds": (end - start).total_seconds() if start and end and status != "interrupted" else None,
         "invocations": sum(1 for e in events if e.get("event") in ("run_started", "run_resumed")),
-        "counts": run.get("counts") or {},
+        "counts": verified.counts,
     }
