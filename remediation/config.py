@@ -183,6 +183,8 @@ class _CaseFile(_Strict):
 
     @model_validator(mode="after")
     def _extract_s1sps_configured(self) -> _CaseFile:
+        if len(set(DEFAULT_DEVICE_TYPES) | set(self.device_types)) > 100:  # device type codes are int8 in the device tables
+            raise _FieldError("device_types", "more than 100 device types")
         for i, item in enumerate(self.inputs.extract):
             if item.s1sp not in self.s1sp:
                 raise _FieldError(f"inputs.extract[{i}].s1sp", f"S1SP {item.s1sp!r} has no [s1sp.{item.s1sp}] table (configured: {', '.join(self.s1sp)})")
