@@ -396,19 +396,16 @@ def _registration(devices: pd.DataFrame, registrations: pd.DataFrame, as_of: dat
     # device's first pair and the one after it are enough to find an NO other than its registered one.
     pending_no = np.full(n, NO_CODE, dtype=np.int32)
     soon_pairs = pairs(soon)
-    single = np.flatnonzero(count == 1)
-    if len(soon_pairs) and len(single):
+    if len(soon_pairs):
+        # Only the few devices with a registration to come are looked at (no per-device temporaries at national scale).
+        single = np.flatnonzero(_find(np.unique(soon_pairs // width), dkey)[1] & (count == 1) & (dkey >= 0))
         keys = dkey[single]
         at = np.searchsorted(soon_pairs, keys * width)
         at_next = np.minimum(at + 1, len(soon_pairs) - 1)
-        at = np.minimum(at, len(soon_pairs) - 1)
-        first_hit = soon_pairs[at] // width == keys
-        next_hit = (soon_pairs[at_next] // width == keys) & (at_next > at)
-        first_no = (soon_pairs[at] % width).astype(np.int32)
-        next_no = (soon_pairs[at_next] % width).astype(np.int32)
+        first_no = (soon_pairs[at] % width).astype(np.int32)  # every key is there: `at` is its first pair
+        next_no = np.where((soon_pairs[at_next] // width == keys) & (at_next > at), soon_pairs[at_next] % width, NO_CODE).astype(np.int32)
         mine = registered[single]
-        other = np.where(first_hit & (first_no != mine), first_no, np.where(next_hit, next_no, NO_CODE))
-        pending_no[single] = np.where(keys >= 0, other, NO_CODE)
+        pending_no[single] = np.where(first_no != mine, first_no, next_no)
     # Why no registration is effective: the MPxN's registrations ended, or start later, or there are none.
     no_rdp_cause = np.zeros(n, dtype=np.int8)
     none = np.flatnonzero((count == 0) & (dkey >= 0))
