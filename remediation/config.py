@@ -26,6 +26,7 @@ from remediation.errors import ConfigError
 FORMATS = ("csv", "jsonl", "parquet")
 LAYOUTS = ("wide", "slot_per_row")
 TIMESTAMP_FORMATS = ("iso8601", "epoch_seconds", "epoch_millis")
+S1SP_MODES = ("automated", "manual")
 EXTRACT_FIELDS_WIDE = ("s1sp", "device_id", "device_type", "mpxn", "no_ds_cert", "no_ka_cert", "extracted_at")
 EXTRACT_FIELDS_SLOT = ("s1sp", "device_id", "device_type", "mpxn", "slot", "cert", "extracted_at")
 RDP_FIELDS = ("mpxn", "fuel", "network_operator_id", "effective_from", "effective_to")
@@ -167,8 +168,13 @@ class _DeviceType(_Strict):
 
 
 class Governance(_Strict):
-    change_record: _NAME | None = None
-    decision: _NAME | None = None
+    """The change-management references a plan is made under (case [governance])."""
+
+    change_record: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)] | None = None
+    decision: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)] | None = None
+
+    def as_dict(self) -> dict:
+        return {"change_record": self.change_record, "decision": self.decision}
 
 
 class _CaseFile(_Strict):
@@ -179,7 +185,7 @@ class _CaseFile(_Strict):
     s1sp: dict[_CODE, _S1SP] = Field(min_length=1)
     device_types: dict[Annotated[str, StringConstraints(pattern=r"^[A-Z0-9_]+$")], _DeviceType] = {}
     governance: Governance = Governance()
-    costs: dict[str, Any] = {}  # the outcomes branch owns the schema; carried as given
+    costs: dict[str, Any] | None = None  # remediation.outcomes owns its schema; carried as given
 
     @model_validator(mode="after")
     def _extract_s1sps_configured(self) -> _CaseFile:
@@ -282,7 +288,7 @@ class CaseConfig:
     device_types: dict[str, DeviceType] = field(default_factory=default_device_types)
     trust_policy_path: Path | None = None
     governance: Governance = Governance()
-    costs: dict = field(default_factory=dict)
+    costs: dict | None = None  # [costs] as given (None when absent); its schema belongs to the cost model
 
     @property
     def s1sp_codes(self) -> tuple[str, ...]:
@@ -461,6 +467,6 @@ def load_case(path: str | Path) -> CaseConfig:
         device_types=device_types,
         trust_policy_path=file_at(raw.case.trust_policy, "case.trust_policy") if raw.case.trust_policy else None,
         governance=raw.governance,
-        costs=dict(raw.costs),
+        costs=dict(raw.costs) if raw.costs is not None else None,
     )
 
