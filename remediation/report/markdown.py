@@ -44,5 +44,6 @@ def render_markdown(report: dict) -> str:
                           [[r["s1sp"], r["devices"], r["rate_per_second"], format_duration(r["seconds"])] for r in report["estimated_apply"]]))  # fmt: skip
     ex = report["excluded"]
     out += ["", f"## Excluded devices ({ex['devices']})", ""]
-    out.append(_table(["device", "S1SP", "MPxN", "category", "why"], [[r["device_id"], r["s1sp"], r["mpxn"], r["category"], r["detail"]] for r in ex["shown"]]))
+    out.append(_table(["device", "S1SP", "MPxN", "category", "cause", "why"],
+                      [[r["device_id"], r["s1sp"], r["mpxn"], r["category"], r.get("cause", ""), r["detail"]] for r in ex["shown"]]))  # fmt: skip
     return "\n".join(out) + "\n"
