@@ -315,6 +315,7 @@ def test_registry_gap_is_listed_and_refuses_plan_unless_allowed(tmp_path):
     assert refused.exit_code == 3 and "GGEN (3 devices)" in refused.stderr and "Traceback" not in refused.output
     allowed = runner.invoke(main, ["plan", "--config", str(config), "--out", str(tmp_path / "p2"), "--by", "alice", "--allow-unknown-no"])
     assert allowed.exit_code == 0, allowed.stderr
+    assert "--allow-unknown-no: planned despite registry gaps (GGEN 3)" in allowed.stdout.replace("\n", " ")
     document = json.loads((tmp_path / "p2" / "plan.json").read_text())
     assert document["allow_unknown_no"] is True and document["registry_gaps"] == [{"network_operator_id": "GGEN", "devices": 3}]
     assert document["counts"]["devices"] == 1

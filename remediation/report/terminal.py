@@ -120,6 +120,13 @@ def print_plan(document: dict, out_dir: Path, console: Console | None = None) ->
         rate = row["rate_per_second"]
         table.add_row(row["s1sp"], str(row["devices"]), f"{rate:g}" if rate else "-", format_duration(row["seconds"]))
     console.print(table)
+    manual = document.get("manual") or {}
+    if manual.get("devices"):
+        by = ", ".join(f"{k} {v}" for k, v in manual["by_s1sp"].items())
+        console.print(f"manual S1SP(s): {manual['devices']} device(s) listed in manual_change_requests.csv for a scope decision ({by}); never written")
+    if document.get("allow_unknown_no") and document.get("registry_gaps"):
+        gaps = ", ".join(f"{g['network_operator_id']} {g['devices']}" for g in document["registry_gaps"])
+        console.print(f"[yellow]--allow-unknown-no: planned despite registry gaps ({gaps}); their devices stay UNKNOWN_NO[/]")
     console.print(f"plan hash {document['plan_hash']}  planned by {document['planned_by'] or '(unknown)'}")
     console.print(f"wrote plan.parquet, plan.csv, plan.json, findings.parquet, summary.json to {out_dir}; next: remediation approve {out_dir} --by NAME")
 
