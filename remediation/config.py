@@ -346,7 +346,8 @@ def _validated(model: type[BaseModel], raw: dict, path: Path):
             raise ConfigError(ctx_error.message, file=str(path), field=ctx_error.field_name) from None
         message = _MESSAGES.get(error["type"], error["msg"].removeprefix("Value error, "))
         if error["type"] not in _MESSAGES and not isinstance(error.get("input"), (dict, list)):
-            message += f" (got {error['input']!r})"
+            shown = repr(error["input"])
+            message += f" (got {shown[:80] + '…' if len(shown) > 80 else shown})"
         more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
         raise ConfigError(message + more, file=str(path), field=_dotted(error["loc"]) or None) from None
 
