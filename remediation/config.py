@@ -326,6 +326,7 @@ class _FieldError(ValueError):
 _MESSAGES = {
     "extra_forbidden": "unknown setting (not part of the schema; a typo?)",
     "missing": "required setting is missing",
+    "date_type": "must be a TOML date (YYYY-MM-DD, unquoted; not a date-time, not a string)",
 }
 
 
