@@ -13,6 +13,8 @@ Paths in a case file are relative to that file. Every file the case reads is lis
 from __future__ import annotations
 
 import codecs
+import json
+import re
 import tomllib
 from dataclasses import dataclass, field
 from datetime import date
@@ -89,7 +91,7 @@ class _DialectFile(_Strict):
     def _canonical_keys(cls, value: dict) -> dict:
         unknown = sorted(set(value) - CANONICAL_FIELDS)
         if unknown:
-            raise ValueError(f"unknown canonical column(s) {', '.join(unknown)} (known: {', '.join(sorted(CANONICAL_FIELDS))})")
+            raise ValueError(f"unknown canonical column(s) {', '.join(map(repr, unknown))} (known: {', '.join(sorted(CANONICAL_FIELDS))})")
         return value
 
 
@@ -331,9 +333,15 @@ _MESSAGES = {
 
 
 def _dotted(loc: tuple) -> str:
+    """('inputs', 'extract', 0, 's1sp') -> inputs.extract[0].s1sp; an odd key (a typo with a newline, a quote) is
+    shown quoted and escaped, so the message stays one line."""
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int):
+            out += f"[{part}]"
+            continue
+        name = str(part) if re.fullmatch(r"[\w+-]+", str(part)) else json.dumps(str(part))
+        out += f".{name}" if out else name
     return out
 
 
