@@ -450,15 +450,25 @@ def load_case(path: str | Path) -> CaseConfig:
     def file_at(value: str, where: str) -> Path:
         return existing_file(base, value, file=path, field_name=where)
 
+    def dialect_at(value: str, where: str, required: tuple[str, ...] | None = None) -> Dialect:
+        dialect_path = file_at(value, where)
+        try:
+            return load_dialect(dialect_path, required)
+        except ConfigError as exc:
+            if exc.field is not None:
+                raise
+            # The named file is not a dialect at all (not TOML, not UTF-8): say which setting named it.
+            raise ConfigError(f"{dialect_path} is not a dialect file: {str(exc).split(': ', 1)[-1]}", file=str(path), field=where) from None
+
     extracts = []
     for i, item in enumerate(raw.inputs.extract):
         where = f"inputs.extract[{i}]"
-        dialect = load_dialect(file_at(item.dialect, f"{where}.dialect"))
+        dialect = dialect_at(item.dialect, f"{where}.dialect")
         extracts.append(ExtractSource(item.s1sp, file_at(item.path, f"{where}.path"), dialect))
     rdp = []
     for i, item in enumerate(raw.inputs.rdp):
         where = f"inputs.rdp[{i}]"
-        rdp.append(RdpSource(file_at(item.path, f"{where}.path"), load_dialect(file_at(item.dialect, f"{where}.dialect"), RDP_FIELDS)))
+        rdp.append(RdpSource(file_at(item.path, f"{where}.path"), dialect_at(item.dialect, f"{where}.dialect", RDP_FIELDS)))
     device_types = default_device_types()
     for name, spec in raw.device_types.items():
         device_types[name] = DeviceType(name, spec.fuel, spec.no_slots)
