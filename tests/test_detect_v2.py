@@ -53,7 +53,7 @@ def test_pending_change_is_held_not_overwritten_with_the_outgoing_no(tmp_path):
     case = pending_case(tmp_path, 5)
     f = finding(case.detect(), dev(1))
     assert (f["category"], f["cause"]) == ("PENDING_NO_CHANGE", "slots_hold_incoming_no")
-    assert "AAAA to BBBB" in f["detail"]
+    assert f"from AAAA to BBBB on {day(5)}" in f["detail"]
     plan = case.plan()
     assert plan.rows.empty and plan.document["counts"]["devices"] == 0
 
