@@ -88,8 +88,9 @@ def main(argv=None) -> None:
     case.write_text(head + f"[s1sp.MOC]\nbase_url = \"http://127.0.0.1:1\"\nrate_per_second = {args.rate}\nconcurrency = {args.concurrency}\n")
     plan_dir = work / f"plan-r{args.rate:g}-c{args.concurrency}"  # the plan carries the S1SP's rate and concurrency
     if not (plan_dir / "plan.json").exists():
+        # Unsigned (the generated case names no trust policy): apply_plan is called directly below, so this measures
+        # the executor and checkpoints, not the authority checks pipeline.run_apply makes first.
         pipeline.run_plan(case, plan_dir, planner="bench-planner", s1sps=("MOC",))
-        pipeline.run_approve(plan_dir, "bench-approver")
     devices = load_plan(plan_dir).document["counts"]["devices"]
     print(f"plan: {devices} MOC devices; simulator rate limit R = {args.rate:g} req/s, median latency {args.latency_ms:g} ms, "
           f"client concurrency {args.concurrency}")  # fmt: skip

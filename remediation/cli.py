@@ -68,6 +68,13 @@ class _RowProgress(_ProgressLines):
 
 config_option = click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
                              help="Case file (TOML) naming the extracts, RDP, registry, PKI and policy.")  # fmt: skip
+key_option = click.option("--key", "key", type=click.Path(dir_okay=False, path_type=Path), default=None, envvar="REMEDIATION_KEY",
+                          help="Your Ed25519 private key (from `remediation keygen`, or an OpenSSH ed25519 key); default $REMEDIATION_KEY. "
+                               "Encrypted keys read their passphrase from $REMEDIATION_KEY_PASSPHRASE.")  # fmt: skip
+trust_policy_option = click.option("--trust-policy", type=click.Path(dir_okay=False, path_type=Path), default=None, envvar="REMEDIATION_TRUST_POLICY",
+                                   help="The reviewed trust policy to check against (default $REMEDIATION_TRUST_POLICY, else the one the plan names); "
+                                        "its SHA-256 must be the one sealed in the plan.")  # fmt: skip
+change_ref_option = click.option("--change-ref", default=None, metavar="CHG-…", help="Governance reference (change record id), signed with the plan or approval.")
 as_of_option = click.option("--as-of", callback=_as_of, metavar="YYYY-MM-DD",
                             help="Judge registrations and certificate validity on this date (default: the case's, else today).")  # fmt: skip
 
@@ -104,29 +111,39 @@ def _default_user() -> str:
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="New directory for the plan.")
 @as_of_option
 @click.option("--s1sp", "s1sps", multiple=True, metavar="CODE", help="Plan only this S1SP (repeatable).")
-@click.option("--by", "planner", default=_default_user, show_default="the login name", help="Who makes the plan (may not approve it).")
+@click.option("--by", "planner", default=_default_user, show_default="the login name", help="A label for an unsigned plan (a signed plan names the key's holder).")
 @click.option("--from", "from_detect", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, metavar="DETECT_DIR",
               help="Reuse this detect result instead of detecting again (refused unless its inputs and config still match).")
 @click.option("--allow-unknown-no", is_flag=True,
               help="Plan even though RDP names network operators the registry lacks (their devices stay UNKNOWN_NO); recorded in plan.json.")
+@key_option
+@change_ref_option
+@click.option("--trust-policy", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="Seal the plan under this trust policy instead of the case's [case] trust_policy.")  # fmt: skip
 def plan(config_path: Path, out_dir: Path, as_of: date | None, s1sps: tuple[str, ...], planner: str, from_detect: Path | None,
-         allow_unknown_no: bool) -> None:  # fmt: skip
-    """Detect (or reuse a detect result), then write a correction plan for the WRONG_NO devices, sealed with a plan hash."""
+         allow_unknown_no: bool, key: Path | None, change_ref: str | None, trust_policy: Path | None) -> None:  # fmt: skip
+    """Detect (or reuse a detect result), then write a correction plan for the WRONG_NO devices, sealed with a plan hash
+    and signed with a planner's key."""
     err = Console(stderr=True)
     with _RowProgress(err) as progress:
         result = pipeline.run_plan(config_path, out_dir, planner=planner, as_of=as_of, s1sps=s1sps, progress=progress, from_detect=from_detect,
-                                   allow_unknown_no=allow_unknown_no)  # fmt: skip
+                                   allow_unknown_no=allow_unknown_no, key=key, change_ref=change_ref, trust_policy=trust_policy)  # fmt: skip
     terminal.print_plan(result.document, result.directory)
 
 
 @main.command()
 @click.argument("plan_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
-@click.option("--by", "approver", required=True, help="Who approves (must differ from the planner).")
-@click.option("--note", default="", help="Free text kept with the approval (change ticket, review notes).")
-def approve(plan_dir: Path, approver: str, note: str) -> None:
-    """Approve a plan: binds the approver to the plan hash after checking the plan and its inputs are unchanged."""
-    approval = pipeline.run_approve(plan_dir, approver, note)
-    Console().print(f"approved plan {approval['plan_hash'][:16]}… ({approval['devices']} devices) by {approval['approved_by']} at {approval['approved_at']}")
+@key_option
+@click.option("--note", default="", help="Free text kept with the approval (review notes).")
+@change_ref_option
+@trust_policy_option
+def approve(plan_dir: Path, key: Path | None, note: str, change_ref: str | None, trust_policy: Path | None) -> None:
+    """Approve a plan: sign its plan hash with an approver's key (not the planner's) after checking the plan, its
+    signature and its inputs are unchanged."""
+    approval = pipeline.run_approve(plan_dir, key, note, change_ref, trust_policy)
+    Console().print(f"approved plan {approval['plan_hash'][:16]}… ({approval['devices']} devices) by {approval['approver']} "
+                    f"(key {approval['key_id']}) at {approval['approved_at']}, change {approval['change_ref'] or '-'}, "
+                    f"trust policy {approval['trust_policy_sha256'][:16]}…")  # fmt: skip
 
 
 @main.command()
@@ -202,6 +219,13 @@ class _ApplyProgress(_ProgressLines):
         self.progress.update(self.tasks[s1sp], completed=done, total=total)
 
 
+def _require_pinned_policy(trust_policy: Path | None) -> None:
+    """Whoever can write a plan directory can name a policy of their own making in it: the operator names the
+    reviewed one (the plan's sealed hash must match it)."""
+    if trust_policy is None:
+        raise click.UsageError("name the reviewed trust policy: --trust-policy PATH or $REMEDIATION_TRUST_POLICY")
+
+
 def _finish_apply(result) -> None:
     terminal.print_run(result.counts, result.status, result.paused, result.run_dir)
     if result.status != "completed":
@@ -214,7 +238,9 @@ def _finish_apply(result) -> None:
 @click.option("--dry-run", "dry_run_dir", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="OUT_DIR",
               help="Read live slots and report what would be written, drifted or skipped into OUT_DIR; writes nothing to any S1SP.")
 @apply_options
-def apply(plan_dir: Path, run_dir: Path | None, dry_run_dir: Path | None, **kw) -> None:
+@key_option
+@trust_policy_option
+def apply(plan_dir: Path, run_dir: Path | None, dry_run_dir: Path | None, key: Path | None, trust_policy: Path | None, **kw) -> None:
     """Apply an approved, fresh plan to the S1SPs (canary, waves, checkpoints); resumes an existing run directory."""
     options = _options(**kw)
     if dry_run_dir is not None:
@@ -223,18 +249,22 @@ def apply(plan_dir: Path, run_dir: Path | None, dry_run_dir: Path | None, **kw) 
         return
     if run_dir is None:
         raise click.UsageError("--run RUN_DIR is required (or --dry-run OUT_DIR)")
+    _require_pinned_policy(trust_policy)
     with _ApplyProgress(Console(stderr=True)) as progress:
-        result = pipeline.run_apply(plan_dir, run_dir, options, progress)
+        result = pipeline.run_apply(plan_dir, run_dir, options, progress, key=key, trust_policy=trust_policy)
     _finish_apply(result)
 
 
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @apply_options
-def resume(run_dir: Path, **kw) -> None:
-    """Resume a paused or interrupted run (same checks as apply: approved, fresh, unlocked)."""
+@key_option
+@trust_policy_option
+def resume(run_dir: Path, key: Path | None, trust_policy: Path | None, **kw) -> None:
+    """Resume a paused or interrupted run (same checks as apply: signed, approved, fresh, unlocked)."""
+    _require_pinned_policy(trust_policy)
     with _ApplyProgress(Console(stderr=True)) as progress:
-        result = pipeline.run_resume(run_dir, _options(**kw), progress)
+        result = pipeline.run_resume(run_dir, _options(**kw), progress, key=key, trust_policy=trust_policy)
     _finish_apply(result)
 
 
@@ -322,6 +352,25 @@ def simulator_export(db: Path, out_path: Path) -> None:
     click.echo(f"exported {n} devices to {out_path}")
 
 
+@main.command()
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Private key file NAME; the public key goes to NAME.pub.")
+@click.option("--comment", default=None, help="Comment on the public key line (default: NAME).")
+@click.option("--passphrase-env", default=None, metavar="VAR", help="Encrypt the private key with the passphrase in this environment variable.")
+def keygen(out_path: Path, comment: str | None, passphrase_env: str | None) -> None:
+    """Make your Ed25519 key pair: NAME (private, mode 0600) and NAME.pub (the line that goes into the trust policy)."""
+    from remediation.authority import write_key_pair
+
+    passphrase = None
+    if passphrase_env:
+        passphrase = os.environ.get(passphrase_env, "").encode()
+        if not passphrase:
+            raise click.UsageError(f"--passphrase-env: ${passphrase_env} is not set or empty")
+    public_path, line, kid = write_key_pair(out_path, comment or out_path.name, passphrase)
+    click.echo(f"wrote {out_path} (private, mode 0600{', encrypted' if passphrase else ''}) and {public_path}")
+    click.echo(line)
+    click.echo(f"key id {kid}")
+
+
 @main.group()
 def audit() -> None:
     """Signed audit exports of a run, and their verification."""
@@ -331,7 +380,7 @@ def audit() -> None:
 @click.option("--private", "private_path", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Ed25519 private key (PEM, mode 0600).")
 @click.option("--public", "public_path", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Its public key (PEM), for audit verify.")
 def audit_keygen(private_path: Path, public_path: Path) -> None:
-    """Make an Ed25519 signing key pair (an HSM- or PKI-issued key can be used instead)."""
+    """Old form of `remediation keygen` (PEM public key; list it in the trust policy to sign exports with it)."""
     from remediation.evidence.audit import generate_key
 
     if private_path.exists():
@@ -343,22 +392,28 @@ def audit_keygen(private_path: Path, public_path: Path) -> None:
 @audit.command("export")
 @click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--sign-key", required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path), help="Ed25519 or ECDSA P-256 private key (PEM).")
+@key_option
+@click.option("--sign-key", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None, help="Old name of --key.")
 @click.option("--by", "who", default=_default_user, show_default="the login name")
-def audit_export(run_dir: Path, out_dir: Path, sign_key: Path, who: str) -> None:
-    """Export findings, plan, approvals, journal and per-device outcomes with a signed manifest."""
-    result = pipeline.run_audit_export(run_dir, out_dir, sign_key, who)
-    Console().print(f"exported {len(result.manifest['files'])} files to {result.directory}, manifest signed ({result.manifest['algorithm']}, "
-                    f"key {result.manifest['public_key_sha256'][:16]}…)")  # fmt: skip
+def audit_export(run_dir: Path, out_dir: Path, key: Path | None, sign_key: Path | None, who: str) -> None:
+    """Export findings, plan, its signature, approvals, trust policy, journal and per-device outcomes, with a manifest
+    signed by an auditor's or operator's key from the trust policy."""
+    result = pipeline.run_audit_export(run_dir, out_dir, sign_key, who, key=key)
+    signer = f"{result.manifest['signed_by']}, key {result.manifest['key_id']}" if result.manifest.get("signed_by") else f"key {result.manifest['public_key_sha256'][:16]}…"
+    Console().print(f"exported {len(result.manifest['files'])} files to {result.directory}, manifest signed ({result.manifest['algorithm']}, {signer})")
 
 
 @audit.command("verify")
 @click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
-@click.option("--pubkey", required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path))
-def audit_verify(directory: Path, pubkey: Path) -> None:
-    """Check the signature, every file's hash, the journal chain and the summary's counts (exit 3 naming the first fault)."""
-    manifest = pipeline.run_audit_verify(directory, pubkey)
-    Console().print(f"[green]verified[/]: signature, {len(manifest['files'])} file hashes, journal chain and counts (plan {manifest['plan_hash'][:16]}…)")
+@click.option("--expect-policy-sha256", default=None, metavar="HEX", help="SHA-256 of the reviewed trust policy (sha256sum people.toml); required when the export carries one.")
+@click.option("--pubkey", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="Pin the exporter's public key (default: the exporter's key in the exported, pinned trust policy).")  # fmt: skip
+def audit_verify(directory: Path, expect_policy_sha256: str | None, pubkey: Path | None) -> None:
+    """Check the trust policy against the expected hash, the manifest signature, every file's hash, the journal chain, the
+    plan signature, the approvals and quorum, the signed run records and the summary's counts (exit 3 naming the first fault)."""
+    manifest = pipeline.run_audit_verify(directory, pubkey, expect_policy_sha256)
+    policy = f", trust policy {manifest['trust_policy_sha256'][:16]}… as expected; plan signature, approvals and run records" if manifest.get("trust_policy_sha256") else ""
+    Console().print(f"[green]verified[/]: signature, {len(manifest['files'])} file hashes, journal chain{policy} and counts (plan {manifest['plan_hash'][:16]}…)")
 
 
 @main.command()
@@ -366,9 +421,10 @@ def audit_verify(directory: Path, pubkey: Path) -> None:
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="New directory for the rollback plan.")
 @click.option("--device", "devices", multiple=True, help="Roll back only this device (repeatable; default: every device the run wrote).")
 @click.option("--by", "planner", default=_default_user, show_default="the login name")
-def rollback(run_dir: Path, out_dir: Path, devices: tuple[str, ...], planner: str) -> None:
-    """Plan the restoration of the prior certificates recorded by a run (then approve and apply it like any plan)."""
-    result = pipeline.run_rollback(run_dir, out_dir, planner=planner, devices=list(devices) or None)
+@key_option
+def rollback(run_dir: Path, out_dir: Path, devices: tuple[str, ...], planner: str, key: Path | None) -> None:
+    """Plan the restoration of the prior certificates recorded by a run, signed with a planner's key (then approve and apply it like any plan)."""
+    result = pipeline.run_rollback(run_dir, out_dir, planner=planner, devices=list(devices) or None, key=key)
     terminal.print_plan(result.document, result.directory)
 
 

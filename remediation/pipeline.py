@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from remediation import __version__
+from remediation import __version__, authority
 from remediation.artefacts import detect_result
 from remediation.artefacts.detect_result import DetectResultDir
 from remediation.certificates import CertificateCatalog
@@ -34,9 +34,9 @@ from remediation.report.content import build_report
 from remediation.report.html import render_html
 from remediation.report.markdown import render_markdown
 from remediation.apply.checkpoint import SqliteCheckpoints
-from remediation.apply.runner import ApplyOptions, ApplyResult, apply_plan, carry_files, dry_run, read_run, run_counts_table, write_outcomes
+from remediation.apply.runner import ApplyOptions, ApplyResult, apply_plan, carry_files, check_endpoints, dry_run, read_run, run_counts_table, write_outcomes
 from remediation.evidence.audit import export_audit, verify_export
-from remediation.plan import PLAN_SCHEMA, build_rollback_plan, plannable_categories, check_approved, approvals_path, build_plan, check_fresh, load_plan, make_approval, plan_counts, read_approvals, seal
+from remediation.plan import PLAN_SCHEMA, build_rollback_plan, plannable_categories, approvals_path, build_plan, check_fresh, load_plan, plan_counts, read_approvals, seal
 
 SUMMARY_SCHEMA = "remediation/detect-summary/1"
 
@@ -233,12 +233,15 @@ class PlanResult:
     detect: DetectResult
 
 
-def run_plan(config_path: str | Path, out_dir: str | Path, *, planner: str, as_of: date | None = None, s1sps: tuple[str, ...] = (),
-             progress: ProgressCallback | None = None, from_detect: str | Path | None = None, allow_unknown_no: bool = False) -> PlanResult:  # fmt: skip
+def run_plan(config_path: str | Path, out_dir: str | Path, *, planner: str = "", as_of: date | None = None, s1sps: tuple[str, ...] = (),
+             progress: ProgressCallback | None = None, from_detect: str | Path | None = None, allow_unknown_no: bool = False, key=None,
+             change_ref: str | None = None, trust_policy: str | Path | None = None) -> PlanResult:  # fmt: skip
     """Detect (or, with `from_detect`, reuse a detect result that still matches the case) and plan."""
     config = load_case(config_path)
+    # Before any work: the key must be a planner's in the policy (the case's, or --trust-policy) the plan is sealed under.
+    signing = authority.plan_signing(Path(trust_policy) if trust_policy else config.trust_policy_path, key)
     planner = planner.strip()
-    if not planner:
+    if not planner and signing is None:  # a signed plan is named by its key's holder; an unsigned one needs a label
         raise InputError("a planner name is required", field="--by")
     for code in s1sps:
         if code not in config.s1sp_codes:
@@ -304,8 +307,10 @@ def run_plan(config_path: str | Path, out_dir: str | Path, *, planner: str, as_o
             "counts": plan_counts(rows),
             "manual": {"s1sps": manual_codes, "devices": int(len(manual)), "by_s1sp": {k: int(v) for k, v in manual.groupby("s1sp").size().items()}},
             "outputs": {name: sha256_file(path) for name, path in outputs.items()},
+            **authority.plan_fields(signing, planner, change_ref or config.governance.change_record),
         }
     )
+    document = authority.sign_sealed_plan(document, signing)
     write_json(out / "plan.json", document)
     return PlanResult(out, document, rows, detected)
 
@@ -332,11 +337,14 @@ def _write_plan_rows(out: Path, rows: pd.DataFrame) -> Path:
     return write_parquet(out / "plan.parquet", rows)
 
 
-def run_approve(plan_dir: str | Path, approver: str, note: str = "") -> dict:
+def run_approve(plan_dir: str | Path, key, note: str = "", change_ref: str | None = None, trust_policy: str | Path | None = None) -> dict:
+    """Sign an approval of the plan with an approver's key, after checking the plan, its inputs and its signature."""
     plan = load_plan(plan_dir)
     check_fresh(plan)
-    approval = make_approval(plan, approver, note)
-    write_json(approvals_path(plan.directory), {"approvals": [*read_approvals(plan.directory), approval]})
+    policy = authority.policy_for_plan(plan, trust_policy)
+    existing = read_approvals(plan.directory)
+    approval = authority.make_approval(plan, policy, authority.as_signer(key), note, change_ref, existing)
+    write_json(approvals_path(plan.directory), {"approvals": [*existing, approval]})
     return approval
 
 
@@ -358,15 +366,19 @@ def run_report(directory: str | Path, fmt: str, out_path: str | Path | None = No
 # ------------------------------------------------------------------------------------------------ apply / status / verify
 
 
-def run_apply(plan_dir: str | Path, run_dir: str | Path, options: ApplyOptions, progress=None) -> ApplyResult:
+def run_apply(plan_dir: str | Path, run_dir: str | Path, options: ApplyOptions, progress=None, *, key=None,
+              trust_policy: str | Path | None = None) -> ApplyResult:  # fmt: skip
     plan = load_plan(plan_dir)
-    check_approved(plan)
+    # Signatures, quorum, policy, operator key, then inputs and endpoints/tokens: all before the run directory exists.
+    run_authority = authority.authorise_run(plan, read_approvals(plan.directory), key, trust_policy)
     check_fresh(plan)
-    return apply_plan(plan, Path(run_dir), options, progress)
+    check_endpoints(plan, options)
+    run_authority.endpoint_overrides = authority.endpoint_overrides(plan.document["endpoints"], options.endpoints, options.who, run_authority.signer.key_id)
+    return apply_plan(plan, Path(run_dir), options, progress, authority=run_authority)
 
 
-def run_resume(run_dir: str | Path, options: ApplyOptions, progress=None) -> ApplyResult:
-    return run_apply(read_run(run_dir)["plan_dir"], run_dir, options, progress)
+def run_resume(run_dir: str | Path, options: ApplyOptions, progress=None, *, key=None, trust_policy: str | Path | None = None) -> ApplyResult:
+    return run_apply(read_run(run_dir)["plan_dir"], run_dir, options, progress, key=key, trust_policy=trust_policy)
 
 
 def run_dry_run(plan_dir: str | Path, out_dir: str | Path, options: ApplyOptions) -> pd.DataFrame:
@@ -455,18 +467,22 @@ def _categories_at_plan(findings_path: Path, device_ids: pd.Series) -> pd.Series
 # ------------------------------------------------------------------------------------------------ evidence
 
 
-def run_audit_export(run_dir: str | Path, out_dir: str | Path, sign_key: str | Path, exported_by: str):
-    return export_audit(Path(run_dir), Path(out_dir), Path(sign_key), exported_by)
+def run_audit_export(run_dir: str | Path, out_dir: str | Path, sign_key: str | Path | None, exported_by: str, *, key=None):
+    """Signed with an auditor's or operator's Ed25519 key from the run's trust policy (--key; --sign-key is its old name)."""
+    signer = authority.as_signer(key if key is not None else sign_key)
+    return export_audit(Path(run_dir), Path(out_dir), None, exported_by, signer=signer)
 
 
-def run_audit_verify(directory: str | Path, pubkey: str | Path) -> dict:
-    return verify_export(Path(directory), Path(pubkey))
+def run_audit_verify(directory: str | Path, pubkey: str | Path | None = None, expect_policy_sha256: str | None = None) -> dict:
+    return verify_export(Path(directory), Path(pubkey) if pubkey else None, expect_policy_sha256)
 
 
-def run_rollback(run_dir: str | Path, out_dir: str | Path, *, planner: str, devices: list[str] | None = None) -> PlanResult:
+def run_rollback(run_dir: str | Path, out_dir: str | Path, *, planner: str = "", devices: list[str] | None = None, key=None) -> PlanResult:
     """A plan that restores the recorded prior certificates of devices this run wrote; approved and applied like any plan."""
     run_dir = Path(run_dir)
     original = load_plan(read_run(run_dir)["plan_dir"])
+    # Signed by a planner under the original plan's (still unchanged) trust policy.
+    signing = authority.rollback_signing(original, key)
     store = SqliteCheckpoints(run_dir / "checkpoints.sqlite")
     ops = store.ops_frame()
     store.close()
@@ -496,7 +512,9 @@ def run_rollback(run_dir: str | Path, out_dir: str | Path, *, planner: str, devi
             "endpoints": original.document["endpoints"],
             "counts": plan_counts(rows),
             "outputs": {name: sha256_file(path) for name, path in outputs.items()},
+            **authority.plan_fields(signing, planner, (original.document.get("governance") or {}).get("change_record")),
         }
     )
+    document = authority.sign_sealed_plan(document, signing)
     write_json(out / "plan.json", document)
     return PlanResult(out, document, rows, None)

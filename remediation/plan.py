@@ -25,7 +25,6 @@ from remediation.ingest.registry import NetworkOperator, Registry
 from remediation.model import Category
 
 PLAN_SCHEMA = "remediation/plan/1"
-APPROVAL_SCHEMA = "remediation/approval/1"
 OPERATION_PREFIX = "mp107r2-"
 PLAN_COLUMNS = [
     "operation_id", "device_id", "s1sp", "device_type", "mpxn", "category", "registered_no",
@@ -165,9 +164,11 @@ def apply_estimates(document: dict) -> list[dict]:
 
 
 def seal(document: dict) -> dict:
-    """Add the plan hash: SHA-256 over the canonical JSON of everything else in plan.json."""
-    body = {k: v for k, v in document.items() if k != "plan_hash"}
-    return {**body, "plan_hash": sha256_json(body)}
+    """Add the plan hash: SHA-256 over the canonical JSON of everything else in plan.json except the planner's
+    signature, which is made over the hash (authority.py) and so cannot be inside it."""
+    body = {k: v for k, v in document.items() if k not in ("plan_hash", "signature")}
+    signature = {"signature": document["signature"]} if "signature" in document else {}
+    return {**body, "plan_hash": sha256_json(body), **signature}
 
 
 @dataclass(frozen=True)
@@ -226,40 +227,10 @@ def read_approvals(plan_dir: Path) -> list[dict]:
     if not path.exists():
         return []
     data = _read_json(path)
-    return data.get("approvals", [])
-
-
-def make_approval(plan: LoadedPlan, approver: str, note: str = "", now: datetime | None = None) -> dict:
-    approver = approver.strip()
-    if not approver:
-        raise InputError("an approver name is required", field="--by")
-    planner = plan.document.get("planned_by", "")
-    if approver.casefold() == planner.casefold():
-        raise SafetyRefusal(f"refusing approval: {approver!r} made this plan; the approver must be someone else")
-    if any(a["approved_by"].casefold() == approver.casefold() and a["plan_hash"] == plan.plan_hash for a in read_approvals(plan.directory)):
-        raise InputError(f"{approver!r} has already approved this plan", field="--by")
-    when = (now or datetime.now(timezone.utc)).isoformat(timespec="seconds")
-    body = {"schema": APPROVAL_SCHEMA, "plan_hash": plan.plan_hash, "approved_by": approver, "approved_at": when, "note": note,
-            "devices": plan.document["counts"]["devices"]}  # fmt: skip
-    return {**body, "approval_hash": sha256_json(body)}
-
-
-def valid_approvals(plan: LoadedPlan) -> list[dict]:
-    good = []
-    for a in read_approvals(plan.directory):
-        body = {k: v for k, v in a.items() if k != "approval_hash"}
-        if a.get("plan_hash") == plan.plan_hash and sha256_json(body) == a.get("approval_hash") and a.get("approved_by", "").casefold() != plan.document.get("planned_by", "").casefold():
-            good.append(a)
-    return good
-
-
-def check_approved(plan: LoadedPlan) -> list[dict]:
-    good = valid_approvals(plan)
-    if not good:
-        recorded = read_approvals(plan.directory)
-        why = "it has no approval" if not recorded else "its approvals are for another plan hash or were altered"
-        raise NotApproved(f"refusing: plan {plan.directory} (hash {plan.plan_hash[:12]}…) is not approved: {why}; run `remediation approve`")
-    return good
+    approvals = data.get("approvals", []) if isinstance(data, dict) else None
+    if not isinstance(approvals, list) or not all(isinstance(a, dict) for a in approvals):
+        raise PlanTampered(f"{path}: not a list of approvals")
+    return approvals
 
 
 # ------------------------------------------------------------------------------------------------ rollback

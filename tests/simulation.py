@@ -12,7 +12,7 @@ from remediation.simulator.faults import FaultInjector, FaultSpec
 from remediation.simulator.server import SimulatorServer, run_in_thread, serve
 from remediation.simulator.service import load_from_case
 from remediation.simulator.store import SlotStore
-from tests.support import CaseFiles, mpan, no_cert
+from tests.support import CaseFiles, mpan, no_cert, signer
 
 
 @dataclass
@@ -53,9 +53,18 @@ def planned_case(root: Path, wrong: int = 30, ok: int = 5, s1sp: str = "MOC") ->
         case.register(m, "AAAA")
     config = case.write()
     plan_dir = root / "plan"
-    pipeline.run_plan(config, plan_dir, planner="alice")
-    pipeline.run_approve(plan_dir, "bob")
+    pipeline.run_plan(config, plan_dir, key=signer("alice"))
+    pipeline.run_approve(plan_dir, signer("bob"))
     return case, config, plan_dir
+
+
+def run_apply(plan_dir, run_dir, options, **kw):
+    """pipeline.run_apply with the test operator's (carol's) key."""
+    return pipeline.run_apply(plan_dir, run_dir, options, key=signer("carol"), **kw)
+
+
+def run_resume(run_dir, options, **kw):
+    return pipeline.run_resume(run_dir, options, key=signer("carol"), **kw)
 
 
 def api_writes(db: Path) -> list[tuple]:

@@ -10,6 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from remediation import pipeline
+from remediation.authority import Signer, public_key_line
 from remediation.identifiers import mpan_check_digit
 from remediation.testpki import SMKI_POLICY_OID, Authority, der, make_org_ca, make_org_certificate, pem
 
@@ -64,6 +65,57 @@ def b64(value: bytes | str | None) -> str:
     return value if isinstance(value, str) else base64.b64encode(value).decode()
 
 
+# The people of the test world and their roles. Each gets one real Ed25519 key per test session (generated once).
+PEOPLE = {
+    "alice": ("planner",),
+    "bob": ("approver",),
+    "dave": ("approver",),
+    "carol": ("operator",),
+    "erin": ("auditor",),
+}
+
+
+@lru_cache(maxsize=None)
+def signer(name: str) -> Signer:
+    """`name`'s private key; `signer("bob#2")` is bob's second key."""
+    return Signer.generate()
+
+
+@lru_cache(maxsize=None)
+def _key_dir() -> Path:
+    import tempfile
+
+    return Path(tempfile.mkdtemp(prefix="remediation-test-keys-"))
+
+
+@lru_cache(maxsize=None)
+def key_file(name: str) -> Path:
+    """`name`'s private key as a PEM file (mode 0600), for the CLI and subprocesses."""
+    import os
+
+    from cryptography.hazmat.primitives import serialization
+
+    path = _key_dir() / name.replace("#", "-")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(signer(name).private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return path
+
+
+def key_env(name: str = "carol") -> dict:
+    return {"REMEDIATION_KEY": str(key_file(name))}
+
+
+def policy_toml(people: dict | None = None, quorum: int = 1) -> str:
+    """A trust policy: {display name: (roles, [key names])}; default each of PEOPLE with their own key."""
+    people = people if people is not None else {n: (roles, [n]) for n, roles in PEOPLE.items()}
+    out = f"[approval]\nquorum = {quorum}\n"
+    for name, (roles, keys) in people.items():
+        lines = ", ".join(f'"{public_key_line(signer(k).public_key, k)}"' for k in keys)
+        out += f'\n[[person]]\nname = "{name}"\nroles = [{", ".join(repr(r).replace(chr(39), chr(34)) for r in roles)}]\nkeys = [{lines}]\n'
+    return out
+
+
 _counter = [0]
 
 
@@ -90,6 +142,7 @@ class CaseFiles:
     extra_toml: str = ""  # appended to the case file (e.g. [device_types.X] tables)
     operators: dict = field(default_factory=lambda: dict(OPERATORS))  # the registry's NOs
     ca_pem: bytes | None = None  # the Organisation CA certificate (default: the test world's)
+    trust_policy: str | None = field(default_factory=policy_toml)  # people.toml text; None: the case names no policy
 
     def device(self, device_id: str, mpxn: str, ds=None, ka=None, *, device_type: str = "ESME", s1sp: str = "MOC",
                extracted_at: str = "2026-05-31T02:00:00Z") -> dict:  # fmt: skip
@@ -133,7 +186,10 @@ class CaseFiles:
         oids = ", ".join(f'"{o}"' for o in self.policy_oids)
         s1sp_tables = "".join(f"[s1sp.{code}]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in self.s1sp_settings.get(code, {}).items())
                               for code in s1sps)  # fmt: skip
-        case = (f'[case]\nname = "test"\nas_of = {AS_OF.isoformat()}\n[inputs]\nregistry = "registry.toml"\n' + "".join(extracts)
+        if self.trust_policy is not None and not (root / "people.toml").exists():  # written once: its hash is sealed in plans
+            (root / "people.toml").write_text(self.trust_policy)
+        people = 'trust_policy = "people.toml"\n' if self.trust_policy is not None else ""
+        case = (f'[case]\nname = "test"\nas_of = {AS_OF.isoformat()}\n{people}[inputs]\nregistry = "registry.toml"\n' + "".join(extracts)
                 + '[[inputs.rdp]]\npath = "rdp.csv"\ndialect = "dialects/rdp.toml"\n'
                 + f'[pki]\norganisation_ca = "pki/ca.pem"\norl = "pki/orl.csv"\naccepted_policy_oids = [{oids}]\n[policy]\n' + policy
                 + s1sp_tables + self.extra_toml)  # fmt: skip
@@ -144,6 +200,8 @@ class CaseFiles:
         return pipeline.run_detect(self.write(), self.root / "out", as_of)
 
     def plan(self, out: str = "plan", planner: str = "alice", **kw) -> pipeline.PlanResult:
+        if self.trust_policy is not None:
+            kw.setdefault("key", signer(planner))
         return pipeline.run_plan(self.write(), self.root / out, planner=planner, **kw)
 
 

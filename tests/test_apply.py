@@ -20,8 +20,8 @@ from remediation.apply.runner import ApplyOptions
 from remediation.cli import main
 from remediation.errors import SafetyRefusal
 from remediation.evidence.journal import read_journal, verify_journal
-from tests.simulation import api_writes, planned_case, start_sim
-from tests.support import REPO
+from tests.simulation import api_writes, planned_case, run_apply, run_resume, start_sim
+from tests.support import REPO, key_env, signer
 
 
 @pytest.fixture()
@@ -81,7 +81,7 @@ def test_bearer_token_is_required_when_configured(tmp_path):
 
 def test_apply_writes_each_planned_device_once_and_nothing_else(world, tmp_path):
     _, config, plan_dir, sim = world
-    result = pipeline.run_apply(plan_dir, tmp_path / "run", options(sim))
+    result = run_apply(plan_dir, tmp_path / "run", options(sim))
     rows = plan_rows(plan_dir)
     assert result.status == "completed" and result.counts["MOC"]["done"] == len(rows) == 30
     writes = api_writes(tmp_path / "moc.sqlite")
@@ -100,11 +100,11 @@ def test_apply_writes_each_planned_device_once_and_nothing_else(world, tmp_path)
 
 def test_second_apply_and_replan_write_nothing(world, tmp_path):
     _, config, plan_dir, sim = world
-    pipeline.run_apply(plan_dir, tmp_path / "run", options(sim))
+    run_apply(plan_dir, tmp_path / "run", options(sim))
     before = len(sim.writes())
-    again = pipeline.run_apply(plan_dir, tmp_path / "run", options(sim))  # same run: nothing open
+    again = run_apply(plan_dir, tmp_path / "run", options(sim))  # same run: nothing open
     assert again.counts["MOC"]["done"] == 30 and len(sim.writes()) == before
-    fresh = pipeline.run_apply(plan_dir, tmp_path / "run2", options(sim))  # new run of the same plan: all noop
+    fresh = run_apply(plan_dir, tmp_path / "run2", options(sim))  # new run of the same plan: all noop
     assert fresh.counts["MOC"]["noop"] == 30 and len(sim.writes()) == before
 
 
@@ -116,7 +116,7 @@ def test_drifted_devices_are_never_written(tmp_path):
     try:
         drifted = list(plan_rows(plan_dir)["device_id"][:4])
         make_drift(sim.store, drifted, 0, 0)
-        result = pipeline.run_apply(plan_dir, tmp_path / "run", options(sim))
+        result = run_apply(plan_dir, tmp_path / "run", options(sim))
         assert result.status == "needs_attention" and result.counts["MOC"]["drifted"] == 4 and result.counts["MOC"]["done"] == 26
         assert not {d for d, _ in api_writes(tmp_path / "moc.sqlite")} & set(drifted)
         outcomes = pd.read_parquet(tmp_path / "run" / "outcomes.parquet").set_index("device_id")
@@ -144,7 +144,7 @@ def test_dry_run_reports_and_writes_nothing(tmp_path):
 def test_dropped_after_commit_is_confirmed_by_reading_not_rewritten(world, tmp_path):
     _, _, plan_dir, sim = world
     sim.set_faults("drop=1.0,seed=3")  # every successful PUT loses its response
-    result = pipeline.run_apply(plan_dir, tmp_path / "run", options(sim))
+    result = run_apply(plan_dir, tmp_path / "run", options(sim))
     assert result.counts["MOC"]["done"] == 30
     counters = sim.store.counters()
     assert counters["put_committed"] == 30 and counters["dropped_after_commit"] >= 30 and counters["put_replayed"] > 0
@@ -158,7 +158,7 @@ def test_transient_faults_and_throttling_are_retried(world, tmp_path):
     sim.set_faults("error=0.2,throttle=0.1,latency=2ms,seed=11")
     # 30% of requests fail: with 10 attempts a call is given up with probability 0.3**10, so the run completes.
     patient = RetryPolicy(attempts=10, initial=0.005, max_wait=0.5)
-    result = pipeline.run_apply(plan_dir, tmp_path / "run", options(sim, retry=patient, waves=WavePolicy(pause_failure_rate=1.0)))
+    result = run_apply(plan_dir, tmp_path / "run", options(sim, retry=patient, waves=WavePolicy(pause_failure_rate=1.0)))
     counters = sim.store.counters()
     assert counters.get("fault_429", 0) > 0 and counters.get("fault_503", 0) + counters.get("fault_500", 0) > 0
     outcomes = pd.read_parquet(tmp_path / "run" / "outcomes.parquet")
@@ -172,13 +172,13 @@ def test_failure_rate_pauses_and_resume_continues(world, tmp_path):
     from remediation.apply.executor import RetryPolicy
 
     quick = RetryPolicy(attempts=2, initial=0.01, max_wait=0.02)
-    paused = pipeline.run_apply(plan_dir, tmp_path / "run", options(sim, retry=quick))
+    paused = run_apply(plan_dir, tmp_path / "run", options(sim, retry=quick))
     assert paused.status == "paused" and "canary" in paused.paused["MOC"]
     assert paused.counts["MOC"]["failed"] == 5 and paused.counts["MOC"]["pending"] == 25  # stopped after the canary
     status = CliRunner().invoke(main, ["status", str(tmp_path / "run")])
     assert "paused MOC" in status.stdout
     sim.set_faults("")
-    resumed = pipeline.run_resume(tmp_path / "run", options(sim, retry_failed=True))
+    resumed = run_resume(tmp_path / "run", options(sim, retry_failed=True))
     assert resumed.status == "completed" and resumed.counts["MOC"]["done"] == 30
 
 
@@ -190,24 +190,24 @@ def test_unapproved_or_stale_plan_is_refused(tmp_path):
     case.device("00-1D-00-00-00-02-00-01", m, no_cert("BBBB", "DS"), no_cert("BBBB", "KA"))
     case.register(m, "AAAA")
     config = case.write()
-    pipeline.run_plan(config, tmp_path / "plan", planner="alice")
-    result = CliRunner().invoke(main, ["apply", str(tmp_path / "plan"), "--run", str(tmp_path / "run")])
-    assert result.exit_code == 3 and "not approved" in result.stderr
-    pipeline.run_approve(tmp_path / "plan", "bob")
+    case.plan(planner="alice")
+    result = CliRunner(env=key_env("carol")).invoke(main, ["apply", str(tmp_path / "plan"), "--run", str(tmp_path / "run"), "--trust-policy", str(tmp_path / "people.toml")])
+    assert result.exit_code == 3 and "quorum not met: 0 of 1" in result.stderr
+    pipeline.run_approve(tmp_path / "plan", signer("bob"))
     (tmp_path / "rdp.csv").write_text((tmp_path / "rdp.csv").read_text() + "\n")
-    result = CliRunner().invoke(main, ["apply", str(tmp_path / "plan"), "--run", str(tmp_path / "run")])
+    result = CliRunner(env=key_env("carol")).invoke(main, ["apply", str(tmp_path / "plan"), "--run", str(tmp_path / "run"), "--trust-policy", str(tmp_path / "people.toml")])
     assert result.exit_code == 3 and "stale plan" in result.stderr and not (tmp_path / "run" / "checkpoints.sqlite").exists()
 
 
 def test_run_directory_of_another_plan_is_refused(world, tmp_path):
     _, config, plan_dir, sim = world
-    pipeline.run_apply(plan_dir, tmp_path / "run", options(sim))
+    run_apply(plan_dir, tmp_path / "run", options(sim))
     run_json = tmp_path / "run" / "run.json"
     run = json.loads(run_json.read_text())
     run["plan_hash"] = "0" * 64
     run_json.write_text(json.dumps(run))
     with pytest.raises(SafetyRefusal, match="belongs to plan"):
-        pipeline.run_apply(plan_dir, tmp_path / "run", options(sim))
+        run_apply(plan_dir, tmp_path / "run", options(sim))
 
 
 HOLD_LOCK = """
@@ -223,16 +223,16 @@ time.sleep(60)
 def test_lock_refuses_while_held_and_is_taken_over_after_the_holder_dies(world, tmp_path):
     _, _, plan_dir, sim = world
     run_dir = tmp_path / "run"
-    pipeline.run_apply(plan_dir, run_dir, options(sim, s1sps=("FOC",)))  # creates the run directory, applies nothing
+    run_apply(plan_dir, run_dir, options(sim, s1sps=("FOC",)))  # creates the run directory, applies nothing
     holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run_dir)], stdout=subprocess.PIPE, text=True, cwd=REPO)
     try:
         assert holder.stdout.readline().strip() == "held"
-        result = CliRunner().invoke(main, ["apply", str(plan_dir), "--run", str(run_dir), "--endpoint", f"MOC={sim.url}"])
+        result = CliRunner(env=key_env("carol")).invoke(main, ["apply", str(plan_dir), "--run", str(run_dir), "--endpoint", f"MOC={sim.url}", "--trust-policy", str(tmp_path / "people.toml")])
         assert result.exit_code == 3 and f"locked by pid {holder.pid}" in result.stderr
     finally:
         os.kill(holder.pid, signal.SIGKILL)
         holder.wait()
-    done = pipeline.run_apply(plan_dir, run_dir, options(sim))
+    done = run_apply(plan_dir, run_dir, options(sim))
     assert done.status == "completed"
     resumed = [e for e in read_journal(run_dir / "journal.jsonl") if e["event"] == "run_resumed"]
     assert resumed[-1]["previous_lock_holder"]["pid"] == holder.pid
@@ -247,7 +247,7 @@ def test_verify_on_fresh_exports(tmp_path):
     try:
         drifted = plan_rows(plan_dir)["device_id"].iloc[0]
         make_drift(sim.store, [drifted], 0, 0)
-        pipeline.run_apply(plan_dir, tmp_path / "run", options(sim))
+        run_apply(plan_dir, tmp_path / "run", options(sim))
         export_extract(sim.store, tmp_path / "fresh" / "moc.csv")
     finally:
         sim.stop()
@@ -310,7 +310,7 @@ def test_mutual_tls(tmp_path):
         assert HttpGateway(url, client_cert=client, ca_bundle=ca).read(device).version == 1
         with pytest.raises(TransientError):  # no client certificate: the handshake is refused
             HttpGateway(url, ca_bundle=ca).read(device)
-        result = pipeline.run_apply(plan_dir, tmp_path / "run", ApplyOptions(who="carol", endpoints={"MOC": url}, client_cert=client, ca_bundle=ca))
+        result = run_apply(plan_dir, tmp_path / "run", ApplyOptions(who="carol", endpoints={"MOC": url}, client_cert=client, ca_bundle=ca))
         assert result.status == "completed" and len(api_writes(tmp_path / "tls.sqlite")) == 2
     finally:
         sim.stop()

@@ -6,6 +6,7 @@ no write outside the plan, no write to a device that drifted between plan and ap
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import sqlite3
@@ -19,7 +20,7 @@ import pandas as pd
 from remediation.evidence.journal import verify_journal
 from remediation.simulator.service import make_drift
 from tests.simulation import api_writes, planned_case, start_sim
-from tests.support import REPO
+from tests.support import REPO, key_env
 
 KILLS = 20
 
@@ -41,12 +42,14 @@ def test_sigkill_at_random_points_never_double_writes(tmp_path):
     make_drift(sim.store, sorted(drifted), 0, 0)
     run_dir = tmp_path / "run"
     command = [sys.executable, "-m", "remediation", "apply", str(plan_dir), "--run", str(run_dir), "--by", "sigkill-test",
-               "--endpoint", f"MOC={sim.url}", "--pause-failure-rate", "1.0", "--canary", "5", "--max-wave", "40"]  # fmt: skip
+               "--endpoint", f"MOC={sim.url}", "--pause-failure-rate", "1.0", "--canary", "5", "--max-wave", "40",
+               "--trust-policy", str(tmp_path / "people.toml")]  # fmt: skip
+    env = {**os.environ, **key_env("carol")}  # the operator's key signs each run record
     progress = []
     try:
         kills = 0
         while kills < KILLS:
-            proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(rng.uniform(0.9, 2.2))
             if proc.poll() is not None:
                 break  # finished before we could kill it: the work is done
@@ -55,7 +58,7 @@ def test_sigkill_at_random_points_never_double_writes(tmp_path):
             kills += 1
             progress.append(done_count(run_dir))
         for _ in range(5):  # then run to completion
-            final = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+            final = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
             if final.returncode in (0, 1) and "completed" in final.stdout + final.stderr or "needs_attention" in final.stdout:
                 break
     finally:

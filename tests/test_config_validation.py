@@ -181,7 +181,7 @@ def test_optional_sections_are_carried(case_dir):
 def test_planner_name_is_stripped_and_required(tmp_path):
     from tests.support import CaseFiles, mpan, no_cert
 
-    case = CaseFiles(tmp_path)
+    case = CaseFiles(tmp_path, trust_policy=None)  # an unsigned plan is named by its --by label (a signed one by its key)
     m = mpan()
     case.device("00-1D-00-00-00-00-00-01", m, no_cert("BBBB", "DS"), no_cert("BBBB", "KA"))
     case.register(m, "AAAA")

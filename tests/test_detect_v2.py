@@ -14,7 +14,7 @@ from remediation import pipeline
 from remediation.cli import main
 from remediation.errors import ConfigError, SafetyRefusal
 from tests.support import AS_OF, OPERATORS, REFERENCE, STRANGER, SUPPLIER, CaseFiles, cert, impostor_ca, mpan, no_cert, org_ca, revoked_serial
-from tests.support import der, make_org_certificate, zaz1_anchor_pem
+from tests.support import der, key_env, make_org_certificate, signer, zaz1_anchor_pem
 
 A_DS, A_KA = no_cert("AAAA", "DS"), no_cert("AAAA", "KA")
 B_DS, B_KA = no_cert("BBBB", "DS"), no_cert("BBBB", "KA")
@@ -308,7 +308,7 @@ def test_registry_gap_is_listed_and_refuses_plan_unless_allowed(tmp_path):
     result = case.detect()
     assert result.summary["registry_gaps"] == [{"network_operator_id": "GGEN", "devices": 3}]
     config = case.write()
-    runner = CliRunner()
+    runner = CliRunner(env=key_env("alice"))  # the planner's key: the test case names a trust policy
     out = runner.invoke(main, ["detect", "--config", str(config), "--out", str(tmp_path / "d")], terminal_width=200)
     assert "registry gap" in out.stdout and "GGEN" in out.stdout
     refused = runner.invoke(main, ["plan", "--config", str(config), "--out", str(tmp_path / "p"), "--by", "alice"])
@@ -344,7 +344,7 @@ def test_planned_categories_are_policy(tmp_path):
     assert plan.document["policy"]["correct_revoked"] is True
     detected = CliRunner().invoke(main, ["detect", "--config", str(case.write()), "--out", str(tmp_path / "d")])
     assert detected.exit_code == 0
-    reused = pipeline.run_plan(case.write(), tmp_path / "p3", planner="alice", from_detect=tmp_path / "d")
+    reused = pipeline.run_plan(case.write(), tmp_path / "p3", key=signer("alice"), from_detect=tmp_path / "d")
     assert reused.rows["device_id"].tolist() == plan.rows["device_id"].tolist()  # plan --from selects the same devices
 
 
@@ -438,7 +438,7 @@ def test_unknown_s1sp_filter_and_simulator_code_are_usage_errors(tmp_path):
     case = CaseFiles(tmp_path)
     case.device(dev(1), mpan(), A_DS, A_KA)
     config = case.write()
-    runner = CliRunner()
+    runner = CliRunner(env=key_env("alice"))
     plan = runner.invoke(main, ["plan", "--config", str(config), "--out", str(tmp_path / "p"), "--by", "alice", "--s1sp", "XOC"])
     assert plan.exit_code == 2 and "XOC" in plan.stderr and "MOC" in plan.stderr
     sim = runner.invoke(main, ["simulator", "serve", "--config", str(config), "--s1sp", "XOC", "--db", str(tmp_path / "s.sqlite")])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pandas as pd
@@ -17,8 +18,9 @@ from remediation.cli import main
 from remediation.evidence.audit import AuditFailure, generate_key, verify_export
 from remediation.evidence.hashing import canonical_json
 from remediation.plan import NotApproved, StalePlan
-from tests.simulation import api_writes, planned_case, start_sim
-from tests.support import REPO
+from tests.simulation import api_writes, planned_case, run_apply, start_sim
+from remediation.evidence.hashing import sha256_file
+from tests.support import REPO, key_env, key_file, policy_toml, signer
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +28,9 @@ def applied(tmp_path_factory):
     root = tmp_path_factory.mktemp("evidence")
     _, config, plan_dir = planned_case(root, wrong=12, ok=4)
     sim = start_sim(root / "moc.sqlite", config, faults="drop=0.2,seed=4")
-    result = pipeline.run_apply(plan_dir, root / "run", ApplyOptions(who="carol", endpoints={"MOC": sim.url}))
+    result = run_apply(plan_dir, root / "run", ApplyOptions(who="carol", endpoints={"MOC": sim.url}))
     assert result.status == "completed"
-    generate_key(root / "keys" / "audit.key", root / "keys" / "audit.pub")
+    write_policy_key(root / "keys" / "audit", "erin")  # the auditor's key, in the trust policy
     pipeline.run_audit_export(root / "run", root / "export", root / "keys" / "audit.key", "carol")
     yield root, plan_dir, sim
     sim.stop()
@@ -39,15 +41,22 @@ def export(applied, tmp_path):
     root = applied[0]
     copy = tmp_path / "export"
     shutil.copytree(root / "export", copy)
-    return copy, root / "keys" / "audit.pub"
+    return copy, root / "keys" / "audit.pub", sha256_file(root / "people.toml")
+
+
+def write_policy_key(stem, name):
+    """`name`'s test key as stem.key (PEM, 0600) and its public key as stem.pub (PEM)."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(key_file(name), stem.with_suffix(".key"))
+    stem.with_suffix(".pub").write_bytes(signer(name).public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
 
 
 def test_clean_export_verifies(export):
-    directory, pub = export
-    manifest = verify_export(directory, pub)
+    directory, pub, sha = export
+    manifest = verify_export(directory, pub, sha)
     names = {f["name"] for f in manifest["files"]}
     assert {"findings.parquet", "plan.parquet", "plan.json", "approvals.json", "journal.jsonl", "outcomes.parquet", "outcomes.csv", "summary.json"} <= names
-    result = CliRunner().invoke(main, ["audit", "verify", str(directory), "--pubkey", str(pub)])
+    result = CliRunner().invoke(main, ["audit", "verify", str(directory), "--pubkey", str(pub), "--expect-policy-sha256", sha])
     assert result.exit_code == 0 and "verified" in result.stdout
 
 
@@ -86,14 +95,14 @@ EXPORTED = ["findings.parquet", "findings.csv", "input_rows.parquet", "plan.parq
 
 @pytest.mark.parametrize("name", EXPORTED)
 def test_one_flipped_byte_in_any_file_is_named(export, name):
-    directory, pub = export
+    directory, pub, sha = export
     path = directory / name
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01
     path.write_bytes(bytes(data))
     with pytest.raises(AuditFailure, match=name.replace(".", r"\.")):
-        verify_export(directory, pub)
-    result = CliRunner().invoke(main, ["audit", "verify", str(directory), "--pubkey", str(pub)])
+        verify_export(directory, pub, sha)
+    result = CliRunner().invoke(main, ["audit", "verify", str(directory), "--pubkey", str(pub), "--expect-policy-sha256", sha])
     assert result.exit_code == 3 and name in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
@@ -121,24 +130,24 @@ def _alter_entry(lines):
     ids=["altered", "reordered", "deleted"],
 )
 def test_tampered_journal_entries_are_named(export, tamper, named):
-    directory, pub = export
+    directory, pub, sha = export
     write_lines(directory, tamper(journal_lines(directory)))
     with pytest.raises(AuditFailure, match=named):
-        verify_export(directory, pub)
+        verify_export(directory, pub, sha)
 
 
 def test_deleting_the_last_journal_entry_breaks_the_file_hash(export):
-    directory, pub = export
+    directory, pub, sha = export
     write_lines(directory, journal_lines(directory)[:-1])
     with pytest.raises(AuditFailure, match="journal.jsonl: SHA-256 differs"):
-        verify_export(directory, pub)
+        verify_export(directory, pub, sha)
 
 
 def test_wrong_key_is_detected(export, tmp_path):
-    directory, _ = export
+    directory, _, sha = export
     generate_key(tmp_path / "other.key", tmp_path / "other.pub")
     with pytest.raises(AuditFailure, match="signature does not verify"):
-        verify_export(directory, tmp_path / "other.pub")
+        verify_export(directory, tmp_path / "other.pub", sha)
 
 
 def test_resigned_manifest_with_another_key_is_detected(export, tmp_path, applied):
@@ -146,7 +155,7 @@ def test_resigned_manifest_with_another_key_is_detected(export, tmp_path, applie
     from remediation.evidence.audit import _sign, load_private_key
     from remediation.evidence.hashing import sha256_file
 
-    directory, pub = export
+    directory, pub, sha = export
     (directory / "summary.json").write_text((directory / "summary.json").read_text().replace('"carol"', '"mallory"') + " ")
     manifest = json.loads((directory / "manifest.json").read_text())
     for f in manifest["files"]:
@@ -158,28 +167,37 @@ def test_resigned_manifest_with_another_key_is_detected(export, tmp_path, applie
 
     (directory / "manifest.sig").write_text(base64.b64encode(_sign(load_private_key(tmp_path / "m.key"), data)).decode())
     with pytest.raises(AuditFailure, match="signature does not verify"):
-        verify_export(directory, pub)
+        verify_export(directory, pub, sha)
 
 
 def test_added_file_is_named(export):
-    directory, pub = export
+    directory, pub, sha = export
     (directory / "extra.csv").write_text("x\n")
     with pytest.raises(AuditFailure, match="extra.csv"):
-        verify_export(directory, pub)
+        verify_export(directory, pub, sha)
 
 
-def test_ecdsa_p256_signing_key(applied, tmp_path):
+def test_export_is_signed_only_by_an_auditor_or_operator_key_of_the_policy(applied, tmp_path):
+    """The manifest's signer is a key of the run's trust policy with the auditor or operator role: an approver's key,
+    a stranger's key and a non-Ed25519 key are refused before anything is written."""
     root = applied[0]
     key = ec.generate_private_key(ec.SECP256R1())
-    (tmp_path / "ec.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    (tmp_path / "ec.pub").write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-    result = pipeline.run_audit_export(root / "run", tmp_path / "out", tmp_path / "ec.key", "carol")
-    assert result.manifest["algorithm"] == "ECDSA-P256-SHA256"
-    verify_export(tmp_path / "out", tmp_path / "ec.pub")
+    fd = os.open(tmp_path / "ec.key", os.O_WRONLY | os.O_CREAT, 0o600)
+    os.write(fd, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    os.close(fd)
+    for name, code, said in (("bob", 3, "neither auditor nor operator"), ("stranger", 3, "not in the trust policy")):
+        result = CliRunner().invoke(main, ["audit", "export", str(root / "run"), "--out", str(tmp_path / name), "--key", str(key_file(name))])
+        assert result.exit_code == code and said in result.stderr, result.stderr
+        assert not (tmp_path / name).exists()
+    result = CliRunner().invoke(main, ["audit", "export", str(root / "run"), "--out", str(tmp_path / "ec"), "--key", str(tmp_path / "ec.key")])
+    assert result.exit_code == 2 and "not an Ed25519 private key" in result.stderr
+    by_operator = pipeline.run_audit_export(root / "run", tmp_path / "out", None, "carol", key=signer("carol"))
+    assert by_operator.manifest["signed_by"] == "carol" and by_operator.manifest["key_id"] == signer("carol").key_id
+    verify_export(tmp_path / "out", None, sha256_file(root / "people.toml"))
 
 
 def test_outcomes_trace_each_device(export):
-    directory, _ = export
+    directory, _, sha = export
     outcomes = pd.read_parquet(directory / "outcomes.parquet")
     plan = pd.read_parquet(directory / "plan.parquet")
     assert outcomes["device_id"].is_unique
@@ -198,14 +216,14 @@ def test_rollback_restores_prior_certificates_under_the_same_rules(applied, tmp_
     plan = pd.read_parquet(plan_dir / "plan.parquet")
     chosen = list(plan["device_id"][:3])
     before = {d: sim.store.get(d) for d in chosen}
-    rollback = pipeline.run_rollback(root / "run", tmp_path / "rb", planner="alice", devices=chosen)
+    rollback = pipeline.run_rollback(root / "run", tmp_path / "rb", devices=chosen, key=signer("alice"))
     assert rollback.document["kind"] == "rollback" and len(rollback.rows) == 3
     options = ApplyOptions(who="carol", endpoints={"MOC": sim.url})
     with pytest.raises(NotApproved):
-        pipeline.run_apply(tmp_path / "rb", tmp_path / "rb-run", options)
-    pipeline.run_approve(tmp_path / "rb", "bob")
+        run_apply(tmp_path / "rb", tmp_path / "rb-run", options)
+    pipeline.run_approve(tmp_path / "rb", signer("bob"))
     writes_before = len(api_writes(root / "moc.sqlite"))
-    result = pipeline.run_apply(tmp_path / "rb", tmp_path / "rb-run", options)
+    result = run_apply(tmp_path / "rb", tmp_path / "rb-run", options)
     assert result.counts["MOC"]["done"] == 3 and len(api_writes(root / "moc.sqlite")) == writes_before + 3
     for r in plan[plan["device_id"].isin(chosen)].itertuples():
         now = sim.store.get(r.device_id)
@@ -221,7 +239,7 @@ def fingerprint_pair(slots):
 
 def test_rollback_plan_goes_stale_when_the_run_changes(applied, tmp_path):
     root, _, _ = applied
-    pipeline.run_rollback(root / "run", tmp_path / "rb", planner="alice")
+    pipeline.run_rollback(root / "run", tmp_path / "rb", key=signer("alice"))
     from remediation.plan import check_fresh, load_plan
 
     check_fresh(load_plan(tmp_path / "rb"))
@@ -242,7 +260,7 @@ def test_rollback_plan_goes_stale_when_the_run_changes(applied, tmp_path):
 
 def test_rollback_of_devices_not_written_is_refused(applied, tmp_path):
     root, _, _ = applied
-    result = CliRunner().invoke(main, ["rollback", str(root / "run"), "--out", str(tmp_path / "rb"), "--device", "00-00-00-00-00-00-00-09"])
+    result = CliRunner(env=key_env("alice")).invoke(main, ["rollback", str(root / "run"), "--out", str(tmp_path / "rb"), "--device", "00-00-00-00-00-00-00-09"])
     assert result.exit_code == 2 and "not in this run" in result.stderr
 
 
@@ -253,18 +271,18 @@ def test_sample_case_reconciles_from_input_rows_to_outcomes(tmp_path):
     shutil.copytree(REPO / "configs", tmp_path / "configs")
     shutil.copytree(REPO / "sample_data", tmp_path / "sample_data")
     config = tmp_path / "configs" / "sample.toml"
-    pipeline.run_plan(config, tmp_path / "plan", planner="alice")
-    pipeline.run_approve(tmp_path / "plan", "bob")
+    (tmp_path / "people.toml").write_text(policy_toml())
+    pipeline.run_plan(config, tmp_path / "plan", key=signer("alice"), trust_policy=tmp_path / "people.toml")
+    pipeline.run_approve(tmp_path / "plan", signer("bob"))
     sims = {s: start_sim(tmp_path / f"{s}.sqlite", config, s1sp=s) for s in ("MOC", "FOC", "IOC")}
     try:
-        result = pipeline.run_apply(tmp_path / "plan", tmp_path / "run", ApplyOptions(who="carol", endpoints={s: sim.url for s, sim in sims.items()}))
+        result = run_apply(tmp_path / "plan", tmp_path / "run", ApplyOptions(who="carol", endpoints={s: sim.url for s, sim in sims.items()}))
     finally:
         for sim in sims.values():
             sim.stop()
     assert result.status == "completed"
-    generate_key(tmp_path / "k", tmp_path / "k.pub")
-    pipeline.run_audit_export(tmp_path / "run", tmp_path / "audit", tmp_path / "k", "carol")
-    verify_export(tmp_path / "audit", tmp_path / "k.pub")
+    pipeline.run_audit_export(tmp_path / "run", tmp_path / "audit", None, "erin", key=signer("erin"))
+    verify_export(tmp_path / "audit", None, sha256_file(tmp_path / "people.toml"))
     summary = json.loads((tmp_path / "audit" / "summary.json").read_text())
     detect = json.loads((tmp_path / "plan" / "summary.json").read_text())
     outcomes = pd.read_parquet(tmp_path / "audit" / "outcomes.parquet")

@@ -12,8 +12,9 @@ from click.testing import CliRunner
 from remediation import pipeline
 from remediation.cli import main
 from remediation.errors import SafetyRefusal
-from remediation.plan import NotApproved, PlanTampered, StalePlan, check_approved, check_fresh, load_plan
-from tests.support import REPO, STRANGER, CaseFiles, cert, mpan, no_cert, revoked_serial
+from remediation.authority import AuthorityRefusal, authorise_run
+from remediation.plan import PlanTampered, StalePlan, check_fresh, load_plan, read_approvals
+from tests.support import REPO, STRANGER, CaseFiles, cert, key_env, mpan, no_cert, revoked_serial, signer
 
 
 def wrong_case(tmp_path, n: int = 5) -> CaseFiles:
@@ -105,7 +106,7 @@ def test_plan_refuses_unfit_replacement_certificate(tmp_path, usage, replacement
 def test_plan_refusal_exits_3_through_the_cli(tmp_path):
     case = wrong_case(tmp_path)
     case.registry_certs[("AAAA", "DS")] = no_cert("AAAA", "DS", generation="expired")
-    result = CliRunner().invoke(main, ["plan", "--config", str(case.write()), "--out", str(tmp_path / "p"), "--by", "alice"])
+    result = CliRunner(env=key_env("alice")).invoke(main, ["plan", "--config", str(case.write()), "--out", str(tmp_path / "p"), "--by", "alice"])
     assert result.exit_code == 3 and len(result.stderr.strip().splitlines()) == 1 and "AAAA" in result.stderr
 
 
@@ -128,28 +129,16 @@ def test_s1sp_filter(tmp_path):
 # ------------------------------------------------------------------------------------------------ approval
 
 
-def test_approval_rules(tmp_path):
-    case = wrong_case(tmp_path)
-    plan_dir = case.plan(planner="alice").directory
-    with pytest.raises(NotApproved):
-        check_approved(load_plan(plan_dir))
-    with pytest.raises(SafetyRefusal, match="approver must be someone else"):
-        pipeline.run_approve(plan_dir, "Alice")
-    approval = pipeline.run_approve(plan_dir, "bob", "CHG-1234")
-    assert approval["plan_hash"] == load_plan(plan_dir).plan_hash
-    assert [a["approved_by"] for a in check_approved(load_plan(plan_dir))] == ["bob"]
-
-
 def test_altered_plan_json_is_rejected(tmp_path):
     case = wrong_case(tmp_path)
     plan_dir = case.plan().directory
-    pipeline.run_approve(plan_dir, "bob")
+    pipeline.run_approve(plan_dir, signer("bob"))
     doc = json.loads((plan_dir / "plan.json").read_text())
     doc["counts"]["devices"] = 4
     (plan_dir / "plan.json").write_text(json.dumps(doc))
     with pytest.raises(PlanTampered):
         load_plan(plan_dir)
-    result = CliRunner().invoke(main, ["approve", str(plan_dir), "--by", "carol"])
+    result = CliRunner(env=key_env("dave")).invoke(main, ["approve", str(plan_dir)])
     assert result.exit_code == 3 and "altered" in result.stderr
 
 
@@ -161,7 +150,7 @@ def test_altered_plan_rows_are_rejected_even_if_resealed(tmp_path):
 
     case = wrong_case(tmp_path)
     plan_dir = case.plan().directory
-    pipeline.run_approve(plan_dir, "bob")
+    pipeline.run_approve(plan_dir, signer("bob"))
     rows = pd.read_parquet(plan_dir / "plan.parquet")
     rows.loc[0, "device_id"] = "00-1D-00-00-00-00-99-99"  # someone adds a device outside the detection
     write_parquet(plan_dir / "plan.parquet", rows)
@@ -170,27 +159,28 @@ def test_altered_plan_rows_are_rejected_even_if_resealed(tmp_path):
     doc = json.loads((plan_dir / "plan.json").read_text())
     doc["outputs"]["plan.parquet"] = sha256_file(plan_dir / "plan.parquet")
     (plan_dir / "plan.json").write_text(json.dumps(seal(doc)))
-    with pytest.raises(NotApproved, match="another plan hash"):
-        check_approved(load_plan(plan_dir))
+    resealed = load_plan(plan_dir)  # the hashes agree again, but the planner's signature is over the old plan hash
+    with pytest.raises(AuthorityRefusal, match="plan signature by key .* does not verify"):
+        authorise_run(resealed, read_approvals(plan_dir), signer("carol"))
 
 
 def test_altered_approval_is_not_valid(tmp_path):
     case = wrong_case(tmp_path)
     plan_dir = case.plan().directory
-    pipeline.run_approve(plan_dir, "bob")
+    pipeline.run_approve(plan_dir, signer("bob"))
     data = json.loads((plan_dir / "approvals.json").read_text())
-    data["approvals"][0]["approved_by"] = "mallory"
+    data["approvals"][0]["note"] = "approved by the board"
     (plan_dir / "approvals.json").write_text(json.dumps(data))
-    with pytest.raises(NotApproved):
-        check_approved(load_plan(plan_dir))
+    with pytest.raises(AuthorityRefusal, match="approval 1 .*signature does not verify"):
+        authorise_run(load_plan(plan_dir), read_approvals(plan_dir), signer("carol"))
 
 
 def test_same_approver_twice_is_refused(tmp_path):
     case = wrong_case(tmp_path)
     plan_dir = case.plan().directory
-    pipeline.run_approve(plan_dir, "bob")
+    pipeline.run_approve(plan_dir, signer("bob"))
     with pytest.raises(Exception, match="already approved"):
-        pipeline.run_approve(plan_dir, "bob")
+        pipeline.run_approve(plan_dir, signer("bob"))
 
 
 # ------------------------------------------------------------------------------------------------ staleness
@@ -210,14 +200,14 @@ DRIFTS = {
 def test_stale_plan_is_refused_for_each_kind_of_drift(tmp_path, kind):
     case = wrong_case(tmp_path)
     plan_dir = case.plan().directory
-    pipeline.run_approve(plan_dir, "bob")
+    pipeline.run_approve(plan_dir, signer("bob"))
     check_fresh(load_plan(plan_dir))  # fresh now
     path = DRIFTS[kind](tmp_path)
     with open(path, "a", encoding="utf-8") as fh:
         fh.write("\n# changed\n" if path.suffix in (".toml",) else "\n")
     with pytest.raises(StalePlan, match=path.name):
         check_fresh(load_plan(plan_dir))
-    result = CliRunner().invoke(main, ["approve", str(plan_dir), "--by", "carol"])
+    result = CliRunner(env=key_env("dave")).invoke(main, ["approve", str(plan_dir)])
     assert result.exit_code == 3 and "stale plan" in result.stderr
 
 
@@ -271,7 +261,7 @@ def test_plan_from_refuses_a_detect_result_that_no_longer_matches(tmp_path, chan
     case = wrong_case(tmp_path)
     config = case.write()
     detect_dir = tmp_path / "detect"
-    runner = CliRunner()
+    runner = CliRunner(env=key_env("alice"))  # the planner's key: the case names a trust policy
     assert runner.invoke(main, ["detect", "--config", str(config), "--out", str(detect_dir)]).exit_code == 0
     args = ["plan", "--config", str(config), "--out", str(tmp_path / "plan"), "--by", "alice", "--from", str(detect_dir)]
     if change == "extract":

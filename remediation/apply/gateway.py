@@ -11,6 +11,8 @@ from typing import Protocol
 
 import httpx
 
+from remediation.authority import redact
+
 
 @dataclass(frozen=True)
 class SlotState:
@@ -72,6 +74,7 @@ class HttpGateway:
     def __init__(self, base_url: str, *, token: str | None = None, timeout: float = 5.0, concurrency: int = 4,
                  client_cert: tuple[str, str] | None = None, ca_bundle: str | None = None):  # fmt: skip
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._secrets = (token,) if token else ()  # scrubbed from any reply text before it reaches an error message
         # One SSL context carries both the trust anchors and our client certificate (mutual TLS): httpx's separate
         # `cert=` argument is deprecated and was not presented to the server in our tests.
         context = ssl.create_default_context(cafile=ca_bundle) if ca_bundle else ssl.create_default_context()
@@ -98,7 +101,7 @@ class HttpGateway:
         status = response.status_code
         if status == 200:
             return response.json()
-        text = response.text[:200]
+        text = redact(response.text, self._secrets)[:200]
         if status in (429, 500, 502, 503, 504):
             raise TransientError(f"{device_id}: HTTP {status} {text}", status, _retry_after(response))
         if status == 412:

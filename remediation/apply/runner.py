@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import threading
 from collections.abc import Callable
@@ -19,10 +18,11 @@ from remediation.apply.executor import DeviceExecutor, RetryPolicy, run_s1sp
 from remediation.apply.gateway import Gateway, HttpGateway
 from remediation.apply.lock import RunLock
 from remediation.apply.pacing import RateLimiter, WavePolicy
+from remediation.authority import RunAuthority, token_for_endpoint
 from remediation.errors import InputError, SafetyRefusal
 from remediation.evidence.journal import Journal
 from remediation.outputs import write_csv, write_json, write_parquet
-from remediation.plan import LoadedPlan, valid_approvals
+from remediation.plan import LoadedPlan
 
 RUN_SCHEMA = "remediation/run/1"
 OUTCOME_COLUMNS = [
@@ -58,13 +58,20 @@ def _endpoint(plan: LoadedPlan, s1sp: str, options: ApplyOptions) -> dict:
         ep["base_url"] = options.endpoints[s1sp]
     if not ep.get("base_url"):
         raise InputError(f"no base_url for S1SP {s1sp} in the case's [s1sp.{s1sp}] or --endpoint")
+    ep["s1sp"] = s1sp
     return ep
 
 
+def check_endpoints(plan: LoadedPlan, options: ApplyOptions) -> None:
+    """Before a run directory exists: each S1SP this run reaches has a URL and its token may be sent there."""
+    rows = plan.rows if not options.s1sps else plan.rows[plan.rows["s1sp"].isin(options.s1sps)]
+    for s1sp in sorted(set(rows["s1sp"])):
+        ep = _endpoint(plan, s1sp, options)
+        token_for_endpoint(s1sp, ep["base_url"], ep.get("token_env"))
+
+
 def make_gateway(ep: dict, options: ApplyOptions) -> Gateway:
-    token = os.environ.get(ep["token_env"]) if ep.get("token_env") else None
-    if ep.get("token_env") and not token:
-        raise InputError(f"bearer token variable ${ep['token_env']} is not set", field="token_env")
+    token = token_for_endpoint(ep.get("s1sp", "?"), ep["base_url"], ep.get("token_env"))
     return HttpGateway(ep["base_url"], token=token, timeout=options.timeout, concurrency=int(ep.get("concurrency", 4)),
                        client_cert=options.client_cert, ca_bundle=options.ca_bundle)  # fmt: skip
 
@@ -120,8 +127,10 @@ def write_outcomes(run_dir: Path, ops: pd.DataFrame) -> pd.DataFrame:
 
 
 def apply_plan(plan: LoadedPlan, run_dir: Path, options: ApplyOptions, progress: Callable[[str, int, int], None] | None = None,
-               gateway_factory: Callable[[dict], Gateway] | None = None, memory_checkpoints: bool = False) -> ApplyResult:  # fmt: skip
+               gateway_factory: Callable[[dict], Gateway] | None = None, memory_checkpoints: bool = False,
+               authority: RunAuthority | None = None) -> ApplyResult:  # fmt: skip
     run_dir = Path(run_dir)
+    signed = authority.journal_fields() if authority else {}  # operator-signed run_started / run_resumed / run_finished
     run = _prepare_run_dir(plan, run_dir, options.who)
     lock = RunLock(run_dir).acquire(options.who)
     journal = None
@@ -133,11 +142,12 @@ def apply_plan(plan: LoadedPlan, run_dir: Path, options: ApplyOptions, progress:
             checkpoints = SqliteCheckpoints(run_dir / "checkpoints.sqlite", journal)
         if journal is not None:
             if journal.seq == 0:
-                journal.append("run_started", plan_hash=plan.plan_hash, plan_dir=str(plan.directory.resolve()), approvals=valid_approvals(plan),
-                               run_by=options.who, tool_version=__version__, plan_counts=plan.document["counts"])  # fmt: skip
+                journal.append("run_started", plan_hash=plan.plan_hash, plan_dir=str(plan.directory.resolve()),
+                               approvals=authority.approvals.counted if authority else [],
+                               run_by=options.who, tool_version=__version__, plan_counts=plan.document["counts"], **signed)  # fmt: skip
             else:
                 journal.append("run_resumed", plan_hash=plan.plan_hash, run_by=options.who, tool_version=__version__,
-                               previous_lock_holder=lock.previous)  # fmt: skip
+                               previous_lock_holder=lock.previous, **signed)  # fmt: skip
         rows = plan.rows if not options.s1sps else plan.rows[plan.rows["s1sp"].isin(options.s1sps)]
         checkpoints.seed(plan.rows)
         if options.retry_failed:
@@ -190,7 +200,7 @@ def apply_plan(plan: LoadedPlan, run_dir: Path, options: ApplyOptions, progress:
         if not memory_checkpoints:
             write_outcomes(run_dir, checkpoints.ops_frame())
         if journal:
-            journal.append("run_finished", status=status, counts=counts, paused=paused)
+            journal.append("run_finished", status=status, counts=counts, paused=paused, **signed)
         run.update(status=status, paused=paused, counts=counts, updated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
         write_json(run_dir / "run.json", run)
         checkpoints.close()

@@ -23,7 +23,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from remediation import __version__
+from remediation import __version__, authority
 from remediation.apply.checkpoint import SqliteCheckpoints
 from remediation.apply.runner import read_run
 from remediation.artefacts.detect_result import write_findings
@@ -192,14 +192,16 @@ def _parquet_tables(path: Path, rows: int = 500_000, columns: list[str] | None =
         yield (schema if columns is None else pa.schema([schema.field(c) for c in columns])).empty_table()
 
 
-def export_audit(run_dir: Path, out_dir: Path, signing_key_path: Path, exported_by: str) -> ExportResult:
+def export_audit(run_dir: Path, out_dir: Path, signing_key_path: Path | None, exported_by: str, signer=None) -> ExportResult:
     run_dir = Path(run_dir)
     run = read_run(run_dir)
-    key = load_private_key(signing_key_path)
+    plan_dir = Path(run["plan_dir"])
+    # The policy the plan was sealed under (unchanged since), and the exporter's key checked against it.
+    policy, exporter = authority.export_authority(plan_dir, signer)
+    key = signer.private_key if signer is not None else load_private_key(signing_key_path)
     out = prepare_dir(out_dir)
     if any(out.iterdir()):
         raise InputError("export directory is not empty; exports are never overwritten", file=str(out))
-    plan_dir = Path(run["plan_dir"])
     plan_rows = pd.read_parquet(plan_dir / "plan.parquet")
     store = SqliteCheckpoints(run_dir / "checkpoints.sqlite")
     ops = store.ops_frame()
@@ -221,6 +223,8 @@ def export_audit(run_dir: Path, out_dir: Path, signing_key_path: Path, exported_
         approvals = plan_dir / "approvals.json"
         write_json(out / "approvals.json", json.loads(approvals.read_text()) if approvals.exists() else {"approvals": []})
         shutil.copy2(run_dir / "journal.jsonl", out / "journal.jsonl")
+        if policy is not None:
+            shutil.copy2(policy.path, out / authority.EXPORTED_POLICY)
         write_json(out / "summary.json", summary)
     except BaseException:
         for path in out.iterdir():  # the directory was empty: an unsigned half export is worth nothing
@@ -237,6 +241,7 @@ def export_audit(run_dir: Path, out_dir: Path, signing_key_path: Path, exported_
         "plan_hash": run["plan_hash"],
         "algorithm": _algorithm(key),
         "public_key_sha256": key_id(key.public_key()),
+        **authority.manifest_fields(policy, exporter, signer),
         "files": [{"name": name, "sha256": sha256_file(out / name), "bytes": (out / name).stat().st_size} for name in files],
     }
     data = (json.dumps(manifest, indent=2) + "\n").encode()
@@ -248,14 +253,23 @@ def export_audit(run_dir: Path, out_dir: Path, signing_key_path: Path, exported_
 # ------------------------------------------------------------------------------------------------ verify
 
 
-def verify_export(directory: Path, public_key_path: Path) -> dict:
-    """Raise AuditFailure naming the first problem; return the manifest when everything holds."""
+def verify_export(directory: Path, public_key_path: Path | None = None, expect_policy_sha256: str | None = None) -> dict:
+    """Raise AuditFailure naming the first problem; return the manifest when everything holds.
+
+    An export that carries a trust policy is checked against the auditor's expected policy hash, its manifest
+    against the exporter's key in that policy (or --pubkey), and every plan, approval and run signature inside."""
     directory = Path(directory)
-    public_key = load_public_key(public_key_path)
     manifest_path, sig_path = directory / "manifest.json", directory / "manifest.sig"
     if not manifest_path.exists() or not sig_path.exists():
         raise AuditFailure(f"{directory}: manifest.json or manifest.sig is missing")
     data = manifest_path.read_bytes()
+    policy = authority.exported_policy(directory, expect_policy_sha256)
+    if public_key_path is not None:
+        public_key = load_public_key(public_key_path)
+    elif policy is not None:
+        public_key_path, public_key = authority.manifest_key(policy, data, manifest_path)
+    else:
+        raise InputError("this export carries no trust policy: --pubkey (the exporter's public key) is required", field="--pubkey")
     try:
         _verify(public_key, base64.b64decode(sig_path.read_text().strip(), validate=True), data)
     except (InvalidSignature, ValueError):
@@ -275,6 +289,7 @@ def verify_export(directory: Path, public_key_path: Path) -> dict:
     extra = sorted(p.name for p in directory.iterdir() if p.is_file() and p.name not in listed and p.name not in ("manifest.json", "manifest.sig"))
     if extra:
         raise AuditFailure(f"{directory}: files not covered by the manifest: {', '.join(extra)}")
+    authority.verify_exported_authority(directory, policy)
     _check_reconciliation(directory)
     return manifest
 

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import threading
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -48,9 +49,13 @@ class Journal:
         if cut:
             self.append("journal_repaired", truncated_bytes=cut)
 
-    def append(self, event: str, **fields: Any) -> dict:
+    def append(self, event: str, *, signer: Callable[[dict], dict] | None = None, **fields: Any) -> dict:
+        """`signer`, when given, signs the whole entry (sequence, time and chain link included) and its block is
+        added as `signature`: an authority record cannot be moved to another run or position without breaking it."""
         with self.lock:
             entry = {"seq": self.seq + 1, "at": datetime.now(timezone.utc).isoformat(timespec="microseconds"), "event": event, **fields, "prev": self.prev}
+            if signer is not None:
+                entry["signature"] = signer(entry)
             line = canonical_json(entry) + b"\n"
             os.write(self.fd, line)
             self.seq, self.prev = entry["seq"], hashlib.sha256(line[:-1]).hexdigest()

@@ -128,7 +128,12 @@ def print_plan(document: dict, out_dir: Path, console: Console | None = None) ->
         gaps = ", ".join(f"{g['network_operator_id']} {g['devices']}" for g in document["registry_gaps"])
         console.print(f"[yellow]--allow-unknown-no: planned despite registry gaps ({gaps}); their devices stay UNKNOWN_NO[/]")
     console.print(f"plan hash {document['plan_hash']}  planned by {document['planned_by'] or '(unknown)'}")
-    console.print(f"wrote plan.parquet, plan.csv, plan.json, findings.parquet, summary.json to {out_dir}; next: remediation approve {out_dir} --by NAME")
+    signature = document.get("signature")
+    if signature:
+        console.print(f"signed with key {signature['key_id']} under trust policy {document['trust_policy']['path']} (sha256 {document['trust_policy']['sha256']})")
+    else:
+        console.print("[yellow]unsigned[/]: the case names no trust policy, so this plan can be read and dry-run but not approved or applied")
+    console.print(f"wrote plan.parquet, plan.csv, plan.json, findings.parquet, summary.json to {out_dir}; next: remediation approve {out_dir} --key YOUR_KEY")
 
 
 def format_duration(seconds: float | None) -> str:
