@@ -468,7 +468,8 @@ def test_empty_swapped_and_revoked_slots_are_corrected_end_to_end(tmp_path):
     """With the policy's corrections on, an empty slot, swapped key usages and a revoked certificate are written to the
     registered NO's current pair through the simulator's API, and a fresh detect finds them OK."""
     from remediation.apply.runner import ApplyOptions
-    from tests.simulation import start_sim
+    from tests.simulation import run_apply, start_sim
+    from tests.support import signer
 
     case = CaseFiles(tmp_path)
     for i, (ds, ka) in enumerate([(None, A_KA), (A_KA, A_DS), (no_cert("AAAA", "DS", generation="revoked"), A_KA), (None, None)], start=1):
@@ -478,12 +479,12 @@ def test_empty_swapped_and_revoked_slots_are_corrected_end_to_end(tmp_path):
     case.revoked.append(revoked_serial("AAAA"))
     case.policy.update(correct_slot_empty=True, correct_key_usage_mismatch=True, correct_revoked=True)
     config = case.write()
-    plan = pipeline.run_plan(config, tmp_path / "plan", planner="alice")
+    plan = pipeline.run_plan(config, tmp_path / "plan", key=signer("alice"))
     assert plan.rows["category"].tolist() == ["SLOT_EMPTY", "KEY_USAGE_MISMATCH", "EXPIRED_OR_REVOKED", "SLOT_EMPTY"]
-    pipeline.run_approve(tmp_path / "plan", "bob")
+    pipeline.run_approve(tmp_path / "plan", signer("bob"))
     sim = start_sim(tmp_path / "moc.sqlite", config)
     try:
-        result = pipeline.run_apply(tmp_path / "plan", tmp_path / "run", ApplyOptions(who="carol", endpoints={"MOC": sim.url}))
+        result = run_apply(tmp_path / "plan", tmp_path / "run", ApplyOptions(who="carol", endpoints={"MOC": sim.url}))
         assert result.status == "completed" and len(sim.writes()) == 4
     finally:
         sim.stop()
