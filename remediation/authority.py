@@ -108,7 +108,27 @@ def parse_public_key(text: str) -> ed25519.Ed25519PublicKey:
         key = ed25519.Ed25519PublicKey.from_public_bytes(raw)
     if not isinstance(key, ed25519.Ed25519PublicKey):
         raise ValueError("not an Ed25519 public key")
+    if _small_order(key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)):
+        # Such a "key" verifies trivial signatures over any message: whoever wrote it into the policy could sign
+        # as its holder without any private key.
+        raise ValueError("a small-order (weak) Ed25519 point, not a real public key")
     return key
+
+
+# The Ed25519 points of small order, as libsodium's has_small_order lists them (the sign bit is ignored): the
+# identity, the point of order 2, the two of order 4 and the two of order 8, and the non-canonical encodings p and p+1.
+_P = 2**255 - 19
+_SMALL_ORDER = tuple(
+    n.to_bytes(32, "little")
+    for n in (0, 1, _P - 1, _P, _P + 1,
+              2707385501144840649318225287225658788936804267575313519463743609750303402022,
+              55188659117513257062467267217118295137698188065244968500265048394206261417927)
+)  # fmt: skip
+
+
+def _small_order(raw: bytes) -> bool:
+    cleared = raw[:31] + bytes([raw[31] & 0x7F])
+    return any(cleared == bad for bad in _SMALL_ORDER)
 
 
 @dataclass(frozen=True)
@@ -152,14 +172,21 @@ def write_key_pair(out: Path, comment: str = "", passphrase: bytes | None = None
     for path in (out, public_path):
         if path.exists():
             raise InputError("exists; keys are never overwritten", file=str(path))
+        if path.is_symlink():
+            raise InputError("is a symbolic link; keys are written only to a new regular file", file=str(path))
     key = ed25519.Ed25519PrivateKey.generate()
     encryption = serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption))
     line = public_key_line(key.public_key(), comment or out.name)
-    public_path.write_text(line + "\n")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption))
+        public_fd = os.open(public_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(public_fd, "w") as fh:
+            fh.write(line + "\n")
+    except OSError as exc:
+        raise InputError(f"cannot write the key ({exc.strerror})", file=str(exc.filename or out)) from None
     return public_path, line, key_id(key.public_key())
 
 
@@ -273,6 +300,8 @@ def parse_trust_policy(data: bytes, path: Path) -> TrustPolicy:
         raw = tomllib.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"not valid TOML ({exc})", file=str(path)) from None
+    except RecursionError:
+        raise ConfigError("not valid TOML (nested too deeply)", file=str(path)) from None
     try:
         model = _PolicyModel.model_validate(raw)
     except ValidationError as exc:
@@ -308,13 +337,27 @@ def parse_trust_policy(data: bytes, path: Path) -> TrustPolicy:
     return TrustPolicy(path, hashlib.sha256(data).hexdigest(), model.approval.quorum, tuple(people), keys)
 
 
-def load_trust_policy(path: str | Path) -> TrustPolicy:
+POLICY_MAX_BYTES = 1 << 20  # a policy lists people and keys: a megabyte is far more than any real one
+
+
+def read_policy_bytes(path: str | Path) -> tuple[Path, bytes]:
+    """The policy file's bytes, read once (what is hashed is what is parsed), from a regular file of bounded size:
+    a FIFO, a device such as /dev/zero or a huge file is refused, never waited on or read without end."""
     path = Path(path).resolve()
     try:
-        data = path.read_bytes()
+        if not path.is_file():
+            raise ConfigError("not a regular file (a trust policy is a TOML file)", file=str(path))
+        with open(path, "rb") as fh:
+            data = fh.read(POLICY_MAX_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"cannot read the trust policy ({exc.strerror})", file=str(path)) from None
-    return parse_trust_policy(data, path)
+    if len(data) > POLICY_MAX_BYTES:
+        raise ConfigError(f"larger than {POLICY_MAX_BYTES} bytes; not a trust policy", file=str(path))
+    return path, data
+
+
+def load_trust_policy(path: str | Path) -> TrustPolicy:
+    return parse_trust_policy(*reversed(read_policy_bytes(path)))
 
 
 def sealed_policy(plan: LoadedPlan) -> dict:
@@ -336,11 +379,12 @@ def policy_for_plan(plan: LoadedPlan, override: str | Path | None = None) -> Tru
         raise AuthorityRefusal(f"refusing: trust policy {path} lies inside the plan directory; a policy must come from the reviewed configuration")
     if not path.exists():
         raise AuthorityRefusal(f"refusing: trust policy {path} that plan {plan.directory} was sealed under no longer exists")
-    actual = sha256_file(path)
+    path, data = read_policy_bytes(path)
+    actual = hashlib.sha256(data).hexdigest()
     if actual != sealed["sha256"]:
         raise AuthorityRefusal(f"refusing: trust policy {path} (SHA-256 {actual[:16]}…) is not the policy plan {plan.directory} was sealed under "
                                f"({sealed['sha256'][:16]}…): it changed since planning or is another policy; re-plan and re-approve")  # fmt: skip
-    return load_trust_policy(path)
+    return parse_trust_policy(data, path)
 
 
 # ------------------------------------------------------------------------------------------------ plan signature

@@ -228,6 +228,9 @@ def _require_pinned_policy(trust_policy: Path | None) -> None:
 
 def _finish_apply(result) -> None:
     terminal.print_run(result.counts, result.status, result.paused, result.run_dir)
+    terminal.print_failures(result.failures)
+    if result.status == "interrupted":
+        terminal.print_interrupted(result.run_dir)
     if result.status != "completed":
         sys.exit(EXIT_ATTENTION)
 
@@ -237,15 +240,21 @@ def _finish_apply(result) -> None:
 @click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path), help="Run directory (created, or resumed if it exists).")
 @click.option("--dry-run", "dry_run_dir", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="OUT_DIR",
               help="Read live slots and report what would be written, drifted or skipped into OUT_DIR; writes nothing to any S1SP.")
+@click.option("--supersede", is_flag=True, help="Take the plan over from another run directory that is incomplete (journaled in both).")
 @apply_options
 @key_option
 @trust_policy_option
-def apply(plan_dir: Path, run_dir: Path | None, dry_run_dir: Path | None, key: Path | None, trust_policy: Path | None, **kw) -> None:
+def apply(plan_dir: Path, run_dir: Path | None, dry_run_dir: Path | None, supersede: bool, key: Path | None, trust_policy: Path | None, **kw) -> None:
     """Apply an approved, fresh plan to the S1SPs (canary, waves, checkpoints); resumes an existing run directory."""
     options = _options(**kw)
+    options.supersede = supersede
+    if dry_run_dir is not None and run_dir is not None:
+        raise click.UsageError("--run and --dry-run exclude each other: a dry run writes nothing, an apply writes (choose one)")
     if dry_run_dir is not None:
         frame = pipeline.run_dry_run(plan_dir, dry_run_dir, options)
         terminal.print_dry_run(frame, dry_run_dir)
+        if terminal.print_unread(frame):
+            sys.exit(EXIT_ATTENTION)
         return
     if run_dir is None:
         raise click.UsageError("--run RUN_DIR is required (or --dry-run OUT_DIR)")
@@ -271,9 +280,11 @@ def resume(run_dir: Path, key: Path | None, trust_policy: Path | None, **kw) -> 
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
 def status(run_dir: Path) -> None:
-    """Counts per state per S1SP of a run, its status, pauses and who holds its lock."""
-    run = pipeline.run_status(run_dir)
-    terminal.print_run(run.get("counts", {}), run.get("status", "?"), run.get("paused", {}), run_dir, lock=run.get("lock"))
+    """A run's state from its verified journal: running, paused (cause and the command to continue), interrupted or
+    completed; counts per state per S1SP and the lock holder. Exit 0 only for completed with no failed or drifted device."""
+    state = pipeline.run_status(run_dir)
+    terminal.print_run_state(state)
+    sys.exit(state.exit_code)
 
 
 @main.command()
@@ -316,6 +327,11 @@ def simulator_serve(config_path, s1sp, db, port, faults, drift_count, drift_devi
     from remediation.simulator.service import load_from_case, make_drift, serve_forever
     from remediation.simulator.store import SlotStore
 
+    # Fail closed: a simulator asked for authentication or mutual TLS that cannot provide it must not serve at all.
+    if token_env and not os.environ.get(token_env):
+        raise click.UsageError(f"--token-env {token_env}: ${token_env} is not set; refusing to serve without the bearer token it should require")
+    if client_ca and not tls_cert:
+        raise click.UsageError("--client-ca needs --tls-cert (and --tls-key): mutual TLS cannot be required over plain HTTP")
     spec = FaultSpec.parse(faults)
     config = load_case(config_path)
     if s1sp not in config.s1sp_codes:

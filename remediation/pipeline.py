@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass, replace
 from datetime import date
@@ -33,8 +32,7 @@ from remediation.outputs import prepare_dir, write_csv, write_json, write_parque
 from remediation.report.content import build_report
 from remediation.report.html import render_html
 from remediation.report.markdown import render_markdown
-from remediation.apply.checkpoint import SqliteCheckpoints
-from remediation.apply.runner import ApplyOptions, ApplyResult, apply_plan, carry_files, check_endpoints, dry_run, read_run, run_counts_table, write_outcomes
+from remediation.apply.runner import ApplyOptions, ApplyResult, apply_plan, carry_files, check_endpoints, dry_run, read_run, write_outcomes
 from remediation.evidence.audit import export_audit, verify_export
 from remediation.plan import PLAN_SCHEMA, build_rollback_plan, plannable_categories, approvals_path, build_plan, check_fresh, load_plan, plan_counts, read_approvals, seal
 
@@ -396,18 +394,18 @@ def run_dry_run(plan_dir: str | Path, out_dir: str | Path, options: ApplyOptions
     return frame
 
 
-def run_status(run_dir: str | Path) -> dict:
-    run_dir = Path(run_dir)
-    run = read_run(run_dir)
-    db = run_dir / "checkpoints.sqlite"
-    if db.exists():
-        store = SqliteCheckpoints(db)
-        run["counts"] = run_counts_table(store.counts())
-        store.close()
-    lock = run_dir / "run.lock"
-    holder = lock.read_text() if lock.exists() else ""
-    run["lock"] = json.loads(holder) if holder.strip() else None
-    return run
+def run_status(run_dir: str | Path):
+    """The run's state from its verified journal (see apply/state.py): what `status` prints and exits with."""
+    from remediation.apply.state import run_state
+
+    return run_state(run_dir)
+
+
+def run_ops_from_journal(run_dir: Path, plan_rows: pd.DataFrame, what: str) -> pd.DataFrame:
+    """Every planned op's state replayed from the run's verified journal; an edited index is a refusal (exit 3)."""
+    from remediation.apply.index import verified_ops
+
+    return verified_ops(run_dir, plan_rows, read_run(run_dir).get("journal_head"), what).frame()
 
 
 def fresh_case(config: CaseConfig, fresh_dir: Path) -> CaseConfig:
@@ -483,9 +481,7 @@ def run_rollback(run_dir: str | Path, out_dir: str | Path, *, planner: str = "",
     original = load_plan(read_run(run_dir)["plan_dir"])
     # Signed by a planner under the original plan's (still unchanged) trust policy.
     signing = authority.rollback_signing(original, key)
-    store = SqliteCheckpoints(run_dir / "checkpoints.sqlite")
-    ops = store.ops_frame()
-    store.close()
+    ops = run_ops_from_journal(run_dir, original.rows, "plan a rollback")  # the journal, not the index, says what was written
     rows = build_rollback_plan(original.rows, ops, devices)
     if rows.empty:
         raise InputError("no device written by this run to roll back", file=str(run_dir))

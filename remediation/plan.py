@@ -184,11 +184,14 @@ class LoadedPlan:
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        value = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError("not found (is this a plan directory?)", file=str(path)) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise PlanTampered(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise PlanTampered(f"{path}: not a JSON object (found {type(value).__name__})")
+    return value
 
 
 def load_plan(directory: str | Path) -> LoadedPlan:

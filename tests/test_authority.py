@@ -355,6 +355,12 @@ BAD_POLICIES = {
     "no people": ("[approval]\nquorum = 1\n", "field 'person'"),
     "rsa key": ('[[person]]\nname = "Bob"\nroles = ["approver"]\nkeys = ["ssh-rsa AAAAB3NzaC1yc2E bob"]\n', "person[0].keys[0]"),
     "quorum above approvers": ('[approval]\nquorum = 2\n[[person]]\nname = "Bob"\nroles = ["approver"]\nkeys = ["KEY"]\n', "approval.quorum"),
+    # A small-order point verifies a trivial signature over any message: anyone could sign as its holder.
+    "weak key (identity point)": ('[[person]]\nname = "Dave"\nroles = ["approver"]\n'
+                                  'keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAEAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"]\n', "person[0].keys[0]"),
+    "weak key (all zero)": ('[[person]]\nname = "Dave"\nroles = ["approver"]\nkeys = ["' + "00" * 32 + '"]\n', "person[0].keys[0]"),
+    "weak key (order 2, sign bit set)": ('[[person]]\nname = "Dave"\nroles = ["approver"]\nkeys = ["ec' + "ff" * 30 + 'ff"]\n', "person[0].keys[0]"),
+    "nested too deeply": ("x = " + "[" * 100_000 + "]" * 100_000 + "\n", "people.toml"),
     "one key, two people": ('[[person]]\nname = "Bob"\nroles = ["approver"]\nkeys = ["KEY"]\n[[person]]\nname = "Rob"\nroles = ["operator"]\nkeys = ["KEY"]\n',
                             "person[1].keys[0]"),  # fmt: skip
 }
@@ -387,6 +393,37 @@ def test_keygen_writes_a_private_key_only_its_owner_reads_and_an_openssh_line(tm
     os.chmod(private, 0o644)
     with pytest.raises(Exception, match="accessible to other users"):
         load_signer(private)
+
+
+@pytest.mark.parametrize("where", ["dangling symlink", "parent is a file", "public key path taken"])
+def test_keygen_refuses_unusable_paths_in_one_line(tmp_path, where):
+    out = tmp_path / "keys" / "bob"
+    out.parent.mkdir()
+    if where == "dangling symlink":
+        out.symlink_to(tmp_path / "elsewhere")  # a planted link must not redirect the private key
+    elif where == "parent is a file":
+        (tmp_path / "keys" / "file").write_text("x")
+        out = tmp_path / "keys" / "file" / "bob"
+    else:
+        (tmp_path / "keys" / "bob.pub").write_text("x")
+    result = CliRunner().invoke(main, ["keygen", "--out", str(out)])
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.output, result.output
+    assert not (tmp_path / "elsewhere").exists()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_a_pinned_trust_policy_that_is_not_a_regular_file_is_refused_without_reading_it(world, kind):
+    """apply --trust-policy naming a FIFO (a read waits for ever) or /dev/zero (a read never ends): one line, exit 2."""
+    root, _, sim = world
+    pinned = root / "pinned.toml"
+    if kind == "fifo":
+        os.mkfifo(pinned)
+    else:
+        pinned.symlink_to("/dev/zero")
+    args = ["apply", str(root / "plan"), "--run", str(root / "run"), "--endpoint", f"MOC={sim.url}", "--trust-policy", str(pinned)]
+    result = CliRunner(env=key_env("carol")).invoke(main, args)
+    assert result.exit_code == 2 and "not a regular file" in result.stderr and "Traceback" not in result.output, result.output
+    assert not (root / "run").exists() and api_writes(root / "moc.sqlite") == []
 
 
 def test_passphrase_protected_and_openssh_private_keys(tmp_path, monkeypatch):

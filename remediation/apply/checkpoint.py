@@ -1,10 +1,16 @@
-"""Checkpoints: every device's state in the run directory's SQLite database (WAL), each transition recorded before
-and after the S1SP is touched, and mirrored to the hash-chained journal. `MemoryCheckpoints` is the same interface
-without durability, for measuring the cost of the real one."""
+"""Checkpoints: every device's state, each transition recorded before and after the S1SP is touched.
+
+The hash-chained journal is the record: a transition is appended to it first (with every field it sets), then
+applied to an in-memory mirror the run reads from, then committed to the SQLite index together with the journal
+head (seq, hash) it reflects. The index is rebuildable from the plan and the journal (`apply/index.py`); if a
+commit to it fails mid-run (file deleted, truncated, disk trouble) the run carries on from the journal and the
+next resume rebuilds it. `MemoryCheckpoints` is the same interface without durability, for dry runs and
+benchmarks."""
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -38,73 +44,161 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 OP_FIELDS = ("version_seen", "result_version", "prior_ds_fp", "prior_ka_fp", "prior_ds_cert", "prior_ka_cert", "final_ds_fp", "final_ka_fp", "last_error", "attempts")
 
 
-class SqliteCheckpoints:
-    def __init__(self, path: str | Path, journal: Journal | None = None):
-        self.path = Path(path)
-        self.conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        # NORMAL: a committed transaction survives the process being killed (it is in the WAL in the OS cache);
-        # only a power cut can lose the last few, and resume re-reads every in-flight device anyway.
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.executescript(SCHEMA)
+OP_COLUMNS = ("operation_id", "device_id", "s1sp", "seq", "expected_ds", "expected_ka", "target_ds_fp", "target_ka_fp", "state", "attempts",
+              "version_seen", "result_version", "prior_ds_fp", "prior_ka_fp", "prior_ds_cert", "prior_ka_cert", "final_ds_fp", "final_ka_fp",
+              "last_error", "updated_at")  # fmt: skip
+
+
+def seed_ops(plan: pd.DataFrame) -> dict[str, dict]:
+    """One pending op per plan row, in plan order: the state every replay and every index starts from."""
+    ops = {}
+    for i, r in enumerate(plan.itertuples(index=False)):
+        ops[r.operation_id] = {"operation_id": r.operation_id, "device_id": r.device_id, "s1sp": r.s1sp, "seq": i,
+                               "expected_ds": r.expected_ds_fingerprint, "expected_ka": r.expected_ka_fingerprint,
+                               "target_ds_fp": r.target_ds_fingerprint, "target_ka_fp": r.target_ka_fingerprint,
+                               "state": PENDING, "attempts": 0, **{f: None for f in OP_FIELDS if f != "attempts"}, "updated_at": None}  # fmt: skip
+    return ops
+
+
+def counts_of(ops) -> dict[str, dict[str, int]]:
+    c = Counter((o["s1sp"], o["state"]) for o in ops)
+    out: dict[str, dict[str, int]] = {}
+    for (s1sp, state), n in sorted(c.items()):
+        out.setdefault(s1sp, {s: 0 for s in STATES})[state] = n
+    return out
+
+
+class MemoryCheckpoints:
+    """Every op's state in memory, optionally journaled first. Nothing survives the process: the base of the durable
+    index, and on its own for dry runs and benchmarks."""
+
+    def __init__(self, journal: Journal | None = None):
+        self.ops: dict[str, dict] = {}
+        self.meta: dict[str, str] = {}
         self.lock = threading.Lock()
         self.journal = journal
 
     def close(self) -> None:
-        self.conn.close()
         if self.journal:
             self.journal.close()
 
     def seed(self, plan: pd.DataFrame) -> int:
         """Insert one pending op per plan row that is not there yet (idempotent)."""
-        rows = [
-            (r.operation_id, r.device_id, r.s1sp, i, r.expected_ds_fingerprint, r.expected_ka_fingerprint, r.target_ds_fingerprint,
-             r.target_ka_fingerprint, PENDING, time.time())
-            for i, r in enumerate(plan.itertuples(index=False))
-        ]  # fmt: skip
+        added = {k: v for k, v in seed_ops(plan).items() if k not in self.ops}
         with self.lock:
-            self.conn.execute("BEGIN IMMEDIATE")
-            before = self.conn.total_changes
-            self.conn.executemany(
-                "INSERT OR IGNORE INTO ops(operation_id, device_id, s1sp, seq, expected_ds, expected_ka, target_ds_fp, target_ka_fp, state, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                rows,
-            )
-            self.conn.execute("COMMIT")
-            return self.conn.total_changes - before
+            self.ops.update(added)
+            self._persist_seed(list(added.values()))
+        return len(added)
+
+    def load(self, ops: dict[str, dict]) -> None:
+        with self.lock:
+            self.ops = {k: dict(v) for k, v in ops.items()}
 
     def open_ops(self, s1sp: str) -> list[dict]:
         with self.lock:
-            cur = self.conn.execute("SELECT * FROM ops WHERE s1sp=? AND state IN (?,?,?,?) ORDER BY seq", (s1sp, *OPEN_STATES))
-            names = [d[0] for d in cur.description]
-            return [dict(zip(names, row)) for row in cur.fetchall()]
+            return [dict(o) for o in sorted(self.ops.values(), key=lambda o: o["seq"]) if o["s1sp"] == s1sp and o["state"] in OPEN_STATES]
 
     def transition(self, op: dict, to_state: str, detail: dict | None = None, **fields) -> None:
         from_state = op["state"]
         sets = {k: v for k, v in fields.items() if k in OP_FIELDS}
-        assignments = ", ".join(f"{k}=?" for k in sets)
-        with self.lock:
-            self.conn.execute("BEGIN IMMEDIATE")
-            self.conn.execute(f"UPDATE ops SET state=?, updated_at=?{', ' + assignments if assignments else ''} WHERE operation_id=?",
-                              (to_state, time.time(), *sets.values(), op["operation_id"]))  # fmt: skip
-            self.conn.execute("INSERT INTO transitions(operation_id, from_state, to_state, at, detail) VALUES (?,?,?,?,?)",
-                              (op["operation_id"], from_state, to_state, time.time(), json.dumps(detail) if detail else None))  # fmt: skip
-            self.conn.execute("COMMIT")
+        with self.lock:  # one lock: the journal's order is the index's order
+            head = None
+            if self.journal:
+                self.journal.append("transition", operation_id=op["operation_id"], device_id=op["device_id"], s1sp=op["s1sp"],
+                                    from_state=from_state, to_state=to_state, fields=sets, **({"s1sp_response": detail} if detail else {}))  # fmt: skip
+                head = self.journal.head
+            self.ops[op["operation_id"]].update(sets, state=to_state, updated_at=time.time())
+            self._persist_transition(op["operation_id"], from_state, to_state, detail, sets, head)
         op.update(sets, state=to_state)
-        if self.journal:
-            self.journal.append("transition", operation_id=op["operation_id"], device_id=op["device_id"], s1sp=op["s1sp"],
-                                from_state=from_state, to_state=to_state, **({"s1sp_response": detail} if detail else {}))  # fmt: skip
+
+    def _persist_seed(self, rows: list[dict]) -> None:
+        pass
+
+    def _persist_transition(self, operation_id, from_state, to_state, detail, sets, head) -> None:
+        pass
 
     def counts(self) -> dict[str, dict[str, int]]:
         with self.lock:
-            rows = self.conn.execute("SELECT s1sp, state, count(*) FROM ops GROUP BY s1sp, state").fetchall()
-        out: dict[str, dict[str, int]] = {}
-        for s1sp, state, n in rows:
-            out.setdefault(s1sp, {s: 0 for s in STATES})[state] = n
-        return out
+            return counts_of(self.ops.values())
 
     def ops_frame(self) -> pd.DataFrame:
         with self.lock:
-            return pd.read_sql_query("SELECT * FROM ops ORDER BY seq", self.conn)
+            rows = sorted(self.ops.values(), key=lambda o: o["seq"])
+        return pd.DataFrame(rows, columns=list(OP_COLUMNS)) if rows else pd.DataFrame(columns=list(OP_COLUMNS))
+
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        return self.meta.get(key, default)
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.meta[key] = value
+
+
+class SqliteCheckpoints(MemoryCheckpoints):
+    """The durable index: the mirror's state in the run directory's SQLite database (WAL), with the journal head each
+    commit reflects. Opening it reads every op into the mirror; `index_error` is set (and the index left alone) when
+    a commit fails, so a broken index never stops a run whose journal is sound."""
+
+    def __init__(self, path: str | Path, journal: Journal | None = None):
+        super().__init__(journal)
+        self.path = Path(path)
+        self.index_error: str | None = None
+        self.conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        # NORMAL: a committed transaction survives the process being killed (it is in the WAL in the OS cache);
+        # only a power cut can lose the last few, and those are in the journal (appended first) anyway.
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.executescript(SCHEMA)
+        cur = self.conn.execute("SELECT * FROM ops ORDER BY seq")
+        names = [d[0] for d in cur.description]
+        self.ops = {row[0]: dict(zip(names, row)) for row in cur.fetchall()}
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        finally:
+            super().close()
+
+    def _failed(self, exc: Exception) -> None:
+        if self.index_error is None:
+            self.index_error = f"{type(exc).__name__}: {exc}"
+            if self.journal:
+                self.journal.append("checkpoint_index_failed", error=self.index_error, path=str(self.path))
+
+    def _persist_seed(self, rows: list[dict]) -> None:
+        if self.index_error or not rows:
+            return
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.executemany(f"INSERT OR IGNORE INTO ops({', '.join(OP_COLUMNS)}) VALUES ({', '.join('?' * len(OP_COLUMNS))})",
+                                  [tuple(r[c] for c in OP_COLUMNS) for r in rows])  # fmt: skip
+            self.conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            self._failed(exc)
+
+    def _rollback(self) -> None:
+        try:
+            self.conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+
+    def _persist_transition(self, operation_id, from_state, to_state, detail, sets, head) -> None:
+        if self.index_error:
+            return
+        assignments = "".join(f", {k}=?" for k in sets)
+        now = time.time()
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.execute(f"UPDATE ops SET state=?, updated_at=?{assignments} WHERE operation_id=?", (to_state, now, *sets.values(), operation_id))
+            self.conn.execute("INSERT INTO transitions(operation_id, from_state, to_state, at, detail) VALUES (?,?,?,?,?)",
+                              (operation_id, from_state, to_state, now, json.dumps(detail) if detail else None))  # fmt: skip
+            if head is not None:
+                self.conn.executemany("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                                      [("journal_seq", str(head["seq"])), ("journal_hash", head["hash"])])  # fmt: skip
+            self.conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            self._failed(exc)
 
     def get_meta(self, key: str, default: str | None = None) -> str | None:
         with self.lock:
@@ -116,52 +210,20 @@ class SqliteCheckpoints:
             self.conn.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value", (key, value))
 
 
-class MemoryCheckpoints:
-    """The same interface in memory: nothing survives the process. For benchmarks and dry runs only."""
-
-    def __init__(self):
-        self.ops: dict[str, dict] = {}
-        self.meta: dict[str, str] = {}
-        self.lock = threading.Lock()
-        self.journal = None
-
-    def close(self) -> None:
-        pass
-
-    def seed(self, plan: pd.DataFrame) -> int:
-        added = 0
-        for i, r in enumerate(plan.itertuples(index=False)):
-            if r.operation_id not in self.ops:
-                self.ops[r.operation_id] = {"operation_id": r.operation_id, "device_id": r.device_id, "s1sp": r.s1sp, "seq": i,
-                                            "expected_ds": r.expected_ds_fingerprint, "expected_ka": r.expected_ka_fingerprint,
-                                            "target_ds_fp": r.target_ds_fingerprint, "target_ka_fp": r.target_ka_fingerprint,
-                                            "state": PENDING, "attempts": 0}  # fmt: skip
-                added += 1
-        return added
-
-    def open_ops(self, s1sp: str) -> list[dict]:
-        with self.lock:
-            return [dict(o) for o in self.ops.values() if o["s1sp"] == s1sp and o["state"] in OPEN_STATES]
-
-    def transition(self, op: dict, to_state: str, detail: dict | None = None, **fields) -> None:
-        sets = {k: v for k, v in fields.items() if k in OP_FIELDS}
-        with self.lock:
-            self.ops[op["operation_id"]].update(sets, state=to_state)
-        op.update(sets, state=to_state)
-
-    def counts(self) -> dict[str, dict[str, int]]:
-        with self.lock:
-            c = Counter((o["s1sp"], o["state"]) for o in self.ops.values())
-        out: dict[str, dict[str, int]] = {}
-        for (s1sp, state), n in c.items():
-            out.setdefault(s1sp, {s: 0 for s in STATES})[state] = n
-        return out
-
-    def ops_frame(self) -> pd.DataFrame:
-        return pd.DataFrame(list(self.ops.values()))
-
-    def get_meta(self, key: str, default: str | None = None) -> str | None:
-        return self.meta.get(key, default)
-
-    def set_meta(self, key: str, value: str) -> None:
-        self.meta[key] = value
+def write_index(path: Path, ops: dict[str, dict], transitions: list[tuple], head: dict) -> None:
+    """A fresh index file from replayed ops: built beside the old one, then renamed into place (atomic)."""
+    tmp = path.with_name(path.name + ".rebuild")
+    for stale in (tmp, tmp.with_name(tmp.name + "-wal"), tmp.with_name(tmp.name + "-shm")):
+        stale.unlink(missing_ok=True)
+    conn = sqlite3.connect(tmp, isolation_level=None)
+    try:
+        conn.executescript(SCHEMA)
+        conn.execute("BEGIN")
+        conn.executemany(f"INSERT INTO ops({', '.join(OP_COLUMNS)}) VALUES ({', '.join('?' * len(OP_COLUMNS))})",
+                         [tuple(o.get(c) for c in OP_COLUMNS) for o in ops.values()])  # fmt: skip
+        conn.executemany("INSERT INTO transitions(operation_id, from_state, to_state, at, detail) VALUES (?,?,?,?,?)", transitions)
+        conn.executemany("INSERT INTO meta(key, value) VALUES (?, ?)", [("journal_seq", str(head["seq"])), ("journal_hash", head["hash"])])
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    os.replace(tmp, path)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import threading
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -21,6 +23,11 @@ from remediation.apply.gateway import Gateway, GatewayError, KeyConflict, SlotSt
 from remediation.apply.pacing import RateLimiter, WavePolicy
 
 MAX_CYCLES = 4  # read/decide/write rounds per device in one run before it is failed
+INTERRUPTED, SKIPPED = "interrupted", "skipped"  # not states: the op keeps its last checkpointed state
+
+
+class Interrupted(Exception):
+    """The operator asked the run to stop: no new request is sent; the device keeps its last checkpointed state."""
 
 
 def fingerprint(cert_b64: str | None) -> str:
@@ -63,33 +70,48 @@ class S1SPRunStats:
 
 class DeviceExecutor:
     def __init__(self, gateway: Gateway, checkpoints, targets: dict[str, tuple[str, str]], limiter: RateLimiter,
-                 retry: RetryPolicy = RetryPolicy(), dry_run: bool = False):  # fmt: skip
+                 retry: RetryPolicy = RetryPolicy(), dry_run: bool = False, stop: threading.Event | None = None):  # fmt: skip
         self.gateway, self.checkpoints, self.targets, self.limiter, self.dry_run = gateway, checkpoints, targets, limiter, dry_run
+        self.stop = stop or threading.Event()
         self.retrying = Retrying(
             retry=retry_if_exception(lambda e: isinstance(e, TransientError)),
             stop=stop_after_attempt(retry.attempts),
             wait=_WaitRetryAfter(retry),
+            sleep=self.stop.wait,  # a backoff ends early on a stop; the next attempt then sees it and sends nothing
             reraise=True,
         )
 
+    def _request(self):
+        """Every request starts here: after a stop nothing new goes to the S1SP (one already sent is answered or times out)."""
+        if self.stop.is_set():
+            raise Interrupted()
+        self.limiter.acquire()
+        if self.stop.is_set():
+            raise Interrupted()
+
     def _read(self, op: dict) -> SlotState:
         def call():
-            self.limiter.acquire()
+            self._request()
             return self.gateway.read(op["device_id"])
 
         return self.retrying(call)
 
     def _put(self, op: dict, version: int, ds: str | None, ka: str | None):
-        self.limiter.acquire()
+        self._request()
         return self.gateway.write(op["device_id"], version, ds, ka, op["operation_id"])
 
     def _slot_fps(self, state: SlotState) -> tuple[str, str]:
         return fingerprint(state.ds), fingerprint(state.ka)
 
     def run(self, op: dict) -> str:
-        """Drive one device to a final state; returns it. Gateway errors that outlive the retries fail the device."""
+        """Drive one device to a final state; returns it. Gateway errors that outlive the retries fail the device.
+        After a stop it returns SKIPPED (not started) or INTERRUPTED (left in its last checkpointed state)."""
+        if self.stop.is_set():
+            return SKIPPED
         try:
             return self._run(op)
+        except Interrupted:
+            return INTERRUPTED
         except GatewayError as exc:
             self.checkpoints.transition(op, FAILED, {"error": str(exc), "status": exc.status}, last_error=str(exc)[:500])
             return FAILED
@@ -108,7 +130,8 @@ class DeviceExecutor:
             target = (op["target_ds_fp"], op["target_ka_fp"])
             expected = (op["expected_ds"] or "", op["expected_ka"] or "")
             if current == target:
-                final = DONE if (resumed_write or op["state"] in (WRITING, CONFIRMING)) else NOOP
+                # A device this run sent a write for is `done`, never `noop`, however the state was reached.
+                final = DONE if (resumed_write or op["state"] in (WRITING, CONFIRMING) or op.get("attempts")) else NOOP
                 self.checkpoints.transition(op, final, {"version": state.version, "slots": "at target"}, final_ds_fp=current[0], final_ka_fp=current[1], **fields)
                 return final
             if current != expected:
@@ -147,10 +170,12 @@ def run_s1sp(executor: DeviceExecutor, ops: list[dict], concurrency: int, waves:
     stats = S1SPRunStats()
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         for index, (start, stop) in enumerate(waves.waves(len(ops))):
-            if should_stop():
-                return stats, "stopped"
+            if should_stop() or executor.stop.is_set():
+                return stats, INTERRUPTED
             wave = ops[start:stop]
             results = list(pool.map(executor.run, wave))
+            if executor.stop.is_set():
+                return stats, INTERRUPTED
             wave_failed = sum(r == FAILED for r in results)
             stats.attempted += len(wave)
             stats.failed += wave_failed
@@ -158,5 +183,14 @@ def run_s1sp(executor: DeviceExecutor, ops: list[dict], concurrency: int, waves:
                 on_progress(len(wave))
             reason = waves.should_pause(index, wave_failed, len(wave), stats.failed, stats.attempted)
             if reason and stop < len(ops):
-                return stats, reason
+                return stats, f"{reason}{_first_error(wave, results)}"
     return stats, None
+
+
+def _first_error(wave: list[dict], results: list[str]) -> str:
+    """The commonest failure reason in a wave, for the pause message (a protocol error must not hide in a CSV)."""
+    errors = Counter((op.get("last_error") or "?").removeprefix(f"{op['device_id']}: ") for op, r in zip(wave, results) if r == FAILED)
+    if not errors:
+        return ""
+    (error, n), = errors.most_common(1)
+    return f"; {n} of them: {error[:160]}"

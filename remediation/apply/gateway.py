@@ -54,6 +54,11 @@ class UnknownDevice(GatewayError):
     """404."""
 
 
+class ProtocolError(GatewayError):
+    """A 200 reply that is not an answer about the device asked for, in the contract's shape: another device's id, a
+    version that is not an integer, slots missing. Never retried and never believed: the device fails with the reason."""
+
+
 class Gateway(Protocol):
     def read(self, device_id: str) -> SlotState: ...
 
@@ -100,7 +105,13 @@ class HttpGateway:
     def _check(self, response: httpx.Response, device_id: str) -> dict:
         status = response.status_code
         if status == 200:
-            return response.json()
+            try:
+                body = response.json()
+            except ValueError:
+                raise ProtocolError(f"{device_id}: protocol error: reply is not JSON ({redact(response.text, self._secrets)[:60]!r})", status) from None
+            if not isinstance(body, dict):
+                raise ProtocolError(f"{device_id}: protocol error: reply is not a JSON object", status)
+            return body
         text = redact(response.text, self._secrets)[:200]
         if status in (429, 500, 502, 503, 504):
             raise TransientError(f"{device_id}: HTTP {status} {text}", status, _retry_after(response))
@@ -114,12 +125,31 @@ class HttpGateway:
 
     def read(self, device_id: str) -> SlotState:
         body = self._check(self._call("GET", device_id), device_id)
-        slots = body["slots"]
-        return SlotState(int(body["version"]), slots["NO_DS"]["cert"], slots["NO_KA"]["cert"], body)
+        version = _reply_version(body, device_id, require_device=True)
+        slots = body.get("slots")
+        certs = []
+        for name in ("NO_DS", "NO_KA"):
+            slot = slots.get(name) if isinstance(slots, dict) else None
+            cert = slot.get("cert", ...) if isinstance(slot, dict) else ...
+            if cert is ... or not (cert is None or isinstance(cert, str)):
+                raise ProtocolError(f"{device_id}: protocol error: reply has no {name} slot with a cert (string or null)", 200)
+            certs.append(cert)
+        return SlotState(version, certs[0], certs[1], body)
 
     def write(self, device_id: str, version: int, ds: str | None, ka: str | None, operation_id: str) -> WriteResult:
         body = {"slots": {"NO_DS": {"cert": ds}, "NO_KA": {"cert": ka}}, "reason": "MP107-R2", "operation_id": operation_id}
         response = self._call("PUT", device_id, content=json.dumps(body, sort_keys=True),
                               headers={"If-Match": f'"{version}"', "Idempotency-Key": operation_id, "Content-Type": "application/json"})  # fmt: skip
         data = self._check(response, device_id)
-        return WriteResult(int(data["version"]), data)
+        return WriteResult(_reply_version(data, device_id, require_device=False), data)
+
+
+def _reply_version(body: dict, device_id: str, *, require_device: bool) -> int:
+    """The reply's version, after checking it answers for this device (a PUT's reply may leave the id out)."""
+    named = body.get("device_id")
+    if (require_device or named is not None) and named != device_id:
+        raise ProtocolError(f"{device_id}: protocol error: reply names device {str(named)[:40]!r}, not the one asked for", 200)
+    version = body.get("version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ProtocolError(f"{device_id}: protocol error: version {str(version)[:20]!r} is not an integer", 200)
+    return version

@@ -1,5 +1,10 @@
-"""The run lock: one apply per run directory. Held as an flock on run.lock, so a killed holder's lock is released by
-the kernel and the next apply takes it over safely; the file names the holder for the refusal message."""
+"""Locks: one apply per run directory (run.lock) and one active run per plan (the plan lease).
+
+Both are flocks, so a killed holder's lock is released by the kernel and the next apply takes it over safely; each
+file names its holder for the refusal message and for `status`, which tells a live holder from a stale record by
+the holder's pid on the same host. The plan lease adds a record in the plan directory (active_run.json) naming the
+run that owns the plan: a second run directory is refused while that run is active or incomplete, unless the
+operator supersedes it, which both journals record."""
 
 from __future__ import annotations
 
@@ -10,42 +15,74 @@ import socket
 from datetime import datetime, timezone
 from pathlib import Path
 
-from remediation.errors import SafetyRefusal
+from remediation.errors import InputError, SafetyRefusal
 
 
 class RunLocked(SafetyRefusal):
     pass
 
 
+def holder_alive(record: dict | None) -> bool | None:
+    """True/False when the record names a process on this host (checked by pid); None when it cannot be told."""
+    if not record or not record.get("pid"):
+        return False
+    if record.get("host") != socket.gethostname():
+        return None
+    try:
+        os.kill(int(record["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    except (OSError, ValueError):
+        return None
+    return True
+
+
+def read_holder(path: Path) -> dict:
+    try:
+        data = json.loads(Path(path).read_text() or "{}")
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
 class RunLock:
+    NAME = "run.lock"
+
     def __init__(self, run_dir: Path):
-        self.path = Path(run_dir) / "run.lock"
+        self.path = Path(run_dir) / self.NAME
         self.fd: int | None = None
         self.previous: dict | None = None
 
-    def acquire(self, who: str) -> RunLock:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o640)
+    def acquire(self, who: str, **extra) -> RunLock:
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o640)
+        except OSError as exc:
+            raise InputError(f"cannot open the lock file ({exc.strerror}); the directory must be writable by the operator", file=str(self.path)) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = self._read(fd)
             os.close(fd)
-            raise RunLocked(
-                f"run {self.path.parent} is locked by pid {holder.get('pid', '?')} on {holder.get('host', '?')} "
-                f"({holder.get('who', '?')}) since {holder.get('since', '?')}; wait for it or stop that process"
-            ) from None
+            raise RunLocked(self.refusal(holder)) from None
         self.previous = self._read(fd) or None  # a dead holder's record: the takeover is journaled
-        record = {"pid": os.getpid(), "host": socket.gethostname(), "who": who, "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        record = {"pid": os.getpid(), "host": socket.gethostname(), "who": who, "since": datetime.now(timezone.utc).isoformat(timespec="seconds"), **extra}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(record).encode(), 0)
         self.fd = fd
         return self
 
+    def refusal(self, holder: dict) -> str:
+        return (f"run {self.path.parent} is locked by pid {holder.get('pid', '?')} on {holder.get('host', '?')} "
+                f"({holder.get('who', '?')}) since {holder.get('since', '?')}; wait for it or stop that process")  # fmt: skip
+
     @staticmethod
     def _read(fd: int) -> dict:
         try:
             data = os.pread(fd, 4096, 0)
-            return json.loads(data) if data else {}
+            value = json.loads(data) if data else {}
+            return value if isinstance(value, dict) else {}
         except (OSError, ValueError):
             return {}
 
@@ -55,3 +92,32 @@ class RunLock:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = None
+
+
+class PlanLocked(RunLocked):
+    pass
+
+
+class PlanLease(RunLock):
+    """The plan-level lease: an flock on PLAN/apply.lock while a process applies the plan, and PLAN/active_run.json
+    naming the run directory that owns the plan until that run is complete (or superseded)."""
+
+    NAME = "apply.lock"
+    RECORD = "active_run.json"
+
+    def __init__(self, plan_dir: Path):
+        super().__init__(plan_dir)
+        self.record_path = Path(plan_dir) / self.RECORD
+
+    def refusal(self, holder: dict) -> str:
+        return (f"plan {self.path.parent} is being applied by pid {holder.get('pid', '?')} on {holder.get('host', '?')} "
+                f"({holder.get('who', '?')}) into run {holder.get('run_dir', '?')}; one active run per plan")  # fmt: skip
+
+    def owner(self) -> dict:
+        return read_holder(self.record_path)
+
+    def record(self, run_dir: Path, who: str, status: str) -> None:
+        from remediation.outputs import write_json
+
+        write_json(self.record_path, {"run_dir": str(Path(run_dir).resolve()), "who": who, "status": status,
+                                      "since": datetime.now(timezone.utc).isoformat(timespec="seconds")})  # fmt: skip

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,14 +15,15 @@ from pathlib import Path
 import pandas as pd
 
 from remediation import __version__
-from remediation.apply.checkpoint import DONE, DRIFTED, FAILED, FINAL_STATES, NOOP, STATES, MemoryCheckpoints, SqliteCheckpoints
-from remediation.apply.executor import DeviceExecutor, RetryPolicy, run_s1sp
+from remediation.apply.checkpoint import DONE, DRIFTED, FAILED, FINAL_STATES, IN_FLIGHT, NOOP, STATES, MemoryCheckpoints, SqliteCheckpoints
+from remediation.apply.executor import INTERRUPTED, DeviceExecutor, RetryPolicy, run_s1sp
 from remediation.apply.gateway import Gateway, HttpGateway
-from remediation.apply.lock import RunLock
+from remediation.apply.index import IndexInconsistent, check_index, rebuild_index
+from remediation.apply.lock import PlanLease, PlanLocked, RunLock
 from remediation.apply.pacing import RateLimiter, WavePolicy
 from remediation.authority import RunAuthority, token_for_endpoint
 from remediation.errors import InputError, SafetyRefusal
-from remediation.evidence.journal import Journal
+from remediation.evidence.journal import Journal, check_journal
 from remediation.outputs import write_csv, write_json, write_parquet
 from remediation.plan import LoadedPlan
 
@@ -42,6 +45,7 @@ class ApplyOptions:
     retry_failed: bool = False
     client_cert: tuple[str, str] | None = None
     ca_bundle: str | None = None
+    supersede: bool = False  # take the plan over from another, incomplete run directory (journaled in both)
 
 
 @dataclass
@@ -50,6 +54,14 @@ class ApplyResult:
     counts: dict
     paused: dict
     status: str
+    failures: dict = field(default_factory=dict)  # (S1SP, reason) -> failed devices, for the screen
+
+
+def failure_reasons(ops: pd.DataFrame) -> dict[tuple[str, str], int]:
+    """Failed devices grouped by S1SP and reason (the device id taken out, so like reasons group)."""
+    failed = ops[ops["state"] == FAILED]
+    reasons = [str(e or "?").removeprefix(f"{d}: ") for d, e in zip(failed["device_id"], failed["last_error"])]
+    return {k: int(v) for k, v in failed.assign(reason=reasons).groupby(["s1sp", "reason"]).size().sort_values(ascending=False).items()}
 
 
 def _endpoint(plan: LoadedPlan, s1sp: str, options: ApplyOptions) -> dict:
@@ -86,11 +98,17 @@ CARRIED_FILES = ("findings.parquet", "input_rows.parquet", "summary.json", "quar
 
 
 def read_run(run_dir: Path) -> dict:
-    """run.json of a run directory; an input error (exit 2) when the directory is not one."""
+    """run.json of a run directory; an input error (exit 2) when the directory is not one or the record is garbage."""
     path = Path(run_dir) / "run.json"
     if not path.exists():
         raise InputError("not a run directory (no run.json)", file=str(run_dir))
-    return json.loads(path.read_text())
+    try:
+        run = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"not valid JSON ({exc})", file=str(path)) from None
+    if not isinstance(run, dict) or not isinstance(run.get("plan_hash"), str) or not isinstance(run.get("plan_dir"), str):
+        raise InputError("not a run record (expected a JSON object with plan_hash and plan_dir)", file=str(path))
+    return run
 
 
 def carry_files(source: Path, target: Path, names=CARRIED_FILES) -> None:
@@ -105,6 +123,8 @@ def _prepare_run_dir(plan: LoadedPlan, run_dir: Path, who: str) -> dict:
         run = read_run(run_dir)
         if run.get("plan_hash") != plan.plan_hash:
             raise SafetyRefusal(f"run {run_dir} belongs to plan {run.get('plan_hash', '?')[:12]}…, not {plan.plan_hash[:12]}…; use a new run directory")
+        if run.get("status") == "superseded":
+            raise SafetyRefusal(f"run {run_dir} was superseded by {run.get('superseded_by', '?')}; it cannot be resumed")
         return run
     run_dir.mkdir(parents=True, exist_ok=True)
     carry_files(plan.directory, run_dir, ("plan.json", *CARRIED_FILES))
@@ -126,87 +146,244 @@ def write_outcomes(run_dir: Path, ops: pd.DataFrame) -> pd.DataFrame:
     return outcomes
 
 
+# Statuses of a run whose every device reached a final state: its plan is free for another run directory.
+COMPLETE_STATUSES = ("completed", "needs_attention")
+RUN_EVENTS_SIGNED = ("run_started", "run_resumed", "run_interrupted", "run_finished")
+
+
+class RunRecorder:
+    """The run's own records: every run event goes through `record_run_event`, which journals it and then records the
+    journal head (seq, hash) in run.json (`journal_head`, kept apart from anything else in run.json). `signed` (the
+    operator's authority fields, e.g. a `signer` for the journal, from the authority issue) is added to the start,
+    resume, interrupted and finish records here and nowhere else."""
+
+    def __init__(self, run_dir: Path, run: dict, journal: Journal, signed: dict | None = None):
+        self.run_dir, self.run, self.journal, self.signed = run_dir, run, journal, signed or {}
+
+    def record_run_event(self, kind: str, **payload) -> dict:
+        entry = self.journal.append(kind, **payload, **(self.signed if kind in RUN_EVENTS_SIGNED else {}))
+        self.save()
+        return entry
+
+    def save(self, **fields) -> None:
+        self.run.update(fields)
+        self.run["journal_head"] = self.journal.head
+        self.run["updated_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        write_json(self.run_dir / "run.json", self.run)
+
+
+class StopOnSignal:
+    """First SIGINT/SIGTERM: set `event` (stop dispatching, let in-flight requests finish, journal, release the locks
+    last). Second: leave at once with os._exit; the kernel drops the flocks only as the process ends, so no other apply
+    can start while a worker of this one could still write. Installed only on the main thread (signals go there)."""
+
+    def __init__(self, event: threading.Event | None = None, echo: Callable[[str], None] | None = None):
+        self.event = event or threading.Event()
+        self.signal_name: str | None = None
+        self.echo = echo or (lambda text: os.write(2, (text + "\n").encode()))
+        self.saved: dict = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.event.is_set():
+            os.write(2, b"remediation: second interrupt: exiting now; devices in flight are re-read on resume\n")
+            os._exit(130)
+        self.signal_name = signal.Signals(signum).name
+        self.event.set()
+        self.echo(f"remediation: {self.signal_name}: stopping — no new devices; waiting for requests in flight (Ctrl-C again to exit at once)")
+
+    def __enter__(self) -> StopOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.saved[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.saved.items():
+            signal.signal(sig, handler)
+
+
+def _claim_plan(lease: PlanLease, plan: LoadedPlan, run_dir: Path, who: str, supersede: bool) -> Path | None:
+    """Refuse a second run directory while the plan's owning run is active or incomplete; with `supersede`, return
+    the run to supersede. Called holding the plan's flock."""
+    owner = lease.owner()
+    owner_dir = Path(owner["run_dir"]) if owner.get("run_dir") else None
+    if owner_dir is None or owner_dir == run_dir.resolve():
+        return None
+    try:
+        status = read_run(owner_dir).get("status") if (owner_dir / "run.json").exists() else "missing"
+    except InputError:
+        status = "unreadable"
+    if status in (*COMPLETE_STATUSES, "superseded"):
+        return None
+    if not supersede:
+        raise PlanLocked(f"plan {plan.directory} belongs to run {owner_dir} ({status}); finish it with `remediation resume {owner_dir}`, "
+                         f"or start a new run directory with --supersede to abandon it (journaled in both)")  # fmt: skip
+    return owner_dir
+
+
+def _supersede(old_dir: Path, new_dir: Path, who: str) -> dict:
+    """Close an incomplete run in favour of a new one: journaled in the old run (under its lock) before the new starts."""
+    lock = RunLock(old_dir).acquire(who) if old_dir.exists() else None
+    try:
+        if lock is None or not (old_dir / "journal.jsonl").exists():
+            return {"run_dir": str(old_dir), "journal_head": None, "note": "superseded run has no journal"}
+        check_journal(old_dir / "journal.jsonl")
+        run = read_run(old_dir)
+        journal = Journal(old_dir / "journal.jsonl")
+        try:
+            RunRecorder(old_dir, run, journal).record_run_event("run_superseded", by_run=str(new_dir.resolve()), superseded_by=who)
+            RunRecorder(old_dir, run, journal).save(status="superseded", superseded_by=str(new_dir.resolve()))
+            return {"run_dir": str(old_dir), "journal_head": journal.head}
+        finally:
+            journal.close()
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _open_index(run_dir: Path, plan: LoadedPlan, run: dict, journal_exists: bool) -> tuple[SqliteCheckpoints, dict | None]:
+    """The checkpoint index, verified against the journal and rebuilt from it when it is missing, empty, corrupt, behind
+    or edited. Returns the index and what was rebuilt (for the journal), or None."""
+    db = run_dir / "checkpoints.sqlite"
+    if not journal_exists:
+        if (run.get("journal_head") or {}).get("seq"):
+            raise IndexInconsistent(f"{run_dir}: the journal is missing or empty, but run.json records {run['journal_head']['seq']} entries; refusing")
+        if db.exists() and db.stat().st_size:
+            raise IndexInconsistent(f"{run_dir}: checkpoints.sqlite exists but the journal does not; the journal is the record — refusing")
+        return SqliteCheckpoints(db), None
+    result, check = check_index(run_dir, plan.rows, run.get("journal_head"))
+    rebuilt = None
+    if check.verdict != "ok":
+        kept = rebuild_index(run_dir, result)
+        rebuilt = {"reason": check.reason, "verdict": check.verdict, "old_index_kept_as": kept.name if kept else None,
+                   "journal_head": result.head, "written_devices": len(result.written())}  # fmt: skip
+    return SqliteCheckpoints(db), rebuilt
+
+
 def apply_plan(plan: LoadedPlan, run_dir: Path, options: ApplyOptions, progress: Callable[[str, int, int], None] | None = None,
                gateway_factory: Callable[[dict], Gateway] | None = None, memory_checkpoints: bool = False,
-               authority: RunAuthority | None = None) -> ApplyResult:  # fmt: skip
+               stop: StopOnSignal | None = None, authority: RunAuthority | None = None) -> ApplyResult:  # fmt: skip
+    """`authority` (issue 9's RunAuthority, checked before any gateway is built) signs the run's own records."""
     run_dir = Path(run_dir)
-    signed = authority.journal_fields() if authority else {}  # operator-signed run_started / run_resumed / run_finished
-    run = _prepare_run_dir(plan, run_dir, options.who)
-    lock = RunLock(run_dir).acquire(options.who)
-    journal = None
+    lease = lock = superseded = None
     try:
-        if memory_checkpoints:
-            checkpoints = MemoryCheckpoints()
-        else:
-            journal = Journal(run_dir / "journal.jsonl")
-            checkpoints = SqliteCheckpoints(run_dir / "checkpoints.sqlite", journal)
-        if journal is not None:
-            if journal.seq == 0:
-                journal.append("run_started", plan_hash=plan.plan_hash, plan_dir=str(plan.directory.resolve()),
-                               approvals=authority.approvals.counted if authority else [],
-                               run_by=options.who, tool_version=__version__, plan_counts=plan.document["counts"], **signed)  # fmt: skip
-            else:
-                journal.append("run_resumed", plan_hash=plan.plan_hash, run_by=options.who, tool_version=__version__,
-                               previous_lock_holder=lock.previous, **signed)  # fmt: skip
-        rows = plan.rows if not options.s1sps else plan.rows[plan.rows["s1sp"].isin(options.s1sps)]
-        checkpoints.seed(plan.rows)
-        if options.retry_failed:
-            _reopen_failed(checkpoints, rows)
-        targets = _targets(plan.rows)
-        paused = dict(run.get("paused", {}))
-        threads, results, lock_results = [], {}, threading.Lock()
+        if not memory_checkpoints:
+            lease = PlanLease(plan.directory).acquire(options.who, run_dir=str(run_dir.resolve()))
+            superseded = _claim_plan(lease, plan, run_dir, options.who, options.supersede)
+        run = _prepare_run_dir(plan, run_dir, options.who)
+        lock = RunLock(run_dir).acquire(options.who)
+        with stop or StopOnSignal() as stopper:
+            return _apply_locked(plan, run_dir, run, lock, lease, superseded, options, progress, gateway_factory,
+                                 memory_checkpoints, stopper, authority)  # fmt: skip
+    finally:
+        # The plan lease first, the run lock last: nothing of this process writes after either is released.
+        if lease is not None:
+            lease.release()
+        if lock is not None:
+            lock.release()
 
-        def work(s1sp: str) -> None:
+
+def _apply_locked(plan, run_dir, run, lock, lease, superseded, options, progress, gateway_factory, memory_checkpoints, stopper, authority) -> ApplyResult:
+    signed = authority.journal_fields() if authority is not None else {}  # operator-signed run events (issue 9)
+    authority_approvals = authority.approvals.counted if authority is not None else []
+    journal = recorder = None
+    rebuilt = None
+    if memory_checkpoints:
+        checkpoints = MemoryCheckpoints()
+    else:
+        journal_exists = (run_dir / "journal.jsonl").exists() and (run_dir / "journal.jsonl").stat().st_size > 0
+        checkpoints, rebuilt = _open_index(run_dir, plan, run, journal_exists)
+        journal = Journal(run_dir / "journal.jsonl")
+        checkpoints.journal = journal
+        recorder = RunRecorder(run_dir, run, journal, signed)
+    if recorder is not None:
+        if journal.seq == 0:
+            recorder.record_run_event("run_started", plan_hash=plan.plan_hash, plan_dir=str(plan.directory.resolve()), approvals=authority_approvals,
+                                      run_by=options.who, tool_version=__version__, plan_counts=plan.document["counts"], pid=os.getpid())  # fmt: skip
+        else:
+            recorder.record_run_event("run_resumed", plan_hash=plan.plan_hash, run_by=options.who, tool_version=__version__,
+                                      previous_lock_holder=lock.previous, pid=os.getpid())  # fmt: skip
+        if rebuilt:
+            journal.append("checkpoints_rebuilt", **rebuilt)
+        if superseded is not None:
+            journal.append("supersedes", **_supersede(superseded, run_dir, options.who), by=options.who)
+        lease.record(run_dir, options.who, "running")
+        recorder.save(status="running")
+    rows = plan.rows if not options.s1sps else plan.rows[plan.rows["s1sp"].isin(options.s1sps)]
+    checkpoints.seed(plan.rows)
+    if options.retry_failed:
+        _reopen_failed(checkpoints, rows)
+    targets = _targets(plan.rows)
+    paused = dict(run.get("paused", {}))
+    threads, results, lock_results = [], {}, threading.Lock()
+
+    def work(s1sp: str) -> None:
+        gateway = None
+        try:
             ep = _endpoint(plan, s1sp, options)
             gateway = gateway_factory(ep) if gateway_factory else make_gateway(ep, options)
-            try:
-                limiter = RateLimiter(float(ep.get("rate_per_second") or 0))
-                executor = DeviceExecutor(gateway, checkpoints, targets, limiter, options.retry)
-                ops = checkpoints.open_ops(s1sp)
-                done = [0]
+            limiter = RateLimiter(float(ep.get("rate_per_second") or 0))
+            executor = DeviceExecutor(gateway, checkpoints, targets, limiter, options.retry, stop=stopper.event)
+            ops = checkpoints.open_ops(s1sp)
+            done = [0]
 
-                def on_progress(n: int) -> None:
-                    done[0] += n
-                    if progress:
-                        progress(s1sp, done[0], len(ops))
-
+            def on_progress(n: int) -> None:
+                done[0] += n
                 if progress:
-                    progress(s1sp, 0, len(ops))
-                stats, reason = run_s1sp(executor, ops, int(ep.get("concurrency", 4)), options.waves, on_progress=on_progress)
-                with lock_results:
-                    results[s1sp] = (stats, reason)
-            except Exception as exc:  # noqa: BLE001 - reported per S1SP; the other S1SPs carry on
-                with lock_results:
-                    results[s1sp] = (None, f"error: {exc}")
-            finally:
+                    progress(s1sp, done[0], len(ops))
+
+            if progress:
+                progress(s1sp, 0, len(ops))
+            stats, reason = run_s1sp(executor, ops, int(ep.get("concurrency", 4)), options.waves, on_progress=on_progress)
+            with lock_results:
+                results[s1sp] = (stats, reason)
+        except Exception as exc:  # noqa: BLE001 - reported per S1SP; the other S1SPs carry on
+            with lock_results:
+                results[s1sp] = (None, f"error: {exc}")
+        finally:
+            if gateway is not None:
                 gateway.close()
 
-        for s1sp in sorted(set(rows["s1sp"])):
-            paused.pop(s1sp, None)  # running again is how a paused S1SP is resumed
-            t = threading.Thread(target=work, args=(s1sp,), name=f"apply-{s1sp}")
-            threads.append(t)
-            t.start()
-        for t in threads:
-            t.join()
-        for s1sp, (_, reason) in results.items():
-            if reason:
-                paused[s1sp] = reason
-                if journal:
-                    journal.append("paused", s1sp=s1sp, reason=reason)
-        counts = checkpoints.counts()
-        attention = any(c.get(FAILED, 0) or c.get(DRIFTED, 0) for c in counts.values())
-        open_left = any(sum(v for k, v in c.items() if k not in FINAL_STATES) for c in counts.values())
+    for s1sp in sorted(set(rows["s1sp"])):
+        paused.pop(s1sp, None)  # running again is how a paused S1SP is resumed
+        t = threading.Thread(target=work, args=(s1sp,), name=f"apply-{s1sp}")
+        threads.append(t)
+        t.start()
+    for t in threads:
+        while t.is_alive():  # a timed join keeps the main thread free to take a signal
+            t.join(0.2)
+    # Every worker has returned: nothing of this run can write to an S1SP from here on.
+    interrupted = stopper.event.is_set()
+    for s1sp, (_, reason) in sorted(results.items()):
+        if reason and reason != INTERRUPTED:
+            paused[s1sp] = reason
+            if journal:
+                journal.append("paused", s1sp=s1sp, reason=reason)
+    counts = checkpoints.counts()
+    attention = any(c.get(FAILED, 0) or c.get(DRIFTED, 0) for c in counts.values())
+    open_left = any(sum(v for k, v in c.items() if k not in FINAL_STATES) for c in counts.values())
+    if interrupted:
+        status = "interrupted"
+    else:
         status = "paused" if paused else "incomplete" if open_left else "needs_attention" if attention else "completed"
-        if not memory_checkpoints:
-            write_outcomes(run_dir, checkpoints.ops_frame())
-        if journal:
-            journal.append("run_finished", status=status, counts=counts, paused=paused, **signed)
-        run.update(status=status, paused=paused, counts=counts, updated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-        write_json(run_dir / "run.json", run)
-        checkpoints.close()
-        return ApplyResult(run_dir, counts, paused, status)
-    finally:
-        lock.release()
+    if not memory_checkpoints:
+        write_outcomes(run_dir, checkpoints.ops_frame())
+    if recorder is not None:
+        journal.check_intact()  # cut or replaced while the run wrote it: refuse to seal it with a finish record
+        if interrupted:
+            frame = checkpoints.ops_frame()
+            in_flight = frame.loc[frame["state"].isin(IN_FLIGHT), "device_id"].tolist()
+            recorder.record_run_event("run_interrupted", signal=stopper.signal_name, status=status, counts=counts, paused=paused,
+                                      in_flight=in_flight, index_error=getattr(checkpoints, "index_error", None))  # fmt: skip
+        else:
+            recorder.record_run_event("run_finished", status=status, counts=counts, paused=paused, index_error=getattr(checkpoints, "index_error", None))
+        lease.record(run_dir, options.who, status)
+        recorder.save(status=status, paused=paused, counts=counts)
+    else:
+        run.update(status=status, paused=paused, counts=counts)
+    failures = failure_reasons(checkpoints.ops_frame())
+    checkpoints.close()
+    return ApplyResult(run_dir, counts, paused, status, failures)
 
 
 def _reopen_failed(checkpoints, rows: pd.DataFrame) -> None:

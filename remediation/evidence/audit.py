@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from remediation import __version__, authority
-from remediation.apply.checkpoint import SqliteCheckpoints
+from remediation.apply.index import verified_ops
 from remediation.apply.runner import read_run
 from remediation.artefacts.detect_result import write_findings
 from remediation.errors import InputError, SafetyRefusal
@@ -203,9 +203,8 @@ def export_audit(run_dir: Path, out_dir: Path, signing_key_path: Path | None, ex
     if any(out.iterdir()):
         raise InputError("export directory is not empty; exports are never overwritten", file=str(out))
     plan_rows = pd.read_parquet(plan_dir / "plan.parquet")
-    store = SqliteCheckpoints(run_dir / "checkpoints.sqlite")
-    ops = store.ops_frame()
-    store.close()
+    # Outcomes come from the verified journal, cross-checked against the checkpoint index (an edited index refuses).
+    ops = verified_ops(run_dir, plan_rows, run.get("journal_head"), "export", require_end=True).frame()
     try:
         # Findings and outcomes are streamed in chunks (10 million devices nationally); the counts are added up
         # on the way and checked before anything is signed.
@@ -291,7 +290,25 @@ def verify_export(directory: Path, public_key_path: Path | None = None, expect_p
         raise AuditFailure(f"{directory}: files not covered by the manifest: {', '.join(extra)}")
     authority.verify_exported_authority(directory, policy)
     _check_reconciliation(directory)
+    if {"journal.jsonl", "plan.parquet", "outcomes.parquet"} <= set(listed):
+        _check_outcomes_against_journal(directory)
     return manifest
+
+
+def _check_outcomes_against_journal(directory: Path) -> None:
+    """Every planned device's exported final state must be the one its journal entries lead to."""
+    from remediation.apply.index import replay
+
+    try:
+        journal = replay(directory / "journal.jsonl", pd.read_parquet(directory / "plan.parquet"))
+    except SafetyRefusal as exc:
+        raise AuditFailure(str(exc)) from None
+    outcomes = pd.read_parquet(directory / "outcomes.parquet", columns=["device_id", "operation_id", "final_state"])
+    planned = outcomes[outcomes["operation_id"].notna()]
+    for device, op, state in zip(planned["device_id"], planned["operation_id"], planned["final_state"]):
+        expected = journal.ops[op]["state"] if op in journal.ops else None
+        if state != expected:
+            raise AuditFailure(f"{directory / 'outcomes.parquet'}: device {device} is {state!r}, its journal entries say {expected!r}")
 
 
 def _check_reconciliation(directory: Path) -> None:

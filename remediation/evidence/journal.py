@@ -19,9 +19,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from remediation.errors import SafetyRefusal
 from remediation.evidence.hashing import canonical_json
 
 GENESIS = "0" * 64
+
+
+class JournalBroken(SafetyRefusal):
+    """The journal does not verify (altered, reordered, re-chained or truncated): nothing built on it is trusted (exit 3)."""
 
 
 def entry_hash(entry: dict) -> str:
@@ -43,9 +48,13 @@ class Journal:
                 data = data[:keep]
             lines = data.splitlines()
             if lines:
-                last = json.loads(lines[-1])
-                self.prev, self.seq = entry_hash(last), int(last["seq"])
+                try:
+                    last = json.loads(lines[-1])
+                    self.prev, self.seq = entry_hash(last), int(last["seq"])
+                except (ValueError, TypeError, KeyError):
+                    raise JournalBroken(f"{self.path}: last line is not a journal entry; refusing to append to it") from None
         self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        self.size = os.fstat(self.fd).st_size  # what the file must measure while only this journal writes it
         if cut:
             self.append("journal_repaired", truncated_bytes=cut)
 
@@ -58,8 +67,26 @@ class Journal:
                 entry["signature"] = signer(entry)
             line = canonical_json(entry) + b"\n"
             os.write(self.fd, line)
+            self.size += len(line)
             self.seq, self.prev = entry["seq"], hashlib.sha256(line[:-1]).hexdigest()
             return entry
+
+    @property
+    def head(self) -> dict:
+        """The last entry's (seq, hash): recorded with every checkpoint commit and in run.json."""
+        return {"seq": self.seq, "hash": self.prev}
+
+    def check_intact(self) -> None:
+        """JournalBroken when the file was cut, replaced or written by someone else while this journal held it."""
+        with self.lock:
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(self.fd).st_ino
+            except FileNotFoundError:
+                same = False
+            found = os.fstat(self.fd).st_size
+        if not same or found != self.size:
+            raise JournalBroken(f"{self.path}: the journal was changed underneath this run ({self.size} bytes written, "
+                                f"{found if same else 'file replaced or removed'} found); its evidence cannot be trusted — escalate")  # fmt: skip
 
     def sync(self) -> None:
         os.fsync(self.fd)
@@ -77,17 +104,37 @@ def read_journal(path: str | Path) -> list[dict]:
 
 def verify_journal(path: str | Path) -> tuple[bool, str]:
     """(True, summary) when the chain holds; else (False, the first bad entry and why)."""
-    prev, expected_seq = GENESIS, 1
-    for number, line in enumerate(Path(path).read_bytes().splitlines(), start=1):
+    try:
+        check_journal(path)
+    except JournalBroken as exc:
+        return False, str(exc).removeprefix(f"{path}: ")
+    return True, f"{len(read_journal(path))} entries, chain intact"
+
+
+def check_journal(path: str | Path) -> tuple[list[dict], dict]:
+    """Every entry of a journal whose chain holds, and its head (seq, hash); JournalBroken naming the first bad entry."""
+    prev, expected_seq, entries = GENESIS, 1, []
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise JournalBroken(f"{path}: the run's journal is missing") from None
+    # A line being appended right now (a live run) is not an entry yet; a cut that removed whole entries is caught
+    # by the heads recorded in run.json and the checkpoint index.
+    data = data[: data.rfind(b"\n") + 1]
+    for number, line in enumerate(data.splitlines(), start=1):
         try:
             entry = json.loads(line)
-        except json.JSONDecodeError:
-            return False, f"journal line {number}: not valid JSON"
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise JournalBroken(f"{path}: journal line {number}: not valid JSON") from None
+        if not isinstance(entry, dict):
+            raise JournalBroken(f"{path}: journal line {number}: not a journal entry")
         if canonical_json(entry) != line:
-            return False, f"journal line {number} (seq {entry.get('seq')}): not in canonical form (edited?)"
+            raise JournalBroken(f"{path}: journal line {number} (seq {entry.get('seq')}): not in canonical form (edited?)")
         if entry.get("prev") != prev:
-            return False, f"journal line {number} (seq {entry.get('seq')}): previous-entry hash does not match (an entry before it was altered, removed or reordered)"
+            raise JournalBroken(f"{path}: journal line {number} (seq {entry.get('seq')}): previous-entry hash does not match (an entry before it was altered, removed or reordered)")
         if entry.get("seq") != expected_seq:
-            return False, f"journal line {number}: sequence {entry.get('seq')} where {expected_seq} was expected (entries removed or reordered)"
+            raise JournalBroken(f"{path}: journal line {number}: sequence {entry.get('seq')} where {expected_seq} was expected (entries removed or reordered)")
+        entries.append(entry)
         prev, expected_seq = entry_hash(entry), expected_seq + 1
-    return True, f"{expected_seq - 1} entries, chain intact"
+    return entries, {"seq": expected_seq - 1, "hash": prev}

@@ -31,7 +31,15 @@ def redactor(key: bytes | None):
 
 
 def _load_json(path: Path) -> dict | None:
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"not valid JSON ({exc})", file=str(path)) from None
+    if not isinstance(value, dict):
+        raise InputError("not a JSON object", file=str(path))
+    return value
 
 
 def build_report(directory: str | Path, redaction_key: bytes | None = None) -> dict:

@@ -162,8 +162,9 @@ def print_run(counts: dict, status: str, paused: dict, run_dir: Path, lock: dict
     for s1sp, c in sorted(counts.items()):
         table.add_row(s1sp, *(str(c.get(s, 0)) for s in STATES))
     console.print(table)
+    retry = " --retry-failed" if any(c.get("failed", 0) for c in counts.values()) else ""  # the same rule as status's `next:`
     for s1sp, reason in sorted(paused.items()):
-        console.print(f"[yellow]paused {s1sp}: {reason}[/]; resume with: remediation resume {run_dir}")
+        console.print(f"[yellow]paused {s1sp}: {reason}[/]; resume with: remediation resume {run_dir}{retry}", soft_wrap=True)
     if lock:
         console.print(f"lock held by pid {lock.get('pid')} on {lock.get('host')} ({lock.get('who')}) since {lock.get('since')}")
 
@@ -190,3 +191,55 @@ def print_verify(verdict: dict, out_dir: Path, console: Console | None = None) -
             why = ", ".join(f"{k} {v}" for k, v in verdict["residual_by_category_at_plan"].items())
             console.print(f"residual devices by their category when planned: {why} ({verdict['residual_planned']} were planned)")
     console.print(f"wrote residual_wrong.csv, verify.json to {out_dir}")
+
+
+def print_interrupted(run_dir: Path, console: Console | None = None) -> None:
+    console = console or Console()
+    console.print(f"[yellow]interrupted[/]: devices in flight were left checkpointed and are re-read on resume; continue with: remediation resume {run_dir}", soft_wrap=True)
+
+
+def print_failures(failures: dict, console: Console | None = None) -> None:
+    """Why devices failed, grouped by S1SP and reason (outcomes.csv has them per device)."""
+    if not failures:
+        return
+    console = console or Console()
+    console.print(f"[red]failed devices by reason[/] ({sum(failures.values())}; per device in outcomes.csv):")
+    for (s1sp, reason), n in failures.items():
+        console.print(f"  {s1sp}: {n} × {reason}", soft_wrap=True)
+
+
+def print_unread(frame, console: Console | None = None) -> int:
+    """A dry run's devices that could not be read, grouped by S1SP and cause; returns how many there were."""
+    failed = frame[frame["state"] == "failed"]
+    if failed.empty:
+        return 0
+    console = console or Console()
+    causes = [str(e or "?").removeprefix(f"{d}: ") for d, e in zip(failed["device_id"], failed["last_error"])]
+    groups = failed.assign(cause=causes).groupby(["s1sp", "cause"]).size().sort_values(ascending=False)
+    console.print(f"[bold red]{len(failed)} device(s) could not be read[/] — the dry run cannot say what apply would do for them:")
+    for (s1sp, cause), n in groups.items():
+        console.print(f"  {s1sp}: {n} × {cause}")
+    return len(failed)
+
+
+def print_run_state(state, console: Console | None = None) -> None:
+    """`status`: the run's state, why, what to run next, the lock and the index (apply/state.py RunState)."""
+    console = console or Console()
+    print_run(state.counts, state.state, {}, state.run_dir, console=console)
+    style = "green" if state.exit_code == 0 else "yellow"
+    cause = state.cause if state.cause and not (state.state == "paused" and state.paused) else None  # the lines below say it
+    console.print(f"[{style}]state: {state.state}[/]" + (f" — {cause}" if cause else ""), soft_wrap=True)
+    for s1sp, reason in sorted(state.paused.items()):
+        console.print(f"[yellow]paused {s1sp}: {reason}[/]", soft_wrap=True)
+    if state.next_command:
+        console.print(f"next: {state.next_command}", soft_wrap=True)  # a command to copy: never wrapped
+    if state.lock and state.lock_live:
+        console.print(f"lock held by pid {state.lock.get('pid')} on {state.lock.get('host')} ({state.lock.get('who')}) since {state.lock.get('since')}")
+    elif state.lock and state.lock_live is None:
+        console.print(f"lock record names pid {state.lock.get('pid')} on {state.lock.get('host')} (another host: cannot check it from here)")
+    elif state.lock:
+        console.print(f"stale lock record: pid {state.lock.get('pid')} on {state.lock.get('host')} is not running; the next resume takes over")
+    if state.index is not None and state.index.verdict != "ok":
+        console.print(f"checkpoint index {state.index.verdict}: {state.index.reason}; the counts above are the journal's; resume rebuilds the index from it")
+    if state.journal_head:
+        console.print(f"journal verified: {state.journal_head['seq']} entries, head {state.journal_head['hash'][:16]}…")

@@ -23,6 +23,10 @@ class FaultSpec:
     hang_s: float = 3.0
     drop: float = 0.0  # share of successful PUTs whose connection is dropped after the write committed
     rate: float = 0.0  # requests/s the S1SP accepts (token bucket); above it, 429. 0 = unlimited
+    # A lying S1SP: shares of 200 replies to a read that name another device, carry a non-integer version, or no slots.
+    wrong_device: float = 0.0
+    bad_version: float = 0.0
+    no_slots: float = 0.0
     seed: int = 0
 
     @classmethod
@@ -79,3 +83,19 @@ class FaultInjector:
 
     def drop_after_commit(self) -> bool:
         return self.spec.drop > 0 and self._draw() < self.spec.drop
+
+    def lie(self, body: dict) -> dict:
+        """A read's 200 body as a lying S1SP would send it (or unchanged): the client must not believe it."""
+        spec = self.spec
+        if not (spec.wrong_device or spec.bad_version or spec.no_slots):
+            return body
+        x = self._draw()
+        if x < spec.wrong_device:
+            return {**body, "device_id": "FF-FF-FF-FF-FF-FF-FF-FF"}
+        x -= spec.wrong_device
+        if x < spec.bad_version:
+            return {**body, "version": "seven"}
+        x -= spec.bad_version
+        if x < spec.no_slots:
+            return {k: v for k, v in body.items() if k != "slots"}
+        return body

@@ -4,6 +4,7 @@ optional bearer token and mutual TLS, and the fault injector in front."""
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import re
 import socket
@@ -17,20 +18,38 @@ from remediation.simulator.faults import FaultInjector, FaultSpec
 from remediation.simulator.store import SlotStore
 
 PATH = re.compile(r"^/v1/devices/([^/]+)/anchor-slots$")
+MAX_BODY = 64 * 1024  # two certificates and a reason fit many times over
 
 
 def slots_body(device_id: str, version: int, ds: str | None, ka: str | None) -> dict:
     return {"device_id": device_id, "version": version, "slots": {"NO_DS": {"cert": ds}, "NO_KA": {"cert": ka}}}
 
 
+HANDSHAKE_TIMEOUT = 5.0  # seconds a client may take over the TLS handshake
+IDLE_TIMEOUT = 30.0  # seconds a kept-alive connection may sit idle before its thread gives up on it
+
+
 class SimulatorServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 256
+    tls: ssl.SSLContext | None = None
 
     def __init__(self, address, store: SlotStore, faults: FaultSpec, token: str | None = None):
         super().__init__(address, Handler)
         self.store, self.faults, self.token = store, FaultInjector(faults), token
+
+    def process_request_thread(self, request, client_address) -> None:
+        """The TLS handshake happens here, on the connection's own thread and under a timeout: done on the accept
+        thread, one client that connects and sends nothing would stall every other client."""
+        if self.tls is not None:
+            try:
+                request.settimeout(HANDSHAKE_TIMEOUT)
+                request = self.tls.wrap_socket(request, server_side=True)
+            except (OSError, ssl.SSLError):
+                self.shutdown_request(request)
+                return
+        super().process_request_thread(request, client_address)
 
     def handle_error(self, request, client_address) -> None:
         import sys
@@ -43,6 +62,7 @@ class SimulatorServer(ThreadingHTTPServer):
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: SimulatorServer
+    timeout = IDLE_TIMEOUT
 
     def log_message(self, *args) -> None:  # quiet: the write log in SQLite is the record
         pass
@@ -57,10 +77,17 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _authenticated(self) -> bool:
+        """The bearer token, checked before anything of the request body is read; False when answered 401."""
+        if self.server.token is not None and not hmac.compare_digest(self.headers.get("Authorization", ""), f"Bearer {self.server.token}"):
+            self.close_connection = True  # the unread body must not be parsed as the next request
+            self._send(401, {"error": "missing or wrong bearer token"})
+            return False
+        return True
+
     def _guard(self) -> bool:
         """Auth, latency and injected faults; False when the request was already answered."""
-        if self.server.token is not None and self.headers.get("Authorization") != f"Bearer {self.server.token}":
-            self._send(401, {"error": "missing or wrong bearer token"})
+        if not self._authenticated():
             return False
         delay = self.server.faults.latency()
         if delay:
@@ -87,11 +114,21 @@ class Handler(BaseHTTPRequestHandler):
         if slots is None:
             self._send(404, {"error": "unknown device"})
             return
-        self._send(200, slots_body(slots.device_id, slots.version, slots.ds, slots.ka), {"ETag": f'"{slots.version}"'})
+        body = self.server.faults.lie(slots_body(slots.device_id, slots.version, slots.ds, slots.ka))
+        self._send(200, body, {"ETag": f'"{slots.version}"'})
 
     def do_PUT(self) -> None:  # noqa: N802
         m = PATH.match(self.path)
-        length = int(self.headers.get("Content-Length", 0))
+        if not self._authenticated():
+            return
+        try:
+            length = int(self.headers.get("Content-Length", 0))
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_BODY:
+            self.close_connection = True
+            self._send(400, {"error": f"Content-Length must be 0..{MAX_BODY}"})
+            return
         raw = self.rfile.read(length) if length else b""
         if not m:
             self._send(404, {"error": "no such path"})
@@ -134,6 +171,8 @@ class Handler(BaseHTTPRequestHandler):
 
 def serve(store: SlotStore, port: int, faults: FaultSpec, *, token: str | None = None, tls_cert: Path | None = None,
           tls_key: Path | None = None, client_ca: Path | None = None, ready=None) -> SimulatorServer:  # fmt: skip
+    if client_ca and not tls_cert:
+        raise ValueError("client_ca without tls_cert: mutual TLS cannot be required over plain HTTP")
     server = SimulatorServer(("127.0.0.1", port), store, faults, token)
     if tls_cert:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -141,7 +180,7 @@ def serve(store: SlotStore, port: int, faults: FaultSpec, *, token: str | None =
         if client_ca:
             context.verify_mode = ssl.CERT_REQUIRED
             context.load_verify_locations(client_ca)
-        server.socket = context.wrap_socket(server.socket, server_side=True)
+        server.tls = context  # each accepted connection is wrapped on its own thread (process_request_thread)
     return server
 
 

@@ -1,0 +1,252 @@
+"""The journal is the record; the checkpoint database is an index of it. This module replays a run's journal over its
+plan, checks the journal against the heads recorded in run.json and in the index, and says whether the index agrees.
+
+Why: an index that was deleted, emptied, corrupted or edited must never turn a device this run wrote into `noop`
+(a fresh seed would re-read it at target and call it untouched), and an export must never sign outcomes the
+journal does not show. So every consumer (status, resume, rollback, audit export) starts from `verify_run`:
+
+- the chain verifies (`check_journal`), and run.json's recorded head (seq, hash) is an entry of it: a journal cut
+  short or re-chained after the head was recorded is refused (exit 3) naming the entry;
+- the replay is consistent: every transition names a planned operation and starts from the state the op was in,
+  and each run_finished / run_interrupted record's counts equal the replay's at that point (a device's entries
+  deleted and the rest re-chained shows up here);
+- the index is compared with the replay: `ok`, or `missing` / `empty` / `corrupt` / `behind` (an accident: resume
+  rebuilds it from the journal, never from a fresh read of the S1SPs), or `disagrees` (an edit: resume rebuilds it,
+  rollback and export refuse naming the device), or `ahead` (the index has seen entries the journal lost: refused).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+
+from remediation.apply.checkpoint import (CONFIRMING, DONE, DRIFTED, FAILED, NOOP, OP_COLUMNS, OP_FIELDS, PENDING, READING, WRITING, counts_of, seed_ops,
+                                          write_index)  # fmt: skip
+from remediation.evidence.journal import JournalBroken, check_journal
+
+COMPARED = ("state", *OP_FIELDS)  # what an index row must agree with the journal on
+# The executor's state machine: any other move in a journal was not made by apply (done, noop and drifted are final;
+# only --retry-failed reopens a failed device; `noop` is reached only from a first read, never after a write).
+ALLOWED = {
+    PENDING: {READING},
+    READING: {DONE, NOOP, DRIFTED, WRITING, FAILED},
+    WRITING: {WRITING, CONFIRMING, DONE, DRIFTED, FAILED},
+    CONFIRMING: {DONE, DRIFTED, WRITING, FAILED},
+    FAILED: {PENDING},
+}
+RUN_END_EVENTS = ("run_finished", "run_interrupted")
+
+
+class IndexInconsistent(JournalBroken):
+    """The checkpoint index contradicts the journal (exit 3)."""
+
+
+@dataclass
+class Replay:
+    ops: dict[str, dict]
+    head: dict
+    entries: int
+    transitions: list[tuple] = field(default_factory=list)  # rows for the index's transitions table
+    last_run_event: dict | None = None
+    snapshot: dict[str, tuple] | None = None  # compared fields of every op at the index's head, when asked for
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        return counts_of(self.ops.values())
+
+    def frame(self) -> pd.DataFrame:
+        rows = sorted(self.ops.values(), key=lambda o: o["seq"])
+        return pd.DataFrame(rows, columns=list(OP_COLUMNS))
+
+    def written(self) -> set[str]:
+        """Operation ids this run sent a write for (attempts counts PUTs): these can never be `noop`."""
+        return {k for k, o in self.ops.items() if o.get("attempts")}
+
+
+def _at(entry: dict) -> float | None:
+    try:
+        return datetime.fromisoformat(entry["at"]).timestamp()
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def replay(path: Path, plan_rows: pd.DataFrame, snapshot_at: int | None = None, checked: tuple[list[dict], dict] | None = None) -> Replay:
+    """Plan + journal -> every op's state. JournalBroken naming the entry when the journal contradicts itself.
+    `checked`: the journal's (entries, head) when the caller has verified it already (national runs: ~36 µs an entry)."""
+    entries, head = checked or check_journal(path)
+    ops = seed_ops(plan_rows)
+    result = Replay(ops, head, len(entries))
+    for entry in entries:
+        try:
+            _replay_entry(path, entry, ops, result)
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise JournalBroken(f"{path}: journal entry {entry.get('seq')} ({entry.get('event')}) is malformed ({type(exc).__name__}: {exc})") from None
+        if snapshot_at is not None and entry.get("seq") == snapshot_at:
+            result.snapshot = {k: tuple(o.get(c) for c in COMPARED) for k, o in ops.items()}
+    if snapshot_at == 0:
+        result.snapshot = {k: tuple(o.get(c) for c in COMPARED) for k, o in seed_ops(plan_rows).items()}
+    return result
+
+
+def _replay_entry(path: Path, entry: dict, ops: dict[str, dict], result: Replay) -> None:
+    """One journal entry applied to the replay; JournalBroken when it contradicts what came before."""
+    event, seq = entry.get("event"), entry.get("seq")
+    if event == "transition":
+        op = ops.get(entry.get("operation_id"))
+        if op is None or op["device_id"] != entry.get("device_id"):
+            raise JournalBroken(f"{path}: journal entry {seq}: operation {entry.get('operation_id')} of device {entry.get('device_id')} is not in the run's plan")
+        if op["state"] != entry.get("from_state"):
+            raise JournalBroken(f"{path}: journal entry {seq}: device {op['device_id']} moves from {entry.get('from_state')!r} but the journal "
+                                f"left it {op['state']!r} (entries removed?)")  # fmt: skip
+        if entry["to_state"] not in ALLOWED.get(op["state"], ()) or (entry["to_state"] == NOOP and op.get("attempts")):
+            raise JournalBroken(f"{path}: journal entry {seq}: device {op['device_id']} cannot move from {op['state']!r} to {entry['to_state']!r}"
+                                + (" after this run wrote it" if op.get("attempts") else ""))  # fmt: skip
+        if "fields" not in entry:
+            raise JournalBroken(f"{path}: journal entry {seq} has no checkpoint fields: this run was made by a version before the journal "
+                                f"became the record, and its index cannot be rebuilt from it; finish it with that version")  # fmt: skip
+        fields = entry["fields"] or {}
+        op.update({k: v for k, v in fields.items() if k in OP_FIELDS}, state=entry["to_state"], updated_at=_at(entry))
+        result.transitions.append((op["operation_id"], entry["from_state"], entry["to_state"], _at(entry) or 0.0, None))
+    elif event in RUN_END_EVENTS and "counts" in entry:
+        counts = result.counts()
+        recorded = {s: {k: v for k, v in c.items() if v} for s, c in entry["counts"].items()}
+        if recorded != {s: {k: v for k, v in c.items() if v} for s, c in counts.items() if any(c.values())}:
+            raise JournalBroken(f"{path}: journal entry {seq} ({event}) records counts {recorded}, but its transitions add up to "
+                                f"{ {s: {k: v for k, v in c.items() if v} for s, c in counts.items()} } (entries removed and re-chained?)")  # fmt: skip
+    if event in (*RUN_END_EVENTS, "run_started", "run_resumed", "run_superseded"):
+        result.last_run_event = entry
+
+
+def check_recorded_head(path: Path, recorded: dict | None, entries: list[dict] | None = None, head: dict | None = None,
+                        source: str = "run.json") -> None:  # fmt: skip
+    """A recorded head (run.json's, the index's) must be an entry of the journal with the same hash: else the journal
+    was cut short or rewritten after it was recorded."""
+    if entries is None:
+        entries, head = check_journal(path)
+    if not recorded:
+        if source == "run.json" and len(entries) > 1:
+            raise JournalBroken(f"{path}: run.json records no journal head, but the journal has {len(entries)} entries (run.json replaced?)")
+        return
+    try:
+        seq, want = int(recorded.get("seq", 0)), str(recorded.get("hash"))
+    except (AttributeError, TypeError, ValueError):
+        raise JournalBroken(f"{path}: {source} records a journal head that is not (seq, hash): {str(recorded)[:80]}") from None
+    if seq > len(entries):
+        raise JournalBroken(f"{path}: journal truncated: {source} records head entry {seq}, the journal ends at entry {len(entries)}")
+    if seq <= 0:
+        return
+    have = entries[seq]["prev"] if seq < len(entries) else head["hash"]
+    if have != want:
+        raise JournalBroken(f"{path}: journal rewritten: {source} records entry {seq} with hash {want[:16]}…, the journal's entry {seq} hashes to {have[:16]}…")
+
+
+@dataclass
+class IndexCheck:
+    verdict: str  # ok | missing | empty | corrupt | behind | disagrees
+    reason: str
+
+    @property
+    def accident(self) -> bool:
+        return self.verdict in ("missing", "empty", "corrupt", "behind")
+
+
+def read_index(db: Path) -> tuple[dict[str, tuple], dict] | str:
+    """(compared fields per op, head) of an index file, or why it cannot be read."""
+    if not db.exists():
+        return "missing"
+    if db.stat().st_size == 0:
+        return "empty"
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None)
+        try:
+            conn.execute("BEGIN")  # one read snapshot: the ops and the head they reflect, even while a run commits
+            names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if "ops" not in names:
+                return "empty"
+            rows = conn.execute(f"SELECT operation_id, {', '.join(COMPARED)} FROM ops").fetchall()
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall()) if "meta" in names else {}
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        return f"corrupt ({exc})"
+    if not rows:
+        return "empty"
+    try:
+        head = {"seq": int(meta.get("journal_seq", 0)), "hash": meta.get("journal_hash")}
+    except ValueError:
+        return "corrupt (journal head is not a number)"
+    return {r[0]: tuple(r[1:]) for r in rows}, head
+
+
+def check_index(run_dir: Path, plan_rows: pd.DataFrame, recorded_head: dict | None = None) -> tuple[Replay, IndexCheck]:
+    """Verify the journal once (chain; run.json's `recorded_head`; the index's head), replay it, and compare the index
+    with the replay (see the module docstring for the verdicts)."""
+    journal, db = run_dir / "journal.jsonl", run_dir / "checkpoints.sqlite"
+    index = read_index(db)  # before the journal: a live run's journal is then at least as far as its index
+    entries, head = check_journal(journal)
+    check_recorded_head(journal, recorded_head, entries, head)
+    if isinstance(index, str):
+        verdict = index.split(" ")[0]
+        return replay(journal, plan_rows, checked=(entries, head)), IndexCheck(verdict, f"{db.name} is {index}")
+    rows, index_head = index
+    if index_head["seq"] > head["seq"]:
+        raise JournalBroken(f"{journal}: journal truncated: {db.name} reflects entry {index_head['seq']}, the journal ends at entry {head['seq']}")
+    if index_head["seq"]:
+        check_recorded_head(journal, index_head, entries, head, source=db.name)
+    result = replay(journal, plan_rows, snapshot_at=index_head["seq"], checked=(entries, head))
+    current = {k: tuple(o.get(c) for c in COMPARED) for k, o in result.ops.items()}
+    if rows == current:
+        return result, IndexCheck("ok", "agrees with the journal")
+    if result.snapshot is not None and rows == result.snapshot:
+        return result, IndexCheck("behind", f"{db.name} reflects journal entry {index_head['seq']} of {head['seq']}")
+    order = sorted(set(current) | set(rows), key=lambda k: result.ops[k]["seq"] if k in result.ops else -1)
+    first = next(k for k in order if rows.get(k) != current.get(k))
+    op = result.ops.get(first)
+    if op is None:
+        return result, IndexCheck("disagrees", f"{db.name} holds operation {first}, which is not in the plan")
+    if first not in rows:
+        return result, IndexCheck("disagrees", f"{db.name} lacks device {op['device_id']}")
+    return result, IndexCheck("disagrees", f"{db.name} says device {op['device_id']} is {rows[first][0]!r}, the journal says {op['state']!r}"
+                              + ("" if rows[first][0] != op["state"] else " (fields differ)"))  # fmt: skip
+
+
+def rebuild_index(run_dir: Path, result: Replay) -> Path | None:
+    """Write the index afresh from the replay; the old files (if any) are kept beside it for whoever investigates."""
+    db = run_dir / "checkpoints.sqlite"
+    kept = None
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    for suffix in ("", "-wal", "-shm"):
+        old = db.with_name(db.name + suffix)
+        if old.exists():
+            target = run_dir / f"checkpoints.replaced-{stamp}.sqlite{suffix}"
+            old.rename(target)
+            kept = kept or target
+    write_index(db, result.ops, result.transitions, result.head)
+    return kept
+
+
+def refuse_unless_consistent(check: IndexCheck, what: str) -> None:
+    """For rollback and export: an index that was edited is a reason to stop, not to guess."""
+    if check.verdict == "disagrees":
+        raise IndexInconsistent(f"refusing to {what}: {check.reason}; the journal is the record — resume the run to rebuild the index, and find out who changed it")
+
+
+def verified_ops(run_dir: Path, plan_rows: pd.DataFrame, recorded_head: dict | None, what: str, require_end: bool = False) -> Replay:
+    """For rollback and export: the replayed ops of a run that is not running, whose journal verifies against its
+    recorded heads and whose index (if any) does not contradict it; with `require_end`, whose journal ends with a
+    finish or interruption record (a killed or cut-short run is resumed first)."""
+    from remediation.apply.lock import holder_alive, read_holder
+
+    holder = read_holder(run_dir / "run.lock")
+    if holder and holder_alive(holder):
+        raise IndexInconsistent(f"refusing to {what}: run {run_dir} is in progress (pid {holder.get('pid')} on {holder.get('host')}); wait for it to finish")
+    result, index = check_index(run_dir, plan_rows, recorded_head)
+    refuse_unless_consistent(index, what)
+    if require_end and (result.last_run_event or {}).get("event") not in RUN_END_EVENTS:
+        raise IndexInconsistent(f"refusing to {what}: {run_dir / 'journal.jsonl'} does not end with a finish or interruption record "
+                                f"(last run event: {(result.last_run_event or {}).get('event', 'none')}); resume the run first")  # fmt: skip
+    return result
