@@ -61,9 +61,12 @@ def main(argv=None) -> None:
 
     agree_detect = summary["devices_by_category"] == {**{c: 0 for c in summary["devices_by_category"]}, **expected["devices_by_category"]}
     agree_duck = {k: v for k, v in duck["devices_by_category"].items() if v} == {k: v for k, v in summary["devices_by_category"].items() if v}
+    wanted_causes = {c: {k: n for k, n in by.items() if n} for c, by in expected.get("devices_by_cause", {}).items()}
+    agree_causes = {c: by for c, by in summary.get("devices_by_cause", {}).items()} == {c: by for c, by in wanted_causes.items() if by}
     print(f"detect (remediation detect, all outputs written): {detect_s:8.1f} s   peak RSS {detect_gb:5.2f} GB")
     print(f"DuckDB reference query (same files, same rules):  {duck_s:8.1f} s   peak RSS {duck_gb:5.2f} GB")
     print(f"ratio detect / DuckDB: {detect_s / duck_s:.2f}x   (target <= 2.0x; detect RSS target < 2.5 GB)")
+    print(f"cause counts: detect == generator intent: {agree_causes}")
     print(f"category counts: detect == generator intent: {agree_detect}; detect == DuckDB: {agree_duck}; "
           f"rows accounted {sum(summary['rows_by_category'].values()):,} of {summary['rows_read']['extracts']:,}")  # fmt: skip
 

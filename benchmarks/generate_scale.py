@@ -49,6 +49,13 @@ INTENDED = {"ok": "OK", "ok_previous": "OK", "wrong": "WRONG_NO", "wrong_ds_only
             "hold_policy": "SECURITY_HOLD", "hold_profile": "SECURITY_HOLD", "pending": "PENDING_NO_CHANGE", "out_of_scope": "OUT_OF_SCOPE"}  # fmt: skip
 # An IDNO missing from the registry (a fictitious id and distributor id 38): its devices are UNKNOWN_NO, a registry gap.
 UNLISTED_IDNO = ("IDNX", 38)
+# The cause each scenario means; "empty_one" and "pending" split by a draw the chunk records.
+CAUSE = {"ok": "", "ok_previous": "", "repeat": "", "wrong": "other_no_same_fuel", "wrong_ds_only": "other_no_same_fuel",
+         "wrong_previous": "previous_no_of_mpxn", "wrong_other_fuel": "other_fuel_no", "wrong_supplier": "non_no_role",
+         "wrong_unregistered": "unregistered_entity", "key_usage": "swapped", "expired": "expired", "revoked": "revoked",
+         "no_rdp": "no_registration", "no_rdp_ended": "registration_ended", "ambiguous": "several_registrations",
+         "unknown_no": "not_in_registry", "invalid_mpan": "invalid_mpxn", "hold_untrusted": "untrusted_issuer",
+         "hold_policy": "policy_not_accepted", "hold_profile": "profile_violation", "out_of_scope": "device_type_without_no_slots"}  # fmt: skip
 GAS_ELECTRICITY_ONLY = ("unknown_no", "invalid_mpan", "wrong_other_fuel", "out_of_scope")  # scenarios drawn on electricity devices
 PENDING_DAYS = 5  # the change of NO takes effect this many days after the as-of date (inside the 28-day horizon)
 NAMES = list(SCENARIOS)
@@ -192,7 +199,8 @@ def build_chunk(rng: np.random.Generator, pool: Pool, s1sp: str, first_serial: i
     mpxn = pc.if_else(pa.array(gas), mprn_text, mpan_text)
     serials = first_serial + np.arange(n, dtype=np.uint64) * np.uint64(3)
     return {"n": n, "serials": serials, "gas": gas, "mpxn": mpxn, "mpan_text": mpan_text, "mprn_text": mprn_text, "ds": ds, "ka": ka,
-            "registered": registered, "neighbour": neighbour, "is": is_, "scenario": scenario, "device_type": device_type}  # fmt: skip
+            "registered": registered, "neighbour": neighbour, "is": is_, "scenario": scenario, "device_type": device_type,
+            "split": {"empty_one": (empty_ds, "ds_empty", "ka_empty"), "pending": (incoming, "slots_hold_incoming_no", "change_of_no_pending")}}  # fmt: skip
 
 
 def repeat_rows(chunk: dict) -> np.ndarray:
@@ -318,6 +326,7 @@ def main(argv=None) -> None:
     pool = Pool(pki)
     rng = np.random.default_rng(args.seed)
     counts = {c: 0 for c in set(INTENDED.values())}
+    causes: dict[str, dict[str, int]] = {}
     rows_written = {"MOC": 0, "FOC": 0, "IOC": 0}
     moc_path, foc_path, ioc_path = out / "moc_anchor_slots.csv", out / "foc_anchor_slots.jsonl", out / "ioc_anchor_slots.parquet"
     e_path, g_path = out / "rdp_electricity.csv", out / "rdp_gas.csv"
@@ -336,7 +345,16 @@ def main(argv=None) -> None:
                 first_index += n
                 rows = repeat_rows(chunk)
                 for i, name in enumerate(NAMES):
-                    counts[INTENDED[name]] += int((chunk["scenario"] == i).sum())
+                    mine = chunk["scenario"] == i
+                    counts[INTENDED[name]] += int(mine.sum())
+                    if name in chunk["split"]:
+                        mask, yes, no = chunk["split"][name]
+                        for cause, devices in ((yes, int((mine & mask).sum())), (no, int((mine & ~mask).sum()))):
+                            causes.setdefault(INTENDED[name], {}).setdefault(cause, 0)
+                            causes[INTENDED[name]][cause] += devices
+                    elif CAUSE[name]:
+                        causes.setdefault(INTENDED[name], {}).setdefault(CAUSE[name], 0)
+                        causes[INTENDED[name]][CAUSE[name]] += int(mine.sum())
                 if s1sp == "MOC":
                     if moc_writer is None:
                         moc_writer = pacsv.CSVWriter(moc_path, pa.schema([(c, pa.string()) for c in
@@ -367,7 +385,7 @@ def main(argv=None) -> None:
     (out / "case.toml").write_text(case)
     facts = pa.table({"text": pa.concat_arrays([pool.b64, pool.pem]), "cert_index": pa.array(list(range(len(pool.ders))) * 2)})
     pq.write_table(facts, out / "cert_texts.parquet")
-    (out / "expected.json").write_text(json.dumps({"devices": sum(counts.values()), "devices_by_category": counts, "rows": rows_written}, indent=2))
+    (out / "expected.json").write_text(json.dumps({"devices": sum(counts.values()), "devices_by_category": counts, "devices_by_cause": causes, "rows": rows_written}, indent=2))
     size = sum(p.stat().st_size for p in out.iterdir() if p.is_file())
     print(f"wrote {sum(counts.values()):,} devices ({size / 1e9:.2f} GB) to {out} in {time.perf_counter() - started:.1f}s")
 

@@ -13,6 +13,8 @@ Paths in a case file are relative to that file. Every file the case reads is lis
 from __future__ import annotations
 
 import codecs
+import json
+import re
 import tomllib
 from dataclasses import dataclass, field
 from datetime import date
@@ -26,6 +28,7 @@ from remediation.errors import ConfigError
 FORMATS = ("csv", "jsonl", "parquet")
 LAYOUTS = ("wide", "slot_per_row")
 TIMESTAMP_FORMATS = ("iso8601", "epoch_seconds", "epoch_millis")
+S1SP_MODES = ("automated", "manual")
 EXTRACT_FIELDS_WIDE = ("s1sp", "device_id", "device_type", "mpxn", "no_ds_cert", "no_ka_cert", "extracted_at")
 EXTRACT_FIELDS_SLOT = ("s1sp", "device_id", "device_type", "mpxn", "slot", "cert", "extracted_at")
 RDP_FIELDS = ("mpxn", "fuel", "network_operator_id", "effective_from", "effective_to")
@@ -88,7 +91,7 @@ class _DialectFile(_Strict):
     def _canonical_keys(cls, value: dict) -> dict:
         unknown = sorted(set(value) - CANONICAL_FIELDS)
         if unknown:
-            raise ValueError(f"unknown canonical column(s) {', '.join(unknown)} (known: {', '.join(sorted(CANONICAL_FIELDS))})")
+            raise ValueError(f"unknown canonical column(s) {', '.join(map(repr, unknown))} (known: {', '.join(sorted(CANONICAL_FIELDS))})")
         return value
 
 
@@ -167,8 +170,13 @@ class _DeviceType(_Strict):
 
 
 class Governance(_Strict):
-    change_record: _NAME | None = None
-    decision: _NAME | None = None
+    """The change-management references a plan is made under (case [governance])."""
+
+    change_record: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)] | None = None
+    decision: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)] | None = None
+
+    def as_dict(self) -> dict:
+        return {"change_record": self.change_record, "decision": self.decision}
 
 
 class _CaseFile(_Strict):
@@ -179,10 +187,12 @@ class _CaseFile(_Strict):
     s1sp: dict[_CODE, _S1SP] = Field(min_length=1)
     device_types: dict[Annotated[str, StringConstraints(pattern=r"^[A-Z0-9_]+$")], _DeviceType] = {}
     governance: Governance = Governance()
-    costs: dict[str, Any] = {}  # the outcomes branch owns the schema; carried as given
+    costs: dict[str, Any] | None = None  # remediation.outcomes owns its schema; carried as given
 
     @model_validator(mode="after")
     def _extract_s1sps_configured(self) -> _CaseFile:
+        if len(set(DEFAULT_DEVICE_TYPES) | set(self.device_types)) > 100:  # device type codes are int8 in the device tables
+            raise _FieldError("device_types", "more than 100 device types")
         for i, item in enumerate(self.inputs.extract):
             if item.s1sp not in self.s1sp:
                 raise _FieldError(f"inputs.extract[{i}].s1sp", f"S1SP {item.s1sp!r} has no [s1sp.{item.s1sp}] table (configured: {', '.join(self.s1sp)})")
@@ -280,7 +290,7 @@ class CaseConfig:
     device_types: dict[str, DeviceType] = field(default_factory=default_device_types)
     trust_policy_path: Path | None = None
     governance: Governance = Governance()
-    costs: dict = field(default_factory=dict)
+    costs: dict | None = None  # [costs] as given (None when absent); its schema belongs to the cost model
 
     @property
     def s1sp_codes(self) -> tuple[str, ...]:
@@ -318,15 +328,20 @@ class _FieldError(ValueError):
 _MESSAGES = {
     "extra_forbidden": "unknown setting (not part of the schema; a typo?)",
     "missing": "required setting is missing",
+    "date_type": "must be a TOML date (YYYY-MM-DD, unquoted; not a date-time, not a string)",
 }
 
 
 def _dotted(loc: tuple) -> str:
+    """('inputs', 'extract', 0, 's1sp') -> inputs.extract[0].s1sp; an odd key (a typo with a newline, a quote) is
+    shown quoted and escaped, so the message stays one line."""
     out = ""
     for part in loc:
-        if not isinstance(part, int) and not str(part).isprintable():
-            part = repr(part)  # a key with a newline or control character must not break the one-line error
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int):
+            out += f"[{part}]"
+            continue
+        name = str(part) if re.fullmatch(r"[\w+-]+", str(part)) else json.dumps(str(part))
+        out += f".{name}" if out else name
     return out
 
 
@@ -340,7 +355,8 @@ def _validated(model: type[BaseModel], raw: dict, path: Path):
             raise ConfigError(ctx_error.message, file=str(path), field=ctx_error.field_name) from None
         message = _MESSAGES.get(error["type"], error["msg"].removeprefix("Value error, "))
         if error["type"] not in _MESSAGES and not isinstance(error.get("input"), (dict, list)):
-            message += f" (got {error['input']!r})"
+            shown = repr(error["input"])
+            message += f" (got {shown[:80] + '…' if len(shown) > 80 else shown})"
         more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
         raise ConfigError(message + more, file=str(path), field=_dotted(error["loc"]) or None) from None
 
@@ -434,15 +450,25 @@ def load_case(path: str | Path) -> CaseConfig:
     def file_at(value: str, where: str) -> Path:
         return existing_file(base, value, file=path, field_name=where)
 
+    def dialect_at(value: str, where: str, required: tuple[str, ...] | None = None) -> Dialect:
+        dialect_path = file_at(value, where)
+        try:
+            return load_dialect(dialect_path, required)
+        except ConfigError as exc:
+            if exc.field is not None:
+                raise
+            # The named file is not a dialect at all (not TOML, not UTF-8): say which setting named it.
+            raise ConfigError(f"{dialect_path} is not a dialect file: {str(exc).split(': ', 1)[-1]}", file=str(path), field=where) from None
+
     extracts = []
     for i, item in enumerate(raw.inputs.extract):
         where = f"inputs.extract[{i}]"
-        dialect = load_dialect(file_at(item.dialect, f"{where}.dialect"))
+        dialect = dialect_at(item.dialect, f"{where}.dialect")
         extracts.append(ExtractSource(item.s1sp, file_at(item.path, f"{where}.path"), dialect))
     rdp = []
     for i, item in enumerate(raw.inputs.rdp):
         where = f"inputs.rdp[{i}]"
-        rdp.append(RdpSource(file_at(item.path, f"{where}.path"), load_dialect(file_at(item.dialect, f"{where}.dialect"), RDP_FIELDS)))
+        rdp.append(RdpSource(file_at(item.path, f"{where}.path"), dialect_at(item.dialect, f"{where}.dialect", RDP_FIELDS)))
     device_types = default_device_types()
     for name, spec in raw.device_types.items():
         device_types[name] = DeviceType(name, spec.fuel, spec.no_slots)
@@ -461,6 +487,6 @@ def load_case(path: str | Path) -> CaseConfig:
         device_types=device_types,
         trust_policy_path=file_at(raw.case.trust_policy, "case.trust_policy") if raw.case.trust_policy else None,
         governance=raw.governance,
-        costs=dict(raw.costs),
+        costs=dict(raw.costs) if raw.costs is not None else None,
     )
 

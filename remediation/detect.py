@@ -306,6 +306,7 @@ class Registration:
     detail: dict  # device position -> text, for ambiguous devices only
     no_ids: np.ndarray  # NO id per code
     pending_no: np.ndarray  # code of another NO whose registration starts within the policy's horizon, else NO_CODE
+    pending_day: np.ndarray  # its first start day (days since 1970-01-01) where pending_no is set
     no_rdp_cause: np.ndarray  # int8 per device: 0 never registered, 1 ended, 2 not yet effective (meaningful if count == 0)
     ended_pairs: np.ndarray  # sorted distinct (MPxN+fuel key) * width + NO code of registrations ended before the as-of date
     width: int
@@ -336,6 +337,7 @@ def _registration(devices: pd.DataFrame, registrations: pd.DataFrame, as_of: dat
     # horizon, for PENDING_NO_CHANGE).
     future = usable & (start > day)
     soon = future & (start <= day + policy.pending_change_horizon_days)
+    soon_start = start[soon]  # the few start days of changes to come, for the detail text
     del start, usable
     # Distinct (MPxN+fuel, NO) pairs as one int64 each (MPxN+fuel < 2**50 for any valid MPxN, NO codes < width),
     # sorted; then runs of equal MPxN+fuel give the count of distinct NOs. Sorting beats hashing at 10 million rows.
@@ -396,19 +398,25 @@ def _registration(devices: pd.DataFrame, registrations: pd.DataFrame, as_of: dat
     # device's first pair and the one after it are enough to find an NO other than its registered one.
     pending_no = np.full(n, NO_CODE, dtype=np.int32)
     soon_pairs = pairs(soon)
-    single = np.flatnonzero(count == 1)
-    if len(soon_pairs) and len(single):
+    if len(soon_pairs):
+        # Only the few devices with a registration to come are looked at (no per-device temporaries at national scale).
+        single = np.flatnonzero(_find(np.unique(soon_pairs // width), dkey)[1] & (count == 1) & (dkey >= 0))
         keys = dkey[single]
         at = np.searchsorted(soon_pairs, keys * width)
         at_next = np.minimum(at + 1, len(soon_pairs) - 1)
-        at = np.minimum(at, len(soon_pairs) - 1)
-        first_hit = soon_pairs[at] // width == keys
-        next_hit = (soon_pairs[at_next] // width == keys) & (at_next > at)
-        first_no = (soon_pairs[at] % width).astype(np.int32)
-        next_no = (soon_pairs[at_next] % width).astype(np.int32)
+        first_no = (soon_pairs[at] % width).astype(np.int32)  # every key is there: `at` is its first pair
+        next_no = np.where((soon_pairs[at_next] // width == keys) & (at_next > at), soon_pairs[at_next] % width, NO_CODE).astype(np.int32)
         mine = registered[single]
-        other = np.where(first_hit & (first_no != mine), first_no, np.where(next_hit, next_no, NO_CODE))
-        pending_no[single] = np.where(keys >= 0, other, NO_CODE)
+        pending_no[single] = np.where(first_no != mine, first_no, next_no)
+    # The day each pending change takes effect: the earliest start of its (MPxN, NO) pair.
+    pending_day = np.zeros(n, dtype=np.int32)
+    pending = np.flatnonzero(pending_no >= 0)
+    if len(pending):
+        soon_keys = _reg_keys(mpxn[soon], fuel[soon]) * width + codes[soon]
+        order = np.lexsort((soon_start, soon_keys))
+        first = order[_run_starts(soon_keys[order])]
+        slot, _ = _find(soon_keys[first], dkey[pending] * width + pending_no[pending])
+        pending_day[pending] = soon_start[first][slot]
     # Why no registration is effective: the MPxN's registrations ended, or start later, or there are none.
     no_rdp_cause = np.zeros(n, dtype=np.int8)
     none = np.flatnonzero((count == 0) & (dkey >= 0))
@@ -417,7 +425,7 @@ def _registration(devices: pd.DataFrame, registrations: pd.DataFrame, as_of: dat
             keys = np.unique(_reg_keys(mpxn[mask], fuel[mask]))
             no_rdp_cause[none[_find(keys, dkey[none])[1]]] = code
     ended_pairs = pairs(ended)
-    return Registration(count, registered, rejected, detail, no_ids, pending_no, no_rdp_cause, ended_pairs, width)
+    return Registration(count, registered, rejected, detail, no_ids, pending_no, pending_day, no_rdp_cause, ended_pairs, width)
 
 
 # ------------------------------------------------------------------------------------------------ slots
@@ -573,9 +581,10 @@ def find_wrong_devices(
     pending = np.flatnonzero(category_is(Category.PENDING_NO_CHANGE.value))
     if len(pending):
         current, incoming = reg.no_ids[reg.no_code[pending]].astype(str), reg.no_ids[reg.pending_no[pending]].astype(str)
-        horizon = f" within {policy.pending_change_horizon_days} days of {as_of}: held, never written to the outgoing NO"
-        detail_code[pending] = _append_texts(texts, "registration changes from " + current + " to " + incoming + horizon)
-    reg.pending_no = reg.no_rdp_cause = reg.ended_pairs = None  # settled: free them before the text columns are built
+        on = (np.datetime64("1970-01-01") + reg.pending_day[pending].astype("timedelta64[D]")).astype(str)
+        horizon = f" (within {policy.pending_change_horizon_days} days of {as_of}): held, never written to the outgoing NO"
+        detail_code[pending] = _append_texts(texts, "registration changes from " + current + " to " + incoming + " on " + on + horizon)
+    reg.pending_no = reg.pending_day = reg.no_rdp_cause = reg.ended_pairs = None  # settled: free them before the text columns are built
     held = np.flatnonzero(category_is(Category.SECURITY_HOLD.value))
     if len(held):
         reasons = np.append(certs["hold_reason"].to_numpy(dtype=object), None)

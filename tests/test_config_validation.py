@@ -111,7 +111,9 @@ CASES = {
     "path_symlink_loop": (point_registry_at(symlink_loop), "sample.toml", "inputs.registry", "cannot be resolved"),
     "trust_policy_missing": (sub("sample.toml", 'name = "sample"', 'name = "sample"\ntrust_policy = "people.toml"'), "sample.toml", "case.trust_policy",
                              "does not exist"),
-    # files that are not UTF-8 TOML
+    # files that are not UTF-8 TOML (or not the kind of file the setting names)
+    "dialect_is_a_csv": (sub("sample.toml", 'dialect = "dialects/moc.toml"', 'dialect = "../sample_data/moc_anchor_slots.csv"'), "sample.toml",
+                         "inputs.extract[0].dialect", "is not a dialect file"),
     "case_not_utf8": (write_bytes("sample.toml", b'[case]\nname = "caf\xe9"\n'), "sample.toml", None, "not UTF-8"),
     "case_not_toml": (write_bytes("sample.toml", b"this is: not toml\n"), "sample.toml", None, "not valid TOML"),
     # dialects
@@ -237,20 +239,22 @@ def _paths(value, prefix=()):
             yield from _paths(v, (*prefix, i))
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@pytest.mark.parametrize("file", ["sample.toml", "dialects/moc.toml", "dialects/foc.toml", "registry.toml"])
+@settings(max_examples=int(os.environ.get("CONFIG_EXAMPLES", 60)), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_any_value_anywhere_is_accepted_or_one_config_error(tmp_path_factory, data):
-    """Replace any setting of the sample case (or add a key) with any TOML value: load_case either returns a typed
-    case or raises ConfigError; nothing else escapes (no TypeError, KeyError or traceback)."""
+def test_any_value_anywhere_is_accepted_or_one_config_error(tmp_path_factory, file, data):
+    """Replace any setting of a sample configuration file (or add a key) with any TOML value: loading either returns
+    typed settings or raises ConfigError on one line naming a file; nothing else escapes (no TypeError, KeyError or
+    traceback)."""
     import tomllib
 
-    from remediation.config import load_case
+    from remediation.config import load_case, load_registry_file
     from remediation.errors import ConfigError
 
     root = tmp_path_factory.mktemp("prop")
     shutil.copytree(REPO / "configs", root / "configs")
     (root / "sample_data").symlink_to(REPO / "sample_data", target_is_directory=True)
-    raw = tomllib.loads((root / "configs" / "sample.toml").read_text())
+    raw = tomllib.loads((root / "configs" / file).read_text())
     where = data.draw(st.sampled_from([p for p in _paths(raw) if p]))
     value = data.draw(VALUES)
     node = raw
@@ -260,10 +264,13 @@ def test_any_value_anywhere_is_accepted_or_one_config_error(tmp_path_factory, da
         node[data.draw(st.text(min_size=1, max_size=8))] = value  # a key nobody defined
     else:
         node[where[-1]] = value
-    (root / "configs" / "sample.toml").write_text("".join(f"{toml_value(k)} = {toml_value(v)}\n" for k, v in raw.items()))
+    (root / "configs" / file).write_text("".join(f"{toml_value(k)} = {toml_value(v)}\n" for k, v in raw.items()))
     try:
-        case = load_case(root / "configs" / "sample.toml")
+        if file == "registry.toml":
+            entries = load_registry_file(root / "configs" / file)
+            assert entries and all(e["fuel"] in ("E", "G") and e["ds_certificate"].is_file() for e in entries)
+        else:
+            case = load_case(root / "configs" / "sample.toml")
+            assert case.s1sp_codes and all(isinstance(ep.concurrency, int) and ep.concurrency >= 1 for ep in case.endpoints.values())
     except ConfigError as exc:
-        assert "\n" not in str(exc) and str(exc).startswith(str(root)), str(exc)  # one line, naming the file
-    else:
-        assert case.s1sp_codes and all(isinstance(ep.concurrency, int) and ep.concurrency >= 1 for ep in case.endpoints.values())
+        assert "\n" not in str(exc) and str(exc).startswith("/"), str(exc)  # one line, naming the file first

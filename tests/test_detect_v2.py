@@ -53,7 +53,7 @@ def test_pending_change_is_held_not_overwritten_with_the_outgoing_no(tmp_path):
     case = pending_case(tmp_path, 5)
     f = finding(case.detect(), dev(1))
     assert (f["category"], f["cause"]) == ("PENDING_NO_CHANGE", "slots_hold_incoming_no")
-    assert "AAAA to BBBB" in f["detail"]
+    assert f"from AAAA to BBBB on {day(5)}" in f["detail"]
     plan = case.plan()
     assert plan.rows.empty and plan.document["counts"]["devices"] == 0
 
@@ -315,6 +315,7 @@ def test_registry_gap_is_listed_and_refuses_plan_unless_allowed(tmp_path):
     assert refused.exit_code == 3 and "GGEN (3 devices)" in refused.stderr and "Traceback" not in refused.output
     allowed = runner.invoke(main, ["plan", "--config", str(config), "--out", str(tmp_path / "p2"), "--by", "alice", "--allow-unknown-no"])
     assert allowed.exit_code == 0, allowed.stderr
+    assert "--allow-unknown-no: planned despite registry gaps (GGEN 3)" in allowed.stdout.replace("\n", " ")
     document = json.loads((tmp_path / "p2" / "plan.json").read_text())
     assert document["allow_unknown_no"] is True and document["registry_gaps"] == [{"network_operator_id": "GGEN", "devices": 3}]
     assert document["counts"]["devices"] == 1
@@ -461,3 +462,35 @@ def test_reports_carry_the_headline_gaps_causes_and_held_certificates(tmp_path):
     assert "## Devices no NO can manage: 1" in md and "| GGEN | 1 |" in md and summary["security_hold"][0]["fingerprint"] in md
     report = json.loads(pipeline.run_report(tmp_path / "out", "json")[0].read_text())
     assert report["registry_gaps"] == [{"network_operator_id": "GGEN", "devices": 1}] and report["no_locked_out"] == summary["no_locked_out"]
+
+
+def test_empty_swapped_and_revoked_slots_are_corrected_end_to_end(tmp_path):
+    """With the policy's corrections on, an empty slot, swapped key usages and a revoked certificate are written to the
+    registered NO's current pair through the simulator's API, and a fresh detect finds them OK."""
+    from remediation.apply.runner import ApplyOptions
+    from tests.simulation import run_apply, start_sim
+    from tests.support import signer
+
+    case = CaseFiles(tmp_path)
+    for i, (ds, ka) in enumerate([(None, A_KA), (A_KA, A_DS), (no_cert("AAAA", "DS", generation="revoked"), A_KA), (None, None)], start=1):
+        m = mpan()
+        case.device(dev(i), m, ds, ka)
+        case.register(m, "AAAA")
+    case.revoked.append(revoked_serial("AAAA"))
+    case.policy.update(correct_slot_empty=True, correct_key_usage_mismatch=True, correct_revoked=True)
+    config = case.write()
+    plan = pipeline.run_plan(config, tmp_path / "plan", key=signer("alice"))
+    assert plan.rows["category"].tolist() == ["SLOT_EMPTY", "KEY_USAGE_MISMATCH", "EXPIRED_OR_REVOKED", "SLOT_EMPTY"]
+    pipeline.run_approve(tmp_path / "plan", signer("bob"))
+    sim = start_sim(tmp_path / "moc.sqlite", config)
+    try:
+        result = run_apply(tmp_path / "plan", tmp_path / "run", ApplyOptions(who="carol", endpoints={"MOC": sim.url}))
+        assert result.status == "completed" and len(sim.writes()) == 4
+    finally:
+        sim.stop()
+    from remediation.simulator.service import export_extract
+
+    (tmp_path / "fresh").mkdir()
+    export_extract(sim.store, tmp_path / "fresh" / "moc.csv")
+    verdict = pipeline.run_verify(config, tmp_path / "fresh", tmp_path / "verify", tmp_path / "plan")
+    assert verdict["planned_at_target"] == verdict["planned"] == 4 and verdict["devices_by_category"]["OK"] == 4

@@ -407,7 +407,7 @@ def test_markdown_injection_in_inputs_is_escaped(tmp_path):
     assert "[click](http" not in md and "<b>" not in md and "|<b>" not in md
     assert "\\[click\\](http:/\\/evil" in md  # escaped, still readable
     rows = [line for line in md.splitlines() if line.startswith("| 00-1D-")]
-    assert rows and all(line.count(" | ") == 4 for line in rows)  # no extra columns
+    assert rows and all(line.count(" | ") == 5 for line in rows)  # six columns (device, S1SP, MPxN, category, cause, why), no extra
     assert "<b>x</b>" not in html and "&lt;b&gt;x&lt;/b&gt;" in html
     # Rendered by a real CommonMark parser (markdown-it, which rich already brings): no link, no markup, and each
     # device's row keeps its five cells with the hostile text shown as text.

@@ -26,6 +26,8 @@ def test_one_million_devices_detected_with_exact_counts(tmp_path):
     summary = result.summary
     assert summary["devices"] == DEVICES
     assert summary["devices_by_category"] == {c: expected["devices_by_category"].get(c, 0) for c in summary["devices_by_category"]}
+    assert summary["devices_by_cause"] == expected["devices_by_cause"]  # contract v2: every cause as the generator meant it
+    assert summary["registry_gaps"] == [{"network_operator_id": "IDNX", "devices": expected["devices_by_category"]["UNKNOWN_NO"]}]
     rows = sum(expected["rows"].values())
     assert summary["rows_read"]["extracts"] == rows == sum(summary["rows_by_category"].values())
     assert {f["path"].rsplit("/", 1)[-1]: f["rows_read"] for f in summary["files"] if f["role"] == "extract"} == {

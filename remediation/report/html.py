@@ -114,7 +114,7 @@ def _excluded(report: dict) -> str:
     ex = report["excluded"]
     rows = "".join(
         f'<tr data-category="{_e(r["category"])}"><td>{_e(r["device_id"])}</td><td>{_e(r["s1sp"])}</td><td>{_e(r["mpxn"])}</td>'
-        f'<td>{_e(r["category"])}</td><td>{_e(r["detail"])}</td></tr>'
+        f'<td>{_e(r["category"])}<br><small>{_e(r.get("cause", ""))}</small></td><td>{_e(r["detail"])}</td></tr>'
         for r in ex["shown"]
     )
     more = f'<p class="note">Showing {len(ex["shown"])} of {ex["devices"]}; findings.parquet has them all.</p>' if len(ex["shown"]) < ex["devices"] else ""

@@ -186,7 +186,8 @@ def render_markdown(report: dict) -> str:
     out += [f"## Excluded devices ({ex['devices']})", ""]
     if len(ex["shown"]) < ex["devices"]:
         out += [f"Showing {len(ex['shown'])} of {ex['devices']}; findings.parquet has them all.", ""]
-    out.append(_table(["device", "S1SP", "MPxN", "category", "why"], [[r["device_id"], r["s1sp"], r["mpxn"], r["category"], r["detail"]] for r in ex["shown"]]))
+    out.append(_table(["device", "S1SP", "MPxN", "category", "cause", "why"],
+                      [[r["device_id"], r["s1sp"], r["mpxn"], r["category"], r.get("cause", ""), r["detail"]] for r in ex["shown"]]))  # fmt: skip
     q = report["quarantine"]
     out += ["", f"Quarantine: {q['issues']} issue(s) on {q['extract_rows']} extract row(s) and {q['rdp_rows']} RDP row(s); see quarantine.csv."]
     return "\n".join(out) + "\n"

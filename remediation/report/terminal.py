@@ -130,6 +130,13 @@ def print_plan(document: dict, out_dir: Path, console: Console | None = None) ->
     gov = document.get("governance") or {}
     if gov.get("change_record") or gov.get("decision"):
         console.print(f"change record {gov.get('change_record') or '-'}; decision {gov.get('decision') or '-'}")
+    manual = document.get("manual") or {}
+    if manual.get("devices") and not document.get("change_requests"):  # the export line above says it
+        by = ", ".join(f"{k} {v}" for k, v in manual["by_s1sp"].items())
+        console.print(f"manual S1SP(s): {manual['devices']} device(s) listed in manual_change_requests.csv for a scope decision ({by}); never written")
+    if document.get("allow_unknown_no") and document.get("registry_gaps"):
+        gaps = ", ".join(f"{g['network_operator_id']} {g['devices']}" for g in document["registry_gaps"])
+        console.print(f"[yellow]--allow-unknown-no: planned despite registry gaps ({gaps}); their devices stay UNKNOWN_NO[/]")
     console.print(f"plan hash {document['plan_hash']}  planned by {document['planned_by'] or '(unknown)'}")
     signature = document.get("signature")
     if signature:
