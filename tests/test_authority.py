@@ -626,6 +626,57 @@ def test_echoed_token_is_redacted_before_journal_checkpoints_and_exports(tmp_pat
     assert errors and all("[REDACTED" in e for e in errors) and token not in details
 
 
+class _TokenInReply(BaseHTTPRequestHandler):
+    """A 200 reply that puts the caller's token where a device id, a version or a certificate belongs."""
+
+    where = "device_id"
+
+    def do_GET(self):  # noqa: N802
+        token = self.headers.get("Authorization", "").removeprefix("Bearer ")
+        device = self.path.split("/")[3]
+        reply = {"device_id": device, "version": 3, "slots": {"NO_DS": {"cert": None}, "NO_KA": {"cert": None}}}
+        if self.where == "device_id":
+            reply["device_id"] = token
+        elif self.where == "version":
+            reply["version"] = token
+        else:
+            reply["slots"]["NO_DS"]["cert"] = token
+        body = json.dumps(reply, ensure_ascii=self.where == "cert")  # the cert case also tries \u-escaping nothing
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body.encode())))
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("where", ["device_id", "version", "cert"])
+def test_a_reply_carrying_the_token_is_a_protocol_error_and_none_of_it_is_kept(tmp_path, where):
+    """Found by attack review: a lying S1SP put the token in device_id, version or a certificate field of a 200
+    reply, and it reached the screen, run.json, the journal, the checkpoints and the signed export (whole, or its
+    first 20 characters)."""
+    token = "SEKRIT-TOKEN-" + "abc123xyz" * 3
+    handler = type("H", (_TokenInReply,), {"where": where})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        planned(tmp_path, moc=TOKEN_CASE)
+        env = {**key_env("carol"), "MOC_TOKEN": token}
+        result = CliRunner(env=env).invoke(main, ["apply", str(tmp_path / "plan"), "--run", str(tmp_path / "run"), "--trust-policy", str(tmp_path / "people.toml"),
+                                                  "--endpoint", f"MOC=http://127.0.0.1:{server.server_address[1]}"])  # fmt: skip
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.exit_code == 1, result.output
+    assert "echoes the bearer token" in (tmp_path / "run" / "journal.jsonl").read_text()
+    for prefix in (token, token[:10], token[:20]):
+        assert prefix not in result.output
+        for path in (tmp_path / "run").iterdir():
+            if path.is_file():
+                assert prefix.encode() not in path.read_bytes(), f"{prefix!r} in {path}"
+
+
 def test_redact_covers_plain_quoted_base64_bearer_and_private_keys():
     secret = "a/b+c=d-secret"
     text = f"{secret} {secret.replace('/', '%2F').replace('+', '%2B').replace('=', '%3D')} {base64.b64encode(secret.encode()).decode()} Bearer other-token"

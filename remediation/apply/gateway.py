@@ -102,6 +102,13 @@ class HttpGateway:
         except httpx.TransportError as exc:  # timeouts, resets, a connection dropped after the write committed
             raise TransientError(f"{method} {device_id}: {type(exc).__name__}: {exc}") from exc
 
+    def _echoes_secret(self, text: str, body: dict) -> bool:
+        """Whether the reply carries a credential: as sent, \\u-escaped in JSON (read back decoded) or base64."""
+        if not self._secrets:
+            return False
+        decoded = json.dumps(body, ensure_ascii=False)
+        return redact(text, self._secrets) != text or redact(decoded, self._secrets) != decoded
+
     def _check(self, response: httpx.Response, device_id: str) -> dict:
         status = response.status_code
         if status == 200:
@@ -111,6 +118,10 @@ class HttpGateway:
                 raise ProtocolError(f"{device_id}: protocol error: reply is not JSON ({redact(response.text, self._secrets)[:60]!r})", status) from None
             if not isinstance(body, dict):
                 raise ProtocolError(f"{device_id}: protocol error: reply is not a JSON object", status)
+            if self._echoes_secret(response.text, body):
+                # A reply that carries our credential anywhere (device id, version, a certificate field) is not an
+                # answer about the device; none of it may reach a message, the journal or the checkpoints.
+                raise ProtocolError(f"{device_id}: protocol error: the reply echoes the bearer token; none of it is kept", status)
             return body
         text = redact(response.text, self._secrets)[:200]
         if status in (429, 500, 502, 503, 504):
