@@ -30,10 +30,27 @@ from remediation.plan import load_plan  # noqa: E402
 def start_simulator(case: Path, db: Path, rate: float, latency_ms: float) -> tuple[subprocess.Popen, str]:
     ready = db.with_suffix(".port")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "remediation", "simulator", "serve", "--config", str(case), "--s1sp", "MOC", "--db", str(db),
-         "--faults", f"latency={latency_ms}ms,rate={rate},seed=1", "--ready-file", str(ready)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "remediation",
+            "simulator",
+            "serve",
+            "--config",
+            str(case),
+            "--s1sp",
+            "MOC",
+            "--db",
+            str(db),
+            "--faults",
+            f"latency={latency_ms}ms,rate={rate},seed=1",
+            "--ready-file",
+            str(ready),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     for _ in range(600):
         if ready.exists() and ready.read_text().strip():
             return proc, f"http://127.0.0.1:{ready.read_text().strip()}"
@@ -65,8 +82,15 @@ def one_run(case: Path, plan_dir: Path, work: Path, label: str, rate: float, lat
     c = counters(db)
     served = c.get("get", 0) + c.get("put", 0)
     throttled = c.get("fault_429", 0)
-    return {"label": label, "seconds": seconds, "served": served, "throttled": throttled, "rate": served / seconds,
-            "done": result.counts["MOC"]["done"], "status": result.status}  # fmt: skip
+    return {
+        "label": label,
+        "seconds": seconds,
+        "served": served,
+        "throttled": throttled,
+        "rate": served / seconds,
+        "done": result.counts["MOC"]["done"],
+        "status": result.status,
+    }
 
 
 def main(argv=None) -> None:
@@ -80,25 +104,44 @@ def main(argv=None) -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="apply-rate-"))
     data = work / "case"
     if not (data / "case.toml").exists():
-        subprocess.run([sys.executable, str(ROOT / "benchmarks" / "generate_scale.py"), "--devices", str(args.devices), "--out", str(data)],
-                       check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+        subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "benchmarks" / "generate_scale.py"),
+                "--devices",
+                str(args.devices),
+                "--out",
+                str(data),
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     case = data / "case.toml"
     text = case.read_text()
     head, _, _ = text.partition("[s1sp.MOC]")
-    case.write_text(head + f"[s1sp.MOC]\nbase_url = \"http://127.0.0.1:1\"\nrate_per_second = {args.rate}\nconcurrency = {args.concurrency}\n")
+    case.write_text(
+        head
+        + f'[s1sp.MOC]\nbase_url = "http://127.0.0.1:1"\nrate_per_second = {args.rate}\nconcurrency = {args.concurrency}\n'
+    )
     plan_dir = work / f"plan-r{args.rate:g}-c{args.concurrency}"  # the plan carries the S1SP's rate and concurrency
     if not (plan_dir / "plan.json").exists():
         # Unsigned (the generated case names no trust policy): apply_plan is called directly below, so this measures
         # the executor and checkpoints, not the authority checks pipeline.run_apply makes first.
         pipeline.run_plan(case, plan_dir, planner="bench-planner", s1sps=("MOC",))
     devices = load_plan(plan_dir).document["counts"]["devices"]
-    print(f"plan: {devices} MOC devices; simulator rate limit R = {args.rate:g} req/s, median latency {args.latency_ms:g} ms, "
-          f"client concurrency {args.concurrency}")  # fmt: skip
-    runs = [one_run(case, plan_dir, work, "sqlite", args.rate, args.latency_ms, memory=False),
-            one_run(case, plan_dir, work, "memory", args.rate, args.latency_ms, memory=True)]  # fmt: skip
+    print(
+        f"plan: {devices} MOC devices; simulator rate limit R = {args.rate:g} req/s, median latency {args.latency_ms:g} ms, "
+        f"client concurrency {args.concurrency}"
+    )
+    runs = [
+        one_run(case, plan_dir, work, "sqlite", args.rate, args.latency_ms, memory=False),
+        one_run(case, plan_dir, work, "memory", args.rate, args.latency_ms, memory=True),
+    ]
     for r in runs:
-        print(f"  {r['label']:>6} checkpoints: {r['done']} devices done in {r['seconds']:.2f}s; {r['served']} requests served "
-              f"({r['throttled']} throttled) = {r['rate']:.1f} req/s = {100 * r['rate'] / args.rate:.1f}% of R")  # fmt: skip
+        print(
+            f"  {r['label']:>6} checkpoints: {r['done']} devices done in {r['seconds']:.2f}s; {r['served']} requests served "
+            f"({r['throttled']} throttled) = {r['rate']:.1f} req/s = {100 * r['rate'] / args.rate:.1f}% of R"
+        )
     overhead = runs[0]["seconds"] / runs[1]["seconds"] - 1
     print(f"checkpoint overhead (SQLite + journal vs in-memory, same work): {100 * overhead:+.1f}%")
 

@@ -41,34 +41,75 @@ def main(argv=None) -> None:
     python = sys.executable
     if not (data / "expected.json").exists():
         print(f"generating {args.devices:,} devices in {data} ...", flush=True)
-        subprocess.run([python, str(ROOT / "benchmarks" / "generate_scale.py"), "--devices", str(args.devices), "--out", str(data)], check=True,
-                       stdout=subprocess.DEVNULL)  # fmt: skip
-    subprocess.run([python, "-c", f"import sys; sys.path.insert(0, 'benchmarks'); import duckdb_reference as d; d.prepare_facts({str(data)!r})"],
-                   cwd=ROOT, check=True)  # fmt: skip
+        subprocess.run(
+            [
+                python,
+                str(ROOT / "benchmarks" / "generate_scale.py"),
+                "--devices",
+                str(args.devices),
+                "--out",
+                str(data),
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    subprocess.run(
+        [
+            python,
+            "-c",
+            f"import sys; sys.path.insert(0, 'benchmarks'); import duckdb_reference as d; d.prepare_facts({str(data)!r})",
+        ],
+        cwd=ROOT,
+        check=True,
+    )
     expected = json.loads((data / "expected.json").read_text())
-    size = sum(p.stat().st_size for p in data.iterdir() if p.is_file() and "anchor" in p.name or p.name.startswith("rdp"))
-    print(f"case: {expected['devices']:,} devices, {sum(expected['rows'].values()):,} extract rows, {size / 1e9:.1f} GB of extracts and RDP; "
-          f"{os.cpu_count()} CPUs", flush=True)  # fmt: skip
+    size = sum(
+        p.stat().st_size for p in data.iterdir() if p.is_file() and "anchor" in p.name or p.name.startswith("rdp")
+    )
+    print(
+        f"case: {expected['devices']:,} devices, {sum(expected['rows'].values()):,} extract rows, {size / 1e9:.1f} GB of extracts and RDP; "
+        f"{os.cpu_count()} CPUs",
+        flush=True,
+    )
 
     out = data / "detect-out"
-    detect_s, detect_gb, _ = timed([str(ROOT / ".venv" / "bin" / "remediation"), "detect", "--config", str(data / "case.toml"), "--out", str(out)])
+    detect_s, detect_gb, _ = timed(
+        [str(ROOT / ".venv" / "bin" / "remediation"), "detect", "--config", str(data / "case.toml"), "--out", str(out)]
+    )
     summary = json.loads((out / "summary.json").read_text())
     print(f"detect done: {detect_s:.1f} s, peak RSS {detect_gb:.2f} GB", flush=True)
     result_file = data / "duckdb-out.json"
     with open(result_file, "w") as fh:
-        duck_s, duck_gb, _ = timed([python, str(ROOT / "benchmarks" / "duckdb_reference.py"), str(data), str(data / "duckdb-findings.parquet")], stdout=fh)
+        duck_s, duck_gb, _ = timed(
+            [
+                python,
+                str(ROOT / "benchmarks" / "duckdb_reference.py"),
+                str(data),
+                str(data / "duckdb-findings.parquet"),
+            ],
+            stdout=fh,
+        )
     duck = json.loads(result_file.read_text().strip().splitlines()[-1])
 
-    agree_detect = summary["devices_by_category"] == {**{c: 0 for c in summary["devices_by_category"]}, **expected["devices_by_category"]}
-    agree_duck = {k: v for k, v in duck["devices_by_category"].items() if v} == {k: v for k, v in summary["devices_by_category"].items() if v}
+    agree_detect = summary["devices_by_category"] == {
+        **{c: 0 for c in summary["devices_by_category"]},
+        **expected["devices_by_category"],
+    }
+    agree_duck = {k: v for k, v in duck["devices_by_category"].items() if v} == {
+        k: v for k, v in summary["devices_by_category"].items() if v
+    }
     wanted_causes = {c: {k: n for k, n in by.items() if n} for c, by in expected.get("devices_by_cause", {}).items()}
-    agree_causes = {c: by for c, by in summary.get("devices_by_cause", {}).items()} == {c: by for c, by in wanted_causes.items() if by}
+    agree_causes = {c: by for c, by in summary.get("devices_by_cause", {}).items()} == {
+        c: by for c, by in wanted_causes.items() if by
+    }
     print(f"detect (remediation detect, all outputs written): {detect_s:8.1f} s   peak RSS {detect_gb:5.2f} GB")
     print(f"DuckDB reference query (same files, same rules):  {duck_s:8.1f} s   peak RSS {duck_gb:5.2f} GB")
     print(f"ratio detect / DuckDB: {detect_s / duck_s:.2f}x   (target <= 2.0x; detect RSS target < 2.5 GB)")
     print(f"cause counts: detect == generator intent: {agree_causes}")
-    print(f"category counts: detect == generator intent: {agree_detect}; detect == DuckDB: {agree_duck}; "
-          f"rows accounted {sum(summary['rows_by_category'].values()):,} of {summary['rows_read']['extracts']:,}")  # fmt: skip
+    print(
+        f"category counts: detect == generator intent: {agree_detect}; detect == DuckDB: {agree_duck}; "
+        f"rows accounted {sum(summary['rows_by_category'].values()):,} of {summary['rows_read']['extracts']:,}"
+    )
 
 
 if __name__ == "__main__":

@@ -141,13 +141,24 @@ def main(case_dir: str, out: str, threads: int = 2) -> dict:
     con.execute("SET enable_progress_bar = false")
     # Certificate text as written -> a small id, and the facts per id: the query never carries certificate text past
     # the first join, which is how a hand-written query would treat 500-byte keys.
-    con.execute(f"CREATE TABLE certs AS SELECT text, dense_rank() OVER (ORDER BY fingerprint) AS idx FROM read_parquet('{case / 'cert_facts.parquet'}')")
-    con.execute(f"CREATE TABLE facts AS SELECT DISTINCT dense_rank() OVER (ORDER BY fingerprint) AS idx, entity, role, usage, hold, valid, revoked, error "
-                f"FROM read_parquet('{case / 'cert_facts.parquet'}')")
+    con.execute(
+        f"CREATE TABLE certs AS SELECT text, dense_rank() OVER (ORDER BY fingerprint) AS idx FROM read_parquet('{case / 'cert_facts.parquet'}')"
+    )
+    con.execute(
+        f"CREATE TABLE facts AS SELECT DISTINCT dense_rank() OVER (ORDER BY fingerprint) AS idx, entity, role, usage, hold, valid, revoked, error "
+        f"FROM read_parquet('{case / 'cert_facts.parquet'}')"
+    )
     con.execute(f"CREATE TABLE registry AS SELECT * FROM read_parquet('{case / 'registry_facts.parquet'}')")
-    sql = QUERY.format(moc=case / "moc_anchor_slots.csv", foc=case / "foc_anchor_slots.jsonl", ioc=case / "ioc_anchor_slots.parquet",
-                       rdp_e=case / "rdp_electricity.csv", rdp_g=case / "rdp_gas.csv", as_of="2026-11-20", mpan_ok=mpan_check("mpxn"),
-                       horizon=28)  # fmt: skip
+    sql = QUERY.format(
+        moc=case / "moc_anchor_slots.csv",
+        foc=case / "foc_anchor_slots.jsonl",
+        ioc=case / "ioc_anchor_slots.parquet",
+        rdp_e=case / "rdp_electricity.csv",
+        rdp_g=case / "rdp_gas.csv",
+        as_of="2026-11-20",
+        mpan_ok=mpan_check("mpxn"),
+        horizon=28,
+    )
     con.execute(f"COPY ({sql}) TO '{out}' (FORMAT parquet)")
     counts = dict(con.execute(f"SELECT category, count(*) FROM read_parquet('{out}') GROUP BY category").fetchall())
     rows = con.execute(f"SELECT sum(n_rows) FROM read_parquet('{out}')").fetchone()[0]
@@ -166,22 +177,28 @@ def prepare_facts(case_dir: str) -> None:
 
     case = Path(case_dir)
     config = load_case(case / "case.toml")
-    catalog = CertificateCatalog(load_org_cas(config.org_ca_paths), load_orl(config.orl_path), config.accepted_policy_oids)
+    catalog = CertificateCatalog(
+        load_org_cas(config.org_ca_paths), load_orl(config.orl_path), config.accepted_policy_oids
+    )
     registry = load_registry(config.registry_path, catalog)
     texts = pq.read_table(case / "cert_texts.parquet").column("text").to_pylist()
     ids = [catalog.intern_text(t.strip()) for t in texts]
     frame = catalog.frame(config.as_of)
-    facts = pd.DataFrame({
-        "text": [t.strip() for t in texts],
-        "fingerprint": [frame.loc[i, "fingerprint"] for i in ids],
-        "entity": [frame.loc[i, "entity_id"] for i in ids],
-        "role": [int(frame.loc[i, "role"]) for i in ids],
-        "usage": [frame.loc[i, "key_usage"] for i in ids],
-        "hold": [bool(frame.loc[i, "hold"] >= 0) for i in ids],  # untrusted issuer, policy OID not accepted, broken profile
-        "valid": [bool(frame.loc[i, "in_validity"]) for i in ids],
-        "revoked": [bool(frame.loc[i, "revoked"]) for i in ids],
-        "error": [frame.loc[i, "error"] is not None for i in ids],
-    })  # fmt: skip
+    facts = pd.DataFrame(
+        {
+            "text": [t.strip() for t in texts],
+            "fingerprint": [frame.loc[i, "fingerprint"] for i in ids],
+            "entity": [frame.loc[i, "entity_id"] for i in ids],
+            "role": [int(frame.loc[i, "role"]) for i in ids],
+            "usage": [frame.loc[i, "key_usage"] for i in ids],
+            "hold": [
+                bool(frame.loc[i, "hold"] >= 0) for i in ids
+            ],  # untrusted issuer, policy OID not accepted, broken profile
+            "valid": [bool(frame.loc[i, "in_validity"]) for i in ids],
+            "revoked": [bool(frame.loc[i, "revoked"]) for i in ids],
+            "error": [frame.loc[i, "error"] is not None for i in ids],
+        }
+    )
     facts.to_parquet(case / "cert_facts.parquet", index=False)
     reg = registry.frame().rename(columns={"network_operator_id": "id", "expected_entity": "entity", "no_fuel": "fuel"})
     reg[["id", "entity", "fuel"]].to_parquet(case / "registry_facts.parquet", index=False)

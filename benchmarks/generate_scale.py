@@ -37,26 +37,87 @@ CHUNK = 1_000_000
 AS_OF = "2026-11-20"
 # Scenario -> probability. Each device gets one; the intended category follows from it.
 SCENARIOS = {
-    "ok": 0.880, "ok_previous": 0.020, "wrong": 0.040, "wrong_ds_only": 0.005, "wrong_previous": 0.004, "wrong_other_fuel": 0.002,
-    "wrong_supplier": 0.001, "wrong_unregistered": 0.0005, "no_rdp_ended": 0.0005, "empty_one": 0.012, "key_usage": 0.004, "expired": 0.004, "revoked": 0.001, "no_rdp": 0.005,
-    "ambiguous": 0.002, "unknown_no": 0.001, "invalid_mpan": 0.001, "repeat": 0.001, "hold_untrusted": 0.0005, "hold_policy": 0.0003,
-    "hold_profile": 0.0002, "pending": 0.003, "out_of_scope": 0.012,
-}  # fmt: skip
-INTENDED = {"ok": "OK", "ok_previous": "OK", "wrong": "WRONG_NO", "wrong_ds_only": "WRONG_NO", "wrong_previous": "WRONG_NO",
-            "wrong_other_fuel": "WRONG_NO", "wrong_supplier": "WRONG_NO", "wrong_unregistered": "WRONG_NO", "no_rdp_ended": "NO_RDP", "empty_one": "SLOT_EMPTY", "key_usage": "KEY_USAGE_MISMATCH",
-            "expired": "EXPIRED_OR_REVOKED", "revoked": "EXPIRED_OR_REVOKED", "no_rdp": "NO_RDP", "ambiguous": "RDP_AMBIGUOUS",
-            "unknown_no": "UNKNOWN_NO", "invalid_mpan": "INVALID_INPUT", "repeat": "OK", "hold_untrusted": "SECURITY_HOLD",
-            "hold_policy": "SECURITY_HOLD", "hold_profile": "SECURITY_HOLD", "pending": "PENDING_NO_CHANGE", "out_of_scope": "OUT_OF_SCOPE"}  # fmt: skip
+    "ok": 0.880,
+    "ok_previous": 0.020,
+    "wrong": 0.040,
+    "wrong_ds_only": 0.005,
+    "wrong_previous": 0.004,
+    "wrong_other_fuel": 0.002,
+    "wrong_supplier": 0.001,
+    "wrong_unregistered": 0.0005,
+    "no_rdp_ended": 0.0005,
+    "empty_one": 0.012,
+    "key_usage": 0.004,
+    "expired": 0.004,
+    "revoked": 0.001,
+    "no_rdp": 0.005,
+    "ambiguous": 0.002,
+    "unknown_no": 0.001,
+    "invalid_mpan": 0.001,
+    "repeat": 0.001,
+    "hold_untrusted": 0.0005,
+    "hold_policy": 0.0003,
+    "hold_profile": 0.0002,
+    "pending": 0.003,
+    "out_of_scope": 0.012,
+}
+INTENDED = {
+    "ok": "OK",
+    "ok_previous": "OK",
+    "wrong": "WRONG_NO",
+    "wrong_ds_only": "WRONG_NO",
+    "wrong_previous": "WRONG_NO",
+    "wrong_other_fuel": "WRONG_NO",
+    "wrong_supplier": "WRONG_NO",
+    "wrong_unregistered": "WRONG_NO",
+    "no_rdp_ended": "NO_RDP",
+    "empty_one": "SLOT_EMPTY",
+    "key_usage": "KEY_USAGE_MISMATCH",
+    "expired": "EXPIRED_OR_REVOKED",
+    "revoked": "EXPIRED_OR_REVOKED",
+    "no_rdp": "NO_RDP",
+    "ambiguous": "RDP_AMBIGUOUS",
+    "unknown_no": "UNKNOWN_NO",
+    "invalid_mpan": "INVALID_INPUT",
+    "repeat": "OK",
+    "hold_untrusted": "SECURITY_HOLD",
+    "hold_policy": "SECURITY_HOLD",
+    "hold_profile": "SECURITY_HOLD",
+    "pending": "PENDING_NO_CHANGE",
+    "out_of_scope": "OUT_OF_SCOPE",
+}
 # An IDNO missing from the registry (a fictitious id and distributor id 38): its devices are UNKNOWN_NO, a registry gap.
 UNLISTED_IDNO = ("IDNX", 38)
 # The cause each scenario means; "empty_one" and "pending" split by a draw the chunk records.
-CAUSE = {"ok": "", "ok_previous": "", "repeat": "", "wrong": "other_no_same_fuel", "wrong_ds_only": "other_no_same_fuel",
-         "wrong_previous": "previous_no_of_mpxn", "wrong_other_fuel": "other_fuel_no", "wrong_supplier": "non_no_role",
-         "wrong_unregistered": "unregistered_entity", "key_usage": "swapped", "expired": "expired", "revoked": "revoked",
-         "no_rdp": "no_registration", "no_rdp_ended": "registration_ended", "ambiguous": "several_registrations",
-         "unknown_no": "not_in_registry", "invalid_mpan": "invalid_mpxn", "hold_untrusted": "untrusted_issuer",
-         "hold_policy": "policy_not_accepted", "hold_profile": "profile_violation", "out_of_scope": "device_type_without_no_slots"}  # fmt: skip
-GAS_ELECTRICITY_ONLY = ("unknown_no", "invalid_mpan", "wrong_other_fuel", "out_of_scope")  # scenarios drawn on electricity devices
+CAUSE = {
+    "ok": "",
+    "ok_previous": "",
+    "repeat": "",
+    "wrong": "other_no_same_fuel",
+    "wrong_ds_only": "other_no_same_fuel",
+    "wrong_previous": "previous_no_of_mpxn",
+    "wrong_other_fuel": "other_fuel_no",
+    "wrong_supplier": "non_no_role",
+    "wrong_unregistered": "unregistered_entity",
+    "key_usage": "swapped",
+    "expired": "expired",
+    "revoked": "revoked",
+    "no_rdp": "no_registration",
+    "no_rdp_ended": "registration_ended",
+    "ambiguous": "several_registrations",
+    "unknown_no": "not_in_registry",
+    "invalid_mpan": "invalid_mpxn",
+    "hold_untrusted": "untrusted_issuer",
+    "hold_policy": "policy_not_accepted",
+    "hold_profile": "profile_violation",
+    "out_of_scope": "device_type_without_no_slots",
+}
+GAS_ELECTRICITY_ONLY = (
+    "unknown_no",
+    "invalid_mpan",
+    "wrong_other_fuel",
+    "out_of_scope",
+)  # scenarios drawn on electricity devices
 PENDING_DAYS = 5  # the change of NO takes effect this many days after the as-of date (inside the 28-day horizon)
 NAMES = list(SCENARIOS)
 PROBS = np.array([SCENARIOS[k] for k in NAMES])
@@ -198,9 +259,25 @@ def build_chunk(rng: np.random.Generator, pool: Pool, s1sp: str, first_serial: i
     mprn_text = digit_strings(mprn)
     mpxn = pc.if_else(pa.array(gas), mprn_text, mpan_text)
     serials = first_serial + np.arange(n, dtype=np.uint64) * np.uint64(3)
-    return {"n": n, "serials": serials, "gas": gas, "mpxn": mpxn, "mpan_text": mpan_text, "mprn_text": mprn_text, "ds": ds, "ka": ka,
-            "registered": registered, "neighbour": neighbour, "is": is_, "scenario": scenario, "device_type": device_type,
-            "split": {"empty_one": (empty_ds, "ds_empty", "ka_empty"), "pending": (incoming, "slots_hold_incoming_no", "change_of_no_pending")}}  # fmt: skip
+    return {
+        "n": n,
+        "serials": serials,
+        "gas": gas,
+        "mpxn": mpxn,
+        "mpan_text": mpan_text,
+        "mprn_text": mprn_text,
+        "ds": ds,
+        "ka": ka,
+        "registered": registered,
+        "neighbour": neighbour,
+        "is": is_,
+        "scenario": scenario,
+        "device_type": device_type,
+        "split": {
+            "empty_one": (empty_ds, "ds_empty", "ka_empty"),
+            "pending": (incoming, "slots_hold_incoming_no", "change_of_no_pending"),
+        },
+    }
 
 
 def repeat_rows(chunk: dict) -> np.ndarray:
@@ -247,14 +324,23 @@ def _write_foc_part(fh, chunk, pool, rows):
     n = len(rows)
     picked = pa.array(rows)
     ids = hex_ids(chunk["serials"][rows], hyphens=True, lower=False)
-    kinds = pa.array(pd_map(chunk["device_type"][rows], {"ESME": "electricity", "GSME": "gas", "GPF": "gpf", "CHF": "chf", "PPMID": "ppmid", "IHD": "ihd"}))
+    kinds = pa.array(
+        pd_map(
+            chunk["device_type"][rows],
+            {"ESME": "electricity", "GSME": "gas", "GPF": "gpf", "CHF": "chf", "PPMID": "ppmid", "IHD": "ihd"},
+        )
+    )
     mpxn = chunk["mpxn"].take(picked)
-    head = pc.binary_join_element_wise('{"device":{"guid":"', ids, '","kind":"', kinds, '","supplyPoint":"', mpxn, '"},"slot":{"name":"', "")
+    head = pc.binary_join_element_wise(
+        '{"device":{"guid":"', ids, '","kind":"', kinds, '","supplyPoint":"', mpxn, '"},"slot":{"name":"', ""
+    )
     tail = ',"algorithm":"ECDSA-P256"},"capturedAtEpochMs":1763515800000,"source":"foc-anchor-export/3.2"}\n'
     lines = []
     for name, ids_ in (("nwo-digital-signing", chunk["ds"][rows]), ("nwo-key-agreement", chunk["ka"][rows])):
         text = certs(pool.b64, ids_)
-        cert_json = pc.if_else(pc.is_null(text), "null", pc.binary_join_element_wise('"', pc.fill_null(text, ""), '"', ""))
+        cert_json = pc.if_else(
+            pc.is_null(text), "null", pc.binary_join_element_wise('"', pc.fill_null(text, ""), '"', "")
+        )
         lines.append(pc.binary_join_element_wise(head, name, '","certificate":', cert_json, tail, ""))
     lines = [x.combine_chunks() if isinstance(x, pa.ChunkedArray) else x for x in lines]
     both = pa.concat_arrays([lines[0], lines[1]])
@@ -274,7 +360,9 @@ def ioc_table(chunk, pool, rows) -> pa.Table:
             "mpxn": chunk["mpxn"],
             "no_ds_pem": certs(pool.pem, chunk["ds"]),
             "no_ka_pem": certs(pool.pem, chunk["ka"]),
-            "snapshot_time": pa.array(np.full(chunk["n"], 1763515800000, dtype="datetime64[ms]")).cast(pa.timestamp("ms", tz="UTC")),
+            "snapshot_time": pa.array(np.full(chunk["n"], 1763515800000, dtype="datetime64[ms]")).cast(
+                pa.timestamp("ms", tz="UTC")
+            ),
         }
     ).take(pa.array(rows))
 
@@ -283,7 +371,9 @@ def rdp_tables(chunk, pool) -> tuple[pa.Table, pa.Table]:
     """RDP rows: one open registration per registered device from 2019-04-01, a second NO for ambiguous ones, the
     previous NO's ended registration before it, and a change of NO PENDING_DAYS after the as-of date."""
     is_ = chunk["is"]
-    registered = np.array(pool.nos + [UNLISTED_IDNO[0]])[np.where(is_["unknown_no"], len(pool.nos), chunk["registered"])]
+    registered = np.array(pool.nos + [UNLISTED_IDNO[0]])[
+        np.where(is_["unknown_no"], len(pool.nos), chunk["registered"])
+    ]
     neighbour = np.array(pool.nos)[chunk["neighbour"]]
     keep = ~(is_["no_rdp"] | is_["out_of_scope"] | is_["no_rdp_ended"])
     as_of = np.datetime64(AS_OF)
@@ -328,7 +418,11 @@ def main(argv=None) -> None:
     counts = {c: 0 for c in set(INTENDED.values())}
     causes: dict[str, dict[str, int]] = {}
     rows_written = {"MOC": 0, "FOC": 0, "IOC": 0}
-    moc_path, foc_path, ioc_path = out / "moc_anchor_slots.csv", out / "foc_anchor_slots.jsonl", out / "ioc_anchor_slots.parquet"
+    moc_path, foc_path, ioc_path = (
+        out / "moc_anchor_slots.csv",
+        out / "foc_anchor_slots.jsonl",
+        out / "ioc_anchor_slots.parquet",
+    )
     e_path, g_path = out / "rdp_electricity.csv", out / "rdp_gas.csv"
     moc_writer = ioc_writer = None
     with open(foc_path, "wb") as foc, open(e_path, "wb") as e_fh, open(g_path, "wb") as g_fh:
@@ -357,9 +451,24 @@ def main(argv=None) -> None:
                         causes[INTENDED[name]][CAUSE[name]] += int(mine.sum())
                 if s1sp == "MOC":
                     if moc_writer is None:
-                        moc_writer = pacsv.CSVWriter(moc_path, pa.schema([(c, pa.string()) for c in
-                                                     ["SP_CODE", "DEVICE_EUI", "DEV_TYPE", "SUPPLY_POINT_REF", "NO_DIGSIG_CERT_B64", "NO_KEYAGR_CERT_B64", "EXTRACT_TS"]]),
-                                                     write_options=pacsv.WriteOptions(quoting_style="needed"))  # fmt: skip
+                        moc_writer = pacsv.CSVWriter(
+                            moc_path,
+                            pa.schema(
+                                [
+                                    (c, pa.string())
+                                    for c in [
+                                        "SP_CODE",
+                                        "DEVICE_EUI",
+                                        "DEV_TYPE",
+                                        "SUPPLY_POINT_REF",
+                                        "NO_DIGSIG_CERT_B64",
+                                        "NO_KEYAGR_CERT_B64",
+                                        "EXTRACT_TS",
+                                    ]
+                                ]
+                            ),
+                            write_options=pacsv.WriteOptions(quoting_style="needed"),
+                        )
                     write_moc(moc_writer, chunk, pool, rows)
                     rows_written["MOC"] += len(rows)
                 elif s1sp == "FOC":
@@ -373,7 +482,11 @@ def main(argv=None) -> None:
                 e_table, g_table = rdp_tables(chunk, pool)
                 for fh, table, sep in ((e_fh, e_table, ","), (g_fh, g_table, ";")):
                     buf = pa.BufferOutputStream()
-                    pacsv.write_csv(table, buf, write_options=pacsv.WriteOptions(include_header=False, delimiter=sep, quoting_style="none"))
+                    pacsv.write_csv(
+                        table,
+                        buf,
+                        write_options=pacsv.WriteOptions(include_header=False, delimiter=sep, quoting_style="none"),
+                    )
                     fh.write(buf.getvalue())
                 done += n
                 print(f"  {s1sp}: {done:,}/{total:,} devices", flush=True)
@@ -381,13 +494,31 @@ def main(argv=None) -> None:
     if ioc_writer:
         ioc_writer.close()
     case = (ROOT / "configs" / "sample.toml").read_text()
-    case = case.replace("../sample_data/pki/", "pki/").replace("../sample_data/", "").replace('registry = "registry.toml"', 'registry = "registry.toml"')
+    case = (
+        case.replace("../sample_data/pki/", "pki/")
+        .replace("../sample_data/", "")
+        .replace('registry = "registry.toml"', 'registry = "registry.toml"')
+    )
     (out / "case.toml").write_text(case)
-    facts = pa.table({"text": pa.concat_arrays([pool.b64, pool.pem]), "cert_index": pa.array(list(range(len(pool.ders))) * 2)})
+    facts = pa.table(
+        {"text": pa.concat_arrays([pool.b64, pool.pem]), "cert_index": pa.array(list(range(len(pool.ders))) * 2)}
+    )
     pq.write_table(facts, out / "cert_texts.parquet")
-    (out / "expected.json").write_text(json.dumps({"devices": sum(counts.values()), "devices_by_category": counts, "devices_by_cause": causes, "rows": rows_written}, indent=2))
+    (out / "expected.json").write_text(
+        json.dumps(
+            {
+                "devices": sum(counts.values()),
+                "devices_by_category": counts,
+                "devices_by_cause": causes,
+                "rows": rows_written,
+            },
+            indent=2,
+        )
+    )
     size = sum(p.stat().st_size for p in out.iterdir() if p.is_file())
-    print(f"wrote {sum(counts.values()):,} devices ({size / 1e9:.2f} GB) to {out} in {time.perf_counter() - started:.1f}s")
+    print(
+        f"wrote {sum(counts.values()):,} devices ({size / 1e9:.2f} GB) to {out} in {time.perf_counter() - started:.1f}s"
+    )
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ import tomllib
 import unicodedata
 import urllib.parse
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -45,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from remediation.errors import ConfigError, InputError, SafetyRefusal
 from remediation.evidence.hashing import canonical_json, sha256_file
-from remediation.plan import NotApproved, LoadedPlan
+from remediation.plan import LoadedPlan, NotApproved
 
 ROLES = ("planner", "approver", "operator", "auditor")
 KEY_ENV = "REMEDIATION_KEY"  # path of the private key when --key is not given
@@ -81,7 +81,9 @@ def name_label(name: str) -> str:
 
 def key_id(public_key: ed25519.Ed25519PublicKey) -> str:
     """OpenSSH's fingerprint: SHA256 over the key's wire blob, unpadded base64 (as `ssh-keygen -l` prints)."""
-    blob = base64.b64decode(public_key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).split()[1])
+    blob = base64.b64decode(
+        public_key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).split()[1]
+    )
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
@@ -120,10 +122,16 @@ def parse_public_key(text: str) -> ed25519.Ed25519PublicKey:
 _P = 2**255 - 19
 _SMALL_ORDER = tuple(
     n.to_bytes(32, "little")
-    for n in (0, 1, _P - 1, _P, _P + 1,
-              2707385501144840649318225287225658788936804267575313519463743609750303402022,
-              55188659117513257062467267217118295137698188065244968500265048394206261417927)
-)  # fmt: skip
+    for n in (
+        0,
+        1,
+        _P - 1,
+        _P,
+        _P + 1,
+        2707385501144840649318225287225658788936804267575313519463743609750303402022,
+        55188659117513257062467267217118295137698188065244968500265048394206261417927,
+    )
+)
 
 
 def _small_order(raw: bytes) -> bool:
@@ -150,7 +158,7 @@ class Signer:
         return {"algorithm": ALGORITHM, "key_id": self.key_id, "value": base64.b64encode(value).decode()}
 
     @classmethod
-    def generate(cls) -> "Signer":
+    def generate(cls) -> Signer:
         return cls(ed25519.Ed25519PrivateKey.generate())
 
 
@@ -204,8 +212,11 @@ def load_signer(path: str | Path | None) -> Signer:
     except OSError as exc:
         raise InputError(f"cannot read the private key ({exc.strerror})", file=str(path)) from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise InputError(f"private key is accessible to other users (mode {stat.S_IMODE(mode):04o}); chmod 600 it", file=str(path))
+        raise InputError(
+            f"private key is accessible to other users (mode {stat.S_IMODE(mode):04o}); chmod 600 it", file=str(path)
+        )
     passphrase = os.environ.get(PASSPHRASE_ENV, "").encode() or None
+
     def read(password: bytes | None):
         if b"OPENSSH PRIVATE KEY" in data:
             return serialization.load_ssh_private_key(data, password=password)
@@ -223,8 +234,10 @@ def load_signer(path: str | Path | None) -> Signer:
     except ValueError:
         raise InputError("not a readable private key (or wrong passphrase)", file=str(path)) from None
     except UnsupportedAlgorithm as exc:  # e.g. a passphrase-protected OpenSSH key: its KDF needs the bcrypt package
-        raise InputError(f"cannot read this private key ({exc}); use an unencrypted OpenSSH key or one from `remediation keygen`",
-                         file=str(path)) from None  # fmt: skip
+        raise InputError(
+            f"cannot read this private key ({exc}); use an unencrypted OpenSSH key or one from `remediation keygen`",
+            file=str(path),
+        ) from None
     if not isinstance(key, ed25519.Ed25519PrivateKey):
         raise InputError("not an Ed25519 private key", file=str(path))
     return Signer(key)
@@ -280,7 +293,9 @@ class TrustPolicy:
             raise AuthorityRefusal(f"{what}: key {kid} is not in the trust policy {self.path}")
         person, public = self.keys[kid]
         if role not in person.roles:
-            raise AuthorityRefusal(f"{what}: key {kid} belongs to {person.describe()}, who does not have the {role} role in {self.path}")
+            raise AuthorityRefusal(
+                f"{what}: key {kid} belongs to {person.describe()}, who does not have the {role} role in {self.path}"
+            )
         return person, public
 
     def summary(self) -> dict:
@@ -313,27 +328,38 @@ def parse_trust_policy(data: bytes, path: Path) -> TrustPolicy:
         if not label:
             raise ConfigError("a name of invisible characters only", file=str(path), field=f"person[{i}].name")
         if label in labels:
-            raise ConfigError(f"{entry.name!r} reads the same as person[{labels[label]}]'s name; give each person a distinct name",
-                              file=str(path), field=f"person[{i}].name")  # fmt: skip
+            raise ConfigError(
+                f"{entry.name!r} reads the same as person[{labels[label]}]'s name; give each person a distinct name",
+                file=str(path),
+                field=f"person[{i}].name",
+            )
         labels[label] = i
         publics = {}
         for j, text in enumerate(entry.keys):
             try:
                 public = parse_public_key(text)
             except (ValueError, binascii.Error, TypeError) as exc:
-                raise ConfigError(f"not an Ed25519 public key ({exc})", file=str(path), field=f"person[{i}].keys[{j}]") from None
+                raise ConfigError(
+                    f"not an Ed25519 public key ({exc})", file=str(path), field=f"person[{i}].keys[{j}]"
+                ) from None
             kid = key_id(public)
             if kid in owner:
-                raise ConfigError(f"key {kid} is already listed for person[{owner[kid]}]; a key identifies one person",
-                                  file=str(path), field=f"person[{i}].keys[{j}]")  # fmt: skip
+                raise ConfigError(
+                    f"key {kid} is already listed for person[{owner[kid]}]; a key identifies one person",
+                    file=str(path),
+                    field=f"person[{i}].keys[{j}]",
+                )
             owner[kid], publics[kid] = i, public
         person = Person(i, unicodedata.normalize("NFKC", entry.name), frozenset(entry.roles), tuple(publics))
         people.append(person)
         keys.update({kid: (person, public) for kid, public in publics.items()})
     approvers = sum("approver" in p.roles for p in people)
     if model.approval.quorum > approvers:
-        raise ConfigError(f"quorum {model.approval.quorum} needs at least that many people with the approver role; the policy has {approvers}",
-                          file=str(path), field="approval.quorum")  # fmt: skip
+        raise ConfigError(
+            f"quorum {model.approval.quorum} needs at least that many people with the approver role; the policy has {approvers}",
+            file=str(path),
+            field="approval.quorum",
+        )
     return TrustPolicy(path, hashlib.sha256(data).hexdigest(), model.approval.quorum, tuple(people), keys)
 
 
@@ -362,9 +388,15 @@ def load_trust_policy(path: str | Path) -> TrustPolicy:
 
 def sealed_policy(plan: LoadedPlan) -> dict:
     sealed = plan.document.get("trust_policy")
-    if not isinstance(sealed, dict) or not isinstance(sealed.get("sha256"), str) or not isinstance(sealed.get("path"), str):
-        raise AuthorityRefusal(f"refusing: plan {plan.directory} was made without a trust policy and is unsigned; "
-                               "name one in the case ([case] trust_policy) and re-plan with --key")  # fmt: skip
+    if (
+        not isinstance(sealed, dict)
+        or not isinstance(sealed.get("sha256"), str)
+        or not isinstance(sealed.get("path"), str)
+    ):
+        raise AuthorityRefusal(
+            f"refusing: plan {plan.directory} was made without a trust policy and is unsigned; "
+            "name one in the case ([case] trust_policy) and re-plan with --key"
+        )
     return sealed
 
 
@@ -376,14 +408,20 @@ def policy_for_plan(plan: LoadedPlan, override: str | Path | None = None) -> Tru
     source = override or os.environ.get(TRUST_POLICY_ENV) or sealed["path"]
     path = Path(source).resolve()
     if path.is_relative_to(plan.directory.resolve()):
-        raise AuthorityRefusal(f"refusing: trust policy {path} lies inside the plan directory; a policy must come from the reviewed configuration")
+        raise AuthorityRefusal(
+            f"refusing: trust policy {path} lies inside the plan directory; a policy must come from the reviewed configuration"
+        )
     if not path.exists():
-        raise AuthorityRefusal(f"refusing: trust policy {path} that plan {plan.directory} was sealed under no longer exists")
+        raise AuthorityRefusal(
+            f"refusing: trust policy {path} that plan {plan.directory} was sealed under no longer exists"
+        )
     path, data = read_policy_bytes(path)
     actual = hashlib.sha256(data).hexdigest()
     if actual != sealed["sha256"]:
-        raise AuthorityRefusal(f"refusing: trust policy {path} (SHA-256 {actual[:16]}…) is not the policy plan {plan.directory} was sealed under "
-                               f"({sealed['sha256'][:16]}…): it changed since planning or is another policy; re-plan and re-approve")  # fmt: skip
+        raise AuthorityRefusal(
+            f"refusing: trust policy {path} (SHA-256 {actual[:16]}…) is not the policy plan {plan.directory} was sealed under "
+            f"({sealed['sha256'][:16]}…): it changed since planning or is another policy; re-plan and re-approve"
+        )
     return parse_trust_policy(data, path)
 
 
@@ -391,8 +429,12 @@ def policy_for_plan(plan: LoadedPlan, override: str | Path | None = None) -> Tru
 
 
 def plan_signature_payload(plan_hash: str, policy_sha256: str, signature: dict) -> dict:
-    return {"schema": PLAN_SIGNATURE_SCHEMA, "plan_hash": plan_hash, "trust_policy_sha256": policy_sha256,
-            "key_id": signature.get("key_id")}  # fmt: skip
+    return {
+        "schema": PLAN_SIGNATURE_SCHEMA,
+        "plan_hash": plan_hash,
+        "trust_policy_sha256": policy_sha256,
+        "key_id": signature.get("key_id"),
+    }
 
 
 def check_planner(policy: TrustPolicy, signer: Signer) -> Person:
@@ -421,7 +463,9 @@ def plan_signing(trust_policy_path: Path | None, key: Signer | str | Path | None
     (its plans are unsigned: fine for looking and dry runs, refused by approve and apply)."""
     if trust_policy_path is None:
         if key is not None:
-            raise InputError("the case names no trust policy ([case] trust_policy), so a plan cannot be signed", field="--key")
+            raise InputError(
+                "the case names no trust policy ([case] trust_policy), so a plan cannot be signed", field="--key"
+            )
         return None
     return _planning(load_trust_policy(trust_policy_path), key)
 
@@ -462,29 +506,51 @@ def verify_plan_signature(document: dict, policy: TrustPolicy, where: str) -> Pe
         raise AuthorityRefusal(f"{where}: plan was sealed under another trust policy")
     person, public = policy.holder(str(signature.get("key_id", "?")), "planner", f"{where}: plan signature")
     if not signature_holds(public, signature, plan_signature_payload(document["plan_hash"], policy.sha256, signature)):
-        raise AuthorityRefusal(f"{where}: plan signature by key {signature.get('key_id')} does not verify (plan.json altered or re-sealed after signing)")
+        raise AuthorityRefusal(
+            f"{where}: plan signature by key {signature.get('key_id')} does not verify (plan.json altered or re-sealed after signing)"
+        )
     return person
 
 
 # ------------------------------------------------------------------------------------------------ approvals
 
 
-def make_approval(plan: LoadedPlan, policy: TrustPolicy, signer: Signer, note: str = "", change_ref: str | None = None,
-                  existing: list[dict] = (), now: datetime | None = None) -> dict:  # fmt: skip
+def make_approval(
+    plan: LoadedPlan,
+    policy: TrustPolicy,
+    signer: Signer,
+    note: str = "",
+    change_ref: str | None = None,
+    existing: list[dict] = (),
+    now: datetime | None = None,
+) -> dict:
     """A signed approval of this plan under this policy, after the same checks apply makes."""
     planner = verify_plan_signature(plan.document, policy, f"refusing approval of {plan.directory}")
     person, _ = policy.holder(signer.key_id, "approver", "refusing approval")
     if person.index == planner.index:
-        raise AuthorityRefusal(f"refusing approval: key {signer.key_id} belongs to {person.describe()}, who signed this plan; the approver must be someone else")
+        raise AuthorityRefusal(
+            f"refusing approval: key {signer.key_id} belongs to {person.describe()}, who signed this plan; the approver must be someone else"
+        )
     plan_ref = (plan.document.get("governance") or {}).get("change_record")
     if change_ref and plan_ref and change_ref != plan_ref:
         raise InputError(f"change reference {change_ref!r} differs from the plan's {plan_ref!r}", field="--change-ref")
     for i, record in enumerate(existing):
-        if record.get("plan_hash") == plan.plan_hash and policy.keys.get(str(record.get("key_id")), (None,))[0] == person:
+        if (
+            record.get("plan_hash") == plan.plan_hash
+            and policy.keys.get(str(record.get("key_id")), (None,))[0] == person
+        ):
             raise InputError(f"{person.describe()} has already approved this plan (approval {i + 1})", field="--key")
-    body = {"schema": APPROVAL_SCHEMA, "plan_hash": plan.plan_hash, "trust_policy_sha256": policy.sha256, "key_id": signer.key_id,
-            "approver": person.name, "approved_at": _now(now), "note": note, "change_ref": change_ref or plan_ref,
-            "devices": plan.document["counts"]["devices"]}  # fmt: skip
+    body = {
+        "schema": APPROVAL_SCHEMA,
+        "plan_hash": plan.plan_hash,
+        "trust_policy_sha256": policy.sha256,
+        "key_id": signer.key_id,
+        "approver": person.name,
+        "approved_at": _now(now),
+        "note": note,
+        "change_ref": change_ref or plan_ref,
+        "devices": plan.document["counts"]["devices"],
+    }
     return {**body, "signature": signer.sign(body)}
 
 
@@ -494,7 +560,9 @@ class ApprovalCheck:
     ignored: list[str]  # why the others do not count (another plan hash or policy, or the same person again)
 
 
-def check_approvals(plan_hash: str, approvals: list[dict], policy: TrustPolicy, planner: Person, where: str) -> ApprovalCheck:
+def check_approvals(
+    plan_hash: str, approvals: list[dict], policy: TrustPolicy, planner: Person, where: str
+) -> ApprovalCheck:
     """Every approval of this plan under this policy must verify; the distinct approvers must reach the quorum.
 
     An approval bound to another plan hash or policy is ignored (it approves something else). One that claims this
@@ -516,15 +584,19 @@ def check_approvals(plan_hash: str, approvals: list[dict], policy: TrustPolicy, 
         if not signature_holds(public, record.get("signature") or {}, body):
             raise AuthorityRefusal(f"{where}: {name}: signature does not verify (approval altered or forged)")
         if person.index == planner.index:
-            raise AuthorityRefusal(f"{where}: {name}: made by {person.describe()}, who signed the plan; a planner cannot approve their own plan")
+            raise AuthorityRefusal(
+                f"{where}: {name}: made by {person.describe()}, who signed the plan; a planner cannot approve their own plan"
+            )
         if person.index in people:
             ignored.append(f"{name}: {person.describe()} already counted")
             continue
         people.add(person.index)
         counted.append(record)
     if len(counted) < policy.quorum:
-        raise QuorumNotMet(f"{where}: quorum not met: {len(counted)} of {policy.quorum} distinct approver(s) "
-                          f"under trust policy {policy.sha256[:16]}…" + (f" ({'; '.join(ignored)})" if ignored else ""))  # fmt: skip
+        raise QuorumNotMet(
+            f"{where}: quorum not met: {len(counted)} of {policy.quorum} distinct approver(s) "
+            f"under trust policy {policy.sha256[:16]}…" + (f" ({'; '.join(ignored)})" if ignored else "")
+        )
     return ApprovalCheck(counted, ignored)
 
 
@@ -549,14 +621,20 @@ class RunAuthority:
         """Added to run_started / run_resumed / run_finished: who ran it (by key), under which policy, and the
         `signer` the journal uses to sign the whole record (sequence, time and chain link included)."""
         return {
-            "authority": {"trust_policy": self.policy.summary(), "operator": {"key_id": self.signer.key_id, "name": self.operator.name},
-                          "plan_signed_by": self.planner.name, "approvals": [a["key_id"] for a in self.approvals.counted],
-                          "endpoint_overrides": self.endpoint_overrides},  # fmt: skip
+            "authority": {
+                "trust_policy": self.policy.summary(),
+                "operator": {"key_id": self.signer.key_id, "name": self.operator.name},
+                "plan_signed_by": self.planner.name,
+                "approvals": [a["key_id"] for a in self.approvals.counted],
+                "endpoint_overrides": self.endpoint_overrides,
+            },
             "signer": self.sign_entry,
         }
 
 
-def authorise_run(plan: LoadedPlan, approvals: list[dict], key: Signer | str | Path | None, trust_policy: str | Path | None = None) -> RunAuthority:
+def authorise_run(
+    plan: LoadedPlan, approvals: list[dict], key: Signer | str | Path | None, trust_policy: str | Path | None = None
+) -> RunAuthority:
     """Everything apply checks before any S1SP is touched (exit 3 naming what failed)."""
     where = f"refusing to apply plan {plan.directory}"
     signer = as_signer(key)
@@ -617,18 +695,30 @@ def token_for_endpoint(s1sp: str, base_url: str, token_env: str | None, *, envir
         raise InputError(f"S1SP {s1sp} URL {base_url!r} is not a URL ({exc})", field="base_url") from None
     if url.scheme == "https" or (url.scheme == "http" and is_loopback(url.host)):
         return token
-    raise SafetyRefusal(f"refusing to send S1SP {s1sp}'s bearer token (${token_env}) to {url.scheme}://{url.host}: "
-                        "tokens go only over TLS (https) or to a loopback address")  # fmt: skip
+    raise SafetyRefusal(
+        f"refusing to send S1SP {s1sp}'s bearer token (${token_env}) to {url.scheme}://{url.host}: "
+        "tokens go only over TLS (https) or to a loopback address"
+    )
 
 
-def endpoint_overrides(plan_endpoints: dict, overrides: dict[str, str], who: str, operator_key: str | None) -> list[dict]:
+def endpoint_overrides(
+    plan_endpoints: dict, overrides: dict[str, str], who: str, operator_key: str | None
+) -> list[dict]:
     """The journal's record of each --endpoint override: which S1SP, the case's URL, the URL used, who, and
     whether a token goes there. The time is the journal entry's."""
     out = []
     for s1sp, url in sorted(overrides.items()):
         case_ep = plan_endpoints.get(s1sp) or {}
-        out.append({"s1sp": s1sp, "case_url": case_ep.get("base_url"), "url": url, "by": who, "by_key": operator_key,
-                    "token_sent": bool(case_ep.get("token_env"))})  # fmt: skip
+        out.append(
+            {
+                "s1sp": s1sp,
+                "case_url": case_ep.get("base_url"),
+                "url": url,
+                "by": who,
+                "by_key": operator_key,
+                "token_sent": bool(case_ep.get("token_env")),
+            }
+        )
     return out
 
 
@@ -643,8 +733,13 @@ def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
     for secret in secrets:
         if not secret:
             continue
-        for form in {secret, urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret),
-                     base64.b64encode(secret.encode()).decode(), base64.b64encode(secret.encode()).decode().rstrip("=")}:  # fmt: skip
+        for form in {
+            secret,
+            urllib.parse.quote(secret, safe=""),
+            urllib.parse.quote_plus(secret),
+            base64.b64encode(secret.encode()).decode(),
+            base64.b64encode(secret.encode()).decode().rstrip("="),
+        }:
             if len(form) >= 4:
                 text = text.replace(form, REDACTED)
     text = _PEM_PRIVATE.sub(REDACTED, text)
@@ -652,7 +747,7 @@ def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
 
 
 def _now(now: datetime | None) -> str:
-    return (now or datetime.now(timezone.utc)).isoformat(timespec="seconds")
+    return (now or datetime.now(UTC)).isoformat(timespec="seconds")
 
 
 # ------------------------------------------------------------------------------------------------ audit export
@@ -670,7 +765,9 @@ def export_authority(plan_dir: Path, signer: Signer | None) -> tuple[TrustPolicy
         return None, None
     policy = policy_for_plan(plan)
     if signer is None:
-        raise AuthorityRefusal(f"refusing to export: the run's plan is under trust policy {policy.path}; sign with an auditor's or operator's key (--key)")
+        raise AuthorityRefusal(
+            f"refusing to export: the run's plan is under trust policy {policy.path}; sign with an auditor's or operator's key (--key)"
+        )
     return policy, _export_holder(policy, signer.key_id, "refusing to export")[0]
 
 
@@ -685,7 +782,9 @@ def _export_holder(policy: TrustPolicy, kid: str, what: str) -> tuple[Person, ed
         raise AuthorityRefusal(f"{what}: key {kid} is not in the trust policy")
     person, public = policy.keys[kid]
     if not person.roles & set(EXPORT_ROLES):
-        raise AuthorityRefusal(f"{what}: key {kid} belongs to {person.describe()}, who is neither auditor nor operator in the trust policy")
+        raise AuthorityRefusal(
+            f"{what}: key {kid} belongs to {person.describe()}, who is neither auditor nor operator in the trust policy"
+        )
     return person, public
 
 
@@ -702,22 +801,30 @@ def exported_policy(directory: Path, expect_sha256: str | None) -> TrustPolicy |
     path = Path(directory) / EXPORTED_POLICY
     if not path.exists():
         if expect_sha256:
-            raise AuthorityRefusal(f"{directory}: --expect-policy-sha256 given but the export carries no {EXPORTED_POLICY}")
+            raise AuthorityRefusal(
+                f"{directory}: --expect-policy-sha256 given but the export carries no {EXPORTED_POLICY}"
+            )
         return None
     data = path.read_bytes()
     actual = hashlib.sha256(data).hexdigest()
     if not expect_sha256:
-        raise InputError(f"this export carries a trust policy (SHA-256 {actual}); pass the reviewed policy's SHA-256 to check it against",
-                         field="--expect-policy-sha256")  # fmt: skip
+        raise InputError(
+            f"this export carries a trust policy (SHA-256 {actual}); pass the reviewed policy's SHA-256 to check it against",
+            field="--expect-policy-sha256",
+        )
     if actual != expect_sha256.strip().lower():
-        raise AuthorityRefusal(f"{path}: SHA-256 {actual} is not the expected {expect_sha256.strip()}: not the reviewed trust policy")
+        raise AuthorityRefusal(
+            f"{path}: SHA-256 {actual} is not the expected {expect_sha256.strip()}: not the reviewed trust policy"
+        )
     try:
         return parse_trust_policy(data, path)
     except ConfigError as exc:
         raise AuthorityRefusal(f"exported trust policy does not validate: {exc}") from None
 
 
-def manifest_key(policy: TrustPolicy, manifest_bytes: bytes, manifest_path: Path) -> tuple[str, ed25519.Ed25519PublicKey]:
+def manifest_key(
+    policy: TrustPolicy, manifest_bytes: bytes, manifest_path: Path
+) -> tuple[str, ed25519.Ed25519PublicKey]:
     """(how to name it, public key) of the manifest's signer, who must be an auditor or operator in the policy."""
     import json
 
@@ -764,10 +871,18 @@ def verify_exported_authority(directory: Path, policy: TrustPolicy | None) -> No
     entries = read_journal(journal)
     for entry in entries:
         if entry.get("event") == "run_started" and entry.get("plan_hash") != document["plan_hash"]:
-            raise AuthorityRefusal(f"{journal} seq {entry.get('seq')} (run_started): for plan {str(entry.get('plan_hash'))[:16]}…, not this plan")
+            raise AuthorityRefusal(
+                f"{journal} seq {entry.get('seq')} (run_started): for plan {str(entry.get('plan_hash'))[:16]}…, not this plan"
+            )
     if not any(e.get("event") == "run_started" for e in entries):
         raise AuthorityRefusal(f"{journal}: no run_started record")
     verify_journal_signatures(entries, policy, str(journal))
     for entry in entries:  # the approvals apply counted when it started: a quorum then, not only in approvals.json now
         if entry.get("event") == "run_started":
-            check_approvals(document["plan_hash"], entry.get("approvals") or [], policy, planner, f"{journal} seq {entry.get('seq')} (run_started) approvals")
+            check_approvals(
+                document["plan_hash"],
+                entry.get("approvals") or [],
+                policy,
+                planner,
+                f"{journal} seq {entry.get('seq')} (run_started) approvals",
+            )

@@ -12,7 +12,7 @@ import base64
 import binascii
 import hashlib
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -58,7 +58,7 @@ class CertificateFacts:
 
     def valid_throughout(self, day: date) -> bool:
         """Valid for the whole of `day` (UTC): a certificate that expires that morning is already expired."""
-        start = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
         end = start + timedelta(days=1) - timedelta(microseconds=1)
         return self.not_before is not None and self.not_before <= start and end <= self.not_after
 
@@ -158,7 +158,11 @@ def parse_certificate(der: bytes, org_cas: list[x509.Certificate]) -> Certificat
     key_usage, ku_issues = _key_usage(cert)
     issues += ku_issues
     if key_usage in ("BOTH", "NONE"):
-        issues.append("keyUsage has both digitalSignature and keyAgreement" if key_usage == "BOTH" else "keyUsage has neither digitalSignature nor keyAgreement")
+        issues.append(
+            "keyUsage has both digitalSignature and keyAgreement"
+            if key_usage == "BOTH"
+            else "keyUsage has neither digitalSignature nor keyAgreement"
+        )
     policy_oids, policy_issues = _policies(cert)
     issues += policy_issues
     key = cert.public_key()
@@ -218,8 +222,12 @@ class CertificateCatalog:
     `revoked` is the ORL as (issuer, serial) pairs: SMETS1 identifies a certificate by serial and issuer, so a serial
     alone never revokes. `accepted_policy_oids` is the environment's SMKI policy set (None: not judged)."""
 
-    def __init__(self, org_cas: list[x509.Certificate], revoked: frozenset[tuple[str, str]] = frozenset(),
-                 accepted_policy_oids: tuple[str, ...] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        org_cas: list[x509.Certificate],
+        revoked: frozenset[tuple[str, str]] = frozenset(),
+        accepted_policy_oids: tuple[str, ...] | None = None,
+    ):
         self.org_cas = org_cas
         self.revoked = revoked
         self.accepted_policy_oids = accepted_policy_oids
@@ -268,12 +276,18 @@ class CertificateCatalog:
         if facts.error is not None:
             return None
         if not facts.chains_to_org_ca:
-            return "untrusted_issuer", f"not issued by a configured Organisation CA (issuer {facts.issuer}, serial {facts.serial})"
+            return (
+                "untrusted_issuer",
+                f"not issued by a configured Organisation CA (issuer {facts.issuer}, serial {facts.serial})",
+            )
         if self.accepted_policy_oids is not None and not set(facts.policy_oids) & set(self.accepted_policy_oids):
             carried = ", ".join(facts.policy_oids) or "none"
             return "policy_not_accepted", f"no accepted SMKI policy OID (carries {carried}; serial {facts.serial})"
         if facts.profile_issues:
-            return "profile_violation", f"breaks the SMKI profile: {'; '.join(facts.profile_issues)} (serial {facts.serial})"
+            return (
+                "profile_violation",
+                f"breaks the SMKI profile: {'; '.join(facts.profile_issues)} (serial {facts.serial})",
+            )
         return None
 
     def frame(self, as_of: date) -> pd.DataFrame:
@@ -299,7 +313,20 @@ class CertificateCatalog:
                     "subject": f.subject,
                 }
             )
-        columns = ["cert_id", "fingerprint", "error", "entity_id", "role", "key_usage", "serial", "chains", "in_validity", "revoked",
-                   "hold", "hold_reason", "issuer", "subject"]  # fmt: skip
+        columns = [
+            "cert_id",
+            "fingerprint",
+            "error",
+            "entity_id",
+            "role",
+            "key_usage",
+            "serial",
+            "chains",
+            "in_validity",
+            "revoked",
+            "hold",
+            "hold_reason",
+            "issuer",
+            "subject",
+        ]
         return pd.DataFrame(rows, columns=columns).set_index("cert_id")
-

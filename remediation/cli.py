@@ -57,8 +57,16 @@ class _RowProgress(_ProgressLines):
     """A line per input file, counting rows as batches arrive."""
 
     def __init__(self, console: Console):
-        super().__init__(Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed:,} rows"),
-                                  TimeElapsedColumn(), console=console, transient=True))  # fmt: skip
+        super().__init__(
+            Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                TextColumn("{task.completed:,} rows"),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+            )
+        )
 
     def __call__(self, path: str, rows: int) -> None:
         if path not in self.tasks:
@@ -66,17 +74,42 @@ class _RowProgress(_ProgressLines):
         self.progress.advance(self.tasks[path], rows)
 
 
-config_option = click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
-                             help="Case file (TOML) naming the extracts, RDP, registry, PKI and policy.")  # fmt: skip
-key_option = click.option("--key", "key", type=click.Path(dir_okay=False, path_type=Path), default=None, envvar="REMEDIATION_KEY",
-                          help="Your Ed25519 private key (from `remediation keygen`, or an OpenSSH ed25519 key); default $REMEDIATION_KEY. "
-                               "Encrypted keys read their passphrase from $REMEDIATION_KEY_PASSPHRASE.")  # fmt: skip
-trust_policy_option = click.option("--trust-policy", type=click.Path(dir_okay=False, path_type=Path), default=None, envvar="REMEDIATION_TRUST_POLICY",
-                                   help="The reviewed trust policy to check against (default $REMEDIATION_TRUST_POLICY, else the one the plan names); "
-                                        "its SHA-256 must be the one sealed in the plan.")  # fmt: skip
-change_ref_option = click.option("--change-ref", default=None, metavar="CHG-…", help="Governance reference (change record id), signed with the plan or approval.")
-as_of_option = click.option("--as-of", callback=_as_of, metavar="YYYY-MM-DD",
-                            help="Judge registrations and certificate validity on this date (default: the case's, else today).")  # fmt: skip
+config_option = click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Case file (TOML) naming the extracts, RDP, registry, PKI and policy.",
+)
+key_option = click.option(
+    "--key",
+    "key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    envvar="REMEDIATION_KEY",
+    help="Your Ed25519 private key (from `remediation keygen`, or an OpenSSH ed25519 key); default $REMEDIATION_KEY. "
+    "Encrypted keys read their passphrase from $REMEDIATION_KEY_PASSPHRASE.",
+)
+trust_policy_option = click.option(
+    "--trust-policy",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    envvar="REMEDIATION_TRUST_POLICY",
+    help="The reviewed trust policy to check against (default $REMEDIATION_TRUST_POLICY, else the one the plan names); "
+    "its SHA-256 must be the one sealed in the plan.",
+)
+change_ref_option = click.option(
+    "--change-ref",
+    default=None,
+    metavar="CHG-…",
+    help="Governance reference (change record id), signed with the plan or approval.",
+)
+as_of_option = click.option(
+    "--as-of",
+    callback=_as_of,
+    metavar="YYYY-MM-DD",
+    help="Judge registrations and certificate validity on this date (default: the case's, else today).",
+)
 
 
 @click.group(cls=RemediationGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -87,7 +120,13 @@ def main() -> None:
 
 @main.command()
 @config_option
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Directory for the findings.")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory for the findings.",
+)
 @as_of_option
 def detect(config_path: Path, out_dir: Path, as_of: date | None) -> None:
     """Classify every device in the extracts into exactly one finding category."""
@@ -108,26 +147,72 @@ def _default_user() -> str:
 
 @main.command()
 @config_option
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="New directory for the plan.")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="New directory for the plan.",
+)
 @as_of_option
 @click.option("--s1sp", "s1sps", multiple=True, metavar="CODE", help="Plan only this S1SP (repeatable).")
-@click.option("--by", "planner", default=_default_user, show_default="the login name", help="A label for an unsigned plan (a signed plan names the key's holder).")
-@click.option("--from", "from_detect", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, metavar="DETECT_DIR",
-              help="Reuse this detect result instead of detecting again (refused unless its inputs and config still match).")
-@click.option("--allow-unknown-no", is_flag=True,
-              help="Plan even though RDP names network operators the registry lacks (their devices stay UNKNOWN_NO); recorded in plan.json.")
+@click.option(
+    "--by",
+    "planner",
+    default=_default_user,
+    show_default="the login name",
+    help="A label for an unsigned plan (a signed plan names the key's holder).",
+)
+@click.option(
+    "--from",
+    "from_detect",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None,
+    metavar="DETECT_DIR",
+    help="Reuse this detect result instead of detecting again (refused unless its inputs and config still match).",
+)
+@click.option(
+    "--allow-unknown-no",
+    is_flag=True,
+    help="Plan even though RDP names network operators the registry lacks (their devices stay UNKNOWN_NO); recorded in plan.json.",
+)
 @key_option
 @change_ref_option
-@click.option("--trust-policy", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
-              help="Seal the plan under this trust policy instead of the case's [case] trust_policy.")  # fmt: skip
-def plan(config_path: Path, out_dir: Path, as_of: date | None, s1sps: tuple[str, ...], planner: str, from_detect: Path | None,
-         allow_unknown_no: bool, key: Path | None, change_ref: str | None, trust_policy: Path | None) -> None:  # fmt: skip
+@click.option(
+    "--trust-policy",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Seal the plan under this trust policy instead of the case's [case] trust_policy.",
+)
+def plan(
+    config_path: Path,
+    out_dir: Path,
+    as_of: date | None,
+    s1sps: tuple[str, ...],
+    planner: str,
+    from_detect: Path | None,
+    allow_unknown_no: bool,
+    key: Path | None,
+    change_ref: str | None,
+    trust_policy: Path | None,
+) -> None:
     """Detect (or reuse a detect result), then write a correction plan for the WRONG_NO devices, sealed with a plan hash
     and signed with a planner's key."""
     err = Console(stderr=True)
     with _RowProgress(err) as progress:
-        result = pipeline.run_plan(config_path, out_dir, planner=planner, as_of=as_of, s1sps=s1sps, progress=progress, from_detect=from_detect,
-                                   allow_unknown_no=allow_unknown_no, key=key, change_ref=change_ref, trust_policy=trust_policy)  # fmt: skip
+        result = pipeline.run_plan(
+            config_path,
+            out_dir,
+            planner=planner,
+            as_of=as_of,
+            s1sps=s1sps,
+            progress=progress,
+            from_detect=from_detect,
+            allow_unknown_no=allow_unknown_no,
+            key=key,
+            change_ref=change_ref,
+            trust_policy=trust_policy,
+        )
     terminal.print_plan(result.document, result.directory)
 
 
@@ -141,16 +226,27 @@ def approve(plan_dir: Path, key: Path | None, note: str, change_ref: str | None,
     """Approve a plan: sign its plan hash with an approver's key (not the planner's) after checking the plan, its
     signature and its inputs are unchanged."""
     approval = pipeline.run_approve(plan_dir, key, note, change_ref, trust_policy)
-    Console().print(f"approved plan {approval['plan_hash'][:16]}… ({approval['devices']} devices) by {approval['approver']} "
-                    f"(key {approval['key_id']}) at {approval['approved_at']}, change {approval['change_ref'] or '-'}, "
-                    f"trust policy {approval['trust_policy_sha256'][:16]}…")  # fmt: skip
+    Console().print(
+        f"approved plan {approval['plan_hash'][:16]}… ({approval['devices']} devices) by {approval['approver']} "
+        f"(key {approval['key_id']}) at {approval['approved_at']}, change {approval['change_ref'] or '-'}, "
+        f"trust policy {approval['trust_policy_sha256'][:16]}…"
+    )
 
 
 @main.command()
 @click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["html", "md", "json"]), default="html", show_default=True)
-@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), help="Report file (default: DIRECTORY/report.<format>).")
-@click.option("--redact-mpxn", is_flag=True, help="Replace MPxNs by a keyed hash; the key is read from $REMEDIATION_REDACTION_KEY.")
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Report file (default: DIRECTORY/report.<format>).",
+)
+@click.option(
+    "--redact-mpxn",
+    is_flag=True,
+    help="Replace MPxNs by a keyed hash; the key is read from $REMEDIATION_REDACTION_KEY.",
+)
 def report(directory: Path, fmt: str, out_path: Path | None, redact_mpxn: bool) -> None:
     """Write a report of a detect, plan or run directory (HTML is self-contained: charts inline, no network)."""
     key = None
@@ -177,32 +273,78 @@ def _endpoints(values: tuple[str, ...]) -> dict[str, str]:
 def apply_options(f):
     """Options shared by apply and resume."""
     options = [
-        click.option("--by", "who", default=_default_user, show_default="the login name", help="Who runs it (journaled)."),
+        click.option(
+            "--by", "who", default=_default_user, show_default="the login name", help="Who runs it (journaled)."
+        ),
         click.option("--s1sp", "s1sps", multiple=True, metavar="CODE", help="Only this S1SP (repeatable)."),
-        click.option("--endpoint", "endpoints", multiple=True, metavar="S1SP=URL", help="Override an S1SP base URL from the case."),
-        click.option("--canary", type=click.IntRange(1), default=5, show_default=True, help="Devices in each S1SP's first wave."),
+        click.option(
+            "--endpoint",
+            "endpoints",
+            multiple=True,
+            metavar="S1SP=URL",
+            help="Override an S1SP base URL from the case.",
+        ),
+        click.option(
+            "--canary", type=click.IntRange(1), default=5, show_default=True, help="Devices in each S1SP's first wave."
+        ),
         click.option("--max-wave", type=click.IntRange(1), default=2000, show_default=True),
-        click.option("--pause-failure-rate", type=click.FloatRange(0, 1), default=0.2, show_default=True,
-                     help="Pause an S1SP when a wave's failure share exceeds this."),
+        click.option(
+            "--pause-failure-rate",
+            type=click.FloatRange(0, 1),
+            default=0.2,
+            show_default=True,
+            help="Pause an S1SP when a wave's failure share exceeds this.",
+        ),
         click.option("--pause-min-sample", type=click.IntRange(1), default=20, show_default=True),
         click.option("--retry-failed", is_flag=True, help="Re-open devices that failed in an earlier invocation."),
-        click.option("--timeout", type=click.FloatRange(0.1), default=5.0, show_default=True, help="Seconds per S1SP request."),
-        click.option("--client-cert", type=(click.Path(exists=True), click.Path(exists=True)), default=None,
-                     metavar="CERT KEY", help="Client certificate for mutual TLS."),
-        click.option("--ca-bundle", type=click.Path(exists=True), default=None, help="CA bundle to trust for the S1SP's TLS."),
+        click.option(
+            "--timeout", type=click.FloatRange(0.1), default=5.0, show_default=True, help="Seconds per S1SP request."
+        ),
+        click.option(
+            "--client-cert",
+            type=(click.Path(exists=True), click.Path(exists=True)),
+            default=None,
+            metavar="CERT KEY",
+            help="Client certificate for mutual TLS.",
+        ),
+        click.option(
+            "--ca-bundle", type=click.Path(exists=True), default=None, help="CA bundle to trust for the S1SP's TLS."
+        ),
     ]
     for option in reversed(options):
         f = option(f)
     return f
 
 
-def _options(who, s1sps, endpoints, canary, max_wave, pause_failure_rate, pause_min_sample, retry_failed, timeout, client_cert, ca_bundle):
+def _options(
+    who,
+    s1sps,
+    endpoints,
+    canary,
+    max_wave,
+    pause_failure_rate,
+    pause_min_sample,
+    retry_failed,
+    timeout,
+    client_cert,
+    ca_bundle,
+):
     from remediation.apply.pacing import WavePolicy
     from remediation.apply.runner import ApplyOptions
 
-    waves = WavePolicy(canary=canary, max_wave=max_wave, pause_failure_rate=pause_failure_rate, pause_min_sample=pause_min_sample)
-    return ApplyOptions(who=who, waves=waves, s1sps=tuple(s.upper() for s in s1sps), endpoints=_endpoints(endpoints), timeout=timeout,
-                        retry_failed=retry_failed, client_cert=tuple(client_cert) if client_cert else None, ca_bundle=ca_bundle)  # fmt: skip
+    waves = WavePolicy(
+        canary=canary, max_wave=max_wave, pause_failure_rate=pause_failure_rate, pause_min_sample=pause_min_sample
+    )
+    return ApplyOptions(
+        who=who,
+        waves=waves,
+        s1sps=tuple(s.upper() for s in s1sps),
+        endpoints=_endpoints(endpoints),
+        timeout=timeout,
+        retry_failed=retry_failed,
+        client_cert=tuple(client_cert) if client_cert else None,
+        ca_bundle=ca_bundle,
+    )
 
 
 class _ApplyProgress(_ProgressLines):
@@ -211,7 +353,15 @@ class _ApplyProgress(_ProgressLines):
     def __init__(self, console: Console):
         from rich.progress import BarColumn, MofNCompleteColumn
 
-        super().__init__(Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console))
+        super().__init__(
+            Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+            )
+        )
 
     def __call__(self, s1sp: str, done: int, total: int) -> None:
         if s1sp not in self.tasks:
@@ -237,19 +387,44 @@ def _finish_apply(result) -> None:
 
 @main.command()
 @click.argument("plan_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
-@click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path), help="Run directory (created, or resumed if it exists).")
-@click.option("--dry-run", "dry_run_dir", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="OUT_DIR",
-              help="Read live slots and report what would be written, drifted or skipped into OUT_DIR; writes nothing to any S1SP.")
-@click.option("--supersede", is_flag=True, help="Take the plan over from another run directory that is incomplete (journaled in both).")
+@click.option(
+    "--run",
+    "run_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Run directory (created, or resumed if it exists).",
+)
+@click.option(
+    "--dry-run",
+    "dry_run_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    metavar="OUT_DIR",
+    help="Read live slots and report what would be written, drifted or skipped into OUT_DIR; writes nothing to any S1SP.",
+)
+@click.option(
+    "--supersede",
+    is_flag=True,
+    help="Take the plan over from another run directory that is incomplete (journaled in both).",
+)
 @apply_options
 @key_option
 @trust_policy_option
-def apply(plan_dir: Path, run_dir: Path | None, dry_run_dir: Path | None, supersede: bool, key: Path | None, trust_policy: Path | None, **kw) -> None:
+def apply(
+    plan_dir: Path,
+    run_dir: Path | None,
+    dry_run_dir: Path | None,
+    supersede: bool,
+    key: Path | None,
+    trust_policy: Path | None,
+    **kw,
+) -> None:
     """Apply an approved, fresh plan to the S1SPs (canary, waves, checkpoints); resumes an existing run directory."""
     options = _options(**kw)
     options.supersede = supersede
     if dry_run_dir is not None and run_dir is not None:
-        raise click.UsageError("--run and --dry-run exclude each other: a dry run writes nothing, an apply writes (choose one)")
+        raise click.UsageError(
+            "--run and --dry-run exclude each other: a dry run writes nothing, an apply writes (choose one)"
+        )
     if dry_run_dir is not None:
         frame = pipeline.run_dry_run(plan_dir, dry_run_dir, options)
         terminal.print_dry_run(frame, dry_run_dir)
@@ -289,10 +464,20 @@ def status(run_dir: Path) -> None:
 
 @main.command()
 @config_option
-@click.option("--fresh", "fresh_dir", required=True, type=click.Path(file_okay=False, exists=True, path_type=Path),
-              help="Directory with a fresh extract per S1SP: <s1sp>.csv in the canonical dialect (as `simulator export` writes).")
+@click.option(
+    "--fresh",
+    "fresh_dir",
+    required=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Directory with a fresh extract per S1SP: <s1sp>.csv in the canonical dialect (as `simulator export` writes).",
+)
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--plan", "plan_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), help="Also check every planned device is at target.")
+@click.option(
+    "--plan",
+    "plan_dir",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Also check every planned device is at target.",
+)
 @as_of_option
 def verify(config_path: Path, fresh_dir: Path, out_dir: Path, plan_dir: Path | None, as_of: date | None) -> None:
     """Detect again on fresh extracts: list residual WRONG_NO devices (exit 1 if there are any)."""
@@ -304,7 +489,13 @@ def verify(config_path: Path, fresh_dir: Path, out_dir: Path, plan_dir: Path | N
 
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="New directory for the packs.")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="New directory for the packs.",
+)
 def notify(run_dir: Path, out_dir: Path) -> None:
     """NO notification packs of a run: per registered NO the devices now at its certificates, per previous holder the devices it no longer controls."""
     summary = pipeline.run_notify(run_dir, out_dir)
@@ -313,7 +504,13 @@ def notify(run_dir: Path, out_dir: Path) -> None:
 
 @main.command()
 @click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path), metavar="PLAN_OR_RUN_DIR")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="New directory for the worklist.")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="New directory for the worklist.",
+)
 def worklist(directory: Path, out_dir: Path) -> None:
     """SRV 6.15.1 worklist: the locked-out devices the fix leaves, one CSV and JSON per current slot holder, registered NO copied."""
     index = pipeline.run_worklist(directory, out_dir)
@@ -327,18 +524,43 @@ def simulator() -> None:
 
 @simulator.command("serve")
 @config_option
-@click.option("--s1sp", required=True, metavar="CODE", help="Which S1SP's extract to hold (one of the case's [s1sp.CODE] tables).")
-@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), required=True, help="SQLite file (loaded from the extract if new).")
+@click.option(
+    "--s1sp", required=True, metavar="CODE", help="Which S1SP's extract to hold (one of the case's [s1sp.CODE] tables)."
+)
+@click.option(
+    "--db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="SQLite file (loaded from the extract if new).",
+)
 @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True)
-@click.option("--faults", default="", help="e.g. latency=20ms,error=0.05,throttle=0.02,timeout=0.01,drop=0.02,rate=200,seed=7")
-@click.option("--drift-count", type=click.IntRange(0), default=0, help="Change this many random devices underneath at start.")
-@click.option("--drift-device", "drift_devices", multiple=True, help="Change this device underneath at start (repeatable).")
+@click.option(
+    "--faults", default="", help="e.g. latency=20ms,error=0.05,throttle=0.02,timeout=0.01,drop=0.02,rate=200,seed=7"
+)
+@click.option(
+    "--drift-count", type=click.IntRange(0), default=0, help="Change this many random devices underneath at start."
+)
+@click.option(
+    "--drift-device", "drift_devices", multiple=True, help="Change this device underneath at start (repeatable)."
+)
 @click.option("--token-env", default=None, help="Require a bearer token, read from this environment variable.")
 @click.option("--tls-cert", type=click.Path(exists=True, path_type=Path), default=None)
 @click.option("--tls-key", type=click.Path(exists=True, path_type=Path), default=None)
-@click.option("--client-ca", type=click.Path(exists=True, path_type=Path), default=None, help="Require client certificates from this CA (mutual TLS).")
-@click.option("--ready-file", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the bound port here once listening.")
-def simulator_serve(config_path, s1sp, db, port, faults, drift_count, drift_devices, token_env, tls_cert, tls_key, client_ca, ready_file) -> None:
+@click.option(
+    "--client-ca",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="Require client certificates from this CA (mutual TLS).",
+)
+@click.option(
+    "--ready-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the bound port here once listening.",
+)
+def simulator_serve(
+    config_path, s1sp, db, port, faults, drift_count, drift_devices, token_env, tls_cert, tls_key, client_ca, ready_file
+) -> None:
     """Serve one S1SP's anchor slots until stopped (SIGTERM or Ctrl-C)."""
     from remediation.config import load_case
     from remediation.simulator.faults import FaultSpec
@@ -347,13 +569,19 @@ def simulator_serve(config_path, s1sp, db, port, faults, drift_count, drift_devi
 
     # Fail closed: a simulator asked for authentication or mutual TLS that cannot provide it must not serve at all.
     if token_env and not os.environ.get(token_env):
-        raise click.UsageError(f"--token-env {token_env}: ${token_env} is not set; refusing to serve without the bearer token it should require")
+        raise click.UsageError(
+            f"--token-env {token_env}: ${token_env} is not set; refusing to serve without the bearer token it should require"
+        )
     if client_ca and not tls_cert:
-        raise click.UsageError("--client-ca needs --tls-cert (and --tls-key): mutual TLS cannot be required over plain HTTP")
+        raise click.UsageError(
+            "--client-ca needs --tls-cert (and --tls-key): mutual TLS cannot be required over plain HTTP"
+        )
     spec = FaultSpec.parse(faults)
     config = load_case(config_path)
     if s1sp not in config.s1sp_codes:
-        raise click.BadParameter(f"{s1sp!r} is not one of the case's S1SPs ({', '.join(config.s1sp_codes)})", param_hint="--s1sp")
+        raise click.BadParameter(
+            f"{s1sp!r} is not one of the case's S1SPs ({', '.join(config.s1sp_codes)})", param_hint="--s1sp"
+        )
     fresh = not db.exists()
     store = SlotStore(db)
     if fresh:
@@ -369,7 +597,9 @@ def simulator_serve(config_path, s1sp, db, port, faults, drift_count, drift_devi
         if ready_file:
             ready_file.write_text(str(bound))
 
-    serve_forever(store, port, spec, token=token, tls_cert=tls_cert, tls_key=tls_key, client_ca=client_ca, on_ready=ready)
+    serve_forever(
+        store, port, spec, token=token, tls_cert=tls_cert, tls_key=tls_key, client_ca=client_ca, on_ready=ready
+    )
 
 
 @simulator.command("export")
@@ -387,9 +617,20 @@ def simulator_export(db: Path, out_path: Path) -> None:
 
 
 @main.command()
-@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Private key file NAME; the public key goes to NAME.pub.")
+@click.option(
+    "--out",
+    "out_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Private key file NAME; the public key goes to NAME.pub.",
+)
 @click.option("--comment", default=None, help="Comment on the public key line (default: NAME).")
-@click.option("--passphrase-env", default=None, metavar="VAR", help="Encrypt the private key with the passphrase in this environment variable.")
+@click.option(
+    "--passphrase-env",
+    default=None,
+    metavar="VAR",
+    help="Encrypt the private key with the passphrase in this environment variable.",
+)
 def keygen(out_path: Path, comment: str | None, passphrase_env: str | None) -> None:
     """Make your Ed25519 key pair: NAME (private, mode 0600) and NAME.pub (the line that goes into the trust policy)."""
     from remediation.authority import write_key_pair
@@ -411,8 +652,20 @@ def audit() -> None:
 
 
 @audit.command("keygen")
-@click.option("--private", "private_path", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Ed25519 private key (PEM, mode 0600).")
-@click.option("--public", "public_path", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Its public key (PEM), for audit verify.")
+@click.option(
+    "--private",
+    "private_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Ed25519 private key (PEM, mode 0600).",
+)
+@click.option(
+    "--public",
+    "public_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Its public key (PEM), for audit verify.",
+)
 def audit_keygen(private_path: Path, public_path: Path) -> None:
     """Old form of `remediation keygen` (PEM public key; list it in the trust policy to sign exports with it)."""
     from remediation.evidence.audit import generate_key
@@ -427,33 +680,67 @@ def audit_keygen(private_path: Path, public_path: Path) -> None:
 @click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
 @key_option
-@click.option("--sign-key", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None, help="Old name of --key.")
+@click.option(
+    "--sign-key", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None, help="Old name of --key."
+)
 @click.option("--by", "who", default=_default_user, show_default="the login name")
 def audit_export(run_dir: Path, out_dir: Path, key: Path | None, sign_key: Path | None, who: str) -> None:
     """Export findings, plan, its signature, approvals, trust policy, journal and per-device outcomes, with a manifest
     signed by an auditor's or operator's key from the trust policy."""
     result = pipeline.run_audit_export(run_dir, out_dir, sign_key, who, key=key)
-    signer = f"{result.manifest['signed_by']}, key {result.manifest['key_id']}" if result.manifest.get("signed_by") else f"key {result.manifest['public_key_sha256'][:16]}…"
-    Console().print(f"exported {len(result.manifest['files'])} files to {result.directory}, manifest signed ({result.manifest['algorithm']}, {signer})")
+    signer = (
+        f"{result.manifest['signed_by']}, key {result.manifest['key_id']}"
+        if result.manifest.get("signed_by")
+        else f"key {result.manifest['public_key_sha256'][:16]}…"
+    )
+    Console().print(
+        f"exported {len(result.manifest['files'])} files to {result.directory}, manifest signed ({result.manifest['algorithm']}, {signer})"
+    )
 
 
 @audit.command("verify")
 @click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
-@click.option("--expect-policy-sha256", default=None, metavar="HEX", help="SHA-256 of the reviewed trust policy (sha256sum people.toml); required when the export carries one.")
-@click.option("--pubkey", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
-              help="Pin the exporter's public key (default: the exporter's key in the exported, pinned trust policy).")  # fmt: skip
+@click.option(
+    "--expect-policy-sha256",
+    default=None,
+    metavar="HEX",
+    help="SHA-256 of the reviewed trust policy (sha256sum people.toml); required when the export carries one.",
+)
+@click.option(
+    "--pubkey",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Pin the exporter's public key (default: the exporter's key in the exported, pinned trust policy).",
+)
 def audit_verify(directory: Path, expect_policy_sha256: str | None, pubkey: Path | None) -> None:
     """Check the trust policy against the expected hash, the manifest signature, every file's hash, the journal chain, the
     plan signature, the approvals and quorum, the signed run records and the summary's counts (exit 3 naming the first fault)."""
     manifest = pipeline.run_audit_verify(directory, pubkey, expect_policy_sha256)
-    policy = f", trust policy {manifest['trust_policy_sha256'][:16]}… as expected; plan signature, approvals and run records" if manifest.get("trust_policy_sha256") else ""
-    Console().print(f"[green]verified[/]: signature, {len(manifest['files'])} file hashes, journal chain{policy} and counts (plan {manifest['plan_hash'][:16]}…)")
+    policy = (
+        f", trust policy {manifest['trust_policy_sha256'][:16]}… as expected; plan signature, approvals and run records"
+        if manifest.get("trust_policy_sha256")
+        else ""
+    )
+    Console().print(
+        f"[green]verified[/]: signature, {len(manifest['files'])} file hashes, journal chain{policy} and counts (plan {manifest['plan_hash'][:16]}…)"
+    )
 
 
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="New directory for the rollback plan.")
-@click.option("--device", "devices", multiple=True, help="Roll back only this device (repeatable; default: every device the run wrote).")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="New directory for the rollback plan.",
+)
+@click.option(
+    "--device",
+    "devices",
+    multiple=True,
+    help="Roll back only this device (repeatable; default: every device the run wrote).",
+)
 @click.option("--by", "planner", default=_default_user, show_default="the login name")
 @key_option
 def rollback(run_dir: Path, out_dir: Path, devices: tuple[str, ...], planner: str, key: Path | None) -> None:

@@ -36,9 +36,14 @@ CANONICAL_FIELDS = frozenset(EXTRACT_FIELDS_WIDE + EXTRACT_FIELDS_SLOT + RDP_FIE
 
 # The contract's default device types: which fuel's NO certificates each carries, or none (OUT_OF_SCOPE).
 DEFAULT_DEVICE_TYPES: dict[str, tuple[str | None, bool]] = {
-    "ESME": ("E", True), "GSME": ("G", True), "GPF": ("G", True),
-    "CHF": (None, False), "PPMID": (None, False), "IHD": (None, False), "HCALCS": (None, False),
-}  # fmt: skip
+    "ESME": ("E", True),
+    "GSME": ("G", True),
+    "GPF": ("G", True),
+    "CHF": (None, False),
+    "PPMID": (None, False),
+    "IHD": (None, False),
+    "HCALCS": (None, False),
+}
 
 _NAME = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 _CODE = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]+$")]  # S1SP codes become file names and "A+B" labels
@@ -91,7 +96,9 @@ class _DialectFile(_Strict):
     def _canonical_keys(cls, value: dict) -> dict:
         unknown = sorted(set(value) - CANONICAL_FIELDS)
         if unknown:
-            raise ValueError(f"unknown canonical column(s) {', '.join(map(repr, unknown))} (known: {', '.join(sorted(CANONICAL_FIELDS))})")
+            raise ValueError(
+                f"unknown canonical column(s) {', '.join(map(repr, unknown))} (known: {', '.join(sorted(CANONICAL_FIELDS))})"
+            )
         return value
 
 
@@ -165,7 +172,7 @@ class _DeviceType(_Strict):
     @model_validator(mode="after")
     def _fuel_when_slots(self) -> _DeviceType:
         if self.no_slots and self.fuel is None:
-            raise ValueError("a device type with NO slots needs fuel = \"E\" or \"G\"")
+            raise ValueError('a device type with NO slots needs fuel = "E" or "G"')
         return self
 
 
@@ -191,11 +198,16 @@ class _CaseFile(_Strict):
 
     @model_validator(mode="after")
     def _extract_s1sps_configured(self) -> _CaseFile:
-        if len(set(DEFAULT_DEVICE_TYPES) | set(self.device_types)) > 100:  # device type codes are int8 in the device tables
+        if (
+            len(set(DEFAULT_DEVICE_TYPES) | set(self.device_types)) > 100
+        ):  # device type codes are int8 in the device tables
             raise _FieldError("device_types", "more than 100 device types")
         for i, item in enumerate(self.inputs.extract):
             if item.s1sp not in self.s1sp:
-                raise _FieldError(f"inputs.extract[{i}].s1sp", f"S1SP {item.s1sp!r} has no [s1sp.{item.s1sp}] table (configured: {', '.join(self.s1sp)})")
+                raise _FieldError(
+                    f"inputs.extract[{i}].s1sp",
+                    f"S1SP {item.s1sp!r} has no [s1sp.{item.s1sp}] table (configured: {', '.join(self.s1sp)})",
+                )
         return self
 
 
@@ -414,13 +426,17 @@ def load_dialect(path: Path, required: tuple[str, ...] | None = None) -> Dialect
         if canonical == "effective_to":
             continue  # an RDP source may omit it: every registration is then open-ended
         if canonical not in dialect.columns:
-            raise ConfigError("no source column or constant for this canonical column", file=str(path), field=f"columns.{canonical}")
+            raise ConfigError(
+                "no source column or constant for this canonical column", file=str(path), field=f"columns.{canonical}"
+            )
     return dialect
 
 
 def canonical_dialect() -> Dialect:
     """CSV with the canonical column names: what the simulator exports and what tests write."""
-    return Dialect(name="canonical", path=Path(__file__), format="csv", layout="wide", columns={c: c for c in EXTRACT_FIELDS_WIDE})
+    return Dialect(
+        name="canonical", path=Path(__file__), format="csv", layout="wide", columns={c: c for c in EXTRACT_FIELDS_WIDE}
+    )
 
 
 def load_registry_file(path: Path) -> list[dict]:
@@ -458,7 +474,9 @@ def load_case(path: str | Path) -> CaseConfig:
             if exc.field is not None:
                 raise
             # The named file is not a dialect at all (not TOML, not UTF-8): say which setting named it.
-            raise ConfigError(f"{dialect_path} is not a dialect file: {str(exc).split(': ', 1)[-1]}", file=str(path), field=where) from None
+            raise ConfigError(
+                f"{dialect_path} is not a dialect file: {str(exc).split(': ', 1)[-1]}", file=str(path), field=where
+            ) from None
 
     extracts = []
     for i, item in enumerate(raw.inputs.extract):
@@ -468,7 +486,9 @@ def load_case(path: str | Path) -> CaseConfig:
     rdp = []
     for i, item in enumerate(raw.inputs.rdp):
         where = f"inputs.rdp[{i}]"
-        rdp.append(RdpSource(file_at(item.path, f"{where}.path"), dialect_at(item.dialect, f"{where}.dialect", RDP_FIELDS)))
+        rdp.append(
+            RdpSource(file_at(item.path, f"{where}.path"), dialect_at(item.dialect, f"{where}.dialect", RDP_FIELDS))
+        )
     device_types = default_device_types()
     for name, spec in raw.device_types.items():
         device_types[name] = DeviceType(name, spec.fuel, spec.no_slots)
@@ -489,4 +509,3 @@ def load_case(path: str | Path) -> CaseConfig:
         governance=raw.governance,
         costs=dict(raw.costs) if raw.costs is not None else None,
     )
-

@@ -22,7 +22,16 @@ from remediation.certificates import HOLD_CAUSES
 from remediation.config import DeviceType, Policy, default_device_types
 from remediation.identifiers import eui64_keys, eui64_text, mpxn_text
 from remediation.ingest.faults import FAULT_FIELDS
-from remediation.model import CATEGORIES, CAUSES, EMPTY_SLOT, FINDING_COLUMNS, FUEL_CODES, LOCKED_OUT_CATEGORIES, ROLE_NAMES, ROLE_NETWORK_OPERATOR, Category
+from remediation.model import (
+    CATEGORIES,
+    CAUSES,
+    FINDING_COLUMNS,
+    FUEL_CODES,
+    LOCKED_OUT_CATEGORIES,
+    ROLE_NAMES,
+    ROLE_NETWORK_OPERATOR,
+    Category,
+)
 
 # Per-slot verdicts, most serious first; a slot gets the first that applies.
 VERDICTS = ("EMPTY", "UNDECODABLE", "HOLD", "OTHER_ORG", "NOT_NO_ROLE", "KEY_USAGE", "EXPIRED", "REVOKED", "OK")
@@ -39,9 +48,19 @@ _VERDICT_TEXT = {
     "OK": "the registered NO's certificate",
 }
 FINDINGS_EXTRA = [
-    "registered_no", "ds_fingerprint", "ka_fingerprint", "ds_verdict", "ka_verdict", "ds_role", "ka_role",
-    "source_file", "source_row", "rows", "extracted_at", "finding_id",
-]  # fmt: skip
+    "registered_no",
+    "ds_fingerprint",
+    "ka_fingerprint",
+    "ds_verdict",
+    "ka_verdict",
+    "ds_role",
+    "ka_role",
+    "source_file",
+    "source_row",
+    "rows",
+    "extracted_at",
+    "finding_id",
+]
 NO_CODE = -1  # "no registered NO" in NO-code arrays
 
 
@@ -97,7 +116,9 @@ class Detection:
             if isinstance(value, tuple):
                 data[name] = _dictionary(value[0][part], value[1])
             elif isinstance(value, Lookup):
-                data[name] = pa.array(value.at(part)) if value.labels is None else _dictionary(value.at(part), value.labels)
+                data[name] = (
+                    pa.array(value.at(part)) if value.labels is None else _dictionary(value.at(part), value.labels)
+                )
         for name in ("source_row", "rows", "no_locked_out"):
             data[name] = pa.array(c[name][part])
         data["extracted_at"] = pa.array(c["extracted_at"][part]).cast(pa.timestamp("ns", tz="UTC"))
@@ -158,7 +179,9 @@ class CertificateTable:
             chains=col("chains", False, bool),
             in_validity=col("in_validity", False, bool),
             revoked=col("revoked", False, bool),
-            hold=np.append(certs["hold"].to_numpy(dtype=np.int8), -1).astype(np.int8) if "hold" in certs else np.full(len(certs) + 1, -1, np.int8),
+            hold=np.append(certs["hold"].to_numpy(dtype=np.int8), -1).astype(np.int8)
+            if "hold" in certs
+            else np.full(len(certs) + 1, -1, np.int8),
         )
 
 
@@ -192,8 +215,14 @@ def _collapse_duplicates(records: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFr
     n = len(records)
     keys = records["key"].to_numpy(dtype=np.uint64)
     repeated = _repeated(keys, records["key_ok"].to_numpy(dtype=bool))
-    input_rows = pd.DataFrame({"source_file": records["source_file"], "source_row": records["source_row"].to_numpy(),
-                               "n_rows": records["n_rows"].to_numpy(), "finding_id": np.full(n, -1, dtype=np.int32)})  # fmt: skip
+    input_rows = pd.DataFrame(
+        {
+            "source_file": records["source_file"],
+            "source_row": records["source_row"].to_numpy(),
+            "n_rows": records["n_rows"].to_numpy(),
+            "finding_id": np.full(n, -1, dtype=np.int32),
+        }
+    )
     keep = ~repeated
     multi = None
     if repeated.any():
@@ -211,8 +240,13 @@ def _collapse_duplicates(records: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFr
         grouped = multi.groupby("key", sort=False)  # keys in order of first appearance
         first = grouped["first"].min()
         at = np.searchsorted(kept, first.to_numpy())  # each repeated key's device position
-        for name, values in (("rows", grouped["n_rows"].sum()), ("invalid", grouped["invalid"].any()), ("fault", grouped["fault"].min()),
-                             ("conflict", grouped["conflict"].any()), ("extracted_at", grouped["extracted_at"].max())):  # fmt: skip
+        for name, values in (
+            ("rows", grouped["n_rows"].sum()),
+            ("invalid", grouped["invalid"].any()),
+            ("fault", grouped["fault"].min()),
+            ("conflict", grouped["conflict"].any()),
+            ("extracted_at", grouped["extracted_at"].max()),
+        ):
             column = devices[name].to_numpy().copy()
             column[at] = values.to_numpy(dtype=column.dtype)
             devices[name] = column
@@ -230,7 +264,11 @@ def _collapse_duplicates(records: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFr
         categories = sorted(set(old.categories) | set(labels))
         codes = np.array([categories.index(c) for c in old.categories] + [-1], dtype=np.int16)[old.codes.to_numpy()]
         if len(clash):
-            where = (file_names(involved["source_file"].astype(str)) + " row " + involved["source_row"].astype(str)).groupby(involved["key"]).agg("; ".join)
+            where = (
+                (file_names(involved["source_file"].astype(str)) + " row " + involved["source_row"].astype(str))
+                .groupby(involved["key"])
+                .agg("; ".join)
+            )
             clash_at = position.reindex(clash).to_numpy()
             codes[clash_at] = [categories.index(label) for label in labels.reindex(clash)]
             dup_detail = dict(zip(clash_at.tolist(), ("records differ: " + where.reindex(clash)).tolist()))
@@ -256,7 +294,11 @@ def _take_consuming(frame: pd.DataFrame, selector: np.ndarray) -> pd.DataFrame:
     columns = {}
     for name in list(frame.columns):
         column = frame.pop(name)
-        columns[name] = column.iloc[selector].reset_index(drop=True) if selector.dtype != bool else column[selector].reset_index(drop=True)
+        columns[name] = (
+            column.iloc[selector].reset_index(drop=True)
+            if selector.dtype != bool
+            else column[selector].reset_index(drop=True)
+        )
         del column
     return pd.DataFrame(columns)
 
@@ -307,12 +349,18 @@ class Registration:
     no_ids: np.ndarray  # NO id per code
     pending_no: np.ndarray  # code of another NO whose registration starts within the policy's horizon, else NO_CODE
     pending_day: np.ndarray  # its first start day (days since 1970-01-01) where pending_no is set
-    no_rdp_cause: np.ndarray  # int8 per device: 0 never registered, 1 ended, 2 not yet effective (meaningful if count == 0)
-    ended_pairs: np.ndarray  # sorted distinct (MPxN+fuel key) * width + NO code of registrations ended before the as-of date
+    no_rdp_cause: (
+        np.ndarray
+    )  # int8 per device: 0 never registered, 1 ended, 2 not yet effective (meaningful if count == 0)
+    ended_pairs: (
+        np.ndarray
+    )  # sorted distinct (MPxN+fuel key) * width + NO code of registrations ended before the as-of date
     width: int
 
 
-def _registration(devices: pd.DataFrame, registrations: pd.DataFrame, as_of: date, policy: Policy, dev_fuel: np.ndarray) -> Registration:
+def _registration(
+    devices: pd.DataFrame, registrations: pd.DataFrame, as_of: date, policy: Policy, dev_fuel: np.ndarray
+) -> Registration:
     """The registration effective on the as-of date: how many distinct NOs, which one, and rejected rows; also the
     registrations that ended before it (for WRONG_NO causes) and those that start within the pending horizon."""
     day = (as_of - date(1970, 1, 1)).days  # RDP dates are int32 days since 1970-01-01, NO_DAY for an open end
@@ -383,12 +431,25 @@ def _registration(devices: pd.DataFrame, registrations: pd.DataFrame, as_of: dat
     if len(many):
         wanted = np.isin(pair_keys, dkey[many])
         names = pd.Series(no_ids[pair_nos[wanted]]).groupby(pair_keys[wanted]).agg(lambda s: ", ".join(sorted(s)))
-        detail.update(zip(many.tolist(), ("registrations effective on " + str(as_of) + ": " + names.reindex(dkey[many])).tolist()))
+        detail.update(
+            zip(many.tolist(), ("registrations effective on " + str(as_of) + ": " + names.reindex(dkey[many])).tolist())
+        )
     hit = np.flatnonzero(rejected)
     if len(hit):
         bad = registrations[rejected_rows]
-        where = (file_names(bad["source_file"].astype(str)) + " row " + bad["source_row"].astype(str)).groupby(bad["mpxn_key"].to_numpy()).agg("; ".join)
-        detail.update(zip(hit.tolist(), ("an RDP row for this MPxN was rejected: " + where.reindex(devices["mpxn_key"].to_numpy()[hit])).tolist()))
+        where = (
+            (file_names(bad["source_file"].astype(str)) + " row " + bad["source_row"].astype(str))
+            .groupby(bad["mpxn_key"].to_numpy())
+            .agg("; ".join)
+        )
+        detail.update(
+            zip(
+                hit.tolist(),
+                (
+                    "an RDP row for this MPxN was rejected: " + where.reindex(devices["mpxn_key"].to_numpy()[hit])
+                ).tolist(),
+            )
+        )
     codes = no_cat.cat.codes.to_numpy()
 
     def pairs(mask: np.ndarray) -> np.ndarray:
@@ -405,7 +466,9 @@ def _registration(devices: pd.DataFrame, registrations: pd.DataFrame, as_of: dat
         at = np.searchsorted(soon_pairs, keys * width)
         at_next = np.minimum(at + 1, len(soon_pairs) - 1)
         first_no = (soon_pairs[at] % width).astype(np.int32)  # every key is there: `at` is its first pair
-        next_no = np.where((soon_pairs[at_next] // width == keys) & (at_next > at), soon_pairs[at_next] % width, NO_CODE).astype(np.int32)
+        next_no = np.where(
+            (soon_pairs[at_next] // width == keys) & (at_next > at), soon_pairs[at_next] % width, NO_CODE
+        ).astype(np.int32)
         mine = registered[single]
         pending_no[single] = np.where(first_no != mine, first_no, next_no)
     # The day each pending change takes effect: the earliest start of its (MPxN, NO) pair.
@@ -425,7 +488,9 @@ def _registration(devices: pd.DataFrame, registrations: pd.DataFrame, as_of: dat
             keys = np.unique(_reg_keys(mpxn[mask], fuel[mask]))
             no_rdp_cause[none[_find(keys, dkey[none])[1]]] = code
     ended_pairs = pairs(ended)
-    return Registration(count, registered, rejected, detail, no_ids, pending_no, pending_day, no_rdp_cause, ended_pairs, width)
+    return Registration(
+        count, registered, rejected, detail, no_ids, pending_no, pending_day, no_rdp_cause, ended_pairs, width
+    )
 
 
 # ------------------------------------------------------------------------------------------------ slots
@@ -542,19 +607,40 @@ def find_wrong_devices(
         lambda: either("KEY_USAGE"),
         lambda: either("EXPIRED", "REVOKED"),
     ]
-    category = _first_true(len(devices), conditions, list(range(len(conditions))), default=len(conditions))  # the contract's precedence
+    category = _first_true(
+        len(devices), conditions, list(range(len(conditions))), default=len(conditions)
+    )  # the contract's precedence
 
     def category_is(name: str) -> np.ndarray:  # on demand: a dozen masks of 10 million would hold 120 MB
         return category == CATEGORIES.index(name)
 
     s1sp = devices["s1sp"]
-    cause = _causes(category_is, devices, ds_v, ka_v, ds_ids, ka_ids, table, reg, reg_row, reg_entity, reg_fuel, no_to_registry, dev_fuel, s1sp)
+    cause = _causes(
+        category_is,
+        devices,
+        ds_v,
+        ka_v,
+        ds_ids,
+        ka_ids,
+        table,
+        reg,
+        reg_row,
+        reg_entity,
+        reg_fuel,
+        no_to_registry,
+        dev_fuel,
+        s1sp,
+    )
     locked = np.isin(category, [CATEGORIES.index(c) for c in LOCKED_OUT_CATEGORIES])
     expired_or_revoked = np.flatnonzero(category_is(Category.EXPIRED_OR_REVOKED.value))
     if len(expired_or_revoked):
-        enforcing = np.array([bool(enforces_validity.get(label)) for label in s1sp.cat.categories] + [False])[s1sp.cat.codes.to_numpy()]
+        enforcing = np.array([bool(enforces_validity.get(label)) for label in s1sp.cat.categories] + [False])[
+            s1sp.cat.codes.to_numpy()
+        ]
         c = cause[expired_or_revoked]
-        locked[expired_or_revoked] = (c == CAUSES.index("revoked")) | ((c == CAUSES.index("expired")) & enforcing[expired_or_revoked])
+        locked[expired_or_revoked] = (c == CAUSES.index("revoked")) | (
+            (c == CAUSES.index("expired")) & enforcing[expired_or_revoked]
+        )
 
     # Detail: a shared text per verdict pair or per category, plus per-device texts for the rare categories.
     texts = [f"NO_DS: {_VERDICT_TEXT[a]}; NO_KA: {_VERDICT_TEXT[b]}" for a in VERDICTS for b in VERDICTS]
@@ -562,7 +648,11 @@ def find_wrong_devices(
     for name, cause_name, text in (
         ("NO_RDP", "no_registration", f"no RDP registration for this MPxN and fuel (as of {as_of})"),
         ("NO_RDP", "registration_ended", f"the MPxN's registrations ended before {as_of}; none is effective"),
-        ("NO_RDP", "registration_not_yet_effective", f"the MPxN's registration starts after {as_of}; none is effective yet"),
+        (
+            "NO_RDP",
+            "registration_not_yet_effective",
+            f"the MPxN's registration starts after {as_of}; none is effective yet",
+        ),
     ):
         texts.append(text)
         detail_code[category_is(name) & (cause == CAUSES.index(cause_name))] = len(texts) - 1
@@ -575,24 +665,45 @@ def find_wrong_devices(
     if len(unknown):
         no_ids = np.append(reg.no_ids, None)[reg.no_code[unknown]]
         other_fuel = reg_row[unknown] >= 0
-        per_device = np.where(other_fuel, "registered network operator " + no_ids.astype(str) + " serves the other fuel",
-                              "network operator " + no_ids.astype(str) + " is not in the NO registry")  # fmt: skip
+        per_device = np.where(
+            other_fuel,
+            "registered network operator " + no_ids.astype(str) + " serves the other fuel",
+            "network operator " + no_ids.astype(str) + " is not in the NO registry",
+        )
         detail_code[unknown] = _append_texts(texts, per_device)
     pending = np.flatnonzero(category_is(Category.PENDING_NO_CHANGE.value))
     if len(pending):
-        current, incoming = reg.no_ids[reg.no_code[pending]].astype(str), reg.no_ids[reg.pending_no[pending]].astype(str)
+        current, incoming = (
+            reg.no_ids[reg.no_code[pending]].astype(str),
+            reg.no_ids[reg.pending_no[pending]].astype(str),
+        )
         on = (np.datetime64("1970-01-01") + reg.pending_day[pending].astype("timedelta64[D]")).astype(str)
-        horizon = f" (within {policy.pending_change_horizon_days} days of {as_of}): held, never written to the outgoing NO"
-        detail_code[pending] = _append_texts(texts, "registration changes from " + current + " to " + incoming + " on " + on + horizon)
-    reg.pending_no = reg.pending_day = reg.no_rdp_cause = reg.ended_pairs = None  # settled: free them before the text columns are built
+        horizon = (
+            f" (within {policy.pending_change_horizon_days} days of {as_of}): held, never written to the outgoing NO"
+        )
+        detail_code[pending] = _append_texts(
+            texts, "registration changes from " + current + " to " + incoming + " on " + on + horizon
+        )
+    reg.pending_no = reg.pending_day = reg.no_rdp_cause = reg.ended_pairs = (
+        None  # settled: free them before the text columns are built
+    )
     held = np.flatnonzero(category_is(Category.SECURITY_HOLD.value))
     if len(held):
         reasons = np.append(certs["hold_reason"].to_numpy(dtype=object), None)
         hold_ds = ds_v[held] == VERDICTS.index("HOLD")
-        per_device = [f"{slot}: {reason}" for slot, reason in zip(np.where(hold_ds, "NO_DS", "NO_KA"), reasons[np.where(hold_ds, ds_ids[held], ka_ids[held])])]
+        per_device = [
+            f"{slot}: {reason}"
+            for slot, reason in zip(
+                np.where(hold_ds, "NO_DS", "NO_KA"), reasons[np.where(hold_ds, ds_ids[held], ka_ids[held])]
+            )
+        ]
         detail_code[held] = _append_texts(texts, per_device)
     for cat, values, fallback in (
-        (Category.DUPLICATE_CONFLICT.value, devices.attrs.get("dup_detail", {}), "the same device appears with differing content"),
+        (
+            Category.DUPLICATE_CONFLICT.value,
+            devices.attrs.get("dup_detail", {}),
+            "the same device appears with differing content",
+        ),
         (Category.RDP_AMBIGUOUS.value, reg.detail, "more than one registration"),
     ):
         rows = np.flatnonzero(category_is(cat))
@@ -604,7 +715,11 @@ def find_wrong_devices(
 
     # Owners: per certificate id, an index into entity labels + "" (empty) + "UNDECODABLE".
     owner_labels = list(entities.labels) + ["", "UNDECODABLE", ""]
-    empty_label, undecodable_label, none_label = len(entities.labels), len(entities.labels) + 1, len(entities.labels) + 2
+    empty_label, undecodable_label, none_label = (
+        len(entities.labels),
+        len(entities.labels) + 1,
+        len(entities.labels) + 2,
+    )
     owner_of = np.where(table.entity_code >= 0, table.entity_code, none_label).astype(np.int32)
     owner_of[table.error] = undecodable_label
     owner_of[-1] = empty_label
@@ -648,8 +763,22 @@ def find_wrong_devices(
     return detection
 
 
-def _causes(category_is, devices, ds_v, ka_v, ds_ids, ka_ids, table: CertificateTable, reg: Registration, reg_row, reg_entity, reg_fuel,
-            no_to_registry, dev_fuel, s1sp) -> np.ndarray:  # fmt: skip
+def _causes(
+    category_is,
+    devices,
+    ds_v,
+    ka_v,
+    ds_ids,
+    ka_ids,
+    table: CertificateTable,
+    reg: Registration,
+    reg_row,
+    reg_entity,
+    reg_fuel,
+    no_to_registry,
+    dev_fuel,
+    s1sp,
+) -> np.ndarray:
     """The cause code (index into CAUSES) of every device; only the devices of each category are looked at."""
     C = CAUSES.index
     V = VERDICTS.index
@@ -661,13 +790,18 @@ def _causes(category_is, devices, ds_v, ka_v, ds_ids, ka_ids, table: Certificate
 
     rows = np.flatnonzero(category_is("INVALID_INPUT"))
     if len(rows):
-        by_fault = np.array([C(_INVALID_CAUSE_BY_FIELD.get(f, "invalid_other_row")) for f in FAULT_FIELDS] + [C("invalid_other_row")] * 2)
+        by_fault = np.array(
+            [C(_INVALID_CAUSE_BY_FIELD.get(f, "invalid_other_row")) for f in FAULT_FIELDS]
+            + [C("invalid_other_row")] * 2
+        )
         fault = devices["fault"].to_numpy(dtype=np.int64)[rows]
         put("INVALID_INPUT", rows, by_fault[np.minimum(fault, len(FAULT_FIELDS) + 1)])
     put("OUT_OF_SCOPE", None, C("device_type_without_no_slots"))
     rows = np.flatnonzero(category_is("DUPLICATE_CONFLICT"))
     if len(rows):
-        several = np.array(["+" in str(label) for label in s1sp.cat.categories] + [False])[s1sp.cat.codes.to_numpy()[rows]]
+        several = np.array(["+" in str(label) for label in s1sp.cat.categories] + [False])[
+            s1sp.cat.codes.to_numpy()[rows]
+        ]
         put("DUPLICATE_CONFLICT", rows, np.where(several, C("held_by_several_s1sps"), C("differing_records")))
     rows = np.flatnonzero(category_is("SECURITY_HOLD"))
     if len(rows):
@@ -686,19 +820,35 @@ def _causes(category_is, devices, ds_v, ka_v, ds_ids, ka_ids, table: Certificate
     rows = np.flatnonzero(category_is("PENDING_NO_CHANGE"))
     if len(rows):
         incoming = reg_entity[no_to_registry[reg.pending_no[rows]]]
-        holds = (incoming >= 0) & ((table.entity_code[ds_ids[rows]] == incoming) | (table.entity_code[ka_ids[rows]] == incoming))
+        holds = (incoming >= 0) & (
+            (table.entity_code[ds_ids[rows]] == incoming) | (table.entity_code[ka_ids[rows]] == incoming)
+        )
         put("PENDING_NO_CHANGE", rows, np.where(holds, C("slots_hold_incoming_no"), C("change_of_no_pending")))
     rows = np.flatnonzero(category_is("WRONG_NO"))
     if len(rows):
-        put("WRONG_NO", rows, _wrong_causes(rows, ds_v, ds_ids, ka_ids, table, reg, reg_entity, reg_fuel, no_to_registry, dev_fuel, devices))
+        put(
+            "WRONG_NO",
+            rows,
+            _wrong_causes(
+                rows, ds_v, ds_ids, ka_ids, table, reg, reg_entity, reg_fuel, no_to_registry, dev_fuel, devices
+            ),
+        )
     rows = np.flatnonzero(category_is("SLOT_EMPTY"))
     if len(rows):
         ds_empty, ka_empty = ds_v[rows] == V("EMPTY"), ka_v[rows] == V("EMPTY")
-        put("SLOT_EMPTY", rows, np.where(ds_empty & ka_empty, C("both_empty"), np.where(ds_empty, C("ds_empty"), C("ka_empty"))))
+        put(
+            "SLOT_EMPTY",
+            rows,
+            np.where(ds_empty & ka_empty, C("both_empty"), np.where(ds_empty, C("ds_empty"), C("ka_empty"))),
+        )
     rows = np.flatnonzero(category_is("KEY_USAGE_MISMATCH"))
     if len(rows):
         ds_bad, ka_bad = ds_v[rows] == V("KEY_USAGE"), ka_v[rows] == V("KEY_USAGE")
-        put("KEY_USAGE_MISMATCH", rows, np.where(ds_bad & ka_bad, C("swapped"), np.where(ds_bad, C("ds_slot_holds_ka"), C("ka_slot_holds_ds"))))
+        put(
+            "KEY_USAGE_MISMATCH",
+            rows,
+            np.where(ds_bad & ka_bad, C("swapped"), np.where(ds_bad, C("ds_slot_holds_ka"), C("ka_slot_holds_ds"))),
+        )
     rows = np.flatnonzero(category_is("EXPIRED_OR_REVOKED"))
     if len(rows):
         revoked = (ds_v[rows] == V("REVOKED")) | (ka_v[rows] == V("REVOKED"))
@@ -706,8 +856,19 @@ def _causes(category_is, devices, ds_v, ka_v, ds_ids, ka_ids, table: Certificate
     return cause
 
 
-def _wrong_causes(rows, ds_v, ds_ids, ka_ids, table: CertificateTable, reg: Registration, reg_entity, reg_fuel, no_to_registry, dev_fuel,
-                  devices) -> np.ndarray:  # fmt: skip
+def _wrong_causes(
+    rows,
+    ds_v,
+    ds_ids,
+    ka_ids,
+    table: CertificateTable,
+    reg: Registration,
+    reg_entity,
+    reg_fuel,
+    no_to_registry,
+    dev_fuel,
+    devices,
+) -> np.ndarray:
     """WRONG_NO causes, judged on the first wrong slot (DS before KA): a non-NO role; the MPxN's previous NO (a change
     of NO the S1SP never followed); another NO of the same fuel; the other fuel's NO; an entity no registry lists."""
     C = CAUSES.index
@@ -753,15 +914,30 @@ def _security_holds(held, ds_v, ka_v, ds_ids, ka_ids, certs: pd.DataFrame) -> li
     out = []
     for cid in np.flatnonzero(counts):
         row = certs.iloc[cid]
-        out.append({"issuer": row["issuer"], "serial": row["serial"], "subject": row["subject"], "fingerprint": row["fingerprint"],
-                    "cause": HOLD_CAUSES[int(row["hold"])], "reason": row["hold_reason"], "devices": int(counts[cid])})  # fmt: skip
+        out.append(
+            {
+                "issuer": row["issuer"],
+                "serial": row["serial"],
+                "subject": row["subject"],
+                "fingerprint": row["fingerprint"],
+                "cause": HOLD_CAUSES[int(row["hold"])],
+                "reason": row["hold_reason"],
+                "devices": int(counts[cid]),
+            }
+        )
     return sorted(out, key=lambda d: (-d["devices"], d["fingerprint"]))
 
 
 def _registry_gaps(category: np.ndarray, reg: Registration, reg_row: np.ndarray, in_scope: np.ndarray) -> list[dict]:
     """RDP NO ids registered for in-scope devices but absent from the registry, with their device counts: every such
     device is UNKNOWN_NO (or worse) and silently never corrected unless someone adds the NO."""
-    usable = in_scope & (category != CATEGORIES.index(Category.INVALID_INPUT.value)) & (reg.count == 1) & (reg_row < 0) & (reg.no_code >= 0)
+    usable = (
+        in_scope
+        & (category != CATEGORIES.index(Category.INVALID_INPUT.value))
+        & (reg.count == 1)
+        & (reg_row < 0)
+        & (reg.no_code >= 0)
+    )
     counts = np.bincount(reg.no_code[usable], minlength=len(reg.no_ids))
     gaps = [{"network_operator_id": str(reg.no_ids[i]), "devices": int(counts[i])} for i in np.flatnonzero(counts)]
     return sorted(gaps, key=lambda d: (-d["devices"], d["network_operator_id"]))
@@ -788,17 +964,25 @@ def _invalid_detail(devices: pd.DataFrame, quarantine: pd.DataFrame | None) -> n
         return np.full(len(devices), fallback, dtype=object)
     q = quarantine.assign(item=quarantine["field"] + ": " + quarantine["reason"])
     by_row = q.groupby(["file", "row"])["item"].agg("; ".join)
-    keys = pd.MultiIndex.from_arrays([devices["source_file"].astype(str).to_numpy(), devices["source_row"].to_numpy(dtype=np.int64)])
+    keys = pd.MultiIndex.from_arrays(
+        [devices["source_file"].astype(str).to_numpy(), devices["source_row"].to_numpy(dtype=np.int64)]
+    )
     found = by_row.reindex(keys).to_numpy(dtype=object)
     # A device whose first row was clean but another of its rows was not: name the device, not a row.
     return np.where(pd.isna(found), "invalid input in another row of this device (see quarantine)", found)
 
 
 _INVALID_CAUSE_BY_FIELD = {
-    "device_id": "invalid_device_id", "device_type": "unconfigured_device_type", "mpxn": "invalid_mpxn",
-    "no_ds_cert": "undecodable_certificate", "no_ka_cert": "undecodable_certificate", "cert": "undecodable_certificate",
-    "extracted_at": "invalid_timestamp", "s1sp": "s1sp_mismatch", "slot": "unknown_slot",
-}  # fmt: skip
+    "device_id": "invalid_device_id",
+    "device_type": "unconfigured_device_type",
+    "mpxn": "invalid_mpxn",
+    "no_ds_cert": "undecodable_certificate",
+    "no_ka_cert": "undecodable_certificate",
+    "cert": "undecodable_certificate",
+    "extracted_at": "invalid_timestamp",
+    "s1sp": "s1sp_mismatch",
+    "slot": "unknown_slot",
+}
 
 
 def wrong_owner_matrix(findings: pd.DataFrame, labels: dict[str, str]) -> list[dict]:
@@ -821,6 +1005,14 @@ def wrong_owner_matrix(findings: pd.DataFrame, labels: dict[str, str]) -> list[d
         owner_label = labels.get(r.owner, r.owner or "no entity id")
         if r.role != ROLE_NETWORK_OPERATOR:
             owner_label += f" ({ROLE_NAMES.get(int(r.role), f'role {int(r.role):02X}')} certificate)"
-        rows.append({"wrong_owner": owner_label, "wrong_entity": r.owner, "wrong_role": int(r.role), "expected_owner": labels.get(r.expected, r.expected),
-                     "expected_entity": r.expected, "devices": int(r.devices)})  # fmt: skip
+        rows.append(
+            {
+                "wrong_owner": owner_label,
+                "wrong_entity": r.owner,
+                "wrong_role": int(r.role),
+                "expected_owner": labels.get(r.expected, r.expected),
+                "expected_entity": r.expected,
+                "devices": int(r.devices),
+            }
+        )
     return sorted(rows, key=lambda d: (-d["devices"], d["wrong_owner"], d["expected_owner"]))

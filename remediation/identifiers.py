@@ -79,7 +79,9 @@ def mpan_valid_array(values: pa.Array, counts: np.ndarray | None = None) -> np.n
     return result
 
 
-def mprn_valid_array(values: pa.Array, counts: np.ndarray | None = None, lengths: tuple[int, int] = (6, 10)) -> np.ndarray:
+def mprn_valid_array(
+    values: pa.Array, counts: np.ndarray | None = None, lengths: tuple[int, int] = (6, 10)
+) -> np.ndarray:
     """Vectorised `is_valid_mprn` -> bool ndarray (nulls are invalid); `lengths` is the policy's (min, max) digits.
     No check digit is ever enforced: its rule is unverified (DOMAIN.md)."""
     counts = digit_counts(values) if counts is None else counts
@@ -120,7 +122,9 @@ def mpxn_keys(values: pa.Array, counts: np.ndarray | None = None) -> np.ndarray:
     `counts`: `digit_counts(values)` if known."""
     counts = digit_counts(values) if counts is None else counts
     digits = (counts >= 1) & (counts <= 15)
-    numbers = pc.cast(pc.if_else(pa.array(digits), values, pa.scalar("0", pa.string())), pa.int64()).to_numpy(zero_copy_only=False)
+    numbers = pc.cast(pc.if_else(pa.array(digits), values, pa.scalar("0", pa.string())), pa.int64()).to_numpy(
+        zero_copy_only=False
+    )
     return np.where(digits, numbers * 16 + counts, -1)
 
 
@@ -133,7 +137,9 @@ def mpxn_text(keys: np.ndarray) -> pa.Array:
         mask = (keys >= 0) & (lengths == length)
         width = int(length)
         digits = (values[mask][:, None] // 10 ** np.arange(width - 1, -1, -1, dtype=np.int64)) % 10
-        text = pa.array(np.ascontiguousarray((digits + ord("0")).astype(np.uint8)).view(f"S{width}").ravel()).cast(pa.string())
+        text = pa.array(np.ascontiguousarray((digits + ord("0")).astype(np.uint8)).view(f"S{width}").ravel()).cast(
+            pa.string()
+        )
         positions = np.flatnonzero(mask)
         filler = np.full(len(keys), -1, dtype=np.int64)
         filler[positions] = np.arange(len(positions))

@@ -51,8 +51,16 @@ CATEGORIES: tuple[str, ...] = tuple(c.value for c in Category)
 
 # Why a device is in its category (documented in README). Every non-OK finding carries one; OK carries "".
 CAUSES_BY_CATEGORY: dict[str, tuple[str, ...]] = {
-    "INVALID_INPUT": ("invalid_device_id", "unconfigured_device_type", "invalid_mpxn", "undecodable_certificate",
-                      "invalid_timestamp", "s1sp_mismatch", "unknown_slot", "invalid_other_row"),
+    "INVALID_INPUT": (
+        "invalid_device_id",
+        "unconfigured_device_type",
+        "invalid_mpxn",
+        "undecodable_certificate",
+        "invalid_timestamp",
+        "s1sp_mismatch",
+        "unknown_slot",
+        "invalid_other_row",
+    ),
     "OUT_OF_SCOPE": ("device_type_without_no_slots",),
     "DUPLICATE_CONFLICT": ("differing_records", "held_by_several_s1sps"),
     "SECURITY_HOLD": ("untrusted_issuer", "policy_not_accepted", "profile_violation"),
@@ -65,7 +73,7 @@ CAUSES_BY_CATEGORY: dict[str, tuple[str, ...]] = {
     "KEY_USAGE_MISMATCH": ("swapped", "ds_slot_holds_ka", "ka_slot_holds_ds"),
     "EXPIRED_OR_REVOKED": ("revoked", "expired"),
     "OK": (),
-}  # fmt: skip
+}
 CAUSES: tuple[str, ...] = ("",) + tuple(c for causes in CAUSES_BY_CATEGORY.values() for c in causes)
 # Categories in which the registered NO cannot manage the device itself (SRV 6.15.1 fails); EXPIRED_OR_REVOKED
 # only with cause `revoked`, or `expired` where the S1SP enforces validity.

@@ -122,10 +122,12 @@ def write_tables(parquet_path: Path, csv_path: Path | None, tables, csv_rows=lam
     """A stream of Arrow tables to Parquet and, when asked, CSV too, making each table once; each file is
     encoded on its own thread while the next table is made, so memory stays flat and both cores are busy.
     `csv_rows` picks which rows of each table the CSV gets (e.g. only the devices that need attention)."""
-    with _atomic(Path(parquet_path)) as pfh, (_atomic(Path(csv_path)) if csv_path else _null()) as cfh:
+    with _atomic(Path(parquet_path)) as pfh, _atomic(Path(csv_path)) if csv_path else _null() as cfh:
         sinks = [_Sink("parquet-writer", lambda schema: pq.ParquetWriter(pfh, schema, compression="zstd"))]
         if cfh is not None:
-            sinks.append(_Sink("csv-writer", lambda schema: pacsv.CSVWriter(cfh, schema), lambda t: _csv_ready(csv_rows(t))))
+            sinks.append(
+                _Sink("csv-writer", lambda schema: pacsv.CSVWriter(cfh, schema), lambda t: _csv_ready(csv_rows(t)))
+            )
         try:
             for table in tables:
                 table = table.replace_schema_metadata(None)

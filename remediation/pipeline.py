@@ -14,27 +14,47 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from remediation import __version__, authority
+from remediation.apply.runner import (
+    ApplyOptions,
+    ApplyResult,
+    apply_plan,
+    carry_files,
+    check_endpoints,
+    dry_run,
+    read_run,
+    write_outcomes,
+)
 from remediation.artefacts import detect_result
 from remediation.artefacts.detect_result import DetectResultDir
 from remediation.certificates import CertificateCatalog
 from remediation.config import CaseConfig, ExtractSource, canonical_dialect, load_case
 from remediation.detect import Detection, find_wrong_devices, wrong_owner_matrix
 from remediation.errors import InputError, SafetyRefusal
+from remediation.evidence.audit import export_audit, verify_export
 from remediation.evidence.hashing import BackgroundHashes, sha256_file, sha256_json
-from remediation.memory import release_memory
 from remediation.ingest.extracts import DeviceRules, ExtractRead, ProgressCallback, read_extracts
 from remediation.ingest.faults import QUARANTINE_COLUMNS, concat_quarantine
 from remediation.ingest.pki import load_org_cas, load_orl
 from remediation.ingest.rdp import RdpRead, read_rdp
 from remediation.ingest.registry import Registry, load_registry
+from remediation.memory import release_memory
 from remediation.model import CATEGORIES, CAUSES, FINDING_COLUMNS, Category
-from remediation.outputs import prepare_dir, write_csv, write_json, write_parquet, write_tables, write_text
+from remediation.outputs import prepare_dir, write_csv, write_json, write_parquet, write_text
+from remediation.plan import (
+    PLAN_SCHEMA,
+    approvals_path,
+    build_plan,
+    build_rollback_plan,
+    check_fresh,
+    load_plan,
+    plan_counts,
+    plannable_categories,
+    read_approvals,
+    seal,
+)
 from remediation.report.content import build_report
 from remediation.report.html import render_html
 from remediation.report.markdown import render_markdown
-from remediation.apply.runner import ApplyOptions, ApplyResult, apply_plan, carry_files, check_endpoints, dry_run, read_run, write_outcomes
-from remediation.evidence.audit import export_audit, verify_export
-from remediation.plan import PLAN_SCHEMA, build_rollback_plan, plannable_categories, approvals_path, build_plan, check_fresh, load_plan, plan_counts, read_approvals, seal
 
 SUMMARY_SCHEMA = "remediation/detect-summary/1"
 
@@ -77,7 +97,9 @@ class DetectResult:
 def load_case_data(config: CaseConfig, as_of: date | None = None, progress: ProgressCallback | None = None) -> CaseData:
     as_of = as_of or config.as_of or date.today()
     hashes = BackgroundHashes([*config.input_files, *config.config_files])
-    catalog = CertificateCatalog(load_org_cas(config.org_ca_paths), load_orl(config.orl_path), config.accepted_policy_oids)
+    catalog = CertificateCatalog(
+        load_org_cas(config.org_ca_paths), load_orl(config.orl_path), config.accepted_policy_oids
+    )
     registry = load_registry(config.registry_path, catalog)
     extracts = read_extracts(config.extracts, catalog, progress, DeviceRules.of(config))
     release_memory()
@@ -90,7 +112,9 @@ def detect_case(data: CaseData) -> DetectResult:
     # keeps a national run inside its memory budget.
     records, data.extracts.records = data.extracts.records, None
     registrations = data.rdp.registrations
-    data.rdp.rejected_by_file = {str(k): int(v) for k, v in registrations.groupby("source_file", observed=True)["invalid"].sum().items()}
+    data.rdp.rejected_by_file = {
+        str(k): int(v) for k, v in registrations.groupby("source_file", observed=True)["invalid"].sum().items()
+    }
     data.rdp.registrations = None
     detection = find_wrong_devices(
         records,
@@ -124,7 +148,9 @@ def detect_summary(data: CaseData, detection: Detection, quarantine: pd.DataFram
     rows_by_category = _count_by(category, rows)
     accounted = sum(rows_by_category.values())
     if accounted != rows_read:
-        raise ReconciliationError(f"rows do not reconcile: {rows_read} extract rows read, {accounted} accounted for in findings")
+        raise ReconciliationError(
+            f"rows do not reconcile: {rows_read} extract rows read, {accounted} accounted for in findings"
+        )
     s1sp_codes, s1sp_labels = detection.codes("s1sp"), detection.labels("s1sp")
     by_s1sp = {}
     configured = list(data.config.s1sp_codes)
@@ -134,13 +160,32 @@ def detect_summary(data: CaseData, detection: Detection, quarantine: pd.DataFram
     wrong = detection.subset(category == CATEGORIES.index(Category.WRONG_NO.value))
     files = []
     for source in data.config.extracts:
-        files.append({"role": "extract", "s1sp": source.s1sp, "path": str(source.path), "sha256": data.sha256(source.path),
-                      "rows_read": data.extracts.rows_read.get(str(source.path), 0)})  # fmt: skip
+        files.append(
+            {
+                "role": "extract",
+                "s1sp": source.s1sp,
+                "path": str(source.path),
+                "sha256": data.sha256(source.path),
+                "rows_read": data.extracts.rows_read.get(str(source.path), 0),
+            }
+        )
     rdp_rejected = data.rdp.rejected_by_file
     for source in data.config.rdp:
-        files.append({"role": "rdp", "s1sp": None, "path": str(source.path), "sha256": data.sha256(source.path),
-                      "rows_read": data.rdp.rows_read.get(str(source.path), 0), "rows_rejected": int(rdp_rejected.get(str(source.path), 0))})  # fmt: skip
-    rejected_extract_rows = data.extracts.quarantine.drop_duplicates(["file", "row"]) if len(data.extracts.quarantine) else data.extracts.quarantine
+        files.append(
+            {
+                "role": "rdp",
+                "s1sp": None,
+                "path": str(source.path),
+                "sha256": data.sha256(source.path),
+                "rows_read": data.rdp.rows_read.get(str(source.path), 0),
+                "rows_rejected": int(rdp_rejected.get(str(source.path), 0)),
+            }
+        )
+    rejected_extract_rows = (
+        data.extracts.quarantine.drop_duplicates(["file", "row"])
+        if len(data.extracts.quarantine)
+        else data.extracts.quarantine
+    )
     return {
         "schema": SUMMARY_SCHEMA,
         "tool_version": __version__,
@@ -162,7 +207,9 @@ def detect_summary(data: CaseData, detection: Detection, quarantine: pd.DataFram
             "issues": int(len(quarantine)),
             "extract_rows": int(len(rejected_extract_rows)),
             "rdp_rows": int(sum(data.rdp.rejected_by_file.values())),
-            "by_field": {k: int(v) for k, v in quarantine.groupby("field").size().sort_index().items()} if len(quarantine) else {},
+            "by_field": {k: int(v) for k, v in quarantine.groupby("field").size().sort_index().items()}
+            if len(quarantine)
+            else {},
         },
         "reconciled": True,
     }
@@ -172,8 +219,11 @@ def _causes_by_category(category: np.ndarray, cause: np.ndarray) -> dict[str, di
     """{category: {cause: devices}} for every non-OK category present."""
     pairs = category.astype(np.int64) * len(CAUSES) + cause
     counts = np.bincount(pairs, minlength=len(CATEGORIES) * len(CAUSES)).reshape(len(CATEGORIES), len(CAUSES))
-    return {CATEGORIES[c]: {CAUSES[k]: int(counts[c, k]) for k in np.flatnonzero(counts[c])} for c in np.flatnonzero(counts.sum(axis=1))
-            if CATEGORIES[c] != Category.OK.value}  # fmt: skip
+    return {
+        CATEGORIES[c]: {CAUSES[k]: int(counts[c, k]) for k in np.flatnonzero(counts[c])}
+        for c in np.flatnonzero(counts.sum(axis=1))
+        if CATEGORIES[c] != Category.OK.value
+    }
 
 
 def _locked_out(detection: Detection, configured: list[str]) -> dict:
@@ -182,17 +232,23 @@ def _locked_out(detection: Detection, configured: list[str]) -> dict:
     s1sp, s1sp_labels = detection.codes("s1sp")[locked], detection.labels("s1sp")
     no, no_labels = detection.codes("registered_no")[locked], detection.labels("registered_no")
     category = detection.codes("category")[locked]
-    by_s1sp = {label: int(n) for label, n in zip(s1sp_labels, np.bincount(s1sp[s1sp >= 0], minlength=len(s1sp_labels))) if n}
+    by_s1sp = {
+        label: int(n) for label, n in zip(s1sp_labels, np.bincount(s1sp[s1sp >= 0], minlength=len(s1sp_labels))) if n
+    }
     by_no = {str(label): int(n) for label, n in zip(no_labels, np.bincount(no[no >= 0], minlength=len(no_labels))) if n}
     pairs: dict[str, dict[str, int]] = {}
     width = len(no_labels) + 1  # the last code: no registered NO
-    counts = np.bincount(s1sp.astype(np.int64) * width + np.where(no >= 0, no, width - 1), minlength=len(s1sp_labels) * width)
+    counts = np.bincount(
+        s1sp.astype(np.int64) * width + np.where(no >= 0, no, width - 1), minlength=len(s1sp_labels) * width
+    )
     for at in np.flatnonzero(counts):
         a, b = divmod(int(at), width)
         pairs.setdefault(str(s1sp_labels[a]), {})[str(no_labels[b]) if b < len(no_labels) else ""] = int(counts[at])
     return {
         "devices": int(locked.sum()),
-        "by_category": {CATEGORIES[c]: int(n) for c, n in enumerate(np.bincount(category, minlength=len(CATEGORIES))) if n},
+        "by_category": {
+            CATEGORIES[c]: int(n) for c, n in enumerate(np.bincount(category, minlength=len(CATEGORIES))) if n
+        },
         "by_s1sp": {k: by_s1sp[k] for k in [*configured, *sorted(set(by_s1sp) - set(configured))] if k in by_s1sp},
         "by_registered_no": dict(sorted(by_no.items(), key=lambda kv: (-kv[1], kv[0]))),
         "by_s1sp_and_no": pairs,
@@ -207,16 +263,21 @@ def plannable(detection: Detection, policy) -> np.ndarray:
     category = detection.codes("category")
     mask = np.isin(category, [CATEGORIES.index(c) for c in plannable_categories(policy)])
     if policy.correct_revoked:
-        mask |= (category == CATEGORIES.index(Category.EXPIRED_OR_REVOKED.value)) & (detection.codes("cause") == CAUSES.index("revoked"))
+        mask |= (category == CATEGORIES.index(Category.EXPIRED_OR_REVOKED.value)) & (
+            detection.codes("cause") == CAUSES.index("revoked")
+        )
     return mask
 
 
-def run_detect(config_path: str | Path, out_dir: str | Path, as_of: date | None = None,
-               progress: ProgressCallback | None = None) -> DetectResult:  # fmt: skip
+def run_detect(
+    config_path: str | Path, out_dir: str | Path, as_of: date | None = None, progress: ProgressCallback | None = None
+) -> DetectResult:
     config = load_case(config_path)
     out = prepare_dir(out_dir)
     result = detect_case(load_case_data(config, as_of, progress))
-    DetectResultDir(out).write(result.detection, result.input_rows, result.quarantine[QUARANTINE_COLUMNS], result.summary)
+    DetectResultDir(out).write(
+        result.detection, result.input_rows, result.quarantine[QUARANTINE_COLUMNS], result.summary
+    )
     from remediation.outcomes.references import CERTIFICATES_FILE, certificate_table
 
     # The certificates detect saw (DER included), so `plan --from` can name slot certificates by serial + issuer.
@@ -235,16 +296,29 @@ class PlanResult:
     detect: DetectResult
 
 
-def run_plan(config_path: str | Path, out_dir: str | Path, *, planner: str = "", as_of: date | None = None, s1sps: tuple[str, ...] = (),
-             progress: ProgressCallback | None = None, from_detect: str | Path | None = None, allow_unknown_no: bool = False, key=None,
-             change_ref: str | None = None, trust_policy: str | Path | None = None) -> PlanResult:  # fmt: skip
+def run_plan(
+    config_path: str | Path,
+    out_dir: str | Path,
+    *,
+    planner: str = "",
+    as_of: date | None = None,
+    s1sps: tuple[str, ...] = (),
+    progress: ProgressCallback | None = None,
+    from_detect: str | Path | None = None,
+    allow_unknown_no: bool = False,
+    key=None,
+    change_ref: str | None = None,
+    trust_policy: str | Path | None = None,
+) -> PlanResult:
     """Detect (or, with `from_detect`, reuse a detect result that still matches the case) and plan."""
     from remediation.outcomes.costs import load_cost_model
     from remediation.outcomes.planning import plan_extras
     from remediation.outcomes.references import intern_saved_certificates
 
     config = load_case(config_path)
-    load_cost_model(config.costs, config.path, sorted({e.s1sp for e in config.extracts} | set(config.endpoints)))  # a bad [costs] fails before detect
+    load_cost_model(
+        config.costs, config.path, sorted({e.s1sp for e in config.extracts} | set(config.endpoints))
+    )  # a bad [costs] fails before detect
     # Before any work: the key must be a planner's in the policy (the case's, or --trust-policy) the plan is sealed under.
     signing = authority.plan_signing(Path(trust_policy) if trust_policy else config.trust_policy_path, key)
     planner = planner.strip()
@@ -252,19 +326,31 @@ def run_plan(config_path: str | Path, out_dir: str | Path, *, planner: str = "",
         raise InputError("a planner name is required", field="--by")
     for code in s1sps:
         if code not in config.s1sp_codes:
-            raise InputError(f"unknown S1SP {code!r} (the case configures {', '.join(config.s1sp_codes)})", field="--s1sp")
+            raise InputError(
+                f"unknown S1SP {code!r} (the case configures {', '.join(config.s1sp_codes)})", field="--s1sp"
+            )
     if from_detect is not None:
         source = DetectResultDir(Path(from_detect))
         as_of_used = as_of or config.as_of or date.today()
         summary = source.check_matches(config.input_files, config.config_files, as_of_used, sha256_file)
         if "registry_gaps" not in summary:
-            raise SafetyRefusal(f"refusing to plan from {from_detect}: its detect result predates the registry coverage check; run detect again")
+            raise SafetyRefusal(
+                f"refusing to plan from {from_detect}: its detect result predates the registry coverage check; run detect again"
+            )
         _refuse_registry_gaps(summary["registry_gaps"], allow_unknown_no, config)
-        catalog = CertificateCatalog(load_org_cas(config.org_ca_paths), load_orl(config.orl_path), config.accepted_policy_oids)
+        catalog = CertificateCatalog(
+            load_org_cas(config.org_ca_paths), load_orl(config.orl_path), config.accepted_policy_oids
+        )
         registry = load_registry(config.registry_path, catalog)
-        intern_saved_certificates(catalog, source.path(detect_result.FINDINGS).parent)  # the slot certificates detect saw, for their ids
-        wanted = plannable_categories(config.policy) + ([Category.EXPIRED_OR_REVOKED.value] if config.policy.correct_revoked else [])
-        chosen = source.findings_where("category", wanted)  # build_plan keeps only the revoked cause of EXPIRED_OR_REVOKED
+        intern_saved_certificates(
+            catalog, source.path(detect_result.FINDINGS).parent
+        )  # the slot certificates detect saw, for their ids
+        wanted = plannable_categories(config.policy) + (
+            [Category.EXPIRED_OR_REVOKED.value] if config.policy.correct_revoked else []
+        )
+        chosen = source.findings_where(
+            "category", wanted
+        )  # build_plan keeps only the revoked cause of EXPIRED_OR_REVOKED
         out = _new_plan_dir(out_dir)
         rows = build_plan(chosen, registry, catalog, as_of_used, config.policy, tuple(sorted(s1sps)))
         detected = None
@@ -279,13 +365,27 @@ def run_plan(config_path: str | Path, out_dir: str | Path, *, planner: str = "",
         _refuse_registry_gaps(summary["registry_gaps"], allow_unknown_no, config)
         out = _new_plan_dir(out_dir)
         detection = detected.detection
-        rows = build_plan(detection.subset(plannable(detection, config.policy)), detected.case.registry, detected.case.catalog, as_of_used,
-                          config.policy, tuple(sorted(s1sps)))  # fmt: skip
+        rows = build_plan(
+            detection.subset(plannable(detection, config.policy)),
+            detected.case.registry,
+            detected.case.catalog,
+            as_of_used,
+            config.policy,
+            tuple(sorted(s1sps)),
+        )
         catalog, registry = detected.case.catalog, detected.case.registry
         outputs = {
             name: path
-            for name, path in DetectResultDir(out).write(detection, detected.input_rows, detected.quarantine[QUARANTINE_COLUMNS], summary, csv=False,
-                                                         manifest=False).items()  # plan.json seals the copies itself
+            for name, path in DetectResultDir(out)
+            .write(
+                detection,
+                detected.input_rows,
+                detected.quarantine[QUARANTINE_COLUMNS],
+                summary,
+                csv=False,
+                manifest=False,
+            )
+            .items()  # plan.json seals the copies itself
         }
     # A manual S1SP is never written through an API: its devices become a change-request listing for a scope
     # decision, outside plan.parquet (so apply cannot reach them), and are counted in plan.json.
@@ -298,7 +398,9 @@ def run_plan(config_path: str | Path, out_dir: str | Path, *, planner: str = "",
     outputs.update(extras.outputs)
     outputs["plan.parquet"] = _write_plan_rows(out, rows)
     if manual_codes:
-        outputs["manual_change_requests.csv"] = write_csv(out / "manual_change_requests.csv", manual.drop(columns=["target_ds_cert", "target_ka_cert"]))
+        outputs["manual_change_requests.csv"] = write_csv(
+            out / "manual_change_requests.csv", manual.drop(columns=["target_ds_cert", "target_ka_cert"])
+        )
     document = seal(
         {
             "schema": PLAN_SCHEMA,
@@ -313,11 +415,23 @@ def run_plan(config_path: str | Path, out_dir: str | Path, *, planner: str = "",
             "inputs": [{k: f[k] for k in ("role", "s1sp", "path", "sha256", "rows_read")} for f in summary["files"]],
             "config_files": summary["config_files"],
             "config_sha256": sha256_json(summary["config_files"]),
-            "endpoints": {code: {"base_url": ep.base_url, "rate_per_second": ep.rate_per_second, "concurrency": ep.concurrency, "token_env": ep.token_env,
-                                 "mode": ep.mode, "enforces_validity": ep.enforces_validity}
-                          for code, ep in sorted(config.endpoints.items())},  # fmt: skip
+            "endpoints": {
+                code: {
+                    "base_url": ep.base_url,
+                    "rate_per_second": ep.rate_per_second,
+                    "concurrency": ep.concurrency,
+                    "token_env": ep.token_env,
+                    "mode": ep.mode,
+                    "enforces_validity": ep.enforces_validity,
+                }
+                for code, ep in sorted(config.endpoints.items())
+            },
             "counts": plan_counts(rows),
-            "manual": {"s1sps": manual_codes, "devices": int(len(manual)), "by_s1sp": {k: int(v) for k, v in manual.groupby("s1sp").size().items()}},
+            "manual": {
+                "s1sps": manual_codes,
+                "devices": int(len(manual)),
+                "by_s1sp": {k: int(v) for k, v in manual.groupby("s1sp").size().items()},
+            },
             "outputs": {name: sha256_file(path) for name, path in outputs.items()},
             **authority.plan_fields(signing, planner, change_ref or config.governance.change_record),
             # governance as the case gives it (change record, --change-ref over it, and the decision), costs,
@@ -334,9 +448,13 @@ def _refuse_registry_gaps(gaps: list[dict], allow_unknown_no: bool, config: Case
     """Registry coverage pre-flight: RDP NO ids with in-scope devices but no registry entry stop the plan (exit 3)
     unless the operator accepts that their devices stay UNKNOWN_NO (--allow-unknown-no, recorded in plan.json)."""
     if gaps and not allow_unknown_no:
-        listed = ", ".join(f"{g['network_operator_id']} ({g['devices']} devices)" for g in gaps[:5]) + (" …" if len(gaps) > 5 else "")
-        raise SafetyRefusal(f"refusing to plan: the NO registry has no entry for RDP network operator(s) {listed}; their devices can never be "
-                            f"corrected. Add them to {config.registry_path} or re-run with --allow-unknown-no to plan the rest")  # fmt: skip
+        listed = ", ".join(f"{g['network_operator_id']} ({g['devices']} devices)" for g in gaps[:5]) + (
+            " …" if len(gaps) > 5 else ""
+        )
+        raise SafetyRefusal(
+            f"refusing to plan: the NO registry has no entry for RDP network operator(s) {listed}; their devices can never be "
+            f"corrected. Add them to {config.registry_path} or re-run with --allow-unknown-no to plan the rest"
+        )
 
 
 def _new_plan_dir(out_dir: str | Path) -> Path:
@@ -352,7 +470,9 @@ def _write_plan_rows(out: Path, rows: pd.DataFrame) -> Path:
     return write_parquet(out / "plan.parquet", rows)
 
 
-def run_approve(plan_dir: str | Path, key, note: str = "", change_ref: str | None = None, trust_policy: str | Path | None = None) -> dict:
+def run_approve(
+    plan_dir: str | Path, key, note: str = "", change_ref: str | None = None, trust_policy: str | Path | None = None
+) -> dict:
     """Sign an approval of the plan with an approver's key, after checking the plan, its inputs and its signature."""
     plan = load_plan(plan_dir)
     check_fresh(plan)
@@ -368,7 +488,9 @@ def run_approve(plan_dir: str | Path, key, note: str = "", change_ref: str | Non
 REPORT_SUFFIX = {"html": "html", "md": "md", "json": "json"}
 
 
-def run_report(directory: str | Path, fmt: str, out_path: str | Path | None = None, redaction_key: bytes | None = None) -> tuple[Path, dict]:
+def run_report(
+    directory: str | Path, fmt: str, out_path: str | Path | None = None, redaction_key: bytes | None = None
+) -> tuple[Path, dict]:
     report = build_report(directory, redaction_key)
     path = Path(out_path) if out_path else Path(directory) / f"report.{REPORT_SUFFIX[fmt]}"
     if fmt == "json":
@@ -381,18 +503,29 @@ def run_report(directory: str | Path, fmt: str, out_path: str | Path | None = No
 # ------------------------------------------------------------------------------------------------ apply / status / verify
 
 
-def run_apply(plan_dir: str | Path, run_dir: str | Path, options: ApplyOptions, progress=None, *, key=None,
-              trust_policy: str | Path | None = None) -> ApplyResult:  # fmt: skip
+def run_apply(
+    plan_dir: str | Path,
+    run_dir: str | Path,
+    options: ApplyOptions,
+    progress=None,
+    *,
+    key=None,
+    trust_policy: str | Path | None = None,
+) -> ApplyResult:
     plan = load_plan(plan_dir)
     # Signatures, quorum, policy, operator key, then inputs and endpoints/tokens: all before the run directory exists.
     run_authority = authority.authorise_run(plan, read_approvals(plan.directory), key, trust_policy)
     check_fresh(plan)
     check_endpoints(plan, options)
-    run_authority.endpoint_overrides = authority.endpoint_overrides(plan.document["endpoints"], options.endpoints, options.who, run_authority.signer.key_id)
+    run_authority.endpoint_overrides = authority.endpoint_overrides(
+        plan.document["endpoints"], options.endpoints, options.who, run_authority.signer.key_id
+    )
     return apply_plan(plan, Path(run_dir), options, progress, authority=run_authority)
 
 
-def run_resume(run_dir: str | Path, options: ApplyOptions, progress=None, *, key=None, trust_policy: str | Path | None = None) -> ApplyResult:
+def run_resume(
+    run_dir: str | Path, options: ApplyOptions, progress=None, *, key=None, trust_policy: str | Path | None = None
+) -> ApplyResult:
     return run_apply(read_run(run_dir)["plan_dir"], run_dir, options, progress, key=key, trust_policy=trust_policy)
 
 
@@ -401,13 +534,34 @@ def run_dry_run(plan_dir: str | Path, out_dir: str | Path, options: ApplyOptions
     check_fresh(plan)
     frame = dry_run(plan, options)
     out = prepare_dir(out_dir)
-    columns = ["device_id", "s1sp", "operation_id", "state", "prior_ds_fp", "prior_ka_fp", "expected_ds", "expected_ka", "target_ds_fp", "target_ka_fp", "last_error"]
+    columns = [
+        "device_id",
+        "s1sp",
+        "operation_id",
+        "state",
+        "prior_ds_fp",
+        "prior_ka_fp",
+        "expected_ds",
+        "expected_ka",
+        "target_ds_fp",
+        "target_ka_fp",
+        "last_error",
+    ]
     for col in columns:
         if col not in frame.columns:
             frame[col] = None
     write_csv(out / "dry_run.csv", frame[columns])
-    write_json(out / "dry_run.json", {"plan_hash": plan.plan_hash, "plan_dir": str(plan.directory.resolve()), "states": {s1sp: {k: int(v) for k, v in g["state"].value_counts().sort_index().items()}
-                                                                           for s1sp, g in frame.groupby("s1sp")}})  # fmt: skip
+    write_json(
+        out / "dry_run.json",
+        {
+            "plan_hash": plan.plan_hash,
+            "plan_dir": str(plan.directory.resolve()),
+            "states": {
+                s1sp: {k: int(v) for k, v in g["state"].value_counts().sort_index().items()}
+                for s1sp, g in frame.groupby("s1sp")
+            },
+        },
+    )
     return frame
 
 
@@ -437,30 +591,49 @@ def fresh_case(config: CaseConfig, fresh_dir: Path) -> CaseConfig:
     return replace(config, extracts=tuple(extracts))
 
 
-def run_verify(config_path: str | Path, fresh_dir: str | Path, out_dir: str | Path, plan_dir: str | Path | None = None, as_of: date | None = None) -> dict:
+def run_verify(
+    config_path: str | Path,
+    fresh_dir: str | Path,
+    out_dir: str | Path,
+    plan_dir: str | Path | None = None,
+    as_of: date | None = None,
+) -> dict:
     """Fresh extracts -> detect; residual WRONG_NO devices are listed (and, with a plan, planned devices not at target)."""
     config = fresh_case(load_case(config_path), Path(fresh_dir))
     out = prepare_dir(out_dir)
     result = detect_case(load_case_data(config, as_of))
     detection = result.detection
     # Only the residual and the planned devices are built as tables: a national fresh extract is 10 million devices.
-    residual = detection.subset(detection.codes("category") == CATEGORIES.index(Category.WRONG_NO.value))[list(FINDING_COLUMNS)]
-    verdict = {"residual_wrong": int(len(residual)), "devices": int(len(detection)), "devices_by_category": result.summary["devices_by_category"]}
+    residual = detection.subset(detection.codes("category") == CATEGORIES.index(Category.WRONG_NO.value))[
+        list(FINDING_COLUMNS)
+    ]
+    verdict = {
+        "residual_wrong": int(len(residual)),
+        "devices": int(len(detection)),
+        "devices_by_category": result.summary["devices_by_category"],
+    }
     if plan_dir is not None:
         plan = load_plan(plan_dir)
         # Why is a residual device still wrong? Planned (and not fixed) or excluded at plan time, and as what.
         at_plan = _categories_at_plan(Path(plan_dir) / "findings.parquet", residual["device_id"])
         residual["category_at_plan"] = residual["device_id"].map(at_plan).fillna("not in plan's extracts")
         residual["planned"] = residual["device_id"].isin(plan.rows["device_id"])
-        verdict["residual_by_category_at_plan"] = {str(k): int(v) for k, v in residual["category_at_plan"].value_counts().sort_index().items()}
+        verdict["residual_by_category_at_plan"] = {
+            str(k): int(v) for k, v in residual["category_at_plan"].value_counts().sort_index().items()
+        }
         verdict["residual_planned"] = int(residual["planned"].sum())
         rows = plan.rows
         positions = detection.positions_of(rows["device_id"])
         found = positions >= 0  # a planned device missing from the fresh extracts is not at target
         seen = detection.subset(positions[found])
         at_target = np.zeros(len(rows), dtype=bool)
-        at_target[found] = np.logical_and.reduce([seen[f"{slot}_fingerprint"].astype(object).to_numpy() == rows[f"target_{slot}_fingerprint"].to_numpy()[found]
-                                                  for slot in ("ds", "ka")])  # fmt: skip
+        at_target[found] = np.logical_and.reduce(
+            [
+                seen[f"{slot}_fingerprint"].astype(object).to_numpy()
+                == rows[f"target_{slot}_fingerprint"].to_numpy()[found]
+                for slot in ("ds", "ka")
+            ]
+        )
         verdict["planned"] = int(len(rows))
         verdict["planned_at_target"] = int(at_target.sum())
         write_csv(out / "planned_not_at_target.csv", rows.loc[~at_target, ["device_id", "s1sp", "operation_id"]])
@@ -483,8 +656,13 @@ def _manual_at_target(plan_dir: Path, detection: Detection, out: Path) -> dict:
     found = positions >= 0
     seen = detection.subset(positions[found])
     at_target = np.zeros(len(requests), dtype=bool)
-    at_target[found] = np.logical_and.reduce([seen[f"{slot}_fingerprint"].astype(object).to_numpy() == requests[f"target_{slot}_fingerprint"].to_numpy()[found]
-                                              for slot in ("ds", "ka")])  # fmt: skip
+    at_target[found] = np.logical_and.reduce(
+        [
+            seen[f"{slot}_fingerprint"].astype(object).to_numpy()
+            == requests[f"target_{slot}_fingerprint"].to_numpy()[found]
+            for slot in ("ds", "ka")
+        ]
+    )
     write_csv(out / "manual_not_at_target.csv", requests.loc[~at_target, ["device_id", "s1sp", "change_request_line"]])
     return {"manual_change_requests": int(len(requests)), "manual_at_target": int(at_target.sum())}
 
@@ -500,7 +678,9 @@ def _categories_at_plan(findings_path: Path, device_ids: pd.Series) -> pd.Series
 # ------------------------------------------------------------------------------------------------ evidence
 
 
-def run_audit_export(run_dir: str | Path, out_dir: str | Path, sign_key: str | Path | None, exported_by: str, *, key=None):
+def run_audit_export(
+    run_dir: str | Path, out_dir: str | Path, sign_key: str | Path | None, exported_by: str, *, key=None
+):
     """Signed with an auditor's or operator's Ed25519 key from the run's trust policy (--key; --sign-key is its old name).
     The notification packs are made afresh from the run into packs/ and signed with the rest."""
     from remediation.outcomes.links import utc_now
@@ -515,20 +695,28 @@ def run_audit_export(run_dir: str | Path, out_dir: str | Path, sign_key: str | P
 
     signer = authority.as_signer(key if key is not None else sign_key)
     with_packs = sources.kind == "run" and sources.plan.get("kind") != "rollback"
-    return export_audit(Path(run_dir), Path(out_dir), None, exported_by, signer=signer, extras=packs if with_packs else None)
+    return export_audit(
+        Path(run_dir), Path(out_dir), None, exported_by, signer=signer, extras=packs if with_packs else None
+    )
 
 
-def run_audit_verify(directory: str | Path, pubkey: str | Path | None = None, expect_policy_sha256: str | None = None) -> dict:
+def run_audit_verify(
+    directory: str | Path, pubkey: str | Path | None = None, expect_policy_sha256: str | None = None
+) -> dict:
     return verify_export(Path(directory), Path(pubkey) if pubkey else None, expect_policy_sha256)
 
 
-def run_rollback(run_dir: str | Path, out_dir: str | Path, *, planner: str = "", devices: list[str] | None = None, key=None) -> PlanResult:
+def run_rollback(
+    run_dir: str | Path, out_dir: str | Path, *, planner: str = "", devices: list[str] | None = None, key=None
+) -> PlanResult:
     """A plan that restores the recorded prior certificates of devices this run wrote; approved and applied like any plan."""
     run_dir = Path(run_dir)
     original = load_plan(read_run(run_dir)["plan_dir"])
     # Signed by a planner under the original plan's (still unchanged) trust policy.
     signing = authority.rollback_signing(original, key)
-    ops = run_ops_from_journal(run_dir, original.rows, "plan a rollback")  # the journal, not the index, says what was written
+    ops = run_ops_from_journal(
+        run_dir, original.rows, "plan a rollback"
+    )  # the journal, not the index, says what was written
     rows = build_rollback_plan(original.rows, ops, devices)
     if rows.empty:
         raise InputError("no device written by this run to roll back", file=str(run_dir))
@@ -536,8 +724,16 @@ def run_rollback(run_dir: str | Path, out_dir: str | Path, *, planner: str = "",
     write_outcomes(run_dir, ops)  # the rollback's precondition file, current as of now
     carry_files(run_dir, out)
     outputs = {"plan.parquet": _write_plan_rows(out, rows)}
-    inputs = [{"role": "run", "s1sp": None, "path": str((run_dir / name).resolve()), "sha256": sha256_file(run_dir / name), "rows_read": None}
-              for name in ("journal.jsonl", "outcomes.parquet")]  # fmt: skip
+    inputs = [
+        {
+            "role": "run",
+            "s1sp": None,
+            "path": str((run_dir / name).resolve()),
+            "sha256": sha256_file(run_dir / name),
+            "rows_read": None,
+        }
+        for name in ("journal.jsonl", "outcomes.parquet")
+    ]
     document = seal(
         {
             "schema": PLAN_SCHEMA,
@@ -569,7 +765,9 @@ def run_rollback(run_dir: str | Path, out_dir: str | Path, *, planner: str = "",
 def _new_outcome_dir(out_dir: str | Path) -> Path:
     out = prepare_dir(out_dir)
     if any(out.iterdir()):
-        raise InputError("is not empty; packs and worklists are written to a new directory, never over old ones", file=str(out))
+        raise InputError(
+            "is not empty; packs and worklists are written to a new directory, never over old ones", file=str(out)
+        )
     return out
 
 
@@ -581,15 +779,22 @@ def run_notify(run_dir: str | Path, out_dir: str | Path) -> dict:
 
     sources = resolve(run_dir)
     if sources.kind != "run":
-        raise InputError(f"notification packs are made from a run directory; this is a {sources.kind} directory", file=str(run_dir))
+        raise InputError(
+            f"notification packs are made from a run directory; this is a {sources.kind} directory", file=str(run_dir)
+        )
     from remediation.outcomes.state import run_state
 
     if run_state(sources.directory)["status"] == "running":
         # Devices are being written right now: packs made now would tell NOs less than the run will have done.
-        raise InputError("the run is in progress (its lock is held by a live process); make the packs once it has finished", file=str(run_dir))
+        raise InputError(
+            "the run is in progress (its lock is held by a live process); make the packs once it has finished",
+            file=str(run_dir),
+        )
     if sources.plan.get("kind") == "rollback":
         # A rollback puts the previous certificates back: packs saying "now at your certificates" would be false.
-        raise InputError("this run applied a rollback plan; notification packs are made for correction runs only", file=str(run_dir))
+        raise InputError(
+            "this run applied a rollback plan; notification packs are made for correction runs only", file=str(run_dir)
+        )
     summary = write_packs(sources, _new_outcome_dir(out_dir), utc_now())
     record_link(sources.directory, "packs", Path(out_dir))
     return summary

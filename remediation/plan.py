@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -27,10 +27,22 @@ from remediation.model import Category
 PLAN_SCHEMA = "remediation/plan/1"
 OPERATION_PREFIX = "mp107r2-"
 PLAN_COLUMNS = [
-    "operation_id", "device_id", "s1sp", "device_type", "mpxn", "category", "registered_no",
-    "expected_ds_fingerprint", "expected_ka_fingerprint", "target_ds_fingerprint", "target_ka_fingerprint",
-    "target_ds_cert", "target_ka_cert", "source_file", "source_row",
-]  # fmt: skip
+    "operation_id",
+    "device_id",
+    "s1sp",
+    "device_type",
+    "mpxn",
+    "category",
+    "registered_no",
+    "expected_ds_fingerprint",
+    "expected_ka_fingerprint",
+    "target_ds_fingerprint",
+    "target_ka_fingerprint",
+    "target_ds_cert",
+    "target_ka_cert",
+    "source_file",
+    "source_row",
+]
 
 
 class StalePlan(SafetyRefusal):
@@ -51,8 +63,14 @@ def operation_ids(device_ids: pd.Series, target_ds: pd.Series, target_ka: pd.Ser
     return np.array([OPERATION_PREFIX + hashlib.sha256(k.encode()).hexdigest()[:40] for k in keys], dtype=object)
 
 
-def target_problems(operator: NetworkOperator, facts: CertificateFacts, usage: str, as_of: date, catalog: CertificateCatalog,
-                    min_validity_days: int = 0) -> list[str]:  # fmt: skip
+def target_problems(
+    operator: NetworkOperator,
+    facts: CertificateFacts,
+    usage: str,
+    as_of: date,
+    catalog: CertificateCatalog,
+    min_validity_days: int = 0,
+) -> list[str]:
     """Why a registry certificate must not be written to a device's slot; empty when it is fit. A replacement must
     stay valid `min_validity_days` after the as-of date: writing one that expires next week fixes nothing."""
     if facts.error:
@@ -73,26 +91,35 @@ def target_problems(operator: NetworkOperator, facts: CertificateFacts, usage: s
         problems.append(f"not valid on {as_of} (valid {facts.not_before:%Y-%m-%d} to {facts.not_after:%Y-%m-%d})")
     elif facts.not_after.date() < as_of + timedelta(days=min_validity_days):
         left = (facts.not_after.date() - as_of).days
-        problems.append(f"expires {facts.not_after:%Y-%m-%d}, {left} days after {as_of}: less than the policy's minimum of {min_validity_days} days")
+        problems.append(
+            f"expires {facts.not_after:%Y-%m-%d}, {left} days after {as_of}: less than the policy's minimum of {min_validity_days} days"
+        )
     if catalog.is_revoked(facts):
         problems.append(f"revoked (issuer {facts.issuer}, serial {facts.serial} is on the ORL)")
     return problems
 
 
-def check_targets(operators: list[NetworkOperator], catalog: CertificateCatalog, as_of: date, min_validity_days: int = 0) -> None:
+def check_targets(
+    operators: list[NetworkOperator], catalog: CertificateCatalog, as_of: date, min_validity_days: int = 0
+) -> None:
     """Refuse (exit 3) if any replacement certificate the plan would write is unfit, naming NO and file."""
     for op in operators:
         for usage, cert_id, path in (("DS", op.ds_cert_id, op.ds_path), ("KA", op.ka_cert_id, op.ka_path)):
             problems = target_problems(op, catalog.facts[cert_id], usage, as_of, catalog, min_validity_days)
             if problems:
-                raise SafetyRefusal(f"refusing to plan: replacement {usage} certificate of network operator {op.id} ({path}) is unfit: {'; '.join(problems)}")
+                raise SafetyRefusal(
+                    f"refusing to plan: replacement {usage} certificate of network operator {op.id} ({path}) is unfit: {'; '.join(problems)}"
+                )
 
 
 def plannable_categories(policy: Policy) -> list[str]:
     """WRONG_NO always; SLOT_EMPTY and KEY_USAGE_MISMATCH when the policy enables their correction (revoked devices,
     a cause within EXPIRED_OR_REVOKED, see `plannable`). SECURITY_HOLD, PENDING_NO_CHANGE and everything above
     WRONG_NO are never planned."""
-    optional = [(policy.correct_slot_empty, Category.SLOT_EMPTY), (policy.correct_key_usage_mismatch, Category.KEY_USAGE_MISMATCH)]
+    optional = [
+        (policy.correct_slot_empty, Category.SLOT_EMPTY),
+        (policy.correct_key_usage_mismatch, Category.KEY_USAGE_MISMATCH),
+    ]
     return [Category.WRONG_NO.value] + [c.value for enabled, c in optional if enabled]
 
 
@@ -103,8 +130,14 @@ def plannable(findings: pd.DataFrame, policy: Policy) -> pd.Series:
     return chosen
 
 
-def build_plan(findings: pd.DataFrame, registry: Registry, catalog: CertificateCatalog, as_of: date, policy: Policy,
-               s1sps: tuple[str, ...] = ()) -> pd.DataFrame:  # fmt: skip
+def build_plan(
+    findings: pd.DataFrame,
+    registry: Registry,
+    catalog: CertificateCatalog,
+    as_of: date,
+    policy: Policy,
+    s1sps: tuple[str, ...] = (),
+) -> pd.DataFrame:
     """Findings -> plan rows, one per device to correct, sorted by S1SP then device id."""
     chosen = findings[plannable(findings, policy)]
     if s1sps:
@@ -124,13 +157,17 @@ def build_plan(findings: pd.DataFrame, registry: Registry, catalog: CertificateC
         dtype=object,  # Python objects: the merge then shares each NO's certificate text across its rows, not copies it
     )
     plan = chosen.merge(targets, how="left", on="registered_no")
-    plan = plan.rename(columns={"ds_fingerprint": "expected_ds_fingerprint", "ka_fingerprint": "expected_ka_fingerprint"})
+    plan = plan.rename(
+        columns={"ds_fingerprint": "expected_ds_fingerprint", "ka_fingerprint": "expected_ka_fingerprint"}
+    )
     return _finish_rows(plan)
 
 
 def _finish_rows(rows: pd.DataFrame) -> pd.DataFrame:
     """Operation ids, the stable order (S1SP, device) and the plan's column types: what every plan's rows share."""
-    rows["operation_id"] = operation_ids(rows["device_id"], rows["target_ds_fingerprint"], rows["target_ka_fingerprint"])
+    rows["operation_id"] = operation_ids(
+        rows["device_id"], rows["target_ds_fingerprint"], rows["target_ka_fingerprint"]
+    )
     rows = rows.sort_values(["s1sp", "device_id"], kind="stable", ignore_index=True)
     for col in PLAN_COLUMNS:
         if col != "source_row":
@@ -159,7 +196,14 @@ def apply_estimates(document: dict) -> list[dict]:
     rows = []
     for s1sp, n in document["counts"]["by_s1sp"].items():
         rate = document["endpoints"].get(s1sp, {}).get("rate_per_second")
-        rows.append({"s1sp": s1sp, "devices": n, "rate_per_second": rate, "seconds": n * REQUESTS_PER_DEVICE / rate if rate else None})
+        rows.append(
+            {
+                "s1sp": s1sp,
+                "devices": n,
+                "rate_per_second": rate,
+                "seconds": n * REQUESTS_PER_DEVICE / rate if rate else None,
+            }
+        )
     return rows
 
 
@@ -201,7 +245,9 @@ def load_plan(directory: str | Path) -> LoadedPlan:
     if document.get("schema") != PLAN_SCHEMA:
         raise InputError(f"not a plan (schema {document.get('schema')!r})", file=str(directory / "plan.json"))
     if seal(document)["plan_hash"] != document.get("plan_hash"):
-        raise PlanTampered(f"{directory / 'plan.json'} was altered after planning: its content does not match plan_hash")
+        raise PlanTampered(
+            f"{directory / 'plan.json'} was altered after planning: its content does not match plan_hash"
+        )
     parquet = directory / "plan.parquet"
     if not parquet.exists() or sha256_file(parquet) != document["outputs"]["plan.parquet"]:
         raise PlanTampered(f"{parquet} was altered after planning: SHA-256 differs from plan.json")
@@ -215,7 +261,9 @@ def check_fresh(plan: LoadedPlan) -> None:
         if not path.exists():
             raise StalePlan(f"stale plan {plan.directory}: {path} no longer exists")
         if sha256_file(path) != entry["sha256"]:
-            raise StalePlan(f"stale plan {plan.directory}: {path} changed since planning (SHA-256 differs); re-run plan and approval")
+            raise StalePlan(
+                f"stale plan {plan.directory}: {path} changed since planning (SHA-256 differs); re-run plan and approval"
+            )
 
 
 # ------------------------------------------------------------------------------------------------ approval
@@ -248,18 +296,40 @@ def build_rollback_plan(plan_rows: pd.DataFrame, ops: pd.DataFrame, devices: lis
     if devices:
         unknown = sorted(set(devices) - set(ops["device_id"]))
         if unknown:
-            raise InputError(f"not in this run: {', '.join(unknown[:5])}{' …' if len(unknown) > 5 else ''}", field="--device")
+            raise InputError(
+                f"not in this run: {', '.join(unknown[:5])}{' …' if len(unknown) > 5 else ''}", field="--device"
+            )
         not_done = sorted(set(devices) - set(done["device_id"]))
         if not_done:
-            raise InputError(f"not written by this run (nothing to roll back): {', '.join(not_done[:5])}", field="--device")
+            raise InputError(
+                f"not written by this run (nothing to roll back): {', '.join(not_done[:5])}", field="--device"
+            )
         done = done[done["device_id"].isin(devices)]
     if done["prior_ds_fp"].isna().any():
         raise InputError("some written devices have no recorded prior certificates")
-    base = plan_rows.drop(columns=["operation_id", "expected_ds_fingerprint", "expected_ka_fingerprint", "target_ds_fingerprint",
-                                   "target_ka_fingerprint", "target_ds_cert", "target_ka_cert"])  # fmt: skip
-    rows = done[["device_id", "target_ds_fp", "target_ka_fp", "prior_ds_fp", "prior_ka_fp", "prior_ds_cert", "prior_ka_cert"]].merge(base, on="device_id")
-    rows = rows.rename(columns={"target_ds_fp": "expected_ds_fingerprint", "target_ka_fp": "expected_ka_fingerprint",
-                                "prior_ds_fp": "target_ds_fingerprint", "prior_ka_fp": "target_ka_fingerprint",
-                                "prior_ds_cert": "target_ds_cert", "prior_ka_cert": "target_ka_cert"})  # fmt: skip
+    base = plan_rows.drop(
+        columns=[
+            "operation_id",
+            "expected_ds_fingerprint",
+            "expected_ka_fingerprint",
+            "target_ds_fingerprint",
+            "target_ka_fingerprint",
+            "target_ds_cert",
+            "target_ka_cert",
+        ]
+    )
+    rows = done[
+        ["device_id", "target_ds_fp", "target_ka_fp", "prior_ds_fp", "prior_ka_fp", "prior_ds_cert", "prior_ka_cert"]
+    ].merge(base, on="device_id")
+    rows = rows.rename(
+        columns={
+            "target_ds_fp": "expected_ds_fingerprint",
+            "target_ka_fp": "expected_ka_fingerprint",
+            "prior_ds_fp": "target_ds_fingerprint",
+            "prior_ka_fp": "target_ka_fingerprint",
+            "prior_ds_cert": "target_ds_cert",
+            "prior_ka_cert": "target_ka_cert",
+        }
+    )
     rows["category"] = "ROLLBACK"
     return _finish_rows(rows)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -33,7 +33,7 @@ def _serial(seed: str) -> int:
 
 
 def _utc(text: str) -> datetime:
-    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,9 @@ class Authority:
 
 def make_org_ca(seed: str = "org-ca", name: str = "Z1", not_before="2020-01-01", not_after="2040-01-01") -> Authority:
     key = derive_key(seed)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name), x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "07")])
+    subject = x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, name), x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "07")]
+    )
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -94,7 +96,9 @@ def make_org_certificate(
         .serial_number(_serial(seed))
         .not_valid_before(_utc(not_before))
         .not_valid_after(_utc(not_after))
-        .add_extension(x509.KeyUsage(ds, False, False, False, ka, False, False, False, False), critical=critical_key_usage)
+        .add_extension(
+            x509.KeyUsage(ds, False, False, False, ka, False, False, False, False), critical=critical_key_usage
+        )
     )
     if policy_oid is not None:
         policies = x509.CertificatePolicies([x509.PolicyInformation(x509.ObjectIdentifier(policy_oid), None)])

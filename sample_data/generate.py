@@ -21,7 +21,7 @@ import os
 import random
 import sys
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -31,25 +31,41 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from remediation.identifiers import mpan_check_digit  # noqa: E402
-from remediation.testpki import make_org_ca, make_org_certificate  # noqa: E402
 from remediation.testpki import der as der_of  # noqa: E402
+from remediation.testpki import make_org_ca, make_org_certificate  # noqa: E402
 
 AS_OF = date(2026, 11, 20)
-EXTRACTED = datetime(2026, 11, 19, 1, 30, tzinfo=timezone.utc)
+EXTRACTED = datetime(2026, 11, 19, 1, 30, tzinfo=UTC)
 
 # Electricity distributors: MPID, MPAN distributor id, name. Gas transporters: id, name.
 DNOS = [
-    ("EELC", 10, "UK Power Networks (Eastern)"), ("EMEB", 11, "NGED East Midlands"), ("LOND", 12, "UK Power Networks (London)"),
-    ("MANW", 13, "SP Manweb"), ("MIDE", 14, "NGED West Midlands"), ("NEEB", 15, "Northern Powergrid (Northeast)"),
-    ("NORW", 16, "Electricity North West"), ("HYDE", 17, "SSEN Distribution (North Scotland)"), ("SPOW", 18, "SP Distribution"),
-    ("SEEB", 19, "UK Power Networks (South Eastern)"), ("SOUT", 20, "SSEN Distribution (Southern)"), ("SWAE", 21, "NGED South Wales"),
-    ("SWEB", 22, "NGED South West"), ("YELG", 23, "Northern Powergrid (Yorkshire)"),
+    ("EELC", 10, "UK Power Networks (Eastern)"),
+    ("EMEB", 11, "NGED East Midlands"),
+    ("LOND", 12, "UK Power Networks (London)"),
+    ("MANW", 13, "SP Manweb"),
+    ("MIDE", 14, "NGED West Midlands"),
+    ("NEEB", 15, "Northern Powergrid (Northeast)"),
+    ("NORW", 16, "Electricity North West"),
+    ("HYDE", 17, "SSEN Distribution (North Scotland)"),
+    ("SPOW", 18, "SP Distribution"),
+    ("SEEB", 19, "UK Power Networks (South Eastern)"),
+    ("SOUT", 20, "SSEN Distribution (Southern)"),
+    ("SWAE", 21, "NGED South Wales"),
+    ("SWEB", 22, "NGED South West"),
+    ("YELG", 23, "Northern Powergrid (Yorkshire)"),
     # IDNOs (distributor ids 24-38, each its own MPID) are NOs in their own right and need registry entries too.
-    ("IPNL", 24, "Independent Power Networks (IDNO)"), ("GGEN", 33, "IDNO GGEN"),
-]  # fmt: skip
+    ("IPNL", 24, "Independent Power Networks (IDNO)"),
+    ("GGEN", 33, "IDNO GGEN"),
+]
 # Gas transporters: the four GDNs and two independent gas transporters (iGTs).
-GTS = [("CADENT", "Cadent Gas"), ("NGN", "Northern Gas Networks"), ("SGN", "SGN"), ("WWU", "Wales & West Utilities"),
-       ("ESP", "ES Pipelines (iGT)"), ("GTC", "GTC Pipelines (iGT)")]  # fmt: skip
+GTS = [
+    ("CADENT", "Cadent Gas"),
+    ("NGN", "Northern Gas Networks"),
+    ("SGN", "SGN"),
+    ("WWU", "Wales & West Utilities"),
+    ("ESP", "ES Pipelines (iGT)"),
+    ("GTC", "GTC Pipelines (iGT)"),
+]
 UNLISTED_NO = "UNLISTED"  # an NO entity no registry entry names (its certificates are WRONG_NO unregistered_entity)
 OTHER_POLICY_OID = "1.2.826.0.1.8641679.1.2.1.1"  # an SMKI-arc OID this (test) environment does not accept
 SUPPLIERS = [("SUPA", "Supplier A"), ("SUPB", "Supplier B"), ("SUPC", "Supplier C")]
@@ -86,7 +102,18 @@ def build_pki() -> Pki:
 
     def pair(eid, name, issuer=ca, role=3, nb="2025-06-01", na="2035-06-01", gen="2025"):
         return tuple(
-            der_of(make_org_certificate(issuer, eid, role, u, name=name, not_before=nb, not_after=na, seed=f"sample/{eid}/{role}/{u}/{gen}/{issuer is ca}"))
+            der_of(
+                make_org_certificate(
+                    issuer,
+                    eid,
+                    role,
+                    u,
+                    name=name,
+                    not_before=nb,
+                    not_after=na,
+                    seed=f"sample/{eid}/{role}/{u}/{gen}/{issuer is ca}",
+                )
+            )
             for u in ("DS", "KA")
         )
 
@@ -94,17 +121,68 @@ def build_pki() -> Pki:
         current[no] = pair(entity[no], no)
         previous[no] = pair(entity[no], no, nb="2021-03-01", na="2031-03-01", gen="2021")
         expired[no] = pair(entity[no], no, nb="2016-01-01", na="2026-01-01", gen="2016")[0]
-        revoked_cert = make_org_certificate(ca, entity[no], 3, "DS", name=no, not_before="2023-05-01", not_after="2033-05-01", seed=f"sample/{no}/revoked")
+        revoked_cert = make_org_certificate(
+            ca,
+            entity[no],
+            3,
+            "DS",
+            name=no,
+            not_before="2023-05-01",
+            not_after="2033-05-01",
+            seed=f"sample/{no}/revoked",
+        )
         revoked[no] = der_of(revoked_cert)
         serials.append(format(revoked_cert.serial_number, "X"))
         impostor[no] = pair(entity[no], no, issuer=impostor_ca, gen="impostor")
-    other_policy = {no: der_of(make_org_certificate(ca, entity[no], 3, "DS", name=no, not_before="2025-06-01", not_after="2035-06-01",
-                                                    seed=f"sample/{no}/other-policy", policy_oid=OTHER_POLICY_OID)) for no in ids}  # fmt: skip
-    bad_profile = {no: der_of(make_org_certificate(ca, entity[no], 3, "DS", name=no, not_before="2025-06-01", not_after="2035-06-01",
-                                                   seed=f"sample/{no}/ku-not-critical", critical_key_usage=False)) for no in ids}  # fmt: skip
+    other_policy = {
+        no: der_of(
+            make_org_certificate(
+                ca,
+                entity[no],
+                3,
+                "DS",
+                name=no,
+                not_before="2025-06-01",
+                not_after="2035-06-01",
+                seed=f"sample/{no}/other-policy",
+                policy_oid=OTHER_POLICY_OID,
+            )
+        )
+        for no in ids
+    }
+    bad_profile = {
+        no: der_of(
+            make_org_certificate(
+                ca,
+                entity[no],
+                3,
+                "DS",
+                name=no,
+                not_before="2025-06-01",
+                not_after="2035-06-01",
+                seed=f"sample/{no}/ku-not-critical",
+                critical_key_usage=False,
+            )
+        )
+        for no in ids
+    }
     supplier = [pair(entity_for(i + 1, 0x50), name, role=2) for i, (_, name) in enumerate(SUPPLIERS)]
     idno = pair(entity_for(1, 0x60), UNLISTED_NO)
-    return Pki(ca, impostor_ca, current, previous, expired, revoked, serials, supplier, impostor, idno, entity, other_policy, bad_profile)
+    return Pki(
+        ca,
+        impostor_ca,
+        current,
+        previous,
+        expired,
+        revoked,
+        serials,
+        supplier,
+        impostor,
+        idno,
+        entity,
+        other_policy,
+        bad_profile,
+    )
 
 
 # ------------------------------------------------------------------------------------------------ devices
@@ -142,56 +220,172 @@ def make_mprn(rng: random.Random) -> str:
 
 
 RECIPES = [  # (name, weight): the bulk of devices
-    ("ok", 700), ("ok_previous_gen", 60), ("wrong_neighbour", 90), ("wrong_ds_only", 20), ("wrong_ka_only", 15),
-    ("wrong_other_fuel", 12), ("wrong_supplier", 8), ("hold_untrusted", 5), ("wrong_unregistered_no", 4),
-    ("wrong_previous_no", 10), ("hold_other_policy", 2), ("hold_profile", 2), ("pending_incoming", 4), ("pending_outgoing", 3),
-    ("gpf_ok", 40), ("gpf_wrong", 6), ("out_of_scope", 8),
-    ("empty_one", 25), ("empty_both", 8), ("key_usage_swapped", 10), ("expired", 8), ("revoked", 6),
-    ("no_rdp", 10), ("no_rdp_ended", 5), ("rdp_ambiguous", 5), ("unknown_no", 5),
-    ("invalid_id", 3), ("invalid_mpan", 4), ("invalid_type", 2), ("undecodable", 3), ("identical_repeat", 8),
-]  # fmt: skip
+    ("ok", 700),
+    ("ok_previous_gen", 60),
+    ("wrong_neighbour", 90),
+    ("wrong_ds_only", 20),
+    ("wrong_ka_only", 15),
+    ("wrong_other_fuel", 12),
+    ("wrong_supplier", 8),
+    ("hold_untrusted", 5),
+    ("wrong_unregistered_no", 4),
+    ("wrong_previous_no", 10),
+    ("hold_other_policy", 2),
+    ("hold_profile", 2),
+    ("pending_incoming", 4),
+    ("pending_outgoing", 3),
+    ("gpf_ok", 40),
+    ("gpf_wrong", 6),
+    ("out_of_scope", 8),
+    ("empty_one", 25),
+    ("empty_both", 8),
+    ("key_usage_swapped", 10),
+    ("expired", 8),
+    ("revoked", 6),
+    ("no_rdp", 10),
+    ("no_rdp_ended", 5),
+    ("rdp_ambiguous", 5),
+    ("unknown_no", 5),
+    ("invalid_id", 3),
+    ("invalid_mpan", 4),
+    ("invalid_type", 2),
+    ("undecodable", 3),
+    ("identical_repeat", 8),
+]
 # Every one of these occurs at least once in MOC and FOC (and the first few in IOC), whatever the draw.
 GUARANTEED = [
-    "ok", "wrong_neighbour", "empty_one", "key_usage_swapped", "expired", "no_rdp", "rdp_ambiguous", "unknown_no",
-    "invalid_mpan", "undecodable", "duplicate_conflict", "duplicate_and_wrong", "invalid_and_wrong", "no_rdp_and_wrong",
-    "unknown_and_wrong", "wrong_and_empty", "wrong_and_expired", "empty_and_key_usage", "key_usage_and_expired",
-    "rdp_rejected_row", "revoked", "wrong_supplier", "hold_untrusted", "rdp_future_only", "identical_repeat",
-    "cross_s1sp_duplicate", "wrong_previous_no", "wrong_other_fuel", "wrong_unregistered_no", "hold_other_policy", "hold_profile",
-    "pending_incoming", "pending_outgoing", "gpf_ok", "gpf_wrong", "out_of_scope", "no_rdp_ended", "empty_both", "invalid_type",
+    "ok",
+    "wrong_neighbour",
+    "empty_one",
+    "key_usage_swapped",
+    "expired",
+    "no_rdp",
+    "rdp_ambiguous",
+    "unknown_no",
+    "invalid_mpan",
+    "undecodable",
+    "duplicate_conflict",
+    "duplicate_and_wrong",
+    "invalid_and_wrong",
+    "no_rdp_and_wrong",
+    "unknown_and_wrong",
+    "wrong_and_empty",
+    "wrong_and_expired",
+    "empty_and_key_usage",
+    "key_usage_and_expired",
+    "rdp_rejected_row",
+    "revoked",
+    "wrong_supplier",
+    "hold_untrusted",
+    "rdp_future_only",
+    "identical_repeat",
+    "cross_s1sp_duplicate",
+    "wrong_previous_no",
+    "wrong_other_fuel",
+    "wrong_unregistered_no",
+    "hold_other_policy",
+    "hold_profile",
+    "pending_incoming",
+    "pending_outgoing",
+    "gpf_ok",
+    "gpf_wrong",
+    "out_of_scope",
+    "no_rdp_ended",
+    "empty_both",
+    "invalid_type",
     "invalid_id",
-]  # fmt: skip
+]
 INTENDED = {
-    "ok": "OK", "ok_previous_gen": "OK", "wrong_neighbour": "WRONG_NO", "wrong_ds_only": "WRONG_NO", "wrong_ka_only": "WRONG_NO",
-    "wrong_other_fuel": "WRONG_NO", "wrong_supplier": "WRONG_NO", "hold_untrusted": "SECURITY_HOLD", "wrong_unregistered_no": "WRONG_NO",
-    "wrong_previous_no": "WRONG_NO", "hold_other_policy": "SECURITY_HOLD", "hold_profile": "SECURITY_HOLD",
-    "pending_incoming": "PENDING_NO_CHANGE", "pending_outgoing": "PENDING_NO_CHANGE", "gpf_ok": "OK", "gpf_wrong": "WRONG_NO",
+    "ok": "OK",
+    "ok_previous_gen": "OK",
+    "wrong_neighbour": "WRONG_NO",
+    "wrong_ds_only": "WRONG_NO",
+    "wrong_ka_only": "WRONG_NO",
+    "wrong_other_fuel": "WRONG_NO",
+    "wrong_supplier": "WRONG_NO",
+    "hold_untrusted": "SECURITY_HOLD",
+    "wrong_unregistered_no": "WRONG_NO",
+    "wrong_previous_no": "WRONG_NO",
+    "hold_other_policy": "SECURITY_HOLD",
+    "hold_profile": "SECURITY_HOLD",
+    "pending_incoming": "PENDING_NO_CHANGE",
+    "pending_outgoing": "PENDING_NO_CHANGE",
+    "gpf_ok": "OK",
+    "gpf_wrong": "WRONG_NO",
     "out_of_scope": "OUT_OF_SCOPE",
-    "empty_one": "SLOT_EMPTY", "empty_both": "SLOT_EMPTY", "key_usage_swapped": "KEY_USAGE_MISMATCH", "expired": "EXPIRED_OR_REVOKED",
-    "revoked": "EXPIRED_OR_REVOKED", "no_rdp": "NO_RDP", "no_rdp_ended": "NO_RDP", "rdp_future_only": "NO_RDP",
-    "rdp_ambiguous": "RDP_AMBIGUOUS", "rdp_rejected_row": "RDP_AMBIGUOUS", "unknown_no": "UNKNOWN_NO", "invalid_id": "INVALID_INPUT",
-    "invalid_mpan": "INVALID_INPUT", "invalid_type": "INVALID_INPUT", "undecodable": "INVALID_INPUT", "identical_repeat": "OK",
-    "duplicate_conflict": "DUPLICATE_CONFLICT", "duplicate_and_wrong": "DUPLICATE_CONFLICT", "invalid_and_wrong": "INVALID_INPUT",
-    "no_rdp_and_wrong": "NO_RDP", "unknown_and_wrong": "UNKNOWN_NO", "wrong_and_empty": "WRONG_NO", "wrong_and_expired": "WRONG_NO",
-    "empty_and_key_usage": "SLOT_EMPTY", "key_usage_and_expired": "KEY_USAGE_MISMATCH", "cross_s1sp_duplicate": "DUPLICATE_CONFLICT",
-}  # fmt: skip
+    "empty_one": "SLOT_EMPTY",
+    "empty_both": "SLOT_EMPTY",
+    "key_usage_swapped": "KEY_USAGE_MISMATCH",
+    "expired": "EXPIRED_OR_REVOKED",
+    "revoked": "EXPIRED_OR_REVOKED",
+    "no_rdp": "NO_RDP",
+    "no_rdp_ended": "NO_RDP",
+    "rdp_future_only": "NO_RDP",
+    "rdp_ambiguous": "RDP_AMBIGUOUS",
+    "rdp_rejected_row": "RDP_AMBIGUOUS",
+    "unknown_no": "UNKNOWN_NO",
+    "invalid_id": "INVALID_INPUT",
+    "invalid_mpan": "INVALID_INPUT",
+    "invalid_type": "INVALID_INPUT",
+    "undecodable": "INVALID_INPUT",
+    "identical_repeat": "OK",
+    "duplicate_conflict": "DUPLICATE_CONFLICT",
+    "duplicate_and_wrong": "DUPLICATE_CONFLICT",
+    "invalid_and_wrong": "INVALID_INPUT",
+    "no_rdp_and_wrong": "NO_RDP",
+    "unknown_and_wrong": "UNKNOWN_NO",
+    "wrong_and_empty": "WRONG_NO",
+    "wrong_and_expired": "WRONG_NO",
+    "empty_and_key_usage": "SLOT_EMPTY",
+    "key_usage_and_expired": "KEY_USAGE_MISMATCH",
+    "cross_s1sp_duplicate": "DUPLICATE_CONFLICT",
+}
 
 
 # The cause each recipe means (contract v2); recipes whose cause depends on the draw are settled in `make`.
 INTENDED_CAUSE = {
-    "ok": "", "ok_previous_gen": "", "identical_repeat": "", "gpf_ok": "",
-    "wrong_neighbour": "other_no_same_fuel", "gpf_wrong": "other_no_same_fuel", "wrong_ds_only": "other_no_same_fuel",
-    "wrong_ka_only": "other_no_same_fuel", "wrong_and_empty": "other_no_same_fuel", "wrong_and_expired": "other_no_same_fuel",
-    "wrong_other_fuel": "other_fuel_no", "wrong_supplier": "non_no_role", "wrong_unregistered_no": "unregistered_entity",
-    "wrong_previous_no": "previous_no_of_mpxn", "hold_untrusted": "untrusted_issuer", "hold_other_policy": "policy_not_accepted",
-    "hold_profile": "profile_violation", "pending_incoming": "slots_hold_incoming_no", "pending_outgoing": "change_of_no_pending",
-    "out_of_scope": "device_type_without_no_slots", "empty_both": "both_empty", "empty_and_key_usage": "ds_empty",
-    "key_usage_swapped": "swapped", "key_usage_and_expired": "swapped", "expired": "expired", "revoked": "revoked",
-    "no_rdp": "no_registration", "no_rdp_and_wrong": "no_registration", "no_rdp_ended": "registration_ended",
-    "rdp_future_only": "registration_not_yet_effective", "rdp_ambiguous": "several_registrations", "rdp_rejected_row": "rejected_rdp_row",
-    "unknown_no": "other_fuel_operator", "unknown_and_wrong": "other_fuel_operator", "invalid_id": "invalid_device_id",
-    "invalid_mpan": "invalid_mpxn", "invalid_and_wrong": "invalid_mpxn", "invalid_type": "unconfigured_device_type",
-    "undecodable": "undecodable_certificate", "duplicate_conflict": "differing_records", "duplicate_and_wrong": "differing_records",
-}  # fmt: skip
+    "ok": "",
+    "ok_previous_gen": "",
+    "identical_repeat": "",
+    "gpf_ok": "",
+    "wrong_neighbour": "other_no_same_fuel",
+    "gpf_wrong": "other_no_same_fuel",
+    "wrong_ds_only": "other_no_same_fuel",
+    "wrong_ka_only": "other_no_same_fuel",
+    "wrong_and_empty": "other_no_same_fuel",
+    "wrong_and_expired": "other_no_same_fuel",
+    "wrong_other_fuel": "other_fuel_no",
+    "wrong_supplier": "non_no_role",
+    "wrong_unregistered_no": "unregistered_entity",
+    "wrong_previous_no": "previous_no_of_mpxn",
+    "hold_untrusted": "untrusted_issuer",
+    "hold_other_policy": "policy_not_accepted",
+    "hold_profile": "profile_violation",
+    "pending_incoming": "slots_hold_incoming_no",
+    "pending_outgoing": "change_of_no_pending",
+    "out_of_scope": "device_type_without_no_slots",
+    "empty_both": "both_empty",
+    "empty_and_key_usage": "ds_empty",
+    "key_usage_swapped": "swapped",
+    "key_usage_and_expired": "swapped",
+    "expired": "expired",
+    "revoked": "revoked",
+    "no_rdp": "no_registration",
+    "no_rdp_and_wrong": "no_registration",
+    "no_rdp_ended": "registration_ended",
+    "rdp_future_only": "registration_not_yet_effective",
+    "rdp_ambiguous": "several_registrations",
+    "rdp_rejected_row": "rejected_rdp_row",
+    "unknown_no": "other_fuel_operator",
+    "unknown_and_wrong": "other_fuel_operator",
+    "invalid_id": "invalid_device_id",
+    "invalid_mpan": "invalid_mpxn",
+    "invalid_and_wrong": "invalid_mpxn",
+    "invalid_type": "unconfigured_device_type",
+    "undecodable": "undecodable_certificate",
+    "duplicate_conflict": "differing_records",
+    "duplicate_and_wrong": "differing_records",
+}
 
 
 class DeviceFactory:
@@ -214,7 +408,12 @@ class DeviceFactory:
 
     def make(self, s1sp: str, recipe: str) -> None:
         rng, pki = self.rng, self.pki
-        gas = rng.random() < 0.4 and recipe not in ("unknown_no", "unknown_and_wrong", "invalid_mpan", "wrong_unregistered_no")
+        gas = rng.random() < 0.4 and recipe not in (
+            "unknown_no",
+            "unknown_and_wrong",
+            "invalid_mpan",
+            "wrong_unregistered_no",
+        )
         gas = gas or recipe in ("gpf_ok", "gpf_wrong")
         dnos, gts = [d[0] for d in DNOS], [g[0] for g in GTS]
         if gas:
@@ -237,7 +436,14 @@ class DeviceFactory:
         cause = INTENDED_CAUSE.get(recipe)
         if recipe == "ok_previous_gen":
             rec.ds, rec.ka = pki.previous[no]
-        elif recipe in ("wrong_neighbour", "gpf_wrong", "duplicate_and_wrong", "invalid_and_wrong", "no_rdp_and_wrong", "unknown_and_wrong"):
+        elif recipe in (
+            "wrong_neighbour",
+            "gpf_wrong",
+            "duplicate_and_wrong",
+            "invalid_and_wrong",
+            "no_rdp_and_wrong",
+            "unknown_and_wrong",
+        ):
             rec.ds, rec.ka = pki.current[neighbour] if rng.random() < 0.8 else pki.previous[neighbour]
         elif recipe == "wrong_ds_only":
             rec.ds = pki.current[neighbour][0]
@@ -297,7 +503,9 @@ class DeviceFactory:
         elif recipe == "rdp_ambiguous":
             self.register(fuel, mpxn, neighbour, date(2020, 1, 1))
         elif recipe == "rdp_rejected_row":
-            self.case.rdp.append((fuel, mpxn, neighbour, None, None, {"effective_from": "31/02/2021" if fuel == "E" else "2021-02-31"}))
+            self.case.rdp.append(
+                (fuel, mpxn, neighbour, None, None, {"effective_from": "31/02/2021" if fuel == "E" else "2021-02-31"})
+            )
         elif recipe == "invalid_id":
             rec.raw_id = device_id.replace("-", "")[:-2] + "ZZ"
         elif recipe in ("invalid_mpan",):
@@ -322,14 +530,26 @@ class DeviceFactory:
             rec.ds, rec.ka = pki.current[rng.choice(dnos)]
         if registered:
             self.register(fuel, mpxn, no)
-        if rng.random() < 0.15 and registered and recipe not in ("rdp_ambiguous", "rdp_rejected_row", "gpf_wrong") and "wrong" not in recipe:
+        if (
+            rng.random() < 0.15
+            and registered
+            and recipe not in ("rdp_ambiguous", "rdp_rejected_row", "gpf_wrong")
+            and "wrong" not in recipe
+        ):
             # History: an earlier, ended registration with another NO (a boundary change) must not count.
-            self.register(fuel, mpxn, neighbour if fuel == "E" else self.other(pool, no), date(2012, 1, 1), date(2014, 12, 31))
+            self.register(
+                fuel, mpxn, neighbour if fuel == "E" else self.other(pool, no), date(2012, 1, 1), date(2014, 12, 31)
+            )
         self.case.records.append(rec)
         if recipe == "identical_repeat":
             self.case.records.append(replace(rec))
         if recipe in ("duplicate_conflict", "duplicate_and_wrong"):
-            twin = replace(rec, ds=pki.previous[no][0] if recipe == "duplicate_conflict" else pki.current[self.other(pool, neighbour)][0])
+            twin = replace(
+                rec,
+                ds=pki.previous[no][0]
+                if recipe == "duplicate_conflict"
+                else pki.current[self.other(pool, neighbour)][0],
+            )
             self.case.records.append(twin)
         self.case.intended[rec.raw_id or device_id] = (INTENDED[recipe], cause)
 
@@ -377,7 +597,11 @@ def pem_text(der: bytes | None) -> str | None:
     if der is None:
         return None
     body = b64(der)
-    return "-----BEGIN CERTIFICATE-----\n" + "\n".join(body[i : i + 64] for i in range(0, len(body), 64)) + "\n-----END CERTIFICATE-----\n"
+    return (
+        "-----BEGIN CERTIFICATE-----\n"
+        + "\n".join(body[i : i + 64] for i in range(0, len(body), 64))
+        + "\n-----END CERTIFICATE-----\n"
+    )
 
 
 def iso(ts: datetime) -> str:
@@ -387,11 +611,23 @@ def iso(ts: datetime) -> str:
 def write_moc(records: list[Record], path: Path) -> None:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\r\n")  # MOC exports from a Windows host
-    w.writerow(["SP_CODE", "DEVICE_EUI", "DEV_TYPE", "SUPPLY_POINT_REF", "NO_DIGSIG_CERT_B64", "NO_KEYAGR_CERT_B64", "EXTRACT_TS"])
+    w.writerow(
+        [
+            "SP_CODE",
+            "DEVICE_EUI",
+            "DEV_TYPE",
+            "SUPPLY_POINT_REF",
+            "NO_DIGSIG_CERT_B64",
+            "NO_KEYAGR_CERT_B64",
+            "EXTRACT_TS",
+        ]
+    )
     types = {"ESME": "E", "GSME": "G"}
     for r in records:
         device = r.raw_id or r.device_id.replace("-", "").lower()
-        w.writerow(["MOC", device, types.get(r.device_type, r.device_type), r.mpxn, b64(r.ds), b64(r.ka), iso(r.extracted_at)])
+        w.writerow(
+            ["MOC", device, types.get(r.device_type, r.device_type), r.mpxn, b64(r.ds), b64(r.ka), iso(r.extracted_at)]
+        )
     path.write_text(buf.getvalue(), encoding="utf-8", newline="")
 
 
@@ -399,13 +635,19 @@ def write_foc(records: list[Record], path: Path, rng: random.Random) -> None:
     kinds = {"ESME": "electricity", "GSME": "gas"}
     lines = []
     for r in records:
-        device = {"guid": r.raw_id or r.device_id, "kind": kinds.get(r.device_type, r.device_type.lower()), "supplyPoint": r.mpxn}
+        device = {
+            "guid": r.raw_id or r.device_id,
+            "kind": kinds.get(r.device_type, r.device_type.lower()),
+            "supplyPoint": r.mpxn,
+        }
         for name, der in (("nwo-digital-signing", r.ds), ("nwo-key-agreement", r.ka)):
             if der is None and name == "nwo-digital-signing" and rng.random() < 0.5:
                 continue  # FOC leaves an empty DS slot out altogether half of the time (the KA record always comes)
             slot = {"name": name, "certificate": b64(der) if der is not None else None, "algorithm": "ECDSA-P256"}
             ms = int(r.extracted_at.timestamp() * 1000)
-            lines.append(json.dumps({"device": device, "slot": slot, "capturedAtEpochMs": ms, "source": "foc-anchor-export/3.2"}))
+            lines.append(
+                json.dumps({"device": device, "slot": slot, "capturedAtEpochMs": ms, "source": "foc-anchor-export/3.2"})
+            )
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
@@ -413,7 +655,9 @@ def write_ioc(records: list[Record], path: Path) -> None:
     table = pa.table(
         {
             "provider": pa.array(["IOC"] * len(records), pa.string()),
-            "eui64": [r.raw_id or r.device_id.lower() if i % 2 else r.raw_id or r.device_id for i, r in enumerate(records)],
+            "eui64": [
+                r.raw_id or r.device_id.lower() if i % 2 else r.raw_id or r.device_id for i, r in enumerate(records)
+            ],
             "meter_type": [r.device_type for r in records],
             "mpxn": [r.mpxn for r in records],
             "no_ds_pem": pa.array([pem_text(r.ds) for r in records], pa.string()),
@@ -448,22 +692,33 @@ def write_pki(pki: Pki, pki_dir: Path, registry_path: Path) -> None:
     (pki_dir / "no").mkdir(parents=True, exist_ok=True)
     (pki_dir / "org-ca.pem").write_bytes(pki.ca.pem())
     # SMETS1 identifies a certificate by serial and issuer: the ORL names both.
-    (pki_dir / "orl.csv").write_text("issuer,serial,reason\n" + "".join(f"{pki.revoked_issuer},{s},keyCompromise\n" for s in sorted(pki.revoked_serials)))
+    (pki_dir / "orl.csv").write_text(
+        "issuer,serial,reason\n"
+        + "".join(f"{pki.revoked_issuer},{s},keyCompromise\n" for s in sorted(pki.revoked_serials))
+    )
     lines = [
         "# Sample Network Operator registry, written by sample_data/generate.py: RDP network_operator_id -> SMKI entity",
         "# and the current NO_DS / NO_KA certificates that replace a wrong slot. In production this lists the NOs' real",
         "# current certificates as published in the SMKI repository.",
         "",
     ]
-    names = {d[0]: (d[2], "E") for d in DNOS} | {g[0]: (g[1], "G") for g in GTS}  # GGEN (an IDNO) is left out on purpose
+    names = {d[0]: (d[2], "E") for d in DNOS} | {
+        g[0]: (g[1], "G") for g in GTS
+    }  # GGEN (an IDNO) is left out on purpose
     for no, (name, fuel) in names.items():
         for usage, der in zip(("ds", "ka"), pki.current[no]):
             (pki_dir / "no" / f"{no.lower()}-{usage}.pem").write_text(pem_text(der))
         rel = Path(os.path.relpath(pki_dir / "no", registry_path.parent))
         lines += [
-            "[[network_operator]]", f'id = "{no}"', f'name = "{name}"', f'fuel = "{fuel}"', f'entity_id = "{pki.entity[no]}"',
-            f'ds_certificate = "{(rel / f"{no.lower()}-ds.pem").as_posix()}"', f'ka_certificate = "{(rel / f"{no.lower()}-ka.pem").as_posix()}"', "",
-        ]  # fmt: skip
+            "[[network_operator]]",
+            f'id = "{no}"',
+            f'name = "{name}"',
+            f'fuel = "{fuel}"',
+            f'entity_id = "{pki.entity[no]}"',
+            f'ds_certificate = "{(rel / f"{no.lower()}-ds.pem").as_posix()}"',
+            f'ka_certificate = "{(rel / f"{no.lower()}-ka.pem").as_posix()}"',
+            "",
+        ]
     registry_path.write_text("\n".join(lines))
 
 
@@ -485,8 +740,12 @@ def main(argv: list[str] | None = None) -> None:
     write_rdp(case, out / "rdp_electricity.csv", out / "rdp_gas.csv")
     write_pki(pki, out / "pki", args.registry)
     intended = sorted(case.intended.items())
-    (out / "intended_categories.csv").write_text("device_id,category,cause\n" + "".join(f"{d},{c},{k}\n" for d, (c, k) in intended))
-    print(f"wrote {len(case.records)} device records ({', '.join(f'{s} {len(v)}' for s, v in by.items())}) and {len(case.rdp)} RDP rows to {out}")
+    (out / "intended_categories.csv").write_text(
+        "device_id,category,cause\n" + "".join(f"{d},{c},{k}\n" for d, (c, k) in intended)
+    )
+    print(
+        f"wrote {len(case.records)} device records ({', '.join(f'{s} {len(v)}' for s, v in by.items())}) and {len(case.rdp)} RDP rows to {out}"
+    )
 
 
 if __name__ == "__main__":

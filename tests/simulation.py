@@ -49,7 +49,13 @@ def planned_case(root: Path, wrong: int = 30, ok: int = 5, s1sp: str = "MOC") ->
     for i in range(wrong + ok):
         m = mpan(14, 5000 + i)
         holder = "BBBB" if i < wrong else "AAAA"
-        case.device(f"00-1D-00-00-00-01-{i // 256:02X}-{i % 256:02X}", m, no_cert(holder, "DS"), no_cert(holder, "KA"), s1sp=s1sp)
+        case.device(
+            f"00-1D-00-00-00-01-{i // 256:02X}-{i % 256:02X}",
+            m,
+            no_cert(holder, "DS"),
+            no_cert(holder, "KA"),
+            s1sp=s1sp,
+        )
         case.register(m, "AAAA")
     config = case.write()
     plan_dir = root / "plan"

@@ -6,7 +6,7 @@ import base64
 import csv
 from dataclasses import dataclass, field
 from datetime import date
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from remediation import pipeline
@@ -29,21 +29,25 @@ STRANGER = "90-B3-D5-1F-60-00-00-01"  # an NO the registry does not list
 SUPPLIER = "90-B3-D5-1F-50-00-00-01"
 
 
-@lru_cache(maxsize=None)
+@cache
 def org_ca() -> Authority:
     return make_org_ca("tests/org-ca", "Z1")
 
 
-@lru_cache(maxsize=None)
+@cache
 def impostor_ca() -> Authority:
     return make_org_ca("tests/impostor-ca", "Z1")
 
 
-@lru_cache(maxsize=None)
+@cache
 def cert(entity: str, usage: str, *, role: int = 3, generation: str = "current", untrusted: bool = False) -> bytes:
     """DER of a real-profile certificate. generation: current | previous | expired | revoked."""
-    dates = {"current": ("2025-01-01", "2035-01-01"), "previous": ("2020-01-01", "2030-01-01"),
-             "expired": ("2015-01-01", "2025-01-01"), "revoked": ("2024-01-01", "2034-01-01")}[generation]  # fmt: skip
+    dates = {
+        "current": ("2025-01-01", "2035-01-01"),
+        "previous": ("2020-01-01", "2030-01-01"),
+        "expired": ("2015-01-01", "2025-01-01"),
+        "revoked": ("2024-01-01", "2034-01-01"),
+    }[generation]
     issuer = impostor_ca() if untrusted else org_ca()
     seed = f"tests/{entity}/{usage}/{role}/{generation}/{untrusted}"
     return der(make_org_certificate(issuer, entity, role, usage, seed=seed, not_before=dates[0], not_after=dates[1]))
@@ -75,20 +79,20 @@ PEOPLE = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def signer(name: str) -> Signer:
     """`name`'s private key; `signer("bob#2")` is bob's second key."""
     return Signer.generate()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _key_dir() -> Path:
     import tempfile
 
     return Path(tempfile.mkdtemp(prefix="remediation-test-keys-"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def key_file(name: str) -> Path:
     """`name`'s private key as a PEM file (mode 0600), for the CLI and subprocesses."""
     import os
@@ -98,7 +102,11 @@ def key_file(name: str) -> Path:
     path = _key_dir() / name.replace("#", "-")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as fh:
-        fh.write(signer(name).private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        fh.write(
+            signer(name).private_key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
     return path
 
 
@@ -144,23 +152,50 @@ class CaseFiles:
     ca_pem: bytes | None = None  # the Organisation CA certificate (default: the test world's)
     trust_policy: str | None = field(default_factory=policy_toml)  # people.toml text; None: the case names no policy
 
-    def device(self, device_id: str, mpxn: str, ds=None, ka=None, *, device_type: str = "ESME", s1sp: str = "MOC",
-               extracted_at: str = "2026-05-31T02:00:00Z") -> dict:  # fmt: skip
-        row = {"s1sp": s1sp, "device_id": device_id, "device_type": device_type, "mpxn": mpxn,
-               "no_ds_cert": b64(ds), "no_ka_cert": b64(ka), "extracted_at": extracted_at}  # fmt: skip
+    def device(
+        self,
+        device_id: str,
+        mpxn: str,
+        ds=None,
+        ka=None,
+        *,
+        device_type: str = "ESME",
+        s1sp: str = "MOC",
+        extracted_at: str = "2026-05-31T02:00:00Z",
+    ) -> dict:
+        row = {
+            "s1sp": s1sp,
+            "device_id": device_id,
+            "device_type": device_type,
+            "mpxn": mpxn,
+            "no_ds_cert": b64(ds),
+            "no_ka_cert": b64(ka),
+            "extracted_at": extracted_at,
+        }
         self.rows.append(row)
         return row
 
     def register(self, mpxn: str, no: str, fuel: str = "E", start: str = "2020-01-01", end: str = "") -> None:
-        self.rdp.append({"mpxn": mpxn, "fuel": fuel, "network_operator_id": no, "effective_from": start, "effective_to": end})
+        self.rdp.append(
+            {"mpxn": mpxn, "fuel": fuel, "network_operator_id": no, "effective_from": start, "effective_to": end}
+        )
 
     def write(self) -> Path:
         root = self.root
         (root / "dialects").mkdir(parents=True, exist_ok=True)
-        (root / "dialects" / "canonical.toml").write_text('format = "csv"\n[columns]\n' + "".join(
-            f'{c} = "{c}"\n' for c in ("s1sp", "device_id", "device_type", "mpxn", "no_ds_cert", "no_ka_cert", "extracted_at")))  # fmt: skip
-        (root / "dialects" / "rdp.toml").write_text('format = "csv"\n[columns]\n' + "".join(
-            f'{c} = "{c}"\n' for c in ("mpxn", "fuel", "network_operator_id", "effective_from", "effective_to")))  # fmt: skip
+        (root / "dialects" / "canonical.toml").write_text(
+            'format = "csv"\n[columns]\n'
+            + "".join(
+                f'{c} = "{c}"\n'
+                for c in ("s1sp", "device_id", "device_type", "mpxn", "no_ds_cert", "no_ka_cert", "extracted_at")
+            )
+        )
+        (root / "dialects" / "rdp.toml").write_text(
+            'format = "csv"\n[columns]\n'
+            + "".join(
+                f'{c} = "{c}"\n' for c in ("mpxn", "fuel", "network_operator_id", "effective_from", "effective_to")
+            )
+        )
         (root / "pki").mkdir(exist_ok=True)
         (root / "pki" / "ca.pem").write_bytes(self.ca_pem or org_ca().pem())
         # ORL entries: a serial (issued by the test Organisation CA, Z1) or an (issuer, serial) pair.
@@ -171,28 +206,45 @@ class CaseFiles:
             for usage in ("DS", "KA"):
                 current = self.registry_certs.get((no, usage)) or cert(entity, usage)
                 (root / "pki" / f"{no}-{usage}.pem").write_text(pem_of(current))
-            registry.append(f'[[network_operator]]\nid = "{no}"\nfuel = "{fuel}"\nentity_id = "{entity}"\n'
-                            f'ds_certificate = "pki/{no}-DS.pem"\nka_certificate = "pki/{no}-KA.pem"\n')  # fmt: skip
+            registry.append(
+                f'[[network_operator]]\nid = "{no}"\nfuel = "{fuel}"\nentity_id = "{entity}"\n'
+                f'ds_certificate = "pki/{no}-DS.pem"\nka_certificate = "pki/{no}-KA.pem"\n'
+            )
         (root / "registry.toml").write_text("\n".join(registry))
         extracts = []
         s1sps = sorted({r.get("_file", r["s1sp"]) for r in self.rows} | {"MOC"} | set(self.s1sp_settings))
         for s1sp in s1sps:
             path = root / f"{s1sp.lower()}.csv"
-            write_csv(path, [{k: v for k, v in r.items() if k != "_file"} for r in self.rows if r.get("_file", r["s1sp"]) == s1sp],
-                      ["s1sp", "device_id", "device_type", "mpxn", "no_ds_cert", "no_ka_cert", "extracted_at"])  # fmt: skip
-            extracts.append(f'[[inputs.extract]]\ns1sp = "{s1sp}"\npath = "{path.name}"\ndialect = "dialects/canonical.toml"\n')
+            write_csv(
+                path,
+                [{k: v for k, v in r.items() if k != "_file"} for r in self.rows if r.get("_file", r["s1sp"]) == s1sp],
+                ["s1sp", "device_id", "device_type", "mpxn", "no_ds_cert", "no_ka_cert", "extracted_at"],
+            )
+            extracts.append(
+                f'[[inputs.extract]]\ns1sp = "{s1sp}"\npath = "{path.name}"\ndialect = "dialects/canonical.toml"\n'
+            )
         write_csv(root / "rdp.csv", self.rdp, ["mpxn", "fuel", "network_operator_id", "effective_from", "effective_to"])
         policy = "".join(f"{k} = {toml_value(v)}\n" for k, v in self.policy.items())
         oids = ", ".join(f'"{o}"' for o in self.policy_oids)
-        s1sp_tables = "".join(f"[s1sp.{code}]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in self.s1sp_settings.get(code, {}).items())
-                              for code in s1sps)  # fmt: skip
-        if self.trust_policy is not None and not (root / "people.toml").exists():  # written once: its hash is sealed in plans
+        s1sp_tables = "".join(
+            f"[s1sp.{code}]\n"
+            + "".join(f"{k} = {toml_value(v)}\n" for k, v in self.s1sp_settings.get(code, {}).items())
+            for code in s1sps
+        )
+        if (
+            self.trust_policy is not None and not (root / "people.toml").exists()
+        ):  # written once: its hash is sealed in plans
             (root / "people.toml").write_text(self.trust_policy)
         people = 'trust_policy = "people.toml"\n' if self.trust_policy is not None else ""
-        case = (f'[case]\nname = "test"\nas_of = {AS_OF.isoformat()}\n{people}[inputs]\nregistry = "registry.toml"\n' + "".join(extracts)
-                + '[[inputs.rdp]]\npath = "rdp.csv"\ndialect = "dialects/rdp.toml"\n'
-                + f'[pki]\norganisation_ca = "pki/ca.pem"\norl = "pki/orl.csv"\naccepted_policy_oids = [{oids}]\n[policy]\n' + policy
-                + s1sp_tables + self.extra_toml)  # fmt: skip
+        case = (
+            f'[case]\nname = "test"\nas_of = {AS_OF.isoformat()}\n{people}[inputs]\nregistry = "registry.toml"\n'
+            + "".join(extracts)
+            + '[[inputs.rdp]]\npath = "rdp.csv"\ndialect = "dialects/rdp.toml"\n'
+            + f'[pki]\norganisation_ca = "pki/ca.pem"\norl = "pki/orl.csv"\naccepted_policy_oids = [{oids}]\n[policy]\n'
+            + policy
+            + s1sp_tables
+            + self.extra_toml
+        )
         (root / "case.toml").write_text(case)
         return root / "case.toml"
 
@@ -256,7 +308,10 @@ def zaz1_anchor_pem() -> bytes | None:
     p = 0xFFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF
     a, b = p - 3, 0x5AC635D8AA3A93E7B3EBBD55769886BC651D06B0CC53B0F63BCE3C3E27D2604B
     n = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
-    g = (0x6B17D1F2E12C4247F8BCE6E563A440F277037D812DEB33A0F4A13945D898C296, 0x4FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5)
+    g = (
+        0x6B17D1F2E12C4247F8BCE6E563A440F277037D812DEB33A0F4A13945D898C296,
+        0x4FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5,
+    )
 
     def add(u, v):
         if u is None or v is None:
@@ -283,7 +338,14 @@ def zaz1_anchor_pem() -> bytes | None:
     (q,) = set.intersection(*(signer_keys(c) for c in certs))
     key = ec.EllipticCurvePublicNumbers(q[0], q[1], ec.SECP256R1()).public_key()
     throwaway = ec.derive_private_key(7, ec.SECP256R1())
-    anchor = (x509.CertificateBuilder().subject_name(certs[0].issuer).issuer_name(certs[0].issuer).public_key(key)
-              .serial_number(1).not_valid_before(certs[0].not_valid_before_utc).not_valid_after(certs[0].not_valid_after_utc.replace(year=2040))
-              .sign(throwaway, hashes.SHA256()))  # fmt: skip
+    anchor = (
+        x509.CertificateBuilder()
+        .subject_name(certs[0].issuer)
+        .issuer_name(certs[0].issuer)
+        .public_key(key)
+        .serial_number(1)
+        .not_valid_before(certs[0].not_valid_before_utc)
+        .not_valid_after(certs[0].not_valid_after_utc.replace(year=2040))
+        .sign(throwaway, hashes.SHA256())
+    )
     return anchor.public_bytes(serialization.Encoding.PEM)

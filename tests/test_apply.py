@@ -50,14 +50,24 @@ def test_simulator_speaks_the_contract(world):
     with httpx.Client() as client:
         got = client.get(base)
         assert got.status_code == 200 and got.headers["ETag"] == '"1"' and got.json()["version"] == 1
-        body = {"slots": {"NO_DS": {"cert": row.target_ds_cert}, "NO_KA": {"cert": row.target_ka_cert}}, "reason": "MP107-R2", "operation_id": row.operation_id}
-        assert client.put(base, json=body, headers={"If-Match": '"7"', "Idempotency-Key": row.operation_id}).status_code == 412
+        body = {
+            "slots": {"NO_DS": {"cert": row.target_ds_cert}, "NO_KA": {"cert": row.target_ka_cert}},
+            "reason": "MP107-R2",
+            "operation_id": row.operation_id,
+        }
+        assert (
+            client.put(base, json=body, headers={"If-Match": '"7"', "Idempotency-Key": row.operation_id}).status_code
+            == 412
+        )
         first = client.put(base, json=body, headers={"If-Match": '"1"', "Idempotency-Key": row.operation_id})
         assert first.status_code == 200 and first.json()["version"] == 2
         replay = client.put(base, json=body, headers={"If-Match": '"1"', "Idempotency-Key": row.operation_id})
         assert replay.status_code == 200 and replay.json() == first.json()  # replays the first response
         other = dict(body, reason="something else")
-        assert client.put(base, json=other, headers={"If-Match": '"2"', "Idempotency-Key": row.operation_id}).status_code == 409
+        assert (
+            client.put(base, json=other, headers={"If-Match": '"2"', "Idempotency-Key": row.operation_id}).status_code
+            == 409
+        )
         assert client.get(f"{sim.url}/v1/devices/00-00-00-00-00-00-00-00/anchor-slots").status_code == 404
     assert len(sim.writes()) == 1
 
@@ -117,7 +127,11 @@ def test_drifted_devices_are_never_written(tmp_path):
         drifted = list(plan_rows(plan_dir)["device_id"][:4])
         make_drift(sim.store, drifted, 0, 0)
         result = run_apply(plan_dir, tmp_path / "run", options(sim))
-        assert result.status == "needs_attention" and result.counts["MOC"]["drifted"] == 4 and result.counts["MOC"]["done"] == 26
+        assert (
+            result.status == "needs_attention"
+            and result.counts["MOC"]["drifted"] == 4
+            and result.counts["MOC"]["done"] == 26
+        )
         assert not {d for d, _ in api_writes(tmp_path / "moc.sqlite")} & set(drifted)
         outcomes = pd.read_parquet(tmp_path / "run" / "outcomes.parquet").set_index("device_id")
         assert (outcomes.loc[drifted, "state"] == "drifted").all()
@@ -132,7 +146,9 @@ def test_dry_run_reports_and_writes_nothing(tmp_path):
     sim = start_sim(tmp_path / "moc.sqlite", config)
     try:
         make_drift(sim.store, list(plan_rows(plan_dir)["device_id"][:3]), 0, 0)
-        result = CliRunner().invoke(main, ["apply", str(plan_dir), "--dry-run", str(tmp_path / "dry"), "--endpoint", f"MOC={sim.url}"])
+        result = CliRunner().invoke(
+            main, ["apply", str(plan_dir), "--dry-run", str(tmp_path / "dry"), "--endpoint", f"MOC={sim.url}"]
+        )
         assert result.exit_code == 0, result.stderr
         states = json.loads((tmp_path / "dry" / "dry_run.json").read_text())["states"]["MOC"]
         assert states == {"drifted": 3, "would_write": 27}
@@ -158,7 +174,9 @@ def test_transient_faults_and_throttling_are_retried(world, tmp_path):
     sim.set_faults("error=0.2,throttle=0.1,latency=2ms,seed=11")
     # 30% of requests fail: with 10 attempts a call is given up with probability 0.3**10, so the run completes.
     patient = RetryPolicy(attempts=10, initial=0.005, max_wait=0.5)
-    result = run_apply(plan_dir, tmp_path / "run", options(sim, retry=patient, waves=WavePolicy(pause_failure_rate=1.0)))
+    result = run_apply(
+        plan_dir, tmp_path / "run", options(sim, retry=patient, waves=WavePolicy(pause_failure_rate=1.0))
+    )
     counters = sim.store.counters()
     assert counters.get("fault_429", 0) > 0 and counters.get("fault_503", 0) + counters.get("fault_500", 0) > 0
     outcomes = pd.read_parquet(tmp_path / "run" / "outcomes.parquet")
@@ -189,14 +207,38 @@ def test_unapproved_or_stale_plan_is_refused(tmp_path):
     m = mpan(15, 1)
     case.device("00-1D-00-00-00-02-00-01", m, no_cert("BBBB", "DS"), no_cert("BBBB", "KA"))
     case.register(m, "AAAA")
-    config = case.write()
+    case.write()
     case.plan(planner="alice")
-    result = CliRunner(env=key_env("carol")).invoke(main, ["apply", str(tmp_path / "plan"), "--run", str(tmp_path / "run"), "--trust-policy", str(tmp_path / "people.toml")])
+    result = CliRunner(env=key_env("carol")).invoke(
+        main,
+        [
+            "apply",
+            str(tmp_path / "plan"),
+            "--run",
+            str(tmp_path / "run"),
+            "--trust-policy",
+            str(tmp_path / "people.toml"),
+        ],
+    )
     assert result.exit_code == 3 and "quorum not met: 0 of 1" in result.stderr
     pipeline.run_approve(tmp_path / "plan", signer("bob"))
     (tmp_path / "rdp.csv").write_text((tmp_path / "rdp.csv").read_text() + "\n")
-    result = CliRunner(env=key_env("carol")).invoke(main, ["apply", str(tmp_path / "plan"), "--run", str(tmp_path / "run"), "--trust-policy", str(tmp_path / "people.toml")])
-    assert result.exit_code == 3 and "stale plan" in result.stderr and not (tmp_path / "run" / "checkpoints.sqlite").exists()
+    result = CliRunner(env=key_env("carol")).invoke(
+        main,
+        [
+            "apply",
+            str(tmp_path / "plan"),
+            "--run",
+            str(tmp_path / "run"),
+            "--trust-policy",
+            str(tmp_path / "people.toml"),
+        ],
+    )
+    assert (
+        result.exit_code == 3
+        and "stale plan" in result.stderr
+        and not (tmp_path / "run" / "checkpoints.sqlite").exists()
+    )
 
 
 def test_run_directory_of_another_plan_is_refused(world, tmp_path):
@@ -224,10 +266,24 @@ def test_lock_refuses_while_held_and_is_taken_over_after_the_holder_dies(world, 
     _, _, plan_dir, sim = world
     run_dir = tmp_path / "run"
     run_apply(plan_dir, run_dir, options(sim, s1sps=("FOC",)))  # creates the run directory, applies nothing
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run_dir)], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(run_dir)], stdout=subprocess.PIPE, text=True, cwd=REPO
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
-        result = CliRunner(env=key_env("carol")).invoke(main, ["apply", str(plan_dir), "--run", str(run_dir), "--endpoint", f"MOC={sim.url}", "--trust-policy", str(tmp_path / "people.toml")])
+        result = CliRunner(env=key_env("carol")).invoke(
+            main,
+            [
+                "apply",
+                str(plan_dir),
+                "--run",
+                str(run_dir),
+                "--endpoint",
+                f"MOC={sim.url}",
+                "--trust-policy",
+                str(tmp_path / "people.toml"),
+            ],
+        )
         assert result.exit_code == 3 and f"locked by pid {holder.pid}" in result.stderr
     finally:
         os.kill(holder.pid, signal.SIGKILL)
@@ -251,8 +307,20 @@ def test_verify_on_fresh_exports(tmp_path):
         export_extract(sim.store, tmp_path / "fresh" / "moc.csv")
     finally:
         sim.stop()
-    result = CliRunner().invoke(main, ["verify", "--config", str(config), "--fresh", str(tmp_path / "fresh"), "--plan", str(plan_dir),
-                                       "--out", str(tmp_path / "verify")])  # fmt: skip
+    result = CliRunner().invoke(
+        main,
+        [
+            "verify",
+            "--config",
+            str(config),
+            "--fresh",
+            str(tmp_path / "fresh"),
+            "--plan",
+            str(plan_dir),
+            "--out",
+            str(tmp_path / "verify"),
+        ],
+    )
     assert result.exit_code == 1, result.output
     verdict = json.loads((tmp_path / "verify" / "verify.json").read_text())
     assert verdict["residual_wrong"] == 1 and verdict["planned"] == 8 and verdict["planned_at_target"] == 7
@@ -271,13 +339,19 @@ def _tls_material(tmp_path):
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
 
     def issue(subject, key, issuer, issuer_key, *, ca=False, usage=None, san=None):
-        builder = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-                   .issuer_name(issuer).public_key(key.public_key()).serial_number(x509.random_serial_number())
-                   .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))  # fmt: skip
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
         if usage:
             builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         if san:
@@ -286,14 +360,25 @@ def _tls_material(tmp_path):
 
     def write(name, cert, key):
         (tmp_path / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        (tmp_path / f"{name}.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        (tmp_path / f"{name}.key").write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
         return str(tmp_path / f"{name}.pem"), str(tmp_path / f"{name}.key")
 
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test S1SP CA")])
     ca = issue("test S1SP CA", ca_key, ca_name, ca_key, ca=True)
     server_key, client_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    server = issue("127.0.0.1", server_key, ca_name, ca_key, usage=ExtendedKeyUsageOID.SERVER_AUTH, san=[x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    server = issue(
+        "127.0.0.1",
+        server_key,
+        ca_name,
+        ca_key,
+        usage=ExtendedKeyUsageOID.SERVER_AUTH,
+        san=[x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
+    )
     client = issue("dcc-remediation", client_key, ca_name, ca_key, usage=ExtendedKeyUsageOID.CLIENT_AUTH)
     return write("ca", ca, ca_key)[0], write("server", server, server_key), write("client", client, client_key)
 
@@ -310,7 +395,11 @@ def test_mutual_tls(tmp_path):
         assert HttpGateway(url, client_cert=client, ca_bundle=ca).read(device).version == 1
         with pytest.raises(TransientError):  # no client certificate: the handshake is refused
             HttpGateway(url, ca_bundle=ca).read(device)
-        result = run_apply(plan_dir, tmp_path / "run", ApplyOptions(who="carol", endpoints={"MOC": url}, client_cert=client, ca_bundle=ca))
+        result = run_apply(
+            plan_dir,
+            tmp_path / "run",
+            ApplyOptions(who="carol", endpoints={"MOC": url}, client_cert=client, ca_bundle=ca),
+        )
         assert result.status == "completed" and len(api_writes(tmp_path / "tls.sqlite")) == 2
     finally:
         sim.stop()

@@ -41,9 +41,27 @@ def test_sigkill_at_random_points_never_double_writes(tmp_path):
     drifted = set(rng.sample(list(plan["device_id"]), 6))
     make_drift(sim.store, sorted(drifted), 0, 0)
     run_dir = tmp_path / "run"
-    command = [sys.executable, "-m", "remediation", "apply", str(plan_dir), "--run", str(run_dir), "--by", "sigkill-test",
-               "--endpoint", f"MOC={sim.url}", "--pause-failure-rate", "1.0", "--canary", "5", "--max-wave", "40",
-               "--trust-policy", str(tmp_path / "people.toml")]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "remediation",
+        "apply",
+        str(plan_dir),
+        "--run",
+        str(run_dir),
+        "--by",
+        "sigkill-test",
+        "--endpoint",
+        f"MOC={sim.url}",
+        "--pause-failure-rate",
+        "1.0",
+        "--canary",
+        "5",
+        "--max-wave",
+        "40",
+        "--trust-policy",
+        str(tmp_path / "people.toml"),
+    ]
     env = {**os.environ, **key_env("carol")}  # the operator's key signs each run record
     progress = []
     try:
@@ -59,13 +77,19 @@ def test_sigkill_at_random_points_never_double_writes(tmp_path):
             progress.append(done_count(run_dir))
         for _ in range(5):  # then run to completion
             final = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
-            if final.returncode in (0, 1) and "completed" in final.stdout + final.stderr or "needs_attention" in final.stdout:
+            if (
+                final.returncode in (0, 1)
+                and "completed" in final.stdout + final.stderr
+                or "needs_attention" in final.stdout
+            ):
                 break
     finally:
         sim.stop()
 
-    print(f"\n{kills} SIGKILLs; devices final after each kill: {progress}; API writes {len(api_writes(tmp_path / 'moc.sqlite'))}; "
-          f"planned {len(plan)}, drifted {len(drifted)}")
+    print(
+        f"\n{kills} SIGKILLs; devices final after each kill: {progress}; API writes {len(api_writes(tmp_path / 'moc.sqlite'))}; "
+        f"planned {len(plan)}, drifted {len(drifted)}"
+    )
     assert kills >= KILLS, f"only {kills} kills happened before apply finished; progress {progress}"
     assert len(set(progress)) > KILLS // 2, f"kills did not land mid-run: {progress}"
     writes = api_writes(tmp_path / "moc.sqlite")

@@ -21,8 +21,8 @@ import pandas as pd
 
 from remediation import pipeline
 from remediation.evidence.audit import verify_export
-from remediation.evidence.journal import read_journal, verify_journal
 from remediation.evidence.hashing import sha256_file
+from remediation.evidence.journal import read_journal, verify_journal
 from tests.simulation import api_writes, planned_case, start_sim
 from tests.support import REPO, key_env, signer
 
@@ -35,20 +35,47 @@ def soak(root: Path, interruptions: int = 20, devices: int = 300, seed: int = 20
     sim = start_sim(root / "moc.sqlite", config, faults=f"{FAULTS},seed={seed % 1000}")
     plan = pd.read_parquet(plan_dir / "plan.parquet")
     run_dir = root / "run"
-    command = [sys.executable, "-m", "remediation", "apply", str(plan_dir), "--run", str(run_dir), "--by", "soak", "--endpoint", f"MOC={sim.url}",
-               "--pause-failure-rate", "1.0", "--canary", "5", "--max-wave", "30", "--timeout", "2", "--trust-policy", str(root / "people.toml")]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "remediation",
+        "apply",
+        str(plan_dir),
+        "--run",
+        str(run_dir),
+        "--by",
+        "soak",
+        "--endpoint",
+        f"MOC={sim.url}",
+        "--pause-failure-rate",
+        "1.0",
+        "--canary",
+        "5",
+        "--max-wave",
+        "30",
+        "--timeout",
+        "2",
+        "--trust-policy",
+        str(root / "people.toml"),
+    ]
     env = {**os.environ, **key_env("carol")}
     done, stops, progress = 0, [], []
     try:
         while len(stops) < interruptions:
             journal = run_dir / "journal.jsonl"
             before = journal.stat().st_size if journal.exists() else 0
-            proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            proc = subprocess.Popen(
+                command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+            )
             # At a random instant once this process has started writing (start-up time varies with the machine's load);
             # every fourth one during start-up instead, when no handler is installed yet.
             if len(stops) % 4 != 2:
                 deadline = time.monotonic() + 30
-                while proc.poll() is None and time.monotonic() < deadline and (journal.stat().st_size if journal.exists() else 0) <= before:
+                while (
+                    proc.poll() is None
+                    and time.monotonic() < deadline
+                    and (journal.stat().st_size if journal.exists() else 0) <= before
+                ):
                     time.sleep(0.02)
                 time.sleep(rng.uniform(0.2, 1.0))
             else:
@@ -61,7 +88,9 @@ def soak(root: Path, interruptions: int = 20, devices: int = 300, seed: int = 20
             _, err = proc.communicate(timeout=30)
             stops.append((how.name, proc.returncode, round(time.monotonic() - sent, 2)))
             progress.append(journal.read_bytes().count(b'"event":"transition"') if journal.exists() else 0)
-            assert "Traceback" not in err or how == signal.SIGINT and "KeyboardInterrupt" in err, err  # a SIGINT during start-up
+            assert "Traceback" not in err or how == signal.SIGINT and "KeyboardInterrupt" in err, (
+                err
+            )  # a SIGINT during start-up
         for _ in range(3):
             final = subprocess.run([*command, "--retry-failed"], cwd=REPO, env=env, capture_output=True, text=True)
             if final.returncode == 0:
@@ -69,13 +98,23 @@ def soak(root: Path, interruptions: int = 20, devices: int = 300, seed: int = 20
         done = final.returncode
     finally:
         sim.stop()
-    return {"stops": stops, "progress": progress, "final": done, "plan": plan, "run_dir": run_dir, "db": root / "moc.sqlite", "sim": sim}
+    return {
+        "stops": stops,
+        "progress": progress,
+        "final": done,
+        "plan": plan,
+        "run_dir": run_dir,
+        "db": root / "moc.sqlite",
+        "sim": sim,
+    }
 
 
 def test_soak_sigint_and_sigkill_alternating_with_faults(tmp_path):
     result = soak(tmp_path)
     stops, plan, run_dir = result["stops"], result["plan"], result["run_dir"]
-    print(f"\ninterruptions (signal, exit code, seconds to exit): {stops}; transitions journaled after each: {result['progress']}")
+    print(
+        f"\ninterruptions (signal, exit code, seconds to exit): {stops}; transitions journaled after each: {result['progress']}"
+    )
     assert len(stops) >= 20, stops
     assert len(set(result["progress"])) > len(stops) // 2, result["progress"]  # the interruptions landed mid-run
     assert all(rc == -signal.SIGKILL for how, rc, _ in stops if how == "SIGKILL")
@@ -89,7 +128,9 @@ def test_soak_sigint_and_sigkill_alternating_with_faults(tmp_path):
         now = store.get(r.device_id)
         at_target = (now.ds, now.ka) == (r.target_ds_cert, r.target_ka_cert)
         state = outcomes.loc[r.device_id, "state"]
-        assert (at_target and state == "done" and per_device[r.device_id] == 1) or (state in ("failed", "drifted") and outcomes.loc[r.device_id, "last_error"])
+        assert (at_target and state == "done" and per_device[r.device_id] == 1) or (
+            state in ("failed", "drifted") and outcomes.loc[r.device_id, "last_error"]
+        )
     ok, why = verify_journal(run_dir / "journal.jsonl")
     assert ok, why
     interrupted = [e for e in read_journal(run_dir / "journal.jsonl") if e["event"] == "run_interrupted"]

@@ -27,8 +27,7 @@ def test_a_consumer_that_stops_early_closes_the_producer_and_its_thread():
 
     def produce():
         try:
-            for i in range(10_000):
-                yield i
+            yield from range(10_000)
         finally:
             closed.set()
 

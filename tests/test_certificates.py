@@ -12,7 +12,13 @@ from cryptography import x509
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from remediation.certificates import CertificateCatalog, CertificateDecodeError, decode_certificate_text, facts_from_text, parse_certificate
+from remediation.certificates import (
+    CertificateCatalog,
+    CertificateDecodeError,
+    decode_certificate_text,
+    facts_from_text,
+    parse_certificate,
+)
 from remediation.model import EMPTY_SLOT
 from remediation.testpki import der, make_org_ca, make_org_certificate, pem
 from tests.support import REFERENCE
@@ -96,7 +102,12 @@ def test_profile_issues_are_reported():
 def test_pem_base64_and_escaped_pem_are_one_certificate():
     cert = make_org_certificate(CA, ENTITY, 3, "DS")
     text_pem = pem(cert)
-    forms = [text_pem, base64.b64encode(der(cert)).decode(), text_pem.replace("\n", "\\n"), "  " + text_pem.replace("\n", "\r\n")]
+    forms = [
+        text_pem,
+        base64.b64encode(der(cert)).decode(),
+        text_pem.replace("\n", "\\n"),
+        "  " + text_pem.replace("\n", "\r\n"),
+    ]
     catalog = CertificateCatalog([CA.certificate])
     ids = catalog.intern_array(pa.array(forms))
     assert len(set(ids.tolist())) == 1 and len(catalog) == 1
@@ -154,7 +165,9 @@ def test_orl_serial_of_another_issuer_does_not_revoke(tmp_path):
     catalog = CertificateCatalog([CA.certificate], load_orl(tmp_path / "orl.csv"))
     cid = catalog.intern_der(der(cert))
     assert not catalog.frame(date(2026, 1, 1)).loc[cid, "revoked"]
-    (tmp_path / "orl.csv").write_text(f'issuer,serial\n"OU=07,CN=Z1",{serial}\n')  # the full RFC 4514 name also names it
+    (tmp_path / "orl.csv").write_text(
+        f'issuer,serial\n"OU=07,CN=Z1",{serial}\n'
+    )  # the full RFC 4514 name also names it
     catalog = CertificateCatalog([CA.certificate], load_orl(tmp_path / "orl.csv"))
     cid = catalog.intern_der(der(cert))
     assert catalog.frame(date(2026, 1, 1)).loc[cid, "revoked"]

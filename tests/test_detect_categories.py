@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support import AS_OF, OPERATORS, STRANGER, SUPPLIER, CaseFiles, category_of, cert, mpan, no_cert, revoked_serial
+from tests.support import (
+    AS_OF,
+    OPERATORS,
+    STRANGER,
+    SUPPLIER,
+    CaseFiles,
+    category_of,
+    cert,
+    mpan,
+    no_cert,
+    revoked_serial,
+)
 
 
 def dev(n: int) -> str:
@@ -65,7 +76,11 @@ def test_slot_content_category(tmp_path, name):
 def test_wrong_no_names_owners(tmp_path):
     case, _ = single(tmp_path, B_DS, A_KA)
     f = case.detect().findings.iloc[0]
-    assert (f.slot_ds_owner, f.slot_ka_owner, f.expected_owner) == ("90-B3-D5-1F-30-00-00-0B", "90-B3-D5-1F-30-00-00-0A", "90-B3-D5-1F-30-00-00-0A")
+    assert (f.slot_ds_owner, f.slot_ka_owner, f.expected_owner) == (
+        "90-B3-D5-1F-30-00-00-0B",
+        "90-B3-D5-1F-30-00-00-0A",
+        "90-B3-D5-1F-30-00-00-0A",
+    )
     assert "NO_DS: another organisation's certificate" in f.detail
 
 
@@ -209,7 +224,9 @@ def test_expiry_is_judged_for_the_whole_as_of_day(tmp_path):
     """A certificate whose notAfter is the morning of the as-of date is already expired on it."""
     from datetime import date
 
-    case, _ = single(tmp_path, no_cert("AAAA", "DS", generation="expired"), no_cert("AAAA", "KA", generation="previous"))
+    case, _ = single(
+        tmp_path, no_cert("AAAA", "DS", generation="expired"), no_cert("AAAA", "KA", generation="previous")
+    )
     assert category_of(case.detect(as_of=date(2025, 1, 1)), dev(1)) == "EXPIRED_OR_REVOKED"
     assert category_of(case.detect(as_of=date(2024, 12, 31)), dev(1)) == "OK"
 

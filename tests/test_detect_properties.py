@@ -4,15 +4,28 @@ from __future__ import annotations
 
 import os
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from datetime import timedelta
-
-from tests.support import AS_OF, OPERATORS, STRANGER, SUPPLIER, CaseFiles, b64, cert, der, impostor_ca, make_org_certificate, mpan, no_cert, org_ca
-from tests.support import revoked_serial
+from tests.support import (
+    AS_OF,
+    OPERATORS,
+    STRANGER,
+    SUPPLIER,
+    CaseFiles,
+    b64,
+    cert,
+    der,
+    impostor_ca,
+    make_org_certificate,
+    mpan,
+    no_cert,
+    org_ca,
+    revoked_serial,
+)
 
 A, B, GAS = OPERATORS["AAAA"][1], OPERATORS["BBBB"][1], OPERATORS["GASX"][1]
 HOLD = {"untrusted": "untrusted_issuer", "policy": "policy_not_accepted", "profile": "profile_violation"}
@@ -26,9 +39,24 @@ CERTS = {
     "A_DS_expired": (no_cert("AAAA", "DS", generation="expired"), A, 3, None, "DS", False, False),
     "A_KA_revoked": (no_cert("AAAA", "KA", generation="revoked"), A, 3, None, "KA", True, True),
     "A_DS_untrusted": (no_cert("AAAA", "DS", untrusted=True), A, 3, "untrusted", "DS", True, False),
-    "A_KA_other_policy": (der(make_org_certificate(org_ca(), A, 3, "KA", seed="prop/policy", policy_oid="1.2.826.0.1.8641679.1.2.1.1")), A, 3,
-                          "policy", "KA", True, False),
-    "B_DS_ku_not_critical": (der(make_org_certificate(org_ca(), B, 3, "DS", seed="prop/ku", critical_key_usage=False)), B, 3, "profile", "DS", True, False),
+    "A_KA_other_policy": (
+        der(make_org_certificate(org_ca(), A, 3, "KA", seed="prop/policy", policy_oid="1.2.826.0.1.8641679.1.2.1.1")),
+        A,
+        3,
+        "policy",
+        "KA",
+        True,
+        False,
+    ),
+    "B_DS_ku_not_critical": (
+        der(make_org_certificate(org_ca(), B, 3, "DS", seed="prop/ku", critical_key_usage=False)),
+        B,
+        3,
+        "profile",
+        "DS",
+        True,
+        False,
+    ),
     "A_as_supplier": (cert(A, "DS", role=2), A, 2, None, "DS", True, False),
     "B_DS": (no_cert("BBBB", "DS"), B, 3, None, "DS", True, False),
     "B_KA": (no_cert("BBBB", "KA"), B, 3, None, "KA", True, False),
@@ -36,7 +64,7 @@ CERTS = {
     "GAS_DS": (no_cert("GASX", "DS"), GAS, 3, None, "DS", True, False),
     "stranger": (cert(STRANGER, "KA"), STRANGER, 3, None, "KA", True, False),
     "supplier": (cert(SUPPLIER, "DS", role=2), SUPPLIER, 2, None, "DS", True, False),
-}  # fmt: skip
+}
 _ = impostor_ca  # the untrusted certificate above is issued by it
 
 
@@ -120,7 +148,13 @@ def oracle(d: dict) -> tuple[str, str, bool]:
             return "SECURITY_HOLD", HOLD[CERTS[kind][3]], False
     reg = d["registration"]
     if reg in ("none", "A_ended", "A_future"):
-        return "NO_RDP", {"none": "no_registration", "A_ended": "registration_ended", "A_future": "registration_not_yet_effective"}[reg], False
+        return (
+            "NO_RDP",
+            {"none": "no_registration", "A_ended": "registration_ended", "A_future": "registration_not_yet_effective"}[
+                reg
+            ],
+            False,
+        )
     if reg == "A_and_B":
         return "RDP_AMBIGUOUS", "several_registrations", False
     if reg in ("unknown", "gas_no"):
@@ -133,9 +167,17 @@ def oracle(d: dict) -> tuple[str, str, bool]:
     if "WRONG" in (ds, ka):
         return "WRONG_NO", wrong_cause(d["ds"] if ds == "WRONG" else d["ka"], reg), True
     if "EMPTY" in (ds, ka):
-        return "SLOT_EMPTY", {(True, True): "both_empty", (True, False): "ds_empty", (False, True): "ka_empty"}[(ds == "EMPTY", ka == "EMPTY")], True
+        return (
+            "SLOT_EMPTY",
+            {(True, True): "both_empty", (True, False): "ds_empty", (False, True): "ka_empty"}[
+                (ds == "EMPTY", ka == "EMPTY")
+            ],
+            True,
+        )
     if "KEY_USAGE" in (ds, ka):
-        cause = {(True, True): "swapped", (True, False): "ds_slot_holds_ka", (False, True): "ka_slot_holds_ds"}[(ds == "KEY_USAGE", ka == "KEY_USAGE")]
+        cause = {(True, True): "swapped", (True, False): "ds_slot_holds_ka", (False, True): "ka_slot_holds_ds"}[
+            (ds == "KEY_USAGE", ka == "KEY_USAGE")
+        ]
         return "KEY_USAGE_MISMATCH", cause, True
     if "REVOKED" in (ds, ka):
         return "EXPIRED_OR_REVOKED", "revoked", True
@@ -144,7 +186,9 @@ def oracle(d: dict) -> tuple[str, str, bool]:
     return "OK", "", False
 
 
-@settings(max_examples=int(os.environ.get("DETECT_EXAMPLES", 40)), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=int(os.environ.get("DETECT_EXAMPLES", 40)), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(st.lists(device, min_size=1, max_size=25))
 def test_detection_matches_oracle_and_accounts_for_every_row(devices):
     with tempfile.TemporaryDirectory() as tmp:
@@ -173,7 +217,9 @@ def test_detection_matches_oracle_and_accounts_for_every_row(devices):
         f = result.findings
         got = dict(zip(f["device_id"], zip(f["category"], f["cause"].astype(str), f["no_locked_out"].astype(bool))))
         assert got == expected
-        assert sum(result.summary["rows_by_category"].values()) == rows_written == result.summary["rows_read"]["extracts"]
+        assert (
+            sum(result.summary["rows_by_category"].values()) == rows_written == result.summary["rows_read"]["extracts"]
+        )
         assert result.findings["rows"].sum() == rows_written
 
 
@@ -209,7 +255,9 @@ def test_find_in_sorted_order_path_agrees_with_a_hash_lookup():
 
     rng = np.random.default_rng(7)
     hay = np.unique(rng.integers(0, 2**50, 1_200_000))
-    wanted = np.concatenate([rng.choice(hay, 150_000), rng.integers(0, 2**50, 50_000), [-1, hay[0], hay[-1], hay[-1] + 1]])
+    wanted = np.concatenate(
+        [rng.choice(hay, 150_000), rng.integers(0, 2**50, 50_000), [-1, hay[0], hay[-1], hay[-1] + 1]]
+    )
     rng.shuffle(wanted)
     slot, found = _find(hay, wanted)
     expected = _indexer(hay, wanted)

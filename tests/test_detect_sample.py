@@ -39,7 +39,9 @@ def test_findings_match_what_the_generator_intended(run):
     merged = findings.merge(intended, on="device_id", how="outer", suffixes=("", "_intended"), indicator=True)
     assert (merged["_merge"] == "both").all()
     assert (merged["category"] == merged["category_intended"]).all()
-    assert (merged["cause"].astype(str) == merged["cause_intended"]).all()  # contract v2: the cause is what was meant too
+    assert (
+        merged["cause"].astype(str) == merged["cause_intended"]
+    ).all()  # contract v2: the cause is what was meant too
     assert set(findings["category"]) == set(CATEGORIES)  # every category occurs in the sample
 
 
@@ -103,7 +105,13 @@ def test_sample_exercises_the_version_2_categories_and_causes(run):
     _, out = run
     summary = json.loads((out / "summary.json").read_text())
     causes = summary["devices_by_cause"]
-    assert set(causes["WRONG_NO"]) == {"previous_no_of_mpxn", "other_no_same_fuel", "other_fuel_no", "non_no_role", "unregistered_entity"}
+    assert set(causes["WRONG_NO"]) == {
+        "previous_no_of_mpxn",
+        "other_no_same_fuel",
+        "other_fuel_no",
+        "non_no_role",
+        "unregistered_entity",
+    }
     assert set(causes["EXPIRED_OR_REVOKED"]) == {"expired", "revoked"}
     assert set(causes["SECURITY_HOLD"]) == {"untrusted_issuer", "policy_not_accepted", "profile_violation"}
     assert set(causes["PENDING_NO_CHANGE"]) == {"slots_hold_incoming_no", "change_of_no_pending"}
@@ -112,17 +120,27 @@ def test_sample_exercises_the_version_2_categories_and_causes(run):
     for category, by in causes.items():
         assert sum(by.values()) == summary["devices_by_category"][category] and "" not in by
     findings = pd.read_parquet(out / "findings.parquet")
-    assert {"GPF", "CHF"} <= set(findings["device_type"]) and (findings.loc[findings["device_type"] == "GPF", "category"] == "OK").any()
+    assert {"GPF", "CHF"} <= set(findings["device_type"]) and (
+        findings.loc[findings["device_type"] == "GPF", "category"] == "OK"
+    ).any()
     assert summary["registry_gaps"] == []
     for no, prefix in (("GGEN", "33"), ("IPNL", "24")):
-        assert findings.loc[(findings["registered_no"] == no) & (findings["category"] != "INVALID_INPUT"), "mpxn"].str.startswith(prefix).all()
+        assert (
+            findings.loc[(findings["registered_no"] == no) & (findings["category"] != "INVALID_INPUT"), "mpxn"]
+            .str.startswith(prefix)
+            .all()
+        )
     assert {"IPNL", "GGEN", "ESP", "GTC"} <= set(findings["registered_no"].dropna())
     locked = summary["no_locked_out"]
     expected = findings["category"].isin(["WRONG_NO", "SLOT_EMPTY", "KEY_USAGE_MISMATCH"]) | (
-        (findings["category"] == "EXPIRED_OR_REVOKED") & ((findings["cause"] == "revoked") | (findings["s1sp"] == "MOC")))  # MOC enforces validity
+        (findings["category"] == "EXPIRED_OR_REVOKED")
+        & ((findings["cause"] == "revoked") | (findings["s1sp"] == "MOC"))
+    )  # MOC enforces validity
     assert findings["no_locked_out"].tolist() == expected.tolist() and locked["devices"] == int(expected.sum())
     assert sum(locked["by_s1sp"].values()) == locked["devices"] == sum(locked["by_registered_no"].values())
-    assert all(h["issuer"] and h["serial"] and h["subject"] and len(h["fingerprint"]) == 64 for h in summary["security_hold"])
+    assert all(
+        h["issuer"] and h["serial"] and h["subject"] and len(h["fingerprint"]) == 64 for h in summary["security_hold"]
+    )
     assert sum(h["devices"] for h in summary["security_hold"]) >= summary["devices_by_category"]["SECURITY_HOLD"]
 
 
@@ -136,9 +154,9 @@ def test_detect_is_deterministic(run, tmp_path):
 
 def test_devices_are_found_by_id_in_any_spelling():
     """Detection.positions_of (used by verify): every readable id finds its own finding; others get -1."""
-    from remediation.pipeline import run_detect
-
     import tempfile
+
+    from remediation.pipeline import run_detect
 
     with tempfile.TemporaryDirectory() as out:
         detection = run_detect(SAMPLE_CASE, out).detection
@@ -150,4 +168,6 @@ def test_devices_are_found_by_id_in_any_spelling():
     spelled = ids.str.replace("-", "").str.lower()  # the MOC spelling
     assert detection.positions_of(spelled).tolist() == positions.tolist()
     unreadable = findings.loc[~readable, "device_id"].tolist()
-    assert unreadable and detection.positions_of([*unreadable, "FF-FF-FF-FF-FF-FF-FF-FF", ""]).tolist() == [-1] * (len(unreadable) + 2)
+    assert unreadable and detection.positions_of([*unreadable, "FF-FF-FF-FF-FF-FF-FF-FF", ""]).tolist() == [-1] * (
+        len(unreadable) + 2
+    )

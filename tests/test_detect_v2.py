@@ -13,8 +13,25 @@ from click.testing import CliRunner
 from remediation import pipeline
 from remediation.cli import main
 from remediation.errors import ConfigError, SafetyRefusal
-from tests.support import AS_OF, OPERATORS, REFERENCE, STRANGER, SUPPLIER, CaseFiles, cert, impostor_ca, mpan, no_cert, org_ca, revoked_serial
-from tests.support import der, key_env, make_org_certificate, signer, zaz1_anchor_pem
+from tests.support import (
+    AS_OF,
+    OPERATORS,
+    REFERENCE,
+    STRANGER,
+    SUPPLIER,
+    CaseFiles,
+    cert,
+    der,
+    impostor_ca,
+    key_env,
+    make_org_certificate,
+    mpan,
+    no_cert,
+    org_ca,
+    revoked_serial,
+    signer,
+    zaz1_anchor_pem,
+)
 
 A_DS, A_KA = no_cert("AAAA", "DS"), no_cert("AAAA", "KA")
 B_DS, B_KA = no_cert("BBBB", "DS"), no_cert("BBBB", "KA")
@@ -80,18 +97,33 @@ def test_a_renewal_of_the_same_no_is_not_a_pending_change(tmp_path):
 
 
 def held(**kw) -> bytes:
-    return der(make_org_certificate(org_ca(), OPERATORS["BBBB"][1], 3, kw.pop("usage", "DS"), seed=f"hold/{sorted(kw.items())}", **kw))
+    return der(
+        make_org_certificate(
+            org_ca(), OPERATORS["BBBB"][1], 3, kw.pop("usage", "DS"), seed=f"hold/{sorted(kw.items())}", **kw
+        )
+    )
 
 
 HOLD_CASES = {
-    "untrusted_issuer": (der(make_org_certificate(impostor_ca(), OPERATORS["BBBB"][1], 3, "DS", seed="hold/impostor")), "untrusted_issuer",
-                         "not issued by a configured Organisation CA"),
-    "no_accepted_policy": (held(policy_oid="1.2.826.0.1.8641679.1.2.1.1"), "policy_not_accepted", "no accepted SMKI policy OID"),
+    "untrusted_issuer": (
+        der(make_org_certificate(impostor_ca(), OPERATORS["BBBB"][1], 3, "DS", seed="hold/impostor")),
+        "untrusted_issuer",
+        "not issued by a configured Organisation CA",
+    ),
+    "no_accepted_policy": (
+        held(policy_oid="1.2.826.0.1.8641679.1.2.1.1"),
+        "policy_not_accepted",
+        "no accepted SMKI policy OID",
+    ),
     "no_policy_at_all": (held(policy_oid=None), "policy_not_accepted", "carries none"),
-    "policies_not_critical": (held(critical_policies=False), "profile_violation", "certificatePolicies is not critical"),
+    "policies_not_critical": (
+        held(critical_policies=False),
+        "profile_violation",
+        "certificatePolicies is not critical",
+    ),
     "key_usage_not_critical": (held(critical_key_usage=False), "profile_violation", "keyUsage is not critical"),
     "both_key_usages": (held(usage="BOTH"), "profile_violation", "both digitalSignature and keyAgreement"),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("name", HOLD_CASES)
@@ -151,7 +183,10 @@ def test_device_types_are_configuration(tmp_path):
     case.device(dev(2), mpan(), None, None, device_type="SMARTPLUG")
     case.register(case.rows[0]["mpxn"], "AAAA")
     result = case.detect()
-    assert finding(result, dev(1))["category"] == "INVALID_INPUT" and finding(result, dev(1))["cause"] == "unconfigured_device_type"
+    assert (
+        finding(result, dev(1))["category"] == "INVALID_INPUT"
+        and finding(result, dev(1))["cause"] == "unconfigured_device_type"
+    )
     case.extra_toml = '[device_types.ESME2]\nfuel = "E"\nno_slots = true\n[device_types.SMARTPLUG]\nno_slots = false\n'
     result = case.detect()
     assert finding(result, dev(1))["category"] == "OK" and finding(result, dev(2))["category"] == "OUT_OF_SCOPE"
@@ -161,7 +196,10 @@ def test_mprn_length_rule_is_policy(tmp_path):
     case = CaseFiles(tmp_path)
     case.device(dev(1), "12345", no_cert("GASX", "DS"), no_cert("GASX", "KA"), device_type="GSME")
     case.register("12345", "GASX", fuel="G")
-    assert (finding(case.detect(), dev(1))["category"], finding(case.detect(), dev(1))["cause"]) == ("INVALID_INPUT", "invalid_mpxn")
+    assert (finding(case.detect(), dev(1))["category"], finding(case.detect(), dev(1))["cause"]) == (
+        "INVALID_INPUT",
+        "invalid_mpxn",
+    )
     case.policy["mprn_min_length"] = 5
     assert finding(case.detect(), dev(1))["category"] == "OK"
 
@@ -249,8 +287,15 @@ def test_expired_locks_the_no_out_only_where_the_s1sp_enforces_validity(tmp_path
 
 def test_headline_devices_no_no_can_manage_by_s1sp_and_no(tmp_path):
     case = CaseFiles(tmp_path)
-    for i, (ds, ka, no, s1sp) in enumerate([(B_DS, B_KA, "AAAA", "MOC"), (None, A_KA, "AAAA", "FOC"), (A_DS, A_KA, "AAAA", "MOC"),
-                                            (A_DS, A_KA, "BBBB", "FOC")], start=1):  # fmt: skip
+    for i, (ds, ka, no, s1sp) in enumerate(
+        [
+            (B_DS, B_KA, "AAAA", "MOC"),
+            (None, A_KA, "AAAA", "FOC"),
+            (A_DS, A_KA, "AAAA", "MOC"),
+            (A_DS, A_KA, "BBBB", "FOC"),
+        ],
+        start=1,
+    ):
         m = mpan()
         case.device(dev(i), m, ds, ka, s1sp=s1sp)
         case.register(m, no)
@@ -275,7 +320,13 @@ def test_no_rdp_and_unknown_no_causes(tmp_path):
     case.register(ms[4], "GASX")
     result = case.detect()
     causes = [finding(result, dev(i))["cause"] for i in range(1, 6)]
-    assert causes == ["no_registration", "registration_ended", "registration_not_yet_effective", "not_in_registry", "other_fuel_operator"]
+    assert causes == [
+        "no_registration",
+        "registration_ended",
+        "registration_not_yet_effective",
+        "not_in_registry",
+        "other_fuel_operator",
+    ]
 
 
 # ------------------------------------------------------------------------------------------------ S1SP codes
@@ -313,13 +364,25 @@ def test_registry_gap_is_listed_and_refuses_plan_unless_allowed(tmp_path):
     assert "registry gap" in out.stdout and "GGEN" in out.stdout
     refused = runner.invoke(main, ["plan", "--config", str(config), "--out", str(tmp_path / "p"), "--by", "alice"])
     assert refused.exit_code == 3 and "GGEN (3 devices)" in refused.stderr and "Traceback" not in refused.output
-    allowed = runner.invoke(main, ["plan", "--config", str(config), "--out", str(tmp_path / "p2"), "--by", "alice", "--allow-unknown-no"])
+    allowed = runner.invoke(
+        main, ["plan", "--config", str(config), "--out", str(tmp_path / "p2"), "--by", "alice", "--allow-unknown-no"]
+    )
     assert allowed.exit_code == 0, allowed.stderr
     assert "--allow-unknown-no: planned despite registry gaps (GGEN 3)" in allowed.stdout.replace("\n", " ")
     document = json.loads((tmp_path / "p2" / "plan.json").read_text())
-    assert document["allow_unknown_no"] is True and document["registry_gaps"] == [{"network_operator_id": "GGEN", "devices": 3}]
+    assert document["allow_unknown_no"] is True and document["registry_gaps"] == [
+        {"network_operator_id": "GGEN", "devices": 3}
+    ]
     assert document["counts"]["devices"] == 1
-    reused = ["plan", "--config", str(config), "--by", "alice", "--from", str(tmp_path / "d")]  # a sealed detect result: same pre-flight
+    reused = [
+        "plan",
+        "--config",
+        str(config),
+        "--by",
+        "alice",
+        "--from",
+        str(tmp_path / "d"),
+    ]  # a sealed detect result: same pre-flight
     assert runner.invoke(main, [*reused, "--out", str(tmp_path / "p3")]).exit_code == 3
     assert runner.invoke(main, [*reused, "--out", str(tmp_path / "p4"), "--allow-unknown-no"]).exit_code == 0
 
@@ -329,8 +392,13 @@ def test_registry_gap_is_listed_and_refuses_plan_unless_allowed(tmp_path):
 
 def test_planned_categories_are_policy(tmp_path):
     case = CaseFiles(tmp_path)
-    rows = [(B_DS, B_KA), (None, A_KA), (A_KA, A_DS), (no_cert("AAAA", "DS", generation="revoked"), A_KA),
-            (no_cert("AAAA", "DS", generation="expired"), A_KA)]  # fmt: skip
+    rows = [
+        (B_DS, B_KA),
+        (None, A_KA),
+        (A_KA, A_DS),
+        (no_cert("AAAA", "DS", generation="revoked"), A_KA),
+        (no_cert("AAAA", "DS", generation="expired"), A_KA),
+    ]
     for i, (ds, ka) in enumerate(rows, start=1):
         m = mpan()
         case.device(dev(i), m, ds, ka)
@@ -340,7 +408,9 @@ def test_planned_categories_are_policy(tmp_path):
     case.policy.update(correct_slot_empty=True, correct_key_usage_mismatch=True, correct_revoked=True)
     plan = case.plan("p2")
     assert plan.rows["device_id"].tolist() == [dev(i) for i in (1, 2, 3, 4)]  # never the expired one
-    assert set(plan.rows["target_ds_fingerprint"]) == {_fp(A_DS)} and set(plan.rows["target_ka_fingerprint"]) == {_fp(A_KA)}
+    assert set(plan.rows["target_ds_fingerprint"]) == {_fp(A_DS)} and set(plan.rows["target_ka_fingerprint"]) == {
+        _fp(A_KA)
+    }
     assert plan.document["policy"]["correct_revoked"] is True
     detected = CliRunner().invoke(main, ["detect", "--config", str(case.write()), "--out", str(tmp_path / "d")])
     assert detected.exit_code == 0
@@ -360,8 +430,11 @@ def test_plan_refuses_a_replacement_expiring_within_the_minimum_validity(tmp_pat
     case.device(dev(1), m, B_DS, B_KA)
     case.register(m, "AAAA")
     soon = (AS_OF + timedelta(days=90)).isoformat()
-    case.registry_certs[("AAAA", "DS")] = der(make_org_certificate(org_ca(), OPERATORS["AAAA"][1], 3, "DS", seed="short", not_before="2025-01-01",
-                                                                   not_after=soon))  # fmt: skip
+    case.registry_certs[("AAAA", "DS")] = der(
+        make_org_certificate(
+            org_ca(), OPERATORS["AAAA"][1], 3, "DS", seed="short", not_before="2025-01-01", not_after=soon
+        )
+    )
     with pytest.raises(SafetyRefusal, match="less than the policy's minimum of 180 days"):
         case.plan("p1")
     case.policy["min_replacement_validity_days"] = 60
@@ -378,10 +451,22 @@ def test_real_zaz1_certificates_under_test_and_other_environment_policies(tmp_pa
     zaz1_entity = "90-B3-D5-1F-30-02-00-00"
     case = CaseFiles(tmp_path, ca_pem=zaz1_anchor_pem())
     case.operators["ZNO1"] = ("E", zaz1_entity)
-    text = {name: (REFERENCE / f"{name}.pem").read_text() for name in ("Z1-networkOperator-ds", "Z1-networkOperator-ka", "Z1-supplier-ds",
-                                                                        "Z1b-networkOperator-ds", "Z1b-networkOperator-ka")}  # fmt: skip
-    layouts = [("Z1-networkOperator-ds", "Z1-networkOperator-ka"), ("Z1-supplier-ds", "Z1-networkOperator-ka"),
-               ("Z1b-networkOperator-ka", "Z1b-networkOperator-ds"), ("Z1b-networkOperator-ds", "Z1-networkOperator-ka")]  # fmt: skip
+    text = {
+        name: (REFERENCE / f"{name}.pem").read_text()
+        for name in (
+            "Z1-networkOperator-ds",
+            "Z1-networkOperator-ka",
+            "Z1-supplier-ds",
+            "Z1b-networkOperator-ds",
+            "Z1b-networkOperator-ka",
+        )
+    }
+    layouts = [
+        ("Z1-networkOperator-ds", "Z1-networkOperator-ka"),
+        ("Z1-supplier-ds", "Z1-networkOperator-ka"),
+        ("Z1b-networkOperator-ka", "Z1b-networkOperator-ds"),
+        ("Z1b-networkOperator-ds", "Z1-networkOperator-ka"),
+    ]
     for i, (ds, ka) in enumerate(layouts, start=1):
         m = mpan()
         case.device(dev(i), m, text[ds], text[ka])
@@ -392,8 +477,13 @@ def test_real_zaz1_certificates_under_test_and_other_environment_policies(tmp_pa
     assert got == [("OK", ""), ("WRONG_NO", "non_no_role"), ("KEY_USAGE_MISMATCH", "swapped"), ("OK", "")]
     case.policy_oids = ("1.2.826.0.1.8641679.1.2.1.1",)  # another environment's OID
     result = case.detect(as_of=on)
-    assert {(finding(result, dev(i))["category"], finding(result, dev(i))["cause"]) for i in range(1, 5)} == {("SECURITY_HOLD", "policy_not_accepted")}
-    assert {h["serial"] for h in result.summary["security_hold"]} >= {"4FC0252E553ECD05D4F72DCFAD55C8E7", "4BF733EEB936F53B7F91DC9B7F63DCFD"}
+    assert {(finding(result, dev(i))["category"], finding(result, dev(i))["cause"]) for i in range(1, 5)} == {
+        ("SECURITY_HOLD", "policy_not_accepted")
+    }
+    assert {h["serial"] for h in result.summary["security_hold"]} >= {
+        "4FC0252E553ECD05D4F72DCFAD55C8E7",
+        "4BF733EEB936F53B7F91DC9B7F63DCFD",
+    }
     assert all(set(h["issuer"].split(",")) == {"OU=07", "CN=Z1"} for h in result.summary["security_hold"])
 
 
@@ -428,8 +518,11 @@ def test_plan_refuses_a_replacement_without_an_accepted_policy_oid(tmp_path):
     m = mpan()
     case.device(dev(1), m, B_DS, B_KA)
     case.register(m, "AAAA")
-    case.registry_certs[("AAAA", "KA")] = der(make_org_certificate(org_ca(), OPERATORS["AAAA"][1], 3, "KA", seed="target/policy",
-                                                                   policy_oid="1.2.826.0.1.8641679.1.2.1.1"))  # fmt: skip
+    case.registry_certs[("AAAA", "KA")] = der(
+        make_org_certificate(
+            org_ca(), OPERATORS["AAAA"][1], 3, "KA", seed="target/policy", policy_oid="1.2.826.0.1.8641679.1.2.1.1"
+        )
+    )
     with pytest.raises(SafetyRefusal, match="KA certificate of network operator AAAA.*no accepted SMKI policy OID"):
         case.plan()
 
@@ -439,9 +532,13 @@ def test_unknown_s1sp_filter_and_simulator_code_are_usage_errors(tmp_path):
     case.device(dev(1), mpan(), A_DS, A_KA)
     config = case.write()
     runner = CliRunner(env=key_env("alice"))
-    plan = runner.invoke(main, ["plan", "--config", str(config), "--out", str(tmp_path / "p"), "--by", "alice", "--s1sp", "XOC"])
+    plan = runner.invoke(
+        main, ["plan", "--config", str(config), "--out", str(tmp_path / "p"), "--by", "alice", "--s1sp", "XOC"]
+    )
     assert plan.exit_code == 2 and "XOC" in plan.stderr and "MOC" in plan.stderr
-    sim = runner.invoke(main, ["simulator", "serve", "--config", str(config), "--s1sp", "XOC", "--db", str(tmp_path / "s.sqlite")])
+    sim = runner.invoke(
+        main, ["simulator", "serve", "--config", str(config), "--s1sp", "XOC", "--db", str(tmp_path / "s.sqlite")]
+    )
     assert sim.exit_code == 2 and "XOC" in sim.output and not (tmp_path / "s.sqlite").exists()
 
 
@@ -457,11 +554,21 @@ def test_reports_carry_the_headline_gaps_causes_and_held_certificates(tmp_path):
     html = pipeline.run_report(tmp_path / "out", "html")[0].read_text()
     assert f'data-locked-out="{summary["no_locked_out"]["devices"]}"' in html and 'data-locked-no="AAAA">1<' in html
     assert 'data-gap="GGEN">1<' in html and 'data-cause="WRONG_NO/other_no_same_fuel">1<' in html
-    assert f'data-hold="{summary["security_hold"][0]["fingerprint"]}">1<' in html and summary["security_hold"][0]["serial"] in html
+    assert (
+        f'data-hold="{summary["security_hold"][0]["fingerprint"]}">1<' in html
+        and summary["security_hold"][0]["serial"] in html
+    )
     md = pipeline.run_report(tmp_path / "out", "md")[0].read_text()
-    assert "## Devices no NO can manage: 1" in md and "| GGEN | 1 |" in md and summary["security_hold"][0]["fingerprint"] in md
+    assert (
+        "## Devices no NO can manage: 1" in md
+        and "| GGEN | 1 |" in md
+        and summary["security_hold"][0]["fingerprint"] in md
+    )
     report = json.loads(pipeline.run_report(tmp_path / "out", "json")[0].read_text())
-    assert report["registry_gaps"] == [{"network_operator_id": "GGEN", "devices": 1}] and report["no_locked_out"] == summary["no_locked_out"]
+    assert (
+        report["registry_gaps"] == [{"network_operator_id": "GGEN", "devices": 1}]
+        and report["no_locked_out"] == summary["no_locked_out"]
+    )
 
 
 def test_empty_swapped_and_revoked_slots_are_corrected_end_to_end(tmp_path):
@@ -472,7 +579,9 @@ def test_empty_swapped_and_revoked_slots_are_corrected_end_to_end(tmp_path):
     from tests.support import signer
 
     case = CaseFiles(tmp_path)
-    for i, (ds, ka) in enumerate([(None, A_KA), (A_KA, A_DS), (no_cert("AAAA", "DS", generation="revoked"), A_KA), (None, None)], start=1):
+    for i, (ds, ka) in enumerate(
+        [(None, A_KA), (A_KA, A_DS), (no_cert("AAAA", "DS", generation="revoked"), A_KA), (None, None)], start=1
+    ):
         m = mpan()
         case.device(dev(i), m, ds, ka)
         case.register(m, "AAAA")

@@ -16,10 +16,9 @@ from remediation import pipeline
 from remediation.apply.runner import ApplyOptions
 from remediation.cli import main
 from remediation.evidence.audit import AuditFailure, generate_key, verify_export
-from remediation.evidence.hashing import canonical_json
+from remediation.evidence.hashing import canonical_json, sha256_file
 from remediation.plan import NotApproved, StalePlan
 from tests.simulation import api_writes, planned_case, run_apply, start_sim
-from remediation.evidence.hashing import sha256_file
 from tests.support import REPO, key_env, key_file, policy_toml, signer
 
 
@@ -48,15 +47,30 @@ def write_policy_key(stem, name):
     """`name`'s test key as stem.key (PEM, 0600) and its public key as stem.pub (PEM)."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(key_file(name), stem.with_suffix(".key"))
-    stem.with_suffix(".pub").write_bytes(signer(name).public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    stem.with_suffix(".pub").write_bytes(
+        signer(name).public_key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
 
 
 def test_clean_export_verifies(export):
     directory, pub, sha = export
     manifest = verify_export(directory, pub, sha)
     names = {f["name"] for f in manifest["files"]}
-    assert {"findings.parquet", "plan.parquet", "plan.json", "approvals.json", "journal.jsonl", "outcomes.parquet", "outcomes.csv", "summary.json"} <= names
-    result = CliRunner().invoke(main, ["audit", "verify", str(directory), "--pubkey", str(pub), "--expect-policy-sha256", sha])
+    assert {
+        "findings.parquet",
+        "plan.parquet",
+        "plan.json",
+        "approvals.json",
+        "journal.jsonl",
+        "outcomes.parquet",
+        "outcomes.csv",
+        "summary.json",
+    } <= names
+    result = CliRunner().invoke(
+        main, ["audit", "verify", str(directory), "--pubkey", str(pub), "--expect-policy-sha256", sha]
+    )
     assert result.exit_code == 0 and "verified" in result.stdout
 
 
@@ -67,7 +81,9 @@ def test_exported_findings_csv_reads_exactly_like_detects_own(applied, tmp_path)
     detected = pipeline.run_detect(root / "case.toml", tmp_path / "detect")
     assert len(detected.findings) == 16
     assert (root / "export" / "findings.csv").read_bytes() == (tmp_path / "detect" / "findings.csv").read_bytes()
-    assert pd.read_parquet(root / "export" / "findings.parquet").equals(pd.read_parquet(tmp_path / "detect" / "findings.parquet"))
+    assert pd.read_parquet(root / "export" / "findings.parquet").equals(
+        pd.read_parquet(tmp_path / "detect" / "findings.parquet")
+    )
 
 
 def test_export_refuses_counts_that_do_not_reconcile_and_leaves_nothing(applied, tmp_path):
@@ -79,18 +95,51 @@ def test_export_refuses_counts_that_do_not_reconcile_and_leaves_nothing(applied,
     summary = json.loads((run / "summary.json").read_text())
     summary["rows_read"]["extracts"] += 1
     (run / "summary.json").write_text(json.dumps(summary))
-    result = CliRunner().invoke(main, ["audit", "export", str(run), "--out", str(tmp_path / "export"), "--sign-key", str(root / "keys" / "audit.key")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "audit",
+            "export",
+            str(run),
+            "--out",
+            str(tmp_path / "export"),
+            "--sign-key",
+            str(root / "keys" / "audit.key"),
+        ],
+    )
     assert result.exit_code == 3 and "input rows traced" in result.stderr, result.output + result.stderr
     assert list((tmp_path / "export").iterdir()) == []
     (tmp_path / "used").mkdir()
     (tmp_path / "used" / "keep.txt").write_text("mine")
-    result = CliRunner().invoke(main, ["audit", "export", str(root / "run"), "--out", str(tmp_path / "used"), "--sign-key", str(root / "keys" / "audit.key")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "audit",
+            "export",
+            str(root / "run"),
+            "--out",
+            str(tmp_path / "used"),
+            "--sign-key",
+            str(root / "keys" / "audit.key"),
+        ],
+    )
     assert result.exit_code == 2 and "not empty" in result.stderr
     assert [p.name for p in (tmp_path / "used").iterdir()] == ["keep.txt"]
 
 
-EXPORTED = ["findings.parquet", "findings.csv", "input_rows.parquet", "plan.parquet", "plan.csv", "plan.json", "approvals.json", "journal.jsonl",
-            "outcomes.parquet", "outcomes.csv", "summary.json"]  # fmt: skip
+EXPORTED = [
+    "findings.parquet",
+    "findings.csv",
+    "input_rows.parquet",
+    "plan.parquet",
+    "plan.csv",
+    "plan.json",
+    "approvals.json",
+    "journal.jsonl",
+    "outcomes.parquet",
+    "outcomes.csv",
+    "summary.json",
+]
 
 
 @pytest.mark.parametrize("name", EXPORTED)
@@ -102,7 +151,9 @@ def test_one_flipped_byte_in_any_file_is_named(export, name):
     path.write_bytes(bytes(data))
     with pytest.raises(AuditFailure, match=name.replace(".", r"\.")):
         verify_export(directory, pub, sha)
-    result = CliRunner().invoke(main, ["audit", "verify", str(directory), "--pubkey", str(pub), "--expect-policy-sha256", sha])
+    result = CliRunner().invoke(
+        main, ["audit", "verify", str(directory), "--pubkey", str(pub), "--expect-policy-sha256", sha]
+    )
     assert result.exit_code == 3 and name in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
@@ -156,7 +207,9 @@ def test_resigned_manifest_with_another_key_is_detected(export, tmp_path, applie
     from remediation.evidence.hashing import sha256_file
 
     directory, pub, sha = export
-    (directory / "summary.json").write_text((directory / "summary.json").read_text().replace('"carol"', '"mallory"') + " ")
+    (directory / "summary.json").write_text(
+        (directory / "summary.json").read_text().replace('"carol"', '"mallory"') + " "
+    )
     manifest = json.loads((directory / "manifest.json").read_text())
     for f in manifest["files"]:
         f["sha256"] = sha256_file(directory / f["name"])
@@ -165,7 +218,9 @@ def test_resigned_manifest_with_another_key_is_detected(export, tmp_path, applie
     generate_key(tmp_path / "m.key", tmp_path / "m.pub")
     import base64
 
-    (directory / "manifest.sig").write_text(base64.b64encode(_sign(load_private_key(tmp_path / "m.key"), data)).decode())
+    (directory / "manifest.sig").write_text(
+        base64.b64encode(_sign(load_private_key(tmp_path / "m.key"), data)).decode()
+    )
     with pytest.raises(AuditFailure, match="signature does not verify"):
         verify_export(directory, pub, sha)
 
@@ -183,13 +238,20 @@ def test_export_is_signed_only_by_an_auditor_or_operator_key_of_the_policy(appli
     root = applied[0]
     key = ec.generate_private_key(ec.SECP256R1())
     fd = os.open(tmp_path / "ec.key", os.O_WRONLY | os.O_CREAT, 0o600)
-    os.write(fd, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    os.write(
+        fd,
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+    )
     os.close(fd)
     for name, code, said in (("bob", 3, "neither auditor nor operator"), ("stranger", 3, "not in the trust policy")):
-        result = CliRunner().invoke(main, ["audit", "export", str(root / "run"), "--out", str(tmp_path / name), "--key", str(key_file(name))])
+        result = CliRunner().invoke(
+            main, ["audit", "export", str(root / "run"), "--out", str(tmp_path / name), "--key", str(key_file(name))]
+        )
         assert result.exit_code == code and said in result.stderr, result.stderr
         assert not (tmp_path / name).exists()
-    result = CliRunner().invoke(main, ["audit", "export", str(root / "run"), "--out", str(tmp_path / "ec"), "--key", str(tmp_path / "ec.key")])
+    result = CliRunner().invoke(
+        main, ["audit", "export", str(root / "run"), "--out", str(tmp_path / "ec"), "--key", str(tmp_path / "ec.key")]
+    )
     assert result.exit_code == 2 and "not an Ed25519 private key" in result.stderr
     by_operator = pipeline.run_audit_export(root / "run", tmp_path / "out", None, "carol", key=signer("carol"))
     assert by_operator.manifest["signed_by"] == "carol" and by_operator.manifest["key_id"] == signer("carol").key_id
@@ -227,7 +289,10 @@ def test_rollback_restores_prior_certificates_under_the_same_rules(applied, tmp_
     assert result.counts["MOC"]["done"] == 3 and len(api_writes(root / "moc.sqlite")) == writes_before + 3
     for r in plan[plan["device_id"].isin(chosen)].itertuples():
         now = sim.store.get(r.device_id)
-        assert fingerprint_pair(now) == (r.expected_ds_fingerprint, r.expected_ka_fingerprint)  # the prior content is back
+        assert fingerprint_pair(now) == (
+            r.expected_ds_fingerprint,
+            r.expected_ka_fingerprint,
+        )  # the prior content is back
         assert now.version == before[r.device_id].version + 1
 
 
@@ -260,7 +325,9 @@ def test_rollback_plan_goes_stale_when_the_run_changes(applied, tmp_path):
 
 def test_rollback_of_devices_not_written_is_refused(applied, tmp_path):
     root, _, _ = applied
-    result = CliRunner(env=key_env("alice")).invoke(main, ["rollback", str(root / "run"), "--out", str(tmp_path / "rb"), "--device", "00-00-00-00-00-00-00-09"])
+    result = CliRunner(env=key_env("alice")).invoke(
+        main, ["rollback", str(root / "run"), "--out", str(tmp_path / "rb"), "--device", "00-00-00-00-00-00-00-09"]
+    )
     assert result.exit_code == 2 and "not in this run" in result.stderr
 
 
@@ -276,7 +343,11 @@ def test_sample_case_reconciles_from_input_rows_to_outcomes(tmp_path):
     pipeline.run_approve(tmp_path / "plan", signer("bob"))
     sims = {s: start_sim(tmp_path / f"{s}.sqlite", config, s1sp=s) for s in ("MOC", "FOC", "IOC")}
     try:
-        result = run_apply(tmp_path / "plan", tmp_path / "run", ApplyOptions(who="carol", endpoints={s: sim.url for s, sim in sims.items()}))
+        result = run_apply(
+            tmp_path / "plan",
+            tmp_path / "run",
+            ApplyOptions(who="carol", endpoints={s: sim.url for s, sim in sims.items()}),
+        )
     finally:
         for sim in sims.values():
             sim.stop()
@@ -289,15 +360,22 @@ def test_sample_case_reconciles_from_input_rows_to_outcomes(tmp_path):
     # every input row is traced to exactly one device outcome
     assert outcomes["rows"].sum() == detect["rows_read"]["extracts"] == summary["input_rows"]
     # (rows whose device id is unreadable stand alone, so the input reference, not the id, is the key)
-    assert not outcomes.duplicated(["source_file", "source_row"]).any() and len(outcomes) == detect["devices"] == summary["devices"]
+    assert (
+        not outcomes.duplicated(["source_file", "source_row"]).any()
+        and len(outcomes) == detect["devices"] == summary["devices"]
+    )
     valid = outcomes[outcomes["category"] != "INVALID_INPUT"]
     assert valid["device_id"].is_unique
     trace = pd.read_parquet(tmp_path / "audit" / "input_rows.parquet")
     per_file = trace.groupby("source_file")["n_rows"].sum().to_dict()
     assert per_file == {f["path"].rsplit("/", 1)[-1]: f["rows_read"] for f in detect["files"] if f["role"] == "extract"}
     assert trace["finding_id"].isin(outcomes["finding_id"]).all() and outcomes["finding_id"].is_unique
-    cross = outcomes[outcomes["s1sp"].str.contains("\\+")]  # a device two S1SPs report: one outcome, rows from both files
-    assert len(cross) and all(trace.loc[trace["finding_id"] == f, "source_file"].nunique() == 2 for f in cross["finding_id"])
+    cross = outcomes[
+        outcomes["s1sp"].str.contains("\\+")
+    ]  # a device two S1SPs report: one outcome, rows from both files
+    assert len(cross) and all(
+        trace.loc[trace["finding_id"] == f, "source_file"].nunique() == 2 for f in cross["finding_id"]
+    )
     # counts in the summary equal counts in the exports
     assert summary["devices_by_category"] == detect["devices_by_category"]
     assert summary["devices_by_final_state"] == outcomes["final_state"].value_counts().to_dict()

@@ -7,8 +7,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from remediation.identifiers import (
-    canonical_eui64, eui64_keys, eui64_text, is_valid_mpan, is_valid_mprn, mpan_check_digit, mpan_valid_array, mprn_valid_array,
-)  # fmt: skip
+    canonical_eui64,
+    eui64_keys,
+    eui64_text,
+    is_valid_mpan,
+    is_valid_mprn,
+    mpan_check_digit,
+    mpan_valid_array,
+    mprn_valid_array,
+)
 
 HEX = "0123456789abcdefABCDEF"
 eui_like = st.one_of(

@@ -24,7 +24,9 @@ def sample(tmp_path) -> Path:
 
 
 def detect(root: Path):
-    result = CliRunner().invoke(main, ["detect", "--config", str(root / "configs" / "sample.toml"), "--out", str(root / "out")])
+    result = CliRunner().invoke(
+        main, ["detect", "--config", str(root / "configs" / "sample.toml"), "--out", str(root / "out")]
+    )
     return result
 
 
@@ -124,12 +126,25 @@ def test_bom_and_line_endings_are_accepted(sample):
 
 
 def test_header_only_extract_reads_zero_rows(sample):
-    moc(sample).write_text(moc(sample).read_text(encoding="utf-8").splitlines()[0] + "\r\n", encoding="utf-8", newline="")
+    moc(sample).write_text(
+        moc(sample).read_text(encoding="utf-8").splitlines()[0] + "\r\n", encoding="utf-8", newline=""
+    )
     summary = baseline_counts(sample)
     moc_file = next(f for f in summary["files"] if f["path"].endswith("moc_anchor_slots.csv"))
     assert moc_file["rows_read"] == 0 and summary["devices_by_s1sp"]["MOC"]["OK"] == 0
 
 
 def test_bad_as_of_option_is_a_usage_error(sample):
-    result = CliRunner().invoke(main, ["detect", "--config", str(sample / "configs" / "sample.toml"), "--out", str(sample / "o"), "--as-of", "20/11/2026"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "detect",
+            "--config",
+            str(sample / "configs" / "sample.toml"),
+            "--out",
+            str(sample / "o"),
+            "--as-of",
+            "20/11/2026",
+        ],
+    )
     assert result.exit_code == 2 and "YYYY-MM-DD" in result.stderr

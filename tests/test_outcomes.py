@@ -44,7 +44,19 @@ def build_case(root: Path, *, manual_ioc: bool = True, costs: str = COSTS) -> tu
     """MOC automated, IOC manual. Returns the case, its file and the device ids by intent."""
     case = CaseFiles(root)
     case.revoked.append(revoked_serial("AAAA", "DS"))
-    kinds = ("wrong", "mixed", "supplier", "drift", "impostor", "empty", "swapped", "revoked", "expired", "ok", "manual")
+    kinds = (
+        "wrong",
+        "mixed",
+        "supplier",
+        "drift",
+        "impostor",
+        "empty",
+        "swapped",
+        "revoked",
+        "expired",
+        "ok",
+        "manual",
+    )
     ids: dict[str, list[str]] = {k: [] for k in kinds}
     n = 0
 
@@ -61,7 +73,9 @@ def build_case(root: Path, *, manual_ioc: bool = True, costs: str = COSTS) -> tu
     add("mixed", no_cert("BBBB", "DS"), no_cert("GASX", "KA"))  # two previous holders, one per slot
     add("supplier", cert(SUPPLIER, "DS", role=2), no_cert("AAAA", "KA"))  # a supplier's certificate in NO_DS
     add("drift", no_cert("BBBB", "DS"), no_cert("BBBB", "KA"))
-    add("impostor", no_cert("BBBB", "DS", untrusted=True), no_cert("BBBB", "KA", untrusted=True))  # claims to be BBBB: SECURITY_HOLD
+    add(
+        "impostor", no_cert("BBBB", "DS", untrusted=True), no_cert("BBBB", "KA", untrusted=True)
+    )  # claims to be BBBB: SECURITY_HOLD
     for _ in range(2):
         add("empty", None, no_cert("AAAA", "KA"))
     add("swapped", no_cert("AAAA", "KA"), no_cert("AAAA", "DS"))
@@ -71,14 +85,20 @@ def build_case(root: Path, *, manual_ioc: bool = True, costs: str = COSTS) -> tu
         add("ok", no_cert("AAAA", "DS"), no_cert("AAAA", "KA"))
     for _ in range(3):
         add("manual", no_cert("BBBB", "DS"), no_cert("BBBB", "KA"), s1sp="IOC")
-    settings = {"MOC": {"base_url": "http://127.0.0.1:9"}, "IOC": {"base_url": "http://127.0.0.1:9", **({"mode": "manual"} if manual_ioc else {})}}
+    settings = {
+        "MOC": {"base_url": "http://127.0.0.1:9"},
+        "IOC": {"base_url": "http://127.0.0.1:9", **({"mode": "manual"} if manual_ioc else {})},
+    }
     if hasattr(case, "s1sp_settings"):  # the validated config's test helper writes every [s1sp.CODE] table itself
         case.s1sp_settings = settings
         config = case.write()
         config.write_text(config.read_text() + GOVERNANCE + costs)
     else:
         config = case.write()
-        tables = "".join(f"[s1sp.{code}]\n" + "".join(f'{k} = "{v}"\n' for k, v in values.items()) for code, values in settings.items())
+        tables = "".join(
+            f"[s1sp.{code}]\n" + "".join(f'{k} = "{v}"\n' for k, v in values.items())
+            for code, values in settings.items()
+        )
         config.write_text(config.read_text() + GOVERNANCE + costs + tables)
     return case, config, ids
 
@@ -94,7 +114,9 @@ def world(tmp_path_factory):
     ioc = start_sim(root / "ioc.sqlite", config, "IOC")
     make_drift(moc.store, ids["drift"], 0, 1)
     try:
-        result = run_apply(plan_dir, root / "run", ApplyOptions(who="carol", endpoints={"MOC": moc.url, "IOC": ioc.url}))
+        result = run_apply(
+            plan_dir, root / "run", ApplyOptions(who="carol", endpoints={"MOC": moc.url, "IOC": ioc.url})
+        )
     finally:
         moc.stop()
         ioc.stop()
@@ -107,7 +129,11 @@ def _read_csv(path: Path) -> list[dict]:
 
 
 def _journal_done(run_dir: Path) -> set[str]:
-    return {e["device_id"] for e in read_journal(run_dir / "journal.jsonl") if e["event"] == "transition" and e["to_state"] == "done"}
+    return {
+        e["device_id"]
+        for e in read_journal(run_dir / "journal.jsonl")
+        if e["event"] == "transition" and e["to_state"] == "done"
+    }
 
 
 # ------------------------------------------------------------------------------------------------ packs
@@ -137,12 +163,15 @@ def test_packs_reconcile_with_the_journal(world, tmp_path):
     assert by_holder["BBBB"] == sorted(ids["wrong"] + ids["mixed"])
     assert by_holder["GASX"] == ids["mixed"] and released["GASX"][0]["slots"] == "NO_KA"
     assert by_holder[supplier_folder] == ids["supplier"] and released[supplier_folder][0]["slots"] == "NO_DS"
-    for holder, rows in by_holder.items():
+    for _holder, rows in by_holder.items():
         assert len(rows) == len(set(rows)) and set(rows) <= done  # once per holder pack, only written devices
 
     letter = (packs / "BBBB" / "letter.md").read_text()
     assert "Data protection" in letter and "purge" in letter.lower() and "CHG-1234" in letter
-    assert "SRV 6.24.1" in (packs / "AAAA" / "letter.md").read_text() and "SRV 6.24.1" in (packs / "AAAA" / "letter.html").read_text()
+    assert (
+        "SRV 6.24.1" in (packs / "AAAA" / "letter.md").read_text()
+        and "SRV 6.24.1" in (packs / "AAAA" / "letter.html").read_text()
+    )
 
     manifest = json.loads((packs / "manifest.json").read_text())
     files = {f["name"]: f["sha256"] for f in manifest["files"]}
@@ -183,9 +212,14 @@ def test_worklist_is_exactly_the_locked_out_devices_not_corrected(world, tmp_pat
     assert sorted(r["device_id"] for r in rows) == sorted(expected)
     assert {r["remote_party_role"] for r in rows} == {"NetworkOperator"}
     by_id = {r["device_id"]: r for r in rows}
-    assert by_id[ids["drift"][0]]["route"].startswith("apply drifted") and by_id[ids["drift"][0]]["current_holder"] == "BBBB"
+    assert (
+        by_id[ids["drift"][0]]["route"].startswith("apply drifted")
+        and by_id[ids["drift"][0]]["current_holder"] == "BBBB"
+    )
     assert by_id[ids["manual"][0]]["route"].startswith("manual S1SP")
-    assert by_id[ids["revoked"][0]]["cause"] == "revoked" and by_id[ids["swapped"][0]]["category"] == "KEY_USAGE_MISMATCH"
+    assert (
+        by_id[ids["revoked"][0]]["cause"] == "revoked" and by_id[ids["swapped"][0]]["category"] == "KEY_USAGE_MISMATCH"
+    )
     assert all(r["target_ds_cert_id"].endswith("(Z1)") and r["registered_no"] == "AAAA" for r in rows)
     bbbb = json.loads((tmp_path / "wl" / "worklist-BBBB.json").read_text())
     assert bbbb["to"] == "BBBB" and bbbb["cc"] == ["AAAA"] and "6.15.1" in bbbb["service_request"]
@@ -247,7 +281,9 @@ def test_verify_reads_the_manual_s1sps_fresh_extract(world, tmp_path):
 def test_a_bad_s1sp_mode_is_a_config_error(tmp_path):
     _, config, _ = build_case(tmp_path)
     config.write_text(config.read_text().replace('mode = "manual"', 'mode = "by hand"'))
-    result = CliRunner(env=key_env("alice")).invoke(main, ["plan", "--config", str(config), "--out", str(tmp_path / "p")])
+    result = CliRunner(env=key_env("alice")).invoke(
+        main, ["plan", "--config", str(config), "--out", str(tmp_path / "p")]
+    )
     assert result.exit_code == 2 and "s1sp.IOC.mode" in result.stderr
 
 
@@ -258,7 +294,9 @@ def test_cost_table_sums_and_governance_is_recorded(world):
     document = json.loads((world["plan"] / "plan.json").read_text())
     costs = document["costs"]
     rows = costs["by_s1sp_and_no"]
-    assert sum(r["planned_devices"] for r in rows) == document["counts"]["devices"] == costs["totals"]["planned_devices"]
+    assert (
+        sum(r["planned_devices"] for r in rows) == document["counts"]["devices"] == costs["totals"]["planned_devices"]
+    )
     for r in rows:
         expected = 2.5 * r["planned_devices"] + 100 + 20 * r["held_devices"] + 60 * (r["apply_hours"] or 0)
         assert r["cost"] == pytest.approx(expected, abs=0.01)
@@ -273,16 +311,21 @@ def test_cost_table_sums_and_governance_is_recorded(world):
     # is the manual S1SP worth automating? 3 devices, one NO: by hand 3 × 20 + 100; through the API 3 × 2.5 + 100 + apply time
     choice = {a["s1sp"]: a for a in costs["automate_or_manual"]}["IOC"]
     assert choice["devices"] == 3 and choice["manual_cost"] == 160.0
-    assert choice["automation_pays_below_fixed_cost"] == pytest.approx(choice["manual_cost"] - choice["automated_variable_cost"], abs=0.01)
+    assert choice["automation_pays_below_fixed_cost"] == pytest.approx(
+        choice["manual_cost"] - choice["automated_variable_cost"], abs=0.01
+    )
     assert choice["automated_variable_cost"] == pytest.approx(3 * 2.5 + 100 + 60 * 3 * 3 / 20 / 3600, abs=0.01)
 
 
-@pytest.mark.parametrize("costs, field", [
-    ("[costs]\nper_device = -1\n", "costs.per_device"),
-    ("[costs]\nper_devise = 1\n", "costs.per_devise"),
-    ('[costs]\nper_device = "1"\n', "costs.per_device"),
-    ("[costs]\nfixed_per_s1sp = { XYZ = 5 }\n", "costs.fixed_per_s1sp.XYZ"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "costs, field",
+    [
+        ("[costs]\nper_device = -1\n", "costs.per_device"),
+        ("[costs]\nper_devise = 1\n", "costs.per_devise"),
+        ('[costs]\nper_device = "1"\n', "costs.per_device"),
+        ("[costs]\nfixed_per_s1sp = { XYZ = 5 }\n", "costs.fixed_per_s1sp.XYZ"),
+    ],
+)
 def test_bad_costs_are_config_errors_naming_the_field(tmp_path, costs, field):
     _, config, _ = build_case(tmp_path, costs=costs)
     with pytest.raises(ConfigError) as err:
@@ -292,7 +335,9 @@ def test_bad_costs_are_config_errors_naming_the_field(tmp_path, costs, field):
 
 def test_change_ref_overrides_the_case(tmp_path):
     _, config, _ = build_case(tmp_path)
-    result = CliRunner(env=key_env("alice")).invoke(main, ["plan", "--config", str(config), "--out", str(tmp_path / "p"), "--change-ref", "CHG-9"])
+    result = CliRunner(env=key_env("alice")).invoke(
+        main, ["plan", "--config", str(config), "--out", str(tmp_path / "p"), "--change-ref", "CHG-9"]
+    )
     assert result.exit_code == 0, result.stderr
     assert json.loads((tmp_path / "p" / "plan.json").read_text())["governance"]["change_record"] == "CHG-9"
     assert "Cost and effort estimate" in result.stdout and "IOC" in result.stdout
@@ -325,7 +370,7 @@ def test_run_report_says_the_same_in_every_format(world, tmp_path):
         assert world["ids"]["drift"][0] in text and "drifted" in text
         assert str((tmp_path / "packs").resolve()) in text
         assert "30,157" in text and "3 devices (IOC 3)" in text  # the manual S1SP's change requests
-    assert f'data-run-s1sp="MOC" data-state="done">10<' in html
+    assert 'data-run-s1sp="MOC" data-state="done">10<' in html
     # the charts carry the JSON's numbers
     from html.parser import HTMLParser
 
@@ -339,7 +384,11 @@ def test_run_report_says_the_same_in_every_format(world, tmp_path):
 
     page = Attrs()
     page.feed(html)
-    impact = {(a["data-impact-slot"], a["data-impact-when"]): int(a["data-devices"]) for a in page.found if "data-impact-slot" in a}
+    impact = {
+        (a["data-impact-slot"], a["data-impact-when"]): int(a["data-devices"])
+        for a in page.found
+        if "data-impact-slot" in a
+    }
     totals = data["alert_routing_totals"]
     assert impact == {(k, w): totals[w][k] for k in ("NO_DS", "NO_KA", "devices") for w in ("before", "after")}
     variable = {a["data-cost-bar"]: float(a["data-variable"]) for a in page.found if "data-variable" in a}
@@ -355,8 +404,13 @@ def test_report_of_a_paused_run_says_paused_and_why(tmp_path):
     _, config, plan_dir = planned_case(tmp_path, wrong=12, ok=0)
     sim = start_sim(tmp_path / "moc.sqlite", config, faults="error=1.0")
     try:
-        result = run_apply(plan_dir, tmp_path / "run", ApplyOptions(who="carol", endpoints={"MOC": sim.url},
-                                                                             retry=RetryPolicy(attempts=1, initial=0.01, max_wait=0.01)))  # fmt: skip
+        result = run_apply(
+            plan_dir,
+            tmp_path / "run",
+            ApplyOptions(
+                who="carol", endpoints={"MOC": sim.url}, retry=RetryPolicy(attempts=1, initial=0.01, max_wait=0.01)
+            ),
+        )
     finally:
         sim.stop()
     assert result.status == "paused"
@@ -364,7 +418,9 @@ def test_report_of_a_paused_run_says_paused_and_why(tmp_path):
     data = json.loads(_report(tmp_path / "run", "json", tmp_path / "r.json"))
     assert data["run_state"]["status"] == "paused" and data["run_state"]["paused"] == {"MOC": reason}
     html = _report(tmp_path / "run", "html", tmp_path / "r.html")
-    assert 'data-status="paused"' in html and "MOC paused: " + escape(reason) in html  # the reason quotes the S1SP's reply
+    assert (
+        'data-status="paused"' in html and "MOC paused: " + escape(reason) in html
+    )  # the reason quotes the S1SP's reply
     md = _report(tmp_path / "run", "md", tmp_path / "r.md")
     assert "**Run status: paused**" in md and "MOC paused: canary wave had" in md
     assert data["problem_devices"]["by_state"] == {"failed": 5}
@@ -372,7 +428,11 @@ def test_report_of_a_paused_run_says_paused_and_why(tmp_path):
     result = CliRunner().invoke(main, ["worklist", str(tmp_path / "run"), "--out", str(tmp_path / "wl")])
     assert result.exit_code == 0, result.stderr
     index = json.loads((tmp_path / "wl" / "index.json").read_text())
-    assert index["run_status"] == "paused" and index["open_devices"] == 7 and index["by_route"] == {"apply failed": 5, "apply pending": 7}
+    assert (
+        index["run_status"] == "paused"
+        and index["open_devices"] == 7
+        and index["by_route"] == {"apply failed": 5, "apply pending": 7}
+    )
     assert "run paused: 7 listed devices are still open" in " ".join(result.stdout.split())
 
 
@@ -386,7 +446,9 @@ def test_report_accepts_a_dry_run_directory(world, tmp_path):
     data = json.loads(_report(tmp_path / "dry", "json", tmp_path / "r.json"))
     planned = len(pd.read_parquet(world["plan"] / "plan.parquet"))
     assert data["kind"] == "dry-run" and data["dry_run"]["states"]["MOC"] == {"drifted": 1, "would_write": planned - 1}
-    assert [(r["device_id"], r["state"]) for r in data["problem_devices"]["shown"]] == [(world["ids"]["drift"][0], "drifted")]
+    assert [(r["device_id"], r["state"]) for r in data["problem_devices"]["shown"]] == [
+        (world["ids"]["drift"][0], "drifted")
+    ]
     assert data["problem_devices"]["shown"][0]["reason"].startswith("live slots differ from the plan")
     md = _report(tmp_path / "dry", "md", tmp_path / "r.md")
     assert "Dry run" in md and "CHG" in md
@@ -407,7 +469,9 @@ def test_markdown_injection_in_inputs_is_escaped(tmp_path):
     assert "[click](http" not in md and "<b>" not in md and "|<b>" not in md
     assert "\\[click\\](http:/\\/evil" in md  # escaped, still readable
     rows = [line for line in md.splitlines() if line.startswith("| 00-1D-")]
-    assert rows and all(line.count(" | ") == 5 for line in rows)  # six columns (device, S1SP, MPxN, category, cause, why), no extra
+    assert rows and all(
+        line.count(" | ") == 5 for line in rows
+    )  # six columns (device, S1SP, MPxN, category, cause, why), no extra
     assert "<b>x</b>" not in html and "&lt;b&gt;x&lt;/b&gt;" in html
     # Rendered by a real CommonMark parser (markdown-it, which rich already brings): no link, no markup, and each
     # device's row keeps its five cells with the hostile text shown as text.
@@ -415,7 +479,9 @@ def test_markdown_injection_in_inputs_is_escaped(tmp_path):
 
     rendered = MarkdownIt("commonmark").enable("table").render(md)
     assert "<a " not in rendered and "<b>" not in rendered
-    assert "<td>00-1D-[click](http://evil.example)</td>" in rendered and "<td>12|&lt;b&gt;x&lt;/b&gt;|# 3</td>" in rendered
+    assert (
+        "<td>00-1D-[click](http://evil.example)</td>" in rendered and "<td>12|&lt;b&gt;x&lt;/b&gt;|# 3</td>" in rendered
+    )
 
 
 def test_audit_export_carries_signed_packs(world, tmp_path):
@@ -425,10 +491,16 @@ def test_audit_export_carries_signed_packs(world, tmp_path):
     policy = sha256_file(world["root"] / "people.toml")  # the reviewed trust policy's hash, as an auditor passes it
     manifest = pipeline.run_audit_verify(tmp_path / "audit", expect_policy_sha256=policy)
     names = {f["name"] for f in manifest["files"]}
-    assert "packs/AAAA/devices-now-registered.csv" in names and "packs/BBBB/letter.md" in names and "packs/manifest.json" in names
+    assert (
+        "packs/AAAA/devices-now-registered.csv" in names
+        and "packs/BBBB/letter.md" in names
+        and "packs/manifest.json" in names
+    )
     summary = json.loads((tmp_path / "audit" / "summary.json").read_text())
     assert summary["governance"]["change_record"] == "CHG-1234"
-    assert summary["alert_routing_totals"]["after"]["devices"] == 5  # the drifted, the impostor and the three manual devices
+    assert (
+        summary["alert_routing_totals"]["after"]["devices"] == 5
+    )  # the drifted, the impostor and the three manual devices
     letter = tmp_path / "audit" / "packs" / "BBBB" / "letter.md"
     letter.write_text(letter.read_text() + "\nedited\n")
     with pytest.raises(Exception, match="letter.md"):
@@ -437,7 +509,6 @@ def test_audit_export_carries_signed_packs(world, tmp_path):
     letter.unlink()
     with pytest.raises(Exception, match="letter.md|extra.csv"):
         pipeline.run_audit_verify(tmp_path / "audit", expect_policy_sha256=policy)
-
 
 
 def test_report_of_an_interrupted_run_says_so(world, tmp_path):
@@ -453,7 +524,10 @@ def test_report_of_an_interrupted_run_says_so(world, tmp_path):
     journal.close()
     data = json.loads(_report(run, "json", tmp_path / "r.json"))
     assert data["run_state"]["status"] == "interrupted" and data["run_state"]["finished_at"] is None
-    assert data["run_state"]["applied_by"] == [f"carol (key {signer('carol').key_id})", "dave"] and data["run_state"]["invocations"] == 2
+    assert (
+        data["run_state"]["applied_by"] == [f"carol (key {signer('carol').key_id})", "dave"]
+        and data["run_state"]["invocations"] == 2
+    )
     assert "**Run status: interrupted**" in _report(run, "md", tmp_path / "r.md")
 
 
@@ -470,8 +544,10 @@ def test_plan_from_a_detect_result_names_slot_certificates_too(tmp_path):
 
 
 def test_fixed_figures_per_s1sp_and_request_rates(tmp_path):
-    costs = ("[costs]\nfixed_per_s1sp = { MOC = 1000 }\nper_device = 1\napply_hour = 3600\n"
-             "requests_per_second = { MOC = 3 }\n")  # fmt: skip
+    costs = (
+        "[costs]\nfixed_per_s1sp = { MOC = 1000 }\nper_device = 1\napply_hour = 3600\n"
+        "requests_per_second = { MOC = 3 }\n"
+    )
     _, config, ids = build_case(tmp_path, costs=costs)
     document = pipeline.run_plan(config, tmp_path / "plan", key=signer("alice")).document
     costs = document["costs"]

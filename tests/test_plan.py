@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from remediation import pipeline
+from remediation.authority import AuthorityRefusal, authorise_run
 from remediation.cli import main
 from remediation.errors import SafetyRefusal
-from remediation.authority import AuthorityRefusal, authorise_run
 from remediation.plan import PlanTampered, StalePlan, check_fresh, load_plan, read_approvals
 from tests.support import REPO, STRANGER, CaseFiles, cert, key_env, mpan, no_cert, revoked_serial, signer
 
@@ -100,13 +100,17 @@ def test_plan_refuses_unfit_replacement_certificate(tmp_path, usage, replacement
     with pytest.raises(SafetyRefusal) as exc:
         case.plan()
     message = str(exc.value)
-    assert reason in message and "network operator AAAA" in message and f"AAAA-{usage}.pem" in message and usage in message
+    assert (
+        reason in message and "network operator AAAA" in message and f"AAAA-{usage}.pem" in message and usage in message
+    )
 
 
 def test_plan_refusal_exits_3_through_the_cli(tmp_path):
     case = wrong_case(tmp_path)
     case.registry_certs[("AAAA", "DS")] = no_cert("AAAA", "DS", generation="expired")
-    result = CliRunner(env=key_env("alice")).invoke(main, ["plan", "--config", str(case.write()), "--out", str(tmp_path / "p"), "--by", "alice"])
+    result = CliRunner(env=key_env("alice")).invoke(
+        main, ["plan", "--config", str(case.write()), "--out", str(tmp_path / "p"), "--by", "alice"]
+    )
     assert result.exit_code == 3 and len(result.stderr.strip().splitlines()) == 1 and "AAAA" in result.stderr
 
 
@@ -144,9 +148,9 @@ def test_altered_plan_json_is_rejected(tmp_path):
 
 def test_altered_plan_rows_are_rejected_even_if_resealed(tmp_path):
     """Changing plan.parquet breaks its recorded SHA-256; re-sealing plan.json changes the hash the approval is bound to."""
-    from remediation.plan import seal
     from remediation.evidence.hashing import sha256_file
     from remediation.outputs import write_parquet
+    from remediation.plan import seal
 
     case = wrong_case(tmp_path)
     plan_dir = case.plan().directory
@@ -222,7 +226,10 @@ def test_stale_when_an_input_disappears(tmp_path):
 def test_plan_on_the_sample_case(tmp_path):
     shutil.copytree(REPO / "configs", tmp_path / "configs")
     shutil.copytree(REPO / "sample_data", tmp_path / "sample_data")
-    result = CliRunner().invoke(main, ["plan", "--config", str(tmp_path / "configs" / "sample.toml"), "--out", str(tmp_path / "p"), "--by", "alice"])
+    result = CliRunner().invoke(
+        main,
+        ["plan", "--config", str(tmp_path / "configs" / "sample.toml"), "--out", str(tmp_path / "p"), "--by", "alice"],
+    )
     assert result.exit_code == 0, result.stderr
     doc = json.loads((tmp_path / "p" / "plan.json").read_text())
     summary = json.loads((tmp_path / "p" / "summary.json").read_text())
@@ -239,7 +246,20 @@ def test_plan_from_a_detect_result_is_byte_identical_to_a_plan_from_scratch(tmp_
     runner = CliRunner()
     assert runner.invoke(main, ["detect", "--config", str(case), "--out", str(tmp_path / "detect")]).exit_code == 0
     scratch = runner.invoke(main, ["plan", "--config", str(case), "--out", str(tmp_path / "scratch"), "--by", "alice"])
-    reused = runner.invoke(main, ["plan", "--config", str(case), "--out", str(tmp_path / "reused"), "--by", "alice", "--from", str(tmp_path / "detect")])
+    reused = runner.invoke(
+        main,
+        [
+            "plan",
+            "--config",
+            str(case),
+            "--out",
+            str(tmp_path / "reused"),
+            "--by",
+            "alice",
+            "--from",
+            str(tmp_path / "detect"),
+        ],
+    )
     assert scratch.exit_code == 0 and reused.exit_code == 0, reused.output
     names = sorted(p.name for p in (tmp_path / "scratch").iterdir())
     assert names == sorted(p.name for p in (tmp_path / "reused").iterdir())
@@ -263,7 +283,17 @@ def test_plan_from_refuses_a_detect_result_that_no_longer_matches(tmp_path, chan
     detect_dir = tmp_path / "detect"
     runner = CliRunner(env=key_env("alice"))  # the planner's key: the case names a trust policy
     assert runner.invoke(main, ["detect", "--config", str(config), "--out", str(detect_dir)]).exit_code == 0
-    args = ["plan", "--config", str(config), "--out", str(tmp_path / "plan"), "--by", "alice", "--from", str(detect_dir)]
+    args = [
+        "plan",
+        "--config",
+        str(config),
+        "--out",
+        str(tmp_path / "plan"),
+        "--by",
+        "alice",
+        "--from",
+        str(detect_dir),
+    ]
     if change == "extract":
         extract = tmp_path / "moc.csv"
         extract.write_text(extract.read_text() + "\n")

@@ -21,7 +21,9 @@ def plan_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     shutil.copytree(REPO / "configs", root / "configs")
     shutil.copytree(REPO / "sample_data", root / "sample_data")
-    result = CliRunner().invoke(main, ["plan", "--config", str(root / "configs" / "sample.toml"), "--out", str(root / "plan"), "--by", "alice"])
+    result = CliRunner().invoke(
+        main, ["plan", "--config", str(root / "configs" / "sample.toml"), "--out", str(root / "plan"), "--by", "alice"]
+    )
     assert result.exit_code == 0, result.stderr
     return root / "plan"
 
@@ -62,20 +64,36 @@ def test_html_figures_match_summary(plan_dir, tmp_path):
     page = Figures()
     page.feed(html)
     # table cells per S1SP and category
-    cells = {(a["data-s1sp"], a["data-category"]): int(t) for a, t in page.text_by_attrs if "data-category" in a and "data-s1sp" in a}
+    cells = {
+        (a["data-s1sp"], a["data-category"]): int(t)
+        for a, t in page.text_by_attrs
+        if "data-category" in a and "data-s1sp" in a
+    }
     assert cells == {(s, c): summary["devices_by_s1sp"][s][c] for s in summary["devices_by_s1sp"] for c in CATEGORIES}
     totals = {a["data-total-category"]: int(t) for a, t in page.text_by_attrs if "data-total-category" in a}
     assert totals == summary["devices_by_category"]
     # chart bars carry the same numbers
-    bars = {(a["data-s1sp"], a["data-category"]): int(a["data-devices"]) for tag, a in page.elements if tag == "rect" and "data-category" in a}
+    bars = {
+        (a["data-s1sp"], a["data-category"]): int(a["data-devices"])
+        for tag, a in page.elements
+        if tag == "rect" and "data-category" in a
+    }
     assert bars == {k: v for k, v in cells.items() if v}
     # wrong-owner matrix
-    matrix = {(a["data-wrong"], a["data-expected"]): int(a["data-devices"]) for tag, a in page.elements if tag == "td" and "data-wrong" in a}
-    assert {k: v for k, v in matrix.items() if v} == {(r["wrong_owner"], r["expected_owner"]): r["devices"] for r in summary["wrong_owner_matrix"]}
+    matrix = {
+        (a["data-wrong"], a["data-expected"]): int(a["data-devices"])
+        for tag, a in page.elements
+        if tag == "td" and "data-wrong" in a
+    }
+    assert {k: v for k, v in matrix.items() if v} == {
+        (r["wrong_owner"], r["expected_owner"]): r["devices"] for r in summary["wrong_owner_matrix"]
+    }
     # apply estimate per S1SP = planned devices
     planned = {a["data-planned-s1sp"]: int(t) for a, t in page.text_by_attrs if "data-planned-s1sp" in a}
     assert planned == plan["counts"]["by_s1sp"]
-    seconds = {a["data-s1sp"]: float(a["data-seconds"]) for tag, a in page.elements if tag == "rect" and "data-seconds" in a}
+    seconds = {
+        a["data-s1sp"]: float(a["data-seconds"]) for tag, a in page.elements if tag == "rect" and "data-seconds" in a
+    }
     assert seconds == {s: n * 3 / plan["endpoints"][s]["rate_per_second"] for s, n in plan["counts"]["by_s1sp"].items()}
     # excluded devices listed with their reason
     excluded_rows = [a for tag, a in page.elements if tag == "tr" and "data-category" in a]
@@ -93,9 +111,33 @@ def test_redaction_hides_every_mpxn(plan_dir, tmp_path):
     excluded = findings[~findings["category"].isin(["WRONG_NO", "OK"])]
     mpxns = [m for m in excluded["mpxn"].dropna().unique() if len(m) >= 6]
     render(plan_dir, "--format", "html", "--out", str(tmp_path / "plain.html"))
-    render(plan_dir, "--format", "html", "--redact-mpxn", "--out", str(tmp_path / "red.html"), env={"REMEDIATION_REDACTION_KEY": KEY})
-    render(plan_dir, "--format", "json", "--redact-mpxn", "--out", str(tmp_path / "red1.json"), env={"REMEDIATION_REDACTION_KEY": KEY})
-    render(plan_dir, "--format", "json", "--redact-mpxn", "--out", str(tmp_path / "red2.json"), env={"REMEDIATION_REDACTION_KEY": KEY + "x"})
+    render(
+        plan_dir,
+        "--format",
+        "html",
+        "--redact-mpxn",
+        "--out",
+        str(tmp_path / "red.html"),
+        env={"REMEDIATION_REDACTION_KEY": KEY},
+    )
+    render(
+        plan_dir,
+        "--format",
+        "json",
+        "--redact-mpxn",
+        "--out",
+        str(tmp_path / "red1.json"),
+        env={"REMEDIATION_REDACTION_KEY": KEY},
+    )
+    render(
+        plan_dir,
+        "--format",
+        "json",
+        "--redact-mpxn",
+        "--out",
+        str(tmp_path / "red2.json"),
+        env={"REMEDIATION_REDACTION_KEY": KEY + "x"},
+    )
     plain, red = (tmp_path / "plain.html").read_text(), (tmp_path / "red.html").read_text()
     assert sum(m in plain for m in mpxns) == len(mpxns)
     assert not [m for m in mpxns if m in red]

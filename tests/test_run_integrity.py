@@ -35,9 +35,28 @@ QUICK = RetryPolicy(attempts=2, initial=0.01, max_wait=0.02)
 
 
 def apply_command(plan_dir, run_dir, sim, *extra):
-    return [sys.executable, "-m", "remediation", "apply", str(plan_dir), "--run", str(run_dir), "--by", "carol",
-            "--endpoint", f"MOC={sim.url}", "--pause-failure-rate", "1.0", "--canary", "5", "--max-wave", "40",
-            "--trust-policy", str(plan_dir.parent / "people.toml"), *extra]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "remediation",
+        "apply",
+        str(plan_dir),
+        "--run",
+        str(run_dir),
+        "--by",
+        "carol",
+        "--endpoint",
+        f"MOC={sim.url}",
+        "--pause-failure-rate",
+        "1.0",
+        "--canary",
+        "5",
+        "--max-wave",
+        "40",
+        "--trust-policy",
+        str(plan_dir.parent / "people.toml"),
+        *extra,
+    ]
 
 
 def journal_count(run_dir, to_state: str) -> int:
@@ -71,7 +90,14 @@ def test_ctrl_c_stops_dispatching_journals_and_keeps_the_lock_until_the_process_
     sim = start_sim(tmp_path / "moc.sqlite", config, faults="latency=10ms")
     run_dir = tmp_path / "run"
     try:
-        first = subprocess.Popen(apply_command(plan_dir, run_dir, sim), cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        first = subprocess.Popen(
+            apply_command(plan_dir, run_dir, sim),
+            cwd=REPO,
+            env=ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         wait_for(lambda: journal_count(run_dir, "done") >= 20)
         sim.set_faults("latency=4000ms,latency_sigma=0")  # the requests now in flight take 4 s to answer
         time.sleep(0.4)
@@ -80,8 +106,27 @@ def test_ctrl_c_stops_dispatching_journals_and_keeps_the_lock_until_the_process_
         refused = 0
         while first.poll() is None:  # an immediate resume, again and again while the first process lives
             # (--s1sp FOC: one that gets in after the first has ended has nothing to do, so the slow S1SP is not waited for)
-            second = subprocess.run([sys.executable, "-m", "remediation", "resume", str(run_dir), "--by", "dave", "--endpoint", f"MOC={sim.url}",
-                                     "--s1sp", "FOC", "--trust-policy", str(tmp_path / "people.toml")], cwd=REPO, env=ENV, capture_output=True, text=True)  # fmt: skip
+            second = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "remediation",
+                    "resume",
+                    str(run_dir),
+                    "--by",
+                    "dave",
+                    "--endpoint",
+                    f"MOC={sim.url}",
+                    "--s1sp",
+                    "FOC",
+                    "--trust-policy",
+                    str(tmp_path / "people.toml"),
+                ],
+                cwd=REPO,
+                env=ENV,
+                capture_output=True,
+                text=True,
+            )
             if first.poll() is None:
                 assert second.returncode == 3 and f"by pid {first.pid}" in second.stderr, second.stderr
                 refused += 1
@@ -94,10 +139,14 @@ def test_ctrl_c_stops_dispatching_journals_and_keeps_the_lock_until_the_process_
         ok, why = verify_journal(run_dir / "journal.jsonl")
         assert ok, why
         stop = next(e for e in entries if e["event"] == "run_interrupted")
-        assert stop["signal"] == "SIGINT" and not [e for e in entries if e["seq"] > stop["seq"] and e["event"] == "transition"]
+        assert stop["signal"] == "SIGINT" and not [
+            e for e in entries if e["seq"] > stop["seq"] and e["event"] == "transition"
+        ]
         assert all(w["at"] <= _ts(stop) for w in sim.writes())  # no write landed after it
         assert len({e["seq"] for e in entries}) == len(entries)
-        status = CliRunner().invoke(main, ["status", str(run_dir)])  # interrupted, or incomplete if a --s1sp FOC resume got in after
+        status = CliRunner().invoke(
+            main, ["status", str(run_dir)]
+        )  # interrupted, or incomplete if a --s1sp FOC resume got in after
         assert status.exit_code == 1 and f"next: remediation resume {run_dir}" in status.stdout
         sim.set_faults("")
         done = run_resume(run_dir, ApplyOptions(who="dave", endpoints={"MOC": sim.url}))
@@ -113,7 +162,14 @@ def test_second_ctrl_c_exits_at_once_and_resume_writes_each_device_once(tmp_path
     sim = start_sim(tmp_path / "moc.sqlite", config, faults="latency=10ms")
     run_dir = tmp_path / "run"
     try:
-        proc = subprocess.Popen(apply_command(plan_dir, run_dir, sim), cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            apply_command(plan_dir, run_dir, sim),
+            cwd=REPO,
+            env=ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         wait_for(lambda: journal_count(run_dir, "done") >= 10)
         sim.set_faults("latency=4000ms,latency_sigma=0")
         time.sleep(0.3)
@@ -141,7 +197,14 @@ def test_sigterm_is_an_orderly_stop_too(tmp_path):
     sim = start_sim(tmp_path / "moc.sqlite", config, faults="latency=10ms")
     run_dir = tmp_path / "run"
     try:
-        proc = subprocess.Popen(apply_command(plan_dir, run_dir, sim), cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            apply_command(plan_dir, run_dir, sim),
+            cwd=REPO,
+            env=ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         wait_for(lambda: journal_count(run_dir, "done") >= 10)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=15)
@@ -175,14 +238,22 @@ def test_checkpoint_index_damaged_mid_run_never_turns_a_written_device_into_noop
     sim = start_sim(tmp_path / "moc.sqlite", config, faults="latency=15ms")
     run_dir = tmp_path / "run"
     try:
-        proc = subprocess.Popen(apply_command(plan_dir, run_dir, sim), cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            apply_command(plan_dir, run_dir, sim),
+            cwd=REPO,
+            env=ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wait_for(lambda: journal_count(run_dir, "done") >= 15)
         damage(run_dir / "checkpoints.sqlite")
         time.sleep(0.3)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         if damage is _garble:
-            damage(run_dir / "checkpoints.sqlite")  # the live process's SQLite may have rewritten its pages over the garbage
+            damage(
+                run_dir / "checkpoints.sqlite"
+            )  # the live process's SQLite may have rewritten its pages over the garbage
         written = {d for d, _ in api_writes(tmp_path / "moc.sqlite")}
         assert written
         result = run_resume(run_dir, ApplyOptions(who="dave", endpoints={"MOC": sim.url}))
@@ -201,7 +272,14 @@ def test_journal_cut_while_the_run_writes_it_is_refused_then_and_after(tmp_path)
     sim = start_sim(tmp_path / "moc.sqlite", config, faults="latency=15ms")
     run_dir = tmp_path / "run"
     try:
-        proc = subprocess.Popen(apply_command(plan_dir, run_dir, sim), cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            apply_command(plan_dir, run_dir, sim),
+            cwd=REPO,
+            env=ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         wait_for(lambda: journal_count(run_dir, "done") >= 10)
         os.truncate(run_dir / "journal.jsonl", 0)
         _, err = proc.communicate(timeout=60)
@@ -218,7 +296,10 @@ def finished(tmp_path_factory):
     _, config, plan_dir = planned_case(root, wrong=12, ok=3)
     sim = start_sim(root / "moc.sqlite", config)
     try:
-        assert run_apply(plan_dir, root / "run", ApplyOptions(who="carol", endpoints={"MOC": sim.url})).status == "completed"
+        assert (
+            run_apply(plan_dir, root / "run", ApplyOptions(who="carol", endpoints={"MOC": sim.url})).status
+            == "completed"
+        )
     finally:
         sim.stop()
     generate_key(root / "audit.key", root / "audit.pub")
@@ -242,7 +323,9 @@ def _rechain(lines):
 
 def _export(run_dir, key, tmp_path):
     """`audit export` signed with the operator's key from the trust policy (issue 9); `key` is kept for the old path."""
-    return CliRunner(env=key_env("carol")).invoke(main, ["audit", "export", str(run_dir), "--out", str(tmp_path / "export")])
+    return CliRunner(env=key_env("carol")).invoke(
+        main, ["audit", "export", str(run_dir), "--out", str(tmp_path / "export")]
+    )
 
 
 def test_journal_head_is_recorded_in_run_json_and_with_the_index(finished):
@@ -294,8 +377,13 @@ def test_forged_done_to_noop_appended_to_the_journal_is_refused(finished, tmp_pa
     done = next(e for e in entries if e["event"] == "transition" and e["to_state"] == "done")
     finish = dict(entries[-1])
     finish["counts"] = {"MOC": {**finish["counts"]["MOC"], "done": finish["counts"]["MOC"]["done"] - 1, "noop": 1}}
-    forged = {k: done[k] for k in ("operation_id", "device_id", "s1sp")} | {"event": "transition", "from_state": "done", "to_state": "noop",
-                                                                         "fields": {}, "at": finish["at"]}  # fmt: skip
+    forged = {k: done[k] for k in ("operation_id", "device_id", "s1sp")} | {
+        "event": "transition",
+        "from_state": "done",
+        "to_state": "noop",
+        "fields": {},
+        "at": finish["at"],
+    }
     rechained, head = _rechain([*lines, canonical_json(forged), canonical_json(finish)])
     (run_dir / "journal.jsonl").write_bytes(b"\n".join(rechained) + b"\n")
     run = json.loads((run_dir / "run.json").read_text())
@@ -309,7 +397,9 @@ def test_forged_done_to_noop_appended_to_the_journal_is_refused(finished, tmp_pa
 def test_journal_cut_short_is_refused(finished, tmp_path):
     run_dir, key = _copy_run(finished, tmp_path)
     lines = (run_dir / "journal.jsonl").read_bytes().splitlines()
-    (run_dir / "journal.jsonl").write_bytes(b"\n".join(lines[:-20]) + b"\n")  # run_finished and the last transitions gone
+    (run_dir / "journal.jsonl").write_bytes(
+        b"\n".join(lines[:-20]) + b"\n"
+    )  # run_finished and the last transitions gone
     line = one_line_error(_export(run_dir, key, tmp_path), 3)
     assert "journal truncated" in line
     status = CliRunner().invoke(main, ["status", str(run_dir)])
@@ -327,7 +417,9 @@ def test_outcome_edited_in_the_index_is_refused_by_export_and_undone_by_resume(f
     assert device in one_line_error(rollback, 3)
     status = CliRunner().invoke(main, ["status", str(run_dir)])
     assert status.exit_code == 3 and "disagrees" in status.stdout
-    run_resume(run_dir, ApplyOptions(who="dave", endpoints={"MOC": "http://127.0.0.1:9"}))  # nothing is open: no request is sent
+    run_resume(
+        run_dir, ApplyOptions(who="dave", endpoints={"MOC": "http://127.0.0.1:9"})
+    )  # nothing is open: no request is sent
     with sqlite3.connect(run_dir / "checkpoints.sqlite") as conn:
         assert conn.execute("SELECT state FROM ops WHERE device_id=?", (device,)).fetchone()[0] == "done"
     assert _export(run_dir, key, tmp_path).exit_code == 0
@@ -338,16 +430,32 @@ def test_outcome_edited_in_the_index_is_refused_by_export_and_undone_by_resume(f
 
 @pytest.mark.parametrize(
     ("lie", "reason"),
-    [("wrong_device=1.0", "reply names device 'FF-FF-FF-FF-FF-FF-FF-FF'"), ("bad_version=1.0", "version 'seven' is not an integer"),
-     ("no_slots=1.0", "reply has no NO_DS slot")],
+    [
+        ("wrong_device=1.0", "reply names device 'FF-FF-FF-FF-FF-FF-FF-FF'"),
+        ("bad_version=1.0", "version 'seven' is not an integer"),
+        ("no_slots=1.0", "reply has no NO_DS slot"),
+    ],
     ids=["wrong-device", "version-not-int", "no-slots"],
-)  # fmt: skip
+)
 def test_a_reply_that_is_not_about_the_device_asked_for_is_a_protocol_error(tmp_path, lie, reason):
     _, config, plan_dir = planned_case(tmp_path, wrong=8, ok=0)
     sim = start_sim(tmp_path / "moc.sqlite", config, faults=lie)
     try:
-        result = CliRunner(env=key_env("carol")).invoke(main, ["apply", str(plan_dir), "--run", str(tmp_path / "run"), "--endpoint", f"MOC={sim.url}", "--by", "carol",
-                                                              "--trust-policy", str(tmp_path / "people.toml")])  # fmt: skip
+        result = CliRunner(env=key_env("carol")).invoke(
+            main,
+            [
+                "apply",
+                str(plan_dir),
+                "--run",
+                str(tmp_path / "run"),
+                "--endpoint",
+                f"MOC={sim.url}",
+                "--by",
+                "carol",
+                "--trust-policy",
+                str(tmp_path / "people.toml"),
+            ],
+        )
     finally:
         sim.stop()
     assert result.exit_code == 1, result.output
@@ -367,8 +475,17 @@ def test_two_run_directories_for_one_plan_at_once_one_is_refused(tmp_path):
     _, config, plan_dir = planned_case(tmp_path, wrong=60, ok=0)
     sim = start_sim(tmp_path / "moc.sqlite", config, faults="latency=50ms")  # a run long enough that the two overlap
     try:
-        procs = [subprocess.Popen(apply_command(plan_dir, tmp_path / name, sim), cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for name in ("a", "b")]  # fmt: skip
+        procs = [
+            subprocess.Popen(
+                apply_command(plan_dir, tmp_path / name, sim),
+                cwd=REPO,
+                env=ENV,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for name in ("a", "b")
+        ]
         outs = [p.communicate(timeout=120) for p in procs]
     finally:
         sim.stop()
@@ -386,7 +503,18 @@ def test_second_run_directory_refused_while_the_first_is_incomplete_unless_super
     try:
         first = run_apply(plan_dir, tmp_path / "a", ApplyOptions(who="carol", endpoints={"MOC": sim.url}, retry=QUICK))
         assert first.status == "paused"
-        args = ["apply", str(plan_dir), "--run", str(tmp_path / "b"), "--endpoint", f"MOC={sim.url}", "--by", "dave", "--trust-policy", str(tmp_path / "people.toml")]
+        args = [
+            "apply",
+            str(plan_dir),
+            "--run",
+            str(tmp_path / "b"),
+            "--endpoint",
+            f"MOC={sim.url}",
+            "--by",
+            "dave",
+            "--trust-policy",
+            str(tmp_path / "people.toml"),
+        ]
         refused = CliRunner(env=key_env("carol")).invoke(main, args)
         assert "belongs to run" in one_line_error(refused, 3) and not (tmp_path / "b").exists()
         sim.set_faults("")
@@ -396,8 +524,20 @@ def test_second_run_directory_refused_while_the_first_is_incomplete_unless_super
         sim.stop()
     old = [e["event"] for e in read_journal(tmp_path / "a" / "journal.jsonl")]
     new = read_journal(tmp_path / "b" / "journal.jsonl")
-    assert old[-1] == "run_superseded" and any(e["event"] == "supersedes" and e["run_dir"] == str(tmp_path / "a") for e in new)
-    resumed = CliRunner(env=key_env("carol")).invoke(main, ["resume", str(tmp_path / "a"), "--endpoint", f"MOC={sim.url}", "--trust-policy", str(tmp_path / "people.toml")])
+    assert old[-1] == "run_superseded" and any(
+        e["event"] == "supersedes" and e["run_dir"] == str(tmp_path / "a") for e in new
+    )
+    resumed = CliRunner(env=key_env("carol")).invoke(
+        main,
+        [
+            "resume",
+            str(tmp_path / "a"),
+            "--endpoint",
+            f"MOC={sim.url}",
+            "--trust-policy",
+            str(tmp_path / "people.toml"),
+        ],
+    )
     assert "superseded" in one_line_error(resumed, 3)
 
 
@@ -408,9 +548,34 @@ def test_dry_run_with_unreadable_devices_exits_1_with_grouped_causes_and_run_wit
     _, config, plan_dir = planned_case(tmp_path, wrong=6, ok=0)
     sim = start_sim(tmp_path / "moc.sqlite", config, faults="error=1.0")
     try:
-        dry = CliRunner().invoke(main, ["apply", str(plan_dir), "--dry-run", str(tmp_path / "dry"), "--endpoint", f"MOC={sim.url}", "--timeout", "1"])
-        both = CliRunner(env=key_env("carol")).invoke(main, ["apply", str(plan_dir), "--dry-run", str(tmp_path / "dry2"), "--run", str(tmp_path / "run"), "--endpoint", f"MOC={sim.url}",
-                                                          "--trust-policy", str(tmp_path / "people.toml")])  # fmt: skip
+        dry = CliRunner().invoke(
+            main,
+            [
+                "apply",
+                str(plan_dir),
+                "--dry-run",
+                str(tmp_path / "dry"),
+                "--endpoint",
+                f"MOC={sim.url}",
+                "--timeout",
+                "1",
+            ],
+        )
+        both = CliRunner(env=key_env("carol")).invoke(
+            main,
+            [
+                "apply",
+                str(plan_dir),
+                "--dry-run",
+                str(tmp_path / "dry2"),
+                "--run",
+                str(tmp_path / "run"),
+                "--endpoint",
+                f"MOC={sim.url}",
+                "--trust-policy",
+                str(tmp_path / "people.toml"),
+            ],
+        )
     finally:
         sim.stop()
     assert dry.exit_code == 1, dry.output
@@ -439,16 +604,24 @@ def test_status_says_running_paused_stale_and_completed_with_honest_exit_codes(t
         paused = CliRunner().invoke(main, ["status", str(run_dir)])
         assert paused.exit_code == 1 and "state: paused" in paused.stdout and "canary wave" in paused.stdout
         assert f"next: remediation resume {run_dir} --retry-failed" in paused.stdout
-        holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run_dir)], stdout=subprocess.PIPE, text=True, cwd=REPO)
+        holder = subprocess.Popen(
+            [sys.executable, "-c", HOLD_LOCK, str(run_dir)], stdout=subprocess.PIPE, text=True, cwd=REPO
+        )
         try:
             assert holder.stdout.readline().strip() == "held"
             running = CliRunner().invoke(main, ["status", str(run_dir)])
-            assert running.exit_code == 1 and "state: running" in running.stdout and f"pid {holder.pid}" in running.stdout
+            assert (
+                running.exit_code == 1 and "state: running" in running.stdout and f"pid {holder.pid}" in running.stdout
+            )
         finally:
             holder.send_signal(signal.SIGKILL)
             holder.wait()
         stale = CliRunner().invoke(main, ["status", str(run_dir)])  # the killed holder's record is still in run.lock
-        assert stale.exit_code == 1 and "stale lock record" in " ".join(stale.stdout.split()) and "state: paused" in stale.stdout
+        assert (
+            stale.exit_code == 1
+            and "stale lock record" in " ".join(stale.stdout.split())
+            and "state: paused" in stale.stdout
+        )
         sim.set_faults("")
         run_resume(run_dir, ApplyOptions(who="carol", endpoints={"MOC": sim.url}, retry_failed=True))
         done = CliRunner().invoke(main, ["status", str(run_dir)])
@@ -464,11 +637,27 @@ def test_simulator_refuses_to_start_open(tmp_path):
     """Real `remediation simulator serve` processes: each must exit 2 at once instead of serving (the old one served)."""
     _, config, _ = planned_case(tmp_path, wrong=1, ok=0)
     env = {k: v for k, v in os.environ.items() if k != "SIM_TOKEN_UNSET"}
-    args = [sys.executable, "-m", "remediation", "simulator", "serve", "--config", str(config), "--s1sp", "MOC", "--db", str(tmp_path / "s.sqlite")]
-    unset = subprocess.run([*args, "--token-env", "SIM_TOKEN_UNSET"], cwd=REPO, env=env, capture_output=True, text=True, timeout=30)
+    args = [
+        sys.executable,
+        "-m",
+        "remediation",
+        "simulator",
+        "serve",
+        "--config",
+        str(config),
+        "--s1sp",
+        "MOC",
+        "--db",
+        str(tmp_path / "s.sqlite"),
+    ]
+    unset = subprocess.run(
+        [*args, "--token-env", "SIM_TOKEN_UNSET"], cwd=REPO, env=env, capture_output=True, text=True, timeout=30
+    )
     assert unset.returncode == 2 and "SIM_TOKEN_UNSET is not set" in unset.stderr
     (tmp_path / "ca.pem").write_text("x")
-    plain = subprocess.run([*args, "--client-ca", str(tmp_path / "ca.pem")], cwd=REPO, capture_output=True, text=True, timeout=30)
+    plain = subprocess.run(
+        [*args, "--client-ca", str(tmp_path / "ca.pem")], cwd=REPO, capture_output=True, text=True, timeout=30
+    )
     assert plain.returncode == 2 and "--client-ca needs --tls-cert" in plain.stderr
 
 
@@ -477,7 +666,9 @@ def test_simulator_checks_the_token_before_reading_the_body(tmp_path):
     sim = start_sim(tmp_path / "s.sqlite", config, token="s3cret")
     try:
         with socket.create_connection(("127.0.0.1", sim.server.server_address[1]), timeout=3) as conn:
-            conn.sendall(b"PUT /v1/devices/00-1D-00-00-00-01-00-00/anchor-slots HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n")
+            conn.sendall(
+                b"PUT /v1/devices/00-1D-00-00-00-01-00-00/anchor-slots HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n"
+            )
             reply = conn.recv(200)  # a body of a megabyte was announced and never sent: the 401 must not wait for it
         assert reply.startswith(b"HTTP/1.1 401")
     finally:
@@ -495,7 +686,9 @@ def test_tls_simulator_serves_others_while_one_client_sits_idle(tmp_path):
     idle = socket.create_connection(("127.0.0.1", sim.server.server_address[1]))  # connects, never says hello
     try:
         started = time.monotonic()
-        gateway = HttpGateway(f"https://127.0.0.1:{sim.server.server_address[1]}", client_cert=client, ca_bundle=ca, timeout=3)
+        gateway = HttpGateway(
+            f"https://127.0.0.1:{sim.server.server_address[1]}", client_cert=client, ca_bundle=ca, timeout=3
+        )
         assert gateway.read(device).version == 1 and time.monotonic() - started < 2
         gateway.close()
     finally:
@@ -515,7 +708,12 @@ def test_malformed_run_artefacts_are_one_line_errors(finished, tmp_path):
     (run_dir / "run.json").write_text("{not json")
     assert "run.json" in one_line_error(CliRunner().invoke(main, ["status", str(run_dir)]), 2)
     (run_dir / "run.json").write_text("[1, 2]")
-    assert "not a run record" in one_line_error(CliRunner(env=key_env("carol")).invoke(main, ["resume", str(run_dir), "--trust-policy", str(root / "people.toml")]), 2)
+    assert "not a run record" in one_line_error(
+        CliRunner(env=key_env("carol")).invoke(
+            main, ["resume", str(run_dir), "--trust-policy", str(root / "people.toml")]
+        ),
+        2,
+    )
     plan_copy = tmp_path / "plan"
     shutil.copytree(plan_dir, plan_copy)
     (plan_copy / "approvals.json").write_text("[]")
@@ -540,7 +738,9 @@ def test_export_whose_outcomes_disagree_with_its_journal_does_not_verify(finishe
     outcomes.loc[outcomes["device_id"] == device, "final_state"] = "noop"
     outcomes.to_parquet(export / "outcomes.parquet", index=False)
     summary = json.loads((export / "summary.json").read_text())
-    summary["devices_by_final_state"] = {k: int(v) for k, v in outcomes["final_state"].value_counts().sort_index().items()}
+    summary["devices_by_final_state"] = {
+        k: int(v) for k, v in outcomes["final_state"].value_counts().sort_index().items()
+    }
     (export / "summary.json").write_text(json.dumps(summary))
     manifest = json.loads((export / "manifest.json").read_text())
     for f in manifest["files"]:
@@ -550,6 +750,8 @@ def test_export_whose_outcomes_disagree_with_its_journal_does_not_verify(finishe
     from tests.support import key_file
 
     (export / "manifest.sig").write_text(base64.b64encode(_sign(load_private_key(key_file("carol")), data)).decode())
-    result = CliRunner().invoke(main, ["audit", "verify", str(export), "--expect-policy-sha256", sha256_file(finished[0] / "people.toml")])
+    result = CliRunner().invoke(
+        main, ["audit", "verify", str(export), "--expect-policy-sha256", sha256_file(finished[0] / "people.toml")]
+    )
     line = one_line_error(result, 3)
     assert device in line and "'noop'" in line and "journal entries say 'done'" in line

@@ -19,21 +19,31 @@ DEVICES = 1_000_000
 @pytest.mark.slow
 def test_one_million_devices_detected_with_exact_counts(tmp_path):
     data = tmp_path / "1m"
-    subprocess.run([sys.executable, str(REPO / "benchmarks" / "generate_scale.py"), "--devices", str(DEVICES), "--out", str(data)],
-                   check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+    subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "generate_scale.py"), "--devices", str(DEVICES), "--out", str(data)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     expected = json.loads((data / "expected.json").read_text())
     result = pipeline.run_detect(data / "case.toml", tmp_path / "out")
     summary = result.summary
     assert summary["devices"] == DEVICES
-    assert summary["devices_by_category"] == {c: expected["devices_by_category"].get(c, 0) for c in summary["devices_by_category"]}
-    assert summary["devices_by_cause"] == expected["devices_by_cause"]  # contract v2: every cause as the generator meant it
-    assert summary["registry_gaps"] == [{"network_operator_id": "IDNX", "devices": expected["devices_by_category"]["UNKNOWN_NO"]}]
+    assert summary["devices_by_category"] == {
+        c: expected["devices_by_category"].get(c, 0) for c in summary["devices_by_category"]
+    }
+    assert (
+        summary["devices_by_cause"] == expected["devices_by_cause"]
+    )  # contract v2: every cause as the generator meant it
+    assert summary["registry_gaps"] == [
+        {"network_operator_id": "IDNX", "devices": expected["devices_by_category"]["UNKNOWN_NO"]}
+    ]
     rows = sum(expected["rows"].values())
     assert summary["rows_read"]["extracts"] == rows == sum(summary["rows_by_category"].values())
     assert {f["path"].rsplit("/", 1)[-1]: f["rows_read"] for f in summary["files"] if f["role"] == "extract"} == {
-        "moc_anchor_slots.csv": expected["rows"]["MOC"], "foc_anchor_slots.jsonl": expected["rows"]["FOC"],
+        "moc_anchor_slots.csv": expected["rows"]["MOC"],
+        "foc_anchor_slots.jsonl": expected["rows"]["FOC"],
         "ioc_anchor_slots.parquet": expected["rows"]["IOC"],
-    }  # fmt: skip
+    }
     import pyarrow.parquet as pq
 
     assert pq.ParquetFile(tmp_path / "out" / "findings.parquet").metadata.num_rows == DEVICES

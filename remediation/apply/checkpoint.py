@@ -41,22 +41,62 @@ CREATE TABLE IF NOT EXISTS transitions (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
-OP_FIELDS = ("version_seen", "result_version", "prior_ds_fp", "prior_ka_fp", "prior_ds_cert", "prior_ka_cert", "final_ds_fp", "final_ka_fp", "last_error", "attempts")
+OP_FIELDS = (
+    "version_seen",
+    "result_version",
+    "prior_ds_fp",
+    "prior_ka_fp",
+    "prior_ds_cert",
+    "prior_ka_cert",
+    "final_ds_fp",
+    "final_ka_fp",
+    "last_error",
+    "attempts",
+)
 
 
-OP_COLUMNS = ("operation_id", "device_id", "s1sp", "seq", "expected_ds", "expected_ka", "target_ds_fp", "target_ka_fp", "state", "attempts",
-              "version_seen", "result_version", "prior_ds_fp", "prior_ka_fp", "prior_ds_cert", "prior_ka_cert", "final_ds_fp", "final_ka_fp",
-              "last_error", "updated_at")  # fmt: skip
+OP_COLUMNS = (
+    "operation_id",
+    "device_id",
+    "s1sp",
+    "seq",
+    "expected_ds",
+    "expected_ka",
+    "target_ds_fp",
+    "target_ka_fp",
+    "state",
+    "attempts",
+    "version_seen",
+    "result_version",
+    "prior_ds_fp",
+    "prior_ka_fp",
+    "prior_ds_cert",
+    "prior_ka_cert",
+    "final_ds_fp",
+    "final_ka_fp",
+    "last_error",
+    "updated_at",
+)
 
 
 def seed_ops(plan: pd.DataFrame) -> dict[str, dict]:
     """One pending op per plan row, in plan order: the state every replay and every index starts from."""
     ops = {}
     for i, r in enumerate(plan.itertuples(index=False)):
-        ops[r.operation_id] = {"operation_id": r.operation_id, "device_id": r.device_id, "s1sp": r.s1sp, "seq": i,
-                               "expected_ds": r.expected_ds_fingerprint, "expected_ka": r.expected_ka_fingerprint,
-                               "target_ds_fp": r.target_ds_fingerprint, "target_ka_fp": r.target_ka_fingerprint,
-                               "state": PENDING, "attempts": 0, **{f: None for f in OP_FIELDS if f != "attempts"}, "updated_at": None}  # fmt: skip
+        ops[r.operation_id] = {
+            "operation_id": r.operation_id,
+            "device_id": r.device_id,
+            "s1sp": r.s1sp,
+            "seq": i,
+            "expected_ds": r.expected_ds_fingerprint,
+            "expected_ka": r.expected_ka_fingerprint,
+            "target_ds_fp": r.target_ds_fingerprint,
+            "target_ka_fp": r.target_ka_fingerprint,
+            "state": PENDING,
+            "attempts": 0,
+            **{f: None for f in OP_FIELDS if f != "attempts"},
+            "updated_at": None,
+        }
     return ops
 
 
@@ -96,7 +136,11 @@ class MemoryCheckpoints:
 
     def open_ops(self, s1sp: str) -> list[dict]:
         with self.lock:
-            return [dict(o) for o in sorted(self.ops.values(), key=lambda o: o["seq"]) if o["s1sp"] == s1sp and o["state"] in OPEN_STATES]
+            return [
+                dict(o)
+                for o in sorted(self.ops.values(), key=lambda o: o["seq"])
+                if o["s1sp"] == s1sp and o["state"] in OPEN_STATES
+            ]
 
     def transition(self, op: dict, to_state: str, detail: dict | None = None, **fields) -> None:
         from_state = op["state"]
@@ -104,8 +148,16 @@ class MemoryCheckpoints:
         with self.lock:  # one lock: the journal's order is the index's order
             head = None
             if self.journal:
-                self.journal.append("transition", operation_id=op["operation_id"], device_id=op["device_id"], s1sp=op["s1sp"],
-                                    from_state=from_state, to_state=to_state, fields=sets, **({"s1sp_response": detail} if detail else {}))  # fmt: skip
+                self.journal.append(
+                    "transition",
+                    operation_id=op["operation_id"],
+                    device_id=op["device_id"],
+                    s1sp=op["s1sp"],
+                    from_state=from_state,
+                    to_state=to_state,
+                    fields=sets,
+                    **({"s1sp_response": detail} if detail else {}),
+                )
                 head = self.journal.head
             self.ops[op["operation_id"]].update(sets, state=to_state, updated_at=time.time())
             self._persist_transition(op["operation_id"], from_state, to_state, detail, sets, head)
@@ -169,8 +221,10 @@ class SqliteCheckpoints(MemoryCheckpoints):
             return
         try:
             self.conn.execute("BEGIN IMMEDIATE")
-            self.conn.executemany(f"INSERT OR IGNORE INTO ops({', '.join(OP_COLUMNS)}) VALUES ({', '.join('?' * len(OP_COLUMNS))})",
-                                  [tuple(r[c] for c in OP_COLUMNS) for r in rows])  # fmt: skip
+            self.conn.executemany(
+                f"INSERT OR IGNORE INTO ops({', '.join(OP_COLUMNS)}) VALUES ({', '.join('?' * len(OP_COLUMNS))})",
+                [tuple(r[c] for c in OP_COLUMNS) for r in rows],
+            )
             self.conn.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback()
@@ -189,12 +243,19 @@ class SqliteCheckpoints(MemoryCheckpoints):
         now = time.time()
         try:
             self.conn.execute("BEGIN IMMEDIATE")
-            self.conn.execute(f"UPDATE ops SET state=?, updated_at=?{assignments} WHERE operation_id=?", (to_state, now, *sets.values(), operation_id))
-            self.conn.execute("INSERT INTO transitions(operation_id, from_state, to_state, at, detail) VALUES (?,?,?,?,?)",
-                              (operation_id, from_state, to_state, now, json.dumps(detail) if detail else None))  # fmt: skip
+            self.conn.execute(
+                f"UPDATE ops SET state=?, updated_at=?{assignments} WHERE operation_id=?",
+                (to_state, now, *sets.values(), operation_id),
+            )
+            self.conn.execute(
+                "INSERT INTO transitions(operation_id, from_state, to_state, at, detail) VALUES (?,?,?,?,?)",
+                (operation_id, from_state, to_state, now, json.dumps(detail) if detail else None),
+            )
             if head is not None:
-                self.conn.executemany("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                                      [("journal_seq", str(head["seq"])), ("journal_hash", head["hash"])])  # fmt: skip
+                self.conn.executemany(
+                    "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                    [("journal_seq", str(head["seq"])), ("journal_hash", head["hash"])],
+                )
             self.conn.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback()
@@ -207,7 +268,10 @@ class SqliteCheckpoints(MemoryCheckpoints):
 
     def set_meta(self, key: str, value: str) -> None:
         with self.lock:
-            self.conn.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value", (key, value))
+            self.conn.execute(
+                "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (key, value),
+            )
 
 
 def write_index(path: Path, ops: dict[str, dict], transitions: list[tuple], head: dict) -> None:
@@ -219,10 +283,17 @@ def write_index(path: Path, ops: dict[str, dict], transitions: list[tuple], head
     try:
         conn.executescript(SCHEMA)
         conn.execute("BEGIN")
-        conn.executemany(f"INSERT INTO ops({', '.join(OP_COLUMNS)}) VALUES ({', '.join('?' * len(OP_COLUMNS))})",
-                         [tuple(o.get(c) for c in OP_COLUMNS) for o in ops.values()])  # fmt: skip
-        conn.executemany("INSERT INTO transitions(operation_id, from_state, to_state, at, detail) VALUES (?,?,?,?,?)", transitions)
-        conn.executemany("INSERT INTO meta(key, value) VALUES (?, ?)", [("journal_seq", str(head["seq"])), ("journal_hash", head["hash"])])
+        conn.executemany(
+            f"INSERT INTO ops({', '.join(OP_COLUMNS)}) VALUES ({', '.join('?' * len(OP_COLUMNS))})",
+            [tuple(o.get(c) for c in OP_COLUMNS) for o in ops.values()],
+        )
+        conn.executemany(
+            "INSERT INTO transitions(operation_id, from_state, to_state, at, detail) VALUES (?,?,?,?,?)", transitions
+        )
+        conn.executemany(
+            "INSERT INTO meta(key, value) VALUES (?, ?)",
+            [("journal_seq", str(head["seq"])), ("journal_hash", head["hash"])],
+        )
         conn.execute("COMMIT")
     finally:
         conn.close()

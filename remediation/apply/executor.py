@@ -69,9 +69,23 @@ class S1SPRunStats:
 
 
 class DeviceExecutor:
-    def __init__(self, gateway: Gateway, checkpoints, targets: dict[str, tuple[str, str]], limiter: RateLimiter,
-                 retry: RetryPolicy = RetryPolicy(), dry_run: bool = False, stop: threading.Event | None = None):  # fmt: skip
-        self.gateway, self.checkpoints, self.targets, self.limiter, self.dry_run = gateway, checkpoints, targets, limiter, dry_run
+    def __init__(
+        self,
+        gateway: Gateway,
+        checkpoints,
+        targets: dict[str, tuple[str, str]],
+        limiter: RateLimiter,
+        retry: RetryPolicy = RetryPolicy(),
+        dry_run: bool = False,
+        stop: threading.Event | None = None,
+    ):
+        self.gateway, self.checkpoints, self.targets, self.limiter, self.dry_run = (
+            gateway,
+            checkpoints,
+            targets,
+            limiter,
+            dry_run,
+        )
         self.stop = stop or threading.Event()
         self.retrying = Retrying(
             retry=retry_if_exception(lambda e: isinstance(e, TransientError)),
@@ -113,7 +127,9 @@ class DeviceExecutor:
         except Interrupted:
             return INTERRUPTED
         except GatewayError as exc:
-            self.checkpoints.transition(op, FAILED, {"error": str(exc), "status": exc.status}, last_error=str(exc)[:500])
+            self.checkpoints.transition(
+                op, FAILED, {"error": str(exc), "status": exc.status}, last_error=str(exc)[:500]
+            )
             return FAILED
 
     def _run(self, op: dict) -> str:
@@ -126,17 +142,34 @@ class DeviceExecutor:
             fields = {"version_seen": state.version}
             if op.get("prior_ds_fp") is None:
                 # What the slots held before we touched them: what a rollback plan would restore.
-                fields.update(prior_ds_fp=current[0], prior_ka_fp=current[1], prior_ds_cert=state.ds, prior_ka_cert=state.ka)
+                fields.update(
+                    prior_ds_fp=current[0], prior_ka_fp=current[1], prior_ds_cert=state.ds, prior_ka_cert=state.ka
+                )
             target = (op["target_ds_fp"], op["target_ka_fp"])
             expected = (op["expected_ds"] or "", op["expected_ka"] or "")
             if current == target:
                 # A device this run sent a write for is `done`, never `noop`, however the state was reached.
                 final = DONE if (resumed_write or op["state"] in (WRITING, CONFIRMING) or op.get("attempts")) else NOOP
-                self.checkpoints.transition(op, final, {"version": state.version, "slots": "at target"}, final_ds_fp=current[0], final_ka_fp=current[1], **fields)
+                self.checkpoints.transition(
+                    op,
+                    final,
+                    {"version": state.version, "slots": "at target"},
+                    final_ds_fp=current[0],
+                    final_ka_fp=current[1],
+                    **fields,
+                )
                 return final
             if current != expected:
-                detail = {"version": state.version, "found_ds": current[0], "found_ka": current[1], "expected_ds": expected[0], "expected_ka": expected[1]}
-                self.checkpoints.transition(op, DRIFTED, detail, final_ds_fp=current[0], final_ka_fp=current[1], **fields)
+                detail = {
+                    "version": state.version,
+                    "found_ds": current[0],
+                    "found_ka": current[1],
+                    "expected_ds": expected[0],
+                    "expected_ka": expected[1],
+                }
+                self.checkpoints.transition(
+                    op, DRIFTED, detail, final_ds_fp=current[0], final_ka_fp=current[1], **fields
+                )
                 return DRIFTED
             if self.dry_run:
                 self.checkpoints.transition(op, "would_write", {"version": state.version}, **fields)
@@ -144,7 +177,9 @@ class DeviceExecutor:
             if cycle == MAX_CYCLES:
                 break
             # Exactly as planned: write both slots in one conditional PUT. Recorded as in flight *before* sending.
-            self.checkpoints.transition(op, WRITING, {"if_match": state.version}, attempts=(op.get("attempts") or 0) + 1, **fields)
+            self.checkpoints.transition(
+                op, WRITING, {"if_match": state.version}, attempts=(op.get("attempts") or 0) + 1, **fields
+            )
             ds, ka = self.targets[op["operation_id"]]
             try:
                 # Re-sending the same PUT is safe: the S1SP replays the first answer for the same Idempotency-Key, and
@@ -158,14 +193,24 @@ class DeviceExecutor:
             except KeyConflict as exc:
                 self.checkpoints.transition(op, FAILED, {"error": str(exc), "status": 409}, last_error=str(exc)[:500])
                 return FAILED
-            self.checkpoints.transition(op, CONFIRMING, {"status": 200, "version": result.version}, result_version=result.version)
+            self.checkpoints.transition(
+                op, CONFIRMING, {"status": 200, "version": result.version}, result_version=result.version
+            )
             resumed_write = True
-        self.checkpoints.transition(op, FAILED, {"error": f"no final state after {MAX_CYCLES} read/write rounds"}, last_error="too many rounds")
+        self.checkpoints.transition(
+            op, FAILED, {"error": f"no final state after {MAX_CYCLES} read/write rounds"}, last_error="too many rounds"
+        )
         return FAILED
 
 
-def run_s1sp(executor: DeviceExecutor, ops: list[dict], concurrency: int, waves: WavePolicy, should_stop=lambda: False,
-             on_progress=None) -> tuple[S1SPRunStats, str | None]:  # fmt: skip
+def run_s1sp(
+    executor: DeviceExecutor,
+    ops: list[dict],
+    concurrency: int,
+    waves: WavePolicy,
+    should_stop=lambda: False,
+    on_progress=None,
+) -> tuple[S1SPRunStats, str | None]:
     """Canary then growing waves; returns stats and a pause reason (None when every op reached a final state)."""
     stats = S1SPRunStats()
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
@@ -189,8 +234,12 @@ def run_s1sp(executor: DeviceExecutor, ops: list[dict], concurrency: int, waves:
 
 def _first_error(wave: list[dict], results: list[str]) -> str:
     """The commonest failure reason in a wave, for the pause message (a protocol error must not hide in a CSV)."""
-    errors = Counter((op.get("last_error") or "?").removeprefix(f"{op['device_id']}: ") for op, r in zip(wave, results) if r == FAILED)
+    errors = Counter(
+        (op.get("last_error") or "?").removeprefix(f"{op['device_id']}: ")
+        for op, r in zip(wave, results)
+        if r == FAILED
+    )
     if not errors:
         return ""
-    (error, n), = errors.most_common(1)
+    ((error, n),) = errors.most_common(1)
     return f"; {n} of them: {error[:160]}"

@@ -76,8 +76,16 @@ def _retry_after(response: httpx.Response) -> float | None:
 
 
 class HttpGateway:
-    def __init__(self, base_url: str, *, token: str | None = None, timeout: float = 5.0, concurrency: int = 4,
-                 client_cert: tuple[str, str] | None = None, ca_bundle: str | None = None):  # fmt: skip
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str | None = None,
+        timeout: float = 5.0,
+        concurrency: int = 4,
+        client_cert: tuple[str, str] | None = None,
+        ca_bundle: str | None = None,
+    ):
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._secrets = (token,) if token else ()  # scrubbed from any reply text before it reaches an error message
         # One SSL context carries both the trust anchors and our client certificate (mutual TLS): httpx's separate
@@ -115,13 +123,18 @@ class HttpGateway:
             try:
                 body = response.json()
             except ValueError:
-                raise ProtocolError(f"{device_id}: protocol error: reply is not JSON ({redact(response.text, self._secrets)[:60]!r})", status) from None
+                raise ProtocolError(
+                    f"{device_id}: protocol error: reply is not JSON ({redact(response.text, self._secrets)[:60]!r})",
+                    status,
+                ) from None
             if not isinstance(body, dict):
                 raise ProtocolError(f"{device_id}: protocol error: reply is not a JSON object", status)
             if self._echoes_secret(response.text, body):
                 # A reply that carries our credential anywhere (device id, version, a certificate field) is not an
                 # answer about the device; none of it may reach a message, the journal or the checkpoints.
-                raise ProtocolError(f"{device_id}: protocol error: the reply echoes the bearer token; none of it is kept", status)
+                raise ProtocolError(
+                    f"{device_id}: protocol error: the reply echoes the bearer token; none of it is kept", status
+                )
             return body
         text = redact(response.text, self._secrets)[:200]
         if status in (429, 500, 502, 503, 504):
@@ -143,14 +156,24 @@ class HttpGateway:
             slot = slots.get(name) if isinstance(slots, dict) else None
             cert = slot.get("cert", ...) if isinstance(slot, dict) else ...
             if cert is ... or not (cert is None or isinstance(cert, str)):
-                raise ProtocolError(f"{device_id}: protocol error: reply has no {name} slot with a cert (string or null)", 200)
+                raise ProtocolError(
+                    f"{device_id}: protocol error: reply has no {name} slot with a cert (string or null)", 200
+                )
             certs.append(cert)
         return SlotState(version, certs[0], certs[1], body)
 
     def write(self, device_id: str, version: int, ds: str | None, ka: str | None, operation_id: str) -> WriteResult:
-        body = {"slots": {"NO_DS": {"cert": ds}, "NO_KA": {"cert": ka}}, "reason": "MP107-R2", "operation_id": operation_id}
-        response = self._call("PUT", device_id, content=json.dumps(body, sort_keys=True),
-                              headers={"If-Match": f'"{version}"', "Idempotency-Key": operation_id, "Content-Type": "application/json"})  # fmt: skip
+        body = {
+            "slots": {"NO_DS": {"cert": ds}, "NO_KA": {"cert": ka}},
+            "reason": "MP107-R2",
+            "operation_id": operation_id,
+        }
+        response = self._call(
+            "PUT",
+            device_id,
+            content=json.dumps(body, sort_keys=True),
+            headers={"If-Match": f'"{version}"', "Idempotency-Key": operation_id, "Content-Type": "application/json"},
+        )
         data = self._check(response, device_id)
         return WriteResult(_reply_version(data, device_id, require_device=False), data)
 
@@ -159,7 +182,9 @@ def _reply_version(body: dict, device_id: str, *, require_device: bool) -> int:
     """The reply's version, after checking it answers for this device (a PUT's reply may leave the id out)."""
     named = body.get("device_id")
     if (require_device or named is not None) and named != device_id:
-        raise ProtocolError(f"{device_id}: protocol error: reply names device {str(named)[:40]!r}, not the one asked for", 200)
+        raise ProtocolError(
+            f"{device_id}: protocol error: reply names device {str(named)[:40]!r}, not the one asked for", 200
+        )
     version = body.get("version")
     if isinstance(version, bool) or not isinstance(version, int):
         raise ProtocolError(f"{device_id}: protocol error: version {str(version)[:20]!r} is not an integer", 200)

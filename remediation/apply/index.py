@@ -25,8 +25,21 @@ from pathlib import Path
 
 import pandas as pd
 
-from remediation.apply.checkpoint import (CONFIRMING, DONE, DRIFTED, FAILED, NOOP, OP_COLUMNS, OP_FIELDS, PENDING, READING, WRITING, counts_of, seed_ops,
-                                          write_index)  # fmt: skip
+from remediation.apply.checkpoint import (
+    CONFIRMING,
+    DONE,
+    DRIFTED,
+    FAILED,
+    NOOP,
+    OP_COLUMNS,
+    OP_FIELDS,
+    PENDING,
+    READING,
+    WRITING,
+    counts_of,
+    seed_ops,
+    write_index,
+)
 from remediation.evidence.journal import JournalBroken, check_journal
 
 COMPARED = ("state", *OP_FIELDS)  # what an index row must agree with the journal on
@@ -74,7 +87,9 @@ def _at(entry: dict) -> float | None:
         return None
 
 
-def replay(path: Path, plan_rows: pd.DataFrame, snapshot_at: int | None = None, checked: tuple[list[dict], dict] | None = None) -> Replay:
+def replay(
+    path: Path, plan_rows: pd.DataFrame, snapshot_at: int | None = None, checked: tuple[list[dict], dict] | None = None
+) -> Replay:
     """Plan + journal -> every op's state. JournalBroken naming the entry when the journal contradicts itself.
     `checked`: the journal's (entries, head) when the caller has verified it already (national runs: ~36 µs an entry)."""
     entries, head = checked or check_journal(path)
@@ -84,7 +99,9 @@ def replay(path: Path, plan_rows: pd.DataFrame, snapshot_at: int | None = None, 
         try:
             _replay_entry(path, entry, ops, result)
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
-            raise JournalBroken(f"{path}: journal entry {entry.get('seq')} ({entry.get('event')}) is malformed ({type(exc).__name__}: {exc})") from None
+            raise JournalBroken(
+                f"{path}: journal entry {entry.get('seq')} ({entry.get('event')}) is malformed ({type(exc).__name__}: {exc})"
+            ) from None
         if snapshot_at is not None and entry.get("seq") == snapshot_at:
             result.snapshot = {k: tuple(o.get(c) for c in COMPARED) for k, o in ops.items()}
     if snapshot_at == 0:
@@ -98,16 +115,24 @@ def _replay_entry(path: Path, entry: dict, ops: dict[str, dict], result: Replay)
     if event == "transition":
         op = ops.get(entry.get("operation_id"))
         if op is None or op["device_id"] != entry.get("device_id"):
-            raise JournalBroken(f"{path}: journal entry {seq}: operation {entry.get('operation_id')} of device {entry.get('device_id')} is not in the run's plan")
+            raise JournalBroken(
+                f"{path}: journal entry {seq}: operation {entry.get('operation_id')} of device {entry.get('device_id')} is not in the run's plan"
+            )
         if op["state"] != entry.get("from_state"):
-            raise JournalBroken(f"{path}: journal entry {seq}: device {op['device_id']} moves from {entry.get('from_state')!r} but the journal "
-                                f"left it {op['state']!r} (entries removed?)")  # fmt: skip
+            raise JournalBroken(
+                f"{path}: journal entry {seq}: device {op['device_id']} moves from {entry.get('from_state')!r} but the journal "
+                f"left it {op['state']!r} (entries removed?)"
+            )
         if entry["to_state"] not in ALLOWED.get(op["state"], ()) or (entry["to_state"] == NOOP and op.get("attempts")):
-            raise JournalBroken(f"{path}: journal entry {seq}: device {op['device_id']} cannot move from {op['state']!r} to {entry['to_state']!r}"
-                                + (" after this run wrote it" if op.get("attempts") else ""))  # fmt: skip
+            raise JournalBroken(
+                f"{path}: journal entry {seq}: device {op['device_id']} cannot move from {op['state']!r} to {entry['to_state']!r}"
+                + (" after this run wrote it" if op.get("attempts") else "")
+            )
         if "fields" not in entry:
-            raise JournalBroken(f"{path}: journal entry {seq} has no checkpoint fields: this run was made by a version before the journal "
-                                f"became the record, and its index cannot be rebuilt from it; finish it with that version")  # fmt: skip
+            raise JournalBroken(
+                f"{path}: journal entry {seq} has no checkpoint fields: this run was made by a version before the journal "
+                f"became the record, and its index cannot be rebuilt from it; finish it with that version"
+            )
         fields = entry["fields"] or {}
         op.update({k: v for k, v in fields.items() if k in OP_FIELDS}, state=entry["to_state"], updated_at=_at(entry))
         result.transitions.append((op["operation_id"], entry["from_state"], entry["to_state"], _at(entry) or 0.0, None))
@@ -115,33 +140,48 @@ def _replay_entry(path: Path, entry: dict, ops: dict[str, dict], result: Replay)
         counts = result.counts()
         recorded = {s: {k: v for k, v in c.items() if v} for s, c in entry["counts"].items()}
         if recorded != {s: {k: v for k, v in c.items() if v} for s, c in counts.items() if any(c.values())}:
-            raise JournalBroken(f"{path}: journal entry {seq} ({event}) records counts {recorded}, but its transitions add up to "
-                                f"{ {s: {k: v for k, v in c.items() if v} for s, c in counts.items()} } (entries removed and re-chained?)")  # fmt: skip
+            raise JournalBroken(
+                f"{path}: journal entry {seq} ({event}) records counts {recorded}, but its transitions add up to "
+                f"{ {s: {k: v for k, v in c.items() if v} for s, c in counts.items()} } (entries removed and re-chained?)"
+            )
     if event in (*RUN_END_EVENTS, "run_started", "run_resumed", "run_superseded"):
         result.last_run_event = entry
 
 
-def check_recorded_head(path: Path, recorded: dict | None, entries: list[dict] | None = None, head: dict | None = None,
-                        source: str = "run.json") -> None:  # fmt: skip
+def check_recorded_head(
+    path: Path,
+    recorded: dict | None,
+    entries: list[dict] | None = None,
+    head: dict | None = None,
+    source: str = "run.json",
+) -> None:
     """A recorded head (run.json's, the index's) must be an entry of the journal with the same hash: else the journal
     was cut short or rewritten after it was recorded."""
     if entries is None:
         entries, head = check_journal(path)
     if not recorded:
         if source == "run.json" and len(entries) > 1:
-            raise JournalBroken(f"{path}: run.json records no journal head, but the journal has {len(entries)} entries (run.json replaced?)")
+            raise JournalBroken(
+                f"{path}: run.json records no journal head, but the journal has {len(entries)} entries (run.json replaced?)"
+            )
         return
     try:
         seq, want = int(recorded.get("seq", 0)), str(recorded.get("hash"))
     except (AttributeError, TypeError, ValueError):
-        raise JournalBroken(f"{path}: {source} records a journal head that is not (seq, hash): {str(recorded)[:80]}") from None
+        raise JournalBroken(
+            f"{path}: {source} records a journal head that is not (seq, hash): {str(recorded)[:80]}"
+        ) from None
     if seq > len(entries):
-        raise JournalBroken(f"{path}: journal truncated: {source} records head entry {seq}, the journal ends at entry {len(entries)}")
+        raise JournalBroken(
+            f"{path}: journal truncated: {source} records head entry {seq}, the journal ends at entry {len(entries)}"
+        )
     if seq <= 0:
         return
     have = entries[seq]["prev"] if seq < len(entries) else head["hash"]
     if have != want:
-        raise JournalBroken(f"{path}: journal rewritten: {source} records entry {seq} with hash {want[:16]}…, the journal's entry {seq} hashes to {have[:16]}…")
+        raise JournalBroken(
+            f"{path}: journal rewritten: {source} records entry {seq} with hash {want[:16]}…, the journal's entry {seq} hashes to {have[:16]}…"
+        )
 
 
 @dataclass
@@ -194,7 +234,9 @@ def check_index(run_dir: Path, plan_rows: pd.DataFrame, recorded_head: dict | No
         return replay(journal, plan_rows, checked=(entries, head)), IndexCheck(verdict, f"{db.name} is {index}")
     rows, index_head = index
     if index_head["seq"] > head["seq"]:
-        raise JournalBroken(f"{journal}: journal truncated: {db.name} reflects entry {index_head['seq']}, the journal ends at entry {head['seq']}")
+        raise JournalBroken(
+            f"{journal}: journal truncated: {db.name} reflects entry {index_head['seq']}, the journal ends at entry {head['seq']}"
+        )
     if index_head["seq"]:
         check_recorded_head(journal, index_head, entries, head, source=db.name)
     result = replay(journal, plan_rows, snapshot_at=index_head["seq"], checked=(entries, head))
@@ -210,8 +252,11 @@ def check_index(run_dir: Path, plan_rows: pd.DataFrame, recorded_head: dict | No
         return result, IndexCheck("disagrees", f"{db.name} holds operation {first}, which is not in the plan")
     if first not in rows:
         return result, IndexCheck("disagrees", f"{db.name} lacks device {op['device_id']}")
-    return result, IndexCheck("disagrees", f"{db.name} says device {op['device_id']} is {rows[first][0]!r}, the journal says {op['state']!r}"
-                              + ("" if rows[first][0] != op["state"] else " (fields differ)"))  # fmt: skip
+    return result, IndexCheck(
+        "disagrees",
+        f"{db.name} says device {op['device_id']} is {rows[first][0]!r}, the journal says {op['state']!r}"
+        + ("" if rows[first][0] != op["state"] else " (fields differ)"),
+    )
 
 
 def rebuild_index(run_dir: Path, result: Replay) -> Path | None:
@@ -232,10 +277,14 @@ def rebuild_index(run_dir: Path, result: Replay) -> Path | None:
 def refuse_unless_consistent(check: IndexCheck, what: str) -> None:
     """For rollback and export: an index that was edited is a reason to stop, not to guess."""
     if check.verdict == "disagrees":
-        raise IndexInconsistent(f"refusing to {what}: {check.reason}; the journal is the record — resume the run to rebuild the index, and find out who changed it")
+        raise IndexInconsistent(
+            f"refusing to {what}: {check.reason}; the journal is the record — resume the run to rebuild the index, and find out who changed it"
+        )
 
 
-def verified_ops(run_dir: Path, plan_rows: pd.DataFrame, recorded_head: dict | None, what: str, require_end: bool = False) -> Replay:
+def verified_ops(
+    run_dir: Path, plan_rows: pd.DataFrame, recorded_head: dict | None, what: str, require_end: bool = False
+) -> Replay:
     """For rollback and export: the replayed ops of a run that is not running, whose journal verifies against its
     recorded heads and whose index (if any) does not contradict it; with `require_end`, whose journal ends with a
     finish or interruption record (a killed or cut-short run is resumed first)."""
@@ -243,10 +292,14 @@ def verified_ops(run_dir: Path, plan_rows: pd.DataFrame, recorded_head: dict | N
 
     holder = read_holder(run_dir / "run.lock")
     if holder and holder_alive(holder):
-        raise IndexInconsistent(f"refusing to {what}: run {run_dir} is in progress (pid {holder.get('pid')} on {holder.get('host')}); wait for it to finish")
+        raise IndexInconsistent(
+            f"refusing to {what}: run {run_dir} is in progress (pid {holder.get('pid')} on {holder.get('host')}); wait for it to finish"
+        )
     result, index = check_index(run_dir, plan_rows, recorded_head)
     refuse_unless_consistent(index, what)
     if require_end and (result.last_run_event or {}).get("event") not in RUN_END_EVENTS:
-        raise IndexInconsistent(f"refusing to {what}: {run_dir / 'journal.jsonl'} does not end with a finish or interruption record "
-                                f"(last run event: {(result.last_run_event or {}).get('event', 'none')}); resume the run first")  # fmt: skip
+        raise IndexInconsistent(
+            f"refusing to {what}: {run_dir / 'journal.jsonl'} does not end with a finish or interruption record "
+            f"(last run event: {(result.last_run_event or {}).get('event', 'none')}); resume the run first"
+        )
     return result

@@ -12,7 +12,7 @@ import fcntl
 import json
 import os
 import socket
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from remediation.errors import InputError, SafetyRefusal
@@ -59,7 +59,10 @@ class RunLock:
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o640)
         except OSError as exc:
-            raise InputError(f"cannot open the lock file ({exc.strerror}); the directory must be writable by the operator", file=str(self.path)) from None
+            raise InputError(
+                f"cannot open the lock file ({exc.strerror}); the directory must be writable by the operator",
+                file=str(self.path),
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -67,15 +70,23 @@ class RunLock:
             os.close(fd)
             raise RunLocked(self.refusal(holder)) from None
         self.previous = self._read(fd) or None  # a dead holder's record: the takeover is journaled
-        record = {"pid": os.getpid(), "host": socket.gethostname(), "who": who, "since": datetime.now(timezone.utc).isoformat(timespec="seconds"), **extra}
+        record = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "who": who,
+            "since": datetime.now(UTC).isoformat(timespec="seconds"),
+            **extra,
+        }
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(record).encode(), 0)
         self.fd = fd
         return self
 
     def refusal(self, holder: dict) -> str:
-        return (f"run {self.path.parent} is locked by pid {holder.get('pid', '?')} on {holder.get('host', '?')} "
-                f"({holder.get('who', '?')}) since {holder.get('since', '?')}; wait for it or stop that process")  # fmt: skip
+        return (
+            f"run {self.path.parent} is locked by pid {holder.get('pid', '?')} on {holder.get('host', '?')} "
+            f"({holder.get('who', '?')}) since {holder.get('since', '?')}; wait for it or stop that process"
+        )
 
     @staticmethod
     def _read(fd: int) -> dict:
@@ -110,8 +121,10 @@ class PlanLease(RunLock):
         self.record_path = Path(plan_dir) / self.RECORD
 
     def refusal(self, holder: dict) -> str:
-        return (f"plan {self.path.parent} is being applied by pid {holder.get('pid', '?')} on {holder.get('host', '?')} "
-                f"({holder.get('who', '?')}) into run {holder.get('run_dir', '?')}; one active run per plan")  # fmt: skip
+        return (
+            f"plan {self.path.parent} is being applied by pid {holder.get('pid', '?')} on {holder.get('host', '?')} "
+            f"({holder.get('who', '?')}) into run {holder.get('run_dir', '?')}; one active run per plan"
+        )
 
     def owner(self) -> dict:
         return read_holder(self.record_path)
@@ -119,5 +132,12 @@ class PlanLease(RunLock):
     def record(self, run_dir: Path, who: str, status: str) -> None:
         from remediation.outputs import write_json
 
-        write_json(self.record_path, {"run_dir": str(Path(run_dir).resolve()), "who": who, "status": status,
-                                      "since": datetime.now(timezone.utc).isoformat(timespec="seconds")})  # fmt: skip
+        write_json(
+            self.record_path,
+            {
+                "run_dir": str(Path(run_dir).resolve()),
+                "who": who,
+                "status": status,
+                "since": datetime.now(UTC).isoformat(timespec="seconds"),
+            },
+        )

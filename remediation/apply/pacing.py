@@ -36,7 +36,9 @@ class WavePolicy:
             yield start, stop
             start, size = stop, min(self.max_wave, max(size + 1, int(size * self.growth)))
 
-    def should_pause(self, wave_index: int, wave_failed: int, wave_size: int, run_failed: int, run_attempted: int) -> str | None:
+    def should_pause(
+        self, wave_index: int, wave_failed: int, wave_size: int, run_failed: int, run_attempted: int
+    ) -> str | None:
         if wave_index == 0 and wave_failed:
             return f"canary wave had {wave_failed} failure(s) of {wave_size}"
         if wave_size >= self.pause_min_sample and wave_failed / wave_size > self.pause_failure_rate:

@@ -9,13 +9,23 @@ import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 
 from remediation import __version__
-from remediation.apply.checkpoint import DONE, DRIFTED, FAILED, FINAL_STATES, IN_FLIGHT, NOOP, STATES, MemoryCheckpoints, SqliteCheckpoints
+from remediation.apply.checkpoint import (
+    DONE,
+    DRIFTED,
+    FAILED,
+    FINAL_STATES,
+    IN_FLIGHT,
+    NOOP,
+    STATES,
+    MemoryCheckpoints,
+    SqliteCheckpoints,
+)
 from remediation.apply.executor import INTERRUPTED, DeviceExecutor, RetryPolicy, run_s1sp
 from remediation.apply.gateway import Gateway, HttpGateway
 from remediation.apply.index import IndexInconsistent, check_index, rebuild_index
@@ -29,9 +39,21 @@ from remediation.plan import LoadedPlan
 
 RUN_SCHEMA = "remediation/run/1"
 OUTCOME_COLUMNS = [
-    "device_id", "s1sp", "operation_id", "state", "attempts", "prior_ds_fp", "prior_ka_fp", "final_ds_fp", "final_ka_fp",
-    "target_ds_fp", "target_ka_fp", "expected_ds", "expected_ka", "last_error",
-]  # fmt: skip
+    "device_id",
+    "s1sp",
+    "operation_id",
+    "state",
+    "attempts",
+    "prior_ds_fp",
+    "prior_ka_fp",
+    "final_ds_fp",
+    "final_ka_fp",
+    "target_ds_fp",
+    "target_ka_fp",
+    "expected_ds",
+    "expected_ka",
+    "last_error",
+]
 
 
 @dataclass
@@ -61,7 +83,14 @@ def failure_reasons(ops: pd.DataFrame) -> dict[tuple[str, str], int]:
     """Failed devices grouped by S1SP and reason (the device id taken out, so like reasons group)."""
     failed = ops[ops["state"] == FAILED]
     reasons = [str(e or "?").removeprefix(f"{d}: ") for d, e in zip(failed["device_id"], failed["last_error"])]
-    return {k: int(v) for k, v in failed.assign(reason=reasons).groupby(["s1sp", "reason"]).size().sort_values(ascending=False).items()}
+    return {
+        k: int(v)
+        for k, v in failed.assign(reason=reasons)
+        .groupby(["s1sp", "reason"])
+        .size()
+        .sort_values(ascending=False)
+        .items()
+    }
 
 
 def _endpoint(plan: LoadedPlan, s1sp: str, options: ApplyOptions) -> dict:
@@ -84,13 +113,22 @@ def check_endpoints(plan: LoadedPlan, options: ApplyOptions) -> None:
 
 def make_gateway(ep: dict, options: ApplyOptions) -> Gateway:
     token = token_for_endpoint(ep.get("s1sp", "?"), ep["base_url"], ep.get("token_env"))
-    return HttpGateway(ep["base_url"], token=token, timeout=options.timeout, concurrency=int(ep.get("concurrency", 4)),
-                       client_cert=options.client_cert, ca_bundle=options.ca_bundle)  # fmt: skip
+    return HttpGateway(
+        ep["base_url"],
+        token=token,
+        timeout=options.timeout,
+        concurrency=int(ep.get("concurrency", 4)),
+        client_cert=options.client_cert,
+        ca_bundle=options.ca_bundle,
+    )
 
 
 def _targets(rows: pd.DataFrame) -> dict[str, tuple[str | None, str | None]]:
     """operation id -> certificates to write; "" in a plan (an empty slot, e.g. restored by a rollback) is sent as null."""
-    return {op: (ds or None, ka or None) for op, ds, ka in zip(rows["operation_id"], rows["target_ds_cert"], rows["target_ka_cert"])}
+    return {
+        op: (ds or None, ka or None)
+        for op, ds, ka in zip(rows["operation_id"], rows["target_ds_cert"], rows["target_ka_cert"])
+    }
 
 
 # Detection results a plan or run directory carries along, so reports and audit exports can be made from it alone.
@@ -106,7 +144,11 @@ def read_run(run_dir: Path) -> dict:
         run = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise InputError(f"not valid JSON ({exc})", file=str(path)) from None
-    if not isinstance(run, dict) or not isinstance(run.get("plan_hash"), str) or not isinstance(run.get("plan_dir"), str):
+    if (
+        not isinstance(run, dict)
+        or not isinstance(run.get("plan_hash"), str)
+        or not isinstance(run.get("plan_dir"), str)
+    ):
         raise InputError("not a run record (expected a JSON object with plan_hash and plan_dir)", file=str(path))
     return run
 
@@ -122,14 +164,25 @@ def _prepare_run_dir(plan: LoadedPlan, run_dir: Path, who: str) -> dict:
     if run_json.exists():
         run = read_run(run_dir)
         if run.get("plan_hash") != plan.plan_hash:
-            raise SafetyRefusal(f"run {run_dir} belongs to plan {run.get('plan_hash', '?')[:12]}…, not {plan.plan_hash[:12]}…; use a new run directory")
+            raise SafetyRefusal(
+                f"run {run_dir} belongs to plan {run.get('plan_hash', '?')[:12]}…, not {plan.plan_hash[:12]}…; use a new run directory"
+            )
         if run.get("status") == "superseded":
-            raise SafetyRefusal(f"run {run_dir} was superseded by {run.get('superseded_by', '?')}; it cannot be resumed")
+            raise SafetyRefusal(
+                f"run {run_dir} was superseded by {run.get('superseded_by', '?')}; it cannot be resumed"
+            )
         return run
     run_dir.mkdir(parents=True, exist_ok=True)
     carry_files(plan.directory, run_dir, ("plan.json", *CARRIED_FILES))
-    run = {"schema": RUN_SCHEMA, "plan_hash": plan.plan_hash, "plan_dir": str(plan.directory.resolve()), "created_by": who,
-           "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "status": "new", "paused": {}}  # fmt: skip
+    run = {
+        "schema": RUN_SCHEMA,
+        "plan_hash": plan.plan_hash,
+        "plan_dir": str(plan.directory.resolve()),
+        "created_by": who,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "status": "new",
+        "paused": {},
+    }
     write_json(run_json, run)
     return run
 
@@ -168,7 +221,7 @@ class RunRecorder:
     def save(self, **fields) -> None:
         self.run.update(fields)
         self.run["journal_head"] = self.journal.head
-        self.run["updated_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.run["updated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
         write_json(self.run_dir / "run.json", self.run)
 
 
@@ -189,7 +242,9 @@ class StopOnSignal:
             os._exit(130)
         self.signal_name = signal.Signals(signum).name
         self.event.set()
-        self.echo(f"remediation: {self.signal_name}: stopping — no new devices; waiting for requests in flight (Ctrl-C again to exit at once)")
+        self.echo(
+            f"remediation: {self.signal_name}: stopping — no new devices; waiting for requests in flight (Ctrl-C again to exit at once)"
+        )
 
     def __enter__(self) -> StopOnSignal:
         if threading.current_thread() is threading.main_thread():
@@ -216,8 +271,10 @@ def _claim_plan(lease: PlanLease, plan: LoadedPlan, run_dir: Path, who: str, sup
     if status in (*COMPLETE_STATUSES, "superseded"):
         return None
     if not supersede:
-        raise PlanLocked(f"plan {plan.directory} belongs to run {owner_dir} ({status}); finish it with `remediation resume {owner_dir}`, "
-                         f"or start a new run directory with --supersede to abandon it (journaled in both)")  # fmt: skip
+        raise PlanLocked(
+            f"plan {plan.directory} belongs to run {owner_dir} ({status}); finish it with `remediation resume {owner_dir}`, "
+            f"or start a new run directory with --supersede to abandon it (journaled in both)"
+        )
     return owner_dir
 
 
@@ -231,7 +288,9 @@ def _supersede(old_dir: Path, new_dir: Path, who: str) -> dict:
         run = read_run(old_dir)
         journal = Journal(old_dir / "journal.jsonl")
         try:
-            RunRecorder(old_dir, run, journal).record_run_event("run_superseded", by_run=str(new_dir.resolve()), superseded_by=who)
+            RunRecorder(old_dir, run, journal).record_run_event(
+                "run_superseded", by_run=str(new_dir.resolve()), superseded_by=who
+            )
             RunRecorder(old_dir, run, journal).save(status="superseded", superseded_by=str(new_dir.resolve()))
             return {"run_dir": str(old_dir), "journal_head": journal.head}
         finally:
@@ -241,28 +300,46 @@ def _supersede(old_dir: Path, new_dir: Path, who: str) -> dict:
             lock.release()
 
 
-def _open_index(run_dir: Path, plan: LoadedPlan, run: dict, journal_exists: bool) -> tuple[SqliteCheckpoints, dict | None]:
+def _open_index(
+    run_dir: Path, plan: LoadedPlan, run: dict, journal_exists: bool
+) -> tuple[SqliteCheckpoints, dict | None]:
     """The checkpoint index, verified against the journal and rebuilt from it when it is missing, empty, corrupt, behind
     or edited. Returns the index and what was rebuilt (for the journal), or None."""
     db = run_dir / "checkpoints.sqlite"
     if not journal_exists:
         if (run.get("journal_head") or {}).get("seq"):
-            raise IndexInconsistent(f"{run_dir}: the journal is missing or empty, but run.json records {run['journal_head']['seq']} entries; refusing")
+            raise IndexInconsistent(
+                f"{run_dir}: the journal is missing or empty, but run.json records {run['journal_head']['seq']} entries; refusing"
+            )
         if db.exists() and db.stat().st_size:
-            raise IndexInconsistent(f"{run_dir}: checkpoints.sqlite exists but the journal does not; the journal is the record — refusing")
+            raise IndexInconsistent(
+                f"{run_dir}: checkpoints.sqlite exists but the journal does not; the journal is the record — refusing"
+            )
         return SqliteCheckpoints(db), None
     result, check = check_index(run_dir, plan.rows, run.get("journal_head"))
     rebuilt = None
     if check.verdict != "ok":
         kept = rebuild_index(run_dir, result)
-        rebuilt = {"reason": check.reason, "verdict": check.verdict, "old_index_kept_as": kept.name if kept else None,
-                   "journal_head": result.head, "written_devices": len(result.written())}  # fmt: skip
+        rebuilt = {
+            "reason": check.reason,
+            "verdict": check.verdict,
+            "old_index_kept_as": kept.name if kept else None,
+            "journal_head": result.head,
+            "written_devices": len(result.written()),
+        }
     return SqliteCheckpoints(db), rebuilt
 
 
-def apply_plan(plan: LoadedPlan, run_dir: Path, options: ApplyOptions, progress: Callable[[str, int, int], None] | None = None,
-               gateway_factory: Callable[[dict], Gateway] | None = None, memory_checkpoints: bool = False,
-               stop: StopOnSignal | None = None, authority: RunAuthority | None = None) -> ApplyResult:  # fmt: skip
+def apply_plan(
+    plan: LoadedPlan,
+    run_dir: Path,
+    options: ApplyOptions,
+    progress: Callable[[str, int, int], None] | None = None,
+    gateway_factory: Callable[[dict], Gateway] | None = None,
+    memory_checkpoints: bool = False,
+    stop: StopOnSignal | None = None,
+    authority: RunAuthority | None = None,
+) -> ApplyResult:
     """`authority` (issue 9's RunAuthority, checked before any gateway is built) signs the run's own records."""
     run_dir = Path(run_dir)
     lease = lock = superseded = None
@@ -273,8 +350,20 @@ def apply_plan(plan: LoadedPlan, run_dir: Path, options: ApplyOptions, progress:
         run = _prepare_run_dir(plan, run_dir, options.who)
         lock = RunLock(run_dir).acquire(options.who)
         with stop or StopOnSignal() as stopper:
-            return _apply_locked(plan, run_dir, run, lock, lease, superseded, options, progress, gateway_factory,
-                                 memory_checkpoints, stopper, authority)  # fmt: skip
+            return _apply_locked(
+                plan,
+                run_dir,
+                run,
+                lock,
+                lease,
+                superseded,
+                options,
+                progress,
+                gateway_factory,
+                memory_checkpoints,
+                stopper,
+                authority,
+            )
     finally:
         # The plan lease first, the run lock last: nothing of this process writes after either is released.
         if lease is not None:
@@ -283,7 +372,20 @@ def apply_plan(plan: LoadedPlan, run_dir: Path, options: ApplyOptions, progress:
             lock.release()
 
 
-def _apply_locked(plan, run_dir, run, lock, lease, superseded, options, progress, gateway_factory, memory_checkpoints, stopper, authority) -> ApplyResult:
+def _apply_locked(
+    plan,
+    run_dir,
+    run,
+    lock,
+    lease,
+    superseded,
+    options,
+    progress,
+    gateway_factory,
+    memory_checkpoints,
+    stopper,
+    authority,
+) -> ApplyResult:
     signed = authority.journal_fields() if authority is not None else {}  # operator-signed run events (issue 9)
     authority_approvals = authority.approvals.counted if authority is not None else []
     journal = recorder = None
@@ -298,11 +400,25 @@ def _apply_locked(plan, run_dir, run, lock, lease, superseded, options, progress
         recorder = RunRecorder(run_dir, run, journal, signed)
     if recorder is not None:
         if journal.seq == 0:
-            recorder.record_run_event("run_started", plan_hash=plan.plan_hash, plan_dir=str(plan.directory.resolve()), approvals=authority_approvals,
-                                      run_by=options.who, tool_version=__version__, plan_counts=plan.document["counts"], pid=os.getpid())  # fmt: skip
+            recorder.record_run_event(
+                "run_started",
+                plan_hash=plan.plan_hash,
+                plan_dir=str(plan.directory.resolve()),
+                approvals=authority_approvals,
+                run_by=options.who,
+                tool_version=__version__,
+                plan_counts=plan.document["counts"],
+                pid=os.getpid(),
+            )
         else:
-            recorder.record_run_event("run_resumed", plan_hash=plan.plan_hash, run_by=options.who, tool_version=__version__,
-                                      previous_lock_holder=lock.previous, pid=os.getpid())  # fmt: skip
+            recorder.record_run_event(
+                "run_resumed",
+                plan_hash=plan.plan_hash,
+                run_by=options.who,
+                tool_version=__version__,
+                previous_lock_holder=lock.previous,
+                pid=os.getpid(),
+            )
         if rebuilt:
             journal.append("checkpoints_rebuilt", **rebuilt)
         if superseded is not None:
@@ -334,7 +450,9 @@ def _apply_locked(plan, run_dir, run, lock, lease, superseded, options, progress
 
             if progress:
                 progress(s1sp, 0, len(ops))
-            stats, reason = run_s1sp(executor, ops, int(ep.get("concurrency", 4)), options.waves, on_progress=on_progress)
+            stats, reason = run_s1sp(
+                executor, ops, int(ep.get("concurrency", 4)), options.waves, on_progress=on_progress
+            )
             with lock_results:
                 results[s1sp] = (stats, reason)
         except Exception as exc:  # noqa: BLE001 - reported per S1SP; the other S1SPs carry on
@@ -373,10 +491,23 @@ def _apply_locked(plan, run_dir, run, lock, lease, superseded, options, progress
         if interrupted:
             frame = checkpoints.ops_frame()
             in_flight = frame.loc[frame["state"].isin(IN_FLIGHT), "device_id"].tolist()
-            recorder.record_run_event("run_interrupted", signal=stopper.signal_name, status=status, counts=counts, paused=paused,
-                                      in_flight=in_flight, index_error=getattr(checkpoints, "index_error", None))  # fmt: skip
+            recorder.record_run_event(
+                "run_interrupted",
+                signal=stopper.signal_name,
+                status=status,
+                counts=counts,
+                paused=paused,
+                in_flight=in_flight,
+                index_error=getattr(checkpoints, "index_error", None),
+            )
         else:
-            recorder.record_run_event("run_finished", status=status, counts=counts, paused=paused, index_error=getattr(checkpoints, "index_error", None))
+            recorder.record_run_event(
+                "run_finished",
+                status=status,
+                counts=counts,
+                paused=paused,
+                index_error=getattr(checkpoints, "index_error", None),
+            )
         lease.record(run_dir, options.who, status)
         recorder.save(status=status, paused=paused, counts=counts)
     else:
@@ -393,7 +524,9 @@ def _reopen_failed(checkpoints, rows: pd.DataFrame) -> None:
         checkpoints.transition(op, "pending", {"reason": "operator asked to retry failed devices"})
 
 
-def dry_run(plan: LoadedPlan, options: ApplyOptions, gateway_factory: Callable[[dict], Gateway] | None = None) -> pd.DataFrame:
+def dry_run(
+    plan: LoadedPlan, options: ApplyOptions, gateway_factory: Callable[[dict], Gateway] | None = None
+) -> pd.DataFrame:
     """Read every planned device's live slots and say what apply would do. Sends no PUT (the gateway is wrapped)."""
     rows = plan.rows if not options.s1sps else plan.rows[plan.rows["s1sp"].isin(options.s1sps)]
     checkpoints = MemoryCheckpoints()
@@ -403,7 +536,14 @@ def dry_run(plan: LoadedPlan, options: ApplyOptions, gateway_factory: Callable[[
         ep = _endpoint(plan, s1sp, options)
         gateway = ReadOnlyGateway(gateway_factory(ep) if gateway_factory else make_gateway(ep, options))
         try:
-            executor = DeviceExecutor(gateway, checkpoints, targets, RateLimiter(float(ep.get("rate_per_second") or 0)), options.retry, dry_run=True)
+            executor = DeviceExecutor(
+                gateway,
+                checkpoints,
+                targets,
+                RateLimiter(float(ep.get("rate_per_second") or 0)),
+                options.retry,
+                dry_run=True,
+            )
             run_s1sp(executor, checkpoints.open_ops(s1sp), int(ep.get("concurrency", 4)), WavePolicy(canary=10**9))
         finally:
             gateway.close()

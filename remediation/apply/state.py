@@ -60,14 +60,18 @@ def run_state(run_dir: str | Path) -> RunState:
     run = read_run(run_dir)
     plan = load_plan(run["plan_dir"])
     if plan.plan_hash != run["plan_hash"]:
-        raise SafetyRefusal(f"run {run_dir} records plan {run['plan_hash'][:12]}…, but {run['plan_dir']} now holds plan {plan.plan_hash[:12]}…")
+        raise SafetyRefusal(
+            f"run {run_dir} records plan {run['plan_hash'][:12]}…, but {run['plan_dir']} now holds plan {plan.plan_hash[:12]}…"
+        )
     lock = read_holder(run_dir / RunLock.NAME) or None
     live = holder_alive(lock) if lock else False
     resume = f"remediation resume {run_dir}"
     journal = run_dir / "journal.jsonl"
     if not journal.exists() or journal.stat().st_size == 0:
         if run.get("journal_head", {}).get("seq"):
-            raise SafetyRefusal(f"{journal}: the journal is missing or empty, but run.json records {run['journal_head']['seq']} entries")
+            raise SafetyRefusal(
+                f"{journal}: the journal is missing or empty, but run.json records {run['journal_head']['seq']} entries"
+            )
         return RunState(run_dir, "running" if live else "new", None, None if live else resume, {}, {}, lock, live)
     result, index = check_index(run_dir, plan.rows, run.get("journal_head"))
     counts = result.counts()
@@ -77,11 +81,19 @@ def run_state(run_dir: str | Path) -> RunState:
     paused = dict(last.get("paused") or {}) if event in ("run_finished", "run_interrupted") else {}
     retry = f"{resume} --retry-failed" if failed else resume
     if live or (live is None and event in ("run_started", "run_resumed")):
-        state, cause, command = "running", f"pid {lock.get('pid')} on {lock.get('host')} ({lock.get('who')}) since {lock.get('since')}", None
+        state, cause, command = (
+            "running",
+            f"pid {lock.get('pid')} on {lock.get('host')} ({lock.get('who')}) since {lock.get('since')}",
+            None,
+        )
     elif run.get("status") == "superseded" or event == "run_superseded":
         state, cause, command = "superseded", f"superseded by {run.get('superseded_by') or last.get('by_run')}", None
     elif event == "run_interrupted":
-        state, cause, command = "interrupted", f"stopped by {last.get('signal') or 'an interrupt'} at {last.get('at')}", resume
+        state, cause, command = (
+            "interrupted",
+            f"stopped by {last.get('signal') or 'an interrupt'} at {last.get('at')}",
+            resume,
+        )
     elif event in ("run_started", "run_resumed"):
         why = "the process ended without a finish record (killed or crashed)"
         if lock:
@@ -97,7 +109,14 @@ def run_state(run_dir: str | Path) -> RunState:
             cause, command = "devices were left open (an S1SP filter, or an S1SP that stopped with an error)", resume
         elif state == "needs_attention":
             drifted = sum(c.get(DRIFTED, 0) for c in counts.values())
-            cause = ", ".join(p for p in (f"{failed} failed" if failed else "", f"{drifted} drifted (re-plan them: runbook 5)" if drifted else "") if p)
+            cause = ", ".join(
+                p
+                for p in (
+                    f"{failed} failed" if failed else "",
+                    f"{drifted} drifted (re-plan them: runbook 5)" if drifted else "",
+                )
+                if p
+            )
             command = retry if failed else None
         else:
             cause, command = None, None

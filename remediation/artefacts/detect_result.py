@@ -53,8 +53,16 @@ def write_findings(out: Path, chunks, csv: bool = True) -> Path:
 class DetectResultDir:
     directory: Path
 
-    def write(self, detection, input_rows: pd.DataFrame, quarantine: pd.DataFrame, summary: dict, *, csv: bool = True,
-              manifest: bool = True) -> dict[str, Path]:  # fmt: skip
+    def write(
+        self,
+        detection,
+        input_rows: pd.DataFrame,
+        quarantine: pd.DataFrame,
+        summary: dict,
+        *,
+        csv: bool = True,
+        manifest: bool = True,
+    ) -> dict[str, Path]:
         """Write a detect result and (unless a plan directory seals the copies itself) its manifest; returns the
         written files by name."""
         out = prepare_dir(self.directory)
@@ -65,7 +73,10 @@ class DetectResultDir:
             SUMMARY: write_json(out / SUMMARY, summary),
         }
         if manifest:
-            write_json(out / MANIFEST, {"schema": MANIFEST_SCHEMA, "outputs": {name: sha256_file(written[name]) for name in SEALED}})
+            write_json(
+                out / MANIFEST,
+                {"schema": MANIFEST_SCHEMA, "outputs": {name: sha256_file(written[name]) for name in SEALED}},
+            )
         return written
 
     def path(self, name: str) -> Path:
@@ -88,7 +99,9 @@ class DetectResultDir:
         manifest = self._json(MANIFEST)
         outputs = manifest.get("outputs")
         if manifest.get("schema") != MANIFEST_SCHEMA or not isinstance(outputs, dict):
-            raise StaleDetectResult(f"{self.directory / MANIFEST}: not a detect manifest (schema {manifest.get('schema')!r})")
+            raise StaleDetectResult(
+                f"{self.directory / MANIFEST}: not a detect manifest (schema {manifest.get('schema')!r})"
+            )
         for name in SEALED:
             path = self.directory / name
             if not path.exists():
@@ -107,13 +120,21 @@ class DetectResultDir:
             names = {str(p) for p in now}
             for path in sorted(names | set(then)):
                 if path not in then:
-                    raise StaleDetectResult(f"{path}: the case reads this {kind} file but detect in {self.directory} did not; re-run detect")
+                    raise StaleDetectResult(
+                        f"{path}: the case reads this {kind} file but detect in {self.directory} did not; re-run detect"
+                    )
                 if path not in names:
-                    raise StaleDetectResult(f"{path}: detect in {self.directory} read this {kind} file but the case no longer names it; re-run detect")
+                    raise StaleDetectResult(
+                        f"{path}: detect in {self.directory} read this {kind} file but the case no longer names it; re-run detect"
+                    )
                 if hashes(Path(path)) != then[path]:
-                    raise StaleDetectResult(f"{path} changed since detect in {self.directory} (SHA-256 differs); re-run detect")
+                    raise StaleDetectResult(
+                        f"{path} changed since detect in {self.directory} (SHA-256 differs); re-run detect"
+                    )
         if as_of.isoformat() != summary.get("as_of"):
-            raise StaleDetectResult(f"{self.directory}: detect ran as of {summary.get('as_of')}, not {as_of.isoformat()}; re-run detect")
+            raise StaleDetectResult(
+                f"{self.directory}: detect ran as of {summary.get('as_of')}, not {as_of.isoformat()}; re-run detect"
+            )
         return summary
 
     def findings_where(self, column: str, values: list[str]) -> pd.DataFrame:

@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -35,10 +35,30 @@ from remediation.outputs import prepare_dir, write_csv, write_json, write_tables
 
 MANIFEST_SCHEMA = "remediation/audit-manifest/1"
 OUTCOME_COLUMNS = [
-    "finding_id", "device_id", "s1sp", "device_type", "mpxn", "source_file", "source_row", "rows", "category", "detail", "registered_no",
-    "operation_id", "expected_ds_fingerprint", "expected_ka_fingerprint", "target_ds_fingerprint", "target_ka_fingerprint",
-    "final_state", "attempts", "prior_ds_fp", "prior_ka_fp", "new_ds_fp", "new_ka_fp", "last_error",
-]  # fmt: skip
+    "finding_id",
+    "device_id",
+    "s1sp",
+    "device_type",
+    "mpxn",
+    "source_file",
+    "source_row",
+    "rows",
+    "category",
+    "detail",
+    "registered_no",
+    "operation_id",
+    "expected_ds_fingerprint",
+    "expected_ka_fingerprint",
+    "target_ds_fingerprint",
+    "target_ka_fingerprint",
+    "final_state",
+    "attempts",
+    "prior_ds_fp",
+    "prior_ka_fp",
+    "new_ds_fp",
+    "new_ka_fp",
+    "last_error",
+]
 
 
 class AuditFailure(SafetyRefusal):
@@ -53,8 +73,14 @@ def generate_key(private_path: Path, public_path: Path) -> None:
     private_path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as fh:
-        fh.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    public_path.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+        fh.write(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+    public_path.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
 
 
 def load_private_key(path: Path):
@@ -103,8 +129,24 @@ def key_id(public_key) -> str:
 # ------------------------------------------------------------------------------------------------ export
 
 
-_PLAN_COLUMNS = ["device_id", "operation_id", "expected_ds_fingerprint", "expected_ka_fingerprint", "target_ds_fingerprint", "target_ka_fingerprint"]
-_OP_COLUMNS = ["operation_id", "state", "attempts", "prior_ds_fp", "prior_ka_fp", "final_ds_fp", "final_ka_fp", "last_error"]
+_PLAN_COLUMNS = [
+    "device_id",
+    "operation_id",
+    "expected_ds_fingerprint",
+    "expected_ka_fingerprint",
+    "target_ds_fingerprint",
+    "target_ka_fingerprint",
+]
+_OP_COLUMNS = [
+    "operation_id",
+    "state",
+    "attempts",
+    "prior_ds_fp",
+    "prior_ka_fp",
+    "final_ds_fp",
+    "final_ka_fp",
+    "last_error",
+]
 
 
 def _plan_ops(plan_rows: pd.DataFrame, ops: pd.DataFrame) -> pd.DataFrame:
@@ -192,7 +234,9 @@ def _parquet_tables(path: Path, rows: int = 500_000, columns: list[str] | None =
         yield (schema if columns is None else pa.schema([schema.field(c) for c in columns])).empty_table()
 
 
-def export_audit(run_dir: Path, out_dir: Path, signing_key_path: Path | None, exported_by: str, signer=None, extras=None) -> ExportResult:
+def export_audit(
+    run_dir: Path, out_dir: Path, signing_key_path: Path | None, exported_by: str, signer=None, extras=None
+) -> ExportResult:
     """`extras(out)`: writes further evidence (the notification packs) into subfolders of `out` before the
     manifest is made, so the signature covers it too; a dict it returns is added to summary.json."""
     run_dir = Path(run_dir)
@@ -211,10 +255,16 @@ def export_audit(run_dir: Path, out_dir: Path, signing_key_path: Path | None, ex
         # Findings and outcomes are streamed in chunks (10 million devices nationally); the counts are added up
         # on the way and checked before anything is signed.
         tally = _Tally()
-        write_tables(out / "outcomes.parquet", out / "outcomes.csv", _outcome_tables(run_dir / "findings.parquet", _plan_ops(plan_rows, ops), tally))
+        write_tables(
+            out / "outcomes.parquet",
+            out / "outcomes.csv",
+            _outcome_tables(run_dir / "findings.parquet", _plan_ops(plan_rows, ops), tally),
+        )
         summary = audit_summary(tally, run, json.loads((run_dir / "summary.json").read_text()))
         if summary["input_rows"] != summary["rows_read"]["extracts"]:
-            raise SafetyRefusal(f"refusing to export: {summary['input_rows']} input rows traced, {summary['rows_read']['extracts']} read")
+            raise SafetyRefusal(
+                f"refusing to export: {summary['input_rows']} input rows traced, {summary['rows_read']['extracts']} read"
+            )
         # Re-encoded by the writer detect uses, so the exported findings.csv reads exactly like the run's own.
         write_findings(out, _parquet_tables(run_dir / "findings.parquet"))
         shutil.copy2(run_dir / "input_rows.parquet", out / "input_rows.parquet")
@@ -222,7 +272,9 @@ def export_audit(run_dir: Path, out_dir: Path, signing_key_path: Path | None, ex
         write_csv(out / "plan.csv", plan_rows.drop(columns=["target_ds_cert", "target_ka_cert"]))
         shutil.copy2(plan_dir / "plan.json", out / "plan.json")
         approvals = plan_dir / "approvals.json"
-        write_json(out / "approvals.json", json.loads(approvals.read_text()) if approvals.exists() else {"approvals": []})
+        write_json(
+            out / "approvals.json", json.loads(approvals.read_text()) if approvals.exists() else {"approvals": []}
+        )
         shutil.copy2(run_dir / "journal.jsonl", out / "journal.jsonl")
         if policy is not None:
             shutil.copy2(policy.path, out / authority.EXPORTED_POLICY)
@@ -241,14 +293,16 @@ def export_audit(run_dir: Path, out_dir: Path, signing_key_path: Path | None, ex
     manifest = {
         "schema": MANIFEST_SCHEMA,
         "tool_version": __version__,
-        "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "exported_by": exported_by,
         "run_dir": str(run_dir.resolve()),
         "plan_hash": run["plan_hash"],
         "algorithm": _algorithm(key),
         "public_key_sha256": key_id(key.public_key()),
         **authority.manifest_fields(policy, exporter, signer),
-        "files": [{"name": name, "sha256": sha256_file(out / name), "bytes": (out / name).stat().st_size} for name in files],
+        "files": [
+            {"name": name, "sha256": sha256_file(out / name), "bytes": (out / name).stat().st_size} for name in files
+        ],
     }
     data = (json.dumps(manifest, indent=2) + "\n").encode()
     (out / "manifest.json").write_bytes(data)
@@ -265,7 +319,9 @@ def _files(directory: Path) -> list[str]:
 # ------------------------------------------------------------------------------------------------ verify
 
 
-def verify_export(directory: Path, public_key_path: Path | None = None, expect_policy_sha256: str | None = None) -> dict:
+def verify_export(
+    directory: Path, public_key_path: Path | None = None, expect_policy_sha256: str | None = None
+) -> dict:
     """Raise AuditFailure naming the first problem; return the manifest when everything holds.
 
     An export that carries a trust policy is checked against the auditor's expected policy hash, its manifest
@@ -281,11 +337,15 @@ def verify_export(directory: Path, public_key_path: Path | None = None, expect_p
     elif policy is not None:
         public_key_path, public_key = authority.manifest_key(policy, data, manifest_path)
     else:
-        raise InputError("this export carries no trust policy: --pubkey (the exporter's public key) is required", field="--pubkey")
+        raise InputError(
+            "this export carries no trust policy: --pubkey (the exporter's public key) is required", field="--pubkey"
+        )
     try:
         _verify(public_key, base64.b64decode(sig_path.read_text().strip(), validate=True), data)
     except (InvalidSignature, ValueError):
-        raise AuditFailure(f"{manifest_path}: signature does not verify with {public_key_path} (wrong key, or manifest.json or manifest.sig altered)") from None
+        raise AuditFailure(
+            f"{manifest_path}: signature does not verify with {public_key_path} (wrong key, or manifest.json or manifest.sig altered)"
+        ) from None
     manifest = json.loads(data)
     listed = {f["name"]: f for f in manifest["files"]}
     if "journal.jsonl" in listed and (directory / "journal.jsonl").exists():
@@ -321,7 +381,9 @@ def _check_outcomes_against_journal(directory: Path) -> None:
     for device, op, state in zip(planned["device_id"], planned["operation_id"], planned["final_state"]):
         expected = journal.ops[op]["state"] if op in journal.ops else None
         if state != expected:
-            raise AuditFailure(f"{directory / 'outcomes.parquet'}: device {device} is {state!r}, its journal entries say {expected!r}")
+            raise AuditFailure(
+                f"{directory / 'outcomes.parquet'}: device {device} is {state!r}, its journal entries say {expected!r}"
+            )
 
 
 def _check_reconciliation(directory: Path) -> None:
@@ -332,9 +394,28 @@ def _check_reconciliation(directory: Path) -> None:
     checks = [
         ("devices", summary["devices"], len(outcomes)),
         ("input_rows", summary["input_rows"], int(outcomes["rows"].sum())),
-        ("input_rows.parquet rows", summary["rows_read"]["extracts"], int(pd.read_parquet(directory / "input_rows.parquet", columns=["n_rows"])["n_rows"].sum())),
-        ("devices_by_final_state", summary["devices_by_final_state"], {k: int(v) for k, v in outcomes["final_state"].value_counts().sort_index().items()}),
-        ("devices_by_category", summary["devices_by_category"], {c: int(n) for c, n in findings["category"].astype(str).value_counts().reindex(list(CATEGORIES), fill_value=0).items()}),
+        (
+            "input_rows.parquet rows",
+            summary["rows_read"]["extracts"],
+            int(pd.read_parquet(directory / "input_rows.parquet", columns=["n_rows"])["n_rows"].sum()),
+        ),
+        (
+            "devices_by_final_state",
+            summary["devices_by_final_state"],
+            {k: int(v) for k, v in outcomes["final_state"].value_counts().sort_index().items()},
+        ),
+        (
+            "devices_by_category",
+            summary["devices_by_category"],
+            {
+                c: int(n)
+                for c, n in findings["category"]
+                .astype(str)
+                .value_counts()
+                .reindex(list(CATEGORIES), fill_value=0)
+                .items()
+            },
+        ),
     ]
     for name, claimed, actual in checks:
         if claimed != actual:

@@ -15,7 +15,7 @@ import json
 import os
 import threading
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,9 @@ class Journal:
                     last = json.loads(lines[-1])
                     self.prev, self.seq = entry_hash(last), int(last["seq"])
                 except (ValueError, TypeError, KeyError):
-                    raise JournalBroken(f"{self.path}: last line is not a journal entry; refusing to append to it") from None
+                    raise JournalBroken(
+                        f"{self.path}: last line is not a journal entry; refusing to append to it"
+                    ) from None
         self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         self.size = os.fstat(self.fd).st_size  # what the file must measure while only this journal writes it
         if cut:
@@ -62,7 +64,13 @@ class Journal:
         """`signer`, when given, signs the whole entry (sequence, time and chain link included) and its block is
         added as `signature`: an authority record cannot be moved to another run or position without breaking it."""
         with self.lock:
-            entry = {"seq": self.seq + 1, "at": datetime.now(timezone.utc).isoformat(timespec="microseconds"), "event": event, **fields, "prev": self.prev}
+            entry = {
+                "seq": self.seq + 1,
+                "at": datetime.now(UTC).isoformat(timespec="microseconds"),
+                "event": event,
+                **fields,
+                "prev": self.prev,
+            }
             if signer is not None:
                 entry["signature"] = signer(entry)
             line = canonical_json(entry) + b"\n"
@@ -85,8 +93,10 @@ class Journal:
                 same = False
             found = os.fstat(self.fd).st_size
         if not same or found != self.size:
-            raise JournalBroken(f"{self.path}: the journal was changed underneath this run ({self.size} bytes written, "
-                                f"{found if same else 'file replaced or removed'} found); its evidence cannot be trusted — escalate")  # fmt: skip
+            raise JournalBroken(
+                f"{self.path}: the journal was changed underneath this run ({self.size} bytes written, "
+                f"{found if same else 'file replaced or removed'} found); its evidence cannot be trusted — escalate"
+            )
 
     def sync(self) -> None:
         os.fsync(self.fd)
@@ -130,11 +140,17 @@ def check_journal(path: str | Path) -> tuple[list[dict], dict]:
         if not isinstance(entry, dict):
             raise JournalBroken(f"{path}: journal line {number}: not a journal entry")
         if canonical_json(entry) != line:
-            raise JournalBroken(f"{path}: journal line {number} (seq {entry.get('seq')}): not in canonical form (edited?)")
+            raise JournalBroken(
+                f"{path}: journal line {number} (seq {entry.get('seq')}): not in canonical form (edited?)"
+            )
         if entry.get("prev") != prev:
-            raise JournalBroken(f"{path}: journal line {number} (seq {entry.get('seq')}): previous-entry hash does not match (an entry before it was altered, removed or reordered)")
+            raise JournalBroken(
+                f"{path}: journal line {number} (seq {entry.get('seq')}): previous-entry hash does not match (an entry before it was altered, removed or reordered)"
+            )
         if entry.get("seq") != expected_seq:
-            raise JournalBroken(f"{path}: journal line {number}: sequence {entry.get('seq')} where {expected_seq} was expected (entries removed or reordered)")
+            raise JournalBroken(
+                f"{path}: journal line {number}: sequence {entry.get('seq')} where {expected_seq} was expected (entries removed or reordered)"
+            )
         entries.append(entry)
         prev, expected_seq = entry_hash(entry), expected_seq + 1
     return entries, {"seq": expected_seq - 1, "hash": prev}

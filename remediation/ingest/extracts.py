@@ -12,12 +12,19 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from pandas.api.types import union_categoricals
 import pyarrow as pa
 import pyarrow.compute as pc
+from pandas.api.types import union_categoricals
 
 from remediation.certificates import CertificateCatalog
-from remediation.config import EXTRACT_FIELDS_SLOT, EXTRACT_FIELDS_WIDE, DeviceType, Dialect, ExtractSource, default_device_types
+from remediation.config import (
+    EXTRACT_FIELDS_SLOT,
+    EXTRACT_FIELDS_WIDE,
+    DeviceType,
+    Dialect,
+    ExtractSource,
+    default_device_types,
+)
 from remediation.identifiers import eui64_keys, mpxn_keys
 from remediation.ingest.faults import FieldFaults, check_mpxn, concat_quarantine, map_values, trim
 from remediation.ingest.tables import iter_batches
@@ -27,9 +34,23 @@ from remediation.model import EMPTY_SLOT, SLOTS
 # One record per device as one file states it, in compact columns: a device id is a uint64, an MPxN an int64 key,
 # certificates are interned ids, and the raw text is kept only for the rare rows whose id or MPxN is unreadable.
 RECORD_COLUMNS = [
-    "s1sp", "source_file", "source_row", "n_rows", "key", "key_ok", "device_raw", "device_type", "mpxn_key", "mpxn_raw",
-    "ds", "ka", "extracted_at", "invalid", "fault", "conflict",
-]  # fmt: skip
+    "s1sp",
+    "source_file",
+    "source_row",
+    "n_rows",
+    "key",
+    "key_ok",
+    "device_raw",
+    "device_type",
+    "mpxn_key",
+    "mpxn_raw",
+    "ds",
+    "ka",
+    "extracted_at",
+    "invalid",
+    "fault",
+    "conflict",
+]
 SLOT_CODES = {"NO_DS": 0, "NO_KA": 1}
 
 ProgressCallback = Callable[[str, int], None]
@@ -79,7 +100,9 @@ def parse_timestamps(col, fmt: str) -> np.ndarray:
         out[ok] = values[ok].astype(np.int64)
         return out.view("datetime64[ns]")
     encoded = pc.dictionary_encode(pc.utf8_trim_whitespace(arr))
-    parsed = pd.to_datetime(pd.Series(encoded.dictionary.to_pylist(), dtype=object), utc=True, format="ISO8601", errors="coerce")
+    parsed = pd.to_datetime(
+        pd.Series(encoded.dictionary.to_pylist(), dtype=object), utc=True, format="ISO8601", errors="coerce"
+    )
     lookup = np.append(parsed.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]").view(np.int64), _NAT)
     indices = pc.fill_null(encoded.indices, len(parsed)).to_numpy(zero_copy_only=False)
     return lookup[indices].view("datetime64[ns]")
@@ -92,8 +115,9 @@ def _check_certificates(faults: FieldFaults, ids: np.ndarray, texts, field: str,
     faults.add(bad, field, np.char.add("undecodable certificate: ", row_errors.astype(str)) if bad.any() else "", texts)
 
 
-def _validate_batch(table: pa.Table, first_row: int, source: ExtractSource, catalog: CertificateCatalog,
-                    rules: DeviceRules) -> tuple[pd.DataFrame, FieldFaults]:  # fmt: skip
+def _validate_batch(
+    table: pa.Table, first_row: int, source: ExtractSource, catalog: CertificateCatalog, rules: DeviceRules
+) -> tuple[pd.DataFrame, FieldFaults]:
     dialect = source.dialect
     n = table.num_rows
     rows = np.arange(first_row, first_row + n, dtype=np.int64)
@@ -104,21 +128,38 @@ def _validate_batch(table: pa.Table, first_row: int, source: ExtractSource, cata
     faults.add(~key_ok, "device_id", "not an EUI-64 (16 hex digits, hyphens optional)", raw_id)
 
     s1sp = trim(table.column("s1sp"))
-    faults.add(~pc.fill_null(pc.equal(s1sp, source.s1sp), False).to_numpy(zero_copy_only=False), "s1sp",
-               f"S1SP code does not match the configured {source.s1sp}", s1sp)  # fmt: skip
+    faults.add(
+        ~pc.fill_null(pc.equal(s1sp, source.s1sp), False).to_numpy(zero_copy_only=False),
+        "s1sp",
+        f"S1SP code does not match the configured {source.s1sp}",
+        s1sp,
+    )
 
     raw_type = trim(table.column("device_type"))
     device_type = map_values(raw_type, dialect.values.get("device_type", {}), rules.names)
-    faults.add(device_type.is_null().to_numpy(zero_copy_only=False), "device_type",
-               f"device type not configured for this case (configured: {', '.join(rules.names)})", raw_type)  # fmt: skip
+    faults.add(
+        device_type.is_null().to_numpy(zero_copy_only=False),
+        "device_type",
+        f"device type not configured for this case (configured: {', '.join(rules.names)})",
+        raw_type,
+    )
 
     mpxn = trim(table.column("mpxn"))
-    is_e = pc.fill_null(pc.is_in(device_type, value_set=pa.array(rules.codes_of("E"), pa.string())), False).to_numpy(zero_copy_only=False)
-    is_g = pc.fill_null(pc.is_in(device_type, value_set=pa.array(rules.codes_of("G"), pa.string())), False).to_numpy(zero_copy_only=False)
+    is_e = pc.fill_null(pc.is_in(device_type, value_set=pa.array(rules.codes_of("E"), pa.string())), False).to_numpy(
+        zero_copy_only=False
+    )
+    is_g = pc.fill_null(pc.is_in(device_type, value_set=pa.array(rules.codes_of("G"), pa.string())), False).to_numpy(
+        zero_copy_only=False
+    )
     digits = check_mpxn(faults, mpxn, is_e, is_g, rules.mprn_lengths)
 
     extracted_at = parse_timestamps(table.column("extracted_at"), dialect.timestamp_format)
-    faults.add(np.isnat(extracted_at), "extracted_at", f"not a timestamp ({dialect.timestamp_format})", table.column("extracted_at").combine_chunks())
+    faults.add(
+        np.isnat(extracted_at),
+        "extracted_at",
+        f"not a timestamp ({dialect.timestamp_format})",
+        table.column("extracted_at").combine_chunks(),
+    )
 
     mpxn_key = mpxn_keys(mpxn, digits)
     frame = {
@@ -140,7 +181,12 @@ def _validate_batch(table: pa.Table, first_row: int, source: ExtractSource, cata
     else:
         raw_slot = trim(table.column("slot"))
         slot = map_values(raw_slot, dialect.values.get("slot", {}), SLOTS)
-        faults.add(slot.is_null().to_numpy(zero_copy_only=False), "slot", "unknown anchor slot (expected NO_DS or NO_KA)", raw_slot)
+        faults.add(
+            slot.is_null().to_numpy(zero_copy_only=False),
+            "slot",
+            "unknown anchor slot (expected NO_DS or NO_KA)",
+            raw_slot,
+        )
         texts = table.column("cert").combine_chunks()
         ids = catalog.intern_array(texts)
         _check_certificates(faults, ids, texts, "cert", catalog)
@@ -209,7 +255,9 @@ def _pivot_slot_records(df: pd.DataFrame) -> pd.DataFrame:
     del stamps
     devices["invalid"] = per_device_any(column("invalid"))
     fault = column("fault")
-    devices["fault"] = np.minimum.reduceat(fault, starts) if len(starts) else fault[:0]  # the device's first fault over its records
+    devices["fault"] = (
+        np.minimum.reduceat(fault, starts) if len(starts) else fault[:0]
+    )  # the device's first fault over its records
     del fault
     conflict = np.zeros(len(starts), dtype=bool)
     for name in ("device_type", "mpxn_key"):  # the device's identity must agree across its records
@@ -239,8 +287,12 @@ def _pivot_slot_records(df: pd.DataFrame) -> pd.DataFrame:
 _BATCH_COLUMNS = [c for c in RECORD_COLUMNS if c not in ("s1sp", "source_file")]
 
 
-def read_extract(source: ExtractSource, catalog: CertificateCatalog, progress: ProgressCallback | None = None,
-                 rules: DeviceRules = DeviceRules()) -> ExtractRead:  # fmt: skip
+def read_extract(
+    source: ExtractSource,
+    catalog: CertificateCatalog,
+    progress: ProgressCallback | None = None,
+    rules: DeviceRules = DeviceRules(),
+) -> ExtractRead:
     canonical = EXTRACT_FIELDS_SLOT if source.dialect.layout == "slot_per_row" else EXTRACT_FIELDS_WIDE
     frames, quarantine, rows = [], [], 0
     for batch in iter_batches(source.path, source.dialect, canonical):
@@ -257,7 +309,9 @@ def read_extract(source: ExtractSource, catalog: CertificateCatalog, progress: P
         records["n_rows"] = np.ones(len(records), dtype=np.int32)
         records["conflict"] = np.zeros(len(records), dtype=bool)
     records["s1sp"] = pd.Categorical.from_codes(np.zeros(len(records), dtype=np.int8), categories=[source.s1sp])
-    records["source_file"] = pd.Categorical.from_codes(np.zeros(len(records), dtype=np.int8), categories=[str(source.path)])
+    records["source_file"] = pd.Categorical.from_codes(
+        np.zeros(len(records), dtype=np.int8), categories=[str(source.path)]
+    )
     return ExtractRead(records[RECORD_COLUMNS], concat_quarantine(quarantine), {str(source.path): rows})
 
 
@@ -274,14 +328,39 @@ def _concat_consuming(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 
 def _empty_records(dialect: Dialect) -> pd.DataFrame:
-    dtypes = {"source_row": np.int64, "key": np.uint64, "key_ok": bool, "device_type": np.int8, "mpxn_key": np.int64,
-              "extracted_at": "datetime64[ns]", "invalid": bool, "fault": np.int8, "ds": np.int32, "ka": np.int32, "slot": np.int8, "cert": np.int32}  # fmt: skip
-    columns = ["source_row", "key", "key_ok", "device_raw", "device_type", "mpxn_key", "mpxn_raw", "extracted_at", "invalid", "fault"]
+    dtypes = {
+        "source_row": np.int64,
+        "key": np.uint64,
+        "key_ok": bool,
+        "device_type": np.int8,
+        "mpxn_key": np.int64,
+        "extracted_at": "datetime64[ns]",
+        "invalid": bool,
+        "fault": np.int8,
+        "ds": np.int32,
+        "ka": np.int32,
+        "slot": np.int8,
+        "cert": np.int32,
+    }
+    columns = [
+        "source_row",
+        "key",
+        "key_ok",
+        "device_raw",
+        "device_type",
+        "mpxn_key",
+        "mpxn_raw",
+        "extracted_at",
+        "invalid",
+        "fault",
+    ]
     columns += ["slot", "cert"] if dialect.layout == "slot_per_row" else ["ds", "ka"]
     return pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, "string[pyarrow]")) for c in columns})
 
 
-def read_extracts(sources, catalog: CertificateCatalog, progress: ProgressCallback | None = None, rules: DeviceRules = DeviceRules()) -> ExtractRead:
+def read_extracts(
+    sources, catalog: CertificateCatalog, progress: ProgressCallback | None = None, rules: DeviceRules = DeviceRules()
+) -> ExtractRead:
     reads = []
     for source in sources:
         reads.append(read_extract(source, catalog, progress, rules))

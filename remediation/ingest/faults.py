@@ -67,14 +67,23 @@ def concat_quarantine(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True).sort_values(["file", "row", "field"], kind="stable", ignore_index=True)
 
 
-def check_mpxn(faults: FieldFaults, mpxn: pa.Array, is_electricity: np.ndarray, is_gas: np.ndarray,
-               mprn_lengths: tuple[int, int] = (6, 10)) -> np.ndarray:  # fmt: skip
+def check_mpxn(
+    faults: FieldFaults,
+    mpxn: pa.Array,
+    is_electricity: np.ndarray,
+    is_gas: np.ndarray,
+    mprn_lengths: tuple[int, int] = (6, 10),
+) -> np.ndarray:
     """MPAN core (13 digits, valid check digit) for electricity, MPRN (policy length, default 6 to 10 digits) for gas;
     faults named apart. Returns `digit_counts(mpxn)` for the caller's MPxN keys."""
     counts = digit_counts(mpxn)
     mpan_shape = counts == 13
     faults.add(is_electricity & ~mpan_shape, "mpxn", "not an MPAN core (13 digits)", mpxn)
-    faults.add(is_electricity & mpan_shape & ~mpan_valid_array(mpxn, counts), "mpxn", "MPAN core check digit is wrong", mpxn)
+    faults.add(
+        is_electricity & mpan_shape & ~mpan_valid_array(mpxn, counts), "mpxn", "MPAN core check digit is wrong", mpxn
+    )
     lo, hi = mprn_lengths
-    faults.add(is_gas & ~mprn_valid_array(mpxn, counts, mprn_lengths), "mpxn", f"not an MPRN ({lo} to {hi} digits)", mpxn)
+    faults.add(
+        is_gas & ~mprn_valid_array(mpxn, counts, mprn_lengths), "mpxn", f"not an MPRN ({lo} to {hi} digits)", mpxn
+    )
     return counts

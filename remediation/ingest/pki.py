@@ -35,8 +35,11 @@ def load_orl(path: Path | None) -> frozenset[tuple[str, str]]:
             reader = csv.DictReader(fh)
             missing = [c for c in ("issuer", "serial") if reader.fieldnames is None or c not in reader.fieldnames]
             if missing:
-                raise ConfigError("the ORL needs 'issuer' and 'serial' columns (SMETS1 certificate id = serial + issuer)", file=str(path),
-                                  field=missing[0])  # fmt: skip
+                raise ConfigError(
+                    "the ORL needs 'issuer' and 'serial' columns (SMETS1 certificate id = serial + issuer)",
+                    file=str(path),
+                    field=missing[0],
+                )
             for row_no, row in enumerate(reader, start=1):
                 issuer = (row.get("issuer") or "").strip()
                 if not issuer:
@@ -45,7 +48,9 @@ def load_orl(path: Path | None) -> frozenset[tuple[str, str]]:
                 try:
                     entries.add((issuer, format(int(text, 16), "X")))
                 except ValueError:
-                    raise ConfigError(f"serial {text!r} is not hexadecimal", file=str(path), row=row_no, field="serial") from None
+                    raise ConfigError(
+                        f"serial {text!r} is not hexadecimal", file=str(path), row=row_no, field="serial"
+                    ) from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"not UTF-8 text ({exc.reason})", file=str(path)) from None
     return frozenset(entries)

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from pandas.api.types import union_categoricals
 import pyarrow as pa
 import pyarrow.compute as pc
+from pandas.api.types import union_categoricals
 
 from remediation.config import RDP_FIELDS, RdpSource
 from remediation.identifiers import mpxn_keys
@@ -48,7 +48,9 @@ def _days(dates: pa.Array) -> np.ndarray:
     return pc.fill_null(dates.cast(pa.int32()), NO_DAY).to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
 
 
-def _validate(table: pa.Table, first_row: int, source: RdpSource, mprn_lengths: tuple[int, int] = (6, 10)) -> tuple[pd.DataFrame, FieldFaults]:
+def _validate(
+    table: pa.Table, first_row: int, source: RdpSource, mprn_lengths: tuple[int, int] = (6, 10)
+) -> tuple[pd.DataFrame, FieldFaults]:
     rows = np.arange(first_row, first_row + table.num_rows, dtype=np.int64)
     faults = FieldFaults(str(source.path), "RDP", rows)
     mpxn = trim(table.column("mpxn"))
@@ -59,16 +61,30 @@ def _validate(table: pa.Table, first_row: int, source: RdpSource, mprn_lengths: 
     is_g = pc.fill_null(pc.equal(fuel, "G"), False).to_numpy(zero_copy_only=False)
     digits = check_mpxn(faults, mpxn, is_e, is_g, mprn_lengths)
     no_id = trim(table.column("network_operator_id"))
-    faults.add(~pc.fill_null(pc.greater(pc.utf8_length(no_id), 0), False).to_numpy(zero_copy_only=False),
-               "network_operator_id", "empty network operator id", no_id)  # fmt: skip
+    faults.add(
+        ~pc.fill_null(pc.greater(pc.utf8_length(no_id), 0), False).to_numpy(zero_copy_only=False),
+        "network_operator_id",
+        "empty network operator id",
+        no_id,
+    )
     raw_from = trim(table.column("effective_from"))
     eff_from = _dates(raw_from, source.dialect.date_format)
-    faults.add(eff_from.is_null().to_numpy(zero_copy_only=False), "effective_from", f"not a date ({source.dialect.date_format})", raw_from)
+    faults.add(
+        eff_from.is_null().to_numpy(zero_copy_only=False),
+        "effective_from",
+        f"not a date ({source.dialect.date_format})",
+        raw_from,
+    )
     raw_to = trim(table.column("effective_to"))
     to_given = pc.fill_null(pc.greater(pc.utf8_length(raw_to), 0), False)
     eff_to = _dates(pc.if_else(to_given, raw_to, pa.scalar(None, pa.string())), source.dialect.date_format)
     to_given_np = to_given.to_numpy(zero_copy_only=False)
-    faults.add(to_given_np & eff_to.is_null().to_numpy(zero_copy_only=False), "effective_to", f"not a date ({source.dialect.date_format})", raw_to)
+    faults.add(
+        to_given_np & eff_to.is_null().to_numpy(zero_copy_only=False),
+        "effective_to",
+        f"not a date ({source.dialect.date_format})",
+        raw_to,
+    )
     backwards = pc.fill_null(pc.less(eff_to, eff_from), False).to_numpy(zero_copy_only=False)
     faults.add(backwards, "effective_to", "effective_to is before effective_from", raw_to)
     frame = pd.DataFrame(
@@ -91,18 +107,30 @@ def read_rdp(sources, mprn_lengths: tuple[int, int] = (6, 10)) -> RdpRead:
         n = 0
         for batch in iter_batches(source.path, source.dialect, RDP_FIELDS):
             frame, faults = _validate(batch.table, batch.first_row, source, mprn_lengths)
-            frame["source_file"] = pd.Categorical.from_codes(np.zeros(len(frame), dtype=np.int8), categories=[str(source.path)])
+            frame["source_file"] = pd.Categorical.from_codes(
+                np.zeros(len(frame), dtype=np.int8), categories=[str(source.path)]
+            )
             frames.append(frame)
             quarantine.extend(faults.frames)
             n += batch.table.num_rows
         rows_read[str(source.path)] = rows_read.get(str(source.path), 0) + n
     if frames:
-        registrations = pd.concat([f.drop(columns=["network_operator_id", "source_file"]) for f in frames], ignore_index=True)
+        registrations = pd.concat(
+            [f.drop(columns=["network_operator_id", "source_file"]) for f in frames], ignore_index=True
+        )
         for column in ("network_operator_id", "source_file"):
             registrations[column] = union_categoricals([f[column] for f in frames])
     else:
-        registrations = pd.DataFrame({"mpxn_key": pd.Series(dtype=np.int64), "fuel": pd.Series(dtype=np.int8),
-                                      "network_operator_id": pd.Categorical([]), "from_day": pd.Series(dtype=np.int32),
-                                      "to_day": pd.Series(dtype=np.int32), "source_row": pd.Series(dtype=np.int32),
-                                      "invalid": pd.Series(dtype=bool), "source_file": pd.Categorical([])})  # fmt: skip
+        registrations = pd.DataFrame(
+            {
+                "mpxn_key": pd.Series(dtype=np.int64),
+                "fuel": pd.Series(dtype=np.int8),
+                "network_operator_id": pd.Categorical([]),
+                "from_day": pd.Series(dtype=np.int32),
+                "to_day": pd.Series(dtype=np.int32),
+                "source_row": pd.Series(dtype=np.int32),
+                "invalid": pd.Series(dtype=bool),
+                "source_file": pd.Categorical([]),
+            }
+        )
     return RdpRead(registrations[RDP_COLUMNS], concat_quarantine(quarantine), rows_read)

@@ -32,8 +32,14 @@ class Registry:
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(
             [
-                {"network_operator_id": o.id, "no_name": o.name, "no_fuel": o.fuel, "expected_entity": o.entity_id,
-                 "target_ds": o.ds_cert_id, "target_ka": o.ka_cert_id}  # fmt: skip
+                {
+                    "network_operator_id": o.id,
+                    "no_name": o.name,
+                    "no_fuel": o.fuel,
+                    "expected_entity": o.entity_id,
+                    "target_ds": o.ds_cert_id,
+                    "target_ka": o.ka_cert_id,
+                }
                 for o in self.operators
             ],
             columns=["network_operator_id", "no_name", "no_fuel", "expected_entity", "target_ds", "target_ka"],
@@ -52,7 +58,11 @@ class Registry:
 
 def _load_cert(path: Path, catalog: CertificateCatalog, file: Path, field: str) -> int:
     try:
-        der = decode_certificate_text(path.read_text(encoding="ascii")) if path.suffix.lower() == ".pem" else path.read_bytes()
+        der = (
+            decode_certificate_text(path.read_text(encoding="ascii"))
+            if path.suffix.lower() == ".pem"
+            else path.read_bytes()
+        )
     except (OSError, UnicodeDecodeError, CertificateDecodeError) as exc:
         raise ConfigError(f"cannot read certificate {path} ({exc})", file=str(file), field=field) from None
     cert_id = catalog.intern_der(der)
@@ -75,9 +85,14 @@ def load_registry(path: Path, catalog: CertificateCatalog) -> Registry:
         ds_path, ka_path = item["ds_certificate"], item["ka_certificate"]
         operators.append(
             NetworkOperator(
-                id=no_id, name=item["name"] or no_id, fuel=item["fuel"], entity_id=entity, ds_path=ds_path, ka_path=ka_path,
+                id=no_id,
+                name=item["name"] or no_id,
+                fuel=item["fuel"],
+                entity_id=entity,
+                ds_path=ds_path,
+                ka_path=ka_path,
                 ds_cert_id=_load_cert(ds_path, catalog, path, f"{where}.ds_certificate"),
                 ka_cert_id=_load_cert(ka_path, catalog, path, f"{where}.ka_certificate"),
-            )  # fmt: skip
+            )
         )
     return Registry(tuple(operators))

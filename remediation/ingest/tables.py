@@ -41,12 +41,20 @@ class Batch:
 
 
 def _string_like(t: pa.DataType) -> bool:
-    return pa.types.is_string(t) or pa.types.is_large_string(t) or (pa.types.is_dictionary(t) and pa.types.is_string(t.value_type))
+    return (
+        pa.types.is_string(t)
+        or pa.types.is_large_string(t)
+        or (pa.types.is_dictionary(t) and pa.types.is_string(t.value_type))
+    )
 
 
 def _wanted_sources(dialect: Dialect, canonical: tuple[str, ...]) -> dict[str, str]:
     """canonical -> source name, for the canonical columns the file itself must supply."""
-    return {c: dialect.source_of(c) for c in canonical if c not in dialect.constants and (c in dialect.columns or c != "effective_to")}
+    return {
+        c: dialect.source_of(c)
+        for c in canonical
+        if c not in dialect.constants and (c in dialect.columns or c != "effective_to")
+    }
 
 
 def _with_constants(table: pa.Table, dialect: Dialect, canonical: tuple[str, ...]) -> pa.Table:
@@ -125,13 +133,18 @@ def prefetched(items: Iterator, depth: int = 2) -> Iterator:
 
 
 def _csv_header(path: Path, dialect: Dialect) -> list[str]:
-    encoding = "utf-8-sig" if dialect.csv_encoding.replace("-", "").lower() in ("utf8", "utf8sig") else dialect.csv_encoding
+    encoding = (
+        "utf-8-sig" if dialect.csv_encoding.replace("-", "").lower() in ("utf8", "utf8sig") else dialect.csv_encoding
+    )
     try:
         with open(path, encoding=encoding, newline="") as fh:
             first = fh.readline()
     except UnicodeDecodeError as exc:
-        raise InputError(f"header line is not {dialect.csv_encoding} text ({exc.reason} at byte {exc.start}); check the dialect's csv.encoding",
-                         file=str(path), row=1) from None  # fmt: skip
+        raise InputError(
+            f"header line is not {dialect.csv_encoding} text ({exc.reason} at byte {exc.start}); check the dialect's csv.encoding",
+            file=str(path),
+            row=1,
+        ) from None
     if not first.strip():
         raise InputError("file has no header line", file=str(path))
     return next(csv.reader(io.StringIO(first), delimiter=dialect.csv_delimiter))
@@ -141,7 +154,9 @@ def _csv(path: Path, dialect: Dialect, sources: dict[str, str]) -> Iterator[pa.T
     header = _csv_header(path, dialect)
     for canonical, source in sources.items():
         if source not in header:
-            raise InputError(f"column '{source}' (canonical {canonical}) is missing from the header", file=str(path), field=source)
+            raise InputError(
+                f"column '{source}' (canonical {canonical}) is missing from the header", file=str(path), field=source
+            )
     bad_rows: list[pacsv.InvalidRow] = []
 
     def on_invalid(row: pacsv.InvalidRow) -> str:
@@ -149,7 +164,11 @@ def _csv(path: Path, dialect: Dialect, sources: dict[str, str]) -> Iterator[pa.T
         return "skip"
 
     reader_opts = pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES, encoding=dialect.csv_encoding)
-    parse_opts = pacsv.ParseOptions(delimiter=dialect.csv_delimiter, newlines_in_values=dialect.csv_newlines_in_values, invalid_row_handler=on_invalid)
+    parse_opts = pacsv.ParseOptions(
+        delimiter=dialect.csv_delimiter,
+        newlines_in_values=dialect.csv_newlines_in_values,
+        invalid_row_handler=on_invalid,
+    )
     convert_opts = pacsv.ConvertOptions(
         include_columns=list(sources.values()),
         column_types={s: pa.string() for s in sources.values()},
@@ -169,7 +188,9 @@ def _csv(path: Path, dialect: Dialect, sources: dict[str, str]) -> Iterator[pa.T
         if bad_rows:
             _raise_bad_csv_row(path, header, bad_rows[0])
     except pa.ArrowInvalid as exc:
-        raise InputError(f"unreadable CSV near data row {rows_so_far + 1} ({_first_line(exc)})", file=str(path)) from None
+        raise InputError(
+            f"unreadable CSV near data row {rows_so_far + 1} ({_first_line(exc)})", file=str(path)
+        ) from None
 
 
 def _raise_bad_csv_row(path: Path, header: list[str], row: pacsv.InvalidRow) -> None:
@@ -219,10 +240,14 @@ _JSON_ROW = re.compile(r"in row (\d+)")
 
 
 def _jsonl(path: Path, dialect: Dialect, sources: dict[str, str]) -> Iterator[pa.Table]:
-    parse_opts = pajson.ParseOptions(explicit_schema=_json_schema(dialect, sources), unexpected_field_behavior="ignore", newlines_in_values=False)
+    parse_opts = pajson.ParseOptions(
+        explicit_schema=_json_schema(dialect, sources), unexpected_field_behavior="ignore", newlines_in_values=False
+    )
     rows_so_far = 0
     try:
-        stream = pajson.open_json(path, read_options=pajson.ReadOptions(block_size=JSON_BLOCK_BYTES), parse_options=parse_opts)
+        stream = pajson.open_json(
+            path, read_options=pajson.ReadOptions(block_size=JSON_BLOCK_BYTES), parse_options=parse_opts
+        )
         for batch in stream:
             table = pa.Table.from_batches([batch])
             rows_so_far += table.num_rows
@@ -249,7 +274,11 @@ def _parquet(path: Path, dialect: Dialect, sources: dict[str, str]) -> Iterator[
             raise InputError(f"column '{source}' (canonical {canonical}) is missing", file=str(path), field=source)
         t = schema.field(source).type
         epoch = canonical == "extracted_at" and dialect.timestamp_format in _EPOCH_FORMATS
-        ok = pa.types.is_integer(t) if epoch else (_string_like(t) or (canonical == "extracted_at" and pa.types.is_timestamp(t)))
+        ok = (
+            pa.types.is_integer(t)
+            if epoch
+            else (_string_like(t) or (canonical == "extracted_at" and pa.types.is_timestamp(t)))
+        )
         if not ok:
             expected = "an integer" if epoch else "text"
             raise InputError(f"column '{source}' has type {t}, expected {expected}", file=str(path), field=source)

@@ -16,11 +16,29 @@ from remediation.outcomes.references import References
 
 CHANGE_REQUESTS_FILE = "change_requests.parquet"
 CHANGE_REQUEST_COLUMNS = [
-    "change_request_line", "device_id", "s1sp", "device_type", "mpxn", "registered_no", "category", "operation_id",
-    "current_ds_cert_id", "current_ds_fingerprint", "current_ka_cert_id", "current_ka_fingerprint",
-    "target_ds_cert_id", "target_ds_fingerprint", "target_ka_cert_id", "target_ka_fingerprint",
-    "target_ds_cert", "target_ka_cert", "applied_by", "applied_at", "checked_by", "four_eyes_checked",
-]  # fmt: skip
+    "change_request_line",
+    "device_id",
+    "s1sp",
+    "device_type",
+    "mpxn",
+    "registered_no",
+    "category",
+    "operation_id",
+    "current_ds_cert_id",
+    "current_ds_fingerprint",
+    "current_ka_cert_id",
+    "current_ka_fingerprint",
+    "target_ds_cert_id",
+    "target_ds_fingerprint",
+    "target_ka_cert_id",
+    "target_ka_fingerprint",
+    "target_ds_cert",
+    "target_ka_cert",
+    "applied_by",
+    "applied_at",
+    "checked_by",
+    "four_eyes_checked",
+]
 
 
 def manual_s1sps(endpoints: dict) -> list[str]:

@@ -53,12 +53,22 @@ def load_cost_model(raw: dict | None, case_file, s1sps: list[str]) -> CostModel 
     for name in ("fixed_per_s1sp", "requests_per_second"):
         for code in getattr(model, name):
             if code not in s1sps:
-                raise ConfigError(f"S1SP {code!r} is not one of the case's ({', '.join(s1sps)})", file=str(case_file), field=f"costs.{name}.{code}")
+                raise ConfigError(
+                    f"S1SP {code!r} is not one of the case's ({', '.join(s1sps)})",
+                    file=str(case_file),
+                    field=f"costs.{name}.{code}",
+                )
     for code in model.fixed_shared_s1sps:
         if code not in s1sps:
-            raise ConfigError(f"S1SP {code!r} is not one of the case's ({', '.join(s1sps)})", file=str(case_file), field="costs.fixed_shared_s1sps")
+            raise ConfigError(
+                f"S1SP {code!r} is not one of the case's ({', '.join(s1sps)})",
+                file=str(case_file),
+                field="costs.fixed_shared_s1sps",
+            )
     if model.fixed_shared and not model.fixed_shared_s1sps:
-        raise ConfigError("name the S1SPs the shared fixed figure covers", file=str(case_file), field="costs.fixed_shared_s1sps")
+        raise ConfigError(
+            "name the S1SPs the shared fixed figure covers", file=str(case_file), field="costs.fixed_shared_s1sps"
+        )
     return model
 
 
@@ -66,7 +76,9 @@ def _round(x: float | None) -> float | None:
     return None if x is None else round(float(x), 2)
 
 
-def automate_or_manual(model: CostModel, correctable: pd.DataFrame, rates: dict[str, float | None], s1sps: list[str]) -> list[dict]:
+def automate_or_manual(
+    model: CostModel, correctable: pd.DataFrame, rates: dict[str, float | None], s1sps: list[str]
+) -> list[dict]:
     """The working group's question per S1SP: what correcting its devices costs through its API (variable part; the
     S1SP's fixed cost comes on top) against by hand (manual handling per device), and so the fixed cost below which
     automating it pays. `correctable`: the devices to correct whichever way (s1sp, registered_no)."""
@@ -78,13 +90,28 @@ def automate_or_manual(model: CostModel, correctable: pd.DataFrame, rates: dict[
         hours = n * REQUESTS_PER_DEVICE / rate / 3600 if rate else None
         automated = model.per_device * n + model.per_network_operator * nos + model.apply_hour * (hours or 0)
         by_hand = model.manual_per_held_device * n + model.per_network_operator * nos
-        out.append({"s1sp": code, "devices": n, "network_operators": nos, "automated_variable_cost": _round(automated),
-                    "manual_cost": _round(by_hand), "automation_pays_below_fixed_cost": _round(by_hand - automated)})  # fmt: skip
+        out.append(
+            {
+                "s1sp": code,
+                "devices": n,
+                "network_operators": nos,
+                "automated_variable_cost": _round(automated),
+                "manual_cost": _round(by_hand),
+                "automation_pays_below_fixed_cost": _round(by_hand - automated),
+            }
+        )
     return out
 
 
-def estimate_costs(model: CostModel, planned: pd.DataFrame, held: pd.DataFrame, rates: dict[str, float | None], manual: list[str],
-                   s1sps: list[str], correctable: pd.DataFrame | None = None) -> dict:  # fmt: skip
+def estimate_costs(
+    model: CostModel,
+    planned: pd.DataFrame,
+    held: pd.DataFrame,
+    rates: dict[str, float | None],
+    manual: list[str],
+    s1sps: list[str],
+    correctable: pd.DataFrame | None = None,
+) -> dict:
     """planned / held: frames with columns s1sp, registered_no (one row per device). rates: S1SP -> requests/s.
     correctable: every device the plan corrects, through an API or a manual S1SP's change request."""
     keys = ["s1sp", "registered_no"]
@@ -94,12 +121,22 @@ def estimate_costs(model: CostModel, planned: pd.DataFrame, held: pd.DataFrame, 
     rate = table["s1sp"].map(lambda s: model.requests_per_second.get(s) or rates.get(s))
     hours = table["planned_devices"] * REQUESTS_PER_DEVICE / rate.astype(float) / 3600
     table["apply_hours"] = hours.where(~table["s1sp"].isin(manual), 0.0)
-    table["cost"] = (model.per_device * table["planned_devices"] + model.per_network_operator
-                     + model.manual_per_held_device * table["held_devices"] + model.apply_hour * table["apply_hours"].fillna(0)).round(2)  # fmt: skip
+    table["cost"] = (
+        model.per_device * table["planned_devices"]
+        + model.per_network_operator
+        + model.manual_per_held_device * table["held_devices"]
+        + model.apply_hour * table["apply_hours"].fillna(0)
+    ).round(2)
     table["apply_hours"] = table["apply_hours"].round(6)  # totals are sums of exactly what the rows say
     rows = [
-        {"s1sp": r.s1sp, "registered_no": r.registered_no, "planned_devices": int(r.planned_devices), "held_devices": int(r.held_devices),
-         "apply_hours": None if pd.isna(r.apply_hours) else float(r.apply_hours), "cost": _round(r.cost)}  # fmt: skip
+        {
+            "s1sp": r.s1sp,
+            "registered_no": r.registered_no,
+            "planned_devices": int(r.planned_devices),
+            "held_devices": int(r.held_devices),
+            "apply_hours": None if pd.isna(r.apply_hours) else float(r.apply_hours),
+            "cost": _round(r.cost),
+        }
         for r in table.itertuples(index=False)
     ]
     shared = set(model.fixed_shared_s1sps)
@@ -108,18 +145,20 @@ def estimate_costs(model: CostModel, planned: pd.DataFrame, held: pd.DataFrame, 
         part = table[table["s1sp"] == code]
         fixed = model.fixed_per_s1sp.get(code)
         hours_s = part["apply_hours"]
-        by_s1sp.append({
-            "s1sp": code,
-            "mode": "manual" if code in manual else "automated",
-            "planned_devices": int(part["planned_devices"].sum()),
-            "held_devices": int(part["held_devices"].sum()),
-            "apply_hours": None if hours_s.isna().any() else round(float(hours_s.sum()), 6),
-            "variable_cost": _round(part["cost"].sum()),
-            "fixed_cost": _round(fixed),
-            "fixed_in_shared_figure": code in shared,
-            "costed": fixed is not None or code in shared,
-            "cost": _round(part["cost"].sum() + (fixed or 0)),
-        })  # fmt: skip
+        by_s1sp.append(
+            {
+                "s1sp": code,
+                "mode": "manual" if code in manual else "automated",
+                "planned_devices": int(part["planned_devices"].sum()),
+                "held_devices": int(part["held_devices"].sum()),
+                "apply_hours": None if hours_s.isna().any() else round(float(hours_s.sum()), 6),
+                "variable_cost": _round(part["cost"].sum()),
+                "fixed_cost": _round(fixed),
+                "fixed_in_shared_figure": code in shared,
+                "costed": fixed is not None or code in shared,
+                "cost": _round(part["cost"].sum() + (fixed or 0)),
+            }
+        )
     variable = float(table["cost"].sum())
     fixed_total = float(sum(model.fixed_per_s1sp.values())) + model.fixed_shared
     return {
@@ -128,7 +167,13 @@ def estimate_costs(model: CostModel, planned: pd.DataFrame, held: pd.DataFrame, 
         "currency": model.currency,
         "unit_costs": model.model_dump(exclude={"unit_costs_label", "fixed_shared_label"}),
         "unit_costs_label": model.unit_costs_label,
-        "fixed_shared": {"amount": _round(model.fixed_shared), "s1sps": sorted(shared), "label": model.fixed_shared_label} if model.fixed_shared else None,
+        "fixed_shared": {
+            "amount": _round(model.fixed_shared),
+            "s1sps": sorted(shared),
+            "label": model.fixed_shared_label,
+        }
+        if model.fixed_shared
+        else None,
         "by_s1sp_and_no": rows,
         "by_s1sp": by_s1sp,
         "not_costed": [s["s1sp"] for s in by_s1sp if not s["costed"]],

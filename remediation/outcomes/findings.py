@@ -14,13 +14,33 @@ import pyarrow.parquet as pq
 # when revoked. Used only when findings do not carry `no_locked_out`.
 LOCKED_OUT_CATEGORIES = ("WRONG_NO", "SLOT_EMPTY", "KEY_USAGE_MISMATCH")
 CANDIDATE_CATEGORIES = (*LOCKED_OUT_CATEGORIES, "EXPIRED_OR_REVOKED", "PENDING_NO_CHANGE", "SECURITY_HOLD")
-_BASE_COLUMNS = ["device_id", "s1sp", "device_type", "mpxn", "category", "registered_no", "expected_owner", "slot_ds_owner", "slot_ka_owner",
-                 "ds_fingerprint", "ka_fingerprint", "ds_verdict", "ka_verdict", "ds_role", "ka_role", "detail"]  # fmt: skip
+_BASE_COLUMNS = [
+    "device_id",
+    "s1sp",
+    "device_type",
+    "mpxn",
+    "category",
+    "registered_no",
+    "expected_owner",
+    "slot_ds_owner",
+    "slot_ka_owner",
+    "ds_fingerprint",
+    "ka_fingerprint",
+    "ds_verdict",
+    "ka_verdict",
+    "ds_role",
+    "ka_role",
+    "detail",
+]
 _VERDICT_CAUSE = {"OTHER_ORG": "other_organisation", "NOT_NO_ROLE": "non_no_role", "UNTRUSTED": "untrusted_issuer"}
 
 
 def _text(frame: pd.DataFrame, name: str) -> pd.Series:
-    return frame[name].astype(object).where(frame[name].notna(), "").astype(str) if name in frame else pd.Series("", index=frame.index)
+    return (
+        frame[name].astype(object).where(frame[name].notna(), "").astype(str)
+        if name in frame
+        else pd.Series("", index=frame.index)
+    )
 
 
 def locked_out(findings: pd.DataFrame) -> pd.Series:
@@ -43,7 +63,9 @@ def causes(findings: pd.DataFrame) -> pd.Series:
     wrong = (category == "WRONG_NO").to_numpy()
     cause[wrong] = pd.Series(first_wrong[wrong]).map(_VERDICT_CAUSE).fillna("other_organisation").to_numpy()
     expired_or_revoked = (category == "EXPIRED_OR_REVOKED").to_numpy()
-    cause[expired_or_revoked] = np.where(((ds == "REVOKED") | (ka == "REVOKED")).to_numpy()[expired_or_revoked], "revoked", "expired")
+    cause[expired_or_revoked] = np.where(
+        ((ds == "REVOKED") | (ka == "REVOKED")).to_numpy()[expired_or_revoked], "revoked", "expired"
+    )
     cause[(category == "SLOT_EMPTY").to_numpy()] = "slot_empty"
     cause[(category == "KEY_USAGE_MISMATCH").to_numpy()] = "key_usage_swapped"
     cause[(category == "OK").to_numpy()] = ""
@@ -58,8 +80,20 @@ def read_findings(path: Path, categories: tuple[str, ...] | None = None, filters
     if categories:
         filters = [*(filters or []), ("category", "in", list(categories))]
     frame = pq.read_table(path, columns=columns, filters=filters).to_pandas()
-    for name in ("s1sp", "device_type", "category", "registered_no", "expected_owner", "slot_ds_owner", "slot_ka_owner",
-                 "ds_fingerprint", "ka_fingerprint", "ds_verdict", "ka_verdict", "detail"):  # fmt: skip
+    for name in (
+        "s1sp",
+        "device_type",
+        "category",
+        "registered_no",
+        "expected_owner",
+        "slot_ds_owner",
+        "slot_ka_owner",
+        "ds_fingerprint",
+        "ka_fingerprint",
+        "ds_verdict",
+        "ka_verdict",
+        "detail",
+    ):
         if name in frame:
             frame[name] = _text(frame, name)
     frame["cause"] = causes(frame)

@@ -15,7 +15,15 @@ from remediation.outcomes.findings import read_findings
 from remediation.outcomes.references import References
 
 # Categories in which a registered NO is known and a slot can hold someone else's certificate.
-_CATEGORIES = ("WRONG_NO", "SLOT_EMPTY", "KEY_USAGE_MISMATCH", "EXPIRED_OR_REVOKED", "DUPLICATE_CONFLICT", "PENDING_NO_CHANGE", "SECURITY_HOLD")
+_CATEGORIES = (
+    "WRONG_NO",
+    "SLOT_EMPTY",
+    "KEY_USAGE_MISMATCH",
+    "EXPIRED_OR_REVOKED",
+    "DUPLICATE_CONFLICT",
+    "PENDING_NO_CHANGE",
+    "SECURITY_HOLD",
+)
 SLOT_NAMES = {"ds": "NO_DS", "ka": "NO_KA"}
 
 
@@ -26,12 +34,20 @@ def _misrouted(findings: pd.DataFrame, refs: References) -> pd.DataFrame:
     for slot, name in SLOT_NAMES.items():
         owner = findings[f"slot_{slot}_owner"]
         mask = known & (owner != "") & (owner != "UNDECODABLE") & (owner != findings["expected_owner"])
-        verdict = findings.loc[mask, f"{slot}_verdict"].where(refs.trusted(findings.loc[mask, f"{slot}_fingerprint"]), "UNTRUSTED")
-        part = findings.loc[mask, ["device_id", "registered_no"]].assign(holder_entity=owner[mask], slot=name, verdict=verdict)
+        verdict = findings.loc[mask, f"{slot}_verdict"].where(
+            refs.trusted(findings.loc[mask, f"{slot}_fingerprint"]), "UNTRUSTED"
+        )
+        part = findings.loc[mask, ["device_id", "registered_no"]].assign(
+            holder_entity=owner[mask], slot=name, verdict=verdict
+        )
         parts.append(part)
     frame = pd.concat(parts, ignore_index=True)
     # A certificate the Organisation CA did not issue only claims an identity: say so rather than name the claimed NO.
-    suffix = frame["verdict"].map({"UNTRUSTED": " (untrusted issuer)", "NOT_NO_ROLE": " (not a Network Operator certificate)"}).fillna("")
+    suffix = (
+        frame["verdict"]
+        .map({"UNTRUSTED": " (untrusted issuer)", "NOT_NO_ROLE": " (not a Network Operator certificate)"})
+        .fillna("")
+    )
     frame["holder"] = refs.label(frame["holder_entity"]) + suffix
     return frame
 
@@ -61,4 +77,8 @@ def impact_totals(impact: list[dict]) -> dict:
             return None
         return {k: sum(e[when][k] for e in impact) for k in ("NO_DS", "NO_KA", "devices")}
 
-    return {"pairs": len(impact), "before": total("before") or {"NO_DS": 0, "NO_KA": 0, "devices": 0}, "after": total("after") if impact else None}
+    return {
+        "pairs": len(impact),
+        "before": total("before") or {"NO_DS": 0, "NO_KA": 0, "devices": 0},
+        "after": total("after") if impact else None,
+    }

@@ -26,10 +26,30 @@ PACKS_SCHEMA = "remediation/notification-packs/1"
 REGISTERED_FILE = "devices-now-registered.csv"
 RELEASED_FILE = "devices-no-longer-controlled.csv"
 LETTER_ROWS = 25  # devices listed in a letter; the CSV has them all
-REGISTERED_COLUMNS = ["device_id", "mpxn", "s1sp", "device_type", "ds_cert_id", "ka_cert_id", "ds_fingerprint", "ka_fingerprint", "written_at", "operation_id"]
+REGISTERED_COLUMNS = [
+    "device_id",
+    "mpxn",
+    "s1sp",
+    "device_type",
+    "ds_cert_id",
+    "ka_cert_id",
+    "ds_fingerprint",
+    "ka_fingerprint",
+    "written_at",
+    "operation_id",
+]
 # No MPxN for a previous holder: the supply point is not its own (data minimisation); the device id is what its
 # alert data is keyed by, and all it needs to find and purge that data.
-RELEASED_COLUMNS = ["device_id", "s1sp", "device_type", "slots", "released_ds_cert_id", "released_ka_cert_id", "registered_no", "written_at"]
+RELEASED_COLUMNS = [
+    "device_id",
+    "s1sp",
+    "device_type",
+    "slots",
+    "released_ds_cert_id",
+    "released_ka_cert_id",
+    "registered_no",
+    "written_at",
+]
 
 
 @dataclass
@@ -44,13 +64,31 @@ def written_devices(sources: Sources, refs: References) -> pd.DataFrame:
     """The run's `done` devices with their plan rows, target and prior certificate ids and holders."""
     ops = device_outcomes(sources.directory)
     done = ops[ops["state"] == "done"]
-    plan = pd.read_parquet(sources.plan_dir / "plan.parquet",
-                           columns=["device_id", "operation_id", "s1sp", "device_type", "mpxn", "registered_no", "expected_ds_fingerprint",
-                                    "expected_ka_fingerprint", "target_ds_fingerprint", "target_ka_fingerprint"])  # fmt: skip
+    plan = pd.read_parquet(
+        sources.plan_dir / "plan.parquet",
+        columns=[
+            "device_id",
+            "operation_id",
+            "s1sp",
+            "device_type",
+            "mpxn",
+            "registered_no",
+            "expected_ds_fingerprint",
+            "expected_ka_fingerprint",
+            "target_ds_fingerprint",
+            "target_ka_fingerprint",
+        ],
+    )
     frame = done[["operation_id", "prior_ds_fp", "prior_ka_fp", "at"]].merge(plan, on="operation_id", how="inner")
     for slot in ("ds", "ka"):
-        prior = frame[f"prior_{slot}_fp"].astype(object).where(frame[f"prior_{slot}_fp"].notna() & (frame[f"prior_{slot}_fp"] != ""),
-                                                                   frame[f"expected_{slot}_fingerprint"])  # fmt: skip
+        prior = (
+            frame[f"prior_{slot}_fp"]
+            .astype(object)
+            .where(
+                frame[f"prior_{slot}_fp"].notna() & (frame[f"prior_{slot}_fp"] != ""),
+                frame[f"expected_{slot}_fingerprint"],
+            )
+        )
         frame[f"prior_{slot}"] = prior.fillna("")
         owner = refs.owner_of(frame[f"prior_{slot}"])
         registered_entity = refs.entity_of_no(frame["registered_no"])
@@ -60,12 +98,21 @@ def written_devices(sources: Sources, refs: References) -> pd.DataFrame:
 
 
 def _registered_rows(frame: pd.DataFrame, refs: References) -> pd.DataFrame:
-    return pd.DataFrame({
-        "device_id": frame["device_id"], "mpxn": frame["mpxn"], "s1sp": frame["s1sp"], "device_type": frame["device_type"],
-        "ds_cert_id": refs.certificate_ids(frame["target_ds_fingerprint"]), "ka_cert_id": refs.certificate_ids(frame["target_ka_fingerprint"]),
-        "ds_fingerprint": frame["target_ds_fingerprint"], "ka_fingerprint": frame["target_ka_fingerprint"],
-        "written_at": frame["at"], "operation_id": frame["operation_id"],
-    }, columns=REGISTERED_COLUMNS)  # fmt: skip
+    return pd.DataFrame(
+        {
+            "device_id": frame["device_id"],
+            "mpxn": frame["mpxn"],
+            "s1sp": frame["s1sp"],
+            "device_type": frame["device_type"],
+            "ds_cert_id": refs.certificate_ids(frame["target_ds_fingerprint"]),
+            "ka_cert_id": refs.certificate_ids(frame["target_ka_fingerprint"]),
+            "ds_fingerprint": frame["target_ds_fingerprint"],
+            "ka_fingerprint": frame["target_ka_fingerprint"],
+            "written_at": frame["at"],
+            "operation_id": frame["operation_id"],
+        },
+        columns=REGISTERED_COLUMNS,
+    )
 
 
 def released_rows(frame: pd.DataFrame, refs: References) -> pd.DataFrame:
@@ -79,55 +126,99 @@ def released_rows(frame: pd.DataFrame, refs: References) -> pd.DataFrame:
     long = pd.concat(parts, ignore_index=True)
     long["ds_held"], long["ka_held"] = long["slot"] == "NO_DS", long["slot"] == "NO_KA"
     held = long.groupby(["holder_entity", "device_id"], sort=False)[["ds_held", "ka_held"]].any().reset_index()
-    per = long.drop(columns=["ds_held", "ka_held"]).drop_duplicates(["holder_entity", "device_id"]).merge(held, on=["holder_entity", "device_id"])
+    per = (
+        long.drop(columns=["ds_held", "ka_held"])
+        .drop_duplicates(["holder_entity", "device_id"])
+        .merge(held, on=["holder_entity", "device_id"])
+    )
     ds_held, ka_held = per["ds_held"], per["ka_held"]
     per["slots"] = np.select([ds_held & ka_held, ds_held], ["NO_DS NO_KA", "NO_DS"], "NO_KA")
-    out = pd.DataFrame({
-        "holder": refs.label(per["holder_entity"]), "holder_entity": per["holder_entity"],
-        "device_id": per["device_id"], "s1sp": per["s1sp"], "device_type": per["device_type"], "slots": per["slots"],
-        "released_ds_cert_id": refs.certificate_ids(per["prior_ds"].where(ds_held, "")),
-        "released_ka_cert_id": refs.certificate_ids(per["prior_ka"].where(ka_held, "")),
-        "registered_no": per["registered_no"], "written_at": per["at"],
-    })  # fmt: skip
+    out = pd.DataFrame(
+        {
+            "holder": refs.label(per["holder_entity"]),
+            "holder_entity": per["holder_entity"],
+            "device_id": per["device_id"],
+            "s1sp": per["s1sp"],
+            "device_type": per["device_type"],
+            "slots": per["slots"],
+            "released_ds_cert_id": refs.certificate_ids(per["prior_ds"].where(ds_held, "")),
+            "released_ka_cert_id": refs.certificate_ids(per["prior_ka"].where(ka_held, "")),
+            "registered_no": per["registered_no"],
+            "written_at": per["at"],
+        }
+    )
     return out.sort_values(["holder", "s1sp", "device_id"], ignore_index=True)
 
 
 def _references_md(inputs: PackInputs) -> list[str]:
     g, s = inputs.governance, inputs.sources
-    lines = [f"- Change record: {md(g.get('change_record') or 'not recorded')}", f"- Decision: {md(g.get('decision') or 'not recorded')}",
-             f"- Plan hash: `{md(s.plan.get('plan_hash', ''))}`", f"- Run status: {md(inputs.state['status'])}"]  # fmt: skip
+    lines = [
+        f"- Change record: {md(g.get('change_record') or 'not recorded')}",
+        f"- Decision: {md(g.get('decision') or 'not recorded')}",
+        f"- Plan hash: `{md(s.plan.get('plan_hash', ''))}`",
+        f"- Run status: {md(inputs.state['status'])}",
+    ]
     return lines
 
 
-def _letter_md(org: str, name: str | None, registered: pd.DataFrame, released: pd.DataFrame, inputs: PackInputs, now: str) -> str:
+def _letter_md(
+    org: str, name: str | None, registered: pd.DataFrame, released: pd.DataFrame, inputs: PackInputs, now: str
+) -> str:
     who = f"{md(name)} ({md(org)})" if name and name != org else md(org)
-    out = [f"# MP107 Requirement 2: Network Operator certificate changes — {who}", "", f"Issued {md(now)} by the DCC.", ""]
+    out = [
+        f"# MP107 Requirement 2: Network Operator certificate changes — {who}",
+        "",
+        f"Issued {md(now)} by the DCC.",
+        "",
+    ]
     if len(registered):
         by_s1sp = ", ".join(f"{md(k)} {v}" for k, v in registered.groupby("s1sp").size().items())
         ds_ids = ", ".join(md(x) for x in sorted(set(registered["ds_cert_id"])))
         ka_ids = ", ".join(md(x) for x in sorted(set(registered["ka_cert_id"])))
-        out += ["## Devices now at your certificates", "",
-                f"The DCC has written your current Network Operator certificates to the NO\\_DS and NO\\_KA anchor slots of "
-                f"**{len(registered)}** SMETS1 devices registered to you ({by_s1sp}); they are listed in `{REGISTERED_FILE}` with the time "
-                f"each was written. You can now manage these meters (SRV 6.15.1) and their alerts now reach you.", "",
-                f"- NO\\_DS Certificate ID (serial, issuer): {ds_ids}", f"- NO\\_KA Certificate ID (serial, issuer): {ka_ids}", "",
-                "**How to confirm**: for any listed device, send SRV 6.24.1 (Retrieve Device Security Credentials) for "
-                "RemotePartyRole NetworkOperator and check that the returned Certificate IDs (serial number and issuer) equal the ones "
-                "above. Report any device that differs to the DCC, quoting the change record.", ""]  # fmt: skip
-        out.append(md_table(["device", "MPxN", "S1SP", "written at"], registered[["device_id", "mpxn", "s1sp", "written_at"]].head(LETTER_ROWS).values.tolist()))
+        out += [
+            "## Devices now at your certificates",
+            "",
+            f"The DCC has written your current Network Operator certificates to the NO\\_DS and NO\\_KA anchor slots of "
+            f"**{len(registered)}** SMETS1 devices registered to you ({by_s1sp}); they are listed in `{REGISTERED_FILE}` with the time "
+            f"each was written. You can now manage these meters (SRV 6.15.1) and their alerts now reach you.",
+            "",
+            f"- NO\\_DS Certificate ID (serial, issuer): {ds_ids}",
+            f"- NO\\_KA Certificate ID (serial, issuer): {ka_ids}",
+            "",
+            "**How to confirm**: for any listed device, send SRV 6.24.1 (Retrieve Device Security Credentials) for "
+            "RemotePartyRole NetworkOperator and check that the returned Certificate IDs (serial number and issuer) equal the ones "
+            "above. Report any device that differs to the DCC, quoting the change record.",
+            "",
+        ]
+        out.append(
+            md_table(
+                ["device", "MPxN", "S1SP", "written at"],
+                registered[["device_id", "mpxn", "s1sp", "written_at"]].head(LETTER_ROWS).values.tolist(),
+            )
+        )
         if len(registered) > LETTER_ROWS:
             out.append(f"\n… and {len(registered) - LETTER_ROWS} more in `{REGISTERED_FILE}`.")
         out.append("")
     if len(released):
-        out += ["## Devices you no longer control", "",
-                f"**{len(released)}** devices held your certificates in a Network Operator slot although another Network Operator is "
-                f"registered for their supply point. The DCC has replaced them with the registered NO's certificates; they are listed in "
-                f"`{RELEASED_FILE}` with the slots you held and the new registered NO. You will no longer receive these devices' alerts and "
-                f"can no longer manage them.", "",
-                "**Data protection**: alert data you received from these devices relates to supply points that are not yours. "
-                "Purge it from your systems, keep no copy, and confirm the purge to the DCC quoting the change record. "
-                "The list names devices only: their supply points are not yours, so their MPxNs are not sent to you.", ""]  # fmt: skip
-        out.append(md_table(["device", "S1SP", "slots", "now registered to"], released[["device_id", "s1sp", "slots", "registered_no"]].head(LETTER_ROWS).values.tolist()))
+        out += [
+            "## Devices you no longer control",
+            "",
+            f"**{len(released)}** devices held your certificates in a Network Operator slot although another Network Operator is "
+            f"registered for their supply point. The DCC has replaced them with the registered NO's certificates; they are listed in "
+            f"`{RELEASED_FILE}` with the slots you held and the new registered NO. You will no longer receive these devices' alerts and "
+            f"can no longer manage them.",
+            "",
+            "**Data protection**: alert data you received from these devices relates to supply points that are not yours. "
+            "Purge it from your systems, keep no copy, and confirm the purge to the DCC quoting the change record. "
+            "The list names devices only: their supply points are not yours, so their MPxNs are not sent to you.",
+            "",
+        ]
+        out.append(
+            md_table(
+                ["device", "S1SP", "slots", "now registered to"],
+                released[["device_id", "s1sp", "slots", "registered_no"]].head(LETTER_ROWS).values.tolist(),
+            )
+        )
         if len(released) > LETTER_ROWS:
             out.append(f"\n… and {len(released) - LETTER_ROWS} more in `{RELEASED_FILE}`.")
         out.append("")
@@ -135,46 +226,75 @@ def _letter_md(org: str, name: str | None, registered: pd.DataFrame, released: p
     return "\n".join(out)
 
 
-def _letter_html(org: str, name: str | None, registered: pd.DataFrame, released: pd.DataFrame, inputs: PackInputs, now: str) -> str:
+def _letter_html(
+    org: str, name: str | None, registered: pd.DataFrame, released: pd.DataFrame, inputs: PackInputs, now: str
+) -> str:
     from remediation.outcomes.text import html_table
 
     who = f"{html(name)} ({html(org)})" if name and name != org else html(org)
-    parts = [f"<h1>MP107 Requirement 2: Network Operator certificate changes — {who}</h1>", f"<p>Issued {html(now)} by the DCC.</p>"]
+    parts = [
+        f"<h1>MP107 Requirement 2: Network Operator certificate changes — {who}</h1>",
+        f"<p>Issued {html(now)} by the DCC.</p>",
+    ]
     if len(registered):
         by_s1sp = ", ".join(f"{html(k)} {v}" for k, v in registered.groupby("s1sp").size().items())
-        parts += ["<h2>Devices now at your certificates</h2>",
-                  f"<p>The DCC has written your current Network Operator certificates to the NO_DS and NO_KA anchor slots of "
-                  f"<strong data-registered-devices=\"{len(registered)}\">{len(registered)}</strong> SMETS1 devices registered to you ({by_s1sp}); "
-                  f"they are listed in <code>{REGISTERED_FILE}</code> with the time each was written. You can now manage these meters "
-                  f"(SRV 6.15.1) and their alerts now reach you.</p>",
-                  f"<ul><li>NO_DS Certificate ID (serial, issuer): {', '.join(html(x) for x in sorted(set(registered['ds_cert_id'])))}</li>"
-                  f"<li>NO_KA Certificate ID (serial, issuer): {', '.join(html(x) for x in sorted(set(registered['ka_cert_id'])))}</li></ul>",
-                  "<p><strong>How to confirm</strong>: for any listed device, send SRV 6.24.1 (Retrieve Device Security Credentials) for "
-                  "RemotePartyRole NetworkOperator and check that the returned Certificate IDs (serial number and issuer) equal the ones "
-                  "above. Report any device that differs to the DCC, quoting the change record.</p>",
-                  html_table(["device", "MPxN", "S1SP", "written at"], registered[["device_id", "mpxn", "s1sp", "written_at"]].head(LETTER_ROWS).values.tolist())]  # fmt: skip
+        parts += [
+            "<h2>Devices now at your certificates</h2>",
+            f"<p>The DCC has written your current Network Operator certificates to the NO_DS and NO_KA anchor slots of "
+            f'<strong data-registered-devices="{len(registered)}">{len(registered)}</strong> SMETS1 devices registered to you ({by_s1sp}); '
+            f"they are listed in <code>{REGISTERED_FILE}</code> with the time each was written. You can now manage these meters "
+            f"(SRV 6.15.1) and their alerts now reach you.</p>",
+            f"<ul><li>NO_DS Certificate ID (serial, issuer): {', '.join(html(x) for x in sorted(set(registered['ds_cert_id'])))}</li>"
+            f"<li>NO_KA Certificate ID (serial, issuer): {', '.join(html(x) for x in sorted(set(registered['ka_cert_id'])))}</li></ul>",
+            "<p><strong>How to confirm</strong>: for any listed device, send SRV 6.24.1 (Retrieve Device Security Credentials) for "
+            "RemotePartyRole NetworkOperator and check that the returned Certificate IDs (serial number and issuer) equal the ones "
+            "above. Report any device that differs to the DCC, quoting the change record.</p>",
+            html_table(
+                ["device", "MPxN", "S1SP", "written at"],
+                registered[["device_id", "mpxn", "s1sp", "written_at"]].head(LETTER_ROWS).values.tolist(),
+            ),
+        ]
         if len(registered) > LETTER_ROWS:
             parts.append(f"<p>… and {len(registered) - LETTER_ROWS} more in <code>{REGISTERED_FILE}</code>.</p>")
     if len(released):
-        parts += ["<h2>Devices you no longer control</h2>",
-                  f"<p><strong data-released-devices=\"{len(released)}\">{len(released)}</strong> devices held your certificates in a Network Operator "
-                  f"slot although another Network Operator is registered for their supply point. The DCC has replaced them with the registered "
-                  f"NO's certificates; they are listed in <code>{RELEASED_FILE}</code> with the slots you held and the new registered NO. You will "
-                  f"no longer receive these devices' alerts and can no longer manage them.</p>",
-                  "<p><strong>Data protection</strong>: alert data you received from these devices relates to supply points that are not yours. "
-                  "Purge it from your systems, keep no copy, and confirm the purge to the DCC quoting the change record. "
-                  "The list names devices only: their supply points are not yours, so their MPxNs are not sent to you.</p>",
-                  html_table(["device", "S1SP", "slots", "now registered to"], released[["device_id", "s1sp", "slots", "registered_no"]].head(LETTER_ROWS).values.tolist())]  # fmt: skip
+        parts += [
+            "<h2>Devices you no longer control</h2>",
+            f'<p><strong data-released-devices="{len(released)}">{len(released)}</strong> devices held your certificates in a Network Operator '
+            f"slot although another Network Operator is registered for their supply point. The DCC has replaced them with the registered "
+            f"NO's certificates; they are listed in <code>{RELEASED_FILE}</code> with the slots you held and the new registered NO. You will "
+            f"no longer receive these devices' alerts and can no longer manage them.</p>",
+            "<p><strong>Data protection</strong>: alert data you received from these devices relates to supply points that are not yours. "
+            "Purge it from your systems, keep no copy, and confirm the purge to the DCC quoting the change record. "
+            "The list names devices only: their supply points are not yours, so their MPxNs are not sent to you.</p>",
+            html_table(
+                ["device", "S1SP", "slots", "now registered to"],
+                released[["device_id", "s1sp", "slots", "registered_no"]].head(LETTER_ROWS).values.tolist(),
+            ),
+        ]
         if len(released) > LETTER_ROWS:
             parts.append(f"<p>… and {len(released) - LETTER_ROWS} more in <code>{RELEASED_FILE}</code>.</p>")
     g, s = inputs.governance, inputs.sources
-    parts.append("<h2>References</h2><ul>" + "".join(f"<li>{html(k)}: {html(v)}</li>" for k, v in (
-        ("Change record", g.get("change_record") or "not recorded"), ("Decision", g.get("decision") or "not recorded"),
-        ("Plan hash", s.plan.get("plan_hash", "")), ("Run status", inputs.state["status"]))) + "</ul>")  # fmt: skip
-    css = "body{font:14px/1.45 system-ui,sans-serif;margin:2em;max-width:900px;color:#222}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}" \
-          "@media print{body{margin:0;font-size:11pt}h2{break-after:avoid}tr{break-inside:avoid}}"
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>MP107 R2 notification — {html(org)}</title>'
-            f"<style>{css}</style></head><body>{''.join(parts)}</body></html>\n")  # fmt: skip
+    parts.append(
+        "<h2>References</h2><ul>"
+        + "".join(
+            f"<li>{html(k)}: {html(v)}</li>"
+            for k, v in (
+                ("Change record", g.get("change_record") or "not recorded"),
+                ("Decision", g.get("decision") or "not recorded"),
+                ("Plan hash", s.plan.get("plan_hash", "")),
+                ("Run status", inputs.state["status"]),
+            )
+        )
+        + "</ul>"
+    )
+    css = (
+        "body{font:14px/1.45 system-ui,sans-serif;margin:2em;max-width:900px;color:#222}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}"
+        "@media print{body{margin:0;font-size:11pt}h2{break-after:avoid}tr{break-inside:avoid}}"
+    )
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>MP107 R2 notification — {html(org)}</title>'
+        f"<style>{css}</style></head><body>{''.join(parts)}</body></html>\n"
+    )
 
 
 def write_packs(sources: Sources, out: Path, now: str) -> dict:
@@ -185,7 +305,10 @@ def write_packs(sources: Sources, out: Path, now: str) -> dict:
     if sources.kind != "run":
         from remediation.errors import InputError
 
-        raise InputError(f"notification packs are made from a run directory; this is a {sources.kind} directory", file=str(sources.directory))
+        raise InputError(
+            f"notification packs are made from a run directory; this is a {sources.kind} directory",
+            file=str(sources.directory),
+        )
     refs = References.read(sources.plan_dir)
     state = run_state(sources.directory)
     inputs = PackInputs(sources, refs, state, sources.plan.get("governance") or {})
@@ -209,8 +332,15 @@ def write_packs(sources: Sources, out: Path, now: str) -> dict:
         name = refs.describe(org)
         write_text(folder / "letter.md", _letter_md(org, name, registered, released, inputs, now))
         write_text(folder / "letter.html", _letter_html(org, name, registered, released, inputs, now))
-        packs.append({"organisation": org, "name": name, "folder": folder.name, "devices_now_registered": int(len(registered)),
-                      "devices_no_longer_controlled": int(len(released))})  # fmt: skip
+        packs.append(
+            {
+                "organisation": org,
+                "name": name,
+                "folder": folder.name,
+                "devices_now_registered": int(len(registered)),
+                "devices_no_longer_controlled": int(len(released)),
+            }
+        )
     ops = device_outcomes(sources.directory)
     impact = alert_routing_impact(sources.plan_dir, set(ops.loc[ops["state"].isin(CORRECTED), "device_id"]))
     summary = {
@@ -228,8 +358,13 @@ def write_packs(sources: Sources, out: Path, now: str) -> dict:
     }
     write_json(out / "summary.json", summary)
     files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != "manifest.json")
-    manifest = {"schema": PACKS_SCHEMA, "plan_hash": sources.plan.get("plan_hash"), "generated_at": now,
-                "files": [{"name": p.relative_to(out).as_posix(), "sha256": sha256_file(p), "bytes": p.stat().st_size} for p in files]}  # fmt: skip
+    manifest = {
+        "schema": PACKS_SCHEMA,
+        "plan_hash": sources.plan.get("plan_hash"),
+        "generated_at": now,
+        "files": [
+            {"name": p.relative_to(out).as_posix(), "sha256": sha256_file(p), "bytes": p.stat().st_size} for p in files
+        ],
+    }
     write_json(out / "manifest.json", manifest)
     return summary
-

@@ -9,9 +9,21 @@ from pathlib import Path
 
 import pandas as pd
 
-from remediation.outcomes.change_requests import change_request_rows, manual_counts, manual_s1sps, split_manual, write_change_requests
+from remediation.outcomes.change_requests import (
+    change_request_rows,
+    manual_counts,
+    manual_s1sps,
+    split_manual,
+    write_change_requests,
+)
 from remediation.outcomes.costs import estimate_costs, load_cost_model
-from remediation.outcomes.references import CERTIFICATES_FILE, OPERATORS_FILE, References, certificate_table, operator_table
+from remediation.outcomes.references import (
+    CERTIFICATES_FILE,
+    OPERATORS_FILE,
+    References,
+    certificate_table,
+    operator_table,
+)
 from remediation.outcomes.state import Sources
 from remediation.outcomes.worklist import build_worklist
 
@@ -36,15 +48,25 @@ def governance(config, change_ref: str | None) -> dict:
     return refs
 
 
-def plan_extras(out: Path, config, catalog, registry, rows: pd.DataFrame, change_ref: str | None = None,
-                manual_rows: pd.DataFrame | None = None) -> PlanExtras:  # fmt: skip
+def plan_extras(
+    out: Path,
+    config,
+    catalog,
+    registry,
+    rows: pd.DataFrame,
+    change_ref: str | None = None,
+    manual_rows: pd.DataFrame | None = None,
+) -> PlanExtras:
     """`manual_rows`: the manual S1SPs' rows when the caller has already taken them out of `rows`."""
     from remediation.outputs import write_parquet
 
     s1sps = sorted({e.s1sp for e in config.extracts} | set(config.endpoints))
     model = load_cost_model(config.costs, config.path, s1sps)  # validated before anything is written
     certificates, operators = certificate_table(catalog), operator_table(registry, catalog)
-    outputs = {CERTIFICATES_FILE: write_parquet(out / CERTIFICATES_FILE, certificates), OPERATORS_FILE: write_parquet(out / OPERATORS_FILE, operators)}
+    outputs = {
+        CERTIFICATES_FILE: write_parquet(out / CERTIFICATES_FILE, certificates),
+        OPERATORS_FILE: write_parquet(out / OPERATORS_FILE, operators),
+    }
     manual = manual_s1sps(config.endpoints)
     if manual_rows is None:
         api_rows, manual_rows = split_manual(rows, manual)
@@ -59,5 +81,13 @@ def plan_extras(out: Path, config, catalog, registry, rows: pd.DataFrame, change
         # Held devices: the worklist the plan leaves (locked out, not in the API plan) - a plan directory's worklist.
         held = build_worklist(Sources(out, "plan", out, {}), planned_ids=api_rows["device_id"])
         rates = {code: ep.rate_per_second for code, ep in config.endpoints.items()}
-        fields["costs"] = estimate_costs(model, api_rows, held, rates, manual, s1sps, correctable=pd.concat([api_rows, manual_rows])[["s1sp", "registered_no"]])
+        fields["costs"] = estimate_costs(
+            model,
+            api_rows,
+            held,
+            rates,
+            manual,
+            s1sps,
+            correctable=pd.concat([api_rows, manual_rows])[["s1sp", "registered_no"]],
+        )
     return PlanExtras(api_rows, fields, outputs)

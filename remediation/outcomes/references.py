@@ -12,8 +12,26 @@ import pandas as pd
 
 CERTIFICATES_FILE = "certificates.parquet"
 OPERATORS_FILE = "operators.parquet"
-CERTIFICATE_COLUMNS = ["fingerprint", "serial", "issuer", "issuer_cn", "entity_id", "role", "key_usage", "chains_to_org_ca", "not_after", "der_b64"]
-OPERATOR_COLUMNS = ["network_operator_id", "name", "fuel", "entity_id", "target_ds_fingerprint", "target_ka_fingerprint"]
+CERTIFICATE_COLUMNS = [
+    "fingerprint",
+    "serial",
+    "issuer",
+    "issuer_cn",
+    "entity_id",
+    "role",
+    "key_usage",
+    "chains_to_org_ca",
+    "not_after",
+    "der_b64",
+]
+OPERATOR_COLUMNS = [
+    "network_operator_id",
+    "name",
+    "fuel",
+    "entity_id",
+    "target_ds_fingerprint",
+    "target_ka_fingerprint",
+]
 
 
 def _issuer_cn(issuer: str | None) -> str | None:
@@ -30,9 +48,18 @@ def _issuer_cn(issuer: str | None) -> str | None:
 def certificate_table(catalog) -> pd.DataFrame:
     """The catalog's certificates (the ones that decoded) as a small table keyed by fingerprint."""
     rows = [
-        {"fingerprint": f.fingerprint, "serial": f.serial, "issuer": f.issuer, "issuer_cn": _issuer_cn(f.issuer), "entity_id": f.entity_id,
-         "role": -1 if f.role is None else int(f.role), "key_usage": f.key_usage, "chains_to_org_ca": bool(f.chains_to_org_ca),
-         "not_after": f.not_after.isoformat() if f.not_after else None, "der_b64": f.b64()}  # fmt: skip
+        {
+            "fingerprint": f.fingerprint,
+            "serial": f.serial,
+            "issuer": f.issuer,
+            "issuer_cn": _issuer_cn(f.issuer),
+            "entity_id": f.entity_id,
+            "role": -1 if f.role is None else int(f.role),
+            "key_usage": f.key_usage,
+            "chains_to_org_ca": bool(f.chains_to_org_ca),
+            "not_after": f.not_after.isoformat() if f.not_after else None,
+            "der_b64": f.b64(),
+        }
         for f in catalog.facts
         if f.error is None
     ]
@@ -56,8 +83,14 @@ def intern_saved_certificates(catalog, directory: Path) -> int:
 
 def operator_table(registry, catalog) -> pd.DataFrame:
     rows = [
-        {"network_operator_id": o.id, "name": o.name, "fuel": o.fuel, "entity_id": o.entity_id,
-         "target_ds_fingerprint": catalog.facts[o.ds_cert_id].fingerprint, "target_ka_fingerprint": catalog.facts[o.ka_cert_id].fingerprint}  # fmt: skip
+        {
+            "network_operator_id": o.id,
+            "name": o.name,
+            "fuel": o.fuel,
+            "entity_id": o.entity_id,
+            "target_ds_fingerprint": catalog.facts[o.ds_cert_id].fingerprint,
+            "target_ka_fingerprint": catalog.facts[o.ka_cert_id].fingerprint,
+        }
         for o in registry.operators
     ]
     return pd.DataFrame(rows, columns=OPERATOR_COLUMNS)
@@ -78,8 +111,16 @@ class References:
     @classmethod
     def read(cls, plan_dir: Path) -> References:
         plan_dir = Path(plan_dir)
-        certs = pd.read_parquet(plan_dir / CERTIFICATES_FILE) if (plan_dir / CERTIFICATES_FILE).exists() else pd.DataFrame(columns=CERTIFICATE_COLUMNS)
-        ops = pd.read_parquet(plan_dir / OPERATORS_FILE) if (plan_dir / OPERATORS_FILE).exists() else pd.DataFrame(columns=OPERATOR_COLUMNS)
+        certs = (
+            pd.read_parquet(plan_dir / CERTIFICATES_FILE)
+            if (plan_dir / CERTIFICATES_FILE).exists()
+            else pd.DataFrame(columns=CERTIFICATE_COLUMNS)
+        )
+        ops = (
+            pd.read_parquet(plan_dir / OPERATORS_FILE)
+            if (plan_dir / OPERATORS_FILE).exists()
+            else pd.DataFrame(columns=OPERATOR_COLUMNS)
+        )
         return cls(certs, ops)
 
     def certificate_ids(self, fingerprints: pd.Series) -> pd.Series:
@@ -99,7 +140,12 @@ class References:
             return None
         if fingerprint in self.certificates.index:
             row = self.certificates.loc[fingerprint]
-            return {"serial": row["serial"], "issuer": row["issuer_cn"], "issuer_dn": row["issuer"], "fingerprint": fingerprint}
+            return {
+                "serial": row["serial"],
+                "issuer": row["issuer_cn"],
+                "issuer_dn": row["issuer"],
+                "fingerprint": fingerprint,
+            }
         return {"serial": None, "issuer": None, "issuer_dn": None, "fingerprint": fingerprint}
 
     def owner_of(self, fingerprints: pd.Series) -> pd.Series:
@@ -131,12 +177,19 @@ class References:
         return f"not a Network Operator ({ROLE_NAMES.get(role, f'role {role:02X}')} certificate)"
 
     def entity_of_no(self, no_ids: pd.Series) -> pd.Series:
-        return no_ids.astype(str).map(dict(zip(self.operators["network_operator_id"], self.operators["entity_id"]))).fillna("")
+        return (
+            no_ids.astype(str)
+            .map(dict(zip(self.operators["network_operator_id"], self.operators["entity_id"])))
+            .fillna("")
+        )
 
     def targets_of(self, no_ids: pd.Series) -> tuple[pd.Series, pd.Series]:
         """registered NO id -> its current DS and KA fingerprints (the replacement targets)."""
         ids = no_ids.astype(str)
-        ds = ids.map(dict(zip(self.operators["network_operator_id"], self.operators["target_ds_fingerprint"]))).fillna("")
-        ka = ids.map(dict(zip(self.operators["network_operator_id"], self.operators["target_ka_fingerprint"]))).fillna("")
+        ds = ids.map(dict(zip(self.operators["network_operator_id"], self.operators["target_ds_fingerprint"]))).fillna(
+            ""
+        )
+        ka = ids.map(dict(zip(self.operators["network_operator_id"], self.operators["target_ka_fingerprint"]))).fillna(
+            ""
+        )
         return ds, ka
-

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -55,11 +55,16 @@ def resolve(directory: str | Path) -> Sources:
         dry = _json(directory / "dry_run.json")
         plan_dir = Path(dry.get("plan_dir", ""))
         if not dry.get("plan_dir") or not (plan_dir / "plan.json").exists():
-            raise InputError("dry run does not name an existing plan directory (made by an older version?)", file=str(directory / "dry_run.json"))
+            raise InputError(
+                "dry run does not name an existing plan directory (made by an older version?)",
+                file=str(directory / "dry_run.json"),
+            )
         return Sources(directory, "dry-run", plan_dir, _json(plan_dir / "plan.json"), extra={"dry_run": dry})
     if (directory / "plan.json").exists():
         return Sources(directory, "plan", directory, _json(directory / "plan.json"))
-    raise InputError("not a plan, run or dry-run directory (no plan.json, run.json or dry_run.json)", file=str(directory))
+    raise InputError(
+        "not a plan, run or dry-run directory (no plan.json, run.json or dry_run.json)", file=str(directory)
+    )
 
 
 def device_outcomes(run_dir: Path) -> pd.DataFrame:
@@ -73,8 +78,23 @@ def device_outcomes(run_dir: Path) -> pd.DataFrame:
     from remediation.apply.runner import read_run
     from remediation.plan import load_plan
 
-    columns = ["operation_id", "device_id", "s1sp", "state", "attempts", "prior_ds_fp", "prior_ka_fp", "final_ds_fp", "final_ka_fp",
-               "expected_ds", "expected_ka", "target_ds_fp", "target_ka_fp", "last_error", "updated_at"]  # fmt: skip
+    columns = [
+        "operation_id",
+        "device_id",
+        "s1sp",
+        "state",
+        "attempts",
+        "prior_ds_fp",
+        "prior_ka_fp",
+        "final_ds_fp",
+        "final_ka_fp",
+        "expected_ds",
+        "expected_ka",
+        "target_ds_fp",
+        "target_ka_fp",
+        "last_error",
+        "updated_at",
+    ]
     run_dir = Path(run_dir)
     journal = run_dir / "journal.jsonl"
     run = read_run(run_dir)
@@ -82,7 +102,9 @@ def device_outcomes(run_dir: Path) -> pd.DataFrame:
         if (run.get("journal_head") or {}).get("seq"):
             from remediation.errors import SafetyRefusal
 
-            raise SafetyRefusal(f"{journal}: the journal is missing or empty, but run.json records {run['journal_head']['seq']} entries")
+            raise SafetyRefusal(
+                f"{journal}: the journal is missing or empty, but run.json records {run['journal_head']['seq']} entries"
+            )
         return pd.DataFrame(columns=[*columns, "at"])
     plan = load_plan(run["plan_dir"])
     ops = verified_ops(run_dir, plan.rows, run.get("journal_head"), "report the run's outcomes").frame()
@@ -132,7 +154,11 @@ def run_state(run_dir: Path) -> dict:
             continue
         # A signed run names its operator by key (the authority block); an unsigned one by the typed --by label.
         operator = (e.get("authority") or {}).get("operator") or {}
-        who = f"{operator.get('name') or e.get('run_by')} (key {operator['key_id']})" if operator.get("key_id") else e.get("run_by")
+        who = (
+            f"{operator.get('name') or e.get('run_by')} (key {operator['key_id']})"
+            if operator.get("key_id")
+            else e.get("run_by")
+        )
         if who and who not in operators:
             operators.append(who)
     start = _parse(started.get("at")) if started else None
@@ -143,8 +169,8 @@ def run_state(run_dir: Path) -> dict:
         "cause": verified.cause,
         "next_command": verified.next_command,
         "applied_by": operators or ([run["created_by"]] if run.get("created_by") else []),
-        "started_at": start.astimezone(timezone.utc).isoformat(timespec="seconds") if start else None,
-        "finished_at": end.astimezone(timezone.utc).isoformat(timespec="seconds") if end and status != "interrupted" else None,
+        "started_at": start.astimezone(UTC).isoformat(timespec="seconds") if start else None,
+        "finished_at": end.astimezone(UTC).isoformat(timespec="seconds") if end and status != "interrupted" else None,
         "duration_seconds": (end - start).total_seconds() if start and end and status != "interrupted" else None,
         "invocations": sum(1 for e in events if e.get("event") in ("run_started", "run_resumed")),
         "counts": verified.counts,

@@ -38,7 +38,7 @@ def md_table(header: list[str], rows: list[list]) -> str:
 def html_table(header: list[str], rows: list[list], table_id: str = "") -> str:
     head = "".join(f"<th>{html(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f'<table{f" id={chr(34)}{html(table_id)}{chr(34)}" if table_id else ""}><tr>{head}</tr>{body}</table>'
+    return f"<table{f' id={chr(34)}{html(table_id)}{chr(34)}' if table_id else ''}><tr>{head}</tr>{body}</table>"
 
 
 def file_safe(label: str) -> str:
@@ -55,4 +55,7 @@ def folder_names(labels) -> dict[str, str]:
     counts: dict[str, int] = {}
     for name in cleaned.values():
         counts[name] = counts.get(name, 0) + 1
-    return {label: name if counts[name] == 1 else f"{name}-{hashlib.sha256(str(label).encode()).hexdigest()[:8]}" for label, name in cleaned.items()}
+    return {
+        label: name if counts[name] == 1 else f"{name}-{hashlib.sha256(str(label).encode()).hexdigest()[:8]}"
+        for label, name in cleaned.items()
+    }

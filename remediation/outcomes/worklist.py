@@ -40,16 +40,27 @@ WORKLIST_COLUMNS = {
 }
 
 
-def _routes(frame: pd.DataFrame, sources: Sources, plan_rows: pd.DataFrame, manual_ids: set, ops: pd.DataFrame | None) -> np.ndarray:
-    route = np.where(frame["category"].isin(["SECURITY_HOLD", "PENDING_NO_CHANGE", "DUPLICATE_CONFLICT"]),
-                     "held: " + frame["category"], "not planned: category not corrected by policy")  # fmt: skip
+def _routes(
+    frame: pd.DataFrame, sources: Sources, plan_rows: pd.DataFrame, manual_ids: set, ops: pd.DataFrame | None
+) -> np.ndarray:
+    route = np.where(
+        frame["category"].isin(["SECURITY_HOLD", "PENDING_NO_CHANGE", "DUPLICATE_CONFLICT"]),
+        "held: " + frame["category"],
+        "not planned: category not corrected by policy",
+    )
     route = pd.Series(route, index=frame.index, dtype=object)
     route[frame["device_id"].isin(manual_ids)] = "manual S1SP: change request sent to the S1SP"
     planned = frame["device_id"].isin(set(plan_rows["device_id"]))
     if ops is not None:
         state = frame["device_id"].map(dict(zip(ops["device_id"], ops["state"]))).fillna("not applied")
-        error = frame["device_id"].map(dict(zip(ops["device_id"], ops["last_error"].astype(object).where(ops["last_error"].notna(), "")))).fillna("")
-        route[planned] = ("apply " + state[planned] + np.where(error[planned] != "", ": " + error[planned], "")).to_numpy()
+        error = (
+            frame["device_id"]
+            .map(dict(zip(ops["device_id"], ops["last_error"].astype(object).where(ops["last_error"].notna(), ""))))
+            .fillna("")
+        )
+        route[planned] = (
+            "apply " + state[planned] + np.where(error[planned] != "", ": " + error[planned], "")
+        ).to_numpy()
     else:
         route[planned] = "planned for correction (not yet applied)"
     return route.to_numpy()
@@ -76,9 +87,19 @@ def build_worklist(sources: Sources, planned_ids: pd.Series | None = None) -> pd
     expected = frame["expected_owner"]
     ds_other = (frame["slot_ds_owner"] != "") & (frame["slot_ds_owner"] != expected)
     ka_other = (frame["slot_ka_owner"] != "") & (frame["slot_ka_owner"] != expected)
-    holder_entity = np.where(ds_other, frame["slot_ds_owner"], np.where(ka_other, frame["slot_ka_owner"],
-                             np.where(frame["slot_ds_owner"] != "", frame["slot_ds_owner"], frame["slot_ka_owner"])))  # fmt: skip
-    holder = refs.label(pd.Series(holder_entity, index=frame.index)).replace({"": NO_HOLDER, "UNDECODABLE": "UNDECODABLE-CERTIFICATE"})
+    holder_entity = np.where(
+        ds_other,
+        frame["slot_ds_owner"],
+        np.where(
+            ka_other,
+            frame["slot_ka_owner"],
+            np.where(frame["slot_ds_owner"] != "", frame["slot_ds_owner"], frame["slot_ka_owner"]),
+        ),
+    )
+    holder = refs.label(pd.Series(holder_entity, index=frame.index)).replace(
+        {"": NO_HOLDER, "UNDECODABLE": "UNDECODABLE-CERTIFICATE"}
+    )
+
     # A certificate the Organisation CA did not issue only claims its entity: never address the claimant (it may be
     # an attacker); such devices go to the DCC's security team.
     def untrusted_slot(slot: str) -> pd.Series:
@@ -135,22 +156,45 @@ def write_worklist(sources: Sources, out: Path, now: str) -> dict:
         write_csv(out / f"{name}.csv", public)
         devices = public.to_dict("records")
         fps = group[["_ds", "_ka", "_tds", "_tka"]]
-        parts = {fp: refs.certificate_parts(fp) for fp in pd.unique(fps.to_numpy().ravel())}  # a few distinct certificates
+        parts = {
+            fp: refs.certificate_parts(fp) for fp in pd.unique(fps.to_numpy().ravel())
+        }  # a few distinct certificates
         for record, (ds, ka, tds, tka) in zip(devices, fps.itertuples(index=False)):
             record["current_certificates"] = {"NO_DS": parts[ds], "NO_KA": parts[ka]}
             record["target_certificates"] = {"NO_DS": parts[tds], "NO_KA": parts[tka]}
-        write_json(out / f"{name}.json", {"schema": WORKLIST_SCHEMA, "service_request": SERVICE_REQUEST, "to": holder,
-                                          "to_name": refs.names.get(holder), "cc": cc, "plan_hash": sources.plan.get("plan_hash"),
-                                          "generated_at": now, "devices": devices})  # fmt: skip
+        write_json(
+            out / f"{name}.json",
+            {
+                "schema": WORKLIST_SCHEMA,
+                "service_request": SERVICE_REQUEST,
+                "to": holder,
+                "to_name": refs.names.get(holder),
+                "cc": cc,
+                "plan_hash": sources.plan.get("plan_hash"),
+                "generated_at": now,
+                "devices": devices,
+            },
+        )
         for ext in ("csv", "json"):
-            files.append({"name": f"{name}.{ext}", "to": holder, "cc": cc, "devices": int(len(group)), "sha256": sha256_file(out / f"{name}.{ext}")})
+            files.append(
+                {
+                    "name": f"{name}.{ext}",
+                    "to": holder,
+                    "cc": cc,
+                    "devices": int(len(group)),
+                    "sha256": sha256_file(out / f"{name}.{ext}"),
+                }
+            )
     index = {
         "schema": WORKLIST_SCHEMA,
         "source": str(sources.directory.resolve()),
         "source_kind": sources.kind,
         # A run that has not finished still has open devices a resume will write: they are listed, as "apply pending".
         "run_status": run_state(sources.directory)["status"] if sources.kind == "run" else None,
-        "open_devices": int(rows["route"].isin(["apply pending", "apply not applied"]).sum() + rows["route"].str.match(r"apply (reading|writing|confirming)").sum()),
+        "open_devices": int(
+            rows["route"].isin(["apply pending", "apply not applied"]).sum()
+            + rows["route"].str.match(r"apply (reading|writing|confirming)").sum()
+        ),
         "plan_hash": sources.plan.get("plan_hash"),
         "generated_at": now,
         "service_request": SERVICE_REQUEST,

@@ -24,7 +24,9 @@ def redactor(key: bytes | None):
         return None
 
     def redact(values: pd.Series) -> pd.Series:
-        uniques = {v: "h:" + hmac.new(key, str(v).encode(), hashlib.sha256).hexdigest()[:16] for v in values.dropna().unique()}
+        uniques = {
+            v: "h:" + hmac.new(key, str(v).encode(), hashlib.sha256).hexdigest()[:16] for v in values.dropna().unique()
+        }
         return values.map(uniques)
 
     return redact
@@ -50,12 +52,19 @@ def build_report(directory: str | Path, redaction_key: bytes | None = None) -> d
         directory = Path(dry_run["plan_dir"])  # a dry run reports against its plan's findings
     summary = _load_json(directory / "summary.json")
     if summary is None or not (directory / "findings.parquet").exists():
-        raise InputError("not a detect, plan, dry-run or run directory (no summary.json / findings.parquet)", file=str(requested))
+        raise InputError(
+            "not a detect, plan, dry-run or run directory (no summary.json / findings.parquet)", file=str(requested)
+        )
     plan = _load_json(directory / "plan.json")
     run = _load_json(directory / "run.json")
-    findings = pd.read_parquet(directory / "findings.parquet", columns=["device_id", "s1sp", "mpxn", "category", "cause", "registered_no", "detail"])
+    findings = pd.read_parquet(
+        directory / "findings.parquet",
+        columns=["device_id", "s1sp", "mpxn", "category", "cause", "registered_no", "detail"],
+    )
     excluded = findings[~findings["category"].isin([Category.WRONG_NO.value, Category.OK.value])]
-    excluded = excluded.sort_values(["category", "s1sp", "device_id"], key=lambda s: s.map(CATEGORIES.index) if s.name == "category" else s)
+    excluded = excluded.sort_values(
+        ["category", "s1sp", "device_id"], key=lambda s: s.map(CATEGORIES.index) if s.name == "category" else s
+    )
     redact = redactor(redaction_key)
     shown = excluded.head(EXCLUDED_ROWS_SHOWN).astype(object)
     if redact is not None:
@@ -107,8 +116,19 @@ def outcome_sections(directory: Path, redact=None) -> dict:
     from remediation.outcomes.links import read_links
     from remediation.outcomes.state import CORRECTED, device_outcomes, resolve, run_state
 
-    out = {"governance": None, "authority": None, "run_state": None, "apply_outcome": None, "problem_devices": None, "costs": None,
-           "change_requests": None, "alert_routing_impact": None, "alert_routing_totals": None, "links": {}, "dry_run": None}  # fmt: skip
+    out = {
+        "governance": None,
+        "authority": None,
+        "run_state": None,
+        "apply_outcome": None,
+        "problem_devices": None,
+        "costs": None,
+        "change_requests": None,
+        "alert_routing_impact": None,
+        "alert_routing_totals": None,
+        "links": {},
+        "dry_run": None,
+    }
     try:
         sources = resolve(directory)
     except InputError:
@@ -135,8 +155,11 @@ def outcome_sections(directory: Path, redact=None) -> dict:
         problems = bad.assign(reason=_reasons(bad))[["device_id", "s1sp", "state", "reason"]]
     elif sources.kind == "dry-run":
         frame = pd.read_csv(sources.directory / "dry_run.csv", dtype=str, keep_default_na=False)
-        out["dry_run"] = {"plan_hash": sources.extra["dry_run"].get("plan_hash"), "states": sources.extra["dry_run"].get("states", {}),
-                          "estimated_seconds": estimated}  # fmt: skip
+        out["dry_run"] = {
+            "plan_hash": sources.extra["dry_run"].get("plan_hash"),
+            "states": sources.extra["dry_run"].get("states", {}),
+            "estimated_seconds": estimated,
+        }
         bad = frame[~frame["state"].str.startswith(("done", "noop", "would_write"))]  # what apply would do as planned
         problems = bad.assign(reason=_reasons(bad))[["device_id", "s1sp", "state", "reason"]]
     if len(problems) or sources.kind in ("run", "dry-run"):
@@ -145,8 +168,11 @@ def outcome_sections(directory: Path, redact=None) -> dict:
         shown = problems.head(PROBLEM_ROWS_SHOWN).astype(object).fillna("")
         if redact is not None and len(shown):
             shown["mpxn"] = redact(shown["mpxn"])
-        out["problem_devices"] = {"devices": int(len(problems)), "by_state": {k: int(v) for k, v in problems["state"].value_counts().sort_index().items()},
-                                  "shown": shown[["device_id", "s1sp", "mpxn", "state", "reason"]].to_dict("records")}  # fmt: skip
+        out["problem_devices"] = {
+            "devices": int(len(problems)),
+            "by_state": {k: int(v) for k, v in problems["state"].value_counts().sort_index().items()},
+            "shown": shown[["device_id", "s1sp", "mpxn", "state", "reason"]].to_dict("records"),
+        }
     if (sources.plan_dir / "operators.parquet").exists():
         impact = alert_routing_impact(sources.plan_dir, corrected)
         out["alert_routing_impact"] = impact
@@ -156,11 +182,21 @@ def outcome_sections(directory: Path, redact=None) -> dict:
 
 def _reasons(ops: pd.DataFrame) -> pd.Series:
     """The recorded error, else for a drifted device what was found against what the plan expected."""
+
     def short(col: str) -> pd.Series:
         return ops[col].astype(object).where(ops[col].notna() & (ops[col] != ""), "empty").astype(str).str[:12]
 
-    drift = ("live slots differ from the plan (NO_DS " + short("prior_ds_fp") + "…, expected " + short("expected_ds")
-             + "…; NO_KA " + short("prior_ka_fp") + "…, expected " + short("expected_ka") + "…): not written")  # fmt: skip
+    drift = (
+        "live slots differ from the plan (NO_DS "
+        + short("prior_ds_fp")
+        + "…, expected "
+        + short("expected_ds")
+        + "…; NO_KA "
+        + short("prior_ka_fp")
+        + "…, expected "
+        + short("expected_ka")
+        + "…): not written"
+    )
     error = ops["last_error"].astype(object).where(ops["last_error"].notna() & (ops["last_error"] != ""), None)
     return error.where(error.notna(), drift.where(ops["state"] == "drifted", "failed (no error recorded)"))
 
@@ -183,9 +219,20 @@ def _authority(plan_dir: Path, plan: dict) -> dict:
     signature = plan.get("signature") if isinstance(plan.get("signature"), dict) else {}
     approvals = (_load_json(Path(plan_dir) / "approvals.json") or {}).get("approvals", [])
     return {
-        "planned_by": {"name": planner.get("name") or plan.get("planned_by") or signature.get("signer"),
-                       "key_id": planner.get("key_id") or signature.get("key_id"), "at": plan.get("planned_at")},  # fmt: skip
-        "approved_by": [{"name": a.get("name") or a.get("approver") or a.get("approved_by"), "key_id": a.get("key_id"), "at": a.get("approved_at"),
-                         "note": a.get("note"), "change_ref": a.get("change_ref")}
-                        for a in approvals if a.get("plan_hash") == plan.get("plan_hash")],  # fmt: skip
+        "planned_by": {
+            "name": planner.get("name") or plan.get("planned_by") or signature.get("signer"),
+            "key_id": planner.get("key_id") or signature.get("key_id"),
+            "at": plan.get("planned_at"),
+        },
+        "approved_by": [
+            {
+                "name": a.get("name") or a.get("approver") or a.get("approved_by"),
+                "key_id": a.get("key_id"),
+                "at": a.get("approved_at"),
+                "note": a.get("note"),
+                "change_ref": a.get("change_ref"),
+            }
+            for a in approvals
+            if a.get("plan_hash") == plan.get("plan_hash")
+        ],
     }

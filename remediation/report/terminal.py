@@ -11,15 +11,19 @@ from remediation.model import CATEGORIES, Category
 from remediation.plan import apply_estimates
 
 _STYLE = {
-    Category.INVALID_INPUT.value: "red", Category.DUPLICATE_CONFLICT.value: "red", Category.WRONG_NO.value: "bold yellow",
+    Category.INVALID_INPUT.value: "red",
+    Category.DUPLICATE_CONFLICT.value: "red",
+    Category.WRONG_NO.value: "bold yellow",
     Category.SECURITY_HOLD.value: "bold red",
     Category.OK.value: "green",
-}  # fmt: skip
+}
 
 
 def detect_table(summary: dict) -> Table:
     s1sps = list(summary["devices_by_s1sp"])
-    table = Table(title=f"Devices by category and S1SP — case {summary['case']}, as of {summary['as_of']}", title_justify="left")
+    table = Table(
+        title=f"Devices by category and S1SP — case {summary['case']}, as of {summary['as_of']}", title_justify="left"
+    )
     table.add_column("category")
     for s in s1sps:
         table.add_column(s, justify="right")
@@ -28,7 +32,13 @@ def detect_table(summary: dict) -> Table:
     for category in CATEGORIES:
         cells = [str(summary["devices_by_s1sp"][s][category]) for s in s1sps]
         style = _STYLE.get(category, "")
-        table.add_row(category, *cells, str(summary["devices_by_category"][category]), str(summary["rows_by_category"][category]), style=style)
+        table.add_row(
+            category,
+            *cells,
+            str(summary["devices_by_category"][category]),
+            str(summary["rows_by_category"][category]),
+            style=style,
+        )
     table.add_section()
     totals = [str(sum(summary["devices_by_s1sp"][s].values())) for s in s1sps]
     table.add_row("total", *totals, str(summary["devices"]), str(summary["rows_read"]["extracts"]), style="bold")
@@ -46,7 +56,9 @@ def matrix_table(summary: dict, limit: int = 12) -> Table | None:
     for row in rows[:limit]:
         table.add_row(row["wrong_owner"], row["expected_owner"], str(row["devices"]))
     if len(rows) > limit:
-        table.add_row(f"… {len(rows) - limit} more pairs in summary.json", "", str(sum(r["devices"] for r in rows[limit:])))
+        table.add_row(
+            f"… {len(rows) - limit} more pairs in summary.json", "", str(sum(r["devices"] for r in rows[limit:]))
+        )
     return table
 
 
@@ -58,16 +70,22 @@ def locked_out_lines(summary: dict) -> list[str]:
         by_s1sp = ", ".join(f"{k} {v}" for k, v in locked["by_s1sp"].items()) or "none"
         by_no = ", ".join(f"{k} {v}" for k, v in list(locked["by_registered_no"].items())[:8])
         more = " …" if len(locked["by_registered_no"]) > 8 else ""
-        lines.append(f"[bold]devices no NO can manage: {locked['devices']}[/] (by S1SP: {by_s1sp}; by registered NO: {by_no or 'none'}{more})")
+        lines.append(
+            f"[bold]devices no NO can manage: {locked['devices']}[/] (by S1SP: {by_s1sp}; by registered NO: {by_no or 'none'}{more})"
+        )
     for gap in summary.get("registry_gaps", []):
-        lines.append(f"[bold red]registry gap[/]: RDP network operator {gap['network_operator_id']} has {gap['devices']} in-scope device(s) "
-                     f"but no registry entry (UNKNOWN_NO; plan refuses without --allow-unknown-no)")  # fmt: skip
+        lines.append(
+            f"[bold red]registry gap[/]: RDP network operator {gap['network_operator_id']} has {gap['devices']} in-scope device(s) "
+            f"but no registry entry (UNKNOWN_NO; plan refuses without --allow-unknown-no)"
+        )
     holds = summary.get("security_hold", [])
     if holds:
         lines.append(f"[bold red]SECURITY_HOLD[/]: {len(holds)} certificate(s) to investigate (never overwritten):")
         for h in holds[:10]:
-            lines.append(f"  issuer {h['issuer']} serial {h['serial']} subject {h['subject']} sha256 {h['fingerprint'][:16]}… "
-                         f"({h['cause']}, {h['devices']} device(s))")  # fmt: skip
+            lines.append(
+                f"  issuer {h['issuer']} serial {h['serial']} subject {h['subject']} sha256 {h['fingerprint'][:16]}… "
+                f"({h['cause']}, {h['devices']} device(s))"
+            )
         if len(holds) > 10:
             lines.append(f"  … {len(holds) - 10} more in summary.json")
     return lines
@@ -111,7 +129,9 @@ def print_detect(summary: dict, out_dir: Path, console: Console | None = None) -
 def print_plan(document: dict, out_dir: Path, console: Console | None = None) -> None:
     console = console or Console()
     counts = document["counts"]
-    table = Table(title=f"Correction plan — {counts['devices']} devices, as of {document['as_of']}", title_justify="left")
+    table = Table(
+        title=f"Correction plan — {counts['devices']} devices, as of {document['as_of']}", title_justify="left"
+    )
     table.add_column("S1SP")
     table.add_column("devices", justify="right")
     table.add_column("rate /s", justify="right")
@@ -125,25 +145,37 @@ def print_plan(document: dict, out_dir: Path, console: Console | None = None) ->
         for line in automation_lines(document["costs"]):
             console.print(line)
     if document.get("change_requests"):
-        console.print(f"manual S1SPs ({', '.join(document['manual_s1sps'])}): {document['change_requests']['devices']} devices in the change-request export "
-                      f"(change_requests/), not written through any API")  # fmt: skip
+        console.print(
+            f"manual S1SPs ({', '.join(document['manual_s1sps'])}): {document['change_requests']['devices']} devices in the change-request export "
+            f"(change_requests/), not written through any API"
+        )
     gov = document.get("governance") or {}
     if gov.get("change_record") or gov.get("decision"):
         console.print(f"change record {gov.get('change_record') or '-'}; decision {gov.get('decision') or '-'}")
     manual = document.get("manual") or {}
     if manual.get("devices") and not document.get("change_requests"):  # the export line above says it
         by = ", ".join(f"{k} {v}" for k, v in manual["by_s1sp"].items())
-        console.print(f"manual S1SP(s): {manual['devices']} device(s) listed in manual_change_requests.csv for a scope decision ({by}); never written")
+        console.print(
+            f"manual S1SP(s): {manual['devices']} device(s) listed in manual_change_requests.csv for a scope decision ({by}); never written"
+        )
     if document.get("allow_unknown_no") and document.get("registry_gaps"):
         gaps = ", ".join(f"{g['network_operator_id']} {g['devices']}" for g in document["registry_gaps"])
-        console.print(f"[yellow]--allow-unknown-no: planned despite registry gaps ({gaps}); their devices stay UNKNOWN_NO[/]")
+        console.print(
+            f"[yellow]--allow-unknown-no: planned despite registry gaps ({gaps}); their devices stay UNKNOWN_NO[/]"
+        )
     console.print(f"plan hash {document['plan_hash']}  planned by {document['planned_by'] or '(unknown)'}")
     signature = document.get("signature")
     if signature:
-        console.print(f"signed with key {signature['key_id']} under trust policy {document['trust_policy']['path']} (sha256 {document['trust_policy']['sha256']})")
+        console.print(
+            f"signed with key {signature['key_id']} under trust policy {document['trust_policy']['path']} (sha256 {document['trust_policy']['sha256']})"
+        )
     else:
-        console.print("[yellow]unsigned[/]: the case names no trust policy, so this plan can be read and dry-run but not approved or applied")
-    console.print(f"wrote plan.parquet, plan.csv, plan.json, findings.parquet, summary.json to {out_dir}; next: remediation approve {out_dir} --key YOUR_KEY")
+        console.print(
+            "[yellow]unsigned[/]: the case names no trust policy, so this plan can be read and dry-run but not approved or applied"
+        )
+    console.print(
+        f"wrote plan.parquet, plan.csv, plan.json, findings.parquet, summary.json to {out_dir}; next: remediation approve {out_dir} --key YOUR_KEY"
+    )
 
 
 def format_duration(seconds: float | None) -> str:
@@ -161,7 +193,9 @@ def print_detect_brief(report: dict, console: Console | None = None) -> None:
     console.print(detect_table({**report, "rows_by_category": {c: "" for c in CATEGORIES}}))
 
 
-def print_run(counts: dict, status: str, paused: dict, run_dir: Path, lock: dict | None = None, console: Console | None = None) -> None:
+def print_run(
+    counts: dict, status: str, paused: dict, run_dir: Path, lock: dict | None = None, console: Console | None = None
+) -> None:
     from remediation.apply.checkpoint import STATES
 
     console = console or Console()
@@ -172,11 +206,17 @@ def print_run(counts: dict, status: str, paused: dict, run_dir: Path, lock: dict
     for s1sp, c in sorted(counts.items()):
         table.add_row(s1sp, *(str(c.get(s, 0)) for s in STATES))
     console.print(table)
-    retry = " --retry-failed" if any(c.get("failed", 0) for c in counts.values()) else ""  # the same rule as status's `next:`
+    retry = (
+        " --retry-failed" if any(c.get("failed", 0) for c in counts.values()) else ""
+    )  # the same rule as status's `next:`
     for s1sp, reason in sorted(paused.items()):
-        console.print(f"[yellow]paused {s1sp}: {reason}[/]; resume with: remediation resume {run_dir}{retry}", soft_wrap=True)
+        console.print(
+            f"[yellow]paused {s1sp}: {reason}[/]; resume with: remediation resume {run_dir}{retry}", soft_wrap=True
+        )
     if lock:
-        console.print(f"lock held by pid {lock.get('pid')} on {lock.get('host')} ({lock.get('who')}) since {lock.get('since')}")
+        console.print(
+            f"lock held by pid {lock.get('pid')} on {lock.get('host')} ({lock.get('who')}) since {lock.get('since')}"
+        )
 
 
 def print_dry_run(frame, out_dir: Path, console: Console | None = None) -> None:
@@ -198,16 +238,23 @@ def print_verify(verdict: dict, out_dir: Path, console: Console | None = None) -
     if "planned" in verdict:
         console.print(f"planned devices at target: {verdict['planned_at_target']} of {verdict['planned']}")
         if "manual_change_requests" in verdict:
-            console.print(f"manual S1SP change-request devices at target: {verdict['manual_at_target']} of {verdict['manual_change_requests']}")
+            console.print(
+                f"manual S1SP change-request devices at target: {verdict['manual_at_target']} of {verdict['manual_change_requests']}"
+            )
         if verdict["residual_wrong"]:
             why = ", ".join(f"{k} {v}" for k, v in verdict["residual_by_category_at_plan"].items())
-            console.print(f"residual devices by their category when planned: {why} ({verdict['residual_planned']} were planned)")
+            console.print(
+                f"residual devices by their category when planned: {why} ({verdict['residual_planned']} were planned)"
+            )
     console.print(f"wrote residual_wrong.csv, verify.json to {out_dir}")
 
 
 def print_interrupted(run_dir: Path, console: Console | None = None) -> None:
     console = console or Console()
-    console.print(f"[yellow]interrupted[/]: devices in flight were left checkpointed and are re-read on resume; continue with: remediation resume {run_dir}", soft_wrap=True)
+    console.print(
+        f"[yellow]interrupted[/]: devices in flight were left checkpointed and are re-read on resume; continue with: remediation resume {run_dir}",
+        soft_wrap=True,
+    )
 
 
 def print_failures(failures: dict, console: Console | None = None) -> None:
@@ -228,7 +275,9 @@ def print_unread(frame, console: Console | None = None) -> int:
     console = console or Console()
     causes = [str(e or "?").removeprefix(f"{d}: ") for d, e in zip(failed["device_id"], failed["last_error"])]
     groups = failed.assign(cause=causes).groupby(["s1sp", "cause"]).size().sort_values(ascending=False)
-    console.print(f"[bold red]{len(failed)} device(s) could not be read[/] — the dry run cannot say what apply would do for them:")
+    console.print(
+        f"[bold red]{len(failed)} device(s) could not be read[/] — the dry run cannot say what apply would do for them:"
+    )
     for (s1sp, cause), n in groups.items():
         console.print(f"  {s1sp}: {n} × {cause}")
     return len(failed)
@@ -239,45 +288,69 @@ def print_run_state(state, console: Console | None = None) -> None:
     console = console or Console()
     print_run(state.counts, state.state, {}, state.run_dir, console=console)
     style = "green" if state.exit_code == 0 else "yellow"
-    cause = state.cause if state.cause and not (state.state == "paused" and state.paused) else None  # the lines below say it
+    cause = (
+        state.cause if state.cause and not (state.state == "paused" and state.paused) else None
+    )  # the lines below say it
     console.print(f"[{style}]state: {state.state}[/]" + (f" — {cause}" if cause else ""), soft_wrap=True)
     for s1sp, reason in sorted(state.paused.items()):
         console.print(f"[yellow]paused {s1sp}: {reason}[/]", soft_wrap=True)
     if state.next_command:
         console.print(f"next: {state.next_command}", soft_wrap=True)  # a command to copy: never wrapped
     if state.lock and state.lock_live:
-        console.print(f"lock held by pid {state.lock.get('pid')} on {state.lock.get('host')} ({state.lock.get('who')}) since {state.lock.get('since')}")
+        console.print(
+            f"lock held by pid {state.lock.get('pid')} on {state.lock.get('host')} ({state.lock.get('who')}) since {state.lock.get('since')}"
+        )
     elif state.lock and state.lock_live is None:
-        console.print(f"lock record names pid {state.lock.get('pid')} on {state.lock.get('host')} (another host: cannot check it from here)")
+        console.print(
+            f"lock record names pid {state.lock.get('pid')} on {state.lock.get('host')} (another host: cannot check it from here)"
+        )
     elif state.lock:
-        console.print(f"stale lock record: pid {state.lock.get('pid')} on {state.lock.get('host')} is not running; the next resume takes over")
+        console.print(
+            f"stale lock record: pid {state.lock.get('pid')} on {state.lock.get('host')} is not running; the next resume takes over"
+        )
     if state.index is not None and state.index.verdict != "ok":
-        console.print(f"checkpoint index {state.index.verdict}: {state.index.reason}; the counts above are the journal's; resume rebuilds the index from it")
+        console.print(
+            f"checkpoint index {state.index.verdict}: {state.index.reason}; the counts above are the journal's; resume rebuilds the index from it"
+        )
     if state.journal_head:
         console.print(f"journal verified: {state.journal_head['seq']} entries, head {state.journal_head['hash'][:16]}…")
 
 
 def print_notify(summary: dict, out_dir: Path, console: Console | None = None) -> None:
     console = console or Console()
-    table = Table(title=f"Notification packs — run {summary['run_status']}, {summary['devices_written']} devices written", title_justify="left")
-    table.add_column("organisation", no_wrap=True, min_width=23)  # an SMKI entity id must never be cut: three suppliers differ only at the end
+    table = Table(
+        title=f"Notification packs — run {summary['run_status']}, {summary['devices_written']} devices written",
+        title_justify="left",
+    )
+    table.add_column(
+        "organisation", no_wrap=True, min_width=23
+    )  # an SMKI entity id must never be cut: three suppliers differ only at the end
     table.add_column("name", ratio=1)
     table.add_column("now at its certs", justify="right")
     table.add_column("released", justify="right")
     for p in summary["packs"]:
-        table.add_row(p["organisation"], p["name"] or "", str(p["devices_now_registered"]), str(p["devices_no_longer_controlled"]))
+        table.add_row(
+            p["organisation"], p["name"] or "", str(p["devices_now_registered"]), str(p["devices_no_longer_controlled"])
+        )
     console.print(table)
     totals = summary["alert_routing_totals"]
     after = totals["after"] or {}
-    console.print(f"alert routing: {totals['before']['devices']} devices in {totals['pairs']} holder → registered NO pairs sent alerts to the wrong NO "
-                  f"before the run (NO_DS {totals['before']['NO_DS']}, NO_KA {totals['before']['NO_KA']}); after: {after.get('devices', '-')} "
-                  f"(NO_DS {after.get('NO_DS', '-')}, NO_KA {after.get('NO_KA', '-')})")  # fmt: skip
-    console.print(f"wrote {len(summary['packs'])} pack folders (CSV + letter.md + letter.html), summary.json and manifest.json (SHA-256 of every file) to {out_dir}")
+    console.print(
+        f"alert routing: {totals['before']['devices']} devices in {totals['pairs']} holder → registered NO pairs sent alerts to the wrong NO "
+        f"before the run (NO_DS {totals['before']['NO_DS']}, NO_KA {totals['before']['NO_KA']}); after: {after.get('devices', '-')} "
+        f"(NO_DS {after.get('NO_DS', '-')}, NO_KA {after.get('NO_KA', '-')})"
+    )
+    console.print(
+        f"wrote {len(summary['packs'])} pack folders (CSV + letter.md + letter.html), summary.json and manifest.json (SHA-256 of every file) to {out_dir}"
+    )
 
 
 def print_worklist(index: dict, out_dir: Path, console: Console | None = None, limit: int = 15) -> None:
     console = console or Console()
-    table = Table(title=f"SRV 6.15.1 worklist — {index['devices']} locked-out devices the fix leaves ({index['source_kind']} directory)", title_justify="left")
+    table = Table(
+        title=f"SRV 6.15.1 worklist — {index['devices']} locked-out devices the fix leaves ({index['source_kind']} directory)",
+        title_justify="left",
+    )
     table.add_column("to (current slot holder)", no_wrap=True, min_width=23)
     table.add_column("cc (registered NO)")
     table.add_column("devices", justify="right")
@@ -286,14 +359,20 @@ def print_worklist(index: dict, out_dir: Path, console: Console | None = None, l
         cc = ", ".join(f["cc"])
         table.add_row(f["to"], cc if len(cc) < 40 else cc[:37] + "…", str(f["devices"]))
     if len(csvs) > limit:
-        table.add_row(f"… {len(csvs) - limit} more holders in index.json", "", str(sum(f["devices"] for f in csvs[limit:])))
+        table.add_row(
+            f"… {len(csvs) - limit} more holders in index.json", "", str(sum(f["devices"] for f in csvs[limit:]))
+        )
     console.print(table)
     if index.get("run_status") not in (None, "completed", "needs_attention"):
-        console.print(f"[yellow]run {index['run_status']}: {index['open_devices']} listed devices are still open and a resume would write them; "
-                      f"make the worklist again once the run has finished[/]")  # fmt: skip
+        console.print(
+            f"[yellow]run {index['run_status']}: {index['open_devices']} listed devices are still open and a resume would write them; "
+            f"make the worklist again once the run has finished[/]"
+        )
     console.print("by route: " + ", ".join(f"{k} {v}" for k, v in index["by_route"].items()))
     console.print("by category: " + ", ".join(f"{k} {v}" for k, v in index["by_category"].items()))
-    console.print(f"wrote {len(index['files'])} files (CSV + JSON per holder) and index.json (columns documented) to {out_dir}")
+    console.print(
+        f"wrote {len(index['files'])} files (CSV + JSON per holder) and index.json (columns documented) to {out_dir}"
+    )
 
 
 def money(amount: float | None, currency: str) -> str:
@@ -307,27 +386,75 @@ def cost_table(costs: dict, per_s1sp_nos: int = 4) -> Table:
     """Cost and effort by S1SP and registered NO (the largest NOs per S1SP, the rest summed), S1SP subtotals with
     their fixed component, and the total."""
     cur = costs["currency"]
-    table = Table(title=f"Cost and effort estimate ({cur}; {costs.get('unit_costs_label') or 'configured unit costs'})", title_justify="left")
+    table = Table(
+        title=f"Cost and effort estimate ({cur}; {costs.get('unit_costs_label') or 'configured unit costs'})",
+        title_justify="left",
+    )
     for name in ("S1SP", "registered NO", "planned", "held", "apply", "fixed", "cost"):
         table.add_column(name, justify="left" if name in ("S1SP", "registered NO") else "right")
     for s in costs["by_s1sp"]:
         rows = sorted((r for r in costs["by_s1sp_and_no"] if r["s1sp"] == s["s1sp"]), key=lambda r: -(r["cost"] or 0))
         for r in rows[:per_s1sp_nos]:
-            table.add_row(s["s1sp"], r["registered_no"], str(r["planned_devices"]), str(r["held_devices"]), _hours(r["apply_hours"]), "", money(r["cost"], cur))
+            table.add_row(
+                s["s1sp"],
+                r["registered_no"],
+                str(r["planned_devices"]),
+                str(r["held_devices"]),
+                _hours(r["apply_hours"]),
+                "",
+                money(r["cost"], cur),
+            )
         if len(rows) > per_s1sp_nos:
             rest = rows[per_s1sp_nos:]
-            table.add_row(s["s1sp"], f"+{len(rest)} NOs", str(sum(r["planned_devices"] for r in rest)), str(sum(r["held_devices"] for r in rest)),
-                          "", "", money(round(sum(r["cost"] or 0 for r in rest), 2), cur))  # fmt: skip
-        fixed = money(s["fixed_cost"], cur) if s["fixed_cost"] is not None else "shared" if s["fixed_in_shared_figure"] else "not costed"
-        table.add_row(s["s1sp"], f"all ({s['mode']})", str(s["planned_devices"]), str(s["held_devices"]), _hours(s["apply_hours"]), fixed,
-                      money(s["cost"], cur), style="bold")  # fmt: skip
+            table.add_row(
+                s["s1sp"],
+                f"+{len(rest)} NOs",
+                str(sum(r["planned_devices"] for r in rest)),
+                str(sum(r["held_devices"] for r in rest)),
+                "",
+                "",
+                money(round(sum(r["cost"] or 0 for r in rest), 2), cur),
+            )
+        fixed = (
+            money(s["fixed_cost"], cur)
+            if s["fixed_cost"] is not None
+            else "shared"
+            if s["fixed_in_shared_figure"]
+            else "not costed"
+        )
+        table.add_row(
+            s["s1sp"],
+            f"all ({s['mode']})",
+            str(s["planned_devices"]),
+            str(s["held_devices"]),
+            _hours(s["apply_hours"]),
+            fixed,
+            money(s["cost"], cur),
+            style="bold",
+        )
         table.add_section()
     shared = costs.get("fixed_shared")
     if shared:
-        table.add_row("+".join(shared["s1sps"]), "shared fixed (1)", "", "", "", money(shared["amount"], cur), money(shared["amount"], cur))
+        table.add_row(
+            "+".join(shared["s1sps"]),
+            "shared fixed (1)",
+            "",
+            "",
+            "",
+            money(shared["amount"], cur),
+            money(shared["amount"], cur),
+        )
     t = costs["totals"]
-    table.add_row("total", "", str(t["planned_devices"]), str(t["held_devices"]), _hours(t["apply_hours"]), money(t["fixed_cost"], cur),
-                  money(t["cost"], cur), style="bold")  # fmt: skip
+    table.add_row(
+        "total",
+        "",
+        str(t["planned_devices"]),
+        str(t["held_devices"]),
+        _hours(t["apply_hours"]),
+        money(t["fixed_cost"], cur),
+        money(t["cost"], cur),
+        style="bold",
+    )
     notes = [f"(1) {shared['label']}"] if shared else []
     if costs["not_costed"]:
         notes.append(f"no fixed figure (not costed): {', '.join(costs['not_costed'])}")
@@ -349,7 +476,9 @@ def print_report_brief(report: dict, console: Console | None = None) -> None:
         print_detect_brief(report, console)
         return
     if state is not None:
-        console.print(f"run status: {state['status']}" + "".join(f"; {s} paused: {r}" for s, r in sorted(state["paused"].items())))
+        console.print(
+            f"run status: {state['status']}" + "".join(f"; {s} paused: {r}" for s, r in sorted(state["paused"].items()))
+        )
     if outcome:
         table = Table(title="Apply outcome per S1SP", title_justify="left")
         head = list(next(iter(outcome.values())))
@@ -360,7 +489,11 @@ def print_report_brief(report: dict, console: Console | None = None) -> None:
         console.print(table)
     problems = report.get("problem_devices")
     if problems and problems["devices"]:
-        console.print(f"devices not at target: {problems['devices']} (" + ", ".join(f"{k} {v}" for k, v in problems["by_state"].items()) + ")")
+        console.print(
+            f"devices not at target: {problems['devices']} ("
+            + ", ".join(f"{k} {v}" for k, v in problems["by_state"].items())
+            + ")"
+        )
 
 
 def automation_lines(costs: dict) -> list[str]:
@@ -370,8 +503,13 @@ def automation_lines(costs: dict) -> list[str]:
         if not a["devices"]:
             continue
         pays = a["automation_pays_below_fixed_cost"]
-        verdict = (f"automating it pays if its fixed cost is below {money(pays, cur)}" if pays > 0
-                   else "handling it by hand is cheaper whatever automation's fixed cost")  # fmt: skip
-        out.append(f"{a['s1sp']}: {a['devices']} devices to correct; through its API {money(a['automated_variable_cost'], cur)} + fixed, "
-                   f"by hand {money(a['manual_cost'], cur)}: {verdict}")  # fmt: skip
+        verdict = (
+            f"automating it pays if its fixed cost is below {money(pays, cur)}"
+            if pays > 0
+            else "handling it by hand is cheaper whatever automation's fixed cost"
+        )
+        out.append(
+            f"{a['s1sp']}: {a['devices']} devices to correct; through its API {money(a['automated_variable_cost'], cur)} + fixed, "
+            f"by hand {money(a['manual_cost'], cur)}: {verdict}"
+        )
     return out

@@ -79,7 +79,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def _authenticated(self) -> bool:
         """The bearer token, checked before anything of the request body is read; False when answered 401."""
-        if self.server.token is not None and not hmac.compare_digest(self.headers.get("Authorization", ""), f"Bearer {self.server.token}"):
+        if self.server.token is not None and not hmac.compare_digest(
+            self.headers.get("Authorization", ""), f"Bearer {self.server.token}"
+        ):
             self.close_connection = True  # the unread body must not be parsed as the next request
             self._send(401, {"error": "missing or wrong bearer token"})
             return False
@@ -169,8 +171,17 @@ class Handler(BaseHTTPRequestHandler):
             self._send(status, {"error": response})
 
 
-def serve(store: SlotStore, port: int, faults: FaultSpec, *, token: str | None = None, tls_cert: Path | None = None,
-          tls_key: Path | None = None, client_ca: Path | None = None, ready=None) -> SimulatorServer:  # fmt: skip
+def serve(
+    store: SlotStore,
+    port: int,
+    faults: FaultSpec,
+    *,
+    token: str | None = None,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
+    client_ca: Path | None = None,
+    ready=None,
+) -> SimulatorServer:
     if client_ca and not tls_cert:
         raise ValueError("client_ca without tls_cert: mutual TLS cannot be required over plain HTTP")
     server = SimulatorServer(("127.0.0.1", port), store, faults, token)

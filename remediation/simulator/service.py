@@ -5,10 +5,10 @@ from __future__ import annotations
 import csv
 import random
 import signal
+from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
-from datetime import datetime, timezone
-from pathlib import Path
 
 from remediation.certificates import CertificateCatalog
 from remediation.config import EXTRACT_FIELDS_WIDE, CaseConfig
@@ -36,8 +36,19 @@ def load_from_case(store: SlotStore, config: CaseConfig, s1sp: str) -> int:
         device_ids = eui64_text(good["key"].to_numpy(dtype=np.uint64)).to_pylist()
         mpxns = mpxn_text(good["mpxn_key"].to_numpy(dtype=np.int64)).to_pylist()
         types = [rules.names[t] if t >= 0 else None for t in good["device_type"].to_numpy()]
-        for device_id, device_type, mpxn, ds, ka in zip(device_ids, types, mpxns, good["ds"].to_numpy(), good["ka"].to_numpy()):
-            rows.append((device_id, s1sp, device_type, mpxn, b64[ds] if ds != EMPTY_SLOT else None, b64[ka] if ka != EMPTY_SLOT else None))
+        for device_id, device_type, mpxn, ds, ka in zip(
+            device_ids, types, mpxns, good["ds"].to_numpy(), good["ka"].to_numpy()
+        ):
+            rows.append(
+                (
+                    device_id,
+                    s1sp,
+                    device_type,
+                    mpxn,
+                    b64[ds] if ds != EMPTY_SLOT else None,
+                    b64[ka] if ka != EMPTY_SLOT else None,
+                )
+            )
     return store.load(rows)
 
 
@@ -57,7 +68,7 @@ def make_drift(store: SlotStore, device_ids: list[str], count: int, seed: int) -
 
 def export_extract(store: SlotStore, out: Path) -> int:
     """The store as an extract in the canonical dialect, for `verify`."""
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     rows = store.devices()
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="", encoding="utf-8") as fh:
@@ -68,8 +79,17 @@ def export_extract(store: SlotStore, out: Path) -> int:
     return len(rows)
 
 
-def serve_forever(store: SlotStore, port: int, faults: FaultSpec, *, token: str | None = None, tls_cert=None, tls_key=None,
-                  client_ca=None, on_ready=None) -> None:  # fmt: skip
+def serve_forever(
+    store: SlotStore,
+    port: int,
+    faults: FaultSpec,
+    *,
+    token: str | None = None,
+    tls_cert=None,
+    tls_key=None,
+    client_ca=None,
+    on_ready=None,
+) -> None:
     server = serve(store, port, faults, token=token, tls_cert=tls_cert, tls_key=tls_key, client_ca=client_ca)
 
     def stop(*_):

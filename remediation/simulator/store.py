@@ -54,19 +54,25 @@ class SlotStore:
         with self.lock:
             self.conn.execute("BEGIN")
             self.conn.executemany(
-                "INSERT OR REPLACE INTO devices(device_id, s1sp, device_type, mpxn, version, ds, ka) VALUES (?,?,?,?,1,?,?)", rows
+                "INSERT OR REPLACE INTO devices(device_id, s1sp, device_type, mpxn, version, ds, ka) VALUES (?,?,?,?,1,?,?)",
+                rows,
             )
             self.conn.execute("COMMIT")
             return self.conn.execute("SELECT count(*) FROM devices").fetchone()[0]
 
     def get(self, device_id: str) -> Slots | None:
         with self.lock:
-            row = self.conn.execute("SELECT device_id, version, ds, ka FROM devices WHERE device_id=?", (device_id,)).fetchone()
+            row = self.conn.execute(
+                "SELECT device_id, version, ds, ka FROM devices WHERE device_id=?", (device_id,)
+            ).fetchone()
         return Slots(*row) if row else None
 
     def count(self, name: str, by: int = 1) -> None:
         with self.lock:
-            self.conn.execute("INSERT INTO counters(name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + ?", (name, by, by))
+            self.conn.execute(
+                "INSERT INTO counters(name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + ?",
+                (name, by, by),
+            )
 
     def counters(self) -> dict[str, int]:
         with self.lock:
@@ -74,19 +80,30 @@ class SlotStore:
 
     def replay(self, key: str) -> tuple[str, int, str] | None:
         with self.lock:
-            return self.conn.execute("SELECT body_sha256, status, response FROM idempotency WHERE key=?", (key,)).fetchone()
+            return self.conn.execute(
+                "SELECT body_sha256, status, response FROM idempotency WHERE key=?", (key,)
+            ).fetchone()
 
-    def conditional_write(self, device_id: str, if_version: int, ds: str | None, ka: str | None, key: str, body_sha256: str,
-                          response_for) -> tuple[int, str, bool]:  # fmt: skip
+    def conditional_write(
+        self, device_id: str, if_version: int, ds: str | None, ka: str | None, key: str, body_sha256: str, response_for
+    ) -> tuple[int, str, bool]:
         """Compare-and-swap in one transaction: (status, response or reason, replayed); records idempotency."""
         with self.lock:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
-                prior = self.conn.execute("SELECT body_sha256, status, response FROM idempotency WHERE key=?", (key,)).fetchone()
+                prior = self.conn.execute(
+                    "SELECT body_sha256, status, response FROM idempotency WHERE key=?", (key,)
+                ).fetchone()
                 if prior is not None:
                     self.conn.execute("COMMIT")
-                    return (prior[1], prior[2], True) if prior[0] == body_sha256 else (409, "idempotency key reused with a different body", False)
-                row = self.conn.execute("SELECT version, ds, ka FROM devices WHERE device_id=?", (device_id,)).fetchone()
+                    return (
+                        (prior[1], prior[2], True)
+                        if prior[0] == body_sha256
+                        else (409, "idempotency key reused with a different body", False)
+                    )
+                row = self.conn.execute(
+                    "SELECT version, ds, ka FROM devices WHERE device_id=?", (device_id,)
+                ).fetchone()
                 if row is None:
                     self.conn.execute("COMMIT")
                     return 404, "unknown device", False
@@ -95,14 +112,18 @@ class SlotStore:
                     self.conn.execute("COMMIT")
                     return 412, f"version is {version}, not {if_version}", False
                 new_version = version + 1
-                self.conn.execute("UPDATE devices SET version=?, ds=?, ka=? WHERE device_id=?", (new_version, ds, ka, device_id))
+                self.conn.execute(
+                    "UPDATE devices SET version=?, ds=?, ka=? WHERE device_id=?", (new_version, ds, ka, device_id)
+                )
                 self.conn.execute(
                     "INSERT INTO writes(device_id, operation_id, source, old_version, new_version, old_ds, old_ka, new_ds, new_ka, at) VALUES (?,?,?,?,?,?,?,?,?,?)",
                     (device_id, key, "api", version, new_version, old_ds, old_ka, ds, ka, time.time()),
                 )
                 response = response_for(new_version)
-                self.conn.execute("INSERT INTO idempotency(key, device_id, body_sha256, status, response) VALUES (?,?,?,?,?)",
-                                  (key, device_id, body_sha256, 200, response))  # fmt: skip
+                self.conn.execute(
+                    "INSERT INTO idempotency(key, device_id, body_sha256, status, response) VALUES (?,?,?,?,?)",
+                    (key, device_id, body_sha256, 200, response),
+                )
                 self.conn.execute("COMMIT")
                 return 200, response, False
             except BaseException:
@@ -113,8 +134,12 @@ class SlotStore:
         """Change a device underneath (another party's write): bumps the version and is logged with source 'drift'."""
         with self.lock:
             self.conn.execute("BEGIN IMMEDIATE")
-            version, old_ds, old_ka = self.conn.execute("SELECT version, ds, ka FROM devices WHERE device_id=?", (device_id,)).fetchone()
-            self.conn.execute("UPDATE devices SET version=?, ds=?, ka=? WHERE device_id=?", (version + 1, ds, ka, device_id))
+            version, old_ds, old_ka = self.conn.execute(
+                "SELECT version, ds, ka FROM devices WHERE device_id=?", (device_id,)
+            ).fetchone()
+            self.conn.execute(
+                "UPDATE devices SET version=?, ds=?, ka=? WHERE device_id=?", (version + 1, ds, ka, device_id)
+            )
             self.conn.execute(
                 "INSERT INTO writes(device_id, operation_id, source, old_version, new_version, old_ds, old_ka, new_ds, new_ka, at) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (device_id, None, "drift", version, version + 1, old_ds, old_ka, ds, ka, time.time()),
@@ -129,4 +154,6 @@ class SlotStore:
 
     def devices(self) -> list[tuple]:
         with self.lock:
-            return self.conn.execute("SELECT s1sp, device_id, device_type, mpxn, ds, ka, version FROM devices ORDER BY device_id").fetchall()
+            return self.conn.execute(
+                "SELECT s1sp, device_id, device_type, mpxn, ds, ka, version FROM devices ORDER BY device_id"
+            ).fetchall()
