@@ -585,6 +585,23 @@ def test_dry_run_with_unreadable_devices_exits_1_with_grouped_causes_and_run_wit
     assert not (tmp_path / "run").exists() and not (tmp_path / "dry2").exists()
 
 
+def test_dry_run_against_a_dead_s1sp_groups_the_causes_not_one_line_per_device(tmp_path):
+    """Attack review: against S1SPs with nothing listening, every device printed its own cause line, because each
+    message names its device; the grouping now reads past the device id."""
+    import socket
+
+    _, _, plan_dir = planned_case(tmp_path, wrong=6, ok=0)
+    with socket.socket() as probe:  # a loopback port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    dry = CliRunner().invoke(
+        main, ["apply", str(plan_dir), "--dry-run", str(tmp_path / "dry"), "--endpoint", f"MOC=http://127.0.0.1:{port}"]
+    )
+    assert dry.exit_code == 1, dry.output
+    lines = [line for line in dry.stdout.splitlines() if line.strip().startswith("MOC: ")]
+    assert len(lines) == 1 and lines[0].strip().startswith("MOC: 6 ×"), dry.stdout
+
+
 HOLD_LOCK = """
 import sys, time
 from pathlib import Path

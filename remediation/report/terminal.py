@@ -273,7 +273,11 @@ def print_unread(frame, console: Console | None = None) -> int:
     if failed.empty:
         return 0
     console = console or Console()
-    causes = [str(e or "?").removeprefix(f"{d}: ") for d, e in zip(failed["device_id"], failed["last_error"])]
+    # A cause names its device ("GET 00-1D-…: ConnectError"): read past the id, so like causes group together.
+    causes = [
+        str(e or "?").removeprefix(f"{d}: ").replace(str(d), "<device>")
+        for d, e in zip(failed["device_id"], failed["last_error"])
+    ]
     groups = failed.assign(cause=causes).groupby(["s1sp", "cause"]).size().sort_values(ascending=False)
     console.print(
         f"[bold red]{len(failed)} device(s) could not be read[/] — the dry run cannot say what apply would do for them:"
