@@ -18,8 +18,17 @@ from remediation.report import terminal
 REDACTION_KEY_ENV = "REMEDIATION_REDACTION_KEY"
 
 
+# `remediation --help` lists commands in the order an operator uses them, not A-Z.
+WORKFLOW = ("keygen", "detect", "plan", "approve", "apply", "resume", "status", "verify", "report", "notify",
+            "worklist", "audit", "rollback", "simulator")  # fmt: skip
+
+
 class RemediationGroup(click.Group):
     """Catches the user-error family once: one line on stderr, the contract's exit code, no traceback."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = super().list_commands(ctx)
+        return [n for n in WORKFLOW if n in names] + [n for n in names if n not in WORKFLOW]
 
     def invoke(self, ctx: click.Context):
         try:
@@ -235,7 +244,14 @@ def approve(plan_dir: Path, key: Path | None, note: str, change_ref: str | None,
 
 @main.command()
 @click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["html", "md", "json"]), default="html", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["html", "md", "json"]),
+    default="html",
+    show_default=True,
+    help="Report format: self-contained HTML, Markdown or JSON with stable keys.",
+)
 @click.option(
     "--out",
     "out_path",
@@ -287,7 +303,13 @@ def apply_options(f):
         click.option(
             "--canary", type=click.IntRange(1), default=5, show_default=True, help="Devices in each S1SP's first wave."
         ),
-        click.option("--max-wave", type=click.IntRange(1), default=2000, show_default=True),
+        click.option(
+            "--max-wave",
+            type=click.IntRange(1),
+            default=2000,
+            show_default=True,
+            help="Most devices in any later wave.",
+        ),
         click.option(
             "--pause-failure-rate",
             type=click.FloatRange(0, 1),
@@ -295,7 +317,13 @@ def apply_options(f):
             show_default=True,
             help="Pause an S1SP when a wave's failure share exceeds this.",
         ),
-        click.option("--pause-min-sample", type=click.IntRange(1), default=20, show_default=True),
+        click.option(
+            "--pause-min-sample",
+            type=click.IntRange(1),
+            default=20,
+            show_default=True,
+            help="Devices a wave must have before its failure rate can pause the S1SP.",
+        ),
         click.option("--retry-failed", is_flag=True, help="Re-open devices that failed in an earlier invocation."),
         click.option(
             "--timeout", type=click.FloatRange(0.1), default=5.0, show_default=True, help="Seconds per S1SP request."
@@ -471,7 +499,13 @@ def status(run_dir: Path) -> None:
     type=click.Path(file_okay=False, exists=True, path_type=Path),
     help="Directory with a fresh extract per S1SP: <s1sp>.csv in the canonical dialect (as `simulator export` writes).",
 )
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="New directory for the verify result (residual devices, verify.json).",
+)
 @click.option(
     "--plan",
     "plan_dir",
@@ -533,7 +567,13 @@ def simulator() -> None:
     required=True,
     help="SQLite file (loaded from the extract if new).",
 )
-@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
+    help="Port to listen on (0: any free port; see --ready-file).",
+)
 @click.option(
     "--faults", default="", help="e.g. latency=20ms,error=0.05,throttle=0.02,timeout=0.01,drop=0.02,rate=200,seed=7"
 )
@@ -544,8 +584,15 @@ def simulator() -> None:
     "--drift-device", "drift_devices", multiple=True, help="Change this device underneath at start (repeatable)."
 )
 @click.option("--token-env", default=None, help="Require a bearer token, read from this environment variable.")
-@click.option("--tls-cert", type=click.Path(exists=True, path_type=Path), default=None)
-@click.option("--tls-key", type=click.Path(exists=True, path_type=Path), default=None)
+@click.option(
+    "--tls-cert",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="Server certificate (PEM): serve HTTPS instead of plain HTTP.",
+)
+@click.option(
+    "--tls-key", type=click.Path(exists=True, path_type=Path), default=None, help="Private key of --tls-cert (PEM)."
+)
 @click.option(
     "--client-ca",
     type=click.Path(exists=True, path_type=Path),
@@ -603,8 +650,19 @@ def simulator_serve(
 
 
 @simulator.command("export")
-@click.option("--db", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True)
-@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option(
+    "--db",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    required=True,
+    help="The simulator's SQLite file.",
+)
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="CSV to write: the simulator's current slots as an extract in the canonical dialect.",
+)
 def simulator_export(db: Path, out_path: Path) -> None:
     """Write the simulator's current slots as an extract in the canonical dialect (input for verify)."""
     from remediation.simulator.service import export_extract
@@ -678,12 +736,24 @@ def audit_keygen(private_path: Path, public_path: Path) -> None:
 
 @audit.command("export")
 @click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="New, empty directory for the export.",
+)
 @key_option
 @click.option(
     "--sign-key", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None, help="Old name of --key."
 )
-@click.option("--by", "who", default=_default_user, show_default="the login name")
+@click.option(
+    "--by",
+    "who",
+    default=_default_user,
+    show_default="the login name",
+    help="Who exports it (a label; the signing key identifies the exporter).",
+)
 def audit_export(run_dir: Path, out_dir: Path, key: Path | None, sign_key: Path | None, who: str) -> None:
     """Export findings, plan, its signature, approvals, trust policy, journal and per-device outcomes, with a manifest
     signed by an auditor's or operator's key from the trust policy."""
@@ -741,7 +811,13 @@ def audit_verify(directory: Path, expect_policy_sha256: str | None, pubkey: Path
     multiple=True,
     help="Roll back only this device (repeatable; default: every device the run wrote).",
 )
-@click.option("--by", "planner", default=_default_user, show_default="the login name")
+@click.option(
+    "--by",
+    "planner",
+    default=_default_user,
+    show_default="the login name",
+    help="Who makes the rollback plan (a label; the signing key identifies the planner).",
+)
 @key_option
 def rollback(run_dir: Path, out_dir: Path, devices: tuple[str, ...], planner: str, key: Path | None) -> None:
     """Plan the restoration of the prior certificates recorded by a run, signed with a planner's key (then approve and apply it like any plan)."""
