@@ -6,7 +6,7 @@ from __future__ import annotations
 from html import escape
 
 from remediation.model import CATEGORIES
-from remediation.report.terminal import automation_lines, format_duration
+from remediation.report.text import automation_lines, format_duration
 
 COLOURS = {
     "INVALID_INPUT": "#b71c1c",
@@ -312,7 +312,7 @@ def _who(entry: dict) -> str:
 
 
 def _costs(report: dict) -> str:
-    from remediation.report.terminal import money
+    from remediation.report.text import money
 
     costs = report.get("costs")
     if not costs:

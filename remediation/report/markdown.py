@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from remediation.model import CATEGORIES
 from remediation.outcomes.text import md, md_table
-from remediation.report.terminal import automation_lines, format_duration, money
+from remediation.report.text import automation_lines, format_duration, money
 
 _table = md_table
 

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from remediation.model import CATEGORIES, Category
 from remediation.plan import apply_estimates
+from remediation.report.text import automation_lines, format_duration, money  # noqa: F401 - re-exported for callers
 
 _STYLE = {
     Category.INVALID_INPUT.value: "red",
@@ -176,15 +177,6 @@ def print_plan(document: dict, out_dir: Path, console: Console | None = None) ->
     console.print(
         f"wrote plan.parquet, plan.csv, plan.json, findings.parquet, summary.json to {out_dir}; next: remediation approve {out_dir} --key YOUR_KEY"
     )
-
-
-def format_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(round(seconds))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
 
 
 def print_detect_brief(report: dict, console: Console | None = None) -> None:
@@ -379,13 +371,6 @@ def print_worklist(index: dict, out_dir: Path, console: Console | None = None, l
     )
 
 
-def money(amount: float | None, currency: str) -> str:
-    if amount is None:
-        return "not costed"
-    symbol = {"GBP": "£", "EUR": "€", "USD": "$"}.get(currency, currency + " ")
-    return f"{symbol}{amount:,.2f}"
-
-
 def cost_table(costs: dict, per_s1sp_nos: int = 4) -> Table:
     """Cost and effort by S1SP and registered NO (the largest NOs per S1SP, the rest summed), S1SP subtotals with
     their fixed component, and the total."""
@@ -498,22 +483,3 @@ def print_report_brief(report: dict, console: Console | None = None) -> None:
             + ", ".join(f"{k} {v}" for k, v in problems["by_state"].items())
             + ")"
         )
-
-
-def automation_lines(costs: dict) -> list[str]:
-    """One sentence per S1SP answering 'is it worth automating?' from the configured unit costs."""
-    cur, out = costs["currency"], []
-    for a in costs.get("automate_or_manual") or []:
-        if not a["devices"]:
-            continue
-        pays = a["automation_pays_below_fixed_cost"]
-        verdict = (
-            f"automating it pays if its fixed cost is below {money(pays, cur)}"
-            if pays > 0
-            else "handling it by hand is cheaper whatever automation's fixed cost"
-        )
-        out.append(
-            f"{a['s1sp']}: {a['devices']} devices to correct; through its API {money(a['automated_variable_cost'], cur)} + fixed, "
-            f"by hand {money(a['manual_cost'], cur)}: {verdict}"
-        )
-    return out
