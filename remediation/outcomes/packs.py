@@ -26,6 +26,30 @@ PACKS_SCHEMA = "remediation/notification-packs/1"
 REGISTERED_FILE = "devices-now-registered.csv"
 RELEASED_FILE = "devices-no-longer-controlled.csv"
 LETTER_ROWS = 25  # devices listed in a letter; the CSV has them all
+# Each letter's device listing, as (table headers, columns, the CSV that has them all): the same in Markdown and HTML.
+REGISTERED_LISTING = (
+    ["device", "MPxN", "S1SP", "written at"],
+    ["device_id", "mpxn", "s1sp", "written_at"],
+    REGISTERED_FILE,
+)
+RELEASED_LISTING = (
+    ["device", "S1SP", "slots", "now registered to"],
+    ["device_id", "s1sp", "slots", "registered_no"],
+    RELEASED_FILE,
+)
+_MD_MORE = "\n… and {n} more in `{file}`.".format
+_HTML_MORE = "<p>… and {n} more in <code>{file}</code>.</p>".format
+
+
+def _listing(frame: pd.DataFrame, listing: tuple, table, more) -> list[str]:
+    """A letter's table of its first LETTER_ROWS devices, and a line pointing at the CSV for the rest."""
+    headers, columns, file = listing
+    out = [table(headers, frame[columns].head(LETTER_ROWS).values.tolist())]
+    if len(frame) > LETTER_ROWS:
+        out.append(more(n=len(frame) - LETTER_ROWS, file=file))
+    return out
+
+
 REGISTERED_COLUMNS = [
     "device_id",
     "mpxn",
@@ -190,15 +214,7 @@ def _letter_md(
             "above. Report any device that differs to the DCC, quoting the change record.",
             "",
         ]
-        out.append(
-            md_table(
-                ["device", "MPxN", "S1SP", "written at"],
-                registered[["device_id", "mpxn", "s1sp", "written_at"]].head(LETTER_ROWS).values.tolist(),
-            )
-        )
-        if len(registered) > LETTER_ROWS:
-            out.append(f"\n… and {len(registered) - LETTER_ROWS} more in `{REGISTERED_FILE}`.")
-        out.append("")
+        out += [*_listing(registered, REGISTERED_LISTING, md_table, _MD_MORE), ""]
     if len(released):
         out += [
             "## Devices you no longer control",
@@ -213,15 +229,7 @@ def _letter_md(
             "The list names devices only: their supply points are not yours, so their MPxNs are not sent to you.",
             "",
         ]
-        out.append(
-            md_table(
-                ["device", "S1SP", "slots", "now registered to"],
-                released[["device_id", "s1sp", "slots", "registered_no"]].head(LETTER_ROWS).values.tolist(),
-            )
-        )
-        if len(released) > LETTER_ROWS:
-            out.append(f"\n… and {len(released) - LETTER_ROWS} more in `{RELEASED_FILE}`.")
-        out.append("")
+        out += [*_listing(released, RELEASED_LISTING, md_table, _MD_MORE), ""]
     out += ["## References", "", *_references_md(inputs), ""]
     return "\n".join(out)
 
@@ -249,13 +257,8 @@ def _letter_html(
             "<p><strong>How to confirm</strong>: for any listed device, send SRV 6.24.1 (Retrieve Device Security Credentials) for "
             "RemotePartyRole NetworkOperator and check that the returned Certificate IDs (serial number and issuer) equal the ones "
             "above. Report any device that differs to the DCC, quoting the change record.</p>",
-            html_table(
-                ["device", "MPxN", "S1SP", "written at"],
-                registered[["device_id", "mpxn", "s1sp", "written_at"]].head(LETTER_ROWS).values.tolist(),
-            ),
+            *_listing(registered, REGISTERED_LISTING, html_table, _HTML_MORE),
         ]
-        if len(registered) > LETTER_ROWS:
-            parts.append(f"<p>… and {len(registered) - LETTER_ROWS} more in <code>{REGISTERED_FILE}</code>.</p>")
     if len(released):
         parts += [
             "<h2>Devices you no longer control</h2>",
@@ -266,13 +269,8 @@ def _letter_html(
             "<p><strong>Data protection</strong>: alert data you received from these devices relates to supply points that are not yours. "
             "Purge it from your systems, keep no copy, and confirm the purge to the DCC quoting the change record. "
             "The list names devices only: their supply points are not yours, so their MPxNs are not sent to you.</p>",
-            html_table(
-                ["device", "S1SP", "slots", "now registered to"],
-                released[["device_id", "s1sp", "slots", "registered_no"]].head(LETTER_ROWS).values.tolist(),
-            ),
+            *_listing(released, RELEASED_LISTING, html_table, _HTML_MORE),
         ]
-        if len(released) > LETTER_ROWS:
-            parts.append(f"<p>… and {len(released) - LETTER_ROWS} more in <code>{RELEASED_FILE}</code>.</p>")
     g, s = inputs.governance, inputs.sources
     parts.append(
         "<h2>References</h2><ul>"
