@@ -784,7 +784,8 @@ def run_notify(run_dir: str | Path, out_dir: str | Path) -> dict:
         )
     from remediation.outcomes.state import run_state
 
-    if run_state(sources.directory)["status"] == "running":
+    state = run_state(sources.directory)
+    if state["status"] == "running":
         # Devices are being written right now: packs made now would tell NOs less than the run will have done.
         raise InputError(
             "the run is in progress (its lock is held by a live process); make the packs once it has finished",
@@ -795,7 +796,7 @@ def run_notify(run_dir: str | Path, out_dir: str | Path) -> dict:
         raise InputError(
             "this run applied a rollback plan; notification packs are made for correction runs only", file=str(run_dir)
         )
-    summary = write_packs(sources, _new_outcome_dir(out_dir), utc_now())
+    summary = write_packs(sources, _new_outcome_dir(out_dir), utc_now(), state)
     record_link(sources.directory, "packs", Path(out_dir))
     return summary
 

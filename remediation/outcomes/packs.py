@@ -84,9 +84,9 @@ class PackInputs:
     governance: dict
 
 
-def written_devices(sources: Sources, refs: References) -> pd.DataFrame:
-    """The run's `done` devices with their plan rows, target and prior certificate ids and holders."""
-    ops = device_outcomes(sources.directory)
+def written_devices(sources: Sources, refs: References, ops: pd.DataFrame) -> pd.DataFrame:
+    """The run's `done` devices (of `ops`, its device outcomes) with their plan rows, target and prior certificate
+    ids and holders."""
     done = ops[ops["state"] == "done"]
     plan = pd.read_parquet(
         sources.plan_dir / "plan.parquet",
@@ -295,8 +295,9 @@ def _letter_html(
     )
 
 
-def write_packs(sources: Sources, out: Path, now: str) -> dict:
-    """Write every pack, summary.json and manifest.json (SHA-256 of every file) into `out`; return the manifest."""
+def write_packs(sources: Sources, out: Path, now: str, state: dict | None = None) -> dict:
+    """Write every pack, summary.json and manifest.json (SHA-256 of every file) into `out`; return the manifest.
+    `state`: the run's state when the caller has it already (each reading verifies the whole journal)."""
     from remediation.evidence.hashing import sha256_file
     from remediation.outputs import prepare_dir, write_csv, write_json, write_text
 
@@ -308,9 +309,10 @@ def write_packs(sources: Sources, out: Path, now: str) -> dict:
             file=str(sources.directory),
         )
     refs = References.read(sources.plan_dir)
-    state = run_state(sources.directory)
+    state = state or run_state(sources.directory)
     inputs = PackInputs(sources, refs, state, sources.plan.get("governance") or {})
-    written = written_devices(sources, refs)
+    ops = device_outcomes(sources.directory)  # verified from the journal once, for the packs and the impact
+    written = written_devices(sources, refs, ops)
     registered_all = _registered_rows(written, refs).assign(registered_no=written["registered_no"])
     released_all = released_rows(written, refs)
     out = prepare_dir(out)
@@ -339,7 +341,6 @@ def write_packs(sources: Sources, out: Path, now: str) -> dict:
                 "devices_no_longer_controlled": int(len(released)),
             }
         )
-    ops = device_outcomes(sources.directory)
     impact = alert_routing_impact(sources.plan_dir, set(ops.loc[ops["state"].isin(CORRECTED), "device_id"]))
     summary = {
         "schema": PACKS_SCHEMA,
