@@ -29,7 +29,7 @@ from tests.support import REPO, key_env, signer
 FAULTS = "latency=10ms,error=0.05,throttle=0.03,drop=0.02"  # 10% of requests fail or lose their answer
 
 
-def soak(root: Path, interruptions: int = 20, devices: int = 300, seed: int = 20261126) -> dict:
+def soak(root: Path, interruptions: int = 20, devices: int = 400, seed: int = 20261126) -> dict:
     rng = random.Random(seed)
     _, config, plan_dir = planned_case(root, wrong=devices, ok=5)
     sim = start_sim(root / "moc.sqlite", config, faults=f"{FAULTS},seed={seed % 1000}")
@@ -77,7 +77,7 @@ def soak(root: Path, interruptions: int = 20, devices: int = 300, seed: int = 20
                     and (journal.stat().st_size if journal.exists() else 0) <= before
                 ):
                     time.sleep(0.02)
-                time.sleep(rng.uniform(0.2, 1.0))
+                time.sleep(rng.uniform(0.15, 0.8))
             else:
                 time.sleep(rng.uniform(0.2, 0.8))
             if proc.poll() is not None:
