@@ -199,6 +199,7 @@ def serve(
 
 
 def run_in_thread(server: SimulatorServer) -> threading.Thread:
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # shutdown() returns once serve_forever next polls for it: every 0.5 s by default, which each stop then waited for.
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     return thread
