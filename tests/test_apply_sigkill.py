@@ -16,6 +16,7 @@ import time
 from collections import Counter
 
 import pandas as pd
+import pytest
 
 from remediation.evidence.journal import verify_journal
 from remediation.simulator.service import make_drift
@@ -37,6 +38,7 @@ def size(path) -> int:
     return path.stat().st_size if path.exists() else 0
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_points_never_double_writes(tmp_path):
     rng = random.Random(20261125)
     _, config, plan_dir = planned_case(tmp_path, wrong=520, ok=10)

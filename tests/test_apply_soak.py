@@ -18,6 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from remediation import pipeline
 from remediation.evidence.audit import verify_export
@@ -109,6 +110,7 @@ def soak(root: Path, interruptions: int = 20, devices: int = 400, seed: int = 20
     }
 
 
+@pytest.mark.slow
 def test_soak_sigint_and_sigkill_alternating_with_faults(tmp_path):
     result = soak(tmp_path)
     stops, plan, run_dir = result["stops"], result["plan"], result["run_dir"]
