@@ -174,3 +174,23 @@ def test_the_rule_catches_an_upward_import(tmp_path):
         )
     finally:
         bad.unlink()
+
+
+def test_the_product_imports_no_test_helpers():
+    """The SMKI certificate builder (it uses a private `cryptography` name) lives in `testing/`, outside the package
+    that is shipped: no product module may import it, and the package holds no copy of it."""
+    offenders = []
+    for path in MODULES:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and not node.level
+                else []
+            )
+            offenders += [
+                f"{path.relative_to(PACKAGE)}:{node.lineno} imports {n}" for n in names if _under(n, "testing")
+            ]
+    assert not offenders, offenders
+    assert not (PACKAGE / "testpki.py").exists()
