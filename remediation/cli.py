@@ -726,7 +726,7 @@ def audit() -> None:
 )
 def audit_keygen(private_path: Path, public_path: Path) -> None:
     """Old form of `remediation keygen` (PEM public key; list it in the trust policy to sign exports with it)."""
-    from remediation.evidence.audit import generate_key
+    from remediation.artefacts.audit_export import generate_key
 
     if private_path.exists():
         raise click.UsageError(f"{private_path} exists; keys are never overwritten")

@@ -18,19 +18,19 @@ from remediation.apply.runner import (
     ApplyOptions,
     ApplyResult,
     apply_plan,
-    carry_files,
     check_endpoints,
     dry_run,
-    read_run,
     write_outcomes,
 )
 from remediation.artefacts import detect_result
-from remediation.artefacts.detect_result import DetectResultDir
+from remediation.artefacts.audit_export import export_audit, verify_export
+from remediation.artefacts.detect_result import FINDINGS, SUMMARY, DetectResultDir
+from remediation.artefacts.plan_dir import PLAN_SCHEMA, PlanDir, check_fresh, load_plan, read_approvals
+from remediation.artefacts.run_dir import JOURNAL, OUTCOMES_PARQUET, RunDir, carry_files, read_run
 from remediation.certificates import CertificateCatalog
 from remediation.config import CaseConfig, ExtractSource, canonical_dialect, load_case
 from remediation.detect import Detection, find_wrong_devices, wrong_owner_matrix
 from remediation.errors import InputError, SafetyRefusal
-from remediation.evidence.audit import export_audit, verify_export
 from remediation.evidence.hashing import BackgroundHashes, sha256_file, sha256_json
 from remediation.ingest.extracts import DeviceRules, ExtractRead, ProgressCallback, read_extracts
 from remediation.ingest.faults import QUARANTINE_COLUMNS, concat_quarantine
@@ -41,15 +41,10 @@ from remediation.memory import release_memory
 from remediation.model import CATEGORIES, CAUSES, FINDING_COLUMNS, Category
 from remediation.outputs import prepare_dir, write_csv, write_json, write_parquet, write_text
 from remediation.plan import (
-    PLAN_SCHEMA,
-    approvals_path,
     build_plan,
     build_rollback_plan,
-    check_fresh,
-    load_plan,
     plan_counts,
     plannable_categories,
-    read_approvals,
     seal,
 )
 from remediation.report.content import build_report
@@ -351,7 +346,7 @@ def run_plan(
         chosen = source.findings_where(
             "category", wanted
         )  # build_plan keeps only the revoked cause of EXPIRED_OR_REVOKED
-        out = _new_plan_dir(out_dir)
+        out = PlanDir.new(out_dir).directory
         rows = build_plan(chosen, registry, catalog, as_of_used, config.policy, tuple(sorted(s1sps)))
         detected = None
         # The plan directory carries the detect result it was made from, byte for byte, as a fresh plan would.
@@ -363,7 +358,7 @@ def run_plan(
         detected = detect_case(load_case_data(config, as_of, progress))
         summary, as_of_used = detected.summary, detected.case.as_of
         _refuse_registry_gaps(summary["registry_gaps"], allow_unknown_no, config)
-        out = _new_plan_dir(out_dir)
+        out = PlanDir.new(out_dir).directory
         detection = detected.detection
         rows = build_plan(
             detection.subset(plannable(detection, config.policy)),
@@ -396,11 +391,9 @@ def run_plan(
     extras = plan_extras(out, config, catalog, registry, rows, change_ref, manual_rows=manual)
     rows = extras.rows
     outputs.update(extras.outputs)
-    outputs["plan.parquet"] = _write_plan_rows(out, rows)
+    outputs.update(PlanDir(out).write_rows(rows))
     if manual_codes:
-        outputs["manual_change_requests.csv"] = write_csv(
-            out / "manual_change_requests.csv", manual.drop(columns=["target_ds_cert", "target_ka_cert"])
-        )
+        outputs.update(PlanDir(out).write_manual_change_requests(manual))
     document = seal(
         {
             "schema": PLAN_SCHEMA,
@@ -440,7 +433,7 @@ def run_plan(
         }
     )
     document = authority.sign_sealed_plan(document, signing)
-    write_json(out / "plan.json", document)
+    PlanDir(out).write_document(document)
     return PlanResult(out, document, rows, detected)
 
 
@@ -457,19 +450,6 @@ def _refuse_registry_gaps(gaps: list[dict], allow_unknown_no: bool, config: Case
         )
 
 
-def _new_plan_dir(out_dir: str | Path) -> Path:
-    out = prepare_dir(out_dir)
-    if (out / "plan.json").exists():
-        raise InputError("already holds a plan; plans are never overwritten (choose a new directory)", file=str(out))
-    return out
-
-
-def _write_plan_rows(out: Path, rows: pd.DataFrame) -> Path:
-    """plan.parquet (the plan) and plan.csv (the same without certificate bodies, for people)."""
-    write_csv(out / "plan.csv", rows.drop(columns=["target_ds_cert", "target_ka_cert"]))
-    return write_parquet(out / "plan.parquet", rows)
-
-
 def run_approve(
     plan_dir: str | Path, key, note: str = "", change_ref: str | None = None, trust_policy: str | Path | None = None
 ) -> dict:
@@ -479,7 +459,7 @@ def run_approve(
     policy = authority.policy_for_plan(plan, trust_policy)
     existing = read_approvals(plan.directory)
     approval = authority.make_approval(plan, policy, authority.as_signer(key), note, change_ref, existing)
-    write_json(approvals_path(plan.directory), {"approvals": [*existing, approval]})
+    PlanDir(plan.directory).write_approvals([*existing, approval])
     return approval
 
 
@@ -550,9 +530,9 @@ def run_dry_run(plan_dir: str | Path, out_dir: str | Path, options: ApplyOptions
     for col in columns:
         if col not in frame.columns:
             frame[col] = None
-    write_csv(out / "dry_run.csv", frame[columns])
+    write_csv(RunDir(out).dry_run_csv, frame[columns])
     write_json(
-        out / "dry_run.json",
+        RunDir(out).dry_run_record,
         {
             "plan_hash": plan.plan_hash,
             "plan_dir": str(plan.directory.resolve()),
@@ -615,7 +595,7 @@ def run_verify(
     if plan_dir is not None:
         plan = load_plan(plan_dir)
         # Why is a residual device still wrong? Planned (and not fixed) or excluded at plan time, and as what.
-        at_plan = _categories_at_plan(Path(plan_dir) / "findings.parquet", residual["device_id"])
+        at_plan = _categories_at_plan(Path(plan_dir) / FINDINGS, residual["device_id"])
         residual["category_at_plan"] = residual["device_id"].map(at_plan).fillna("not in plan's extracts")
         residual["planned"] = residual["device_id"].isin(plan.rows["device_id"])
         verdict["residual_by_category_at_plan"] = {
@@ -640,7 +620,7 @@ def run_verify(
         verdict.update(_manual_at_target(Path(plan_dir), detection, out))
     write_findings(out, detection, csv=False)
     write_csv(out / "residual_wrong.csv", residual)
-    write_json(out / "summary.json", result.summary)
+    write_json(out / SUMMARY, result.summary)
     write_json(out / "verify.json", verdict)
     return verdict
 
@@ -696,14 +676,37 @@ def run_audit_export(
     signer = authority.as_signer(key if key is not None else sign_key)
     with_packs = sources.kind == "run" and sources.plan.get("kind") != "rollback"
     return export_audit(
-        Path(run_dir), Path(out_dir), None, exported_by, signer=signer, extras=packs if with_packs else None
+        Path(run_dir),
+        Path(out_dir),
+        None,
+        exported_by,
+        signer=signer,
+        extras=packs if with_packs else None,
+        journal_ops=_ended_run_ops,
     )
+
+
+def _ended_run_ops(run_dir: Path, plan_rows: pd.DataFrame, recorded_head: dict | None) -> pd.DataFrame:
+    """What an export may sign: the ops of a run that is not running, replayed from its verified journal, which ends
+    with a finish or interruption record, cross-checked against the checkpoint index (an edited index refuses)."""
+    from remediation.apply.index import verified_ops
+
+    return verified_ops(run_dir, plan_rows, recorded_head, "export", require_end=True).frame()
+
+
+def _journal_states(journal: Path, plan_rows: pd.DataFrame) -> dict[str, str]:
+    """operation id -> the state its journal entries lead to (an exported journal, replayed over the exported plan)."""
+    from remediation.apply.index import replay
+
+    return {op: o["state"] for op, o in replay(journal, plan_rows).ops.items()}
 
 
 def run_audit_verify(
     directory: str | Path, pubkey: str | Path | None = None, expect_policy_sha256: str | None = None
 ) -> dict:
-    return verify_export(Path(directory), Path(pubkey) if pubkey else None, expect_policy_sha256)
+    return verify_export(
+        Path(directory), Path(pubkey) if pubkey else None, expect_policy_sha256, journal_states=_journal_states
+    )
 
 
 def run_rollback(
@@ -720,10 +723,10 @@ def run_rollback(
     rows = build_rollback_plan(original.rows, ops, devices)
     if rows.empty:
         raise InputError("no device written by this run to roll back", file=str(run_dir))
-    out = _new_plan_dir(out_dir)
+    out = PlanDir.new(out_dir).directory
     write_outcomes(run_dir, ops)  # the rollback's precondition file, current as of now
     carry_files(run_dir, out)
-    outputs = {"plan.parquet": _write_plan_rows(out, rows)}
+    outputs = PlanDir(out).write_rows(rows)
     inputs = [
         {
             "role": "run",
@@ -732,7 +735,7 @@ def run_rollback(
             "sha256": sha256_file(run_dir / name),
             "rows_read": None,
         }
-        for name in ("journal.jsonl", "outcomes.parquet")
+        for name in (JOURNAL, OUTCOMES_PARQUET)
     ]
     document = seal(
         {
@@ -755,7 +758,7 @@ def run_rollback(
         }
     )
     document = authority.sign_sealed_plan(document, signing)
-    write_json(out / "plan.json", document)
+    PlanDir(out).write_document(document)
     return PlanResult(out, document, rows, None)
 
 

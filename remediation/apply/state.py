@@ -13,8 +13,9 @@ from pathlib import Path
 from remediation.apply.checkpoint import DRIFTED, FAILED, FINAL_STATES
 from remediation.apply.index import IndexCheck, check_index
 from remediation.apply.lock import RunLock, holder_alive, read_holder
+from remediation.artefacts.plan_dir import load_plan
+from remediation.artefacts.run_dir import RunDir, read_run
 from remediation.errors import SafetyRefusal
-from remediation.plan import load_plan
 
 STATES = ("new", "running", "paused", "interrupted", "incomplete", "needs_attention", "completed", "superseded")
 
@@ -54,8 +55,6 @@ class RunState:
 
 
 def run_state(run_dir: str | Path) -> RunState:
-    from remediation.apply.runner import read_run
-
     run_dir = Path(run_dir)
     run = read_run(run_dir)
     plan = load_plan(run["plan_dir"])
@@ -66,7 +65,7 @@ def run_state(run_dir: str | Path) -> RunState:
     lock = read_holder(run_dir / RunLock.NAME) or None
     live = holder_alive(lock) if lock else False
     resume = f"remediation resume {run_dir}"
-    journal = run_dir / "journal.jsonl"
+    journal = RunDir(run_dir).journal
     if not journal.exists() or journal.stat().st_size == 0:
         if run.get("journal_head", {}).get("seq"):
             raise SafetyRefusal(

@@ -1,0 +1,113 @@
+"""The run directory (and the dry-run directory): run.json, the hash-chained journal, the checkpoint index, the run
+lock, the outcome tables, and the copies of the plan's detect result that reports and exports are made from.
+
+The journal is the record and the checkpoint database a rebuildable index of it (`apply/index.py` replays and
+compares them); this module owns where each file is, what run.json must hold to be a run record, and which files a
+run carries from its plan. Apply, status, reports, outcomes and the audit export all ask it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from remediation.artefacts.detect_result import FINDINGS, INPUT_ROWS, QUARANTINE, SUMMARY
+from remediation.artefacts.plan_dir import PLAN_JSON
+from remediation.errors import InputError
+from remediation.outputs import write_json
+
+RUN_JSON = "run.json"
+JOURNAL = "journal.jsonl"
+CHECKPOINTS = "checkpoints.sqlite"
+RUN_LOCK = "run.lock"
+OUTCOMES_PARQUET = "outcomes.parquet"
+OUTCOMES_CSV = "outcomes.csv"
+DRY_RUN_JSON = "dry_run.json"
+DRY_RUN_CSV = "dry_run.csv"
+RUN_SCHEMA = "remediation/run/1"
+
+# Detection results a plan or run directory carries along, so reports and audit exports can be made from it alone.
+CARRIED_FILES = (FINDINGS, INPUT_ROWS, SUMMARY, QUARANTINE)
+
+
+def carry_files(source: Path, target: Path, names=CARRIED_FILES) -> None:
+    for name in names:
+        if (Path(source) / name).exists():
+            shutil.copy2(Path(source) / name, Path(target) / name)
+
+
+@dataclass(frozen=True)
+class RunDir:
+    directory: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "directory", Path(self.directory))
+
+    @property
+    def record_path(self) -> Path:
+        return self.directory / RUN_JSON
+
+    @property
+    def journal(self) -> Path:
+        return self.directory / JOURNAL
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.directory / CHECKPOINTS
+
+    @property
+    def lock(self) -> Path:
+        return self.directory / RUN_LOCK
+
+    @property
+    def outcomes_parquet(self) -> Path:
+        return self.directory / OUTCOMES_PARQUET
+
+    @property
+    def outcomes_csv(self) -> Path:
+        return self.directory / OUTCOMES_CSV
+
+    @property
+    def dry_run_record(self) -> Path:
+        return self.directory / DRY_RUN_JSON
+
+    @property
+    def dry_run_csv(self) -> Path:
+        return self.directory / DRY_RUN_CSV
+
+    def is_run(self) -> bool:
+        return self.record_path.exists()
+
+    def has_journal(self) -> bool:
+        """A journal with at least one entry (an empty file is no journal)."""
+        return self.journal.exists() and self.journal.stat().st_size > 0
+
+    def record(self) -> dict:
+        """run.json; an input error (exit 2) when the directory is not a run or the record is garbage."""
+        path = self.record_path
+        if not path.exists():
+            raise InputError(f"not a run directory (no {RUN_JSON})", file=str(self.directory))
+        try:
+            run = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InputError(f"not valid JSON ({exc})", file=str(path)) from None
+        if (
+            not isinstance(run, dict)
+            or not isinstance(run.get("plan_hash"), str)
+            or not isinstance(run.get("plan_dir"), str)
+        ):
+            raise InputError("not a run record (expected a JSON object with plan_hash and plan_dir)", file=str(path))
+        return run
+
+    def write_record(self, run: dict) -> Path:
+        return write_json(self.record_path, run)
+
+    def carry_from_plan(self, plan_dir: Path) -> None:
+        """plan.json and the plan's detect result, so the run directory can be reported and exported on its own."""
+        carry_files(plan_dir, self.directory, (PLAN_JSON, *CARRIED_FILES))
+
+
+def read_run(run_dir: str | Path) -> dict:
+    return RunDir(run_dir).record()
