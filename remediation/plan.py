@@ -186,25 +186,6 @@ def plan_counts(plan: pd.DataFrame) -> dict:
     }
 
 
-REQUESTS_PER_DEVICE = 3  # read, conditional write, read back
-
-
-def apply_estimates(document: dict) -> list[dict]:
-    """Per S1SP: planned devices, its configured rate and the apply time that rate implies (retries not included)."""
-    rows = []
-    for s1sp, n in document["counts"]["by_s1sp"].items():
-        rate = document["endpoints"].get(s1sp, {}).get("rate_per_second")
-        rows.append(
-            {
-                "s1sp": s1sp,
-                "devices": n,
-                "rate_per_second": rate,
-                "seconds": n * REQUESTS_PER_DEVICE / rate if rate else None,
-            }
-        )
-    return rows
-
-
 def seal(document: dict) -> dict:
     """Add the plan hash: SHA-256 over the canonical JSON of everything else in plan.json except the planner's
     signature, which is made over the hash (authority.py) and so cannot be inside it."""

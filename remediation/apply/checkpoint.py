@@ -20,13 +20,20 @@ from pathlib import Path
 import pandas as pd
 
 from remediation.evidence.journal import Journal
-
-PENDING, READING, WRITING, CONFIRMING = "pending", "reading", "writing", "confirming"
-DONE, NOOP, DRIFTED, FAILED = "done", "noop", "drifted", "failed"
-IN_FLIGHT = (READING, WRITING, CONFIRMING)
-OPEN_STATES = (PENDING, *IN_FLIGHT)
-FINAL_STATES = (DONE, NOOP, DRIFTED, FAILED)
-STATES = (*OPEN_STATES, *FINAL_STATES)
+from remediation.model import (  # noqa: F401 - the states are re-exported for apply's modules
+    CONFIRMING,
+    DONE,
+    DRIFTED,
+    FAILED,
+    FINAL_STATES,
+    IN_FLIGHT,
+    NOOP,
+    OPEN_STATES,
+    PENDING,
+    READING,
+    STATES,
+    WRITING,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS ops (

@@ -17,6 +17,7 @@ import pandas as pd
 
 from remediation.errors import InputError
 from remediation.evidence.hashing import sha256_file
+from remediation.model import REQUESTS_PER_DEVICE
 from remediation.outputs import prepare_dir, write_csv, write_json, write_parquet
 from remediation.plan import LoadedPlan, PlanTampered, StalePlan, seal
 
@@ -141,3 +142,20 @@ def check_fresh(plan: LoadedPlan) -> None:
             raise StalePlan(
                 f"stale plan {plan.directory}: {path} changed since planning (SHA-256 differs); re-run plan and approval"
             )
+
+
+def apply_estimates(document: dict) -> list[dict]:
+    """Per S1SP of a plan document: planned devices, its configured rate and the apply time that rate implies
+    (retries not included)."""
+    rows = []
+    for s1sp, n in document["counts"]["by_s1sp"].items():
+        rate = document["endpoints"].get(s1sp, {}).get("rate_per_second")
+        rows.append(
+            {
+                "s1sp": s1sp,
+                "devices": n,
+                "rate_per_second": rate,
+                "seconds": n * REQUESTS_PER_DEVICE / rate if rate else None,
+            }
+        )
+    return rows

@@ -11,12 +11,11 @@ import pandas as pd
 
 from remediation import __version__
 from remediation.artefacts.detect_result import FINDINGS, SUMMARY
-from remediation.artefacts.plan_dir import PlanDir
+from remediation.artefacts.plan_dir import PlanDir, apply_estimates
 from remediation.artefacts.run_dir import RunDir
 from remediation.errors import InputError
 from remediation.model import CATEGORIES, Category
 from remediation.outcomes.references import OPERATORS_FILE
-from remediation.plan import apply_estimates
 
 REPORT_SCHEMA = "remediation/report/1"
 EXCLUDED_ROWS_SHOWN = 1000
