@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from remediation import __version__, authority
+from remediation.apply.pacing import WavePolicy
 from remediation.apply.runner import (
     ApplyOptions,
     ApplyResult,
@@ -481,6 +482,36 @@ def run_report(
 
 
 # ------------------------------------------------------------------------------------------------ apply / status / verify
+
+
+def apply_options(
+    *,
+    who: str,
+    s1sps: tuple[str, ...] = (),
+    endpoints: dict[str, str] | None = None,
+    canary: int,
+    max_wave: int,
+    pause_failure_rate: float,
+    pause_min_sample: int,
+    retry_failed: bool = False,
+    timeout: float,
+    client_cert: tuple[str, str] | None = None,
+    ca_bundle: str | None = None,
+) -> ApplyOptions:
+    """The options of an apply, resume or dry run, from the CLI's flags: waves and pauses, S1SP filter, endpoints."""
+    waves = WavePolicy(
+        canary=canary, max_wave=max_wave, pause_failure_rate=pause_failure_rate, pause_min_sample=pause_min_sample
+    )
+    return ApplyOptions(
+        who=who,
+        waves=waves,
+        s1sps=s1sps,
+        endpoints=endpoints or {},
+        timeout=timeout,
+        retry_failed=retry_failed,
+        client_cert=client_cert,
+        ca_bundle=ca_bundle,
+    )
 
 
 def run_apply(
