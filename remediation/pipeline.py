@@ -383,8 +383,9 @@ def run_plan(
             )
             .items()  # plan.json seals the copies itself
         }
-    # A manual S1SP is never written through an API: its devices become a change-request listing for a scope
-    # decision, outside plan.parquet (so apply cannot reach them), and are counted in plan.json.
+    # A manual S1SP is never written through an API: its devices become the change-request export (one writer:
+    # outcomes/change_requests.py) for a scope decision, outside plan.parquet (so apply cannot reach them), and are
+    # counted in plan.json.
     manual_codes = sorted(code for code, ep in config.endpoints.items() if ep.mode == "manual")
     manual = rows[rows["s1sp"].isin(manual_codes)]
     rows = rows[~rows["s1sp"].isin(manual_codes)].reset_index(drop=True)
@@ -393,8 +394,6 @@ def run_plan(
     rows = extras.rows
     outputs.update(extras.outputs)
     outputs.update(PlanDir(out).write_rows(rows))
-    if manual_codes:
-        outputs.update(PlanDir(out).write_manual_change_requests(manual))
     document = seal(
         {
             "schema": PLAN_SCHEMA,

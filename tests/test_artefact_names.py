@@ -25,7 +25,6 @@ ARTEFACT_FILES = [
     "plan.parquet",
     "plan.csv",
     "approvals.json",
-    "manual_change_requests.csv",
     "apply.lock",
     "active_run.json",
     # run and dry-run directories

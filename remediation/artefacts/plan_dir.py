@@ -1,5 +1,6 @@
 """The plan directory: plan.parquet (what apply may write), plan.json (the sealed, signed document that names it),
-approvals, the manual S1SPs' change-request listing, the detect result it carries, and the apply lease.
+approvals, the detect result it carries, and the apply lease (the manual S1SPs' change-request export is written
+by outcomes/change_requests.py).
 
 Everything that reads or writes a plan directory asks this module: the file names, the schema version and the proof
 that the directory is the plan that was hashed (plan.json's own hash, then plan.parquet's SHA-256 as plan.json
@@ -25,7 +26,6 @@ PLAN_JSON = "plan.json"
 PLAN_PARQUET = "plan.parquet"
 PLAN_CSV = "plan.csv"  # plan.parquet without certificate bodies, for people
 APPROVALS = "approvals.json"
-MANUAL_CHANGE_REQUESTS = "manual_change_requests.csv"
 LEASE_LOCK = "apply.lock"  # flock held while a process applies the plan
 LEASE_RECORD = "active_run.json"  # the run directory that owns the plan until it completes
 PLAN_SCHEMA = "remediation/plan/1"
@@ -83,11 +83,6 @@ class PlanDir:
         """plan.parquet (the plan) and plan.csv (the same without certificate bodies); returns the sealed output."""
         write_csv(self.directory / PLAN_CSV, rows.drop(columns=CERTIFICATE_BODIES))
         return {PLAN_PARQUET: write_parquet(self.rows_path, rows)}
-
-    def write_manual_change_requests(self, manual: pd.DataFrame) -> dict[str, Path]:
-        """The devices of manual S1SPs: a listing for a scope decision, outside plan.parquet (apply never sees it)."""
-        path = self.directory / MANUAL_CHANGE_REQUESTS
-        return {MANUAL_CHANGE_REQUESTS: write_csv(path, manual.drop(columns=CERTIFICATE_BODIES))}
 
     def write_document(self, document: dict) -> Path:
         return write_json(self.document_path, document)
