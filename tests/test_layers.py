@@ -28,6 +28,7 @@ LAYERS = {
     "remediation.certificates": 1,
     "remediation.ingest": 1,
     "remediation.detect": 2,
+    "remediation.detection": 2,
     "remediation.plan": 2,
     "remediation.authority": 3,
     "remediation.artefacts": 3,
