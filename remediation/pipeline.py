@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from remediation import __version__, authority
 from remediation.apply.pacing import WavePolicy
@@ -25,12 +21,12 @@ from remediation.apply.runner import (
 )
 from remediation.artefacts import detect_result
 from remediation.artefacts.audit_export import export_audit, verify_export
-from remediation.artefacts.detect_result import FINDINGS, SUMMARY, DetectResultDir
+from remediation.artefacts.detect_result import FINDINGS, DetectResultDir
 from remediation.artefacts.plan_dir import PLAN_SCHEMA, PlanDir, check_fresh, load_plan, read_approvals
 from remediation.artefacts.run_dir import JOURNAL, OUTCOMES_PARQUET, RunDir, carry_files, read_run
+from remediation.artefacts.verify_result import VerifyResultDir
 from remediation.certificates import CertificateCatalog
-from remediation.config import CaseConfig, ExtractSource, canonical_dialect, load_case
-from remediation.detect import Detection
+from remediation.config import CaseConfig, load_case
 from remediation.detection import DetectResult, detect_case, plannable
 from remediation.errors import InputError, SafetyRefusal
 from remediation.evidence.hashing import sha256_file, sha256_json
@@ -39,7 +35,7 @@ from remediation.ingest.extracts import ProgressCallback
 from remediation.ingest.faults import QUARANTINE_COLUMNS
 from remediation.ingest.pki import load_org_cas, load_orl
 from remediation.ingest.registry import load_registry
-from remediation.model import CATEGORIES, FINDING_COLUMNS, Category
+from remediation.model import Category
 from remediation.outputs import prepare_dir, write_csv, write_json, write_parquet, write_text
 from remediation.plan import (
     build_plan,
@@ -51,6 +47,7 @@ from remediation.plan import (
 from remediation.report.content import build_report
 from remediation.report.html import render_html
 from remediation.report.markdown import render_markdown
+from remediation.verify import fresh_case, verify_detection
 
 
 def run_detect(
@@ -377,18 +374,6 @@ def run_ops_from_journal(run_dir: Path, plan_rows: pd.DataFrame, what: str) -> p
     return verified_ops(run_dir, plan_rows, read_run(run_dir).get("journal_head"), what).frame()
 
 
-def fresh_case(config: CaseConfig, fresh_dir: Path) -> CaseConfig:
-    """The case with each S1SP's extract replaced by DIR/<s1sp>.csv in the canonical dialect (a simulator export)."""
-    dialect = canonical_dialect()
-    extracts = []
-    for code in sorted({e.s1sp for e in config.extracts}):
-        path = Path(fresh_dir) / f"{code.lower()}.csv"
-        if not path.exists():
-            raise InputError(f"no fresh extract for {code}", file=str(path))
-        extracts.append(ExtractSource(code, path.resolve(), dialect))
-    return replace(config, extracts=tuple(extracts))
-
-
 def run_verify(
     config_path: str | Path,
     fresh_dir: str | Path,
@@ -397,80 +382,29 @@ def run_verify(
     as_of: date | None = None,
 ) -> dict:
     """Fresh extracts -> detect; residual WRONG_NO devices are listed (and, with a plan, planned devices not at target)."""
-    config = fresh_case(load_case(config_path), Path(fresh_dir))
-    out = prepare_dir(out_dir)
-    result = detect_case(load_case_data(config, as_of))
-    detection = result.detection
-    # Only the residual and the planned devices are built as tables: a national fresh extract is 10 million devices.
-    residual = detection.subset(detection.codes("category") == CATEGORIES.index(Category.WRONG_NO.value))[
-        list(FINDING_COLUMNS)
-    ]
-    verdict = {
-        "residual_wrong": int(len(residual)),
-        "devices": int(len(detection)),
-        "devices_by_category": result.summary["devices_by_category"],
-    }
-    if plan_dir is not None:
-        plan = load_plan(plan_dir)
-        # Why is a residual device still wrong? Planned (and not fixed) or excluded at plan time, and as what.
-        at_plan = _categories_at_plan(Path(plan_dir) / FINDINGS, residual["device_id"])
-        residual["category_at_plan"] = residual["device_id"].map(at_plan).fillna("not in plan's extracts")
-        residual["planned"] = residual["device_id"].isin(plan.rows["device_id"])
-        verdict["residual_by_category_at_plan"] = {
-            str(k): int(v) for k, v in residual["category_at_plan"].value_counts().sort_index().items()
-        }
-        verdict["residual_planned"] = int(residual["planned"].sum())
-        rows = plan.rows
-        positions = detection.positions_of(rows["device_id"])
-        found = positions >= 0  # a planned device missing from the fresh extracts is not at target
-        seen = detection.subset(positions[found])
-        at_target = np.zeros(len(rows), dtype=bool)
-        at_target[found] = np.logical_and.reduce(
-            [
-                seen[f"{slot}_fingerprint"].astype(object).to_numpy()
-                == rows[f"target_{slot}_fingerprint"].to_numpy()[found]
-                for slot in ("ds", "ka")
-            ]
-        )
-        verdict["planned"] = int(len(rows))
-        verdict["planned_at_target"] = int(at_target.sum())
-        write_csv(out / "planned_not_at_target.csv", rows.loc[~at_target, ["device_id", "s1sp", "operation_id"]])
-        verdict.update(_manual_at_target(Path(plan_dir), detection, out))
-    detect_result.write_findings(out, detection.chunks(), csv=False)
-    write_csv(out / "residual_wrong.csv", residual)
-    write_json(out / SUMMARY, result.summary)
-    write_json(out / "verify.json", verdict)
-    return verdict
-
-
-def _manual_at_target(plan_dir: Path, detection: Detection, out: Path) -> dict:
-    """A manual S1SP's change-request devices, checked in its fresh extract like the API-written ones."""
     from remediation.outcomes.change_requests import read_change_requests
 
-    requests = read_change_requests(plan_dir)
-    if requests is None:
-        return {}
-    positions = detection.positions_of(requests["device_id"])
-    found = positions >= 0
-    seen = detection.subset(positions[found])
-    at_target = np.zeros(len(requests), dtype=bool)
-    at_target[found] = np.logical_and.reduce(
-        [
-            seen[f"{slot}_fingerprint"].astype(object).to_numpy()
-            == requests[f"target_{slot}_fingerprint"].to_numpy()[found]
-            for slot in ("ds", "ka")
-        ]
+    config = fresh_case(load_case(config_path), Path(fresh_dir))
+    out = VerifyResultDir.new(out_dir)
+    result = detect_case(load_case_data(config, as_of))
+    plan = load_plan(plan_dir) if plan_dir is not None else None
+    verification = verify_detection(
+        result.detection,
+        result.summary["devices_by_category"],
+        plan.rows if plan is not None else None,
+        plan.directory / FINDINGS if plan is not None else None,
+        read_change_requests(plan.directory) if plan is not None else None,
     )
-    write_csv(out / "manual_not_at_target.csv", requests.loc[~at_target, ["device_id", "s1sp", "change_request_line"]])
-    return {"manual_change_requests": int(len(requests)), "manual_at_target": int(at_target.sum())}
-
-
-def _categories_at_plan(findings_path: Path, device_ids: pd.Series) -> pd.Series:
-    """device id -> its category in the plan's findings, for the given devices only (read as Arrow, filtered)."""
-    table = pq.read_table(findings_path, columns=["device_id", "category"])
-    table = table.filter(pc.is_in(table["device_id"], value_set=pa.array(device_ids.astype(str).tolist(), pa.string())))
-    frame = table.to_pandas().drop_duplicates("device_id")
-    return frame.set_index("device_id")["category"].astype(str)
+    verdict = verification.verdict.document()
+    out.write(
+        verdict,
+        result.summary,
+        result.detection.chunks(),
+        verification.residual,
+        verification.planned_not_at_target,
+        verification.manual_not_at_target,
+    )
+    return verdict
 
 
 # ------------------------------------------------------------------------------------------------ evidence

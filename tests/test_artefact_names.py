@@ -36,6 +36,11 @@ ARTEFACT_FILES = [
     "outcomes.csv",
     "dry_run.json",
     "dry_run.csv",
+    # verify result
+    "verify.json",
+    "residual_wrong.csv",
+    "planned_not_at_target.csv",
+    "manual_not_at_target.csv",
     # audit export
     "manifest.json",
     "manifest.sig",
