@@ -266,7 +266,7 @@ def test_outcomes_trace_each_device(export):
     planned = outcomes[outcomes["operation_id"].notna()]
     assert set(planned["device_id"]) == set(plan["device_id"]) and set(planned["final_state"]) == {"done"}
     assert (planned["prior_ds_fp"] == planned["expected_ds_fingerprint"]).all()
-    assert (planned["new_ds_fp"] == planned["target_ds_fingerprint"]).all()
+    assert (planned["final_ds_fp"] == planned["target_ds_fingerprint"]).all()
     assert set(outcomes.loc[outcomes["operation_id"].isna(), "final_state"]) == {"not_planned"}
 
 

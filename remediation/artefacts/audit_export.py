@@ -43,7 +43,10 @@ MANIFEST_SCHEMA = "remediation/audit-manifest/1"
 # (journal file, plan rows) -> each operation's final state by replaying that journal.
 JournalOps = Callable[[Path, pd.DataFrame, dict | None], pd.DataFrame]
 JournalStates = Callable[[Path, pd.DataFrame], dict[str, str]]
-OUTCOME_COLUMNS = [
+
+# The export's outcomes.csv: one row per device (the run's own outcomes.csv, apply/runner.py, has one per planned device);
+# a column keeps the name it has in the findings, the plan and the run (final_ds_fp, not a fourth name).
+EXPORT_OUTCOME_COLUMNS = [
     "finding_id",
     "device_id",
     "s1sp",
@@ -64,8 +67,8 @@ OUTCOME_COLUMNS = [
     "attempts",
     "prior_ds_fp",
     "prior_ka_fp",
-    "new_ds_fp",
-    "new_ka_fp",
+    "final_ds_fp",
+    "final_ka_fp",
     "last_error",
 ]
 
@@ -168,15 +171,14 @@ def _outcomes(findings: pd.DataFrame, plan_ops: pd.DataFrame) -> pd.DataFrame:
     out = findings.merge(plan_ops, how="left", on="device_id")
     planned = out["operation_id"].notna()
     out["final_state"] = out["state"].where(out["state"].notna(), "not_applied").where(planned, "not_planned")
-    out = out.rename(columns={"final_ds_fp": "new_ds_fp", "final_ka_fp": "new_ka_fp"})
-    return out.reindex(columns=OUTCOME_COLUMNS)
+    return out.reindex(columns=EXPORT_OUTCOME_COLUMNS)
 
 
 def _outcome_schema(findings: pa.Schema) -> pa.Schema:
     """Fixed column types, so every streamed chunk of outcomes matches (a chunk without planned devices would
     otherwise give all-null columns a null type)."""
     fields = []
-    for name in OUTCOME_COLUMNS:
+    for name in EXPORT_OUTCOME_COLUMNS:
         if name in findings.names:
             fields.append(findings.field(name))
         else:
@@ -206,7 +208,7 @@ class _Tally:
 def _outcome_tables(findings_path: Path, plan_ops: pd.DataFrame, tally: _Tally):
     findings = pq.read_schema(findings_path)
     schema = _outcome_schema(findings)
-    for table in _parquet_tables(findings_path, columns=[c for c in OUTCOME_COLUMNS if c in findings.names]):
+    for table in _parquet_tables(findings_path, columns=[c for c in EXPORT_OUTCOME_COLUMNS if c in findings.names]):
         outcomes = _outcomes(table.to_pandas(), plan_ops)
         tally.add(outcomes)
         yield pa.Table.from_pandas(outcomes, schema=schema, preserve_index=False)
