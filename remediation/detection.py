@@ -15,7 +15,7 @@ from remediation.ingest.case import CaseData
 from remediation.ingest.faults import concat_quarantine
 from remediation.memory import release_memory
 from remediation.model import CATEGORIES, CAUSES, Category
-from remediation.plan import plannable_categories
+from remediation.plan import plannable_categories, plannable_causes
 
 SUMMARY_SCHEMA = "remediation/detect-summary/1"
 
@@ -189,11 +189,10 @@ def _locked_out(detection: Detection, configured: list[str]) -> dict:
     }
 
 
-def plannable(detection: Detection, policy) -> np.ndarray:
+def plannable_mask(detection: Detection, policy) -> np.ndarray:
+    """`plan.plannable`'s rule over a whole detection, on codes: only the chosen devices are then built as a table."""
     category = detection.codes("category")
     mask = np.isin(category, [CATEGORIES.index(c) for c in plannable_categories(policy)])
-    if policy.correct_revoked:
-        mask |= (category == CATEGORIES.index(Category.EXPIRED_OR_REVOKED.value)) & (
-            detection.codes("cause") == CAUSES.index("revoked")
-        )
+    for name, cause in plannable_causes(policy):
+        mask |= (category == CATEGORIES.index(name)) & (detection.codes("cause") == CAUSES.index(cause))
     return mask

@@ -27,7 +27,7 @@ from remediation.artefacts.run_dir import JOURNAL, OUTCOMES_PARQUET, RunDir, car
 from remediation.artefacts.verify_result import VerifyResultDir
 from remediation.certificates import CertificateCatalog
 from remediation.config import CaseConfig, load_case
-from remediation.detection import DetectResult, detect_case, plannable
+from remediation.detection import DetectResult, detect_case, plannable_mask
 from remediation.errors import InputError, SafetyRefusal
 from remediation.evidence.hashing import sha256_file, sha256_json
 from remediation.ingest.case import load_case_data
@@ -35,13 +35,13 @@ from remediation.ingest.extracts import ProgressCallback
 from remediation.ingest.faults import QUARANTINE_COLUMNS
 from remediation.ingest.pki import load_org_cas, load_orl
 from remediation.ingest.registry import load_registry
-from remediation.model import Category
 from remediation.outputs import prepare_dir, write_csv, write_json, write_parquet, write_text
 from remediation.plan import (
     build_plan,
     build_rollback_plan,
     plan_counts,
     plannable_categories,
+    plannable_causes,
     seal,
 )
 from remediation.report.content import build_report
@@ -126,9 +126,7 @@ def run_plan(
         intern_saved_certificates(
             catalog, source.path(detect_result.FINDINGS).parent
         )  # the slot certificates detect saw, for their ids
-        wanted = plannable_categories(config.policy) + (
-            [Category.EXPIRED_OR_REVOKED.value] if config.policy.correct_revoked else []
-        )
+        wanted = plannable_categories(config.policy) + [c for c, _ in plannable_causes(config.policy)]
         chosen = source.findings_where(
             "category", wanted
         )  # build_plan keeps only the revoked cause of EXPIRED_OR_REVOKED
@@ -147,7 +145,7 @@ def run_plan(
         out = PlanDir.new(out_dir).directory
         detection = detected.detection
         rows = build_plan(
-            detection.subset(plannable(detection, config.policy)),
+            detection.subset(plannable_mask(detection, config.policy)),
             detected.case.registry,
             detected.case.catalog,
             as_of_used,

@@ -121,10 +121,17 @@ def plannable_categories(policy: Policy) -> list[str]:
     return [Category.WRONG_NO.value] + [c.value for enabled, c in optional if enabled]
 
 
+def plannable_causes(policy: Policy) -> list[tuple[str, str]]:
+    """(category, cause) pairs planned although their category is not: revoked devices, when the policy says so."""
+    return [(Category.EXPIRED_OR_REVOKED.value, "revoked")] if policy.correct_revoked else []
+
+
 def plannable(findings: pd.DataFrame, policy: Policy) -> pd.Series:
+    """The findings a plan takes (the rule `detection.plannable_mask` applies to a whole detection)."""
     chosen = findings["category"].isin(plannable_categories(policy))
-    if policy.correct_revoked and "cause" in findings:
-        chosen |= (findings["category"] == Category.EXPIRED_OR_REVOKED.value) & (findings["cause"] == "revoked")
+    if "cause" in findings:
+        for category, cause in plannable_causes(policy):
+            chosen |= (findings["category"] == category) & (findings["cause"] == cause)
     return chosen
 
 

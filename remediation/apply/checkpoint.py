@@ -121,7 +121,6 @@ class MemoryCheckpoints:
 
     def __init__(self, journal: Journal | None = None):
         self.ops: dict[str, dict] = {}
-        self.meta: dict[str, str] = {}
         self.lock = threading.Lock()
         self.journal = journal
 
@@ -184,12 +183,6 @@ class MemoryCheckpoints:
         with self.lock:
             rows = sorted(self.ops.values(), key=lambda o: o["seq"])
         return pd.DataFrame(rows, columns=list(OP_COLUMNS)) if rows else pd.DataFrame(columns=list(OP_COLUMNS))
-
-    def get_meta(self, key: str, default: str | None = None) -> str | None:
-        return self.meta.get(key, default)
-
-    def set_meta(self, key: str, value: str) -> None:
-        self.meta[key] = value
 
 
 class SqliteCheckpoints(MemoryCheckpoints):
@@ -267,18 +260,6 @@ class SqliteCheckpoints(MemoryCheckpoints):
         except sqlite3.Error as exc:
             self._rollback()
             self._failed(exc)
-
-    def get_meta(self, key: str, default: str | None = None) -> str | None:
-        with self.lock:
-            row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-        return row[0] if row else default
-
-    def set_meta(self, key: str, value: str) -> None:
-        with self.lock:
-            self.conn.execute(
-                "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                (key, value),
-            )
 
 
 def write_index(path: Path, ops: dict[str, dict], transitions: list[tuple], head: dict) -> None:
