@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from remediation import __version__, authority
+from remediation import authority
 from remediation.apply.pacing import WavePolicy
 from remediation.apply.runner import (
     ApplyOptions,
@@ -22,14 +22,14 @@ from remediation.apply.runner import (
 from remediation.artefacts import detect_result
 from remediation.artefacts.audit_export import export_audit, verify_export
 from remediation.artefacts.detect_result import FINDINGS, DetectResultDir
-from remediation.artefacts.plan_dir import PLAN_SCHEMA, PlanDir, check_fresh, load_plan, read_approvals
+from remediation.artefacts.plan_dir import PlanDir, PlanDocument, check_fresh, load_plan, read_approvals
 from remediation.artefacts.run_dir import JOURNAL, OUTCOMES_PARQUET, RunDir, carry_files, read_run
 from remediation.artefacts.verify_result import VerifyResultDir
 from remediation.certificates import CertificateCatalog
 from remediation.config import CaseConfig, load_case
 from remediation.detection import DetectResult, detect_case, plannable_mask
 from remediation.errors import InputError, SafetyRefusal
-from remediation.evidence.hashing import sha256_file, sha256_json
+from remediation.evidence.hashing import sha256_file
 from remediation.ingest.case import load_case_data
 from remediation.ingest.extracts import ProgressCallback
 from remediation.ingest.faults import QUARANTINE_COLUMNS
@@ -177,44 +177,42 @@ def run_plan(
     rows = extras.rows
     outputs.update(extras.outputs)
     outputs.update(PlanDir(out).write_rows(rows))
-    document = seal(
-        {
-            "schema": PLAN_SCHEMA,
-            "tool_version": __version__,
-            "case": config.name,
-            "as_of": as_of_used.isoformat(),
-            "planned_by": planner,
-            "s1sp_filter": sorted(s1sps),
-            "policy": config.policy.model_dump(),
-            "allow_unknown_no": allow_unknown_no,
-            "registry_gaps": summary["registry_gaps"],
-            "inputs": [{k: f[k] for k in ("role", "s1sp", "path", "sha256", "rows_read")} for f in summary["files"]],
-            "config_files": summary["config_files"],
-            "config_sha256": sha256_json(summary["config_files"]),
-            "endpoints": {
-                code: {
-                    "base_url": ep.base_url,
-                    "rate_per_second": ep.rate_per_second,
-                    "concurrency": ep.concurrency,
-                    "token_env": ep.token_env,
-                    "mode": ep.mode,
-                    "enforces_validity": ep.enforces_validity,
-                }
-                for code, ep in sorted(config.endpoints.items())
-            },
-            "counts": plan_counts(rows),
-            "manual": {
-                "s1sps": manual_codes,
-                "devices": int(len(manual)),
-                "by_s1sp": {k: int(v) for k, v in manual.groupby("s1sp").size().items()},
-            },
-            "outputs": {name: sha256_file(path) for name, path in outputs.items()},
-            **authority.plan_fields(signing, planner, change_ref or config.governance.change_record),
+    document = PlanDocument(
+        case=config.name,
+        as_of=as_of_used.isoformat(),
+        planned_by=planner,
+        s1sp_filter=sorted(s1sps),
+        policy=config.policy.model_dump(),
+        allow_unknown_no=allow_unknown_no,
+        registry_gaps=summary["registry_gaps"],
+        inputs=[{k: f[k] for k in ("role", "s1sp", "path", "sha256", "rows_read")} for f in summary["files"]],
+        config_files=summary["config_files"],
+        endpoints={
+            code: {
+                "base_url": ep.base_url,
+                "rate_per_second": ep.rate_per_second,
+                "concurrency": ep.concurrency,
+                "token_env": ep.token_env,
+                "mode": ep.mode,
+                "enforces_validity": ep.enforces_validity,
+            }
+            for code, ep in sorted(config.endpoints.items())
+        },
+        counts=plan_counts(rows),
+        manual={
+            "s1sps": manual_codes,
+            "devices": int(len(manual)),
+            "by_s1sp": {k: int(v) for k, v in manual.groupby("s1sp").size().items()},
+        },
+        outputs={name: sha256_file(path) for name, path in outputs.items()},
+        additions=(
+            authority.plan_fields(signing, planner, change_ref or config.governance.change_record),
             # governance as the case gives it (change record, --change-ref over it, and the decision), costs,
             # change_requests, manual_s1sps
-            **extras.fields,
-        }
+            extras.fields,
+        ),
     )
+    document = seal(document.body())
     document = authority.sign_sealed_plan(document, signing)
     PlanDir(out).write_document(document)
     return PlanResult(out, document, rows, detected)
@@ -487,26 +485,24 @@ def run_rollback(
         }
         for name in (JOURNAL, OUTCOMES_PARQUET)
     ]
-    document = seal(
-        {
-            "schema": PLAN_SCHEMA,
-            "kind": "rollback",
-            "rollback_of": {"run_dir": str(run_dir.resolve()), "plan_hash": original.plan_hash},
-            "tool_version": __version__,
-            "case": original.document["case"],
-            "as_of": original.document["as_of"],
-            "planned_by": planner,
-            "s1sp_filter": [],
-            "policy": original.document["policy"],
-            "inputs": inputs,
-            "config_files": [],
-            "config_sha256": sha256_json([]),
-            "endpoints": original.document["endpoints"],
-            "counts": plan_counts(rows),
-            "outputs": {name: sha256_file(path) for name, path in outputs.items()},
-            **authority.plan_fields(signing, planner, (original.document.get("governance") or {}).get("change_record")),
-        }
+    document = PlanDocument(
+        kind="rollback",
+        rollback_of={"run_dir": str(run_dir.resolve()), "plan_hash": original.plan_hash},
+        case=original.document["case"],
+        as_of=original.document["as_of"],
+        planned_by=planner,
+        s1sp_filter=[],
+        policy=original.document["policy"],
+        inputs=inputs,
+        config_files=[],
+        endpoints=original.document["endpoints"],
+        counts=plan_counts(rows),
+        outputs={name: sha256_file(path) for name, path in outputs.items()},
+        additions=(
+            authority.plan_fields(signing, planner, (original.document.get("governance") or {}).get("change_record")),
+        ),
     )
+    document = seal(document.body())
     document = authority.sign_sealed_plan(document, signing)
     PlanDir(out).write_document(document)
     return PlanResult(out, document, rows, None)

@@ -11,13 +11,14 @@ their owners; this module only stores and checks what they produce.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from remediation import __version__
 from remediation.errors import InputError
-from remediation.evidence.hashing import sha256_file
+from remediation.evidence.hashing import sha256_file, sha256_json
 from remediation.model import REQUESTS_PER_DEVICE
 from remediation.outputs import prepare_dir, write_csv, write_json, write_parquet
 from remediation.plan import LoadedPlan, PlanTampered, StalePlan, seal
@@ -30,6 +31,59 @@ LEASE_LOCK = "apply.lock"  # flock held while a process applies the plan
 LEASE_RECORD = "active_run.json"  # the run directory that owns the plan until it completes
 PLAN_SCHEMA = "remediation/plan/1"
 CERTIFICATE_BODIES = ["target_ds_cert", "target_ka_cert"]
+
+
+@dataclass
+class PlanDocument:
+    """plan.json before it is sealed and signed: one shape for a correction plan and a rollback plan, written in this
+    key order (a field that does not apply to the kind of plan is left out, not written as null). `additions` (the
+    authority's fields, then the outcomes' governance, costs and change requests) are merged last, in order; a key
+    they share with the fields above keeps its place and takes their value."""
+
+    case: str
+    as_of: str
+    planned_by: str
+    s1sp_filter: list[str]
+    policy: dict
+    inputs: list[dict]  # role, s1sp, path, sha256, rows_read of every file the plan was made from
+    config_files: list[dict]  # path, sha256
+    endpoints: dict[str, dict]
+    counts: dict
+    outputs: dict[str, str]  # file name -> SHA-256 of every output the plan seals
+    kind: str | None = None  # "rollback" for a rollback plan
+    rollback_of: dict | None = None  # run_dir, plan_hash
+    allow_unknown_no: bool | None = None
+    registry_gaps: list[dict] | None = None
+    manual: dict | None = None  # s1sps, devices, by_s1sp
+    additions: tuple[dict, ...] = field(default_factory=tuple)
+
+    def body(self) -> dict:
+        """The document `plan.seal` hashes."""
+        optional = {"kind": self.kind, "rollback_of": self.rollback_of}
+        document = {"schema": PLAN_SCHEMA, **{k: v for k, v in optional.items() if v is not None}}
+        document.update(
+            tool_version=__version__,
+            case=self.case,
+            as_of=self.as_of,
+            planned_by=self.planned_by,
+            s1sp_filter=self.s1sp_filter,
+            policy=self.policy,
+        )
+        planning = {"allow_unknown_no": self.allow_unknown_no, "registry_gaps": self.registry_gaps}
+        document.update({k: v for k, v in planning.items() if v is not None})
+        document.update(
+            inputs=self.inputs,
+            config_files=self.config_files,
+            config_sha256=sha256_json(self.config_files),
+            endpoints=self.endpoints,
+            counts=self.counts,
+        )
+        if self.manual is not None:
+            document["manual"] = self.manual
+        document["outputs"] = self.outputs
+        for addition in self.additions:
+            document.update(addition)
+        return document
 
 
 def read_json_object(path: Path, what: str) -> dict:
