@@ -23,10 +23,10 @@ from remediation.artefacts import detect_result
 from remediation.artefacts.audit_export import export_audit, verify_export
 from remediation.artefacts.detect_result import FINDINGS, DetectResultDir
 from remediation.artefacts.plan_dir import PlanDir, PlanDocument, check_fresh, load_plan, read_approvals
-from remediation.artefacts.run_dir import JOURNAL, OUTCOMES_PARQUET, RunDir, carry_files, read_run
+from remediation.artefacts.run_dir import JOURNAL, OUTCOMES_PARQUET, DryRunRecord, RunDir, carry_files, read_run
 from remediation.artefacts.verify_result import VerifyResultDir
 from remediation.certificates import CertificateCatalog
-from remediation.config import CaseConfig, load_case
+from remediation.config import load_case
 from remediation.detection import DetectResult, detect_case, plannable_mask
 from remediation.errors import InputError, SafetyRefusal
 from remediation.evidence.hashing import sha256_file
@@ -35,13 +35,14 @@ from remediation.ingest.extracts import ProgressCallback
 from remediation.ingest.faults import QUARANTINE_COLUMNS
 from remediation.ingest.pki import load_org_cas, load_orl
 from remediation.ingest.registry import load_registry
-from remediation.outputs import prepare_dir, write_csv, write_json, write_parquet, write_text
+from remediation.outputs import prepare_dir, write_json, write_parquet, write_text
 from remediation.plan import (
     build_plan,
     build_rollback_plan,
     plan_counts,
     plannable_categories,
     plannable_causes,
+    refuse_registry_gaps,
     seal,
 )
 from remediation.report.content import build_report
@@ -118,7 +119,7 @@ def run_plan(
             raise SafetyRefusal(
                 f"refusing to plan from {from_detect}: its detect result predates the registry coverage check; run detect again"
             )
-        _refuse_registry_gaps(summary["registry_gaps"], allow_unknown_no, config)
+        refuse_registry_gaps(summary["registry_gaps"], allow_unknown_no, config.registry_path)
         catalog = CertificateCatalog(
             load_org_cas(config.org_ca_paths), load_orl(config.orl_path), config.accepted_policy_oids
         )
@@ -141,7 +142,7 @@ def run_plan(
     else:
         detected = detect_case(load_case_data(config, as_of, progress))
         summary, as_of_used = detected.summary, detected.case.as_of
-        _refuse_registry_gaps(summary["registry_gaps"], allow_unknown_no, config)
+        refuse_registry_gaps(summary["registry_gaps"], allow_unknown_no, config.registry_path)
         out = PlanDir.new(out_dir).directory
         detection = detected.detection
         rows = build_plan(
@@ -216,19 +217,6 @@ def run_plan(
     document = authority.sign_sealed_plan(document, signing)
     PlanDir(out).write_document(document)
     return PlanResult(out, document, rows, detected)
-
-
-def _refuse_registry_gaps(gaps: list[dict], allow_unknown_no: bool, config: CaseConfig) -> None:
-    """Registry coverage pre-flight: RDP NO ids with in-scope devices but no registry entry stop the plan (exit 3)
-    unless the operator accepts that their devices stay UNKNOWN_NO (--allow-unknown-no, recorded in plan.json)."""
-    if gaps and not allow_unknown_no:
-        listed = ", ".join(f"{g['network_operator_id']} ({g['devices']} devices)" for g in gaps[:5]) + (
-            " …" if len(gaps) > 5 else ""
-        )
-        raise SafetyRefusal(
-            f"refusing to plan: the NO registry has no entry for RDP network operator(s) {listed}; their devices can never be "
-            f"corrected. Add them to {config.registry_path} or re-run with --allow-unknown-no to plan the rest"
-        )
 
 
 def run_approve(
@@ -324,35 +312,7 @@ def run_dry_run(plan_dir: str | Path, out_dir: str | Path, options: ApplyOptions
     plan = load_plan(plan_dir)
     check_fresh(plan)
     frame = dry_run(plan, options)
-    out = prepare_dir(out_dir)
-    columns = [
-        "device_id",
-        "s1sp",
-        "operation_id",
-        "state",
-        "prior_ds_fp",
-        "prior_ka_fp",
-        "expected_ds",
-        "expected_ka",
-        "target_ds_fp",
-        "target_ka_fp",
-        "last_error",
-    ]
-    for col in columns:
-        if col not in frame.columns:
-            frame[col] = None
-    write_csv(RunDir(out).dry_run_csv, frame[columns])
-    write_json(
-        RunDir(out).dry_run_record,
-        {
-            "plan_hash": plan.plan_hash,
-            "plan_dir": str(plan.directory.resolve()),
-            "states": {
-                s1sp: {k: int(v) for k, v in g["state"].value_counts().sort_index().items()}
-                for s1sp, g in frame.groupby("s1sp")
-            },
-        },
-    )
+    RunDir(out_dir).write_dry_run(DryRunRecord.of(plan.plan_hash, plan.directory, frame), frame)
     return frame
 
 

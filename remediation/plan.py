@@ -135,6 +135,19 @@ def plannable(findings: pd.DataFrame, policy: Policy) -> pd.Series:
     return chosen
 
 
+def refuse_registry_gaps(gaps: list[dict], allow_unknown_no: bool, registry_path: Path) -> None:
+    """Registry coverage pre-flight: RDP NO ids with in-scope devices but no registry entry stop the plan (exit 3)
+    unless the operator accepts that their devices stay UNKNOWN_NO (--allow-unknown-no, recorded in plan.json)."""
+    if gaps and not allow_unknown_no:
+        listed = ", ".join(f"{g['network_operator_id']} ({g['devices']} devices)" for g in gaps[:5]) + (
+            " …" if len(gaps) > 5 else ""
+        )
+        raise SafetyRefusal(
+            f"refusing to plan: the NO registry has no entry for RDP network operator(s) {listed}; their devices can never be "
+            f"corrected. Add them to {registry_path} or re-run with --allow-unknown-no to plan the rest"
+        )
+
+
 def build_plan(
     findings: pd.DataFrame,
     registry: Registry,

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import pandas as pd
 
 from remediation.artefacts.detect_result import FINDINGS, INPUT_ROWS, QUARANTINE, SUMMARY
 from remediation.artefacts.plan_dir import PLAN_JSON
 from remediation.errors import InputError
-from remediation.outputs import write_json
+from remediation.outputs import prepare_dir, write_csv, write_json
 
 RUN_JSON = "run.json"
 JOURNAL = "journal.jsonl"
@@ -27,6 +29,39 @@ OUTCOMES_CSV = "outcomes.csv"
 DRY_RUN_JSON = "dry_run.json"
 DRY_RUN_CSV = "dry_run.csv"
 RUN_SCHEMA = "remediation/run/1"
+
+# dry_run.csv: per planned device, what a dry run read and would do (nothing was written).
+DRY_RUN_COLUMNS = [
+    "device_id",
+    "s1sp",
+    "operation_id",
+    "state",
+    "prior_ds_fp",
+    "prior_ka_fp",
+    "expected_ds",
+    "expected_ka",
+    "target_ds_fp",
+    "target_ka_fp",
+    "last_error",
+]
+
+
+@dataclass(frozen=True)
+class DryRunRecord:
+    """dry_run.json: which plan was read, and per S1SP how many devices ended in each state."""
+
+    plan_hash: str
+    plan_dir: str
+    states: dict[str, dict[str, int]]
+
+    @classmethod
+    def of(cls, plan_hash: str, plan_dir: Path, frame: pd.DataFrame) -> DryRunRecord:
+        states = {
+            s1sp: {k: int(v) for k, v in g["state"].value_counts().sort_index().items()}
+            for s1sp, g in frame.groupby("s1sp")
+        }
+        return cls(plan_hash, str(Path(plan_dir).resolve()), states)
+
 
 # Detection results a plan or run directory carries along, so reports and audit exports can be made from it alone.
 CARRIED_FILES = (FINDINGS, INPUT_ROWS, SUMMARY, QUARANTINE)
@@ -103,6 +138,16 @@ class RunDir:
 
     def write_record(self, run: dict) -> Path:
         return write_json(self.record_path, run)
+
+    def write_dry_run(self, record: DryRunRecord, frame: pd.DataFrame) -> None:
+        """dry_run.csv (every planned device, the columns above; a column the frame lacks is added to it, empty)
+        and dry_run.json."""
+        prepare_dir(self.directory)
+        for col in DRY_RUN_COLUMNS:
+            if col not in frame.columns:
+                frame[col] = None
+        write_csv(self.dry_run_csv, frame[DRY_RUN_COLUMNS])
+        write_json(self.dry_run_record, asdict(record))
 
     def carry_from_plan(self, plan_dir: Path) -> None:
         """plan.json and the plan's detect result, so the run directory can be reported and exported on its own."""
