@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -19,7 +18,6 @@ from remediation.apply.runner import (
     dry_run,
     write_outcomes,
 )
-from remediation.artefacts import detect_result
 from remediation.artefacts.audit_export import export_audit, verify_export
 from remediation.artefacts.detect_result import FINDINGS, DetectResultDir
 from remediation.artefacts.plan_dir import PlanDir, PlanDocument, check_fresh, load_plan, read_approvals
@@ -124,9 +122,7 @@ def run_plan(
             load_org_cas(config.org_ca_paths), load_orl(config.orl_path), config.accepted_policy_oids
         )
         registry = load_registry(config.registry_path, catalog)
-        intern_saved_certificates(
-            catalog, source.path(detect_result.FINDINGS).parent
-        )  # the slot certificates detect saw, for their ids
+        intern_saved_certificates(catalog, source.directory)  # the slot certificates detect saw, for their ids
         wanted = plannable_categories(config.policy) + [c for c, _ in plannable_causes(config.policy)]
         chosen = source.findings_where(
             "category", wanted
@@ -135,10 +131,7 @@ def run_plan(
         rows = build_plan(chosen, registry, catalog, as_of_used, config.policy, tuple(sorted(s1sps)))
         detected = None
         # The plan directory carries the detect result it was made from, byte for byte, as a fresh plan would.
-        outputs = {}
-        for name in (detect_result.FINDINGS, detect_result.INPUT_ROWS, detect_result.QUARANTINE, detect_result.SUMMARY):
-            shutil.copyfile(source.path(name), out / name)
-            outputs[name] = out / name
+        outputs = source.copy_sealed(out)
     else:
         detected = detect_case(load_case_data(config, as_of, progress))
         summary, as_of_used = detected.summary, detected.case.as_of

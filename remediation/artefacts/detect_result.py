@@ -9,6 +9,7 @@ input and configuration file by SHA-256 and the as-of date. Any difference is a 
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -81,6 +82,15 @@ class DetectResultDir:
 
     def path(self, name: str) -> Path:
         return self.directory / name
+
+    def copy_sealed(self, out: Path) -> dict[str, Path]:
+        """The four sealed outputs copied byte for byte into `out` (a plan made from this result carries them, as a
+        plan made from scratch does); returns the copies by name."""
+        copies = {}
+        for name in SEALED:
+            shutil.copyfile(self.directory / name, Path(out) / name)
+            copies[name] = Path(out) / name
+        return copies
 
     def _json(self, name: str) -> dict:
         path = self.directory / name
