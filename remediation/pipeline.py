@@ -298,7 +298,7 @@ def run_apply(
 def run_resume(
     run_dir: str | Path, options: ApplyOptions, progress=None, *, key=None, trust_policy: str | Path | None = None
 ) -> ApplyResult:
-    return run_apply(read_run(run_dir)["plan_dir"], run_dir, options, progress, key=key, trust_policy=trust_policy)
+    return run_apply(read_run(run_dir).plan_dir, run_dir, options, progress, key=key, trust_policy=trust_policy)
 
 
 def run_dry_run(plan_dir: str | Path, out_dir: str | Path, options: ApplyOptions) -> pd.DataFrame:
@@ -320,7 +320,7 @@ def run_ops_from_journal(run_dir: Path, plan_rows: pd.DataFrame, what: str) -> p
     """Every planned op's state replayed from the run's verified journal; an edited index is a refusal (exit 3)."""
     from remediation.apply.index import verified_ops
 
-    return verified_ops(run_dir, plan_rows, read_run(run_dir).get("journal_head"), what).frame()
+    return verified_ops(run_dir, plan_rows, read_run(run_dir).journal_head, what).frame()
 
 
 def run_verify(
@@ -415,7 +415,7 @@ def run_rollback(
 ) -> PlanResult:
     """A plan that restores the recorded prior certificates of devices this run wrote; approved and applied like any plan."""
     run_dir = Path(run_dir)
-    original = load_plan(read_run(run_dir)["plan_dir"])
+    original = load_plan(read_run(run_dir).plan_dir)
     # Signed by a planner under the original plan's (still unchanged) trust policy.
     signing = authority.rollback_signing(original, key)
     ops = run_ops_from_journal(

@@ -29,7 +29,7 @@ from remediation.apply.gateway import Gateway, HttpGateway
 from remediation.apply.index import IndexInconsistent, check_index, rebuild_index
 from remediation.apply.lock import PlanLease, PlanLocked, RunLock
 from remediation.apply.pacing import RateLimiter, WavePolicy
-from remediation.artefacts.run_dir import RUN_SCHEMA, RunDir, read_run
+from remediation.artefacts.run_dir import RunDir, RunRecord, read_run
 from remediation.authority import RunAuthority, token_for_endpoint
 from remediation.errors import InputError, SafetyRefusal
 from remediation.evidence.journal import Journal, check_journal
@@ -129,30 +129,27 @@ def _targets(rows: pd.DataFrame) -> dict[str, tuple[str | None, str | None]]:
     }
 
 
-def _prepare_run_dir(plan: LoadedPlan, run_dir: Path, who: str) -> dict:
+def _prepare_run_dir(plan: LoadedPlan, run_dir: Path, who: str) -> RunRecord:
     owner = RunDir(run_dir)
     if owner.is_run():
         run = owner.record()
-        if run.get("plan_hash") != plan.plan_hash:
+        if run.plan_hash != plan.plan_hash:
             raise SafetyRefusal(
-                f"run {run_dir} belongs to plan {run.get('plan_hash', '?')[:12]}…, not {plan.plan_hash[:12]}…; use a new run directory"
+                f"run {run_dir} belongs to plan {run.plan_hash[:12]}…, not {plan.plan_hash[:12]}…; use a new run directory"
             )
-        if run.get("status") == "superseded":
-            raise SafetyRefusal(
-                f"run {run_dir} was superseded by {run.get('superseded_by', '?')}; it cannot be resumed"
-            )
+        if run.status == "superseded":
+            raise SafetyRefusal(f"run {run_dir} was superseded by {run.superseded_by or '?'}; it cannot be resumed")
         return run
     run_dir.mkdir(parents=True, exist_ok=True)
     owner.carry_from_plan(plan.directory)
-    run = {
-        "schema": RUN_SCHEMA,
-        "plan_hash": plan.plan_hash,
-        "plan_dir": str(plan.directory.resolve()),
-        "created_by": who,
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "status": "new",
-        "paused": {},
-    }
+    run = RunRecord(
+        plan_hash=plan.plan_hash,
+        plan_dir=str(plan.directory.resolve()),
+        created_by=who,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        status="new",
+        paused={},
+    )
     owner.write_record(run)
     return run
 
@@ -180,7 +177,7 @@ class RunRecorder:
     operator's authority fields, e.g. a `signer` for the journal, from the authority issue) is added to the start,
     resume, interrupted and finish records here and nowhere else."""
 
-    def __init__(self, run_dir: Path, run: dict, journal: Journal, signed: dict | None = None):
+    def __init__(self, run_dir: Path, run: RunRecord, journal: Journal, signed: dict | None = None):
         self.run_dir, self.run, self.journal, self.signed = run_dir, run, journal, signed or {}
 
     def record_run_event(self, kind: str, **payload) -> dict:
@@ -189,9 +186,9 @@ class RunRecorder:
         return entry
 
     def save(self, **fields) -> None:
-        self.run.update(fields)
-        self.run["journal_head"] = self.journal.head
-        self.run["updated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+        self.run.update(**fields)
+        self.run.journal_head = self.journal.head
+        self.run.updated_at = datetime.now(UTC).isoformat(timespec="seconds")
         RunDir(self.run_dir).write_record(self.run)
 
 
@@ -235,7 +232,7 @@ def _claim_plan(lease: PlanLease, plan: LoadedPlan, run_dir: Path, who: str, sup
     if owner_dir is None or owner_dir == run_dir.resolve():
         return None
     try:
-        status = read_run(owner_dir).get("status") if RunDir(owner_dir).is_run() else "missing"
+        status = read_run(owner_dir).status if RunDir(owner_dir).is_run() else "missing"
     except InputError:
         status = "unreadable"
     if status in (*COMPLETE_STATUSES, "superseded"):
@@ -271,22 +268,22 @@ def _supersede(old_dir: Path, new_dir: Path, who: str) -> dict:
 
 
 def _open_index(
-    run_dir: Path, plan: LoadedPlan, run: dict, journal_exists: bool
+    run_dir: Path, plan: LoadedPlan, run: RunRecord, journal_exists: bool
 ) -> tuple[SqliteCheckpoints, dict | None]:
     """The checkpoint index, verified against the journal and rebuilt from it when it is missing, empty, corrupt, behind
     or edited. Returns the index and what was rebuilt (for the journal), or None."""
     db = RunDir(run_dir).checkpoints
     if not journal_exists:
-        if (run.get("journal_head") or {}).get("seq"):
+        if run.journal_seq:
             raise IndexInconsistent(
-                f"{run_dir}: the journal is missing or empty, but run.json records {run['journal_head']['seq']} entries; refusing"
+                f"{run_dir}: the journal is missing or empty, but run.json records {run.journal_seq} entries; refusing"
             )
         if db.exists() and db.stat().st_size:
             raise IndexInconsistent(
                 f"{run_dir}: checkpoints.sqlite exists but the journal does not; the journal is the record — refusing"
             )
         return SqliteCheckpoints(db), None
-    result, check = check_index(run_dir, plan.rows, run.get("journal_head"))
+    result, check = check_index(run_dir, plan.rows, run.journal_head)
     rebuilt = None
     if check.verdict != "ok":
         kept = rebuild_index(run_dir, result)
@@ -400,7 +397,7 @@ def _apply_locked(
     if options.retry_failed:
         _reopen_failed(checkpoints, rows)
     targets = _targets(plan.rows)
-    paused = dict(run.get("paused", {}))
+    paused = dict(run.paused or {})
     threads, results, lock_results = [], {}, threading.Lock()
 
     def work(s1sp: str) -> None:

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from remediation import __version__, authority
 from remediation.artefacts.detect_result import FINDINGS, INPUT_ROWS, SUMMARY, write_findings
 from remediation.artefacts.plan_dir import APPROVALS, CERTIFICATE_BODIES, PLAN_CSV, PLAN_JSON, PLAN_PARQUET, PlanDir
-from remediation.artefacts.run_dir import JOURNAL, OUTCOMES_CSV, OUTCOMES_PARQUET, RunDir
+from remediation.artefacts.run_dir import JOURNAL, OUTCOMES_CSV, OUTCOMES_PARQUET, RunDir, RunRecord
 from remediation.errors import InputError, SafetyRefusal
 from remediation.evidence.hashing import sha256_file
 from remediation.evidence.journal import verify_journal
@@ -214,10 +214,10 @@ def _outcome_tables(findings_path: Path, plan_ops: pd.DataFrame, tally: _Tally):
         yield pa.Table.from_pandas(outcomes, schema=schema, preserve_index=False)
 
 
-def audit_summary(tally: _Tally, run: dict, detect_summary: dict) -> dict:
+def audit_summary(tally: _Tally, run: RunRecord, detect_summary: dict) -> dict:
     return {
-        "plan_hash": run["plan_hash"],
-        "run_status": run.get("status"),
+        "plan_hash": run.plan_hash,
+        "run_status": run.status,
         "devices": tally.devices,
         "input_rows": tally.input_rows,
         "rows_read": detect_summary["rows_read"],
@@ -259,7 +259,7 @@ def export_audit(
     manifest is made, so the signature covers it too; a dict it returns is added to summary.json."""
     run_dir = Path(run_dir)
     run = RunDir(run_dir).record()
-    plan_dir = Path(run["plan_dir"])
+    plan_dir = Path(run.plan_dir)
     plan = PlanDir(plan_dir)
     # The policy the plan was sealed under (unchanged since), and the exporter's key checked against it.
     policy, exporter = authority.export_authority(plan_dir, signer)
@@ -269,7 +269,7 @@ def export_audit(
         raise InputError("export directory is not empty; exports are never overwritten", file=str(out))
     plan_rows = pd.read_parquet(plan.rows_path)
     # Outcomes come from the verified journal, cross-checked against the checkpoint index (an edited index refuses).
-    ops = journal_ops(run_dir, plan_rows, run.get("journal_head"))
+    ops = journal_ops(run_dir, plan_rows, run.journal_head)
     try:
         # Findings and outcomes are streamed in chunks (10 million devices nationally); the counts are added up
         # on the way and checked before anything is signed.
@@ -313,7 +313,7 @@ def export_audit(
         "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "exported_by": exported_by,
         "run_dir": str(run_dir.resolve()),
-        "plan_hash": run["plan_hash"],
+        "plan_hash": run.plan_hash,
         "algorithm": _algorithm(key),
         "public_key_sha256": key_id(key.public_key()),
         **authority.manifest_fields(policy, exporter, signer),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import pandas as pd
@@ -44,6 +44,63 @@ DRY_RUN_COLUMNS = [
     "target_ka_fp",
     "last_error",
 ]
+
+
+@dataclass
+class RunRecord:
+    """run.json: which plan the run belongs to, who made it, its status and pauses, and the journal head (seq, hash)
+    recorded at each run event (a journal cut short or rewritten after it is refused). Written in this key order; a
+    field never set is left out, and keys this version does not know are kept as read (after the known ones)."""
+
+    plan_hash: str
+    plan_dir: str
+    schema: str | None = RUN_SCHEMA
+    created_by: str | None = None
+    created_at: str | None = None
+    status: str | None = None
+    paused: dict[str, str] | None = None  # S1SP -> why its waves paused
+    journal_head: dict | None = None  # {"seq", "hash"} of the journal's last entry when the record was saved
+    updated_at: str | None = None
+    counts: dict | None = None  # S1SP -> state -> devices, at the last save
+    superseded_by: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    ORDER = (
+        "schema",
+        "plan_hash",
+        "plan_dir",
+        "created_by",
+        "created_at",
+        "status",
+        "paused",
+        "journal_head",
+        "updated_at",
+        "counts",
+        "superseded_by",
+    )
+
+    @classmethod
+    def from_json(cls, value: dict) -> RunRecord:
+        known = {k: value[k] for k in cls.ORDER if k in value}
+        return cls(**{"schema": None, **known}, extra={k: v for k, v in value.items() if k not in cls.ORDER})
+
+    def to_json(self) -> dict:
+        document = {k: getattr(self, k) for k in self.ORDER if getattr(self, k) is not None}
+        return {**document, **self.extra}
+
+    def update(self, **values) -> None:
+        """Set fields by name; a name this version does not know goes to `extra` (and so into run.json)."""
+        names = {f.name for f in fields(self)} - {"extra"}
+        for name, value in values.items():
+            if name in names:
+                setattr(self, name, value)
+            else:
+                self.extra[name] = value
+
+    @property
+    def journal_seq(self) -> int:
+        """Entries the journal held at the last save (0: none recorded)."""
+        return int((self.journal_head or {}).get("seq") or 0)
 
 
 @dataclass(frozen=True)
@@ -119,7 +176,7 @@ class RunDir:
         """A journal with at least one entry (an empty file is no journal)."""
         return self.journal.exists() and self.journal.stat().st_size > 0
 
-    def record(self) -> dict:
+    def record(self) -> RunRecord:
         """run.json; an input error (exit 2) when the directory is not a run or the record is garbage."""
         path = self.record_path
         if not path.exists():
@@ -134,10 +191,10 @@ class RunDir:
             or not isinstance(run.get("plan_dir"), str)
         ):
             raise InputError("not a run record (expected a JSON object with plan_hash and plan_dir)", file=str(path))
-        return run
+        return RunRecord.from_json(run)
 
-    def write_record(self, run: dict) -> Path:
-        return write_json(self.record_path, run)
+    def write_record(self, run: RunRecord) -> Path:
+        return write_json(self.record_path, run.to_json())
 
     def write_dry_run(self, record: DryRunRecord, frame: pd.DataFrame) -> None:
         """dry_run.csv (every planned device, the columns above; a column the frame lacks is added to it, empty)
@@ -154,5 +211,5 @@ class RunDir:
         carry_files(plan_dir, self.directory, (PLAN_JSON, *CARRIED_FILES))
 
 
-def read_run(run_dir: str | Path) -> dict:
+def read_run(run_dir: str | Path) -> RunRecord:
     return RunDir(run_dir).record()

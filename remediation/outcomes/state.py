@@ -100,15 +100,15 @@ def device_outcomes(run_dir: Path) -> pd.DataFrame:
     journal = RunDir(run_dir).journal
     run = read_run(run_dir)
     if not journal.exists() or journal.stat().st_size == 0:
-        if (run.get("journal_head") or {}).get("seq"):
+        if run.journal_seq:
             from remediation.errors import SafetyRefusal
 
             raise SafetyRefusal(
-                f"{journal}: the journal is missing or empty, but run.json records {run['journal_head']['seq']} entries"
+                f"{journal}: the journal is missing or empty, but run.json records {run.journal_seq} entries"
             )
         return pd.DataFrame(columns=[*columns, "at"])
-    plan = load_plan(run["plan_dir"])
-    ops = verified_ops(run_dir, plan.rows, run.get("journal_head"), "report the run's outcomes").frame()
+    plan = load_plan(run.plan_dir)
+    ops = verified_ops(run_dir, plan.rows, run.journal_head, "report the run's outcomes").frame()
     ops = ops.reindex(columns=columns)
     ops["at"] = pd.to_datetime(ops["updated_at"], unit="s", utc=True).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
     return ops.reset_index(drop=True)
@@ -143,7 +143,7 @@ def run_state(run_dir: Path) -> dict:
     from remediation.apply.state import run_state as journal_state
 
     run_dir = Path(run_dir)
-    run = _json(RunDir(run_dir).record_path)
+    run = read_run(run_dir)
     verified = journal_state(run_dir)  # the journal's verdict (chain, heads, replay): what status says too
     events = _run_events(RunDir(run_dir).journal)
     started = next((e for e in events if e.get("event") == "run_started"), None)
@@ -169,7 +169,7 @@ def run_state(run_dir: Path) -> dict:
         "paused": dict(verified.paused),
         "cause": verified.cause,
         "next_command": verified.next_command,
-        "applied_by": operators or ([run["created_by"]] if run.get("created_by") else []),
+        "applied_by": operators or ([run.created_by] if run.created_by else []),
         "started_at": start.astimezone(UTC).isoformat(timespec="seconds") if start else None,
         "finished_at": end.astimezone(UTC).isoformat(timespec="seconds") if end and status != "interrupted" else None,
         "duration_seconds": (end - start).total_seconds() if start and end and status != "interrupted" else None,
