@@ -91,6 +91,7 @@ def run_plan(
     trust_policy: str | Path | None = None,
 ) -> PlanResult:
     """Detect (or, with `from_detect`, reuse a detect result that still matches the case) and plan."""
+    from remediation.outcomes.change_requests import manual_s1sps, split_manual
     from remediation.outcomes.costs import load_cost_model
     from remediation.outcomes.planning import plan_extras
     from remediation.outcomes.references import intern_saved_certificates
@@ -163,9 +164,8 @@ def run_plan(
     # A manual S1SP is never written through an API: its devices become the change-request export (one writer:
     # outcomes/change_requests.py) for a scope decision, outside plan.parquet (so apply cannot reach them), and are
     # counted in plan.json.
-    manual_codes = sorted(code for code, ep in config.endpoints.items() if ep.mode == "manual")
-    manual = rows[rows["s1sp"].isin(manual_codes)]
-    rows = rows[~rows["s1sp"].isin(manual_codes)].reset_index(drop=True)
+    manual_codes = manual_s1sps(config.endpoints)
+    rows, manual = split_manual(rows, manual_codes)
     # ... and the S1SP's change-request export (ids, fingerprints, four-eyes columns), references, governance, costs.
     extras = plan_extras(out, config, catalog, registry, rows, change_ref, manual_rows=manual)
     rows = extras.rows
@@ -181,17 +181,7 @@ def run_plan(
         registry_gaps=summary["registry_gaps"],
         inputs=[{k: f[k] for k in ("role", "s1sp", "path", "sha256", "rows_read")} for f in summary["files"]],
         config_files=summary["config_files"],
-        endpoints={
-            code: {
-                "base_url": ep.base_url,
-                "rate_per_second": ep.rate_per_second,
-                "concurrency": ep.concurrency,
-                "token_env": ep.token_env,
-                "mode": ep.mode,
-                "enforces_validity": ep.enforces_validity,
-            }
-            for code, ep in sorted(config.endpoints.items())
-        },
+        endpoints=PlanDocument.endpoint_settings(config.endpoints),
         counts=plan_counts(rows),
         manual={
             "s1sps": manual_codes,

@@ -57,6 +57,21 @@ class PlanDocument:
     manual: dict | None = None  # s1sps, devices, by_s1sp
     additions: tuple[dict, ...] = field(default_factory=tuple)
 
+    @staticmethod
+    def endpoint_settings(endpoints: dict) -> dict[str, dict]:
+        """The case's S1SP settings a plan is sealed with (apply reads rates, modes and endpoints from here)."""
+        return {
+            code: {
+                "base_url": ep.base_url,
+                "rate_per_second": ep.rate_per_second,
+                "concurrency": ep.concurrency,
+                "token_env": ep.token_env,
+                "mode": ep.mode,
+                "enforces_validity": ep.enforces_validity,
+            }
+            for code, ep in sorted(endpoints.items())
+        }
+
     def body(self) -> dict:
         """The document `plan.seal` hashes."""
         optional = {"kind": self.kind, "rollback_of": self.rollback_of}
