@@ -7,9 +7,11 @@ import json
 
 import pytest
 
-from remediation.artefacts.plan_dir import PlanDocument
+from remediation.artefacts.plan_dir import PlanDir, PlanDocument
 from remediation.artefacts.run_dir import RunDir, RunRecord
 from remediation.errors import InputError
+from remediation.outputs import read_json_object
+from remediation.plan import PlanTampered
 from remediation.verify import Verdict
 
 
@@ -106,3 +108,25 @@ def test_a_verdict_leaves_out_judgements_not_made():
     assert Verdict(0, 5, {"OK": 5}).document() == {"residual_wrong": 0, "devices": 5, "devices_by_category": {"OK": 5}}
     full = Verdict(1, 5, {}, {"WRONG_NO": 1}, 1, 4, 3, 2, 2).document()
     assert list(full)[-2:] == ["manual_change_requests", "manual_at_target"]
+
+
+@pytest.mark.parametrize(
+    ("content", "error", "text"),
+    [
+        (None, InputError, "not found (is this a plan directory?)"),
+        ("{garbled", PlanTampered, "not valid JSON"),
+        (b"\xff\xfe", PlanTampered, "not valid JSON"),
+        ('"a string"', PlanTampered, "not a JSON object (found str)"),
+    ],
+)
+def test_one_json_reader_names_the_file_and_tells_missing_from_tampered(tmp_path, content, error, text):
+    """Missing is the operator's mistake (exit 2); a garbled plan.json is evidence changed (exit 3)."""
+    if content is not None:
+        path = tmp_path / "plan.json"
+        path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
+    with pytest.raises(error) as caught:
+        PlanDir(tmp_path).load()
+    assert str(tmp_path / "plan.json") in str(caught.value) and text in str(caught.value)
+    assert caught.value.exit_code == (2 if error is InputError else 3)
+    if content is None:
+        assert read_json_object(tmp_path / "plan.json") is None  # optional documents (reports) read as absent

@@ -10,7 +10,6 @@ their owners; this module only stores and checks what they produce.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from remediation import __version__
 from remediation.errors import InputError
 from remediation.evidence.hashing import sha256_file, sha256_json
 from remediation.model import REQUESTS_PER_DEVICE
-from remediation.outputs import prepare_dir, write_csv, write_json, write_parquet
+from remediation.outputs import prepare_dir, read_json_object, write_csv, write_json, write_parquet
 from remediation.plan import LoadedPlan, PlanTampered, StalePlan, seal
 
 PLAN_JSON = "plan.json"
@@ -101,19 +100,6 @@ class PlanDocument:
         return document
 
 
-def read_json_object(path: Path, what: str) -> dict:
-    """A JSON object from a plan directory: missing is an input error (exit 2), garbage is tampering (exit 3)."""
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"not found (is this a {what} directory?)", file=str(path)) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PlanTampered(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(value, dict):
-        raise PlanTampered(f"{path}: not a JSON object (found {type(value).__name__})")
-    return value
-
-
 @dataclass(frozen=True)
 class PlanDir:
     directory: Path
@@ -163,7 +149,7 @@ class PlanDir:
 
     def document(self) -> dict:
         """plan.json as written (not checked: `load` checks)."""
-        return read_json_object(self.document_path, "plan")
+        return read_json_object(self.document_path, "plan", PlanTampered)
 
     def load(self) -> LoadedPlan:
         """Read the plan and prove it is the plan that was hashed: plan.json's hash and plan.parquet's SHA-256."""
@@ -182,7 +168,7 @@ class PlanDir:
         """The signed approvals recorded so far (none yet: an empty list)."""
         if not self.approvals_path.exists():
             return []
-        approvals = read_json_object(self.approvals_path, "plan").get("approvals", [])
+        approvals = read_json_object(self.approvals_path, "plan", PlanTampered).get("approvals", [])
         if not isinstance(approvals, list) or not all(isinstance(a, dict) for a in approvals):
             raise PlanTampered(f"{self.approvals_path}: not a list of approvals")
         return approvals

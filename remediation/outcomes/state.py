@@ -16,6 +16,7 @@ import pandas as pd
 from remediation.artefacts.plan_dir import PLAN_JSON, PlanDir, load_plan
 from remediation.artefacts.run_dir import DRY_RUN_JSON, RUN_JSON, RunDir, read_run
 from remediation.errors import InputError
+from remediation.outputs import read_json_object
 
 FINAL = ("done", "noop", "drifted", "failed")
 CORRECTED = ("done", "noop")  # at target after the run: written by it, or found already there
@@ -38,10 +39,7 @@ class Sources:
 
 
 def _json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read ({exc})", file=str(path)) from None
+    return read_json_object(path, "plan, run or dry-run")
 
 
 def resolve(directory: str | Path) -> Sources:

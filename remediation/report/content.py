@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +15,7 @@ from remediation.artefacts.run_dir import RunDir
 from remediation.errors import InputError
 from remediation.model import CATEGORIES, Category
 from remediation.outcomes.references import OPERATORS_FILE
+from remediation.outputs import read_json_object
 
 REPORT_SCHEMA = "remediation/report/1"
 EXCLUDED_ROWS_SHOWN = 1000
@@ -36,15 +36,7 @@ def redactor(key: bytes | None):
 
 
 def _load_json(path: Path) -> dict | None:
-    if not path.exists():
-        return None
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InputError(f"not valid JSON ({exc})", file=str(path)) from None
-    if not isinstance(value, dict):
-        raise InputError("not a JSON object", file=str(path))
-    return value
+    return read_json_object(path)
 
 
 def build_report(directory: str | Path, redaction_key: bytes | None = None) -> dict:
