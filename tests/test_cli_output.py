@@ -300,9 +300,15 @@ def test_dry_run_and_apply_progress_move_per_device_with_rate_and_eta(tmp_path):
         sim.stop()
 
 
-def test_progress_is_off_when_not_a_terminal():
-    plain = Console(file=StringIO(), force_terminal=False)
-    assert StageBar(plain, show=plain.is_terminal).progress is None
+def test_progress_is_off_when_not_a_terminal_or_quiet_or_json():
+    from remediation.cli import Output
+
+    tty, plain = _terminal(), Console(file=StringIO(), force_terminal=False)
+    assert Output(_err=tty).progress_shown and Output(_err=tty).stages().progress is not None
+    assert Output(_err=tty).devices("apply").progress is not None
+    for output in (Output(_err=plain), Output(quiet=True, _err=tty), Output(json=True, _err=tty)):
+        assert not output.progress_shown
+        assert output.stages().progress is None and output.devices("apply").progress is None
     bars = DeviceBars(plain, show=False)
     with bars:
         bars("MOC", 0, 2)
