@@ -16,6 +16,7 @@ from remediation.ingest.faults import concat_quarantine
 from remediation.memory import release_memory
 from remediation.model import CATEGORIES, CAUSES, Category
 from remediation.plan import plannable_categories, plannable_causes
+from remediation.progress import NO_PROGRESS, StageProgress
 
 SUMMARY_SCHEMA = "remediation/detect-summary/1"
 
@@ -41,7 +42,7 @@ class DetectResult:
         return self.detection.input_rows
 
 
-def detect_case(data: CaseData) -> DetectResult:
+def detect_case(data: CaseData, progress: StageProgress = NO_PROGRESS) -> DetectResult:
     # The records are handed over, not shared: detection frees them as soon as devices are formed, which is what
     # keeps a national run inside its memory budget.
     records, data.extracts.records = data.extracts.records, None
@@ -60,9 +61,11 @@ def detect_case(data: CaseData) -> DetectResult:
         data.extracts.quarantine,
         device_types=tuple(data.config.device_types.values()),
         enforces_validity={code: ep.enforces_validity for code, ep in data.config.endpoints.items()},
+        progress=progress,
     )
     del records, registrations
     release_memory()
+    progress.stage("summarising and reconciling counts")
     quarantine = concat_quarantine([q for q in (data.extracts.quarantine, data.rdp.quarantine) if len(q)])
     summary = detect_summary(data, detection, quarantine)
     if int(detection.input_rows["n_rows"].sum()) != summary["rows_read"]["extracts"]:

@@ -29,7 +29,6 @@ from remediation.detection import DetectResult, detect_case, plannable_mask
 from remediation.errors import InputError, SafetyRefusal
 from remediation.evidence.hashing import sha256_file
 from remediation.ingest.case import load_case_data
-from remediation.ingest.extracts import ProgressCallback
 from remediation.ingest.faults import QUARANTINE_COLUMNS
 from remediation.ingest.pki import load_org_cas, load_orl
 from remediation.ingest.registry import load_registry
@@ -43,6 +42,7 @@ from remediation.plan import (
     refuse_registry_gaps,
     seal,
 )
+from remediation.progress import NO_PROGRESS, StageProgress
 from remediation.report.content import build_report
 from remediation.report.html import render_html
 from remediation.report.markdown import render_markdown
@@ -50,11 +50,12 @@ from remediation.verify import fresh_case, verify_detection
 
 
 def run_detect(
-    config_path: str | Path, out_dir: str | Path, as_of: date | None = None, progress: ProgressCallback | None = None
+    config_path: str | Path, out_dir: str | Path, as_of: date | None = None, progress: StageProgress = NO_PROGRESS
 ) -> DetectResult:
     config = load_case(config_path)
     out = prepare_dir(out_dir)
-    result = detect_case(load_case_data(config, as_of, progress))
+    result = detect_case(load_case_data(config, as_of, progress), progress)
+    progress.stage("writing findings and summary")
     DetectResultDir(out).write(
         result.detection, result.input_rows, result.quarantine[QUARANTINE_COLUMNS], result.summary
     )
@@ -83,7 +84,7 @@ def run_plan(
     planner: str = "",
     as_of: date | None = None,
     s1sps: tuple[str, ...] = (),
-    progress: ProgressCallback | None = None,
+    progress: StageProgress = NO_PROGRESS,
     from_detect: str | Path | None = None,
     allow_unknown_no: bool = False,
     key=None,
@@ -134,7 +135,7 @@ def run_plan(
         # The plan directory carries the detect result it was made from, byte for byte, as a fresh plan would.
         outputs = source.copy_sealed(out)
     else:
-        detected = detect_case(load_case_data(config, as_of, progress))
+        detected = detect_case(load_case_data(config, as_of, progress), progress)
         summary, as_of_used = detected.summary, detected.case.as_of
         refuse_registry_gaps(summary["registry_gaps"], allow_unknown_no, config.registry_path)
         out = PlanDir.new(out_dir).directory
@@ -164,6 +165,7 @@ def run_plan(
     # A manual S1SP is never written through an API: its devices become the change-request export (one writer:
     # outcomes/change_requests.py) for a scope decision, outside plan.parquet (so apply cannot reach them), and are
     # counted in plan.json.
+    progress.stage("writing the plan")
     manual_codes = manual_s1sps(config.endpoints)
     rows, manual = split_manual(rows, manual_codes)
     # ... and the S1SP's change-request export (ids, fingerprints, four-eyes columns), references, governance, costs.
@@ -291,10 +293,10 @@ def run_resume(
     return run_apply(read_run(run_dir).plan_dir, run_dir, options, progress, key=key, trust_policy=trust_policy)
 
 
-def run_dry_run(plan_dir: str | Path, out_dir: str | Path, options: ApplyOptions) -> pd.DataFrame:
+def run_dry_run(plan_dir: str | Path, out_dir: str | Path, options: ApplyOptions, progress=None) -> pd.DataFrame:
     plan = load_plan(plan_dir)
     check_fresh(plan)
-    frame = dry_run(plan, options)
+    frame = dry_run(plan, options, progress=progress)
     RunDir(out_dir).write_dry_run(DryRunRecord.of(plan.plan_hash, plan.directory, frame), frame)
     return frame
 
@@ -319,13 +321,15 @@ def run_verify(
     out_dir: str | Path,
     plan_dir: str | Path | None = None,
     as_of: date | None = None,
+    progress: StageProgress = NO_PROGRESS,
 ) -> dict:
     """Fresh extracts -> detect; residual WRONG_NO devices are listed (and, with a plan, planned devices not at target)."""
     from remediation.outcomes.change_requests import read_change_requests
 
     config = fresh_case(load_case(config_path), Path(fresh_dir))
     out = VerifyResultDir.new(out_dir)
-    result = detect_case(load_case_data(config, as_of))
+    result = detect_case(load_case_data(config, as_of, progress), progress)
+    progress.stage("checking planned devices and writing the verify result")
     plan = load_plan(plan_dir) if plan_dir is not None else None
     verification = verify_detection(
         result.detection,

@@ -9,11 +9,12 @@ from datetime import date
 from remediation.certificates import CertificateCatalog
 from remediation.config import CaseConfig
 from remediation.evidence.hashing import BackgroundHashes, sha256_file
-from remediation.ingest.extracts import DeviceRules, ExtractRead, ProgressCallback, read_extracts
+from remediation.ingest.extracts import DeviceRules, ExtractRead, read_extracts
 from remediation.ingest.pki import load_org_cas, load_orl
 from remediation.ingest.rdp import RdpRead, read_rdp
 from remediation.ingest.registry import Registry, load_registry
 from remediation.memory import release_memory
+from remediation.progress import NO_PROGRESS, StageProgress
 
 
 @dataclass
@@ -30,8 +31,9 @@ class CaseData:
         return self.hashes.get(path) if self.hashes is not None else sha256_file(path)
 
 
-def load_case_data(config: CaseConfig, as_of: date | None = None, progress: ProgressCallback | None = None) -> CaseData:
+def load_case_data(config: CaseConfig, as_of: date | None = None, progress: StageProgress = NO_PROGRESS) -> CaseData:
     as_of = as_of or config.as_of or date.today()
+    progress.stage("loading PKI, ORL and NO registry")
     hashes = BackgroundHashes([*config.input_files, *config.config_files])
     catalog = CertificateCatalog(
         load_org_cas(config.org_ca_paths), load_orl(config.orl_path), config.accepted_policy_oids
@@ -39,5 +41,5 @@ def load_case_data(config: CaseConfig, as_of: date | None = None, progress: Prog
     registry = load_registry(config.registry_path, catalog)
     extracts = read_extracts(config.extracts, catalog, progress, DeviceRules.of(config))
     release_memory()
-    rdp = read_rdp(config.rdp, (config.policy.mprn_min_length, config.policy.mprn_max_length))
+    rdp = read_rdp(config.rdp, (config.policy.mprn_min_length, config.policy.mprn_max_length), progress)
     return CaseData(config, as_of, catalog, registry, extracts, rdp, hashes)
