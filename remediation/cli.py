@@ -502,19 +502,16 @@ def _options(
     client_cert,
     ca_bundle,
 ):
-    from remediation.apply.pacing import WavePolicy
-    from remediation.apply.runner import ApplyOptions
-
-    waves = WavePolicy(
-        canary=canary, max_wave=max_wave, pause_failure_rate=pause_failure_rate, pause_min_sample=pause_min_sample
-    )
-    return ApplyOptions(
+    return pipeline.apply_options(
         who=who,
-        waves=waves,
         s1sps=tuple(s.upper() for s in s1sps),
         endpoints=_endpoints(endpoints),
-        timeout=timeout,
+        canary=canary,
+        max_wave=max_wave,
+        pause_failure_rate=pause_failure_rate,
+        pause_min_sample=pause_min_sample,
         retry_failed=retry_failed,
+        timeout=timeout,
         client_cert=tuple(client_cert) if client_cert else None,
         ca_bundle=ca_bundle,
     )
@@ -770,10 +767,7 @@ def simulator_serve(
     config_path, s1sp, db, port, faults, drift_count, drift_devices, token_env, tls_cert, tls_key, client_ca, ready_file
 ) -> None:
     """Serve one S1SP's anchor slots until stopped (SIGTERM or Ctrl-C)."""
-    from remediation.config import load_case
-    from remediation.simulator.faults import FaultSpec
-    from remediation.simulator.service import load_from_case, make_drift, serve_forever
-    from remediation.simulator.store import SlotStore
+    from remediation.commands import simulator as simulator_commands
 
     # Fail closed: a simulator asked for authentication or mutual TLS that cannot provide it must not serve at all.
     if token_env and not os.environ.get(token_env):
@@ -784,29 +778,26 @@ def simulator_serve(
         raise click.UsageError(
             "--client-ca needs --tls-cert (and --tls-key): mutual TLS cannot be required over plain HTTP"
         )
-    spec = FaultSpec.parse(faults)
-    config = load_case(config_path)
-    if s1sp not in config.s1sp_codes:
-        raise click.BadParameter(
-            f"{s1sp!r} is not one of the case's S1SPs ({', '.join(config.s1sp_codes)})", param_hint="--s1sp"
-        )
-    fresh = not db.exists()
-    store = SlotStore(db)
-    if fresh:
-        n = load_from_case(store, config, s1sp)
-        click.echo(f"loaded {n} {s1sp} devices into {db}", err=True)
-    if drift_count or drift_devices:
-        changed = make_drift(store, list(drift_devices), drift_count, spec.seed)
-        click.echo(f"drifted {len(changed)} device(s)", err=True)
-    token = os.environ.get(token_env) if token_env else None
 
     def ready(bound: int) -> None:
         click.echo(f"{s1sp} simulator listening on 127.0.0.1:{bound}", err=True)
         if ready_file:
             ready_file.write_text(str(bound))
 
-    serve_forever(
-        store, port, spec, token=token, tls_cert=tls_cert, tls_key=tls_key, client_ca=client_ca, on_ready=ready
+    simulator_commands.serve(
+        config_path,
+        s1sp,
+        db,
+        port,
+        faults,
+        drift_count=drift_count,
+        drift_devices=drift_devices,
+        token=os.environ.get(token_env) if token_env else None,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        client_ca=client_ca,
+        on_ready=ready,
+        echo=lambda text: click.echo(text, err=True),
     )
 
 
@@ -826,12 +817,9 @@ def simulator_serve(
 )
 def simulator_export(db: Path, out_path: Path) -> None:
     """Write the simulator's current slots as an extract in the canonical dialect (input for verify)."""
-    from remediation.simulator.service import export_extract
-    from remediation.simulator.store import SlotStore
+    from remediation.commands import simulator as simulator_commands
 
-    store = SlotStore(db)
-    n = export_extract(store, out_path)
-    store.close()
+    n = simulator_commands.export(db, out_path)
     click.echo(f"exported {n} devices to {out_path}")
 
 
@@ -852,14 +840,14 @@ def simulator_export(db: Path, out_path: Path) -> None:
 )
 def keygen(out_path: Path, comment: str | None, passphrase_env: str | None) -> None:
     """Make your Ed25519 key pair: NAME (private, mode 0600) and NAME.pub (the line that goes into the trust policy)."""
-    from remediation.authority import write_key_pair
+    from remediation.commands import keys
 
     passphrase = None
     if passphrase_env:
         passphrase = os.environ.get(passphrase_env, "").encode()
         if not passphrase:
             raise click.UsageError(f"--passphrase-env: ${passphrase_env} is not set or empty")
-    public_path, line, kid = write_key_pair(out_path, comment or out_path.name, passphrase)
+    public_path, line, kid = keys.keygen(out_path, comment or out_path.name, passphrase)
     quiet = _output().quiet  # then only the public key line: the result, to paste into the trust policy
     if not quiet:
         click.echo(f"wrote {out_path} (private, mode 0600{', encrypted' if passphrase else ''}) and {public_path}")
@@ -890,11 +878,11 @@ def audit() -> None:
 )
 def audit_keygen(private_path: Path, public_path: Path) -> None:
     """Old form of `remediation keygen` (PEM public key; list it in the trust policy to sign exports with it)."""
-    from remediation.evidence.audit import generate_key
+    from remediation.commands import keys
 
     if private_path.exists():
         raise click.UsageError(f"{private_path} exists; keys are never overwritten")
-    generate_key(private_path, public_path)
+    keys.audit_keygen(private_path, public_path)
     click.echo(f"wrote {private_path} and {public_path}")
 
 

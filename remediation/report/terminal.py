@@ -7,8 +7,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from remediation.model import CATEGORIES, Category
-from remediation.plan import apply_estimates
+from remediation.artefacts.plan_dir import apply_estimates
+from remediation.model import CATEGORIES, STATES, Category
 from remediation.report.text import automation_lines, format_duration, money  # noqa: F401 - re-exported for callers
 
 _STYLE = {
@@ -188,8 +188,6 @@ def print_detect_brief(report: dict, console: Console | None = None) -> None:
 def print_run(
     counts: dict, status: str, paused: dict, run_dir: Path, lock: dict | None = None, console: Console | None = None
 ) -> None:
-    from remediation.apply.checkpoint import STATES
-
     console = console or Console()
     table = Table(title=f"Run {run_dir} — {status}", title_justify="left")
     table.add_column("S1SP")
