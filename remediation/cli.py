@@ -823,6 +823,14 @@ def rollback(run_dir: Path, out_dir: Path, devices: tuple[str, ...], planner: st
     """Plan the restoration of the prior certificates recorded by a run, signed with a planner's key (then approve and apply it like any plan)."""
     result = pipeline.run_rollback(run_dir, out_dir, planner=planner, devices=list(devices) or None, key=key)
     terminal.print_plan(result.document, result.directory)
+    possibly = result.document["rollback_of"].get("possibly_written", 0)
+    if possibly:
+        Console().print(
+            f"[yellow]{possibly} of these device(s) were possibly written[/] (a PUT sent but not confirmed, or found at "
+            "target on resume): category ROLLBACK_POSSIBLY_WRITTEN in plan.csv; one that was not written is recorded "
+            "noop when the rollback runs",
+            soft_wrap=True,
+        )
 
 
 if __name__ == "__main__":  # pragma: no cover

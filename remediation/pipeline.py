@@ -42,6 +42,7 @@ from remediation.model import CATEGORIES, CAUSES, FINDING_COLUMNS, Category
 from remediation.outputs import prepare_dir, write_csv, write_json, write_parquet, write_text
 from remediation.plan import (
     PLAN_SCHEMA,
+    ROLLBACK_POSSIBLY_WRITTEN,
     approvals_path,
     build_plan,
     build_rollback_plan,
@@ -717,7 +718,7 @@ def run_rollback(
     ops = run_ops_from_journal(
         run_dir, original.rows, "plan a rollback"
     )  # the journal, not the index, says what was written
-    rows = build_rollback_plan(original.rows, ops, devices)
+    rows = build_rollback_plan(original.rows, ops, devices, _plan_certificates(original.directory))
     if rows.empty:
         raise InputError("no device written by this run to roll back", file=str(run_dir))
     out = _new_plan_dir(out_dir)
@@ -738,7 +739,13 @@ def run_rollback(
         {
             "schema": PLAN_SCHEMA,
             "kind": "rollback",
-            "rollback_of": {"run_dir": str(run_dir.resolve()), "plan_hash": original.plan_hash},
+            "rollback_of": {
+                "run_dir": str(run_dir.resolve()),
+                "plan_hash": original.plan_hash,
+                # Devices whose write may have committed unseen (protocol error after a PUT, left writing or
+                # confirming, at target on resume): offered too, marked ROLLBACK_POSSIBLY_WRITTEN in plan.parquet.
+                "possibly_written": int((rows["category"] == ROLLBACK_POSSIBLY_WRITTEN).sum()),
+            },
             "tool_version": __version__,
             "case": original.document["case"],
             "as_of": original.document["as_of"],
@@ -757,6 +764,17 @@ def run_rollback(
     document = authority.sign_sealed_plan(document, signing)
     write_json(out / "plan.json", document)
     return PlanResult(out, document, rows, None)
+
+
+def _plan_certificates(plan_dir: Path) -> dict[str, str]:
+    """fingerprint -> base64 DER of every certificate the plan's case saw (what a rollback may have to restore)."""
+    from remediation.outcomes.references import CERTIFICATES_FILE
+
+    path = Path(plan_dir) / CERTIFICATES_FILE
+    if not path.exists():
+        return {}
+    table = pd.read_parquet(path, columns=["fingerprint", "der_b64"])
+    return dict(zip(table["fingerprint"], table["der_b64"]))
 
 
 # ------------------------------------------------------------------------------------------------ outcomes (issue 12)

@@ -18,7 +18,17 @@ from dataclasses import dataclass
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-from remediation.apply.checkpoint import CONFIRMING, DONE, DRIFTED, FAILED, NOOP, PENDING, READING, WRITING
+from remediation.apply.checkpoint import (
+    AT_TARGET_ON_RESUME,
+    CONFIRMING,
+    DONE,
+    DRIFTED,
+    FAILED,
+    NOOP,
+    PENDING,
+    READING,
+    WRITING,
+)
 from remediation.apply.gateway import Gateway, GatewayError, KeyConflict, SlotState, TransientError, VersionMoved
 from remediation.apply.pacing import RateLimiter, WavePolicy
 
@@ -78,7 +88,11 @@ class DeviceExecutor:
         retry: RetryPolicy = RetryPolicy(),
         dry_run: bool = False,
         stop: threading.Event | None = None,
+        resumed: bool = False,
     ):
+        """`resumed`: the run's journal already had entries when this process started (a resume). A device found
+        at target then, with no write of this run on record, is `at_target_on_resume`, never `noop`: an earlier
+        process may have written it and lost (or had removed) the journal lines that say so."""
         self.gateway, self.checkpoints, self.targets, self.limiter, self.dry_run = (
             gateway,
             checkpoints,
@@ -87,6 +101,7 @@ class DeviceExecutor:
             dry_run,
         )
         self.stop = stop or threading.Event()
+        self.resumed = resumed
         self.retrying = Retrying(
             retry=retry_if_exception(lambda e: isinstance(e, TransientError)),
             stop=stop_after_attempt(retry.attempts),
@@ -148,12 +163,19 @@ class DeviceExecutor:
             target = (op["target_ds_fp"], op["target_ka_fp"])
             expected = (op["expected_ds"] or "", op["expected_ka"] or "")
             if current == target:
-                # A device this run sent a write for is `done`, never `noop`, however the state was reached.
-                final = DONE if (resumed_write or op["state"] in (WRITING, CONFIRMING) or op.get("attempts")) else NOOP
+                # A device this run sent a write for is `done`, never `noop`, however the state was reached; one
+                # found at target on a resume without a write on record may have been written by an earlier process.
+                wrote = resumed_write or op["state"] in (WRITING, CONFIRMING) or op.get("attempts")
+                final = DONE if wrote else AT_TARGET_ON_RESUME if self.resumed else NOOP
+                detail = {"version": state.version, "slots": "at target"}
+                if final == AT_TARGET_ON_RESUME:
+                    detail["why"] = "at target on resume with no write recorded: possibly written by an earlier process"
+                    if op.get("version_seen") is not None:
+                        detail["version_seen_before"] = op["version_seen"]
                 self.checkpoints.transition(
                     op,
                     final,
-                    {"version": state.version, "slots": "at target"},
+                    detail,
                     final_ds_fp=current[0],
                     final_ka_fp=current[1],
                     **fields,

@@ -26,6 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from remediation.apply.checkpoint import (
+    AT_TARGET_ON_RESUME,
     CONFIRMING,
     DONE,
     DRIFTED,
@@ -44,10 +45,11 @@ from remediation.evidence.journal import JournalBroken, check_journal
 
 COMPARED = ("state", *OP_FIELDS)  # what an index row must agree with the journal on
 # The executor's state machine: any other move in a journal was not made by apply (done, noop and drifted are final;
-# only --retry-failed reopens a failed device; `noop` is reached only from a first read, never after a write).
+# only --retry-failed reopens a failed device; `noop` is reached only from a first read, never after a write, and
+# never once the run has been resumed: there a device found at target is `at_target_on_resume`).
 ALLOWED = {
     PENDING: {READING},
-    READING: {DONE, NOOP, DRIFTED, WRITING, FAILED},
+    READING: {DONE, NOOP, AT_TARGET_ON_RESUME, DRIFTED, WRITING, FAILED},
     WRITING: {WRITING, CONFIRMING, DONE, DRIFTED, FAILED},
     CONFIRMING: {DONE, DRIFTED, WRITING, FAILED},
     FAILED: {PENDING},
@@ -66,6 +68,7 @@ class Replay:
     entries: int
     transitions: list[tuple] = field(default_factory=list)  # rows for the index's transitions table
     last_run_event: dict | None = None
+    resumed: bool = False  # a run_resumed record has been replayed: from there on nothing becomes `noop`
     snapshot: dict[str, tuple] | None = None  # compared fields of every op at the index's head, when asked for
 
     def counts(self) -> dict[str, dict[str, int]]:
@@ -128,6 +131,11 @@ def _replay_entry(path: Path, entry: dict, ops: dict[str, dict], result: Replay)
                 f"{path}: journal entry {seq}: device {op['device_id']} cannot move from {op['state']!r} to {entry['to_state']!r}"
                 + (" after this run wrote it" if op.get("attempts") else "")
             )
+        if entry["to_state"] == NOOP and result.resumed:
+            raise JournalBroken(
+                f"{path}: journal entry {seq}: device {op['device_id']} recorded as 'noop' after the run was resumed; apply "
+                f"records a device found at target on resume as {AT_TARGET_ON_RESUME!r} (entry forged, or made by an older version)"
+            )
         if "fields" not in entry:
             raise JournalBroken(
                 f"{path}: journal entry {seq} has no checkpoint fields: this run was made by a version before the journal "
@@ -146,6 +154,8 @@ def _replay_entry(path: Path, entry: dict, ops: dict[str, dict], result: Replay)
             )
     if event in (*RUN_END_EVENTS, "run_started", "run_resumed", "run_superseded"):
         result.last_run_event = entry
+    if event == "run_resumed":
+        result.resumed = True
 
 
 def check_recorded_head(

@@ -390,6 +390,7 @@ def _apply_locked(
     authority_approvals = authority.approvals.counted if authority is not None else []
     journal = recorder = None
     rebuilt = None
+    resumed = False  # the journal had entries before this process: at-target devices may be an earlier one's writes
     if memory_checkpoints:
         checkpoints = MemoryCheckpoints()
     else:
@@ -399,7 +400,8 @@ def _apply_locked(
         checkpoints.journal = journal
         recorder = RunRecorder(run_dir, run, journal, signed)
     if recorder is not None:
-        if journal.seq == 0:
+        resumed = journal.seq > 0
+        if not resumed:
             recorder.record_run_event(
                 "run_started",
                 plan_hash=plan.plan_hash,
@@ -439,7 +441,9 @@ def _apply_locked(
             ep = _endpoint(plan, s1sp, options)
             gateway = gateway_factory(ep) if gateway_factory else make_gateway(ep, options)
             limiter = RateLimiter(float(ep.get("rate_per_second") or 0))
-            executor = DeviceExecutor(gateway, checkpoints, targets, limiter, options.retry, stop=stopper.event)
+            executor = DeviceExecutor(
+                gateway, checkpoints, targets, limiter, options.retry, stop=stopper.event, resumed=resumed
+            )
             ops = checkpoints.open_ops(s1sp)
             done = [0]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from remediation.apply.checkpoint import DRIFTED, FAILED, FINAL_STATES
+from remediation.apply.checkpoint import AT_TARGET_ON_RESUME, DRIFTED, FAILED, FINAL_STATES
 from remediation.apply.index import IndexCheck, check_index
 from remediation.apply.lock import RunLock, holder_alive, read_holder
 from remediation.errors import SafetyRefusal
@@ -39,6 +39,11 @@ class RunState:
     @property
     def drifted(self) -> int:
         return sum(c.get(DRIFTED, 0) for c in self.counts.values())
+
+    @property
+    def at_target_on_resume(self) -> int:
+        """Devices found at target on a resume with no write of this run on record: possibly written by it."""
+        return sum(c.get(AT_TARGET_ON_RESUME, 0) for c in self.counts.values())
 
     @property
     def open(self) -> int:

@@ -15,8 +15,9 @@ import pandas as pd
 
 from remediation.errors import InputError
 
-FINAL = ("done", "noop", "drifted", "failed")
-CORRECTED = ("done", "noop")  # at target after the run: written by it, or found already there
+FINAL = ("done", "noop", "at_target_on_resume", "drifted", "failed")
+# At target after the run: written by it, found already there, or found there on resume (possibly written by it).
+CORRECTED = ("done", "noop", "at_target_on_resume")
 
 
 @dataclass

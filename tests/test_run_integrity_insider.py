@@ -1,0 +1,243 @@
+"""Run integrity, second round (issue 10's attack review from a fresh clone): an insider on an unfinished run, devices
+whose write may have committed unseen, a copied plan directory, dead S1SPs and a report on a tampered journal.
+Real simulator over HTTP, real files and SQLite; each test fails on the code before its fix."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from collections import Counter
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from remediation import pipeline
+from remediation.apply.executor import RetryPolicy, fingerprint
+from remediation.apply.runner import ApplyOptions
+from remediation.cli import main
+from remediation.evidence.hashing import canonical_json
+from remediation.evidence.journal import GENESIS, entry_hash, read_journal, verify_journal
+from tests.simulation import api_writes, planned_case, run_apply, run_resume, start_sim
+from tests.support import REPO, key_env, signer
+from tests.test_run_integrity import ENV, apply_command, journal_count, wait_for
+
+QUICK = RetryPolicy(attempts=2, initial=0.01, max_wait=0.02)
+
+
+def one_line_error(result, code: int) -> str:
+    assert result.exit_code == code, (result.exit_code, result.output, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.output, result.stderr
+    return lines[0]
+
+
+def _rechain(entries: list[dict]) -> tuple[list[bytes], dict]:
+    out, prev = [], GENESIS
+    for seq, entry in enumerate(entries, start=1):
+        entry = {**entry, "seq": seq, "prev": prev}
+        out.append(canonical_json(entry))
+        prev = entry_hash(entry)
+    return out, {"seq": len(out), "hash": prev}
+
+
+def _rewrite(run_dir, entries: list[dict], forge_head: bool = True) -> None:
+    """What an insider with write access to the run directory does: journal rewritten and re-chained, run.json's
+    recorded head forged to match (`forge_head`), the checkpoint index deleted."""
+    lines, head = _rechain(entries)
+    (run_dir / "journal.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    if forge_head:
+        run = json.loads((run_dir / "run.json").read_text())
+        run["journal_head"] = head
+        (run_dir / "run.json").write_text(json.dumps(run))
+    for name in ("checkpoints.sqlite", "checkpoints.sqlite-wal", "checkpoints.sqlite-shm"):
+        (run_dir / name).unlink(missing_ok=True)
+
+
+@pytest.fixture
+def written(tmp_path):
+    """A completed run of 12 devices against a live simulator (kept running for the test)."""
+    _, config, plan_dir = planned_case(tmp_path, wrong=12, ok=0)
+    sim = start_sim(tmp_path / "moc.sqlite", config)
+    run_dir = tmp_path / "run"
+    try:
+        assert run_apply(plan_dir, run_dir, ApplyOptions(who="carol", endpoints={"MOC": sim.url})).status == "completed"
+        yield tmp_path, plan_dir, run_dir, sim
+    finally:
+        sim.stop()
+
+
+def _approve_and_apply_rollback(root, rb_dir, sim):
+    pipeline.run_approve(rb_dir, signer("bob"))
+    return run_apply(rb_dir, root / "rb-run", ApplyOptions(who="carol", endpoints={"MOC": sim.url}))
+
+
+# ------------------------------------------------------------------------------------------------ (A) the insider
+
+
+@pytest.mark.parametrize("attack", ["cut-after-start", "one-device-removed"])
+def test_written_devices_never_become_noop_after_the_journal_of_an_unfinished_run_is_rewritten(tmp_path, attack):
+    """A real apply is killed (SIGKILL) mid-run; the insider then cuts its journal back to run_started (or deletes one
+    written device's entries and re-chains the rest) and deletes the index. run.json and the plan leases of a killed
+    run record only the head at its start, which the rewritten journal still holds. The old resume re-read the
+    written devices at target and recorded them `noop`: rollback then said nothing was written. Now a device found at
+    target on a resume with no write on record is `at_target_on_resume`, and rollback offers (and can undo) it."""
+    _, config, plan_dir = planned_case(tmp_path, wrong=40, ok=0)
+    sim = start_sim(tmp_path / "moc.sqlite", config, faults="latency=15ms")
+    run_dir = tmp_path / "run"
+    try:
+        proc = subprocess.Popen(
+            apply_command(plan_dir, run_dir, sim),
+            cwd=REPO,
+            env=ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for(lambda: journal_count(run_dir, "done") >= 10)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        sim.set_faults("")
+        written_before = {d for d, _ in api_writes(tmp_path / "moc.sqlite")}
+        entries = read_journal(run_dir / "journal.jsonl")
+        if attack == "cut-after-start":
+            kept = entries[:1]  # run_started, operator-signed and untouched: only what came after it is gone
+            victims = sorted(written_before)
+        else:
+            victims = [next(e["device_id"] for e in entries if e.get("to_state") == "done")]
+            kept = [e for e in entries if e.get("device_id") not in victims]
+        _rewrite(run_dir, kept, forge_head=False)
+
+        result = run_resume(run_dir, ApplyOptions(who="dave", endpoints={"MOC": sim.url}))
+        outcomes = pd.read_parquet(run_dir / "outcomes.parquet").set_index("device_id")
+        assert set(outcomes.loc[victims, "state"]) == {"at_target_on_resume"}
+        assert result.counts["MOC"]["noop"] == 0 and result.counts["MOC"]["at_target_on_resume"] == len(victims)
+        writes = api_writes(tmp_path / "moc.sqlite")
+        assert len(writes) == 40 and max(Counter(d for d, _ in writes).values()) == 1  # the resume only read them
+        assert verify_journal(run_dir / "journal.jsonl")[0]
+
+        status = CliRunner().invoke(main, ["status", str(run_dir)])
+        assert status.exit_code == 0 and "at_target_on_resume" in status.stdout, status.output
+        out = tmp_path / "r.json"
+        report = CliRunner().invoke(main, ["report", str(run_dir), "--format", "json", "--out", str(out)])
+        assert report.exit_code == 0, report.output
+        assert json.loads(out.read_text())["apply_outcome"]["MOC"]["at_target_on_resume"] == len(victims)
+
+        rollback = pipeline.run_rollback(run_dir, tmp_path / "rb", key=signer("alice"))
+        marked = rollback.rows.set_index("device_id")["category"]
+        assert marked[victims].eq("ROLLBACK_POSSIBLY_WRITTEN").all() and len(marked) == 40
+        assert rollback.document["rollback_of"]["possibly_written"] == len(victims)
+        # The rollback restores what the plan expected to find, even where the resume's read found only the target.
+        undone = _approve_and_apply_rollback(tmp_path, tmp_path / "rb", sim)
+        assert undone.status == "completed" and undone.counts["MOC"]["done"] == 40
+        plan = pd.read_parquet(plan_dir / "plan.parquet").set_index("device_id")
+        for device in victims:
+            slots = sim.store.get(device)
+            assert (fingerprint(slots.ds), fingerprint(slots.ka)) == tuple(
+                plan.loc[device, ["expected_ds_fingerprint", "expected_ka_fingerprint"]]
+            )
+    finally:
+        sim.stop()
+
+
+def test_a_noop_forged_after_the_run_was_resumed_is_refused(written):
+    """Apply never records `noop` once a run has been resumed: a journal saying so was written by someone else."""
+    root, _, run_dir, _ = written
+    entries = read_journal(run_dir / "journal.jsonl")
+    first = next(e for e in entries if e["event"] == "transition")
+    device = first["device_id"]
+    kept = [e for e in entries if e.get("device_id") != device and e["event"] != "run_finished"]
+    resumed = {**entries[0], "event": "run_resumed"}
+    forged = [
+        {**first, "from_state": "pending", "to_state": "reading", "fields": {}},
+        {**first, "from_state": "reading", "to_state": "noop", "fields": {}},
+    ]
+    _rewrite(run_dir, [*kept, resumed, *forged])
+    line = one_line_error(CliRunner().invoke(main, ["status", str(run_dir)]), 3)
+    assert device in line and "'noop' after the run was resumed" in line
+
+
+# ------------------------------------------------------------------------------------------------ (C) rollback
+
+
+def test_rollback_offers_a_device_whose_put_reply_named_another_device(tmp_path):
+    """The S1SP commits each PUT and answers naming another device: apply fails the device with a protocol error
+    (it never believes the reply), but the write landed. The old rollback offered only `done` devices: "no device
+    written by this run". It now offers them as possibly written, and applying it puts the prior certificates back."""
+    _, config, plan_dir = planned_case(tmp_path, wrong=6, ok=0)
+    sim = start_sim(tmp_path / "moc.sqlite", config, faults="wrong_device_put=1.0")
+    try:
+        result = run_apply(
+            plan_dir, tmp_path / "run", ApplyOptions(who="carol", endpoints={"MOC": sim.url}, retry=QUICK)
+        )
+        failed = pd.read_parquet(tmp_path / "run" / "outcomes.parquet").query("state == 'failed'")
+        assert len(failed) and failed["last_error"].str.contains("protocol error: reply names device").all()
+        assert result.counts["MOC"]["done"] == 0 and len(api_writes(tmp_path / "moc.sqlite")) == len(failed)
+
+        screen = CliRunner(env=key_env("alice")).invoke(
+            main, ["rollback", str(tmp_path / "run"), "--out", str(tmp_path / "rb")]
+        )
+        assert screen.exit_code == 0, screen.output + screen.stderr
+        assert f"{len(failed)} of these device(s) were possibly written" in " ".join(screen.stdout.split())
+        rows = pd.read_parquet(tmp_path / "rb" / "plan.parquet")
+        assert set(rows["device_id"]) == set(failed["device_id"])
+        assert set(rows["category"]) == {"ROLLBACK_POSSIBLY_WRITTEN"}
+
+        sim.set_faults("")
+        undone = _approve_and_apply_rollback(tmp_path, tmp_path / "rb", sim)
+        assert undone.counts["MOC"]["done"] == len(failed)
+        for device in failed["device_id"]:
+            slots = sim.store.get(device)
+            prior = failed.set_index("device_id").loc[device, ["prior_ds_fp", "prior_ka_fp"]]
+            assert (fingerprint(slots.ds), fingerprint(slots.ka)) == tuple(prior)
+    finally:
+        sim.stop()
+
+
+def test_rollback_offers_devices_left_writing_or_confirming(written):
+    """A run killed with devices in flight (the journal a SIGKILL leaves is a prefix of it): the devices left
+    `writing` or `confirming` may have been written; rollback offers them, marked, beside the `done` ones. A
+    possibly written device that was not in fact written is already at the rollback's target: noop, nothing sent."""
+    root, _, run_dir, sim = written
+    entries = read_journal(run_dir / "journal.jsonl")
+    states: dict[str, str] = {}
+    cut = None
+    for i, e in enumerate(entries):
+        if e["event"] == "transition":
+            states[e["device_id"]] = e["to_state"]
+        values = Counter(states.values())
+        if values["writing"] and values["confirming"] and values["done"]:
+            cut = i + 1
+            break
+    assert cut, "no moment with a device writing, one confirming and one done"
+    (run_dir / "journal.jsonl").write_bytes(b"".join(canonical_json(e) + b"\n" for e in entries[:cut]))
+    run = json.loads((run_dir / "run.json").read_text())
+    run["journal_head"] = {"seq": 1, "hash": entry_hash(entries[0])}  # what a killed run's run.json records
+    (run_dir / "run.json").write_text(json.dumps(run))
+    for name in ("checkpoints.sqlite", "checkpoints.sqlite-wal", "checkpoints.sqlite-shm"):
+        (run_dir / name).unlink(missing_ok=True)
+
+    rollback = pipeline.run_rollback(run_dir, root / "rb", key=signer("alice"))
+    category = rollback.rows.set_index("device_id")["category"]
+    for device, state in states.items():
+        if state in ("writing", "confirming"):
+            assert category[device] == "ROLLBACK_POSSIBLY_WRITTEN", (device, state)
+        elif state == "done":
+            assert category[device] == "ROLLBACK", device
+        else:
+            assert device not in category.index, (device, state)
+
+
+# ------------------------------------------------------------------------------------------------ (F) report
+
+
+def test_report_on_a_run_with_a_tampered_journal_is_refused_naming_the_entry(written):
+    root, _, run_dir, _ = written
+    lines = (run_dir / "journal.jsonl").read_bytes().splitlines()
+    at = next(i for i, line in enumerate(lines) if b'"to_state":"done"' in line)
+    lines[at] = lines[at].replace(b'"to_state":"done"', b'"to_state":"noop"')
+    (run_dir / "journal.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    result = CliRunner().invoke(main, ["report", str(run_dir), "--format", "md", "--out", str(root / "r.md")])
+    line = one_line_error(result, 3)
+    assert f"journal line {at + 2}" in line and "previous-entry hash does not match" in line
+    assert not (root / "r.md").exists()
