@@ -5,6 +5,7 @@ Real simulator over HTTP, real files and SQLite; each test fails on the code bef
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import socket
 import subprocess
@@ -228,6 +229,58 @@ def test_rollback_offers_devices_left_writing_or_confirming(written):
             assert category[device] == "ROLLBACK", device
         else:
             assert device not in category.index, (device, state)
+
+
+# ------------------------------------------------------------------------------------------------ (D) plan copies
+
+
+def test_a_copy_of_the_plan_directory_is_the_same_plan(tmp_path):
+    """The lease lived only in the plan directory: copying it (before the first run made its record) and applying
+    the copy started a second run of the same plan. The host-wide registry keyed by the plan hash refuses it."""
+    _, config, plan_dir = planned_case(tmp_path, wrong=6, ok=0)
+    copy = tmp_path / "plan-copy"
+    shutil.copytree(plan_dir, copy)
+    sim = start_sim(tmp_path / "moc.sqlite", config, faults="error=1.0")
+    args = ["--endpoint", f"MOC={sim.url}", "--trust-policy", str(tmp_path / "people.toml"), "--by", "dave"]
+    try:
+        first = run_apply(plan_dir, tmp_path / "a", ApplyOptions(who="carol", endpoints={"MOC": sim.url}, retry=QUICK))
+        assert first.status == "paused"
+        refused = CliRunner(env=key_env("carol")).invoke(
+            main, ["apply", str(copy), "--run", str(tmp_path / "b"), *args]
+        )
+        line = one_line_error(refused, 3)
+        assert str(tmp_path / "a") in line and not (tmp_path / "b").exists()
+        sim.set_faults("")
+        taken = CliRunner(env=key_env("carol")).invoke(
+            main, ["apply", str(copy), "--run", str(tmp_path / "b"), *args, "--supersede"]
+        )
+        assert taken.exit_code == 0, taken.output + taken.stderr
+    finally:
+        sim.stop()
+    old = read_journal(tmp_path / "a" / "journal.jsonl")
+    new = read_journal(tmp_path / "b" / "journal.jsonl")
+    assert old[-1]["event"] == "run_superseded" and old[-1]["by_run"] == str((tmp_path / "b").resolve())
+    assert any(e["event"] == "supersedes" and e["run_dir"] == str((tmp_path / "a").resolve()) for e in new)
+    writes = api_writes(tmp_path / "moc.sqlite")
+    assert len(writes) == 6 and max(Counter(d for d, _ in writes).values()) == 1
+
+
+def test_the_host_registry_remembers_a_run_whose_journal_was_deleted(written):
+    """An insider deletes the journal and the index and blanks run.json's head, so the run looks new and a resume
+    would start afresh (every written device `noop`). The plan leases recorded the run's journal head outside it."""
+    root, plan_dir, run_dir, sim = written
+    (plan_dir / "active_run.json").unlink()  # the insider can write the plan directory too; not the host's registry
+    for name in ("journal.jsonl", "checkpoints.sqlite", "checkpoints.sqlite-wal", "checkpoints.sqlite-shm"):
+        (run_dir / name).unlink(missing_ok=True)
+    run = json.loads((run_dir / "run.json").read_text())
+    run["journal_head"] = None
+    (run_dir / "run.json").write_text(json.dumps(run))
+    resumed = CliRunner(env=key_env("carol")).invoke(
+        main,
+        ["resume", str(run_dir), "--endpoint", f"MOC={sim.url}", "--trust-policy", str(root / "people.toml")],
+    )
+    line = one_line_error(resumed, 3)
+    assert "lease registry records" in line and "journal is missing" in line
 
 
 # ------------------------------------------------------------------------------------------------ (E) dead S1SPs

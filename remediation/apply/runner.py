@@ -28,8 +28,8 @@ from remediation.apply.checkpoint import (
 )
 from remediation.apply.executor import INTERRUPTED, DeviceExecutor, RetryPolicy, run_s1sp
 from remediation.apply.gateway import Gateway, HttpGateway
-from remediation.apply.index import IndexInconsistent, check_index, rebuild_index
-from remediation.apply.lock import PlanLease, PlanLocked, RunLock
+from remediation.apply.index import IndexInconsistent, check_index, check_recorded_head, rebuild_index
+from remediation.apply.lock import HostPlanLease, PlanLease, PlanLocked, RunLock
 from remediation.apply.pacing import RateLimiter, WavePolicy
 from remediation.authority import RunAuthority, token_for_endpoint
 from remediation.errors import InputError, SafetyRefusal
@@ -257,13 +257,47 @@ class StopOnSignal:
             signal.signal(sig, handler)
 
 
-def _claim_plan(lease: PlanLease, plan: LoadedPlan, run_dir: Path, who: str, supersede: bool) -> Path | None:
-    """Refuse a second run directory while the plan's owning run is active or incomplete; with `supersede`, return
-    the run to supersede. Called holding the plan's flock."""
-    owner = lease.owner()
-    owner_dir = Path(owner["run_dir"]) if owner.get("run_dir") else None
-    if owner_dir is None or owner_dir == run_dir.resolve():
-        return None
+class PlanLeases:
+    """The plan lease in the plan directory and in the host-wide registry (keyed by plan hash): taken, recorded and
+    released together, the host one last in and first out."""
+
+    def __init__(self, plan: LoadedPlan, who: str, run_dir: Path):
+        self.held: list[PlanLease] = []
+        try:
+            self.held.append(PlanLease(plan.directory).acquire(who, run_dir=str(run_dir.resolve())))
+            self.held.append(HostPlanLease(plan.plan_hash).acquire(who, run_dir=str(run_dir.resolve())))
+        except BaseException:
+            self.release()
+            raise
+
+    def owners(self) -> list[dict]:
+        return [lease.owner() for lease in self.held]
+
+    def record(self, run_dir: Path, who: str, status: str, journal_head: dict | None = None) -> None:
+        for lease in self.held:
+            lease.record(run_dir, who, status, journal_head)
+
+    def release(self) -> None:
+        for lease in reversed(self.held):
+            lease.release()
+        self.held = []
+
+
+def _claim_plan(leases: PlanLeases, plan: LoadedPlan, run_dir: Path, who: str, supersede: bool) -> Path | None:
+    """Refuse a second run directory while the plan's owning run (by the plan directory's record or the host-wide
+    one, which a copy of the plan directory shares) is active or incomplete; with `supersede`, return the run to
+    supersede. Called holding both flocks."""
+    for owner in leases.owners():
+        owner_dir = Path(owner["run_dir"]) if owner.get("run_dir") else None
+        if owner_dir is None or owner_dir == run_dir.resolve():
+            continue
+        taken = _claim_from(owner_dir, plan, supersede)
+        if taken is not None:
+            return taken
+    return None
+
+
+def _claim_from(owner_dir: Path, plan: LoadedPlan, supersede: bool) -> Path | None:
     try:
         status = read_run(owner_dir).get("status") if (owner_dir / "run.json").exists() else "missing"
     except InputError:
@@ -301,11 +335,24 @@ def _supersede(old_dir: Path, new_dir: Path, who: str) -> dict:
 
 
 def _open_index(
-    run_dir: Path, plan: LoadedPlan, run: dict, journal_exists: bool
+    run_dir: Path, plan: LoadedPlan, run: dict, journal_exists: bool, leases: PlanLeases | None = None
 ) -> tuple[SqliteCheckpoints, dict | None]:
     """The checkpoint index, verified against the journal and rebuilt from it when it is missing, empty, corrupt, behind
-    or edited. Returns the index and what was rebuilt (for the journal), or None."""
+    or edited. Returns the index and what was rebuilt (for the journal), or None. The journal heads the plan leases
+    recorded for this run (the host-wide one outside the run directory) must be entries of the journal too."""
     db = run_dir / "checkpoints.sqlite"
+    for where, owner in zip(
+        ("the plan directory's lease record", "the host's lease registry"), leases.owners() if leases else []
+    ):
+        head = owner.get("journal_head")
+        if not head or owner.get("run_dir") != str(run_dir.resolve()):
+            continue
+        if not journal_exists and head.get("seq"):
+            raise IndexInconsistent(
+                f"{run_dir}: the journal is missing or empty, but {where} records {head['seq']} entries of it; refusing"
+            )
+        if journal_exists and head != run.get("journal_head"):  # the same head is checked with run.json's below
+            check_recorded_head(run_dir / "journal.jsonl", head, source=where)
     if not journal_exists:
         if (run.get("journal_head") or {}).get("seq"):
             raise IndexInconsistent(
@@ -345,7 +392,7 @@ def apply_plan(
     lease = lock = superseded = None
     try:
         if not memory_checkpoints:
-            lease = PlanLease(plan.directory).acquire(options.who, run_dir=str(run_dir.resolve()))
+            lease = PlanLeases(plan, options.who, run_dir)
             superseded = _claim_plan(lease, plan, run_dir, options.who, options.supersede)
         run = _prepare_run_dir(plan, run_dir, options.who)
         lock = RunLock(run_dir).acquire(options.who)
@@ -395,7 +442,7 @@ def _apply_locked(
         checkpoints = MemoryCheckpoints()
     else:
         journal_exists = (run_dir / "journal.jsonl").exists() and (run_dir / "journal.jsonl").stat().st_size > 0
-        checkpoints, rebuilt = _open_index(run_dir, plan, run, journal_exists)
+        checkpoints, rebuilt = _open_index(run_dir, plan, run, journal_exists, lease)
         journal = Journal(run_dir / "journal.jsonl")
         checkpoints.journal = journal
         recorder = RunRecorder(run_dir, run, journal, signed)
@@ -425,7 +472,7 @@ def _apply_locked(
             journal.append("checkpoints_rebuilt", **rebuilt)
         if superseded is not None:
             journal.append("supersedes", **_supersede(superseded, run_dir, options.who), by=options.who)
-        lease.record(run_dir, options.who, "running")
+        lease.record(run_dir, options.who, "running", journal.head)
         recorder.save(status="running")
     rows = plan.rows if not options.s1sps else plan.rows[plan.rows["s1sp"].isin(options.s1sps)]
     checkpoints.seed(plan.rows)
@@ -512,7 +559,7 @@ def _apply_locked(
                 paused=paused,
                 index_error=getattr(checkpoints, "index_error", None),
             )
-        lease.record(run_dir, options.who, status)
+        lease.record(run_dir, options.who, status, journal.head)
         recorder.save(status=status, paused=paused, counts=counts)
     else:
         run.update(status=status, paused=paused, counts=counts)
