@@ -573,11 +573,13 @@ def run_status(run_dir: str | Path):
     return run_state(run_dir)
 
 
-def run_ops_from_journal(run_dir: Path, plan_rows: pd.DataFrame, what: str) -> pd.DataFrame:
-    """Every planned op's state replayed from the run's verified journal; an edited index is a refusal (exit 3)."""
-    from remediation.apply.index import verified_ops
+def run_ops_from_journal(run_dir: Path, plan, what: str) -> pd.DataFrame:
+    """Every planned op's state replayed from the run's verified journal (its operator-signed records and head
+    included); an edited index is a refusal (exit 3)."""
+    from remediation.apply.index import run_policy, verified_ops
 
-    return verified_ops(run_dir, plan_rows, read_run(run_dir).get("journal_head"), what).frame()
+    run = read_run(run_dir)
+    return verified_ops(run_dir, plan.rows, run.get("journal_head"), what, policy=run_policy(plan), run=run).frame()
 
 
 def fresh_case(config: CaseConfig, fresh_dir: Path) -> CaseConfig:
@@ -716,7 +718,7 @@ def run_rollback(
     # Signed by a planner under the original plan's (still unchanged) trust policy.
     signing = authority.rollback_signing(original, key)
     ops = run_ops_from_journal(
-        run_dir, original.rows, "plan a rollback"
+        run_dir, original, "plan a rollback"
     )  # the journal, not the index, says what was written
     rows = build_rollback_plan(original.rows, ops, devices, _plan_certificates(original.directory))
     if rows.empty:

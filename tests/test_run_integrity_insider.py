@@ -64,8 +64,15 @@ def written(tmp_path):
     _, config, plan_dir = planned_case(tmp_path, wrong=12, ok=0)
     sim = start_sim(tmp_path / "moc.sqlite", config)
     run_dir = tmp_path / "run"
+    at_start = tmp_path / "run.json.at-start"
+
+    def keep_run_json(s1sp, done, total):  # called first before any device: run.json as a killed run leaves it
+        if not at_start.exists():
+            shutil.copy2(run_dir / "run.json", at_start)
+
     try:
-        assert run_apply(plan_dir, run_dir, ApplyOptions(who="carol", endpoints={"MOC": sim.url})).status == "completed"
+        options = ApplyOptions(who="carol", endpoints={"MOC": sim.url})
+        assert run_apply(plan_dir, run_dir, options, progress=keep_run_json).status == "completed"
         yield tmp_path, plan_dir, run_dir, sim
     finally:
         sim.stop()
@@ -160,6 +167,38 @@ def test_a_noop_forged_after_the_run_was_resumed_is_refused(written):
     assert device in line and "'noop' after the run was resumed" in line
 
 
+def test_a_rechained_journal_is_caught_by_the_operator_signed_records_it_passes_through(written):
+    """The insider removes one device's entries, re-chains, edits run_finished's counts to match the replay and
+    forges run.json's head: chain, recorded head and counts all agree. The operator signed run_finished over its
+    sequence number and chain link, so its signature no longer holds; status, rollback and export refuse."""
+    root, _, run_dir, _ = written
+    entries = read_journal(run_dir / "journal.jsonl")
+    device = next(e["device_id"] for e in entries if e["event"] == "transition")
+    kept = [e for e in entries if e.get("device_id") != device]
+    finish = kept[-1]
+    assert finish["event"] == "run_finished"
+    finish["counts"] = {"MOC": {**finish["counts"]["MOC"], "done": finish["counts"]["MOC"]["done"] - 1, "pending": 1}}
+    _rewrite(run_dir, kept)
+    expected = f"journal entry {len(kept)} (run_finished): the operator's signature does not verify"
+    assert expected in one_line_error(CliRunner().invoke(main, ["status", str(run_dir)]), 3)
+    export = CliRunner(env=key_env("carol")).invoke(main, ["audit", "export", str(run_dir), "--out", str(root / "x")])
+    assert expected in one_line_error(export, 3)
+
+
+def test_run_json_head_forged_to_fit_a_cut_journal_is_caught_by_its_signature(written):
+    """The journal cut after its last transitions (run_finished gone: the run looks killed) and run.json's head moved
+    to the new end: the old checks agreed with each other. run.json's head is now operator-signed."""
+    root, _, run_dir, _ = written
+    entries = read_journal(run_dir / "journal.jsonl")
+    _rewrite(run_dir, entries[:-4])
+    line = one_line_error(CliRunner().invoke(main, ["status", str(run_dir)]), 3)
+    assert (
+        f"run.json's recorded journal head (entry {len(entries) - 4}): the operator's signature does not verify" in line
+    )
+    rollback = CliRunner(env=key_env("alice")).invoke(main, ["rollback", str(run_dir), "--out", str(root / "rb")])
+    assert "run.json's recorded journal head" in one_line_error(rollback, 3)
+
+
 # ------------------------------------------------------------------------------------------------ (C) rollback
 
 
@@ -214,9 +253,8 @@ def test_rollback_offers_devices_left_writing_or_confirming(written):
             break
     assert cut, "no moment with a device writing, one confirming and one done"
     (run_dir / "journal.jsonl").write_bytes(b"".join(canonical_json(e) + b"\n" for e in entries[:cut]))
-    run = json.loads((run_dir / "run.json").read_text())
-    run["journal_head"] = {"seq": 1, "hash": entry_hash(entries[0])}  # what a killed run's run.json records
-    (run_dir / "run.json").write_text(json.dumps(run))
+    shutil.copy2(root / "run.json.at-start", run_dir / "run.json")  # what a killed run's run.json records
+    assert json.loads((run_dir / "run.json").read_text())["journal_head"]["seq"] == 1
     for name in ("checkpoints.sqlite", "checkpoints.sqlite-wal", "checkpoints.sqlite-shm"):
         (run_dir / name).unlink(missing_ok=True)
 

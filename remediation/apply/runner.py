@@ -28,7 +28,13 @@ from remediation.apply.checkpoint import (
 )
 from remediation.apply.executor import INTERRUPTED, DeviceExecutor, RetryPolicy, run_s1sp
 from remediation.apply.gateway import Gateway, HttpGateway
-from remediation.apply.index import IndexInconsistent, check_index, check_recorded_head, rebuild_index
+from remediation.apply.index import (
+    IndexInconsistent,
+    check_index,
+    check_recorded_head,
+    head_payload,
+    rebuild_index,
+)
 from remediation.apply.lock import HostPlanLease, PlanLease, PlanLocked, RunLock
 from remediation.apply.pacing import RateLimiter, WavePolicy
 from remediation.authority import RunAuthority, token_for_endpoint
@@ -221,6 +227,8 @@ class RunRecorder:
     def save(self, **fields) -> None:
         self.run.update(fields)
         self.run["journal_head"] = self.journal.head
+        if self.signed.get("signer"):  # the operator signs the head it records: forging it needs their key
+            self.run["journal_head_signature"] = self.signed["signer"](head_payload(self.run, self.journal.head))
         self.run["updated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
         write_json(self.run_dir / "run.json", self.run)
 
@@ -312,7 +320,7 @@ def _claim_from(owner_dir: Path, plan: LoadedPlan, supersede: bool) -> Path | No
     return owner_dir
 
 
-def _supersede(old_dir: Path, new_dir: Path, who: str) -> dict:
+def _supersede(old_dir: Path, new_dir: Path, who: str, signed: dict | None = None) -> dict:
     """Close an incomplete run in favour of a new one: journaled in the old run (under its lock) before the new starts."""
     lock = RunLock(old_dir).acquire(who) if old_dir.exists() else None
     try:
@@ -322,10 +330,10 @@ def _supersede(old_dir: Path, new_dir: Path, who: str) -> dict:
         run = read_run(old_dir)
         journal = Journal(old_dir / "journal.jsonl")
         try:
-            RunRecorder(old_dir, run, journal).record_run_event(
-                "run_superseded", by_run=str(new_dir.resolve()), superseded_by=who
-            )
-            RunRecorder(old_dir, run, journal).save(status="superseded", superseded_by=str(new_dir.resolve()))
+            # The operator's signer signs the old run's recorded head (its records are signed; run_superseded is not).
+            recorder = RunRecorder(old_dir, run, journal, {k: v for k, v in (signed or {}).items() if k == "signer"})
+            recorder.record_run_event("run_superseded", by_run=str(new_dir.resolve()), superseded_by=who)
+            recorder.save(status="superseded", superseded_by=str(new_dir.resolve()))
             return {"run_dir": str(old_dir), "journal_head": journal.head}
         finally:
             journal.close()
@@ -335,7 +343,12 @@ def _supersede(old_dir: Path, new_dir: Path, who: str) -> dict:
 
 
 def _open_index(
-    run_dir: Path, plan: LoadedPlan, run: dict, journal_exists: bool, leases: PlanLeases | None = None
+    run_dir: Path,
+    plan: LoadedPlan,
+    run: dict,
+    journal_exists: bool,
+    leases: PlanLeases | None = None,
+    policy=None,
 ) -> tuple[SqliteCheckpoints, dict | None]:
     """The checkpoint index, verified against the journal and rebuilt from it when it is missing, empty, corrupt, behind
     or edited. Returns the index and what was rebuilt (for the journal), or None. The journal heads the plan leases
@@ -363,7 +376,7 @@ def _open_index(
                 f"{run_dir}: checkpoints.sqlite exists but the journal does not; the journal is the record — refusing"
             )
         return SqliteCheckpoints(db), None
-    result, check = check_index(run_dir, plan.rows, run.get("journal_head"))
+    result, check = check_index(run_dir, plan.rows, run.get("journal_head"), policy, run)
     rebuilt = None
     if check.verdict != "ok":
         kept = rebuild_index(run_dir, result)
@@ -442,7 +455,9 @@ def _apply_locked(
         checkpoints = MemoryCheckpoints()
     else:
         journal_exists = (run_dir / "journal.jsonl").exists() and (run_dir / "journal.jsonl").stat().st_size > 0
-        checkpoints, rebuilt = _open_index(run_dir, plan, run, journal_exists, lease)
+        checkpoints, rebuilt = _open_index(
+            run_dir, plan, run, journal_exists, lease, authority.policy if authority is not None else None
+        )
         journal = Journal(run_dir / "journal.jsonl")
         checkpoints.journal = journal
         recorder = RunRecorder(run_dir, run, journal, signed)
@@ -458,6 +473,7 @@ def _apply_locked(
                 tool_version=__version__,
                 plan_counts=plan.document["counts"],
                 pid=os.getpid(),
+                journal_head_signed=bool(signed),  # from here on run.json's head is operator-signed (index.py)
             )
         else:
             recorder.record_run_event(
@@ -467,11 +483,12 @@ def _apply_locked(
                 tool_version=__version__,
                 previous_lock_holder=lock.previous,
                 pid=os.getpid(),
+                journal_head_signed=bool(signed),
             )
         if rebuilt:
             journal.append("checkpoints_rebuilt", **rebuilt)
         if superseded is not None:
-            journal.append("supersedes", **_supersede(superseded, run_dir, options.who), by=options.who)
+            journal.append("supersedes", **_supersede(superseded, run_dir, options.who, signed), by=options.who)
         lease.record(run_dir, options.who, "running", journal.head)
         recorder.save(status="running")
     rows = plan.rows if not options.s1sps else plan.rows[plan.rows["s1sp"].isin(options.s1sps)]

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from remediation.apply.checkpoint import AT_TARGET_ON_RESUME, DRIFTED, FAILED, FINAL_STATES
-from remediation.apply.index import IndexCheck, check_index
+from remediation.apply.index import IndexCheck, check_index, run_policy
 from remediation.apply.lock import RunLock, holder_alive, read_holder
 from remediation.errors import SafetyRefusal
 from remediation.plan import load_plan
@@ -78,7 +78,7 @@ def run_state(run_dir: str | Path) -> RunState:
                 f"{journal}: the journal is missing or empty, but run.json records {run['journal_head']['seq']} entries"
             )
         return RunState(run_dir, "running" if live else "new", None, None if live else resume, {}, {}, lock, live)
-    result, index = check_index(run_dir, plan.rows, run.get("journal_head"))
+    result, index = check_index(run_dir, plan.rows, run.get("journal_head"), run_policy(plan), run)
     counts = result.counts()
     failed = sum(c.get(FAILED, 0) for c in counts.values())
     last = result.last_run_event or {}

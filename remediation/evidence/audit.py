@@ -250,7 +250,9 @@ def export_audit(
         raise InputError("export directory is not empty; exports are never overwritten", file=str(out))
     plan_rows = pd.read_parquet(plan_dir / "plan.parquet")
     # Outcomes come from the verified journal, cross-checked against the checkpoint index (an edited index refuses).
-    ops = verified_ops(run_dir, plan_rows, run.get("journal_head"), "export", require_end=True).frame()
+    ops = verified_ops(
+        run_dir, plan_rows, run.get("journal_head"), "export", require_end=True, policy=policy, run=run
+    ).frame()
     try:
         # Findings and outcomes are streamed in chunks (10 million devices nationally); the counts are added up
         # on the way and checked before anything is signed.

@@ -75,7 +75,7 @@ def device_outcomes(run_dir: Path) -> pd.DataFrame:
     Taken from the journal's replay, never from the checkpoint index: the journal is the record, verified (chain,
     recorded heads, signed counts) before anything is believed; an index that was edited to disagree with it makes
     this refuse (exit 3) rather than hand an NO a pack built on a doctored outcome."""
-    from remediation.apply.index import verified_ops
+    from remediation.apply.index import run_policy, verified_ops
     from remediation.apply.runner import read_run
     from remediation.plan import load_plan
 
@@ -108,7 +108,9 @@ def device_outcomes(run_dir: Path) -> pd.DataFrame:
             )
         return pd.DataFrame(columns=[*columns, "at"])
     plan = load_plan(run["plan_dir"])
-    ops = verified_ops(run_dir, plan.rows, run.get("journal_head"), "report the run's outcomes").frame()
+    ops = verified_ops(
+        run_dir, plan.rows, run.get("journal_head"), "report the run's outcomes", policy=run_policy(plan), run=run
+    ).frame()
     ops = ops.reindex(columns=columns)
     ops["at"] = pd.to_datetime(ops["updated_at"], unit="s", utc=True).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
     return ops.reset_index(drop=True)
