@@ -20,7 +20,7 @@ from remediation import pipeline
 from remediation.apply.executor import RetryPolicy, fingerprint
 from remediation.apply.runner import ApplyOptions
 from remediation.cli import main
-from remediation.evidence.hashing import canonical_json
+from remediation.evidence.hashing import canonical_json, sha256_file
 from remediation.evidence.journal import GENESIS, entry_hash, read_journal, verify_journal
 from tests.simulation import api_writes, planned_case, run_apply, run_resume, start_sim
 from tests.support import REPO, key_env, signer
@@ -132,6 +132,18 @@ def test_written_devices_never_become_noop_after_the_journal_of_an_unfinished_ru
         report = CliRunner().invoke(main, ["report", str(run_dir), "--format", "json", "--out", str(out)])
         assert report.exit_code == 0, report.output
         assert json.loads(out.read_text())["apply_outcome"]["MOC"]["at_target_on_resume"] == len(victims)
+        export = CliRunner(env=key_env("carol")).invoke(
+            main, ["audit", "export", str(run_dir), "--out", str(tmp_path / "export")]
+        )
+        assert export.exit_code == 0, export.output + export.stderr
+        summary = json.loads((tmp_path / "export" / "summary.json").read_text())
+        assert summary["devices_by_final_state"]["at_target_on_resume"] == len(victims)
+        assert "noop" not in summary["devices_by_final_state"]
+        policy = sha256_file(tmp_path / "people.toml")
+        verified = CliRunner().invoke(
+            main, ["audit", "verify", str(tmp_path / "export"), "--expect-policy-sha256", policy]
+        )
+        assert verified.exit_code == 0, verified.output + verified.stderr
 
         rollback = pipeline.run_rollback(run_dir, tmp_path / "rb", key=signer("alice"))
         marked = rollback.rows.set_index("device_id")["category"]
