@@ -823,6 +823,13 @@ def rollback(run_dir: Path, out_dir: Path, devices: tuple[str, ...], planner: st
     """Plan the restoration of the prior certificates recorded by a run, signed with a planner's key (then approve and apply it like any plan)."""
     result = pipeline.run_rollback(run_dir, out_dir, planner=planner, devices=list(devices) or None, key=key)
     terminal.print_plan(result.document, result.directory)
+    if not result.document["rollback_of"].get("run_ended", True):
+        Console().print(
+            "[yellow]the run ended without a finish or interruption record[/] (killed, or a power cut): a device "
+            "whose journal lines were lost is not in this rollback; `remediation resume` the run first to find such "
+            "devices (at_target_on_resume), then make the rollback again",
+            soft_wrap=True,
+        )
     possibly = result.document["rollback_of"].get("possibly_written", 0)
     if possibly:
         Console().print(

@@ -573,13 +573,13 @@ def run_status(run_dir: str | Path):
     return run_state(run_dir)
 
 
-def run_ops_from_journal(run_dir: Path, plan, what: str) -> pd.DataFrame:
-    """Every planned op's state replayed from the run's verified journal (its operator-signed records and head
-    included); an edited index is a refusal (exit 3)."""
+def run_ops_from_journal(run_dir: Path, plan, what: str):
+    """The run's verified journal replayed (its operator-signed records and head included): every planned op's state
+    (`.frame()`) and its last run event; an edited index is a refusal (exit 3)."""
     from remediation.apply.index import run_policy, verified_ops
 
     run = read_run(run_dir)
-    return verified_ops(run_dir, plan.rows, run.get("journal_head"), what, policy=run_policy(plan), run=run).frame()
+    return verified_ops(run_dir, plan.rows, run.get("journal_head"), what, policy=run_policy(plan), run=run)
 
 
 def fresh_case(config: CaseConfig, fresh_dir: Path) -> CaseConfig:
@@ -717,9 +717,11 @@ def run_rollback(
     original = load_plan(read_run(run_dir)["plan_dir"])
     # Signed by a planner under the original plan's (still unchanged) trust policy.
     signing = authority.rollback_signing(original, key)
-    ops = run_ops_from_journal(
-        run_dir, original, "plan a rollback"
-    )  # the journal, not the index, says what was written
+    replayed = run_ops_from_journal(run_dir, original, "plan a rollback")  # the journal, not the index, says it
+    ops = replayed.frame()
+    # A run that ended without a finish or interruption record (killed, power cut) may have written devices whose
+    # journal lines were lost: they are not in this rollback; a resume finds them (at_target_on_resume).
+    ended = (replayed.last_run_event or {}).get("event") in ("run_finished", "run_interrupted")
     rows = build_rollback_plan(original.rows, ops, devices, _plan_certificates(original.directory))
     if rows.empty:
         raise InputError("no device written by this run to roll back", file=str(run_dir))
@@ -747,6 +749,7 @@ def run_rollback(
                 # Devices whose write may have committed unseen (protocol error after a PUT, left writing or
                 # confirming, at target on resume): offered too, marked ROLLBACK_POSSIBLY_WRITTEN in plan.parquet.
                 "possibly_written": int((rows["category"] == ROLLBACK_POSSIBLY_WRITTEN).sum()),
+                "run_ended": ended,
             },
             "tool_version": __version__,
             "case": original.document["case"],

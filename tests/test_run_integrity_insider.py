@@ -270,8 +270,10 @@ def test_rollback_offers_devices_left_writing_or_confirming(written):
     for name in ("checkpoints.sqlite", "checkpoints.sqlite-wal", "checkpoints.sqlite-shm"):
         (run_dir / name).unlink(missing_ok=True)
 
-    rollback = pipeline.run_rollback(run_dir, root / "rb", key=signer("alice"))
-    category = rollback.rows.set_index("device_id")["category"]
+    screen = CliRunner(env=key_env("alice")).invoke(main, ["rollback", str(run_dir), "--out", str(root / "rb")])
+    assert screen.exit_code == 0, screen.output + screen.stderr
+    assert "the run ended without a finish or interruption record" in " ".join(screen.stdout.split())
+    category = pd.read_parquet(root / "rb" / "plan.parquet").set_index("device_id")["category"]
     for device, state in states.items():
         if state in ("writing", "confirming"):
             assert category[device] == "ROLLBACK_POSSIBLY_WRITTEN", (device, state)
