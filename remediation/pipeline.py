@@ -32,7 +32,7 @@ from remediation.detect import Detection, find_wrong_devices, wrong_owner_matrix
 from remediation.errors import InputError, SafetyRefusal
 from remediation.evidence.audit import export_audit, verify_export
 from remediation.evidence.hashing import BackgroundHashes, sha256_file, sha256_json
-from remediation.ingest.extracts import DeviceRules, ExtractRead, ProgressCallback, read_extracts
+from remediation.ingest.extracts import DeviceRules, ExtractRead, read_extracts
 from remediation.ingest.faults import QUARANTINE_COLUMNS, concat_quarantine
 from remediation.ingest.pki import load_org_cas, load_orl
 from remediation.ingest.rdp import RdpRead, read_rdp
@@ -53,6 +53,7 @@ from remediation.plan import (
     read_approvals,
     seal,
 )
+from remediation.progress import NO_PROGRESS, StageProgress
 from remediation.report.content import build_report
 from remediation.report.html import render_html
 from remediation.report.markdown import render_markdown
@@ -95,8 +96,9 @@ class DetectResult:
         return self.detection.input_rows
 
 
-def load_case_data(config: CaseConfig, as_of: date | None = None, progress: ProgressCallback | None = None) -> CaseData:
+def load_case_data(config: CaseConfig, as_of: date | None = None, progress: StageProgress = NO_PROGRESS) -> CaseData:
     as_of = as_of or config.as_of or date.today()
+    progress.stage("loading PKI, ORL and NO registry")
     hashes = BackgroundHashes([*config.input_files, *config.config_files])
     catalog = CertificateCatalog(
         load_org_cas(config.org_ca_paths), load_orl(config.orl_path), config.accepted_policy_oids
@@ -104,11 +106,11 @@ def load_case_data(config: CaseConfig, as_of: date | None = None, progress: Prog
     registry = load_registry(config.registry_path, catalog)
     extracts = read_extracts(config.extracts, catalog, progress, DeviceRules.of(config))
     release_memory()
-    rdp = read_rdp(config.rdp, (config.policy.mprn_min_length, config.policy.mprn_max_length))
+    rdp = read_rdp(config.rdp, (config.policy.mprn_min_length, config.policy.mprn_max_length), progress)
     return CaseData(config, as_of, catalog, registry, extracts, rdp, hashes)
 
 
-def detect_case(data: CaseData) -> DetectResult:
+def detect_case(data: CaseData, progress: StageProgress = NO_PROGRESS) -> DetectResult:
     # The records are handed over, not shared: detection frees them as soon as devices are formed, which is what
     # keeps a national run inside its memory budget.
     records, data.extracts.records = data.extracts.records, None
@@ -127,9 +129,11 @@ def detect_case(data: CaseData) -> DetectResult:
         data.extracts.quarantine,
         device_types=tuple(data.config.device_types.values()),
         enforces_validity={code: ep.enforces_validity for code, ep in data.config.endpoints.items()},
+        progress=progress,
     )
     del records, registrations
     release_memory()
+    progress.stage("summarising and reconciling counts")
     quarantine = concat_quarantine([q for q in (data.extracts.quarantine, data.rdp.quarantine) if len(q)])
     summary = detect_summary(data, detection, quarantine)
     if int(detection.input_rows["n_rows"].sum()) != summary["rows_read"]["extracts"]:
@@ -271,11 +275,12 @@ def plannable(detection: Detection, policy) -> np.ndarray:
 
 
 def run_detect(
-    config_path: str | Path, out_dir: str | Path, as_of: date | None = None, progress: ProgressCallback | None = None
+    config_path: str | Path, out_dir: str | Path, as_of: date | None = None, progress: StageProgress = NO_PROGRESS
 ) -> DetectResult:
     config = load_case(config_path)
     out = prepare_dir(out_dir)
-    result = detect_case(load_case_data(config, as_of, progress))
+    result = detect_case(load_case_data(config, as_of, progress), progress)
+    progress.stage("writing findings and summary")
     DetectResultDir(out).write(
         result.detection, result.input_rows, result.quarantine[QUARANTINE_COLUMNS], result.summary
     )
@@ -304,7 +309,7 @@ def run_plan(
     planner: str = "",
     as_of: date | None = None,
     s1sps: tuple[str, ...] = (),
-    progress: ProgressCallback | None = None,
+    progress: StageProgress = NO_PROGRESS,
     from_detect: str | Path | None = None,
     allow_unknown_no: bool = False,
     key=None,
@@ -361,7 +366,7 @@ def run_plan(
             shutil.copyfile(source.path(name), out / name)
             outputs[name] = out / name
     else:
-        detected = detect_case(load_case_data(config, as_of, progress))
+        detected = detect_case(load_case_data(config, as_of, progress), progress)
         summary, as_of_used = detected.summary, detected.case.as_of
         _refuse_registry_gaps(summary["registry_gaps"], allow_unknown_no, config)
         out = _new_plan_dir(out_dir)
@@ -390,6 +395,7 @@ def run_plan(
         }
     # A manual S1SP is never written through an API: its devices become a change-request listing for a scope
     # decision, outside plan.parquet (so apply cannot reach them), and are counted in plan.json.
+    progress.stage("writing the plan")
     manual_codes = sorted(code for code, ep in config.endpoints.items() if ep.mode == "manual")
     manual = rows[rows["s1sp"].isin(manual_codes)]
     rows = rows[~rows["s1sp"].isin(manual_codes)].reset_index(drop=True)
@@ -530,10 +536,10 @@ def run_resume(
     return run_apply(read_run(run_dir)["plan_dir"], run_dir, options, progress, key=key, trust_policy=trust_policy)
 
 
-def run_dry_run(plan_dir: str | Path, out_dir: str | Path, options: ApplyOptions) -> pd.DataFrame:
+def run_dry_run(plan_dir: str | Path, out_dir: str | Path, options: ApplyOptions, progress=None) -> pd.DataFrame:
     plan = load_plan(plan_dir)
     check_fresh(plan)
-    frame = dry_run(plan, options)
+    frame = dry_run(plan, options, progress=progress)
     out = prepare_dir(out_dir)
     columns = [
         "device_id",
@@ -600,11 +606,13 @@ def run_verify(
     out_dir: str | Path,
     plan_dir: str | Path | None = None,
     as_of: date | None = None,
+    progress: StageProgress = NO_PROGRESS,
 ) -> dict:
     """Fresh extracts -> detect; residual WRONG_NO devices are listed (and, with a plan, planned devices not at target)."""
     config = fresh_case(load_case(config_path), Path(fresh_dir))
     out = prepare_dir(out_dir)
-    result = detect_case(load_case_data(config, as_of))
+    result = detect_case(load_case_data(config, as_of, progress), progress)
+    progress.stage("checking planned devices and writing the verify result")
     detection = result.detection
     # Only the residual and the planned devices are built as tables: a national fresh extract is 10 million devices.
     residual = detection.subset(detection.codes("category") == CATEGORIES.index(Category.WRONG_NO.value))[

@@ -509,17 +509,12 @@ def _apply_locked(
                 gateway, checkpoints, targets, limiter, options.retry, stop=stopper.event, resumed=resumed
             )
             ops = checkpoints.open_ops(s1sp)
-            done = [0]
-
-            def on_progress(n: int) -> None:
-                done[0] += n
-                if progress:
-                    progress(s1sp, done[0], len(ops))
-
-            if progress:
-                progress(s1sp, 0, len(ops))
             stats, reason = run_s1sp(
-                executor, ops, int(ep.get("concurrency", 4)), options.waves, on_progress=on_progress
+                executor,
+                ops,
+                int(ep.get("concurrency", 4)),
+                options.waves,
+                on_progress=_counter(progress, s1sp, len(ops)),
             )
             with lock_results:
                 results[s1sp] = (stats, reason)
@@ -593,9 +588,13 @@ def _reopen_failed(checkpoints, rows: pd.DataFrame) -> None:
 
 
 def dry_run(
-    plan: LoadedPlan, options: ApplyOptions, gateway_factory: Callable[[dict], Gateway] | None = None
+    plan: LoadedPlan,
+    options: ApplyOptions,
+    gateway_factory: Callable[[dict], Gateway] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> pd.DataFrame:
-    """Read every planned device's live slots and say what apply would do. Sends no PUT (the gateway is wrapped)."""
+    """Read every planned device's live slots and say what apply would do. Sends no PUT (the gateway is wrapped).
+    `progress(s1sp, devices done, devices)` is called as each device is read, like apply's."""
     rows = plan.rows if not options.s1sps else plan.rows[plan.rows["s1sp"].isin(options.s1sps)]
     checkpoints = MemoryCheckpoints()
     checkpoints.seed(rows)
@@ -612,12 +611,33 @@ def dry_run(
                 options.retry,
                 dry_run=True,
             )
-            run_s1sp(executor, checkpoints.open_ops(s1sp), int(ep.get("concurrency", 4)), WavePolicy(canary=10**9))
+            ops = checkpoints.open_ops(s1sp)
+            run_s1sp(
+                executor,
+                ops,
+                int(ep.get("concurrency", 4)),
+                WavePolicy(canary=10**9),
+                on_progress=_counter(progress, s1sp, len(ops)),
+            )
         finally:
             gateway.close()
     frame = checkpoints.ops_frame()
     frame["state"] = frame["state"].replace({NOOP: "noop (already at target)", DONE: "done"})
     return frame
+
+
+def _counter(progress: Callable[[str, int, int], None] | None, s1sp: str, total: int) -> Callable[[int], None]:
+    """run_s1sp's per-device hook turned into `progress(s1sp, done, total)`, starting with (s1sp, 0, total)."""
+    done = [0]
+    if progress:
+        progress(s1sp, 0, total)
+
+    def on_progress(n: int) -> None:
+        done[0] += n  # run_s1sp calls this under its lock
+        if progress:
+            progress(s1sp, done[0], total)
+
+    return on_progress
 
 
 class ReadOnlyGateway:
