@@ -360,7 +360,14 @@ def test_run_report_says_the_same_in_every_format(world, tmp_path):
     state = data["run_state"]
     assert state["status"] == "needs_attention" and state["started_at"] and state["finished_at"]
     assert state["applied_by"] == [f"carol (key {signer('carol').key_id})"]  # by name and key id
-    assert data["apply_outcome"]["MOC"] == {"done": 10, "noop": 0, "drifted": 1, "failed": 0, "open": 0}
+    assert data["apply_outcome"]["MOC"] == {
+        "done": 10,
+        "noop": 0,
+        "at_target_on_resume": 0,
+        "drifted": 1,
+        "failed": 0,
+        "open": 0,
+    }
     assert [r["device_id"] for r in data["problem_devices"]["shown"]] == world["ids"]["drift"]
     assert data["authority"]["planned_by"] == {"name": "alice", "key_id": signer("alice").key_id, "at": None}
     assert [(a["name"], a["key_id"]) for a in data["authority"]["approved_by"]] == [("bob", signer("bob").key_id)]
@@ -393,7 +400,7 @@ def test_run_report_says_the_same_in_every_format(world, tmp_path):
     assert impact == {(k, w): totals[w][k] for k in ("NO_DS", "NO_KA", "devices") for w in ("before", "after")}
     variable = {a["data-cost-bar"]: float(a["data-variable"]) for a in page.found if "data-variable" in a}
     assert variable == {**{s["s1sp"]: s["variable_cost"] for s in data["costs"]["by_s1sp"]}, "MOC shared": 0.0}
-    assert "| MOC | 10 | 0 | 1 | 0 | 0 |" in md
+    assert "| MOC | 10 | 0 | 0 | 1 | 0 | 0 |" in md
     assert "@media print" in html
 
 
@@ -520,7 +527,12 @@ def test_report_of_an_interrupted_run_says_so(world, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(world["run"], run)
     journal = Journal(run / "journal.jsonl")
-    journal.append("run_resumed", plan_hash=json.loads((run / "run.json").read_text())["plan_hash"], run_by="dave")
+    journal.append(  # signed by an operator's key, as apply signs it (an unsigned one is refused as inserted)
+        "run_resumed",
+        plan_hash=json.loads((run / "run.json").read_text())["plan_hash"],
+        run_by="dave",
+        signer=signer("carol").sign,
+    )
     journal.close()
     data = json.loads(_report(run, "json", tmp_path / "r.json"))
     assert data["run_state"]["status"] == "interrupted" and data["run_state"]["finished_at"] is None
@@ -582,7 +594,12 @@ def test_notify_waits_for_a_run_in_progress(world, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(world["run"], run)
     journal = Journal(run / "journal.jsonl")
-    journal.append("run_resumed", plan_hash=json.loads((run / "run.json").read_text())["plan_hash"], run_by="dave")
+    journal.append(  # signed by an operator's key, as apply signs it (an unsigned one is refused as inserted)
+        "run_resumed",
+        plan_hash=json.loads((run / "run.json").read_text())["plan_hash"],
+        run_by="dave",
+        signer=signer("carol").sign,
+    )
     journal.close()
     lock = RunLock(run).acquire("dave")  # a live holder: this process
     try:

@@ -168,7 +168,7 @@ class Handler(BaseHTTPRequestHandler):
                 except OSError:
                     pass
                 return
-            payload = json.loads(response)
+            payload = self.server.faults.lie_after_write(json.loads(response))
             self._send(200, payload, {"ETag": f'"{payload["version"]}"'})
         else:
             self._send(status, {"error": response})
