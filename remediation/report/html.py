@@ -2,8 +2,8 @@
 tests (and other tools) can read them back and check them against summary.json.
 
 This module computes what the report shows (rows, bar geometry, sentences); templates/report.html.j2 lays it out,
-autoescaped, so no value from an input (an S1SP code, an organisation name, a reason quoted from an S1SP reply, an
-approver's note) can add markup to the page."""
+autoescaped, so no value from an input (an S1SP code, a registry id, a reason quoted from an S1SP reply, an
+approver's name or change reference) can add markup to the page."""
 
 from __future__ import annotations
 
