@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-from html import escape
+from html import unescape
 from pathlib import Path
 
 import pandas as pd
@@ -208,7 +208,8 @@ def test_worklist_is_exactly_the_locked_out_devices_not_corrected(world, tmp_pat
     ids = world["ids"]
     rows = [r for p in (tmp_path / "wl").glob("worklist-*.csv") for r in _read_csv(p)]
     expected = ids["drift"] + ids["empty"] + ids["swapped"] + ids["revoked"] + ids["manual"]
-    # not the expired (the S1SP does not enforce validity), the held impostor (investigated, not handed over), ok or corrected
+    # not the expired (the S1SP does not enforce validity), the held impostor (investigated, not handed over), ok or
+    # corrected
     assert sorted(r["device_id"] for r in rows) == sorted(expected)
     assert {r["remote_party_role"] for r in rows} == {"NetworkOperator"}
     by_id = {r["device_id"]: r for r in rows}
@@ -308,7 +309,8 @@ def test_cost_table_sums_and_governance_is_recorded(world):
     ioc = next(s for s in costs["by_s1sp"] if s["s1sp"] == "IOC")
     assert ioc["mode"] == "manual" and ioc["held_devices"] == 3 and ioc["apply_hours"] == 0
     assert document["governance"] == {"change_record": "CHG-1234", "decision": "MP107 R2 decision 7"}
-    # is the manual S1SP worth automating? 3 devices, one NO: by hand 3 × 20 + 100; through the API 3 × 2.5 + 100 + apply time
+    # is the manual S1SP worth automating? 3 devices, one NO: by hand 3 × 20 + 100; through the API
+    # 3 × 2.5 + 100 + apply time
     choice = {a["s1sp"]: a for a in costs["automate_or_manual"]}["IOC"]
     assert choice["devices"] == 3 and choice["manual_cost"] == 160.0
     assert choice["automation_pays_below_fixed_cost"] == pytest.approx(
@@ -425,9 +427,8 @@ def test_report_of_a_paused_run_says_paused_and_why(tmp_path):
     data = json.loads(_report(tmp_path / "run", "json", tmp_path / "r.json"))
     assert data["run_state"]["status"] == "paused" and data["run_state"]["paused"] == {"MOC": reason}
     html = _report(tmp_path / "run", "html", tmp_path / "r.html")
-    assert (
-        'data-status="paused"' in html and "MOC paused: " + escape(reason) in html
-    )  # the reason quotes the S1SP's reply
+    # the reason quotes the S1SP's reply (escaped: markupsafe writes a quote as &#34;, html.escape as &quot;)
+    assert 'data-status="paused"' in html and "<li>MOC paused: " + reason + "</li>" in unescape(html)
     md = _report(tmp_path / "run", "md", tmp_path / "r.md")
     assert "**Run status: paused**" in md and "MOC paused: canary wave had" in md
     assert data["problem_devices"]["by_state"] == {"failed": 5}
