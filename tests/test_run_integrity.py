@@ -11,9 +11,11 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pandas as pd
 import pytest
@@ -469,6 +471,63 @@ def test_a_reply_that_is_not_about_the_device_asked_for_is_a_protocol_error(tmp_
     assert set(outcomes["state"]) - {"pending"} == {"failed"} and "noop" not in set(outcomes["state"])
     assert outcomes.loc[outcomes["state"] == "failed", "last_error"].str.contains(reason, regex=False).all()
     assert api_writes(tmp_path / "moc.sqlite") == [] and sim.store.counters().get("put", 0) == 0
+
+
+def _serve_version(version) -> ThreadingHTTPServer:
+    """A real HTTP S1SP on 127.0.0.1 whose every read answers for the device asked, with `version`, slots empty."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            device = self.path.split("/")[3]
+            slots = {"NO_DS": {"cert": None}, "NO_KA": {"cert": None}}
+            body = json.dumps({"device_id": device, "version": version, "slots": slots}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("ETag", f'"{version}"')
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.mark.parametrize("version", [10**30, -1], ids=["beyond-64-bit", "negative"])
+def test_a_version_the_index_cannot_hold_is_a_protocol_error_not_a_python_message(tmp_path, version):
+    """An integer version outside 0..2**63-1 was believed: 10**30 paused the S1SP with SQLite's own message ("Python
+    int too large to convert to SQLite INTEGER"); -1 was stored and the device reported drifted."""
+    _, _, plan_dir = planned_case(tmp_path, wrong=3, ok=0)
+    server = _serve_version(version)
+    try:
+        result = CliRunner(env=key_env("carol")).invoke(
+            main,
+            [
+                "apply",
+                str(plan_dir),
+                "--run",
+                str(tmp_path / "run"),
+                "--endpoint",
+                f"MOC=http://127.0.0.1:{server.server_address[1]}",
+                "--by",
+                "carol",
+                "--trust-policy",
+                str(tmp_path / "people.toml"),
+            ],
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.exit_code == 1, result.output
+    screen = " ".join(result.stdout.split())
+    assert "Python int" not in screen and "SQLite" not in screen
+    assert f"protocol error: version '{str(version)[:20]}' is out of range" in screen
+    outcomes = pd.read_parquet(tmp_path / "run" / "outcomes.parquet")
+    assert set(outcomes["state"]) == {"failed"}
+    assert outcomes["last_error"].str.contains("out of range", regex=False).all()
 
 
 # ------------------------------------------------------------------------------------------------ one run per plan
