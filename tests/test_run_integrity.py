@@ -709,6 +709,26 @@ def test_status_says_running_paused_stale_and_completed_with_honest_exit_codes(t
         sim.stop()
 
 
+def test_a_lock_record_whose_pid_was_reused_is_stale_not_running(tmp_path):
+    """Attack review: a killed apply leaves its record in run.lock; once its pid is given to another live process on
+    this host, `status` said "running" (exit 1) for a completed run forever, and rollback refused it as "in
+    progress". Nobody holds the flock, so the record is stale: the test names its own (live) pid in the record."""
+    _, config, plan_dir = planned_case(tmp_path, wrong=3, ok=0)
+    sim = start_sim(tmp_path / "moc.sqlite", config)
+    run_dir = tmp_path / "run"
+    try:
+        run_apply(plan_dir, run_dir, ApplyOptions(who="carol", endpoints={"MOC": sim.url}))
+    finally:
+        sim.stop()
+    record = {"pid": os.getpid(), "host": socket.gethostname(), "who": "killed", "since": "2026-01-01T00:00:00+00:00"}
+    (run_dir / "run.lock").write_text(json.dumps(record))
+    status = CliRunner().invoke(main, ["status", str(run_dir)])
+    screen = " ".join(status.stdout.split())
+    assert status.exit_code == 0 and "state: completed" in screen and "state: running" not in screen, status.output
+    rollback = CliRunner(env=key_env("alice")).invoke(main, ["rollback", str(run_dir), "--out", str(tmp_path / "rb")])
+    assert rollback.exit_code == 0, rollback.output
+
+
 # ------------------------------------------------------------------------------------------------ simulator fails closed
 
 
