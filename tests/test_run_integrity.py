@@ -760,6 +760,54 @@ def test_simulator_refuses_to_start_open(tmp_path):
     assert plain.returncode == 2 and "--client-ca needs --tls-cert" in plain.stderr
 
 
+def test_simulator_refuses_a_bad_start_in_one_line(tmp_path):
+    """Attack review: --tls-key without --tls-cert served plain HTTP; a garbage TLS certificate, a --db that is not a
+    database and a port already taken were each a Python traceback (exit 1)."""
+    _, config, _ = planned_case(tmp_path, wrong=1, ok=0)
+    args = ["simulator", "serve", "--config", str(config), "--s1sp", "MOC"]
+    (tmp_path / "junk.pem").write_text("not a PEM\n")
+    (tmp_path / "junk.sqlite").write_text("not a database\n")
+    key_only = subprocess.run(  # a real process: the old code served (and never returned)
+        [
+            sys.executable,
+            "-m",
+            "remediation",
+            *args,
+            "--db",
+            str(tmp_path / "s.sqlite"),
+            "--tls-key",
+            str(tmp_path / "junk.pem"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert key_only.returncode == 2 and "--tls-key needs --tls-cert" in key_only.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        cases = {
+            "--tls-cert": [
+                *args,
+                "--db",
+                str(tmp_path / "s.sqlite"),
+                "--tls-cert",
+                str(tmp_path / "junk.pem"),
+                "--tls-key",
+                str(tmp_path / "junk.pem"),
+            ],
+            "not a simulator database": [*args, "--db", str(tmp_path / "junk.sqlite")],
+            "Address already in use": [*args, "--db", str(tmp_path / "s.sqlite"), "--port", port],
+        }
+        for expected, argv in cases.items():
+            result = CliRunner().invoke(main, argv)
+            assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+            line = result.stderr.strip().splitlines()[-1]  # after "loaded N devices" when the database is new
+            assert expected in line or expected == "--tls-cert" and "cannot load the TLS certificate" in line, line
+
+
 def test_simulator_checks_the_token_before_reading_the_body(tmp_path):
     _, config, plan_dir = planned_case(tmp_path, wrong=1, ok=0)
     sim = start_sim(tmp_path / "s.sqlite", config, token="s3cret")
