@@ -430,6 +430,24 @@ def test_outcome_edited_in_the_index_is_refused_by_export_and_undone_by_resume(f
     assert _export(run_dir, key, tmp_path).exit_code == 0
 
 
+def test_run_json_counts_edited_do_not_reach_the_json_report(finished, tmp_path):
+    """Attack review: run.json's status and counts (a cache, unsigned) were copied into report.json as they stood,
+    so an edited run.json (one `done` made `noop`, status changed) reached the report beside the journal's figures."""
+    run_dir, _ = _copy_run(finished, tmp_path)
+    record = json.loads((run_dir / "run.json").read_text())
+    honest = record["counts"]
+    record["counts"] = {"MOC": {**honest["MOC"], "done": honest["MOC"]["done"] - 1, "noop": 1}}
+    record["status"], record["paused"] = "doctored", {"MOC": "doctored"}
+    (run_dir / "run.json").write_text(json.dumps(record))
+    result = CliRunner().invoke(main, ["report", str(run_dir), "--format", "json", "--out", str(tmp_path / "r.json")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["run"]["status"] == "completed" and report["run"]["paused"] == {}
+    assert {k: v for k, v in report["run"]["counts"]["MOC"].items() if v} == {
+        k: v for k, v in honest["MOC"].items() if v
+    }
+
+
 # ------------------------------------------------------------------------------------------------ replies
 
 

@@ -96,6 +96,11 @@ def build_report(directory: str | Path, redaction_key: bytes | None = None) -> d
     if dry_run is not None:
         report["kind"] = "dry-run"
     report.update(outcome_sections(requested, redact))
+    state = report.get("run_state")
+    if isinstance(run, dict) and state is not None:
+        # run.json's status, counts and pauses are a cache anyone with write access can edit: the report carries the
+        # verified journal's, as every other section does.
+        report["run"] = {**run, **{k: state[k] for k in ("status", "paused", "counts")}}
     return report
 
 
