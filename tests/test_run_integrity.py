@@ -448,6 +448,17 @@ def test_run_json_counts_edited_do_not_reach_the_json_report(finished, tmp_path)
     }
 
 
+def test_report_of_an_edited_plan_json_is_refused_in_one_line(tmp_path):
+    """Attack review: `report` read plan.json without checking its seal, so a plan.json edited to valid JSON of the
+    wrong shape (counts: 5) was a Python traceback, and an edited one of the right shape was rendered as planned."""
+    _, _, plan_dir = planned_case(tmp_path, wrong=2, ok=0)
+    document = json.loads((plan_dir / "plan.json").read_text())
+    document["counts"] = 5
+    (plan_dir / "plan.json").write_text(json.dumps(document))
+    result = CliRunner().invoke(main, ["report", str(plan_dir), "--format", "md", "--out", str(tmp_path / "r.md")])
+    assert "altered after planning" in one_line_error(result, 3)
+
+
 # ------------------------------------------------------------------------------------------------ replies
 
 

@@ -50,7 +50,7 @@ def build_report(directory: str | Path, redaction_key: bytes | None = None) -> d
         raise InputError(
             "not a detect, plan, dry-run or run directory (no summary.json / findings.parquet)", file=str(requested)
         )
-    plan = _load_json(PlanDir(directory).document_path)
+    plan = PlanDir(directory).sealed_document()  # an edited plan.json is refused, not rendered (nor a traceback)
     run = _load_json(RunDir(directory).record_path)
     findings = pd.read_parquet(
         directory / FINDINGS,
