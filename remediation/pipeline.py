@@ -399,7 +399,7 @@ def _journal_states(journal: Path, plan_rows: pd.DataFrame) -> dict[str, str]:
     """operation id -> the state its journal entries lead to (an exported journal, replayed over the exported plan)."""
     from remediation.apply.index import replay
 
-    return {op: o["state"] for op, o in replay(journal, plan_rows).ops.items()}
+    return {op: o.state for op, o in replay(journal, plan_rows).ops.items()}
 
 
 def run_audit_verify(
