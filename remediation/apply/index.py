@@ -225,38 +225,45 @@ def check_signed(path: Path, entries: list[dict], run: RunRecord | None, policy)
     signature over the whole record (sequence, time and chain link included), and run.json's recorded head is
     operator-signed. Re-chaining the journal through a signed record breaks that record's signature; forging
     run.json's head to fit a cut or re-chained journal needs an operator's key. JournalBroken naming the entry."""
-    from remediation.authority import AuthorityRefusal, signature_holds
-
     if policy is None:
         return  # a plan made without a trust policy cannot be applied; nothing of such a run is signed
     records = [e for e in entries if e.get("event") in RUN_EVENTS_SIGNED]
     for entry in records:
         name = f"{path}: journal entry {entry.get('seq')} ({entry.get('event')})"
-        signature = entry.get("signature")
-        if not isinstance(signature, dict):
-            raise JournalBroken(f"{name} is not signed by an operator (inserted or altered)")
-        try:
-            _, public = policy.holder(str(signature.get("key_id")), "operator", name)
-        except AuthorityRefusal as exc:
-            raise JournalBroken(str(exc)) from None
-        if not signature_holds(public, signature, {k: v for k, v in entry.items() if k != "signature"}):
-            raise JournalBroken(
-                f"{name}: the operator's signature does not verify: the record, its position or an entry before it "
-                "was changed (journal re-chained?)"
-            )
+        _check_operator_signature(
+            policy,
+            entry.get("signature"),
+            {k: v for k, v in entry.items() if k != "signature"},
+            name,
+            unsigned="is not signed by an operator (inserted or altered)",
+            forged="the operator's signature does not verify: the record, its position or an entry before it was "
+            "changed (journal re-chained?)",
+        )
     head = (run.journal_head if run is not None else None) or {}
     if not head.get("seq") or not any(e.get("journal_head_signed") for e in records):
         return  # a run made before heads were signed (the signed records say so; they cannot be edited to say it)
-    signature = run.journal_head_signature if run is not None else None
-    where = f"{path}: run.json's recorded journal head (entry {head.get('seq')})"
+    _check_operator_signature(
+        policy,
+        run.journal_head_signature if run is not None else None,
+        head_payload(run, head),
+        f"{path}: run.json's recorded journal head (entry {head.get('seq')})",
+        unsigned="is not operator-signed (run.json replaced or edited?)",
+        forged="the operator's signature does not verify (head forged?)",
+    )
+
+
+def _check_operator_signature(policy, signature, payload: dict, where: str, *, unsigned: str, forged: str) -> None:
+    """`signature` over `payload` is by a key the trust policy gives the operator role; JournalBroken otherwise."""
+    from remediation.authority import AuthorityRefusal, signature_holds
+
     if not isinstance(signature, dict):
-        raise JournalBroken(f"{where} is not operator-signed (run.json replaced or edited?)")
+        raise JournalBroken(f"{where} {unsigned}")
     try:
         _, public = policy.holder(str(signature.get("key_id")), "operator", where)
     except AuthorityRefusal as exc:
         raise JournalBroken(str(exc)) from None
-    if not signature_holds(public, signature, head_payload(run, head)):
-        raise JournalBroken(f"{where}: the operator's signature does not verify (head forged?)")
+    if not signature_holds(public, signature, payload):
+        raise JournalBroken(f"{where}: {forged}")
 
 
 @dataclass
