@@ -42,7 +42,7 @@ from remediation.apply.checkpoint import (
     seed_ops,
     write_index,
 )
-from remediation.artefacts.run_dir import RUN_JSON, RunDir, RunRecord
+from remediation.artefacts.run_dir import CHECKPOINTS, RUN_JSON, RunDir, RunRecord
 from remediation.evidence.journal import JournalBroken, check_journal
 
 COMPARED = ("state", *OP_FIELDS)  # what an index row must agree with the journal on
@@ -329,7 +329,7 @@ def _checked_replay(run_dir, journal, plan_rows, entries, head, index, policy, r
             f"{journal}: journal truncated: checkpoints.sqlite reflects entry {snapshot_at}, the journal ends at entry {head['seq']}"
         )
     if snapshot_at:
-        check_recorded_head(journal, index[1], entries, head, source="checkpoints.sqlite")
+        check_recorded_head(journal, index[1], entries, head, source=CHECKPOINTS)
     result = replay(journal, plan_rows, snapshot_at=snapshot_at, checked=(entries, head))
     if policy is not None:
         if run is None:
