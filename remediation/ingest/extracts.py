@@ -366,10 +366,14 @@ def read_extracts(
         reads.append(read_extract(source, catalog, progress, rules))
         release_memory()  # the reader's transient buffers, before the next file
     categorical = ("s1sp", "source_file")
-    records = pd.concat([r.records.drop(columns=list(categorical)) for r in reads], ignore_index=True)
-    for column in categorical:  # plain concat of categoricals with different categories would fall back to objects
-        records[column] = union_categoricals([r.records[column] for r in reads])
-    records = records[RECORD_COLUMNS]
+    columns = {}
+    for column in RECORD_COLUMNS:  # one column at a time, each file's copy dropped once joined: no second copy of all
+        parts = [r.records.pop(column) for r in reads]
+        # plain concat of categoricals with different categories would fall back to objects
+        columns[column] = union_categoricals(parts) if column in categorical else pd.concat(parts, ignore_index=True)
+        del parts
+    records = pd.DataFrame(columns)[RECORD_COLUMNS]
+    del columns
     quarantine = concat_quarantine([r.quarantine for r in reads if len(r.quarantine)])
     rows_read: dict[str, int] = {}
     for r in reads:
