@@ -129,11 +129,12 @@ class Detection:
         for start in range(0, max(len(self), 1), size):
             yield self.table(start, start + size)
 
-    def subset(self, mask: np.ndarray) -> pd.DataFrame:
+    def subset(self, mask: np.ndarray, columns: list[str] | None = None) -> pd.DataFrame:
         """Findings of the devices in `mask` (a boolean mask or positions), as pandas (e.g. the WRONG_NO devices for
-        a plan); only they are built."""
+        a plan); only they are built, and only `columns` of them are made pandas objects when given."""
         positions = np.flatnonzero(mask) if mask.dtype == bool else np.asarray(mask, dtype=np.int64)
-        return self._table(positions, positions).to_pandas()
+        table = self._table(positions, positions)
+        return (table if columns is None else table.select(columns)).to_pandas()
 
     def positions_of(self, device_ids) -> np.ndarray:
         """Position of each device id (any accepted spelling) among the findings; -1 where it has none."""
@@ -570,7 +571,10 @@ def find_wrong_devices(
     type_slots = np.array([t.no_slots for t in types] + [True], dtype=bool)  # unconfigured (-1) is INVALID_INPUT first
     dev_fuel = type_fuel[type_code]
     reg = _registration(devices, registrations, as_of, policy, dev_fuel)
-    del registrations  # handed over too; the per-device arrays are all that is needed from here
+    # Handed over too, and emptied here: the caller's own reference would otherwise keep every RDP row (a quarter of
+    # a gigabyte at national scale) alive through the rest of detection.
+    registrations.drop(columns=list(registrations.columns), inplace=True)
+    del registrations
     devices.pop("n_rows")
 
     # Registry facts per registered NO code.
@@ -983,6 +987,19 @@ _INVALID_CAUSE_BY_FIELD = {
     "s1sp": "s1sp_mismatch",
     "slot": "unknown_slot",
 }
+
+
+# The findings columns wrong_owner_matrix reads.
+OWNER_MATRIX_COLUMNS = [
+    "category",
+    "ds_verdict",
+    "ka_verdict",
+    "slot_ds_owner",
+    "slot_ka_owner",
+    "ds_role",
+    "ka_role",
+    "expected_owner",
+]
 
 
 def wrong_owner_matrix(findings: pd.DataFrame, labels: dict[str, str]) -> list[dict]:

@@ -28,7 +28,7 @@ from remediation.artefacts import detect_result
 from remediation.artefacts.detect_result import DetectResultDir
 from remediation.certificates import CertificateCatalog
 from remediation.config import CaseConfig, ExtractSource, canonical_dialect, load_case
-from remediation.detect import Detection, find_wrong_devices, wrong_owner_matrix
+from remediation.detect import OWNER_MATRIX_COLUMNS, Detection, find_wrong_devices, wrong_owner_matrix
 from remediation.errors import InputError, SafetyRefusal
 from remediation.evidence.audit import export_audit, verify_export
 from remediation.evidence.hashing import BackgroundHashes, sha256_file, sha256_json
@@ -158,7 +158,8 @@ def detect_summary(data: CaseData, detection: Detection, quarantine: pd.DataFram
     for s1sp in [*configured, *sorted(set(s1sp_labels) - set(configured))]:
         code = s1sp_labels.index(s1sp) if s1sp in s1sp_labels else -1
         by_s1sp[s1sp] = _count_by(category[s1sp_codes == code])
-    wrong = detection.subset(category == CATEGORIES.index(Category.WRONG_NO.value))
+    # Only the columns the matrix reads: half a million WRONG_NO devices' text columns as Python strings are ~0.4 GB.
+    wrong = detection.subset(category == CATEGORIES.index(Category.WRONG_NO.value), OWNER_MATRIX_COLUMNS)
     files = []
     for source in data.config.extracts:
         files.append(
