@@ -22,6 +22,7 @@ from remediation.certificates import HOLD_CAUSES
 from remediation.config import DeviceType, Policy, default_device_types
 from remediation.identifiers import eui64_keys, eui64_text, mpxn_text
 from remediation.ingest.faults import FAULT_FIELDS
+from remediation.memory import consumption_order
 from remediation.model import (
     CATEGORIES,
     CAUSES,
@@ -293,7 +294,8 @@ def _repeated(keys: np.ndarray, key_ok: np.ndarray) -> np.ndarray:
 def _take_consuming(frame: pd.DataFrame, selector: np.ndarray) -> pd.DataFrame:
     """frame[selector] built column by column, emptying `frame` as it goes (peak: result + one column)."""
     columns = {}
-    for name in list(frame.columns):
+    order = list(frame.columns)
+    for name in consumption_order(frame):
         column = frame.pop(name)
         columns[name] = (
             column.iloc[selector].reset_index(drop=True)
@@ -301,7 +303,7 @@ def _take_consuming(frame: pd.DataFrame, selector: np.ndarray) -> pd.DataFrame:
             else column[selector].reset_index(drop=True)
         )
         del column
-    return pd.DataFrame(columns)
+    return pd.DataFrame({name: columns.pop(name) for name in order})
 
 
 # ------------------------------------------------------------------------------------------------ registrations
