@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from remediation import pipeline  # noqa: E402
 from remediation.apply.runner import ApplyOptions, apply_plan  # noqa: E402
-from remediation.plan import load_plan  # noqa: E402
+from remediation.artefacts.plan_dir import load_plan  # noqa: E402
 
 
 def start_simulator(case: Path, db: Path, rate: float, latency_ms: float) -> tuple[subprocess.Popen, str]:

@@ -74,7 +74,9 @@ def main(case_path: str, out_dir: str) -> None:
     for name, (wall, user, sys_, faults, rss) in merged.items():
         print(f"| {name} | {wall:.1f} | {user:.1f} | {sys_:.1f} | {faults / 1000:.0f} | {rss:.2f} |")
     total = [sum(r[i] for r in ROWS) for i in (1, 2, 3, 4)]
-    print(f"| **total** | {total[0]:.1f} | {total[1]:.1f} | {total[2]:.1f} | {total[3] / 1000:.0f} | {ROWS[-1][5]:.2f} |")
+    print(
+        f"| **total** | {total[0]:.1f} | {total[1]:.1f} | {total[2]:.1f} | {total[3] / 1000:.0f} | {ROWS[-1][5]:.2f} |"
+    )
 
 
 if __name__ == "__main__":

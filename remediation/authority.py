@@ -772,7 +772,7 @@ def export_authority(plan_dir: Path, signer: Signer | None) -> tuple[TrustPolicy
 
 
 def _plan_document(plan_dir: Path) -> LoadedPlan:
-    from remediation.plan import load_plan
+    from remediation.artefacts.plan_dir import load_plan
 
     return load_plan(plan_dir)
 
@@ -848,26 +848,24 @@ def _json_object(path: Path) -> dict:
     return value
 
 
-def verify_exported_authority(directory: Path, policy: TrustPolicy | None) -> None:
-    """Plan signature, approvals and quorum, and every signed run record of an export, against its policy."""
+def verify_exported_authority(
+    policy: TrustPolicy, plan_json: Path, plan_parquet: Path, approvals_json: Path, journal: Path
+) -> None:
+    """Plan signature, approvals and quorum, and every signed run record of an export, against its policy. The
+    export's owner (artefacts/audit_export.py) names the files."""
     from remediation.evidence.journal import read_journal
     from remediation.plan import seal
 
-    if policy is None:
-        return
-    directory = Path(directory)
-    plan_json = directory / "plan.json"
     document = _json_object(plan_json)
     if seal(document).get("plan_hash") != document.get("plan_hash"):
         raise AuthorityRefusal(f"{plan_json}: content does not match its plan_hash")
-    if sha256_file(directory / "plan.parquet") != (document.get("outputs") or {}).get("plan.parquet"):
-        raise AuthorityRefusal(f"{directory / 'plan.parquet'}: SHA-256 differs from plan.json")
+    if sha256_file(plan_parquet) != (document.get("outputs") or {}).get(plan_parquet.name):
+        raise AuthorityRefusal(f"{plan_parquet}: SHA-256 differs from {plan_json.name}")
     planner = verify_plan_signature(document, policy, str(plan_json))
-    approvals = _json_object(directory / "approvals.json").get("approvals")
+    approvals = _json_object(approvals_json).get("approvals")
     if not isinstance(approvals, list):
-        raise AuthorityRefusal(f"{directory / 'approvals.json'}: no list of approvals")
-    check_approvals(document["plan_hash"], approvals, policy, planner, str(directory / "approvals.json"))
-    journal = directory / "journal.jsonl"
+        raise AuthorityRefusal(f"{approvals_json}: no list of approvals")
+    check_approvals(document["plan_hash"], approvals, policy, planner, str(approvals_json))
     entries = read_journal(journal)
     for entry in entries:
         if entry.get("event") == "run_started" and entry.get("plan_hash") != document["plan_hash"]:

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from remediation import __version__, pipeline
 from remediation.errors import EXIT_ATTENTION, RemediationError
-from remediation.report import terminal
+from remediation.report import cli_json, terminal
+from remediation.report.progress_bars import DeviceBars, StageBar
 
 REDACTION_KEY_ENV = "REMEDIATION_REDACTION_KEY"
 
@@ -23,8 +25,130 @@ WORKFLOW = ("keygen", "detect", "plan", "approve", "apply", "resume", "status", 
             "worklist", "audit", "rollback", "simulator")  # fmt: skip
 
 
+@dataclass
+class Output:
+    """How much this invocation prints, from -q/-v (before or after the command name) and --json."""
+
+    quiet: bool = False
+    verbose: bool = False
+    json: bool = False
+    command: str = ""
+    json_error_written: bool = False
+    _err: Console | None = None
+
+    @property
+    def err(self) -> Console:
+        """The stderr console: progress, --verbose detail and log records share it, so they do not garble."""
+        if self._err is None:
+            self._err = Console(stderr=True)
+        return self._err
+
+    @property
+    def progress_shown(self) -> bool:
+        return not (self.quiet or self.json) and self.err.is_terminal
+
+    def stages(self) -> StageBar:
+        return StageBar(self.err, show=self.progress_shown, verbose=self.verbose)
+
+    def devices(self, label: str) -> DeviceBars:
+        return DeviceBars(self.err, label, show=self.progress_shown, verbose=self.verbose)
+
+    def detail(self, text: str) -> None:
+        """A --verbose line on stderr."""
+        if self.verbose:
+            self.err.print(text, highlight=False, soft_wrap=True)
+
+    def written(self, directory: Path) -> None:
+        """--verbose: every file a command wrote, with its full path and size."""
+        if self.verbose and Path(directory).is_dir():
+            for path in sorted(p for p in Path(directory).resolve().rglob("*") if p.is_file()):
+                self.detail(f"[dim]wrote[/] {path} ({path.stat().st_size:,} bytes)")
+
+
+def _output(ctx: click.Context | None = None) -> Output:
+    ctx = ctx or click.get_current_context()
+    return ctx.meta.setdefault("remediation.output", Output())
+
+
+def _command_name(ctx: click.Context) -> str:
+    names = []
+    while ctx.parent is not None:
+        names.append(ctx.info_name)
+        ctx = ctx.parent
+    return " ".join(reversed(names))
+
+
+class _LogToConsole(logging.Handler):
+    """--verbose: the package's INFO records (e.g. each S1SP retry) on the stderr console, above any progress bar."""
+
+    def __init__(self, output: Output):
+        super().__init__(logging.INFO)
+        self.output = output
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.output.detail(f"[dim]{record.name}[/] {record.getMessage()}")
+
+
+def _set_quiet(ctx: click.Context, param, value: bool) -> None:
+    if value:
+        out = _output(ctx)
+        if out.verbose:
+            raise click.UsageError("-q/--quiet and -v/--verbose exclude each other")
+        out.quiet = True
+
+
+def _set_verbose(ctx: click.Context, param, value: bool) -> None:
+    if not value:
+        return
+    out = _output(ctx)
+    if out.quiet:
+        raise click.UsageError("-q/--quiet and -v/--verbose exclude each other")
+    if not out.verbose:
+        out.verbose = True
+        logger, handler = logging.getLogger("remediation"), _LogToConsole(out)
+        level = logger.level
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+        def remove() -> None:
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+
+        ctx.find_root().call_on_close(remove)
+
+
+QUIET_HELP = "Print only errors and the final one-line result (no tables, no progress)."
+VERBOSE_HELP = "Also print per-stage detail on stderr: stage timings, every file written with its path, S1SP retries."
+
+
+def _verbosity_options() -> list[click.Option]:
+    return [
+        click.Option(["-q", "--quiet"], is_flag=True, expose_value=False, callback=_set_quiet, help=QUIET_HELP),
+        click.Option(["-v", "--verbose"], is_flag=True, expose_value=False, callback=_set_verbose, help=VERBOSE_HELP),
+    ]
+
+
+class RemediationCommand(click.Command):
+    """Every command takes -q/-v after its name too (`remediation detect ... -q` as well as `remediation -q detect`)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.params.extend(_verbosity_options())
+
+
+def _json_error(ctx: click.Context, exc: BaseException, exit_code: int) -> None:
+    out = _output(ctx)
+    if out.json and not out.json_error_written:
+        out.json_error_written = True
+        click.echo(cli_json.dumps(cli_json.envelope(out.command, exit_code, error=cli_json.error(exc, exit_code))))
+
+
 class RemediationGroup(click.Group):
-    """Catches the user-error family once: one line on stderr, the contract's exit code, no traceback."""
+    """Catches the user-error family once: one line on stderr, the contract's exit code, no traceback. With --json,
+    stdout also gets the error as the command's one JSON object."""
+
+    command_class = RemediationCommand
+    group_class = type  # sub-groups (audit, simulator) are RemediationGroups, their commands RemediationCommands
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         names = super().list_commands(ctx)
@@ -34,8 +158,46 @@ class RemediationGroup(click.Group):
         try:
             return super().invoke(ctx)
         except RemediationError as exc:
+            _json_error(ctx, exc, exc.exit_code)
             click.echo(f"remediation: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except click.ClickException as exc:  # usage errors: click prints them on stderr (exit 2)
+            _json_error(ctx, exc, exc.exit_code)
+            raise
+
+
+def _set_json(ctx: click.Context, param, value: bool) -> None:
+    if value:
+        out = _output(ctx)
+        out.json, out.command = True, _command_name(ctx)
+
+
+def json_option(keys: str):
+    """--json, eager so that a usage error in any other option is reported as JSON too."""
+    return click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        is_eager=True,
+        expose_value=False,
+        callback=_set_json,
+        help=f"Print one JSON object on stdout and nothing else (no tables, no progress): schema "
+        f"{cli_json.SCHEMA}, command, tool_version, exit_code, error, and result with {keys}. Same exit code; "
+        "an error is also the object's `error` (stderr keeps its one line).",
+    )
+
+
+def _finish(command_result: dict, exit_code: int, line: str, render) -> None:
+    """Print the command's result as --json, --quiet or in full; then exit with the command's code."""
+    out = _output()
+    if out.json:
+        click.echo(cli_json.dumps(cli_json.envelope(out.command, exit_code, command_result)))
+    elif out.quiet:
+        click.echo(line)
+    else:
+        render(Console())
+    if exit_code:
+        sys.exit(exit_code)
 
 
 def _as_of(ctx, param, value: str | None) -> date | None:
@@ -45,42 +207,6 @@ def _as_of(ctx, param, value: str | None) -> date | None:
         return date.fromisoformat(value)
     except ValueError:
         raise click.BadParameter("expected a date as YYYY-MM-DD") from None
-
-
-class _ProgressLines:
-    """A rich progress display on stderr with one line (task) per name, used as a context manager."""
-
-    def __init__(self, progress: Progress):
-        self.progress = progress
-        self.tasks: dict[str, int] = {}
-
-    def __enter__(self):
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        return self.progress.__exit__(*exc)
-
-
-class _RowProgress(_ProgressLines):
-    """A line per input file, counting rows as batches arrive."""
-
-    def __init__(self, console: Console):
-        super().__init__(
-            Progress(
-                SpinnerColumn(),
-                TextColumn("{task.description}"),
-                TextColumn("{task.completed:,} rows"),
-                TimeElapsedColumn(),
-                console=console,
-                transient=True,
-            )
-        )
-
-    def __call__(self, path: str, rows: int) -> None:
-        if path not in self.tasks:
-            self.tasks[path] = self.progress.add_task(f"reading {Path(path).name}", total=None)
-        self.progress.advance(self.tasks[path], rows)
 
 
 config_option = click.option(
@@ -123,6 +249,8 @@ as_of_option = click.option(
 
 @click.group(cls=RemediationGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="remediation")
+@click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_set_quiet, help=QUIET_HELP)
+@click.option("-v", "--verbose", is_flag=True, expose_value=False, callback=_set_verbose, help=VERBOSE_HELP)
 def main() -> None:
     """MP107 Requirement 2: find and correct SMETS1 devices whose NO anchor slots hold another organisation's certificate."""
 
@@ -137,12 +265,21 @@ def main() -> None:
     help="Directory for the findings.",
 )
 @as_of_option
+@json_option(
+    "out_dir, devices, rows_read, devices_by_category, no_locked_out_devices, files and summary (= summary.json)"
+)
 def detect(config_path: Path, out_dir: Path, as_of: date | None) -> None:
     """Classify every device in the extracts into exactly one finding category."""
-    err = Console(stderr=True)
-    with _RowProgress(err) as progress:
+    out = _output()
+    with out.stages() as progress:
         result = pipeline.run_detect(config_path, out_dir, as_of, progress)
-    terminal.print_detect(result.summary, out_dir)
+    out.written(out_dir)
+    _finish(
+        cli_json.detect(result.summary, out_dir),
+        0,
+        terminal.detect_line(result.summary, out_dir),
+        lambda console: terminal.print_detect(result.summary, out_dir, console),
+    )
 
 
 def _default_user() -> str:
@@ -193,6 +330,7 @@ def _default_user() -> str:
     default=None,
     help="Seal the plan under this trust policy instead of the case's [case] trust_policy.",
 )
+@json_option("plan_dir, plan_hash, devices, signed, key_id, next_command, files and plan (= plan.json)")
 def plan(
     config_path: Path,
     out_dir: Path,
@@ -207,8 +345,8 @@ def plan(
 ) -> None:
     """Detect (or reuse a detect result), then write a correction plan for the WRONG_NO devices, sealed with a plan hash
     and signed with a planner's key."""
-    err = Console(stderr=True)
-    with _RowProgress(err) as progress:
+    out = _output()
+    with out.stages() as progress:
         result = pipeline.run_plan(
             config_path,
             out_dir,
@@ -222,7 +360,13 @@ def plan(
             change_ref=change_ref,
             trust_policy=trust_policy,
         )
-    terminal.print_plan(result.document, result.directory)
+    out.written(result.directory)
+    _finish(
+        cli_json.plan(result.document, result.directory),
+        0,
+        terminal.plan_line(result.document, result.directory),
+        lambda console: terminal.print_plan(result.document, result.directory, console),
+    )
 
 
 @main.command()
@@ -272,8 +416,9 @@ def report(directory: Path, fmt: str, out_path: Path | None, redact_mpxn: bool) 
             raise click.UsageError(f"--redact-mpxn needs a key of at least 16 characters in ${REDACTION_KEY_ENV}")
         key = value.encode()
     path, content = pipeline.run_report(directory, fmt, out_path, key)
-    terminal.print_report_brief(content, Console())
-    Console().print(f"wrote {path}")
+    if not _output().quiet:
+        terminal.print_report_brief(content, Console())
+    click.echo(f"wrote {path}")
 
 
 def _endpoints(values: tuple[str, ...]) -> dict[str, str]:
@@ -357,44 +502,19 @@ def _options(
     client_cert,
     ca_bundle,
 ):
-    from remediation.apply.pacing import WavePolicy
-    from remediation.apply.runner import ApplyOptions
-
-    waves = WavePolicy(
-        canary=canary, max_wave=max_wave, pause_failure_rate=pause_failure_rate, pause_min_sample=pause_min_sample
-    )
-    return ApplyOptions(
+    return pipeline.apply_options(
         who=who,
-        waves=waves,
         s1sps=tuple(s.upper() for s in s1sps),
         endpoints=_endpoints(endpoints),
-        timeout=timeout,
+        canary=canary,
+        max_wave=max_wave,
+        pause_failure_rate=pause_failure_rate,
+        pause_min_sample=pause_min_sample,
         retry_failed=retry_failed,
+        timeout=timeout,
         client_cert=tuple(client_cert) if client_cert else None,
         ca_bundle=ca_bundle,
     )
-
-
-class _ApplyProgress(_ProgressLines):
-    """A bar per S1SP: devices brought to a final state out of those open."""
-
-    def __init__(self, console: Console):
-        from rich.progress import BarColumn, MofNCompleteColumn
-
-        super().__init__(
-            Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=console,
-            )
-        )
-
-    def __call__(self, s1sp: str, done: int, total: int) -> None:
-        if s1sp not in self.tasks:
-            self.tasks[s1sp] = self.progress.add_task(f"apply {s1sp}", total=total)
-        self.progress.update(self.tasks[s1sp], completed=done, total=total)
 
 
 def _require_pinned_policy(trust_policy: Path | None) -> None:
@@ -405,12 +525,15 @@ def _require_pinned_policy(trust_policy: Path | None) -> None:
 
 
 def _finish_apply(result) -> None:
-    terminal.print_run(result.counts, result.status, result.paused, result.run_dir)
-    terminal.print_failures(result.failures)
-    if result.status == "interrupted":
-        terminal.print_interrupted(result.run_dir)
-    if result.status != "completed":
-        sys.exit(EXIT_ATTENTION)
+    def render(console: Console) -> None:
+        terminal.print_run(result.counts, result.status, result.paused, result.run_dir, console=console)
+        terminal.print_failures(result.failures, console)
+        if result.status == "interrupted":
+            terminal.print_interrupted(result.run_dir, console)
+
+    _output().written(result.run_dir)
+    exit_code = EXIT_ATTENTION if result.status != "completed" else 0
+    _finish({}, exit_code, terminal.run_line(result.counts, result.status, result.run_dir), render)
 
 
 @main.command()
@@ -453,16 +576,23 @@ def apply(
         raise click.UsageError(
             "--run and --dry-run exclude each other: a dry run writes nothing, an apply writes (choose one)"
         )
+    out = _output()
     if dry_run_dir is not None:
-        frame = pipeline.run_dry_run(plan_dir, dry_run_dir, options)
-        terminal.print_dry_run(frame, dry_run_dir)
-        if terminal.print_unread(frame):
-            sys.exit(EXIT_ATTENTION)
+        with out.devices("dry run") as progress:
+            frame = pipeline.run_dry_run(plan_dir, dry_run_dir, options, progress)
+        out.written(dry_run_dir)
+        unread = int((frame["state"] == "failed").sum())
+
+        def render(console: Console) -> None:
+            terminal.print_dry_run(frame, dry_run_dir, console)
+            terminal.print_unread(frame, console)
+
+        _finish({}, EXIT_ATTENTION if unread else 0, terminal.dry_run_line(frame, dry_run_dir), render)
         return
     if run_dir is None:
         raise click.UsageError("--run RUN_DIR is required (or --dry-run OUT_DIR)")
     _require_pinned_policy(trust_policy)
-    with _ApplyProgress(Console(stderr=True)) as progress:
+    with out.devices("apply") as progress:
         result = pipeline.run_apply(plan_dir, run_dir, options, progress, key=key, trust_policy=trust_policy)
     _finish_apply(result)
 
@@ -475,19 +605,27 @@ def apply(
 def resume(run_dir: Path, key: Path | None, trust_policy: Path | None, **kw) -> None:
     """Resume a paused or interrupted run (same checks as apply: signed, approved, fresh, unlocked)."""
     _require_pinned_policy(trust_policy)
-    with _ApplyProgress(Console(stderr=True)) as progress:
+    with _output().devices("apply") as progress:
         result = pipeline.run_resume(run_dir, _options(**kw), progress, key=key, trust_policy=trust_policy)
     _finish_apply(result)
 
 
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@json_option(
+    "run_dir, state, cause, next_command, counts (S1SP -> state -> devices), totals, failed, drifted, open, paused, "
+    "lock (with live), index (verdict, reason) and journal_head"
+)
 def status(run_dir: Path) -> None:
     """A run's state from its verified journal: running, paused (cause and the command to continue), interrupted or
     completed; counts per state per S1SP and the lock holder. Exit 0 only for completed with no failed or drifted device."""
     state = pipeline.run_status(run_dir)
-    terminal.print_run_state(state)
-    sys.exit(state.exit_code)
+    _finish(
+        cli_json.status(state),
+        state.exit_code,
+        terminal.status_line(state),
+        lambda console: terminal.print_run_state(state, console),
+    )
 
 
 @main.command()
@@ -513,12 +651,20 @@ def status(run_dir: Path) -> None:
     help="Also check every planned device is at target.",
 )
 @as_of_option
+@json_option("out_dir, residual_wrong, devices, planned, planned_at_target, files and verify (= verify.json)")
 def verify(config_path: Path, fresh_dir: Path, out_dir: Path, plan_dir: Path | None, as_of: date | None) -> None:
     """Detect again on fresh extracts: list residual WRONG_NO devices (exit 1 if there are any)."""
-    verdict = pipeline.run_verify(config_path, fresh_dir, out_dir, plan_dir, as_of)
-    terminal.print_verify(verdict, out_dir)
-    if verdict["residual_wrong"] or verdict.get("planned_at_target", 0) != verdict.get("planned", 0):
-        sys.exit(EXIT_ATTENTION)
+    out = _output()
+    with out.stages() as progress:
+        verdict = pipeline.run_verify(config_path, fresh_dir, out_dir, plan_dir, as_of, progress)
+    out.written(out_dir)
+    attention = verdict["residual_wrong"] or verdict.get("planned_at_target", 0) != verdict.get("planned", 0)
+    _finish(
+        cli_json.verify(verdict, out_dir),
+        EXIT_ATTENTION if attention else 0,
+        terminal.verify_line(verdict, out_dir),
+        lambda console: terminal.print_verify(verdict, out_dir, console),
+    )
 
 
 @main.command()
@@ -533,7 +679,13 @@ def verify(config_path: Path, fresh_dir: Path, out_dir: Path, plan_dir: Path | N
 def notify(run_dir: Path, out_dir: Path) -> None:
     """NO notification packs of a run: per registered NO the devices now at its certificates, per previous holder the devices it no longer controls."""
     summary = pipeline.run_notify(run_dir, out_dir)
-    terminal.print_notify(summary, out_dir)
+    _output().written(out_dir)
+    _finish(
+        {},
+        0,
+        terminal.notify_line(summary, out_dir),
+        lambda console: terminal.print_notify(summary, out_dir, console),
+    )
 
 
 @main.command()
@@ -548,7 +700,13 @@ def notify(run_dir: Path, out_dir: Path) -> None:
 def worklist(directory: Path, out_dir: Path) -> None:
     """SRV 6.15.1 worklist: the locked-out devices the fix leaves, one CSV and JSON per current slot holder, registered NO copied."""
     index = pipeline.run_worklist(directory, out_dir)
-    terminal.print_worklist(index, out_dir)
+    _output().written(out_dir)
+    _finish(
+        {},
+        0,
+        terminal.worklist_line(index, out_dir),
+        lambda console: terminal.print_worklist(index, out_dir, console),
+    )
 
 
 @main.group()
@@ -609,10 +767,7 @@ def simulator_serve(
     config_path, s1sp, db, port, faults, drift_count, drift_devices, token_env, tls_cert, tls_key, client_ca, ready_file
 ) -> None:
     """Serve one S1SP's anchor slots until stopped (SIGTERM or Ctrl-C)."""
-    from remediation.config import load_case
-    from remediation.simulator.faults import FaultSpec
-    from remediation.simulator.service import load_from_case, make_drift, serve_forever
-    from remediation.simulator.store import SlotStore
+    from remediation.commands import simulator as simulator_commands
 
     # Fail closed: a simulator asked for authentication or mutual TLS that cannot provide it must not serve at all.
     if token_env and not os.environ.get(token_env):
@@ -623,29 +778,26 @@ def simulator_serve(
         raise click.UsageError(
             "--client-ca needs --tls-cert (and --tls-key): mutual TLS cannot be required over plain HTTP"
         )
-    spec = FaultSpec.parse(faults)
-    config = load_case(config_path)
-    if s1sp not in config.s1sp_codes:
-        raise click.BadParameter(
-            f"{s1sp!r} is not one of the case's S1SPs ({', '.join(config.s1sp_codes)})", param_hint="--s1sp"
-        )
-    fresh = not db.exists()
-    store = SlotStore(db)
-    if fresh:
-        n = load_from_case(store, config, s1sp)
-        click.echo(f"loaded {n} {s1sp} devices into {db}", err=True)
-    if drift_count or drift_devices:
-        changed = make_drift(store, list(drift_devices), drift_count, spec.seed)
-        click.echo(f"drifted {len(changed)} device(s)", err=True)
-    token = os.environ.get(token_env) if token_env else None
 
     def ready(bound: int) -> None:
         click.echo(f"{s1sp} simulator listening on 127.0.0.1:{bound}", err=True)
         if ready_file:
             ready_file.write_text(str(bound))
 
-    serve_forever(
-        store, port, spec, token=token, tls_cert=tls_cert, tls_key=tls_key, client_ca=client_ca, on_ready=ready
+    simulator_commands.serve(
+        config_path,
+        s1sp,
+        db,
+        port,
+        faults,
+        drift_count=drift_count,
+        drift_devices=drift_devices,
+        token=os.environ.get(token_env) if token_env else None,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        client_ca=client_ca,
+        on_ready=ready,
+        echo=lambda text: click.echo(text, err=True),
     )
 
 
@@ -665,12 +817,9 @@ def simulator_serve(
 )
 def simulator_export(db: Path, out_path: Path) -> None:
     """Write the simulator's current slots as an extract in the canonical dialect (input for verify)."""
-    from remediation.simulator.service import export_extract
-    from remediation.simulator.store import SlotStore
+    from remediation.commands import simulator as simulator_commands
 
-    store = SlotStore(db)
-    n = export_extract(store, out_path)
-    store.close()
+    n = simulator_commands.export(db, out_path)
     click.echo(f"exported {n} devices to {out_path}")
 
 
@@ -691,17 +840,20 @@ def simulator_export(db: Path, out_path: Path) -> None:
 )
 def keygen(out_path: Path, comment: str | None, passphrase_env: str | None) -> None:
     """Make your Ed25519 key pair: NAME (private, mode 0600) and NAME.pub (the line that goes into the trust policy)."""
-    from remediation.authority import write_key_pair
+    from remediation.commands import keys
 
     passphrase = None
     if passphrase_env:
         passphrase = os.environ.get(passphrase_env, "").encode()
         if not passphrase:
             raise click.UsageError(f"--passphrase-env: ${passphrase_env} is not set or empty")
-    public_path, line, kid = write_key_pair(out_path, comment or out_path.name, passphrase)
-    click.echo(f"wrote {out_path} (private, mode 0600{', encrypted' if passphrase else ''}) and {public_path}")
+    public_path, line, kid = keys.keygen(out_path, comment or out_path.name, passphrase)
+    quiet = _output().quiet  # then only the public key line: the result, to paste into the trust policy
+    if not quiet:
+        click.echo(f"wrote {out_path} (private, mode 0600{', encrypted' if passphrase else ''}) and {public_path}")
     click.echo(line)
-    click.echo(f"key id {kid}")
+    if not quiet:
+        click.echo(f"key id {kid}")
 
 
 @main.group()
@@ -726,11 +878,11 @@ def audit() -> None:
 )
 def audit_keygen(private_path: Path, public_path: Path) -> None:
     """Old form of `remediation keygen` (PEM public key; list it in the trust policy to sign exports with it)."""
-    from remediation.evidence.audit import generate_key
+    from remediation.commands import keys
 
     if private_path.exists():
         raise click.UsageError(f"{private_path} exists; keys are never overwritten")
-    generate_key(private_path, public_path)
+    keys.audit_keygen(private_path, public_path)
     click.echo(f"wrote {private_path} and {public_path}")
 
 
@@ -782,6 +934,10 @@ def audit_export(run_dir: Path, out_dir: Path, key: Path | None, sign_key: Path 
     default=None,
     help="Pin the exporter's public key (default: the exporter's key in the exported, pinned trust policy).",
 )
+@json_option(
+    "directory, verified, plan_hash, files_verified, trust_policy_sha256, signed_by, key_id and manifest "
+    "(= manifest.json)"
+)
 def audit_verify(directory: Path, expect_policy_sha256: str | None, pubkey: Path | None) -> None:
     """Check the trust policy against the expected hash, the manifest signature, every file's hash, the journal chain, the
     plan signature, the approvals and quorum, the signed run records and the summary's counts (exit 3 naming the first fault)."""
@@ -791,8 +947,12 @@ def audit_verify(directory: Path, expect_policy_sha256: str | None, pubkey: Path
         if manifest.get("trust_policy_sha256")
         else ""
     )
-    Console().print(
-        f"[green]verified[/]: signature, {len(manifest['files'])} file hashes, journal chain{policy} and counts (plan {manifest['plan_hash'][:16]}…)"
+    line = f"verified: signature, {len(manifest['files'])} file hashes, journal chain{policy} and counts (plan {manifest['plan_hash'][:16]}…)"
+    _finish(
+        cli_json.audit_verify(manifest, directory),
+        0,
+        line,
+        lambda console: console.print(line.replace("verified:", "[green]verified[/]:", 1)),
     )
 
 
@@ -822,7 +982,13 @@ def audit_verify(directory: Path, expect_policy_sha256: str | None, pubkey: Path
 def rollback(run_dir: Path, out_dir: Path, devices: tuple[str, ...], planner: str, key: Path | None) -> None:
     """Plan the restoration of the prior certificates recorded by a run, signed with a planner's key (then approve and apply it like any plan)."""
     result = pipeline.run_rollback(run_dir, out_dir, planner=planner, devices=list(devices) or None, key=key)
-    terminal.print_plan(result.document, result.directory)
+    _output().written(result.directory)
+    _finish(
+        {},
+        0,
+        terminal.plan_line(result.document, result.directory),
+        lambda console: terminal.print_plan(result.document, result.directory, console),
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -33,6 +33,7 @@ from remediation.model import (
     ROLE_NETWORK_OPERATOR,
     Category,
 )
+from remediation.progress import NO_PROGRESS, StageProgress
 
 # Per-slot verdicts, most serious first; a slot gets the first that applies.
 VERDICTS = ("EMPTY", "UNDECODABLE", "HOLD", "OTHER_ORG", "NOT_NO_ROLE", "KEY_USAGE", "EXPIRED", "REVOKED", "OK")
@@ -558,6 +559,7 @@ def find_wrong_devices(
     quarantine: pd.DataFrame | None = None,
     device_types: tuple[DeviceType, ...] | None = None,
     enforces_validity: dict[str, bool] | None = None,
+    progress: StageProgress = NO_PROGRESS,
 ) -> Detection:
     """Canonical device records (all S1SPs) -> one finding per device (category, cause, lock-out), and the trace of
     each input record to its finding. `device_types`: the case's types (a record's type code indexes them);
@@ -566,12 +568,14 @@ def find_wrong_devices(
     enforces_validity = enforces_validity or {}
     entities = Entities(certs["entity_id"], registry["expected_entity"])
     table = CertificateTable.from_frame(certs, entities)
+    progress.stage("classifying: forming devices, collapsing duplicates")
     devices, input_rows = _collapse_duplicates(records)
     del records  # the caller handed them over: free them before the per-device arrays are built
     type_code = devices["device_type"].to_numpy(dtype=np.int8)
     type_fuel = np.array([FUEL_CODES.get(t.fuel, -1) for t in types] + [-1], dtype=np.int8)
     type_slots = np.array([t.no_slots for t in types] + [True], dtype=bool)  # unconfigured (-1) is INVALID_INPUT first
     dev_fuel = type_fuel[type_code]
+    progress.stage("classifying: matching RDP registrations")
     reg = _registration(devices, registrations, as_of, policy, dev_fuel)
     # Handed over too, and emptied here: the caller's own reference would otherwise keep every RDP row (a quarter of
     # a gigabyte at national scale) alive through the rest of detection.
@@ -589,6 +593,7 @@ def find_wrong_devices(
     known_no = (reg_row >= 0) & (reg_fuel[reg_row] == dev_fuel)
     expected_for_slots = np.where(known_no, expected, -2)  # never equal to a certificate's entity
 
+    progress.stage("classifying: judging slot certificates")
     ds_ids = devices["ds"].to_numpy(dtype=np.int32)
     ka_ids = devices["ka"].to_numpy(dtype=np.int32)
     ds_v = _slot_verdicts(ds_ids, expected_for_slots, "DS", table)
@@ -620,6 +625,7 @@ def find_wrong_devices(
     def category_is(name: str) -> np.ndarray:  # on demand: a dozen masks of 10 million would hold 120 MB
         return category == CATEGORIES.index(name)
 
+    progress.stage("classifying: causes, lock-outs and details")
     s1sp = devices["s1sp"]
     cause = _causes(
         category_is,

@@ -92,3 +92,15 @@ FINDING_COLUMNS: tuple[str, ...] = (
     "expected_owner",
     "detail",
 )
+
+# A planned device's states during apply (the executor's state machine, apply/index.py's ALLOWED): the journal, the
+# checkpoint index, status and the reports all speak these.
+PENDING, READING, WRITING, CONFIRMING = "pending", "reading", "writing", "confirming"
+DONE, NOOP, DRIFTED, FAILED = "done", "noop", "drifted", "failed"
+IN_FLIGHT = (READING, WRITING, CONFIRMING)
+OPEN_STATES = (PENDING, *IN_FLIGHT)
+FINAL_STATES = (DONE, NOOP, DRIFTED, FAILED)
+STATES = (*OPEN_STATES, *FINAL_STATES)
+
+# S1SP requests apply makes per planned device: read, conditional write, read back (estimates and costs use it).
+REQUESTS_PER_DEVICE = 3

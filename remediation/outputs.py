@@ -1,4 +1,5 @@
-"""Writing result files: atomically (temp file, then rename), so a crash never leaves half a findings file."""
+"""Writing result files: atomically (temp file, then rename), so a crash never leaves half a findings file; and the
+one reader of the JSON documents they write."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from remediation.errors import InputError
+from remediation.errors import InputError, RemediationError
 
 
 def prepare_dir(path: str | Path) -> Path:
@@ -147,3 +148,27 @@ def write_tables(parquet_path: Path, csv_path: Path | None, tables, csv_rows=lam
 @contextmanager
 def _null():
     yield None
+
+
+def read_json_object(path: str | Path, what: str | None = None, refusal: type[RemediationError] = InputError):
+    """A JSON document the tool wrote. Absent: None, or (when `what` names the directory it belongs in) an input error
+    naming the file (exit 2). Not UTF-8 JSON, or not an object: `refusal` naming the file - an input error, or a
+    safety refusal where a garbled file means the evidence was changed."""
+    path = Path(path)
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        if what is None:
+            return None
+        raise InputError(f"not found (is this a {what} directory?)", file=str(path)) from None
+    except OSError as exc:
+        raise InputError(f"cannot read ({exc.strerror})", file=str(path)) from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _refused(refusal, path, f"not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise _refused(refusal, path, f"not a JSON object (found {type(value).__name__})")
+    return value
+
+
+def _refused(refusal: type[RemediationError], path: Path, reason: str) -> RemediationError:
+    return refusal(reason, file=str(path)) if issubclass(refusal, InputError) else refusal(f"{path}: {reason}")

@@ -1,6 +1,6 @@
 """Correction plans: which devices to write, what they must hold now, what they get; hashes, approval, staleness.
 
-Pure apart from the small `load_*` / `check_*` helpers at the bottom that read a plan directory. A plan row's
+Pure: the plan directory is read and written by `artefacts/plan_dir.py`. A plan row's
 `expected_*` fingerprints are the compare-and-swap precondition apply checks before writing; the `target_*` columns
 are the registered NO's current certificates. The operation id depends only on the device and the targets, so
 re-planning the same correction gives the same id and the S1SP's idempotency keeps a write from happening twice.
@@ -9,7 +9,6 @@ re-planning the same correction gives the same id and the S1SP's idempotency kee
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -20,11 +19,10 @@ import pandas as pd
 from remediation.certificates import CertificateCatalog, CertificateFacts
 from remediation.config import Policy
 from remediation.errors import InputError, SafetyRefusal
-from remediation.evidence.hashing import sha256_file, sha256_json
+from remediation.evidence.hashing import sha256_json
 from remediation.ingest.registry import NetworkOperator, Registry
 from remediation.model import Category
 
-PLAN_SCHEMA = "remediation/plan/1"
 OPERATION_PREFIX = "mp107r2-"
 PLAN_COLUMNS = [
     "operation_id",
@@ -123,11 +121,31 @@ def plannable_categories(policy: Policy) -> list[str]:
     return [Category.WRONG_NO.value] + [c.value for enabled, c in optional if enabled]
 
 
+def plannable_causes(policy: Policy) -> list[tuple[str, str]]:
+    """(category, cause) pairs planned although their category is not: revoked devices, when the policy says so."""
+    return [(Category.EXPIRED_OR_REVOKED.value, "revoked")] if policy.correct_revoked else []
+
+
 def plannable(findings: pd.DataFrame, policy: Policy) -> pd.Series:
+    """The findings a plan takes (the rule `detection.plannable_mask` applies to a whole detection)."""
     chosen = findings["category"].isin(plannable_categories(policy))
-    if policy.correct_revoked and "cause" in findings:
-        chosen |= (findings["category"] == Category.EXPIRED_OR_REVOKED.value) & (findings["cause"] == "revoked")
+    if "cause" in findings:
+        for category, cause in plannable_causes(policy):
+            chosen |= (findings["category"] == category) & (findings["cause"] == cause)
     return chosen
+
+
+def refuse_registry_gaps(gaps: list[dict], allow_unknown_no: bool, registry_path: Path) -> None:
+    """Registry coverage pre-flight: RDP NO ids with in-scope devices but no registry entry stop the plan (exit 3)
+    unless the operator accepts that their devices stay UNKNOWN_NO (--allow-unknown-no, recorded in plan.json)."""
+    if gaps and not allow_unknown_no:
+        listed = ", ".join(f"{g['network_operator_id']} ({g['devices']} devices)" for g in gaps[:5]) + (
+            " …" if len(gaps) > 5 else ""
+        )
+        raise SafetyRefusal(
+            f"refusing to plan: the NO registry has no entry for RDP network operator(s) {listed}; their devices can never be "
+            f"corrected. Add them to {registry_path} or re-run with --allow-unknown-no to plan the rest"
+        )
 
 
 def build_plan(
@@ -188,25 +206,6 @@ def plan_counts(plan: pd.DataFrame) -> dict:
     }
 
 
-REQUESTS_PER_DEVICE = 3  # read, conditional write, read back
-
-
-def apply_estimates(document: dict) -> list[dict]:
-    """Per S1SP: planned devices, its configured rate and the apply time that rate implies (retries not included)."""
-    rows = []
-    for s1sp, n in document["counts"]["by_s1sp"].items():
-        rate = document["endpoints"].get(s1sp, {}).get("rate_per_second")
-        rows.append(
-            {
-                "s1sp": s1sp,
-                "devices": n,
-                "rate_per_second": rate,
-                "seconds": n * REQUESTS_PER_DEVICE / rate if rate else None,
-            }
-        )
-    return rows
-
-
 def seal(document: dict) -> dict:
     """Add the plan hash: SHA-256 over the canonical JSON of everything else in plan.json except the planner's
     signature, which is made over the hash (authority.py) and so cannot be inside it."""
@@ -224,64 +223,6 @@ class LoadedPlan:
     @property
     def plan_hash(self) -> str:
         return self.document["plan_hash"]
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError("not found (is this a plan directory?)", file=str(path)) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PlanTampered(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(value, dict):
-        raise PlanTampered(f"{path}: not a JSON object (found {type(value).__name__})")
-    return value
-
-
-def load_plan(directory: str | Path) -> LoadedPlan:
-    """Read a plan directory and prove it is the plan that was hashed: plan.json's hash and plan.parquet's SHA-256."""
-    directory = Path(directory)
-    document = _read_json(directory / "plan.json")
-    if document.get("schema") != PLAN_SCHEMA:
-        raise InputError(f"not a plan (schema {document.get('schema')!r})", file=str(directory / "plan.json"))
-    if seal(document)["plan_hash"] != document.get("plan_hash"):
-        raise PlanTampered(
-            f"{directory / 'plan.json'} was altered after planning: its content does not match plan_hash"
-        )
-    parquet = directory / "plan.parquet"
-    if not parquet.exists() or sha256_file(parquet) != document["outputs"]["plan.parquet"]:
-        raise PlanTampered(f"{parquet} was altered after planning: SHA-256 differs from plan.json")
-    return LoadedPlan(directory, document, pd.read_parquet(parquet))
-
-
-def check_fresh(plan: LoadedPlan) -> None:
-    """Refuse a stale plan: every input and config file must still hash as it did when planned."""
-    for entry in plan.document["inputs"] + plan.document["config_files"]:
-        path = Path(entry["path"])
-        if not path.exists():
-            raise StalePlan(f"stale plan {plan.directory}: {path} no longer exists")
-        if sha256_file(path) != entry["sha256"]:
-            raise StalePlan(
-                f"stale plan {plan.directory}: {path} changed since planning (SHA-256 differs); re-run plan and approval"
-            )
-
-
-# ------------------------------------------------------------------------------------------------ approval
-
-
-def approvals_path(plan_dir: Path) -> Path:
-    return Path(plan_dir) / "approvals.json"
-
-
-def read_approvals(plan_dir: Path) -> list[dict]:
-    path = approvals_path(plan_dir)
-    if not path.exists():
-        return []
-    data = _read_json(path)
-    approvals = data.get("approvals", []) if isinstance(data, dict) else None
-    if not isinstance(approvals, list) or not all(isinstance(a, dict) for a in approvals):
-        raise PlanTampered(f"{path}: not a list of approvals")
-    return approvals
 
 
 # ------------------------------------------------------------------------------------------------ rollback

@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from remediation.identifiers import mpan_check_digit  # noqa: E402
-from remediation.testpki import der as der_of  # noqa: E402
-from remediation.testpki import make_org_ca, make_org_certificate  # noqa: E402
+from testing.testpki import der as der_of  # noqa: E402
+from testing.testpki import make_org_ca, make_org_certificate  # noqa: E402
 
 AS_OF = date(2026, 11, 20)
 EXTRACTED = datetime(2026, 11, 19, 1, 30, tzinfo=UTC)

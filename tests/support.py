@@ -12,7 +12,7 @@ from pathlib import Path
 from remediation import pipeline
 from remediation.authority import Signer, public_key_line
 from remediation.identifiers import mpan_check_digit
-from remediation.testpki import SMKI_POLICY_OID, Authority, der, make_org_ca, make_org_certificate, pem
+from testing.testpki import SMKI_POLICY_OID, Authority, der, make_org_ca, make_org_certificate, pem
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_CASE = REPO / "configs" / "sample.toml"

@@ -20,7 +20,6 @@ from pathlib import Path
 import pandas as pd
 
 from remediation import pipeline
-from remediation.evidence.audit import verify_export
 from remediation.evidence.hashing import sha256_file
 from remediation.evidence.journal import read_journal, verify_journal
 from tests.simulation import api_writes, planned_case, start_sim
@@ -136,4 +135,4 @@ def test_soak_sigint_and_sigkill_alternating_with_faults(tmp_path):
     interrupted = [e for e in read_journal(run_dir / "journal.jsonl") if e["event"] == "run_interrupted"]
     assert len(interrupted) >= 5  # most SIGINTs landed after start-up and were journaled
     pipeline.run_audit_export(run_dir, tmp_path / "export", None, "soak", key=signer("carol"))
-    verify_export(tmp_path / "export", None, sha256_file(tmp_path / "people.toml"))
+    pipeline.run_audit_verify(tmp_path / "export", None, sha256_file(tmp_path / "people.toml"))

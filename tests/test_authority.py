@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import serialization
 
 from remediation import pipeline
 from remediation.apply.runner import ApplyOptions
+from remediation.artefacts.plan_dir import load_plan, read_approvals
 from remediation.authority import (
     APPROVAL_SCHEMA,
     AuthorityRefusal,
@@ -36,10 +37,9 @@ from remediation.authority import (
 )
 from remediation.cli import main
 from remediation.errors import ConfigError
-from remediation.evidence.audit import verify_export
 from remediation.evidence.hashing import canonical_json, sha256_file, sha256_json
 from remediation.evidence.journal import GENESIS, entry_hash, read_journal, verify_journal
-from remediation.plan import load_plan, operation_ids, read_approvals, seal
+from remediation.plan import operation_ids, seal
 from tests.simulation import api_writes, run_apply, start_sim
 from tests.support import CaseFiles, b64, key_env, mpan, no_cert, policy_toml, signer
 
@@ -706,7 +706,7 @@ def test_audit_verify_fails_on_a_swapped_policy(exported, tmp_path):
         lines.append(canonical_json(entry))
     (directory / "journal.jsonl").write_bytes(b"\n".join(lines) + b"\n")
     reseal_export(directory, mallory)
-    verify_export(directory, None, sha)  # self-consistent under the swapped policy ...
+    pipeline.run_audit_verify(directory, None, sha)  # self-consistent under the swapped policy ...
     reviewed = sha256_file(exported / "people.toml")
     result = CliRunner().invoke(main, ["audit", "verify", str(directory), "--expect-policy-sha256", reviewed])
     assert result.exit_code == 3 and "not the reviewed trust policy" in result.stderr  # ... but not the reviewed one

@@ -20,7 +20,7 @@ from remediation.certificates import (
     parse_certificate,
 )
 from remediation.model import EMPTY_SLOT
-from remediation.testpki import der, make_org_ca, make_org_certificate, pem
+from testing.testpki import der, make_org_ca, make_org_certificate, pem
 from tests.support import REFERENCE
 
 ROLE_BY_USAGE = {"digitalSignature": "DS", "keyAgreement": "KA"}

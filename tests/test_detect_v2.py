@@ -500,8 +500,9 @@ def test_a_manual_s1sp_gets_change_requests_never_plan_rows(tmp_path):
     plan = case.plan()
     assert plan.rows["s1sp"].tolist() == ["MOC"]
     assert plan.document["manual"] == {"s1sps": ["FOC"], "devices": 1, "by_s1sp": {"FOC": 1}}
-    listing = pd.read_csv(tmp_path / "plan" / "manual_change_requests.csv")
+    listing = pd.read_csv(tmp_path / "plan" / "change_requests" / "foc.csv")
     assert listing["device_id"].tolist() == [dev(2)] and "target_ds_fingerprint" in listing
+    assert not (tmp_path / "plan" / "manual_change_requests.csv").exists()  # one writer: the change-request export
     assert plan.document["endpoints"]["FOC"]["mode"] == "manual"
 
 

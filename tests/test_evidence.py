@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from remediation import pipeline
 from remediation.apply.runner import ApplyOptions
+from remediation.artefacts.audit_export import AuditFailure, generate_key
 from remediation.cli import main
-from remediation.evidence.audit import AuditFailure, generate_key, verify_export
 from remediation.evidence.hashing import canonical_json, sha256_file
 from remediation.plan import NotApproved, StalePlan
 from tests.simulation import api_writes, planned_case, run_apply, start_sim
@@ -56,7 +56,7 @@ def write_policy_key(stem, name):
 
 def test_clean_export_verifies(export):
     directory, pub, sha = export
-    manifest = verify_export(directory, pub, sha)
+    manifest = pipeline.run_audit_verify(directory, pub, sha)
     names = {f["name"] for f in manifest["files"]}
     assert {
         "findings.parquet",
@@ -150,7 +150,7 @@ def test_one_flipped_byte_in_any_file_is_named(export, name):
     data[len(data) // 2] ^= 0x01
     path.write_bytes(bytes(data))
     with pytest.raises(AuditFailure, match=name.replace(".", r"\.")):
-        verify_export(directory, pub, sha)
+        pipeline.run_audit_verify(directory, pub, sha)
     result = CliRunner().invoke(
         main, ["audit", "verify", str(directory), "--pubkey", str(pub), "--expect-policy-sha256", sha]
     )
@@ -184,26 +184,26 @@ def test_tampered_journal_entries_are_named(export, tamper, named):
     directory, pub, sha = export
     write_lines(directory, tamper(journal_lines(directory)))
     with pytest.raises(AuditFailure, match=named):
-        verify_export(directory, pub, sha)
+        pipeline.run_audit_verify(directory, pub, sha)
 
 
 def test_deleting_the_last_journal_entry_breaks_the_file_hash(export):
     directory, pub, sha = export
     write_lines(directory, journal_lines(directory)[:-1])
     with pytest.raises(AuditFailure, match="journal.jsonl: SHA-256 differs"):
-        verify_export(directory, pub, sha)
+        pipeline.run_audit_verify(directory, pub, sha)
 
 
 def test_wrong_key_is_detected(export, tmp_path):
     directory, _, sha = export
     generate_key(tmp_path / "other.key", tmp_path / "other.pub")
     with pytest.raises(AuditFailure, match="signature does not verify"):
-        verify_export(directory, tmp_path / "other.pub", sha)
+        pipeline.run_audit_verify(directory, tmp_path / "other.pub", sha)
 
 
 def test_resigned_manifest_with_another_key_is_detected(export, tmp_path, applied):
     """Someone alters a file, rewrites the manifest hashes and signs with their own key: the DCC's key rejects it."""
-    from remediation.evidence.audit import _sign, load_private_key
+    from remediation.artefacts.audit_export import _sign, load_private_key
     from remediation.evidence.hashing import sha256_file
 
     directory, pub, sha = export
@@ -222,14 +222,14 @@ def test_resigned_manifest_with_another_key_is_detected(export, tmp_path, applie
         base64.b64encode(_sign(load_private_key(tmp_path / "m.key"), data)).decode()
     )
     with pytest.raises(AuditFailure, match="signature does not verify"):
-        verify_export(directory, pub, sha)
+        pipeline.run_audit_verify(directory, pub, sha)
 
 
 def test_added_file_is_named(export):
     directory, pub, sha = export
     (directory / "extra.csv").write_text("x\n")
     with pytest.raises(AuditFailure, match="extra.csv"):
-        verify_export(directory, pub, sha)
+        pipeline.run_audit_verify(directory, pub, sha)
 
 
 def test_export_is_signed_only_by_an_auditor_or_operator_key_of_the_policy(applied, tmp_path):
@@ -255,7 +255,7 @@ def test_export_is_signed_only_by_an_auditor_or_operator_key_of_the_policy(appli
     assert result.exit_code == 2 and "not an Ed25519 private key" in result.stderr
     by_operator = pipeline.run_audit_export(root / "run", tmp_path / "out", None, "carol", key=signer("carol"))
     assert by_operator.manifest["signed_by"] == "carol" and by_operator.manifest["key_id"] == signer("carol").key_id
-    verify_export(tmp_path / "out", None, sha256_file(root / "people.toml"))
+    pipeline.run_audit_verify(tmp_path / "out", None, sha256_file(root / "people.toml"))
 
 
 def test_outcomes_trace_each_device(export):
@@ -266,7 +266,7 @@ def test_outcomes_trace_each_device(export):
     planned = outcomes[outcomes["operation_id"].notna()]
     assert set(planned["device_id"]) == set(plan["device_id"]) and set(planned["final_state"]) == {"done"}
     assert (planned["prior_ds_fp"] == planned["expected_ds_fingerprint"]).all()
-    assert (planned["new_ds_fp"] == planned["target_ds_fingerprint"]).all()
+    assert (planned["final_ds_fp"] == planned["target_ds_fingerprint"]).all()
     assert set(outcomes.loc[outcomes["operation_id"].isna(), "final_state"]) == {"not_planned"}
 
 
@@ -305,7 +305,7 @@ def fingerprint_pair(slots):
 def test_rollback_plan_goes_stale_when_the_run_changes(applied, tmp_path):
     root, _, _ = applied
     pipeline.run_rollback(root / "run", tmp_path / "rb", key=signer("alice"))
-    from remediation.plan import check_fresh, load_plan
+    from remediation.artefacts.plan_dir import check_fresh, load_plan
 
     check_fresh(load_plan(tmp_path / "rb"))
     shutil.copy2(root / "run" / "journal.jsonl", tmp_path / "journal.bak")
@@ -353,7 +353,7 @@ def test_sample_case_reconciles_from_input_rows_to_outcomes(tmp_path):
             sim.stop()
     assert result.status == "completed"
     pipeline.run_audit_export(tmp_path / "run", tmp_path / "audit", None, "erin", key=signer("erin"))
-    verify_export(tmp_path / "audit", None, sha256_file(tmp_path / "people.toml"))
+    pipeline.run_audit_verify(tmp_path / "audit", None, sha256_file(tmp_path / "people.toml"))
     summary = json.loads((tmp_path / "audit" / "summary.json").read_text())
     detect = json.loads((tmp_path / "plan" / "summary.json").read_text())
     outcomes = pd.read_parquet(tmp_path / "audit" / "outcomes.parquet")

@@ -10,10 +10,11 @@ import pytest
 from click.testing import CliRunner
 
 from remediation import pipeline
+from remediation.artefacts.plan_dir import check_fresh, load_plan, read_approvals
 from remediation.authority import AuthorityRefusal, authorise_run
 from remediation.cli import main
 from remediation.errors import SafetyRefusal
-from remediation.plan import PlanTampered, StalePlan, check_fresh, load_plan, read_approvals
+from remediation.plan import PlanTampered, StalePlan
 from tests.support import REPO, STRANGER, CaseFiles, cert, key_env, mpan, no_cert, revoked_serial, signer
 
 

@@ -22,8 +22,8 @@ from click.testing import CliRunner
 from remediation import pipeline
 from remediation.apply.executor import RetryPolicy
 from remediation.apply.runner import ApplyOptions
+from remediation.artefacts.audit_export import generate_key
 from remediation.cli import main
-from remediation.evidence.audit import generate_key
 from remediation.evidence.hashing import canonical_json
 from remediation.evidence.journal import GENESIS, entry_hash, read_journal, verify_journal
 from tests.simulation import api_writes, planned_case, run_apply, run_resume, start_sim
@@ -744,7 +744,7 @@ def test_export_whose_outcomes_disagree_with_its_journal_does_not_verify(finishe
     """Even signed with the right key (a bug, or an insider holding it), outcomes the journal does not show are named."""
     import base64
 
-    from remediation.evidence.audit import _sign, load_private_key
+    from remediation.artefacts.audit_export import _sign, load_private_key
     from remediation.evidence.hashing import sha256_file
 
     run_dir, key = _copy_run(finished, tmp_path)

@@ -20,13 +20,20 @@ from pathlib import Path
 import pandas as pd
 
 from remediation.evidence.journal import Journal
-
-PENDING, READING, WRITING, CONFIRMING = "pending", "reading", "writing", "confirming"
-DONE, NOOP, DRIFTED, FAILED = "done", "noop", "drifted", "failed"
-IN_FLIGHT = (READING, WRITING, CONFIRMING)
-OPEN_STATES = (PENDING, *IN_FLIGHT)
-FINAL_STATES = (DONE, NOOP, DRIFTED, FAILED)
-STATES = (*OPEN_STATES, *FINAL_STATES)
+from remediation.model import (  # noqa: F401 - the states are re-exported for apply's modules
+    CONFIRMING,
+    DONE,
+    DRIFTED,
+    FAILED,
+    FINAL_STATES,
+    IN_FLIGHT,
+    NOOP,
+    OPEN_STATES,
+    PENDING,
+    READING,
+    STATES,
+    WRITING,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS ops (
@@ -114,7 +121,6 @@ class MemoryCheckpoints:
 
     def __init__(self, journal: Journal | None = None):
         self.ops: dict[str, dict] = {}
-        self.meta: dict[str, str] = {}
         self.lock = threading.Lock()
         self.journal = journal
 
@@ -177,12 +183,6 @@ class MemoryCheckpoints:
         with self.lock:
             rows = sorted(self.ops.values(), key=lambda o: o["seq"])
         return pd.DataFrame(rows, columns=list(OP_COLUMNS)) if rows else pd.DataFrame(columns=list(OP_COLUMNS))
-
-    def get_meta(self, key: str, default: str | None = None) -> str | None:
-        return self.meta.get(key, default)
-
-    def set_meta(self, key: str, value: str) -> None:
-        self.meta[key] = value
 
 
 class SqliteCheckpoints(MemoryCheckpoints):
@@ -260,18 +260,6 @@ class SqliteCheckpoints(MemoryCheckpoints):
         except sqlite3.Error as exc:
             self._rollback()
             self._failed(exc)
-
-    def get_meta(self, key: str, default: str | None = None) -> str | None:
-        with self.lock:
-            row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-        return row[0] if row else default
-
-    def set_meta(self, key: str, value: str) -> None:
-        with self.lock:
-            self.conn.execute(
-                "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                (key, value),
-            )
 
 
 def write_index(path: Path, ops: dict[str, dict], transitions: list[tuple], head: dict) -> None:

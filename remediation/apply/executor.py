@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import logging
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -68,6 +69,16 @@ class S1SPRunStats:
     failed: int = 0
 
 
+log = logging.getLogger("remediation.apply")
+
+
+def _log_retry(retry_state) -> None:
+    """Each retry, for `--verbose` (the CLI shows INFO records on stderr; otherwise nothing is printed)."""
+    exc = retry_state.outcome.exception() if retry_state.outcome else None
+    wait = retry_state.next_action.sleep if retry_state.next_action else 0
+    log.info("retry %d in %.2f s after: %s", retry_state.attempt_number, wait, exc)
+
+
 class DeviceExecutor:
     def __init__(
         self,
@@ -92,6 +103,7 @@ class DeviceExecutor:
             stop=stop_after_attempt(retry.attempts),
             wait=_WaitRetryAfter(retry),
             sleep=self.stop.wait,  # a backoff ends early on a stop; the next attempt then sees it and sends nothing
+            before_sleep=_log_retry,
             reraise=True,
         )
 
@@ -213,19 +225,26 @@ def run_s1sp(
 ) -> tuple[S1SPRunStats, str | None]:
     """Canary then growing waves; returns stats and a pause reason (None when every op reached a final state)."""
     stats = S1SPRunStats()
+    reported = threading.Lock()
+
+    def run_one(op: dict) -> str:
+        result = executor.run(op)
+        if on_progress:
+            with reported:  # one device at a time, as each reaches its state: the bar moves per device, not per wave
+                on_progress(1)
+        return result
+
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         for index, (start, stop) in enumerate(waves.waves(len(ops))):
             if should_stop() or executor.stop.is_set():
                 return stats, INTERRUPTED
             wave = ops[start:stop]
-            results = list(pool.map(executor.run, wave))
+            results = list(pool.map(run_one, wave))
             if executor.stop.is_set():
                 return stats, INTERRUPTED
             wave_failed = sum(r == FAILED for r in results)
             stats.attempted += len(wave)
             stats.failed += wave_failed
-            if on_progress:
-                on_progress(len(wave))
             reason = waves.should_pause(index, wave_failed, len(wave), stats.failed, stats.attempted)
             if reason and stop < len(ops):
                 return stats, f"{reason}{_first_error(wave, results)}"

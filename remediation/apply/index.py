@@ -40,6 +40,7 @@ from remediation.apply.checkpoint import (
     seed_ops,
     write_index,
 )
+from remediation.artefacts.run_dir import RUN_JSON, RunDir
 from remediation.evidence.journal import JournalBroken, check_journal
 
 COMPARED = ("state", *OP_FIELDS)  # what an index row must agree with the journal on
@@ -153,14 +154,14 @@ def check_recorded_head(
     recorded: dict | None,
     entries: list[dict] | None = None,
     head: dict | None = None,
-    source: str = "run.json",
+    source: str = RUN_JSON,
 ) -> None:
     """A recorded head (run.json's, the index's) must be an entry of the journal with the same hash: else the journal
     was cut short or rewritten after it was recorded."""
     if entries is None:
         entries, head = check_journal(path)
     if not recorded:
-        if source == "run.json" and len(entries) > 1:
+        if source == RUN_JSON and len(entries) > 1:
             raise JournalBroken(
                 f"{path}: run.json records no journal head, but the journal has {len(entries)} entries (run.json replaced?)"
             )
@@ -225,7 +226,7 @@ def read_index(db: Path) -> tuple[dict[str, tuple], dict] | str:
 def check_index(run_dir: Path, plan_rows: pd.DataFrame, recorded_head: dict | None = None) -> tuple[Replay, IndexCheck]:
     """Verify the journal once (chain; run.json's `recorded_head`; the index's head), replay it, and compare the index
     with the replay (see the module docstring for the verdicts)."""
-    journal, db = run_dir / "journal.jsonl", run_dir / "checkpoints.sqlite"
+    journal, db = RunDir(run_dir).journal, RunDir(run_dir).checkpoints
     index = read_index(db)  # before the journal: a live run's journal is then at least as far as its index
     entries, head = check_journal(journal)
     check_recorded_head(journal, recorded_head, entries, head)
@@ -261,7 +262,7 @@ def check_index(run_dir: Path, plan_rows: pd.DataFrame, recorded_head: dict | No
 
 def rebuild_index(run_dir: Path, result: Replay) -> Path | None:
     """Write the index afresh from the replay; the old files (if any) are kept beside it for whoever investigates."""
-    db = run_dir / "checkpoints.sqlite"
+    db = RunDir(run_dir).checkpoints
     kept = None
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     for suffix in ("", "-wal", "-shm"):
@@ -290,7 +291,7 @@ def verified_ops(
     finish or interruption record (a killed or cut-short run is resumed first)."""
     from remediation.apply.lock import holder_alive, read_holder
 
-    holder = read_holder(run_dir / "run.lock")
+    holder = read_holder(RunDir(run_dir).lock)
     if holder and holder_alive(holder):
         raise IndexInconsistent(
             f"refusing to {what}: run {run_dir} is in progress (pid {holder.get('pid')} on {holder.get('host')}); wait for it to finish"
@@ -299,7 +300,7 @@ def verified_ops(
     refuse_unless_consistent(index, what)
     if require_end and (result.last_run_event or {}).get("event") not in RUN_END_EVENTS:
         raise IndexInconsistent(
-            f"refusing to {what}: {run_dir / 'journal.jsonl'} does not end with a finish or interruption record "
+            f"refusing to {what}: {RunDir(run_dir).journal} does not end with a finish or interruption record "
             f"(last run event: {(result.last_run_event or {}).get('event', 'none')}); resume the run first"
         )
     return result

@@ -15,6 +15,8 @@ import socket
 from datetime import UTC, datetime
 from pathlib import Path
 
+from remediation.artefacts.plan_dir import LEASE_LOCK, LEASE_RECORD
+from remediation.artefacts.run_dir import RUN_LOCK
 from remediation.errors import InputError, SafetyRefusal
 
 
@@ -48,7 +50,7 @@ def read_holder(path: Path) -> dict:
 
 
 class RunLock:
-    NAME = "run.lock"
+    NAME = RUN_LOCK
 
     def __init__(self, run_dir: Path):
         self.path = Path(run_dir) / self.NAME
@@ -113,8 +115,8 @@ class PlanLease(RunLock):
     """The plan-level lease: an flock on PLAN/apply.lock while a process applies the plan, and PLAN/active_run.json
     naming the run directory that owns the plan until that run is complete (or superseded)."""
 
-    NAME = "apply.lock"
-    RECORD = "active_run.json"
+    NAME = LEASE_LOCK
+    RECORD = LEASE_RECORD
 
     def __init__(self, plan_dir: Path):
         super().__init__(plan_dir)

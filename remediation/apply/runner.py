@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import signal
 import threading
 from collections.abc import Callable
@@ -31,13 +29,13 @@ from remediation.apply.gateway import Gateway, HttpGateway
 from remediation.apply.index import IndexInconsistent, check_index, rebuild_index
 from remediation.apply.lock import PlanLease, PlanLocked, RunLock
 from remediation.apply.pacing import RateLimiter, WavePolicy
+from remediation.artefacts.run_dir import RunDir, RunRecord, read_run
 from remediation.authority import RunAuthority, token_for_endpoint
 from remediation.errors import InputError, SafetyRefusal
 from remediation.evidence.journal import Journal, check_journal
-from remediation.outputs import write_csv, write_json, write_parquet
+from remediation.outputs import write_csv, write_parquet
 from remediation.plan import LoadedPlan
 
-RUN_SCHEMA = "remediation/run/1"
 OUTCOME_COLUMNS = [
     "device_id",
     "s1sp",
@@ -131,59 +129,28 @@ def _targets(rows: pd.DataFrame) -> dict[str, tuple[str | None, str | None]]:
     }
 
 
-# Detection results a plan or run directory carries along, so reports and audit exports can be made from it alone.
-CARRIED_FILES = ("findings.parquet", "input_rows.parquet", "summary.json", "quarantine.csv")
-
-
-def read_run(run_dir: Path) -> dict:
-    """run.json of a run directory; an input error (exit 2) when the directory is not one or the record is garbage."""
-    path = Path(run_dir) / "run.json"
-    if not path.exists():
-        raise InputError("not a run directory (no run.json)", file=str(run_dir))
-    try:
-        run = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InputError(f"not valid JSON ({exc})", file=str(path)) from None
-    if (
-        not isinstance(run, dict)
-        or not isinstance(run.get("plan_hash"), str)
-        or not isinstance(run.get("plan_dir"), str)
-    ):
-        raise InputError("not a run record (expected a JSON object with plan_hash and plan_dir)", file=str(path))
-    return run
-
-
-def carry_files(source: Path, target: Path, names=CARRIED_FILES) -> None:
-    for name in names:
-        if (source / name).exists():
-            shutil.copy2(source / name, target / name)
-
-
-def _prepare_run_dir(plan: LoadedPlan, run_dir: Path, who: str) -> dict:
-    run_json = run_dir / "run.json"
-    if run_json.exists():
-        run = read_run(run_dir)
-        if run.get("plan_hash") != plan.plan_hash:
+def _prepare_run_dir(plan: LoadedPlan, run_dir: Path, who: str) -> RunRecord:
+    owner = RunDir(run_dir)
+    if owner.is_run():
+        run = owner.record()
+        if run.plan_hash != plan.plan_hash:
             raise SafetyRefusal(
-                f"run {run_dir} belongs to plan {run.get('plan_hash', '?')[:12]}…, not {plan.plan_hash[:12]}…; use a new run directory"
+                f"run {run_dir} belongs to plan {run.plan_hash[:12]}…, not {plan.plan_hash[:12]}…; use a new run directory"
             )
-        if run.get("status") == "superseded":
-            raise SafetyRefusal(
-                f"run {run_dir} was superseded by {run.get('superseded_by', '?')}; it cannot be resumed"
-            )
+        if run.status == "superseded":
+            raise SafetyRefusal(f"run {run_dir} was superseded by {run.superseded_by or '?'}; it cannot be resumed")
         return run
     run_dir.mkdir(parents=True, exist_ok=True)
-    carry_files(plan.directory, run_dir, ("plan.json", *CARRIED_FILES))
-    run = {
-        "schema": RUN_SCHEMA,
-        "plan_hash": plan.plan_hash,
-        "plan_dir": str(plan.directory.resolve()),
-        "created_by": who,
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "status": "new",
-        "paused": {},
-    }
-    write_json(run_json, run)
+    owner.carry_from_plan(plan.directory)
+    run = RunRecord(
+        plan_hash=plan.plan_hash,
+        plan_dir=str(plan.directory.resolve()),
+        created_by=who,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        status="new",
+        paused={},
+    )
+    owner.write_record(run)
     return run
 
 
@@ -194,8 +161,8 @@ def write_outcomes(run_dir: Path, ops: pd.DataFrame) -> pd.DataFrame:
         if col not in ops.columns:
             ops[col] = None
     outcomes = ops[OUTCOME_COLUMNS]
-    write_parquet(run_dir / "outcomes.parquet", outcomes)
-    write_csv(run_dir / "outcomes.csv", outcomes)
+    write_parquet(RunDir(run_dir).outcomes_parquet, outcomes)
+    write_csv(RunDir(run_dir).outcomes_csv, outcomes)
     return outcomes
 
 
@@ -210,7 +177,7 @@ class RunRecorder:
     operator's authority fields, e.g. a `signer` for the journal, from the authority issue) is added to the start,
     resume, interrupted and finish records here and nowhere else."""
 
-    def __init__(self, run_dir: Path, run: dict, journal: Journal, signed: dict | None = None):
+    def __init__(self, run_dir: Path, run: RunRecord, journal: Journal, signed: dict | None = None):
         self.run_dir, self.run, self.journal, self.signed = run_dir, run, journal, signed or {}
 
     def record_run_event(self, kind: str, **payload) -> dict:
@@ -219,10 +186,10 @@ class RunRecorder:
         return entry
 
     def save(self, **fields) -> None:
-        self.run.update(fields)
-        self.run["journal_head"] = self.journal.head
-        self.run["updated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-        write_json(self.run_dir / "run.json", self.run)
+        self.run.update(**fields)
+        self.run.journal_head = self.journal.head
+        self.run.updated_at = datetime.now(UTC).isoformat(timespec="seconds")
+        RunDir(self.run_dir).write_record(self.run)
 
 
 class StopOnSignal:
@@ -265,7 +232,7 @@ def _claim_plan(lease: PlanLease, plan: LoadedPlan, run_dir: Path, who: str, sup
     if owner_dir is None or owner_dir == run_dir.resolve():
         return None
     try:
-        status = read_run(owner_dir).get("status") if (owner_dir / "run.json").exists() else "missing"
+        status = read_run(owner_dir).status if RunDir(owner_dir).is_run() else "missing"
     except InputError:
         status = "unreadable"
     if status in (*COMPLETE_STATUSES, "superseded"):
@@ -282,11 +249,11 @@ def _supersede(old_dir: Path, new_dir: Path, who: str) -> dict:
     """Close an incomplete run in favour of a new one: journaled in the old run (under its lock) before the new starts."""
     lock = RunLock(old_dir).acquire(who) if old_dir.exists() else None
     try:
-        if lock is None or not (old_dir / "journal.jsonl").exists():
+        if lock is None or not RunDir(old_dir).journal.exists():
             return {"run_dir": str(old_dir), "journal_head": None, "note": "superseded run has no journal"}
-        check_journal(old_dir / "journal.jsonl")
+        check_journal(RunDir(old_dir).journal)
         run = read_run(old_dir)
-        journal = Journal(old_dir / "journal.jsonl")
+        journal = Journal(RunDir(old_dir).journal)
         try:
             RunRecorder(old_dir, run, journal).record_run_event(
                 "run_superseded", by_run=str(new_dir.resolve()), superseded_by=who
@@ -301,22 +268,22 @@ def _supersede(old_dir: Path, new_dir: Path, who: str) -> dict:
 
 
 def _open_index(
-    run_dir: Path, plan: LoadedPlan, run: dict, journal_exists: bool
+    run_dir: Path, plan: LoadedPlan, run: RunRecord, journal_exists: bool
 ) -> tuple[SqliteCheckpoints, dict | None]:
     """The checkpoint index, verified against the journal and rebuilt from it when it is missing, empty, corrupt, behind
     or edited. Returns the index and what was rebuilt (for the journal), or None."""
-    db = run_dir / "checkpoints.sqlite"
+    db = RunDir(run_dir).checkpoints
     if not journal_exists:
-        if (run.get("journal_head") or {}).get("seq"):
+        if run.journal_seq:
             raise IndexInconsistent(
-                f"{run_dir}: the journal is missing or empty, but run.json records {run['journal_head']['seq']} entries; refusing"
+                f"{run_dir}: the journal is missing or empty, but run.json records {run.journal_seq} entries; refusing"
             )
         if db.exists() and db.stat().st_size:
             raise IndexInconsistent(
                 f"{run_dir}: checkpoints.sqlite exists but the journal does not; the journal is the record — refusing"
             )
         return SqliteCheckpoints(db), None
-    result, check = check_index(run_dir, plan.rows, run.get("journal_head"))
+    result, check = check_index(run_dir, plan.rows, run.journal_head)
     rebuilt = None
     if check.verdict != "ok":
         kept = rebuild_index(run_dir, result)
@@ -393,9 +360,9 @@ def _apply_locked(
     if memory_checkpoints:
         checkpoints = MemoryCheckpoints()
     else:
-        journal_exists = (run_dir / "journal.jsonl").exists() and (run_dir / "journal.jsonl").stat().st_size > 0
+        journal_exists = RunDir(run_dir).has_journal()
         checkpoints, rebuilt = _open_index(run_dir, plan, run, journal_exists)
-        journal = Journal(run_dir / "journal.jsonl")
+        journal = Journal(RunDir(run_dir).journal)
         checkpoints.journal = journal
         recorder = RunRecorder(run_dir, run, journal, signed)
     if recorder is not None:
@@ -430,7 +397,7 @@ def _apply_locked(
     if options.retry_failed:
         _reopen_failed(checkpoints, rows)
     targets = _targets(plan.rows)
-    paused = dict(run.get("paused", {}))
+    paused = dict(run.paused or {})
     threads, results, lock_results = [], {}, threading.Lock()
 
     def work(s1sp: str) -> None:
@@ -441,17 +408,12 @@ def _apply_locked(
             limiter = RateLimiter(float(ep.get("rate_per_second") or 0))
             executor = DeviceExecutor(gateway, checkpoints, targets, limiter, options.retry, stop=stopper.event)
             ops = checkpoints.open_ops(s1sp)
-            done = [0]
-
-            def on_progress(n: int) -> None:
-                done[0] += n
-                if progress:
-                    progress(s1sp, done[0], len(ops))
-
-            if progress:
-                progress(s1sp, 0, len(ops))
             stats, reason = run_s1sp(
-                executor, ops, int(ep.get("concurrency", 4)), options.waves, on_progress=on_progress
+                executor,
+                ops,
+                int(ep.get("concurrency", 4)),
+                options.waves,
+                on_progress=_counter(progress, s1sp, len(ops)),
             )
             with lock_results:
                 results[s1sp] = (stats, reason)
@@ -525,9 +487,13 @@ def _reopen_failed(checkpoints, rows: pd.DataFrame) -> None:
 
 
 def dry_run(
-    plan: LoadedPlan, options: ApplyOptions, gateway_factory: Callable[[dict], Gateway] | None = None
+    plan: LoadedPlan,
+    options: ApplyOptions,
+    gateway_factory: Callable[[dict], Gateway] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> pd.DataFrame:
-    """Read every planned device's live slots and say what apply would do. Sends no PUT (the gateway is wrapped)."""
+    """Read every planned device's live slots and say what apply would do. Sends no PUT (the gateway is wrapped).
+    `progress(s1sp, devices done, devices)` is called as each device is read, like apply's."""
     rows = plan.rows if not options.s1sps else plan.rows[plan.rows["s1sp"].isin(options.s1sps)]
     checkpoints = MemoryCheckpoints()
     checkpoints.seed(rows)
@@ -544,12 +510,33 @@ def dry_run(
                 options.retry,
                 dry_run=True,
             )
-            run_s1sp(executor, checkpoints.open_ops(s1sp), int(ep.get("concurrency", 4)), WavePolicy(canary=10**9))
+            ops = checkpoints.open_ops(s1sp)
+            run_s1sp(
+                executor,
+                ops,
+                int(ep.get("concurrency", 4)),
+                WavePolicy(canary=10**9),
+                on_progress=_counter(progress, s1sp, len(ops)),
+            )
         finally:
             gateway.close()
     frame = checkpoints.ops_frame()
     frame["state"] = frame["state"].replace({NOOP: "noop (already at target)", DONE: "done"})
     return frame
+
+
+def _counter(progress: Callable[[str, int, int], None] | None, s1sp: str, total: int) -> Callable[[int], None]:
+    """run_s1sp's per-device hook turned into `progress(s1sp, done, total)`, starting with (s1sp, 0, total)."""
+    done = [0]
+    if progress:
+        progress(s1sp, 0, total)
+
+    def on_progress(n: int) -> None:
+        done[0] += n  # run_s1sp calls this under its lock
+        if progress:
+            progress(s1sp, done[0], total)
+
+    return on_progress
 
 
 class ReadOnlyGateway:

@@ -13,8 +13,9 @@ from pathlib import Path
 from remediation.apply.checkpoint import DRIFTED, FAILED, FINAL_STATES
 from remediation.apply.index import IndexCheck, check_index
 from remediation.apply.lock import RunLock, holder_alive, read_holder
+from remediation.artefacts.plan_dir import load_plan
+from remediation.artefacts.run_dir import RunDir, read_run
 from remediation.errors import SafetyRefusal
-from remediation.plan import load_plan
 
 STATES = ("new", "running", "paused", "interrupted", "incomplete", "needs_attention", "completed", "superseded")
 
@@ -54,26 +55,24 @@ class RunState:
 
 
 def run_state(run_dir: str | Path) -> RunState:
-    from remediation.apply.runner import read_run
-
     run_dir = Path(run_dir)
     run = read_run(run_dir)
-    plan = load_plan(run["plan_dir"])
-    if plan.plan_hash != run["plan_hash"]:
+    plan = load_plan(run.plan_dir)
+    if plan.plan_hash != run.plan_hash:
         raise SafetyRefusal(
-            f"run {run_dir} records plan {run['plan_hash'][:12]}…, but {run['plan_dir']} now holds plan {plan.plan_hash[:12]}…"
+            f"run {run_dir} records plan {run.plan_hash[:12]}…, but {run.plan_dir} now holds plan {plan.plan_hash[:12]}…"
         )
     lock = read_holder(run_dir / RunLock.NAME) or None
     live = holder_alive(lock) if lock else False
     resume = f"remediation resume {run_dir}"
-    journal = run_dir / "journal.jsonl"
+    journal = RunDir(run_dir).journal
     if not journal.exists() or journal.stat().st_size == 0:
-        if run.get("journal_head", {}).get("seq"):
+        if run.journal_seq:
             raise SafetyRefusal(
-                f"{journal}: the journal is missing or empty, but run.json records {run['journal_head']['seq']} entries"
+                f"{journal}: the journal is missing or empty, but run.json records {run.journal_seq} entries"
             )
         return RunState(run_dir, "running" if live else "new", None, None if live else resume, {}, {}, lock, live)
-    result, index = check_index(run_dir, plan.rows, run.get("journal_head"))
+    result, index = check_index(run_dir, plan.rows, run.journal_head)
     counts = result.counts()
     failed = sum(c.get(FAILED, 0) for c in counts.values())
     last = result.last_run_event or {}
@@ -86,8 +85,8 @@ def run_state(run_dir: str | Path) -> RunState:
             f"pid {lock.get('pid')} on {lock.get('host')} ({lock.get('who')}) since {lock.get('since')}",
             None,
         )
-    elif run.get("status") == "superseded" or event == "run_superseded":
-        state, cause, command = "superseded", f"superseded by {run.get('superseded_by') or last.get('by_run')}", None
+    elif run.status == "superseded" or event == "run_superseded":
+        state, cause, command = "superseded", f"superseded by {run.superseded_by or last.get('by_run')}", None
     elif event == "run_interrupted":
         state, cause, command = (
             "interrupted",

@@ -8,7 +8,7 @@ input and configuration file by SHA-256 and the as-of date. Any difference is a 
 
 from __future__ import annotations
 
-import json
+import shutil
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -18,9 +18,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from remediation.errors import InputError, SafetyRefusal
+from remediation.errors import SafetyRefusal
 from remediation.evidence.hashing import sha256_file
-from remediation.outputs import prepare_dir, write_csv, write_json, write_parquet, write_tables
+from remediation.outputs import prepare_dir, read_json_object, write_csv, write_json, write_parquet, write_tables
 
 FINDINGS = "findings.parquet"
 FINDINGS_CSV = "findings.csv"
@@ -82,17 +82,17 @@ class DetectResultDir:
     def path(self, name: str) -> Path:
         return self.directory / name
 
+    def copy_sealed(self, out: Path) -> dict[str, Path]:
+        """The four sealed outputs copied byte for byte into `out` (a plan made from this result carries them, as a
+        plan made from scratch does); returns the copies by name."""
+        copies = {}
+        for name in SEALED:
+            shutil.copyfile(self.directory / name, Path(out) / name)
+            copies[name] = Path(out) / name
+        return copies
+
     def _json(self, name: str) -> dict:
-        path = self.directory / name
-        try:
-            value = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise InputError("not found (is this a detect result directory?)", file=str(path)) from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise StaleDetectResult(f"{path}: not valid JSON ({exc})") from None
-        if not isinstance(value, dict):
-            raise StaleDetectResult(f"{path}: not a JSON object")
-        return value
+        return read_json_object(self.directory / name, "detect result", StaleDetectResult)
 
     def check_sealed(self) -> dict:
         """Prove the four outputs are the ones detect wrote; returns the summary."""

@@ -98,9 +98,6 @@ class Journal:
                 f"{found if same else 'file replaced or removed'} found); its evidence cannot be trusted — escalate"
             )
 
-    def sync(self) -> None:
-        os.fsync(self.fd)
-
     def close(self) -> None:
         try:
             os.fsync(self.fd)

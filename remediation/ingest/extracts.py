@@ -7,8 +7,8 @@ INVALID_INPUT) and each fault is written to the quarantine with file, row, field
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -27,9 +27,10 @@ from remediation.config import (
 )
 from remediation.identifiers import eui64_keys, mpxn_keys
 from remediation.ingest.faults import FieldFaults, check_mpxn, concat_quarantine, map_values, trim
-from remediation.ingest.tables import iter_batches
+from remediation.ingest.tables import file_size, iter_batches
 from remediation.memory import consumption_order, release_memory
 from remediation.model import EMPTY_SLOT, SLOTS
+from remediation.progress import NO_PROGRESS, StageProgress
 
 # One record per device as one file states it, in compact columns: a device id is a uint64, an MPxN an int64 key,
 # certificates are interned ids, and the raw text is kept only for the rare rows whose id or MPxN is unreadable.
@@ -52,8 +53,6 @@ RECORD_COLUMNS = [
     "conflict",
 ]
 SLOT_CODES = {"NO_DS": 0, "NO_KA": 1}
-
-ProgressCallback = Callable[[str, int], None]
 
 
 @dataclass(frozen=True)
@@ -290,18 +289,19 @@ _BATCH_COLUMNS = [c for c in RECORD_COLUMNS if c not in ("s1sp", "source_file")]
 def read_extract(
     source: ExtractSource,
     catalog: CertificateCatalog,
-    progress: ProgressCallback | None = None,
+    progress: StageProgress = NO_PROGRESS,
     rules: DeviceRules = DeviceRules(),
 ) -> ExtractRead:
     canonical = EXTRACT_FIELDS_SLOT if source.dialect.layout == "slot_per_row" else EXTRACT_FIELDS_WIDE
-    frames, quarantine, rows = [], [], 0
+    frames, quarantine, rows, done = [], [], 0, 0
     for batch in iter_batches(source.path, source.dialect, canonical):
         frame, faults = _validate_batch(batch.table, batch.first_row, source, catalog, rules)
         frames.append(frame)
         quarantine.extend(faults.frames)
         rows += batch.table.num_rows
-        if progress:
-            progress(str(source.path), batch.table.num_rows)
+        progress.advance(batch.bytes_done - done, f"{Path(source.path).name}: {rows:,} rows")
+        done = batch.bytes_done
+    progress.advance(file_size(source.path) - done)  # the estimate's remainder: the file is read
     records = _concat_consuming(frames) if frames else _empty_records(source.dialect)
     if source.dialect.layout == "slot_per_row":
         records = _pivot_slot_records(records)
@@ -360,8 +360,9 @@ def _empty_records(dialect: Dialect) -> pd.DataFrame:
 
 
 def read_extracts(
-    sources, catalog: CertificateCatalog, progress: ProgressCallback | None = None, rules: DeviceRules = DeviceRules()
+    sources, catalog: CertificateCatalog, progress: StageProgress = NO_PROGRESS, rules: DeviceRules = DeviceRules()
 ) -> ExtractRead:
+    progress.stage("reading extracts, parsing certificates", sum(file_size(s.path) for s in sources), "bytes")
     reads = []
     for source in sources:
         reads.append(read_extract(source, catalog, progress, rules))

@@ -7,6 +7,7 @@ than silently trusting the remaining rows) and each fault goes to the quarantine
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,8 +18,9 @@ from pandas.api.types import union_categoricals
 from remediation.config import RDP_FIELDS, RdpSource
 from remediation.identifiers import mpxn_keys
 from remediation.ingest.faults import FieldFaults, check_mpxn, concat_quarantine, map_values, trim
-from remediation.ingest.tables import iter_batches
+from remediation.ingest.tables import file_size, iter_batches
 from remediation.model import FUEL_CODES, FUELS
+from remediation.progress import NO_PROGRESS, StageProgress
 
 # Compact: MPxN as an int64 key (see identifiers.mpxn_keys), fuel 0 = E / 1 = G / -1 unknown, NO id categorical,
 # dates as int32 days since 1970-01-01 (NO_DAY where absent: an open end, or an unreadable start on a rejected row).
@@ -101,10 +103,11 @@ def _validate(
     return frame, faults
 
 
-def read_rdp(sources, mprn_lengths: tuple[int, int] = (6, 10)) -> RdpRead:
+def read_rdp(sources, mprn_lengths: tuple[int, int] = (6, 10), progress: StageProgress = NO_PROGRESS) -> RdpRead:
+    progress.stage("reading RDP", sum(file_size(s.path) for s in sources), "bytes")
     frames, quarantine, rows_read = [], [], {}
     for source in sources:
-        n = 0
+        n = done = 0
         for batch in iter_batches(source.path, source.dialect, RDP_FIELDS):
             frame, faults = _validate(batch.table, batch.first_row, source, mprn_lengths)
             frame["source_file"] = pd.Categorical.from_codes(
@@ -113,6 +116,9 @@ def read_rdp(sources, mprn_lengths: tuple[int, int] = (6, 10)) -> RdpRead:
             frames.append(frame)
             quarantine.extend(faults.frames)
             n += batch.table.num_rows
+            progress.advance(batch.bytes_done - done, f"{Path(source.path).name}: {n:,} rows")
+            done = batch.bytes_done
+        progress.advance(file_size(source.path) - done)
         rows_read[str(source.path)] = rows_read.get(str(source.path), 0) + n
     if frames:
         columns = {}

@@ -41,6 +41,7 @@ _EPOCH_FORMATS = ("epoch_seconds", "epoch_millis")
 class Batch:
     first_row: int  # 1-based number of the batch's first data row in its file
     table: pa.Table  # canonical column names
+    bytes_done: int = 0  # estimate of the file's bytes read once this batch is in (for progress, never for results)
 
 
 def _string_like(t: pa.DataType) -> bool:
@@ -80,9 +81,31 @@ def iter_batches(path: Path, dialect: Dialect, canonical: tuple[str, ...]) -> It
     sources = _wanted_sources(dialect, canonical)
     reader = {"csv": _csv, "jsonl": _jsonl, "parquet": _parquet}[dialect.format]
     row = 1
-    for table in prefetched(grouped(reader(path, dialect, sources), GROUP_BLOCKS)):
-        yield Batch(row, _with_constants(table, dialect, canonical))
+    estimate = _bytes_estimate(path, dialect.format, size)
+    for n, table in enumerate(prefetched(grouped(reader(path, dialect, sources), GROUP_BLOCKS)), 1):
+        yield Batch(row, _with_constants(table, dialect, canonical), estimate(n, row - 1 + table.num_rows))
         row += table.num_rows
+
+
+def file_size(path) -> int:
+    """Bytes in `path`, 0 when it cannot be read: for progress totals (the reader reports a missing file itself)."""
+    try:
+        return Path(path).stat().st_size
+    except OSError:
+        return 0
+
+
+def _bytes_estimate(path: Path, fmt: str, size: int):
+    """(batches so far, rows so far) -> bytes of the file read: CSV and JSON lines are read in blocks of a known
+    size, Parquet's row count is in its footer. An estimate for progress only; the reader never relies on it."""
+    if fmt == "parquet":
+        try:
+            total_rows = pq.read_metadata(path).num_rows
+        except (pa.ArrowInvalid, OSError):  # the reader reports an unreadable file with its own message
+            total_rows = 0
+        return lambda n, rows: min(size, size * rows // total_rows) if total_rows else 0
+    block = (CSV_BLOCK_BYTES if fmt == "csv" else JSON_BLOCK_BYTES) * GROUP_BLOCKS  # a batch is a group of blocks
+    return lambda n, rows: min(size, n * block)
 
 
 _DONE = object()

@@ -17,9 +17,9 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from remediation.errors import ConfigError
+from remediation.model import REQUESTS_PER_DEVICE
 
 COSTS_SCHEMA = "remediation/cost-model/1"
-REQUESTS_PER_DEVICE = 3  # read, conditional write, read back (as plan.apply_estimates)
 
 Amount = Annotated[float, Field(ge=0, le=1e9)]
 

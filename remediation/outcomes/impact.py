@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from remediation.artefacts.detect_result import FINDINGS
 from remediation.outcomes.findings import read_findings
 from remediation.outcomes.references import References
 
@@ -54,7 +55,7 @@ def _misrouted(findings: pd.DataFrame, refs: References) -> pd.DataFrame:
 
 def alert_routing_impact(plan_dir: Path, corrected: set | None) -> list[dict]:
     refs = References.read(plan_dir)
-    findings = read_findings(Path(plan_dir) / "findings.parquet", _CATEGORIES)
+    findings = read_findings(Path(plan_dir) / FINDINGS, _CATEGORIES)
     frame = _misrouted(findings, refs)
     frame["after"] = ~frame["device_id"].isin(corrected) if corrected is not None else np.nan
     keys = ["holder", "holder_entity", "registered_no"]

@@ -17,6 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from remediation.artefacts.audit_export import MANIFEST
+from remediation.artefacts.detect_result import SUMMARY
+from remediation.artefacts.plan_dir import PlanDir
 from remediation.outcomes.impact import alert_routing_impact, impact_totals
 from remediation.outcomes.references import References
 from remediation.outcomes.state import CORRECTED, Sources, device_outcomes, run_state
@@ -89,7 +92,7 @@ def written_devices(sources: Sources, refs: References, ops: pd.DataFrame) -> pd
     ids and holders."""
     done = ops[ops["state"] == "done"]
     plan = pd.read_parquet(
-        sources.plan_dir / "plan.parquet",
+        PlanDir(sources.plan_dir).rows_path,
         columns=[
             "device_id",
             "operation_id",
@@ -355,8 +358,8 @@ def write_packs(sources: Sources, out: Path, now: str, state: dict | None = None
         "alert_routing_impact": impact,
         "alert_routing_totals": impact_totals(impact),
     }
-    write_json(out / "summary.json", summary)
-    files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != "manifest.json")
+    write_json(out / SUMMARY, summary)
+    files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != MANIFEST)
     manifest = {
         "schema": PACKS_SCHEMA,
         "plan_hash": sources.plan.get("plan_hash"),
@@ -365,5 +368,5 @@ def write_packs(sources: Sources, out: Path, now: str, state: dict | None = None
             {"name": p.relative_to(out).as_posix(), "sha256": sha256_file(p), "bytes": p.stat().st_size} for p in files
         ],
     }
-    write_json(out / "manifest.json", manifest)
+    write_json(out / MANIFEST, manifest)
     return summary

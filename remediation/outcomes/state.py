@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from remediation.artefacts.plan_dir import PLAN_JSON, PlanDir, load_plan
+from remediation.artefacts.run_dir import DRY_RUN_JSON, RUN_JSON, RunDir, read_run
 from remediation.errors import InputError
+from remediation.outputs import read_json_object
 
 FINAL = ("done", "noop", "drifted", "failed")
 CORRECTED = ("done", "noop")  # at target after the run: written by it, or found already there
@@ -36,34 +39,32 @@ class Sources:
 
 
 def _json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read ({exc})", file=str(path)) from None
+    return read_json_object(path, "plan, run or dry-run")
 
 
 def resolve(directory: str | Path) -> Sources:
     """Identify a plan, run or dry-run directory; an input error (exit 2) names what is missing."""
     directory = Path(directory)
-    if (directory / "run.json").exists():
-        run = _json(directory / "run.json")
-        plan_dir = Path(run.get("plan_dir", ""))
-        if not (plan_dir / "plan.json").exists():
-            raise InputError(f"the run's plan directory {plan_dir} is missing", file=str(directory / "run.json"))
-        return Sources(directory, "run", plan_dir, _json(plan_dir / "plan.json"), run)
-    if (directory / "dry_run.json").exists():
-        dry = _json(directory / "dry_run.json")
-        plan_dir = Path(dry.get("plan_dir", ""))
-        if not dry.get("plan_dir") or not (plan_dir / "plan.json").exists():
+    run_dir = RunDir(directory)
+    if run_dir.is_run():
+        run = _json(run_dir.record_path)
+        plan = PlanDir(Path(run.get("plan_dir", "")))
+        if not plan.exists():
+            raise InputError(f"the run's plan directory {plan.directory} is missing", file=str(run_dir.record_path))
+        return Sources(directory, "run", plan.directory, _json(plan.document_path), run)
+    if run_dir.dry_run_record.exists():
+        dry = _json(run_dir.dry_run_record)
+        plan = PlanDir(Path(dry.get("plan_dir", "")))
+        if not dry.get("plan_dir") or not plan.exists():
             raise InputError(
                 "dry run does not name an existing plan directory (made by an older version?)",
-                file=str(directory / "dry_run.json"),
+                file=str(run_dir.dry_run_record),
             )
-        return Sources(directory, "dry-run", plan_dir, _json(plan_dir / "plan.json"), extra={"dry_run": dry})
-    if (directory / "plan.json").exists():
-        return Sources(directory, "plan", directory, _json(directory / "plan.json"))
+        return Sources(directory, "dry-run", plan.directory, _json(plan.document_path), extra={"dry_run": dry})
+    if PlanDir(directory).exists():
+        return Sources(directory, "plan", directory, _json(PlanDir(directory).document_path))
     raise InputError(
-        "not a plan, run or dry-run directory (no plan.json, run.json or dry_run.json)", file=str(directory)
+        f"not a plan, run or dry-run directory (no {PLAN_JSON}, {RUN_JSON} or {DRY_RUN_JSON})", file=str(directory)
     )
 
 
@@ -75,8 +76,6 @@ def device_outcomes(run_dir: Path) -> pd.DataFrame:
     recorded heads, signed counts) before anything is believed; an index that was edited to disagree with it makes
     this refuse (exit 3) rather than hand an NO a pack built on a doctored outcome."""
     from remediation.apply.index import verified_ops
-    from remediation.apply.runner import read_run
-    from remediation.plan import load_plan
 
     columns = [
         "operation_id",
@@ -96,18 +95,18 @@ def device_outcomes(run_dir: Path) -> pd.DataFrame:
         "updated_at",
     ]
     run_dir = Path(run_dir)
-    journal = run_dir / "journal.jsonl"
+    journal = RunDir(run_dir).journal
     run = read_run(run_dir)
     if not journal.exists() or journal.stat().st_size == 0:
-        if (run.get("journal_head") or {}).get("seq"):
+        if run.journal_seq:
             from remediation.errors import SafetyRefusal
 
             raise SafetyRefusal(
-                f"{journal}: the journal is missing or empty, but run.json records {run['journal_head']['seq']} entries"
+                f"{journal}: the journal is missing or empty, but run.json records {run.journal_seq} entries"
             )
         return pd.DataFrame(columns=[*columns, "at"])
-    plan = load_plan(run["plan_dir"])
-    ops = verified_ops(run_dir, plan.rows, run.get("journal_head"), "report the run's outcomes").frame()
+    plan = load_plan(run.plan_dir)
+    ops = verified_ops(run_dir, plan.rows, run.journal_head, "report the run's outcomes").frame()
     ops = ops.reindex(columns=columns)
     ops["at"] = pd.to_datetime(ops["updated_at"], unit="s", utc=True).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
     return ops.reset_index(drop=True)
@@ -142,9 +141,9 @@ def run_state(run_dir: Path) -> dict:
     from remediation.apply.state import run_state as journal_state
 
     run_dir = Path(run_dir)
-    run = _json(run_dir / "run.json")
+    run = read_run(run_dir)
     verified = journal_state(run_dir)  # the journal's verdict (chain, heads, replay): what status says too
-    events = _run_events(run_dir / "journal.jsonl")
+    events = _run_events(RunDir(run_dir).journal)
     started = next((e for e in events if e.get("event") == "run_started"), None)
     finished = [e for e in events if e.get("event") == "run_finished"]
     status = verified.state
@@ -168,7 +167,7 @@ def run_state(run_dir: Path) -> dict:
         "paused": dict(verified.paused),
         "cause": verified.cause,
         "next_command": verified.next_command,
-        "applied_by": operators or ([run["created_by"]] if run.get("created_by") else []),
+        "applied_by": operators or ([run.created_by] if run.created_by else []),
         "started_at": start.astimezone(UTC).isoformat(timespec="seconds") if start else None,
         "finished_at": end.astimezone(UTC).isoformat(timespec="seconds") if end and status != "interrupted" else None,
         "duration_seconds": (end - start).total_seconds() if start and end and status != "interrupted" else None,

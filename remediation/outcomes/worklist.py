@@ -15,6 +15,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from remediation.artefacts.detect_result import FINDINGS
+from remediation.artefacts.plan_dir import PlanDir
 from remediation.outcomes.findings import locked_out_findings
 from remediation.outcomes.references import References
 from remediation.outcomes.state import CORRECTED, Sources, device_outcomes, run_state
@@ -80,9 +82,9 @@ def build_worklist(sources: Sources, planned_ids: pd.Series | None = None) -> pd
     """One row per device the fix leaves locked out, sorted by holder, S1SP and device. `planned_ids`: the devices
     apply writes, when plan.parquet is not written yet."""
     refs = References.read(sources.plan_dir)
-    findings = locked_out_findings(sources.plan_dir / "findings.parquet")
+    findings = locked_out_findings(sources.plan_dir / FINDINGS)
     if planned_ids is None:
-        plan_rows = pd.read_parquet(sources.plan_dir / "plan.parquet", columns=["device_id"])
+        plan_rows = pd.read_parquet(PlanDir(sources.plan_dir).rows_path, columns=["device_id"])
     else:
         plan_rows = pd.DataFrame({"device_id": planned_ids})
     manual = _manual_ids(sources.plan_dir)

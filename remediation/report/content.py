@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from pathlib import Path
 
 import pandas as pd
 
 from remediation import __version__
+from remediation.artefacts.detect_result import FINDINGS, SUMMARY
+from remediation.artefacts.plan_dir import PlanDir, apply_estimates
+from remediation.artefacts.run_dir import RunDir
 from remediation.errors import InputError
 from remediation.model import CATEGORIES, Category
-from remediation.plan import apply_estimates
+from remediation.outcomes.references import OPERATORS_FILE
+from remediation.outputs import read_json_object
 
 REPORT_SCHEMA = "remediation/report/1"
 EXCLUDED_ROWS_SHOWN = 1000
@@ -33,32 +36,24 @@ def redactor(key: bytes | None):
 
 
 def _load_json(path: Path) -> dict | None:
-    if not path.exists():
-        return None
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InputError(f"not valid JSON ({exc})", file=str(path)) from None
-    if not isinstance(value, dict):
-        raise InputError("not a JSON object", file=str(path))
-    return value
+    return read_json_object(path)
 
 
 def build_report(directory: str | Path, redaction_key: bytes | None = None) -> dict:
     directory = Path(directory)
     requested = directory
-    dry_run = _load_json(directory / "dry_run.json")
+    dry_run = _load_json(RunDir(directory).dry_run_record)
     if dry_run is not None and dry_run.get("plan_dir"):
         directory = Path(dry_run["plan_dir"])  # a dry run reports against its plan's findings
-    summary = _load_json(directory / "summary.json")
-    if summary is None or not (directory / "findings.parquet").exists():
+    summary = _load_json(directory / SUMMARY)
+    if summary is None or not (directory / FINDINGS).exists():
         raise InputError(
             "not a detect, plan, dry-run or run directory (no summary.json / findings.parquet)", file=str(requested)
         )
-    plan = _load_json(directory / "plan.json")
-    run = _load_json(directory / "run.json")
+    plan = _load_json(PlanDir(directory).document_path)
+    run = _load_json(RunDir(directory).record_path)
     findings = pd.read_parquet(
-        directory / "findings.parquet",
+        directory / FINDINGS,
         columns=["device_id", "s1sp", "mpxn", "category", "cause", "registered_no", "detail"],
     )
     excluded = findings[~findings["category"].isin([Category.WRONG_NO.value, Category.OK.value])]
@@ -154,7 +149,7 @@ def outcome_sections(directory: Path, redact=None) -> dict:
         bad = ops[ops["state"].isin(["failed", "drifted"])]
         problems = bad.assign(reason=_reasons(bad))[["device_id", "s1sp", "state", "reason"]]
     elif sources.kind == "dry-run":
-        frame = pd.read_csv(sources.directory / "dry_run.csv", dtype=str, keep_default_na=False)
+        frame = pd.read_csv(RunDir(sources.directory).dry_run_csv, dtype=str, keep_default_na=False)
         out["dry_run"] = {
             "plan_hash": sources.extra["dry_run"].get("plan_hash"),
             "states": sources.extra["dry_run"].get("states", {}),
@@ -163,7 +158,7 @@ def outcome_sections(directory: Path, redact=None) -> dict:
         bad = frame[~frame["state"].str.startswith(("done", "noop", "would_write"))]  # what apply would do as planned
         problems = bad.assign(reason=_reasons(bad))[["device_id", "s1sp", "state", "reason"]]
     if len(problems) or sources.kind in ("run", "dry-run"):
-        plan_rows = pd.read_parquet(sources.plan_dir / "plan.parquet", columns=["device_id", "mpxn"])
+        plan_rows = pd.read_parquet(PlanDir(sources.plan_dir).rows_path, columns=["device_id", "mpxn"])
         problems = problems.merge(plan_rows, on="device_id", how="left").sort_values(["state", "s1sp", "device_id"])
         shown = problems.head(PROBLEM_ROWS_SHOWN).astype(object).fillna("")
         if redact is not None and len(shown):
@@ -173,7 +168,7 @@ def outcome_sections(directory: Path, redact=None) -> dict:
             "by_state": {k: int(v) for k, v in problems["state"].value_counts().sort_index().items()},
             "shown": shown[["device_id", "s1sp", "mpxn", "state", "reason"]].to_dict("records"),
         }
-    if (sources.plan_dir / "operators.parquet").exists():
+    if (sources.plan_dir / OPERATORS_FILE).exists():
         impact = alert_routing_impact(sources.plan_dir, corrected)
         out["alert_routing_impact"] = impact
         out["alert_routing_totals"] = impact_totals(impact)
@@ -217,7 +212,7 @@ def _authority(plan_dir: Path, plan: dict) -> dict:
     form: plan.json's signature {key_id, signer}, approvals {approver, key_id, change_ref}; the older typed labels)."""
     planner = plan.get("planner") if isinstance(plan.get("planner"), dict) else {}
     signature = plan.get("signature") if isinstance(plan.get("signature"), dict) else {}
-    approvals = (_load_json(Path(plan_dir) / "approvals.json") or {}).get("approvals", [])
+    approvals = (_load_json(PlanDir(plan_dir).approvals_path) or {}).get("approvals", [])
     return {
         "planned_by": {
             "name": planner.get("name") or plan.get("planned_by") or signature.get("signer"),

@@ -7,8 +7,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from remediation.model import CATEGORIES, Category
-from remediation.plan import apply_estimates
+from remediation.artefacts.plan_dir import apply_estimates
+from remediation.model import CATEGORIES, STATES, Category
 from remediation.report.text import automation_lines, format_duration, money  # noqa: F401 - re-exported for callers
 
 _STYLE = {
@@ -188,8 +188,6 @@ def print_detect_brief(report: dict, console: Console | None = None) -> None:
 def print_run(
     counts: dict, status: str, paused: dict, run_dir: Path, lock: dict | None = None, console: Console | None = None
 ) -> None:
-    from remediation.apply.checkpoint import STATES
-
     console = console or Console()
     table = Table(title=f"Run {run_dir} — {status}", title_justify="left")
     table.add_column("S1SP")
@@ -483,3 +481,65 @@ def print_report_brief(report: dict, console: Console | None = None) -> None:
             + ", ".join(f"{k} {v}" for k, v in problems["by_state"].items())
             + ")"
         )
+
+
+# ------------------------------------------------------------------------------------------------ --quiet
+# One line per command: the result an operator or a script needs when the tables are not wanted.
+
+
+def detect_line(summary: dict, out_dir: Path) -> str:
+    by = summary["devices_by_category"]
+    locked = (summary.get("no_locked_out") or {}).get("devices", "-")
+    return (
+        f"detect: {summary['devices']} devices, {by.get(Category.WRONG_NO.value, 0)} WRONG_NO, "
+        f"{by.get(Category.SECURITY_HOLD.value, 0)} SECURITY_HOLD, {locked} no NO can manage; wrote {out_dir}"
+    )
+
+
+def plan_line(document: dict, out_dir: Path) -> str:
+    signature = document.get("signature")
+    signed = f"signed with key {signature['key_id']}" if signature else "unsigned"
+    return f"plan {document['plan_hash'][:16]}…: {document['counts']['devices']} devices, {signed}; wrote {out_dir}"
+
+
+def _state_counts(counts: dict) -> str:
+    totals: dict[str, int] = {}
+    for by_state in counts.values():
+        for name, n in by_state.items():
+            totals[name] = totals.get(name, 0) + n
+    return ", ".join(f"{name} {n}" for name, n in totals.items() if n) or "no devices"
+
+
+def run_line(counts: dict, status: str, run_dir: Path) -> str:
+    return f"run {run_dir}: {status}; {_state_counts(counts)}"
+
+
+def dry_run_line(frame, out_dir: Path) -> str:
+    states = ", ".join(f"{state} {n}" for state, n in frame["state"].value_counts().sort_index().items())
+    return f"dry run: {states or 'no devices'}; wrote {out_dir}"
+
+
+def status_line(state) -> str:
+    cause = f" — {state.cause}" if state.cause else ""
+    following = f"; next: {state.next_command}" if state.next_command else ""
+    return f"run {state.run_dir}: {state.state}{cause}; {_state_counts(state.counts)}{following}"
+
+
+def verify_line(verdict: dict, out_dir: Path) -> str:
+    planned = (
+        f"; planned devices at target {verdict['planned_at_target']} of {verdict['planned']}"
+        if "planned" in verdict
+        else ""
+    )
+    return f"verify: residual WRONG_NO {verdict['residual_wrong']} of {verdict['devices']}{planned}; wrote {out_dir}"
+
+
+def notify_line(summary: dict, out_dir: Path) -> str:
+    return (
+        f"notify: {len(summary['packs'])} packs, run {summary['run_status']}, "
+        f"{summary['devices_written']} devices written; wrote {out_dir}"
+    )
+
+
+def worklist_line(index: dict, out_dir: Path) -> str:
+    return f"worklist: {index['devices']} locked-out devices, {len(index['files'])} files; wrote {out_dir}"

@@ -78,12 +78,6 @@ class SlotStore:
         with self.lock:
             return dict(self.conn.execute("SELECT name, value FROM counters").fetchall())
 
-    def replay(self, key: str) -> tuple[str, int, str] | None:
-        with self.lock:
-            return self.conn.execute(
-                "SELECT body_sha256, status, response FROM idempotency WHERE key=?", (key,)
-            ).fetchone()
-
     def conditional_write(
         self, device_id: str, if_version: int, ds: str | None, ka: str | None, key: str, body_sha256: str, response_for
     ) -> tuple[int, str, bool]:

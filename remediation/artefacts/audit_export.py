@@ -12,6 +12,7 @@ import base64
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,17 +25,28 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from remediation import __version__, authority
-from remediation.apply.index import verified_ops
-from remediation.apply.runner import read_run
-from remediation.artefacts.detect_result import write_findings
+from remediation.artefacts.detect_result import FINDINGS, INPUT_ROWS, SUMMARY, write_findings
+from remediation.artefacts.plan_dir import APPROVALS, CERTIFICATE_BODIES, PLAN_CSV, PLAN_JSON, PLAN_PARQUET, PlanDir
+from remediation.artefacts.run_dir import JOURNAL, OUTCOMES_CSV, OUTCOMES_PARQUET, RunDir, RunRecord
 from remediation.errors import InputError, SafetyRefusal
 from remediation.evidence.hashing import sha256_file
 from remediation.evidence.journal import verify_journal
 from remediation.model import CATEGORIES
 from remediation.outputs import prepare_dir, write_csv, write_json, write_tables
 
+MANIFEST = "manifest.json"
+SIGNATURE = "manifest.sig"
 MANIFEST_SCHEMA = "remediation/audit-manifest/1"
-OUTCOME_COLUMNS = [
+
+# How the export learns a run's outcomes without knowing apply's internals (the caller wires in apply/index.py):
+# (run directory, plan rows, run.json's journal head) -> the verified journal's ops, one row per planned operation;
+# (journal file, plan rows) -> each operation's final state by replaying that journal.
+JournalOps = Callable[[Path, pd.DataFrame, dict | None], pd.DataFrame]
+JournalStates = Callable[[Path, pd.DataFrame], dict[str, str]]
+
+# The export's outcomes.csv: one row per device (the run's own outcomes.csv, apply/runner.py, has one per planned device);
+# a column keeps the name it has in the findings, the plan and the run (final_ds_fp, not a fourth name).
+EXPORT_OUTCOME_COLUMNS = [
     "finding_id",
     "device_id",
     "s1sp",
@@ -55,8 +67,8 @@ OUTCOME_COLUMNS = [
     "attempts",
     "prior_ds_fp",
     "prior_ka_fp",
-    "new_ds_fp",
-    "new_ka_fp",
+    "final_ds_fp",
+    "final_ka_fp",
     "last_error",
 ]
 
@@ -159,15 +171,14 @@ def _outcomes(findings: pd.DataFrame, plan_ops: pd.DataFrame) -> pd.DataFrame:
     out = findings.merge(plan_ops, how="left", on="device_id")
     planned = out["operation_id"].notna()
     out["final_state"] = out["state"].where(out["state"].notna(), "not_applied").where(planned, "not_planned")
-    out = out.rename(columns={"final_ds_fp": "new_ds_fp", "final_ka_fp": "new_ka_fp"})
-    return out.reindex(columns=OUTCOME_COLUMNS)
+    return out.reindex(columns=EXPORT_OUTCOME_COLUMNS)
 
 
 def _outcome_schema(findings: pa.Schema) -> pa.Schema:
     """Fixed column types, so every streamed chunk of outcomes matches (a chunk without planned devices would
     otherwise give all-null columns a null type)."""
     fields = []
-    for name in OUTCOME_COLUMNS:
+    for name in EXPORT_OUTCOME_COLUMNS:
         if name in findings.names:
             fields.append(findings.field(name))
         else:
@@ -197,16 +208,16 @@ class _Tally:
 def _outcome_tables(findings_path: Path, plan_ops: pd.DataFrame, tally: _Tally):
     findings = pq.read_schema(findings_path)
     schema = _outcome_schema(findings)
-    for table in _parquet_tables(findings_path, columns=[c for c in OUTCOME_COLUMNS if c in findings.names]):
+    for table in _parquet_tables(findings_path, columns=[c for c in EXPORT_OUTCOME_COLUMNS if c in findings.names]):
         outcomes = _outcomes(table.to_pandas(), plan_ops)
         tally.add(outcomes)
         yield pa.Table.from_pandas(outcomes, schema=schema, preserve_index=False)
 
 
-def audit_summary(tally: _Tally, run: dict, detect_summary: dict) -> dict:
+def audit_summary(tally: _Tally, run: RunRecord, detect_summary: dict) -> dict:
     return {
-        "plan_hash": run["plan_hash"],
-        "run_status": run.get("status"),
+        "plan_hash": run.plan_hash,
+        "run_status": run.status,
         "devices": tally.devices,
         "input_rows": tally.input_rows,
         "rows_read": detect_summary["rows_read"],
@@ -235,53 +246,59 @@ def _parquet_tables(path: Path, rows: int = 500_000, columns: list[str] | None =
 
 
 def export_audit(
-    run_dir: Path, out_dir: Path, signing_key_path: Path | None, exported_by: str, signer=None, extras=None
+    run_dir: Path,
+    out_dir: Path,
+    signing_key_path: Path | None,
+    exported_by: str,
+    signer=None,
+    extras=None,
+    *,
+    journal_ops: JournalOps,
 ) -> ExportResult:
     """`extras(out)`: writes further evidence (the notification packs) into subfolders of `out` before the
     manifest is made, so the signature covers it too; a dict it returns is added to summary.json."""
     run_dir = Path(run_dir)
-    run = read_run(run_dir)
-    plan_dir = Path(run["plan_dir"])
+    run = RunDir(run_dir).record()
+    plan_dir = Path(run.plan_dir)
+    plan = PlanDir(plan_dir)
     # The policy the plan was sealed under (unchanged since), and the exporter's key checked against it.
     policy, exporter = authority.export_authority(plan_dir, signer)
     key = signer.private_key if signer is not None else load_private_key(signing_key_path)
     out = prepare_dir(out_dir)
     if any(out.iterdir()):
         raise InputError("export directory is not empty; exports are never overwritten", file=str(out))
-    plan_rows = pd.read_parquet(plan_dir / "plan.parquet")
+    plan_rows = pd.read_parquet(plan.rows_path)
     # Outcomes come from the verified journal, cross-checked against the checkpoint index (an edited index refuses).
-    ops = verified_ops(run_dir, plan_rows, run.get("journal_head"), "export", require_end=True).frame()
+    ops = journal_ops(run_dir, plan_rows, run.journal_head)
     try:
         # Findings and outcomes are streamed in chunks (10 million devices nationally); the counts are added up
         # on the way and checked before anything is signed.
         tally = _Tally()
         write_tables(
-            out / "outcomes.parquet",
-            out / "outcomes.csv",
-            _outcome_tables(run_dir / "findings.parquet", _plan_ops(plan_rows, ops), tally),
+            out / OUTCOMES_PARQUET,
+            out / OUTCOMES_CSV,
+            _outcome_tables(run_dir / FINDINGS, _plan_ops(plan_rows, ops), tally),
         )
-        summary = audit_summary(tally, run, json.loads((run_dir / "summary.json").read_text()))
+        summary = audit_summary(tally, run, json.loads((run_dir / SUMMARY).read_text()))
         if summary["input_rows"] != summary["rows_read"]["extracts"]:
             raise SafetyRefusal(
                 f"refusing to export: {summary['input_rows']} input rows traced, {summary['rows_read']['extracts']} read"
             )
         # Re-encoded by the writer detect uses, so the exported findings.csv reads exactly like the run's own.
-        write_findings(out, _parquet_tables(run_dir / "findings.parquet"))
-        shutil.copy2(run_dir / "input_rows.parquet", out / "input_rows.parquet")
-        shutil.copy2(plan_dir / "plan.parquet", out / "plan.parquet")
-        write_csv(out / "plan.csv", plan_rows.drop(columns=["target_ds_cert", "target_ka_cert"]))
-        shutil.copy2(plan_dir / "plan.json", out / "plan.json")
-        approvals = plan_dir / "approvals.json"
-        write_json(
-            out / "approvals.json", json.loads(approvals.read_text()) if approvals.exists() else {"approvals": []}
-        )
-        shutil.copy2(run_dir / "journal.jsonl", out / "journal.jsonl")
+        write_findings(out, _parquet_tables(run_dir / FINDINGS))
+        shutil.copy2(run_dir / INPUT_ROWS, out / INPUT_ROWS)
+        shutil.copy2(plan.rows_path, out / PLAN_PARQUET)
+        write_csv(out / PLAN_CSV, plan_rows.drop(columns=CERTIFICATE_BODIES))
+        shutil.copy2(plan.document_path, out / PLAN_JSON)
+        approvals = plan.approvals_path
+        write_json(out / APPROVALS, json.loads(approvals.read_text()) if approvals.exists() else {"approvals": []})
+        shutil.copy2(RunDir(run_dir).journal, out / JOURNAL)
         if policy is not None:
             shutil.copy2(policy.path, out / authority.EXPORTED_POLICY)
-        summary["governance"] = json.loads((plan_dir / "plan.json").read_text()).get("governance")
+        summary["governance"] = json.loads(plan.document_path.read_text()).get("governance")
         if extras is not None:
             summary.update(extras(out) or {})
-        write_json(out / "summary.json", summary)
+        write_json(out / SUMMARY, summary)
     except BaseException:
         for path in out.iterdir():  # the directory was empty: an unsigned half export is worth nothing
             if path.is_file():
@@ -296,7 +313,7 @@ def export_audit(
         "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "exported_by": exported_by,
         "run_dir": str(run_dir.resolve()),
-        "plan_hash": run["plan_hash"],
+        "plan_hash": run.plan_hash,
         "algorithm": _algorithm(key),
         "public_key_sha256": key_id(key.public_key()),
         **authority.manifest_fields(policy, exporter, signer),
@@ -305,31 +322,35 @@ def export_audit(
         ],
     }
     data = (json.dumps(manifest, indent=2) + "\n").encode()
-    (out / "manifest.json").write_bytes(data)
-    (out / "manifest.sig").write_text(base64.b64encode(_sign(key, data)).decode() + "\n")
+    (out / MANIFEST).write_bytes(data)
+    (out / SIGNATURE).write_text(base64.b64encode(_sign(key, data)).decode() + "\n")
     return ExportResult(out, manifest)
 
 
 def _files(directory: Path) -> list[str]:
     """Every file under the export, as POSIX paths relative to it (packs sit in subfolders), manifest excluded."""
     names = (p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file())
-    return sorted(n for n in names if n not in ("manifest.json", "manifest.sig"))
+    return sorted(n for n in names if n not in (MANIFEST, SIGNATURE))
 
 
 # ------------------------------------------------------------------------------------------------ verify
 
 
 def verify_export(
-    directory: Path, public_key_path: Path | None = None, expect_policy_sha256: str | None = None
+    directory: Path,
+    public_key_path: Path | None = None,
+    expect_policy_sha256: str | None = None,
+    *,
+    journal_states: JournalStates,
 ) -> dict:
     """Raise AuditFailure naming the first problem; return the manifest when everything holds.
 
     An export that carries a trust policy is checked against the auditor's expected policy hash, its manifest
     against the exporter's key in that policy (or --pubkey), and every plan, approval and run signature inside."""
     directory = Path(directory)
-    manifest_path, sig_path = directory / "manifest.json", directory / "manifest.sig"
+    manifest_path, sig_path = directory / MANIFEST, directory / SIGNATURE
     if not manifest_path.exists() or not sig_path.exists():
-        raise AuditFailure(f"{directory}: manifest.json or manifest.sig is missing")
+        raise AuditFailure(f"{directory}: {MANIFEST} or {SIGNATURE} is missing")
     data = manifest_path.read_bytes()
     policy = authority.exported_policy(directory, expect_policy_sha256)
     if public_key_path is not None:
@@ -348,10 +369,10 @@ def verify_export(
         ) from None
     manifest = json.loads(data)
     listed = {f["name"]: f for f in manifest["files"]}
-    if "journal.jsonl" in listed and (directory / "journal.jsonl").exists():
-        ok, why = verify_journal(directory / "journal.jsonl")
+    if JOURNAL in listed and (directory / JOURNAL).exists():
+        ok, why = verify_journal(directory / JOURNAL)
         if not ok:
-            raise AuditFailure(f"{directory / 'journal.jsonl'}: {why}")
+            raise AuditFailure(f"{directory / JOURNAL}: {why}")
     for name, entry in listed.items():
         path = directory / name
         if not path.exists():
@@ -361,43 +382,44 @@ def verify_export(
     extra = [name for name in _files(directory) if name not in listed]
     if extra:
         raise AuditFailure(f"{directory}: files not covered by the manifest: {', '.join(extra)}")
-    authority.verify_exported_authority(directory, policy)
+    if policy is not None:
+        authority.verify_exported_authority(
+            policy, directory / PLAN_JSON, directory / PLAN_PARQUET, directory / APPROVALS, directory / JOURNAL
+        )
     _check_reconciliation(directory)
-    if {"journal.jsonl", "plan.parquet", "outcomes.parquet"} <= set(listed):
-        _check_outcomes_against_journal(directory)
+    if {JOURNAL, PLAN_PARQUET, OUTCOMES_PARQUET} <= set(listed):
+        _check_outcomes_against_journal(directory, journal_states)
     return manifest
 
 
-def _check_outcomes_against_journal(directory: Path) -> None:
+def _check_outcomes_against_journal(directory: Path, journal_states: JournalStates) -> None:
     """Every planned device's exported final state must be the one its journal entries lead to."""
-    from remediation.apply.index import replay
-
     try:
-        journal = replay(directory / "journal.jsonl", pd.read_parquet(directory / "plan.parquet"))
+        states = journal_states(directory / JOURNAL, pd.read_parquet(directory / PLAN_PARQUET))
     except SafetyRefusal as exc:
         raise AuditFailure(str(exc)) from None
-    outcomes = pd.read_parquet(directory / "outcomes.parquet", columns=["device_id", "operation_id", "final_state"])
+    outcomes = pd.read_parquet(directory / OUTCOMES_PARQUET, columns=["device_id", "operation_id", "final_state"])
     planned = outcomes[outcomes["operation_id"].notna()]
     for device, op, state in zip(planned["device_id"], planned["operation_id"], planned["final_state"]):
-        expected = journal.ops[op]["state"] if op in journal.ops else None
+        expected = states.get(op)
         if state != expected:
             raise AuditFailure(
-                f"{directory / 'outcomes.parquet'}: device {device} is {state!r}, its journal entries say {expected!r}"
+                f"{directory / OUTCOMES_PARQUET}: device {device} is {state!r}, its journal entries say {expected!r}"
             )
 
 
 def _check_reconciliation(directory: Path) -> None:
-    summary = json.loads((directory / "summary.json").read_text())
+    summary = json.loads((directory / SUMMARY).read_text())
     # Only the columns the counts need: a national export holds 10 million devices.
-    outcomes = pd.read_parquet(directory / "outcomes.parquet", columns=["rows", "final_state"])
-    findings = pd.read_parquet(directory / "findings.parquet", columns=["category"])
+    outcomes = pd.read_parquet(directory / OUTCOMES_PARQUET, columns=["rows", "final_state"])
+    findings = pd.read_parquet(directory / FINDINGS, columns=["category"])
     checks = [
         ("devices", summary["devices"], len(outcomes)),
         ("input_rows", summary["input_rows"], int(outcomes["rows"].sum())),
         (
             "input_rows.parquet rows",
             summary["rows_read"]["extracts"],
-            int(pd.read_parquet(directory / "input_rows.parquet", columns=["n_rows"])["n_rows"].sum()),
+            int(pd.read_parquet(directory / INPUT_ROWS, columns=["n_rows"])["n_rows"].sum()),
         ),
         (
             "devices_by_final_state",
@@ -419,4 +441,4 @@ def _check_reconciliation(directory: Path) -> None:
     ]
     for name, claimed, actual in checks:
         if claimed != actual:
-            raise AuditFailure(f"{directory / 'summary.json'}: {name} says {claimed}, the exports say {actual}")
+            raise AuditFailure(f"{directory / SUMMARY}: {name} says {claimed}, the exports say {actual}")
