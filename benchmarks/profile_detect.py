@@ -17,9 +17,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from remediation import pipeline  # noqa: E402
+from remediation import detection, pipeline  # noqa: E402
 from remediation.artefacts import detect_result  # noqa: E402
-from remediation.ingest import extracts  # noqa: E402
+from remediation.ingest import case, extracts  # noqa: E402
 
 ROWS: list[tuple] = []
 _last = [time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)]
@@ -56,9 +56,9 @@ def staged(module, name: str, label) -> None:
 
 def main(case_path: str, out_dir: str) -> None:
     staged(extracts, "read_extract", lambda a: f"read {a[0].s1sp} ({a[0].dialect.format}), check, intern")
-    staged(pipeline, "read_rdp", "read RDP")
-    staged(pipeline, "find_wrong_devices", "classify (find_wrong_devices)")
-    staged(pipeline, "detect_summary", "summary")
+    staged(case, "read_rdp", "read RDP")
+    staged(detection, "find_wrong_devices", "classify (find_wrong_devices)")
+    staged(detection, "detect_summary", "summary")
     staged(detect_result, "write_findings", "write findings.parquet + findings.csv")
     shutil.rmtree(out_dir, ignore_errors=True)
     pipeline.run_detect(case_path, out_dir)
