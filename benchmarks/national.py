@@ -351,7 +351,7 @@ def main(argv=None) -> None:
     parser.add_argument("--keep", action="store_true", help="keep generated cases other than 10M (default: delete)")
     parser.add_argument("--limited-sizes", default="10", help="sizes that also run DuckDB under memory_limit")
     parser.add_argument("--report-only", action="store_true", help="print the table from bench_data/national-*.json")
-    parser.add_argument("--no-lock", action="store_true", help="do not take /tmp/fullsuite.lock around the pairs")
+    parser.add_argument("--lock-sizes", default="10,15", help="sizes whose pairs run under /tmp/fullsuite.lock")
     parser.add_argument("--helper", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.helper:
@@ -366,6 +366,7 @@ def main(argv=None) -> None:
         return
     results = {}
     limited_sizes = {f"{float(s):g}" for s in args.limited_sizes.split(",") if s}
+    lock_sizes = {f"{float(s):g}" for s in args.lock_sizes.split(",") if s}
     for size in [float(s) for s in args.sizes.split(",")]:
         devices = int(size * 1_000_000)
         size = f"{size:g}"
@@ -374,8 +375,8 @@ def main(argv=None) -> None:
             continue
         data = ensure_case(devices)
         expected = json.loads((data / "expected.json").read_text())
-        log(f"{size}M: detect vs DuckDB, {args.pairs} pairs")
-        pairs = detect_vs_duckdb(data, args.pairs, expected, lock=not args.no_lock, limited_run=size in limited_sizes)
+        log(f"{size}M: detect vs DuckDB, {args.pairs} pairs{' (under the suite lock)' if size in lock_sizes else ''}")
+        pairs = detect_vs_duckdb(data, args.pairs, expected, lock=size in lock_sizes, limited_run=size in limited_sizes)
         log(f"{size}M: the other commands")
         others = commands_at_scale(data, devices)
         results[size] = {"pairs": pairs, "others": others, "expected": expected}
