@@ -579,7 +579,8 @@ def find_wrong_devices(
     reg = _registration(devices, registrations, as_of, policy, dev_fuel)
     # Handed over too, and emptied here: the caller's own reference would otherwise keep every RDP row (a quarter of
     # a gigabyte at national scale) alive through the rest of detection.
-    registrations.drop(columns=list(registrations.columns), inplace=True)
+    for column in list(registrations.columns):
+        del registrations[column]
     del registrations
     devices.pop("n_rows")
 
