@@ -408,7 +408,9 @@ def print_table(results: dict) -> None:
             )
         lim = p["limited"]
         if lim and "error" in lim:
-            print(f"| {size}M | DuckDB reference, memory_limit {p['limit']} (detect's peak) | failed: {lim['error']} | | | |")
+            print(
+                f"| {size}M | DuckDB reference, memory_limit {p['limit']} (detect's peak) | failed: {lim['error']} | | | |"
+            )
         elif lim:
             print(
                 f"| {size}M | DuckDB reference, memory_limit {p['limit']} (detect's peak) | {lim['wall']:.1f} | {lim['user']:.1f} | {lim['sys']:.1f} | {lim['rss']:.2f} |"
