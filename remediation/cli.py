@@ -982,12 +982,32 @@ def audit_verify(directory: Path, expect_policy_sha256: str | None, pubkey: Path
 def rollback(run_dir: Path, out_dir: Path, devices: tuple[str, ...], planner: str, key: Path | None) -> None:
     """Plan the restoration of the prior certificates recorded by a run, signed with a planner's key (then approve and apply it like any plan)."""
     result = pipeline.run_rollback(run_dir, out_dir, planner=planner, devices=list(devices) or None, key=key)
+    rollback_of = result.document["rollback_of"]
+    possibly, ended = rollback_of.get("possibly_written", 0), rollback_of.get("run_ended", True)
+
+    def render(console: Console) -> None:
+        terminal.print_plan(result.document, result.directory, console)
+        if not ended:
+            console.print(
+                "[yellow]the run ended without a finish or interruption record[/] (killed, or a power cut): a device "
+                "whose journal lines were lost is not in this rollback; `remediation resume` the run first to find "
+                "such devices (at_target_on_resume), then make the rollback again",
+                soft_wrap=True,
+            )
+        if possibly:
+            console.print(
+                f"[yellow]{possibly} of these device(s) were possibly written[/] (a PUT sent but not confirmed, or "
+                "found at target on resume): category ROLLBACK_POSSIBLY_WRITTEN in plan.csv; one that was not "
+                "written is recorded noop when the rollback runs",
+                soft_wrap=True,
+            )
+
     _output().written(result.directory)
     _finish(
-        {},
+        {"possibly_written": possibly, "run_ended": ended},
         0,
         terminal.plan_line(result.document, result.directory),
-        lambda console: terminal.print_plan(result.document, result.directory, console),
+        render,
     )
 
 

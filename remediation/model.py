@@ -97,9 +97,13 @@ FINDING_COLUMNS: tuple[str, ...] = (
 # checkpoint index, status and the reports all speak these.
 PENDING, READING, WRITING, CONFIRMING = "pending", "reading", "writing", "confirming"
 DONE, NOOP, DRIFTED, FAILED = "done", "noop", "drifted", "failed"
+# Found at target when a run is resumed, with no write by this run in the journal: an earlier process of the run may
+# have written it (its journal lines lost to a power cut, or cut by someone), so it is not `noop` ("not written by
+# this run"): it is counted apart, and rollback offers it as possibly written.
+AT_TARGET_ON_RESUME = "at_target_on_resume"
 IN_FLIGHT = (READING, WRITING, CONFIRMING)
 OPEN_STATES = (PENDING, *IN_FLIGHT)
-FINAL_STATES = (DONE, NOOP, DRIFTED, FAILED)
+FINAL_STATES = (DONE, NOOP, AT_TARGET_ON_RESUME, DRIFTED, FAILED)
 STATES = (*OPEN_STATES, *FINAL_STATES)
 
 # S1SP requests apply makes per planned device: read, conditional write, read back (estimates and costs use it).

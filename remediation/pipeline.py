@@ -35,6 +35,7 @@ from remediation.ingest.pki import load_org_cas, load_orl
 from remediation.ingest.registry import load_registry
 from remediation.outputs import prepare_dir, write_json, write_parquet, write_text
 from remediation.plan import (
+    ROLLBACK_POSSIBLY_WRITTEN,
     build_plan,
     build_rollback_plan,
     plan_counts,
@@ -311,11 +312,13 @@ def run_status(run_dir: str | Path):
     return run_state(run_dir)
 
 
-def run_ops_from_journal(run_dir: Path, plan_rows: pd.DataFrame, what: str) -> pd.DataFrame:
-    """Every planned op's state replayed from the run's verified journal; an edited index is a refusal (exit 3)."""
-    from remediation.apply.index import verified_ops
+def run_ops_from_journal(run_dir: Path, plan, what: str):
+    """The run's verified journal replayed (its operator-signed records and head included): every planned op's state
+    (`.frame()`) and its last run event; an edited index is a refusal (exit 3)."""
+    from remediation.apply.index import run_policy, verified_ops
 
-    return verified_ops(run_dir, plan_rows, read_run(run_dir).journal_head, what).frame()
+    run = read_run(run_dir)
+    return verified_ops(run_dir, plan.rows, run.journal_head, what, policy=run_policy(plan), run=run)
 
 
 def run_verify(
@@ -384,12 +387,15 @@ def run_audit_export(
     )
 
 
-def _ended_run_ops(run_dir: Path, plan_rows: pd.DataFrame, recorded_head: dict | None) -> pd.DataFrame:
-    """What an export may sign: the ops of a run that is not running, replayed from its verified journal, which ends
-    with a finish or interruption record, cross-checked against the checkpoint index (an edited index refuses)."""
+def _ended_run_ops(run_dir: Path, plan_rows: pd.DataFrame, run, policy) -> pd.DataFrame:
+    """What an export may sign: the ops of a run that is not running, replayed from its verified journal (operator-
+    signed records and head checked under `policy`), which ends with a finish or interruption record, cross-checked
+    against the checkpoint index (an edited index refuses)."""
     from remediation.apply.index import verified_ops
 
-    return verified_ops(run_dir, plan_rows, recorded_head, "export", require_end=True).frame()
+    return verified_ops(
+        run_dir, plan_rows, run.journal_head, "export", require_end=True, policy=policy, run=run
+    ).frame()
 
 
 def _journal_states(journal: Path, plan_rows: pd.DataFrame) -> dict[str, str]:
@@ -415,10 +421,12 @@ def run_rollback(
     original = load_plan(read_run(run_dir).plan_dir)
     # Signed by a planner under the original plan's (still unchanged) trust policy.
     signing = authority.rollback_signing(original, key)
-    ops = run_ops_from_journal(
-        run_dir, original.rows, "plan a rollback"
-    )  # the journal, not the index, says what was written
-    rows = build_rollback_plan(original.rows, ops, devices)
+    replayed = run_ops_from_journal(run_dir, original, "plan a rollback")  # the journal, not the index, says it
+    ops = replayed.frame()
+    # A run that ended without a finish or interruption record (killed, power cut) may have written devices whose
+    # journal lines were lost: they are not in this rollback; a resume finds them (at_target_on_resume).
+    ended = (replayed.last_run_event or {}).get("event") in ("run_finished", "run_interrupted")
+    rows = build_rollback_plan(original.rows, ops, devices, _plan_certificates(original.directory))
     if rows.empty:
         raise InputError("no device written by this run to roll back", file=str(run_dir))
     out = PlanDir.new(out_dir).directory
@@ -437,7 +445,14 @@ def run_rollback(
     ]
     document = PlanDocument(
         kind="rollback",
-        rollback_of={"run_dir": str(run_dir.resolve()), "plan_hash": original.plan_hash},
+        rollback_of={
+            "run_dir": str(run_dir.resolve()),
+            "plan_hash": original.plan_hash,
+            # Devices whose write may have committed unseen (protocol error after a PUT, left writing or
+            # confirming, at target on resume): offered too, marked ROLLBACK_POSSIBLY_WRITTEN in plan.parquet.
+            "possibly_written": int((rows["category"] == ROLLBACK_POSSIBLY_WRITTEN).sum()),
+            "run_ended": ended,
+        },
         case=original.document["case"],
         as_of=original.document["as_of"],
         planned_by=planner,
@@ -456,6 +471,17 @@ def run_rollback(
     document = authority.sign_sealed_plan(document, signing)
     PlanDir(out).write_document(document)
     return PlanResult(out, document, rows, None)
+
+
+def _plan_certificates(plan_dir: Path) -> dict[str, str]:
+    """fingerprint -> base64 DER of every certificate the plan's case saw (what a rollback may have to restore)."""
+    from remediation.outcomes.references import CERTIFICATES_FILE
+
+    path = Path(plan_dir) / CERTIFICATES_FILE
+    if not path.exists():
+        return {}
+    table = pd.read_parquet(path, columns=["fingerprint", "der_b64"])
+    return dict(zip(table["fingerprint"], table["der_b64"]))
 
 
 # ------------------------------------------------------------------------------------------------ outcomes (issue 12)

@@ -228,12 +228,49 @@ class LoadedPlan:
 # ------------------------------------------------------------------------------------------------ rollback
 
 
-def build_rollback_plan(plan_rows: pd.DataFrame, ops: pd.DataFrame, devices: list[str] | None = None) -> pd.DataFrame:
-    """A plan restoring the certificates recorded before apply wrote, for devices it wrote (state done).
+ROLLBACK_WRITTEN, ROLLBACK_POSSIBLY_WRITTEN = "ROLLBACK", "ROLLBACK_POSSIBLY_WRITTEN"  # a rollback row's category
+# States in which a device's write may have committed although the run did not see it confirmed: a PUT was sent
+# (attempts > 0) and then the reply was not believed (protocol error), the run stopped (writing, confirming), or the
+# device was found at target on resume with no write on record (an earlier process may have written it).
+POSSIBLY_WRITTEN_STATES = ("failed", "writing", "confirming")
 
-    The precondition is the certificates apply wrote; the targets are the recorded prior ones. Restoring prior
-    content on purpose puts back another NO's certificates: the plan needs the same approval as any other."""
-    done = ops[ops["state"] == "done"]
+
+def rollback_candidates(ops: pd.DataFrame) -> pd.DataFrame:
+    """The run's devices a rollback must offer, with `written`: "written" (done) or "possibly written (...)" for each
+    device whose write may have committed. A possibly written device that was in fact not written is already at its
+    rollback target when the rollback runs, so it is recorded as noop there and nothing is sent."""
+    attempts = pd.to_numeric(ops["attempts"], errors="coerce").fillna(0)
+    done = ops["state"] == "done"
+    at_target = ops["state"] == "at_target_on_resume"
+    put_sent = ops["state"].isin(POSSIBLY_WRITTEN_STATES) & (attempts > 0)
+    out = ops[done | at_target | put_sent].copy()
+    error = out["last_error"].astype(object).where(out["last_error"].notna() & (out["last_error"] != ""), None)
+    why = (
+        "possibly written ("
+        + out["state"].astype(str)
+        + " after a PUT was sent"
+        + error.map(lambda e: f": {str(e)[:120]}" if e else "").astype(str)
+        + ")"
+    )
+    why = why.where(out["state"] != "at_target_on_resume", "possibly written (at target on resume, no write on record)")
+    out["written"] = why.where(out["state"] != "done", "written")
+    return out
+
+
+def build_rollback_plan(
+    plan_rows: pd.DataFrame,
+    ops: pd.DataFrame,
+    devices: list[str] | None = None,
+    certificates: dict[str, str] | None = None,
+) -> pd.DataFrame:
+    """A plan restoring what the slots held before the run, for every device it wrote or may have written
+    (`rollback_candidates`); the `category` says which: ROLLBACK (written) or ROLLBACK_POSSIBLY_WRITTEN.
+
+    The precondition is the certificates apply wrote; the targets are what the plan expected to find (the prior
+    certificates recorded at the first read, or, where that read found the device already at target, the plan's
+    expected certificates from `certificates`: fingerprint -> base64 DER). Restoring prior content on purpose puts
+    back another NO's certificates: the plan needs the same approval as any other."""
+    done = rollback_candidates(ops)
     if devices:
         unknown = sorted(set(devices) - set(ops["device_id"]))
         if unknown:
@@ -246,13 +283,9 @@ def build_rollback_plan(plan_rows: pd.DataFrame, ops: pd.DataFrame, devices: lis
                 f"not written by this run (nothing to roll back): {', '.join(not_done[:5])}", field="--device"
             )
         done = done[done["device_id"].isin(devices)]
-    if done["prior_ds_fp"].isna().any():
-        raise InputError("some written devices have no recorded prior certificates")
     base = plan_rows.drop(
         columns=[
             "operation_id",
-            "expected_ds_fingerprint",
-            "expected_ka_fingerprint",
             "target_ds_fingerprint",
             "target_ka_fingerprint",
             "target_ds_cert",
@@ -260,17 +293,39 @@ def build_rollback_plan(plan_rows: pd.DataFrame, ops: pd.DataFrame, devices: lis
         ]
     )
     rows = done[
-        ["device_id", "target_ds_fp", "target_ka_fp", "prior_ds_fp", "prior_ka_fp", "prior_ds_cert", "prior_ka_cert"]
+        [
+            "device_id",
+            "written",
+            "target_ds_fp",
+            "target_ka_fp",
+            "prior_ds_fp",
+            "prior_ka_fp",
+            "prior_ds_cert",
+            "prior_ka_cert",
+        ]
     ].merge(base, on="device_id")
-    rows = rows.rename(
+    for slot in ("ds", "ka"):
+        expected = rows[f"expected_{slot}_fingerprint"].astype(object).fillna("")
+        recorded = rows[f"prior_{slot}_fp"].astype(object).fillna("") == expected
+        looked_up = expected.map(lambda fp: "" if not fp else (certificates or {}).get(fp))
+        cert = rows[f"prior_{slot}_cert"].astype(object).where(recorded & rows[f"prior_{slot}_fp"].notna(), looked_up)
+        cert = cert.where(expected != "", "")  # an empty slot is restored empty
+        missing = cert.isna()
+        if missing.any():
+            raise InputError(
+                f"device {rows.loc[missing, 'device_id'].iloc[0]}: no certificate with the plan's expected "
+                f"{slot.upper()} fingerprint {expected[missing].iloc[0][:16]}… to restore"
+            )
+        rows[f"restore_{slot}_fp"], rows[f"restore_{slot}_cert"] = expected, cert.fillna("")
+    rows = rows.drop(columns=["expected_ds_fingerprint", "expected_ka_fingerprint"]).rename(
         columns={
             "target_ds_fp": "expected_ds_fingerprint",
             "target_ka_fp": "expected_ka_fingerprint",
-            "prior_ds_fp": "target_ds_fingerprint",
-            "prior_ka_fp": "target_ka_fingerprint",
-            "prior_ds_cert": "target_ds_cert",
-            "prior_ka_cert": "target_ka_cert",
+            "restore_ds_fp": "target_ds_fingerprint",
+            "restore_ka_fp": "target_ka_fingerprint",
+            "restore_ds_cert": "target_ds_cert",
+            "restore_ka_cert": "target_ka_cert",
         }
     )
-    rows["category"] = "ROLLBACK"
+    rows["category"] = rows["written"].map(lambda w: ROLLBACK_WRITTEN if w == "written" else ROLLBACK_POSSIBLY_WRITTEN)
     return _finish_rows(rows)

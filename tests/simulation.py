@@ -43,9 +43,19 @@ def start_sim(db: Path, case_path: Path, s1sp: str = "MOC", faults: str = "", to
     return Sim(store, server)
 
 
-def planned_case(root: Path, wrong: int = 30, ok: int = 5, s1sp: str = "MOC") -> tuple[CaseFiles, Path, Path]:
-    """A case with `wrong` WRONG_NO devices and `ok` OK ones; planned by alice, approved by bob."""
-    case = CaseFiles(root)
+# The client's request rate in the test cases ([s1sp.CODE] rate_per_second). The product's default, 20 requests/s,
+# paces a real S1SP; against the simulator on 127.0.0.1 it made every apply in the suite wait on the rate limiter
+# (3 requests a device: 6.7 devices/s). Tests that interrupt a run part-way pass a lower rate, so the run they interrupt
+# is still going when they act.
+FAST = 1000.0
+
+
+def planned_case(
+    root: Path, wrong: int = 30, ok: int = 5, s1sp: str = "MOC", rate: float = FAST
+) -> tuple[CaseFiles, Path, Path]:
+    """A case with `wrong` WRONG_NO devices and `ok` OK ones; planned by alice, approved by bob. `rate`: the S1SP's
+    client-side request rate (requests/s), sealed in the plan like every [s1sp] setting."""
+    case = CaseFiles(root, s1sp_settings={s1sp: {"rate_per_second": rate}})
     for i in range(wrong + ok):
         m = mpan(14, 5000 + i)
         holder = "BBBB" if i < wrong else "AAAA"

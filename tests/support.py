@@ -87,9 +87,13 @@ def signer(name: str) -> Signer:
 
 @cache
 def _key_dir() -> Path:
+    import atexit
+    import shutil
     import tempfile
 
-    return Path(tempfile.mkdtemp(prefix="remediation-test-keys-"))
+    path = Path(tempfile.mkdtemp(prefix="remediation-test-keys-"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)  # private keys: not left behind in /tmp after the run
+    return path
 
 
 @cache

@@ -160,7 +160,11 @@ def test_dry_run_reports_and_writes_nothing(tmp_path):
 def test_dropped_after_commit_is_confirmed_by_reading_not_rewritten(world, tmp_path):
     _, _, plan_dir, sim = world
     sim.set_faults("drop=1.0,seed=3")  # every successful PUT loses its response
-    result = run_apply(plan_dir, tmp_path / "run", options(sim))
+    from remediation.apply.executor import RetryPolicy
+
+    # The default number of attempts (each replayed PUT is dropped too), with backoffs of milliseconds, not seconds.
+    brisk = RetryPolicy(attempts=RetryPolicy().attempts, initial=0.002, max_wait=0.01)
+    result = run_apply(plan_dir, tmp_path / "run", options(sim, retry=brisk))
     assert result.counts["MOC"]["done"] == 30
     counters = sim.store.counters()
     assert counters["put_committed"] == 30 and counters["dropped_after_commit"] >= 30 and counters["put_replayed"] > 0

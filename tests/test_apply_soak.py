@@ -18,6 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from remediation import pipeline
 from remediation.evidence.hashing import sha256_file
@@ -28,7 +29,7 @@ from tests.support import REPO, key_env, signer
 FAULTS = "latency=10ms,error=0.05,throttle=0.03,drop=0.02"  # 10% of requests fail or lose their answer
 
 
-def soak(root: Path, interruptions: int = 20, devices: int = 300, seed: int = 20261126) -> dict:
+def soak(root: Path, interruptions: int = 20, devices: int = 400, seed: int = 20261126) -> dict:
     rng = random.Random(seed)
     _, config, plan_dir = planned_case(root, wrong=devices, ok=5)
     sim = start_sim(root / "moc.sqlite", config, faults=f"{FAULTS},seed={seed % 1000}")
@@ -76,7 +77,7 @@ def soak(root: Path, interruptions: int = 20, devices: int = 300, seed: int = 20
                     and (journal.stat().st_size if journal.exists() else 0) <= before
                 ):
                     time.sleep(0.02)
-                time.sleep(rng.uniform(0.2, 1.0))
+                time.sleep(rng.uniform(0.15, 0.8))
             else:
                 time.sleep(rng.uniform(0.2, 0.8))
             if proc.poll() is not None:
@@ -108,6 +109,7 @@ def soak(root: Path, interruptions: int = 20, devices: int = 300, seed: int = 20
     }
 
 
+@pytest.mark.slow
 def test_soak_sigint_and_sigkill_alternating_with_faults(tmp_path):
     result = soak(tmp_path)
     stops, plan, run_dir = result["stops"], result["plan"], result["run_dir"]

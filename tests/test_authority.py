@@ -782,7 +782,7 @@ class _EchoingS1SP(BaseHTTPRequestHandler):
 def test_echoed_token_is_redacted_before_journal_checkpoints_and_exports(tmp_path):
     token = "tok-" + "7f3a9c" * 6
     server = ThreadingHTTPServer(("127.0.0.1", 0), _EchoingS1SP)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
     try:
         planned(tmp_path, moc=TOKEN_CASE)
         env = {**key_env("carol"), "MOC_TOKEN": token}
@@ -859,7 +859,7 @@ def test_a_reply_carrying_the_token_is_a_protocol_error_and_none_of_it_is_kept(t
     token = "SEKRIT-TOKEN-" + "abc123xyz" * 3
     handler = type("H", (_TokenInReply,), {"where": where})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
     try:
         planned(tmp_path, moc=TOKEN_CASE)
         env = {**key_env("carol"), "MOC_TOKEN": token}

@@ -146,9 +146,12 @@ def test_the_known_layering_debt_only_shrinks():
     assert not KNOWN_DEBT - found, f"fixed, so delete from KNOWN_DEBT: {sorted(KNOWN_DEBT - found)}"
 
 
-def test_the_rule_catches_an_upward_import(tmp_path):
+def test_the_rule_catches_an_upward_import(tmp_path, monkeypatch):
     """The check itself can fail: an import of apply from the evidence layer is caught."""
+    # The probe module goes into a copy of the package's layout under tmp_path, never into the package's source.
+    monkeypatch.setitem(globals(), "PACKAGE", tmp_path / "remediation")
     bad = PACKAGE / "evidence" / "_layer_probe.py"
+    bad.parent.mkdir(parents=True)
     bad.write_text("from remediation.apply.runner import read_run\n")
     try:
         found = _imports(bad)

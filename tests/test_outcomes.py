@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-from html import escape
+from html import unescape
 from pathlib import Path
 
 import pandas as pd
@@ -208,7 +208,8 @@ def test_worklist_is_exactly_the_locked_out_devices_not_corrected(world, tmp_pat
     ids = world["ids"]
     rows = [r for p in (tmp_path / "wl").glob("worklist-*.csv") for r in _read_csv(p)]
     expected = ids["drift"] + ids["empty"] + ids["swapped"] + ids["revoked"] + ids["manual"]
-    # not the expired (the S1SP does not enforce validity), the held impostor (investigated, not handed over), ok or corrected
+    # not the expired (the S1SP does not enforce validity), the held impostor (investigated, not handed over), ok or
+    # corrected
     assert sorted(r["device_id"] for r in rows) == sorted(expected)
     assert {r["remote_party_role"] for r in rows} == {"NetworkOperator"}
     by_id = {r["device_id"]: r for r in rows}
@@ -308,7 +309,8 @@ def test_cost_table_sums_and_governance_is_recorded(world):
     ioc = next(s for s in costs["by_s1sp"] if s["s1sp"] == "IOC")
     assert ioc["mode"] == "manual" and ioc["held_devices"] == 3 and ioc["apply_hours"] == 0
     assert document["governance"] == {"change_record": "CHG-1234", "decision": "MP107 R2 decision 7"}
-    # is the manual S1SP worth automating? 3 devices, one NO: by hand 3 × 20 + 100; through the API 3 × 2.5 + 100 + apply time
+    # is the manual S1SP worth automating? 3 devices, one NO: by hand 3 × 20 + 100; through the API
+    # 3 × 2.5 + 100 + apply time
     choice = {a["s1sp"]: a for a in costs["automate_or_manual"]}["IOC"]
     assert choice["devices"] == 3 and choice["manual_cost"] == 160.0
     assert choice["automation_pays_below_fixed_cost"] == pytest.approx(
@@ -360,7 +362,14 @@ def test_run_report_says_the_same_in_every_format(world, tmp_path):
     state = data["run_state"]
     assert state["status"] == "needs_attention" and state["started_at"] and state["finished_at"]
     assert state["applied_by"] == [f"carol (key {signer('carol').key_id})"]  # by name and key id
-    assert data["apply_outcome"]["MOC"] == {"done": 10, "noop": 0, "drifted": 1, "failed": 0, "open": 0}
+    assert data["apply_outcome"]["MOC"] == {
+        "done": 10,
+        "noop": 0,
+        "at_target_on_resume": 0,
+        "drifted": 1,
+        "failed": 0,
+        "open": 0,
+    }
     assert [r["device_id"] for r in data["problem_devices"]["shown"]] == world["ids"]["drift"]
     assert data["authority"]["planned_by"] == {"name": "alice", "key_id": signer("alice").key_id, "at": None}
     assert [(a["name"], a["key_id"]) for a in data["authority"]["approved_by"]] == [("bob", signer("bob").key_id)]
@@ -393,7 +402,7 @@ def test_run_report_says_the_same_in_every_format(world, tmp_path):
     assert impact == {(k, w): totals[w][k] for k in ("NO_DS", "NO_KA", "devices") for w in ("before", "after")}
     variable = {a["data-cost-bar"]: float(a["data-variable"]) for a in page.found if "data-variable" in a}
     assert variable == {**{s["s1sp"]: s["variable_cost"] for s in data["costs"]["by_s1sp"]}, "MOC shared": 0.0}
-    assert "| MOC | 10 | 0 | 1 | 0 | 0 |" in md
+    assert "| MOC | 10 | 0 | 0 | 1 | 0 | 0 |" in md
     assert "@media print" in html
 
 
@@ -418,9 +427,8 @@ def test_report_of_a_paused_run_says_paused_and_why(tmp_path):
     data = json.loads(_report(tmp_path / "run", "json", tmp_path / "r.json"))
     assert data["run_state"]["status"] == "paused" and data["run_state"]["paused"] == {"MOC": reason}
     html = _report(tmp_path / "run", "html", tmp_path / "r.html")
-    assert (
-        'data-status="paused"' in html and "MOC paused: " + escape(reason) in html
-    )  # the reason quotes the S1SP's reply
+    # the reason quotes the S1SP's reply (escaped: markupsafe writes a quote as &#34;, html.escape as &quot;)
+    assert 'data-status="paused"' in html and "<li>MOC paused: " + reason + "</li>" in unescape(html)
     md = _report(tmp_path / "run", "md", tmp_path / "r.md")
     assert "**Run status: paused**" in md and "MOC paused: canary wave had" in md
     assert data["problem_devices"]["by_state"] == {"failed": 5}
@@ -520,7 +528,12 @@ def test_report_of_an_interrupted_run_says_so(world, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(world["run"], run)
     journal = Journal(run / "journal.jsonl")
-    journal.append("run_resumed", plan_hash=json.loads((run / "run.json").read_text())["plan_hash"], run_by="dave")
+    journal.append(  # signed by an operator's key, as apply signs it (an unsigned one is refused as inserted)
+        "run_resumed",
+        plan_hash=json.loads((run / "run.json").read_text())["plan_hash"],
+        run_by="dave",
+        signer=signer("carol").sign,
+    )
     journal.close()
     data = json.loads(_report(run, "json", tmp_path / "r.json"))
     assert data["run_state"]["status"] == "interrupted" and data["run_state"]["finished_at"] is None
@@ -582,7 +595,12 @@ def test_notify_waits_for_a_run_in_progress(world, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(world["run"], run)
     journal = Journal(run / "journal.jsonl")
-    journal.append("run_resumed", plan_hash=json.loads((run / "run.json").read_text())["plan_hash"], run_by="dave")
+    journal.append(  # signed by an operator's key, as apply signs it (an unsigned one is refused as inserted)
+        "run_resumed",
+        plan_hash=json.loads((run / "run.json").read_text())["plan_hash"],
+        run_by="dave",
+        signer=signer("carol").sign,
+    )
     journal.close()
     lock = RunLock(run).acquire("dave")  # a live holder: this process
     try:

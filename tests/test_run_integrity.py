@@ -32,6 +32,9 @@ from tests.support import REPO, key_env, signer
 ENV = {**os.environ, **key_env("carol")}  # the operator's key signs each run record (issue 9)
 
 QUICK = RetryPolicy(attempts=2, initial=0.01, max_wait=0.02)
+# The client rate of a run a test interrupts part-way (33 devices/s at most): the run is still going, with a second or
+# more of work left, when the test acts on what it saw in the journal.
+INTERRUPTIBLE = 100.0
 
 
 def apply_command(plan_dir, run_dir, sim, *extra):
@@ -86,7 +89,7 @@ def _ts(entry: dict) -> float:
 
 
 def test_ctrl_c_stops_dispatching_journals_and_keeps_the_lock_until_the_process_ends(tmp_path):
-    _, config, plan_dir = planned_case(tmp_path, wrong=120, ok=0)
+    _, config, plan_dir = planned_case(tmp_path, wrong=120, ok=0, rate=INTERRUPTIBLE)
     sim = start_sim(tmp_path / "moc.sqlite", config, faults="latency=10ms")
     run_dir = tmp_path / "run"
     try:
@@ -158,7 +161,7 @@ def test_ctrl_c_stops_dispatching_journals_and_keeps_the_lock_until_the_process_
 
 
 def test_second_ctrl_c_exits_at_once_and_resume_writes_each_device_once(tmp_path):
-    _, config, plan_dir = planned_case(tmp_path, wrong=60, ok=0)
+    _, config, plan_dir = planned_case(tmp_path, wrong=60, ok=0, rate=INTERRUPTIBLE)
     sim = start_sim(tmp_path / "moc.sqlite", config, faults="latency=10ms")
     run_dir = tmp_path / "run"
     try:
@@ -193,7 +196,7 @@ def test_second_ctrl_c_exits_at_once_and_resume_writes_each_device_once(tmp_path
 
 
 def test_sigterm_is_an_orderly_stop_too(tmp_path):
-    _, config, plan_dir = planned_case(tmp_path, wrong=60, ok=0)
+    _, config, plan_dir = planned_case(tmp_path, wrong=60, ok=0, rate=INTERRUPTIBLE)
     sim = start_sim(tmp_path / "moc.sqlite", config, faults="latency=10ms")
     run_dir = tmp_path / "run"
     try:
@@ -234,7 +237,7 @@ def _garble(db):
 
 @pytest.mark.parametrize("damage", [_delete, _empty, _garble], ids=["deleted", "emptied", "corrupted"])
 def test_checkpoint_index_damaged_mid_run_never_turns_a_written_device_into_noop(tmp_path, damage):
-    _, config, plan_dir = planned_case(tmp_path, wrong=80, ok=0)
+    _, config, plan_dir = planned_case(tmp_path, wrong=80, ok=0, rate=INTERRUPTIBLE)
     sim = start_sim(tmp_path / "moc.sqlite", config, faults="latency=15ms")
     run_dir = tmp_path / "run"
     try:
@@ -268,7 +271,7 @@ def test_checkpoint_index_damaged_mid_run_never_turns_a_written_device_into_noop
 
 
 def test_journal_cut_while_the_run_writes_it_is_refused_then_and_after(tmp_path):
-    _, config, plan_dir = planned_case(tmp_path, wrong=50, ok=0)
+    _, config, plan_dir = planned_case(tmp_path, wrong=50, ok=0, rate=INTERRUPTIBLE)
     sim = start_sim(tmp_path / "moc.sqlite", config, faults="latency=15ms")
     run_dir = tmp_path / "run"
     try:
@@ -472,7 +475,7 @@ def test_a_reply_that_is_not_about_the_device_asked_for_is_a_protocol_error(tmp_
 
 
 def test_two_run_directories_for_one_plan_at_once_one_is_refused(tmp_path):
-    _, config, plan_dir = planned_case(tmp_path, wrong=60, ok=0)
+    _, config, plan_dir = planned_case(tmp_path, wrong=60, ok=0, rate=40)
     sim = start_sim(tmp_path / "moc.sqlite", config, faults="latency=50ms")  # a run long enough that the two overlap
     try:
         procs = [

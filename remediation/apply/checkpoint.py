@@ -21,6 +21,7 @@ import pandas as pd
 
 from remediation.evidence.journal import Journal
 from remediation.model import (  # noqa: F401 - the states are re-exported for apply's modules
+    AT_TARGET_ON_RESUME,
     CONFIRMING,
     DONE,
     DRIFTED,

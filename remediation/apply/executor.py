@@ -19,16 +19,72 @@ from dataclasses import dataclass
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-from remediation.apply.checkpoint import CONFIRMING, DONE, DRIFTED, FAILED, NOOP, PENDING, READING, WRITING
-from remediation.apply.gateway import Gateway, GatewayError, KeyConflict, SlotState, TransientError, VersionMoved
+from remediation.apply.checkpoint import (
+    AT_TARGET_ON_RESUME,
+    CONFIRMING,
+    DONE,
+    DRIFTED,
+    FAILED,
+    NOOP,
+    PENDING,
+    READING,
+    WRITING,
+)
+from remediation.apply.gateway import (
+    ConnectionFailed,
+    Gateway,
+    GatewayError,
+    KeyConflict,
+    SlotState,
+    TransientError,
+    VersionMoved,
+)
 from remediation.apply.pacing import RateLimiter, WavePolicy
 
 MAX_CYCLES = 4  # read/decide/write rounds per device in one run before it is failed
 INTERRUPTED, SKIPPED = "interrupted", "skipped"  # not states: the op keeps its last checkpointed state
+UNREACHABLE = "unreachable"  # not a state either: the S1SP's circuit breaker is open, the device was left as it was
+BREAKER_THRESHOLD = 8  # consecutive connection-level failures (any devices) that open an S1SP's circuit breaker
 
 
 class Interrupted(Exception):
     """The operator asked the run to stop: no new request is sent; the device keeps its last checkpointed state."""
+
+
+class Unreachable(GatewayError):
+    """The S1SP's circuit breaker is open: not dialled again in this run (nothing was sent)."""
+
+
+class CircuitBreaker:
+    """Per S1SP: after `threshold` connection-level failures in a row (refused, unreachable, connect timeout; no reply
+    of any kind in between) the S1SP is taken as down for the rest of this run, so its remaining devices are not
+    dialled (each would retry with backoff: minutes of waiting against a dead endpoint). Any reply closes the count."""
+
+    def __init__(self, threshold: int = BREAKER_THRESHOLD):
+        self.threshold, self.lock = threshold, threading.Lock()
+        self.failures, self.cause = 0, None
+
+    @property
+    def open(self) -> bool:
+        return self.cause is not None
+
+    def failed(self, exc: ConnectionFailed, device_id: str) -> None:
+        with self.lock:
+            self.failures += 1
+            if self.failures >= self.threshold and self.cause is None:
+                # The cause without the device it happened to name, so every device left undialled shares it.
+                self.cause = str(exc).replace(f" {device_id}:", ":").replace(device_id, "<device>")
+
+    def answered(self) -> None:
+        with self.lock:
+            if self.cause is None:
+                self.failures = 0
+
+    def refusal(self, device_id: str) -> Unreachable:
+        return Unreachable(
+            f"{device_id}: S1SP unreachable ({self.threshold} connection failures in a row, the last: {self.cause}); "
+            "not dialled again in this run"
+        )
 
 
 def fingerprint(cert_b64: str | None) -> str:
@@ -89,7 +145,11 @@ class DeviceExecutor:
         retry: RetryPolicy = RetryPolicy(),
         dry_run: bool = False,
         stop: threading.Event | None = None,
+        resumed: bool = False,
     ):
+        """`resumed`: the run's journal already had entries when this process started (a resume). A device found
+        at target then, with no write of this run on record, is `at_target_on_resume`, never `noop`: an earlier
+        process may have written it and lost (or had removed) the journal lines that say so."""
         self.gateway, self.checkpoints, self.targets, self.limiter, self.dry_run = (
             gateway,
             checkpoints,
@@ -98,6 +158,8 @@ class DeviceExecutor:
             dry_run,
         )
         self.stop = stop or threading.Event()
+        self.resumed = resumed
+        self.breaker = CircuitBreaker()
         self.retrying = Retrying(
             retry=retry_if_exception(lambda e: isinstance(e, TransientError)),
             stop=stop_after_attempt(retry.attempts),
@@ -107,24 +169,39 @@ class DeviceExecutor:
             reraise=True,
         )
 
-    def _request(self):
-        """Every request starts here: after a stop nothing new goes to the S1SP (one already sent is answered or times out)."""
+    def _request(self, device_id: str):
+        """Every request starts here: after a stop nothing new goes to the S1SP (one already sent is answered or times
+        out), nor once its circuit breaker is open."""
         if self.stop.is_set():
             raise Interrupted()
+        if self.breaker.open:
+            raise self.breaker.refusal(device_id)
         self.limiter.acquire()
         if self.stop.is_set():
             raise Interrupted()
 
-    def _read(self, op: dict) -> SlotState:
-        def call():
-            self._request()
-            return self.gateway.read(op["device_id"])
+    def _send(self, device_id: str, call):
+        """One request through the breaker: a connection failure counts towards opening it, any reply resets it."""
+        self._request(device_id)
+        try:
+            result = call()
+        except ConnectionFailed as exc:
+            self.breaker.failed(exc, device_id)
+            raise
+        except GatewayError as exc:
+            if exc.status is not None:
+                self.breaker.answered()
+            raise
+        self.breaker.answered()
+        return result
 
-        return self.retrying(call)
+    def _read(self, op: dict) -> SlotState:
+        return self.retrying(self._send, op["device_id"], lambda: self.gateway.read(op["device_id"]))
 
     def _put(self, op: dict, version: int, ds: str | None, ka: str | None):
-        self._request()
-        return self.gateway.write(op["device_id"], version, ds, ka, op["operation_id"])
+        return self._send(
+            op["device_id"], lambda: self.gateway.write(op["device_id"], version, ds, ka, op["operation_id"])
+        )
 
     def _slot_fps(self, state: SlotState) -> tuple[str, str]:
         return fingerprint(state.ds), fingerprint(state.ka)
@@ -134,10 +211,17 @@ class DeviceExecutor:
         After a stop it returns SKIPPED (not started) or INTERRUPTED (left in its last checkpointed state)."""
         if self.stop.is_set():
             return SKIPPED
+        if self.breaker.open and not self.dry_run:
+            return UNREACHABLE
         try:
             return self._run(op)
         except Interrupted:
             return INTERRUPTED
+        except Unreachable as exc:
+            if not self.dry_run:  # apply leaves the device as checkpointed (re-read on resume) and pauses the S1SP
+                return UNREACHABLE
+            self.checkpoints.transition(op, FAILED, {"error": str(exc)}, last_error=str(exc)[:500])
+            return FAILED
         except GatewayError as exc:
             self.checkpoints.transition(
                 op, FAILED, {"error": str(exc), "status": exc.status}, last_error=str(exc)[:500]
@@ -160,12 +244,19 @@ class DeviceExecutor:
             target = (op["target_ds_fp"], op["target_ka_fp"])
             expected = (op["expected_ds"] or "", op["expected_ka"] or "")
             if current == target:
-                # A device this run sent a write for is `done`, never `noop`, however the state was reached.
-                final = DONE if (resumed_write or op["state"] in (WRITING, CONFIRMING) or op.get("attempts")) else NOOP
+                # A device this run sent a write for is `done`, never `noop`, however the state was reached; one
+                # found at target on a resume without a write on record may have been written by an earlier process.
+                wrote = resumed_write or op["state"] in (WRITING, CONFIRMING) or op.get("attempts")
+                final = DONE if wrote else AT_TARGET_ON_RESUME if self.resumed else NOOP
+                detail = {"version": state.version, "slots": "at target"}
+                if final == AT_TARGET_ON_RESUME:
+                    detail["why"] = "at target on resume with no write recorded: possibly written by an earlier process"
+                    if op.get("version_seen") is not None:
+                        detail["version_seen_before"] = op["version_seen"]
                 self.checkpoints.transition(
                     op,
                     final,
-                    {"version": state.version, "slots": "at target"},
+                    detail,
                     final_ds_fp=current[0],
                     final_ka_fp=current[1],
                     **fields,
@@ -242,6 +333,13 @@ def run_s1sp(
             results = list(pool.map(run_one, wave))
             if executor.stop.is_set():
                 return stats, INTERRUPTED
+            if UNREACHABLE in results:
+                stats.attempted += sum(r != UNREACHABLE for r in results)
+                stats.failed += sum(r == FAILED for r in results)
+                return (
+                    stats,
+                    f"S1SP unreachable: {executor.breaker.cause} ({BREAKER_THRESHOLD} connection failures in a row); nothing more was sent",
+                )
             wave_failed = sum(r == FAILED for r in results)
             stats.attempted += len(wave)
             stats.failed += wave_failed

@@ -42,6 +42,11 @@ class TransientError(GatewayError):
     transient = True
 
 
+class ConnectionFailed(TransientError):
+    """No connection to the S1SP at all (refused, unreachable, connect timeout): nothing was sent, so nothing written.
+    Retried like any transient error; enough of them in a row open the S1SP's circuit breaker (executor.py)."""
+
+
 class VersionMoved(GatewayError):
     """412: the device changed since it was read."""
 
@@ -107,6 +112,8 @@ class HttpGateway:
     def _call(self, method: str, device_id: str, **kw) -> httpx.Response:
         try:
             return self.client.request(method, f"/v1/devices/{device_id}/anchor-slots", **kw)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # no connection: the request never left
+            raise ConnectionFailed(f"{method} {device_id}: {type(exc).__name__}: {exc}") from exc
         except httpx.TransportError as exc:  # timeouts, resets, a connection dropped after the write committed
             raise TransientError(f"{method} {device_id}: {type(exc).__name__}: {exc}") from exc
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from remediation.apply.checkpoint import (
+    AT_TARGET_ON_RESUME,
     CONFIRMING,
     DONE,
     DRIFTED,
@@ -40,15 +41,16 @@ from remediation.apply.checkpoint import (
     seed_ops,
     write_index,
 )
-from remediation.artefacts.run_dir import RUN_JSON, RunDir
+from remediation.artefacts.run_dir import RUN_JSON, RunDir, RunRecord
 from remediation.evidence.journal import JournalBroken, check_journal
 
 COMPARED = ("state", *OP_FIELDS)  # what an index row must agree with the journal on
 # The executor's state machine: any other move in a journal was not made by apply (done, noop and drifted are final;
-# only --retry-failed reopens a failed device; `noop` is reached only from a first read, never after a write).
+# only --retry-failed reopens a failed device; `noop` is reached only from a first read, never after a write, and
+# never once the run has been resumed: there a device found at target is `at_target_on_resume`).
 ALLOWED = {
     PENDING: {READING},
-    READING: {DONE, NOOP, DRIFTED, WRITING, FAILED},
+    READING: {DONE, NOOP, AT_TARGET_ON_RESUME, DRIFTED, WRITING, FAILED},
     WRITING: {WRITING, CONFIRMING, DONE, DRIFTED, FAILED},
     CONFIRMING: {DONE, DRIFTED, WRITING, FAILED},
     FAILED: {PENDING},
@@ -67,6 +69,7 @@ class Replay:
     entries: int
     transitions: list[tuple] = field(default_factory=list)  # rows for the index's transitions table
     last_run_event: dict | None = None
+    resumed: bool = False  # a run_resumed record has been replayed: from there on nothing becomes `noop`
     snapshot: dict[str, tuple] | None = None  # compared fields of every op at the index's head, when asked for
 
     def counts(self) -> dict[str, dict[str, int]]:
@@ -129,6 +132,11 @@ def _replay_entry(path: Path, entry: dict, ops: dict[str, dict], result: Replay)
                 f"{path}: journal entry {seq}: device {op['device_id']} cannot move from {op['state']!r} to {entry['to_state']!r}"
                 + (" after this run wrote it" if op.get("attempts") else "")
             )
+        if entry["to_state"] == NOOP and result.resumed:
+            raise JournalBroken(
+                f"{path}: journal entry {seq}: device {op['device_id']} recorded as 'noop' after the run was resumed; apply "
+                f"records a device found at target on resume as {AT_TARGET_ON_RESUME!r} (entry forged, or made by an older version)"
+            )
         if "fields" not in entry:
             raise JournalBroken(
                 f"{path}: journal entry {seq} has no checkpoint fields: this run was made by a version before the journal "
@@ -147,6 +155,8 @@ def _replay_entry(path: Path, entry: dict, ops: dict[str, dict], result: Replay)
             )
     if event in (*RUN_END_EVENTS, "run_started", "run_resumed", "run_superseded"):
         result.last_run_event = entry
+    if event == "run_resumed":
+        result.resumed = True
 
 
 def check_recorded_head(
@@ -183,6 +193,72 @@ def check_recorded_head(
         raise JournalBroken(
             f"{path}: journal rewritten: {source} records entry {seq} with hash {want[:16]}…, the journal's entry {seq} hashes to {have[:16]}…"
         )
+
+
+RUN_EVENTS_SIGNED = ("run_started", "run_resumed", "run_interrupted", "run_finished")  # signed by the operator
+
+
+def head_payload(run: RunRecord, head: dict) -> dict:
+    """What the operator signs when run.json records the journal head: the head, bound to this plan and run."""
+    return {
+        "run_journal_head": {"seq": head.get("seq"), "hash": head.get("hash")},
+        "plan_hash": run.plan_hash,
+        "run_created_at": run.created_at,
+    }
+
+
+def run_policy(plan):
+    """The trust policy a plan was sealed under (pinned by $REMEDIATION_TRUST_POLICY, hash-checked), or None for a
+    plan made without one (nothing of its runs is signed)."""
+    from remediation.authority import policy_for_plan
+
+    return policy_for_plan(plan) if plan.document.get("trust_policy") else None
+
+
+def check_signed(path: Path, entries: list[dict], run: RunRecord | None, policy) -> None:
+    """A run made under a trust policy: every start / resume / interruption / finish record carries an operator's
+    signature over the whole record (sequence, time and chain link included), and run.json's recorded head is
+    operator-signed. Re-chaining the journal through a signed record breaks that record's signature; forging
+    run.json's head to fit a cut or re-chained journal needs an operator's key. JournalBroken naming the entry."""
+    if policy is None:
+        return  # a plan made without a trust policy cannot be applied; nothing of such a run is signed
+    records = [e for e in entries if e.get("event") in RUN_EVENTS_SIGNED]
+    for entry in records:
+        name = f"{path}: journal entry {entry.get('seq')} ({entry.get('event')})"
+        _check_operator_signature(
+            policy,
+            entry.get("signature"),
+            {k: v for k, v in entry.items() if k != "signature"},
+            name,
+            unsigned="is not signed by an operator (inserted or altered)",
+            forged="the operator's signature does not verify: the record, its position or an entry before it was "
+            "changed (journal re-chained?)",
+        )
+    head = (run.journal_head if run is not None else None) or {}
+    if not head.get("seq") or not any(e.get("journal_head_signed") for e in records):
+        return  # a run made before heads were signed (the signed records say so; they cannot be edited to say it)
+    _check_operator_signature(
+        policy,
+        run.journal_head_signature if run is not None else None,
+        head_payload(run, head),
+        f"{path}: run.json's recorded journal head (entry {head.get('seq')})",
+        unsigned="is not operator-signed (run.json replaced or edited?)",
+        forged="the operator's signature does not verify (head forged?)",
+    )
+
+
+def _check_operator_signature(policy, signature, payload: dict, where: str, *, unsigned: str, forged: str) -> None:
+    """`signature` over `payload` is by a key the trust policy gives the operator role; JournalBroken otherwise."""
+    from remediation.authority import AuthorityRefusal, signature_holds
+
+    if not isinstance(signature, dict):
+        raise JournalBroken(f"{where} {unsigned}")
+    try:
+        _, public = policy.holder(str(signature.get("key_id")), "operator", where)
+    except AuthorityRefusal as exc:
+        raise JournalBroken(str(exc)) from None
+    if not signature_holds(public, signature, payload):
+        raise JournalBroken(f"{where}: {forged}")
 
 
 @dataclass
@@ -223,37 +299,55 @@ def read_index(db: Path) -> tuple[dict[str, tuple], dict] | str:
     return {r[0]: tuple(r[1:]) for r in rows}, head
 
 
-def check_index(run_dir: Path, plan_rows: pd.DataFrame, recorded_head: dict | None = None) -> tuple[Replay, IndexCheck]:
-    """Verify the journal once (chain; run.json's `recorded_head`; the index's head), replay it, and compare the index
-    with the replay (see the module docstring for the verdicts)."""
+def check_index(
+    run_dir: Path, plan_rows: pd.DataFrame, recorded_head: dict | None = None, policy=None, run=None
+) -> tuple[Replay, IndexCheck]:
+    """Verify the journal once (chain; run.json's `recorded_head`; the index's head; with the plan's trust `policy`,
+    the operator-signed records and run.json's signed head), replay it, and compare the index with the replay (see
+    the module docstring for the verdicts). `run`: run.json's RunRecord as read with `recorded_head` (read here if
+    not given)."""
     journal, db = RunDir(run_dir).journal, RunDir(run_dir).checkpoints
     index = read_index(db)  # before the journal: a live run's journal is then at least as far as its index
     entries, head = check_journal(journal)
     check_recorded_head(journal, recorded_head, entries, head)
+    result = _checked_replay(run_dir, journal, plan_rows, entries, head, index, policy, run, recorded_head)
     if isinstance(index, str):
         verdict = index.split(" ")[0]
-        return replay(journal, plan_rows, checked=(entries, head)), IndexCheck(verdict, f"{db.name} is {index}")
-    rows, index_head = index
-    if index_head["seq"] > head["seq"]:
+        return result, IndexCheck(verdict, f"{db.name} is {index}")
+    return result, _compare(db, journal, result, index, head)
+
+
+def _checked_replay(run_dir, journal, plan_rows, entries, head, index, policy, run, recorded_head) -> Replay:
+    snapshot_at = None if isinstance(index, str) else index[1]["seq"]
+    if snapshot_at is not None and snapshot_at > head["seq"]:
         raise JournalBroken(
-            f"{journal}: journal truncated: {db.name} reflects entry {index_head['seq']}, the journal ends at entry {head['seq']}"
+            f"{journal}: journal truncated: checkpoints.sqlite reflects entry {snapshot_at}, the journal ends at entry {head['seq']}"
         )
-    if index_head["seq"]:
-        check_recorded_head(journal, index_head, entries, head, source=db.name)
-    result = replay(journal, plan_rows, snapshot_at=index_head["seq"], checked=(entries, head))
+    if snapshot_at:
+        check_recorded_head(journal, index[1], entries, head, source="checkpoints.sqlite")
+    result = replay(journal, plan_rows, snapshot_at=snapshot_at, checked=(entries, head))
+    if policy is not None:
+        if run is None:
+            run = RunDir(run_dir).record()
+        check_signed(journal, entries, run, policy)
+    return result
+
+
+def _compare(db: Path, journal: Path, result: Replay, index: tuple, head: dict) -> IndexCheck:
+    rows, index_head = index
     current = {k: tuple(o.get(c) for c in COMPARED) for k, o in result.ops.items()}
     if rows == current:
-        return result, IndexCheck("ok", "agrees with the journal")
+        return IndexCheck("ok", "agrees with the journal")
     if result.snapshot is not None and rows == result.snapshot:
-        return result, IndexCheck("behind", f"{db.name} reflects journal entry {index_head['seq']} of {head['seq']}")
+        return IndexCheck("behind", f"{db.name} reflects journal entry {index_head['seq']} of {head['seq']}")
     order = sorted(set(current) | set(rows), key=lambda k: result.ops[k]["seq"] if k in result.ops else -1)
     first = next(k for k in order if rows.get(k) != current.get(k))
     op = result.ops.get(first)
     if op is None:
-        return result, IndexCheck("disagrees", f"{db.name} holds operation {first}, which is not in the plan")
+        return IndexCheck("disagrees", f"{db.name} holds operation {first}, which is not in the plan")
     if first not in rows:
-        return result, IndexCheck("disagrees", f"{db.name} lacks device {op['device_id']}")
-    return result, IndexCheck(
+        return IndexCheck("disagrees", f"{db.name} lacks device {op['device_id']}")
+    return IndexCheck(
         "disagrees",
         f"{db.name} says device {op['device_id']} is {rows[first][0]!r}, the journal says {op['state']!r}"
         + ("" if rows[first][0] != op["state"] else " (fields differ)"),
@@ -284,7 +378,13 @@ def refuse_unless_consistent(check: IndexCheck, what: str) -> None:
 
 
 def verified_ops(
-    run_dir: Path, plan_rows: pd.DataFrame, recorded_head: dict | None, what: str, require_end: bool = False
+    run_dir: Path,
+    plan_rows: pd.DataFrame,
+    recorded_head: dict | None,
+    what: str,
+    require_end: bool = False,
+    policy=None,
+    run: dict | None = None,
 ) -> Replay:
     """For rollback and export: the replayed ops of a run that is not running, whose journal verifies against its
     recorded heads and whose index (if any) does not contradict it; with `require_end`, whose journal ends with a
@@ -296,7 +396,7 @@ def verified_ops(
         raise IndexInconsistent(
             f"refusing to {what}: run {run_dir} is in progress (pid {holder.get('pid')} on {holder.get('host')}); wait for it to finish"
         )
-    result, index = check_index(run_dir, plan_rows, recorded_head)
+    result, index = check_index(run_dir, plan_rows, recorded_head, policy, run)
     refuse_unless_consistent(index, what)
     if require_end and (result.last_run_event or {}).get("event") not in RUN_END_EVENTS:
         raise IndexInconsistent(

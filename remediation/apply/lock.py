@@ -1,6 +1,10 @@
 """Locks: one apply per run directory (run.lock) and one active run per plan (the plan lease).
 
-Both are flocks, so a killed holder's lock is released by the kernel and the next apply takes it over safely; each
+The plan lease is held twice: in the plan directory, and in a host-wide registry keyed by the plan's hash (so a copy
+of the plan directory is the same plan: applying the copy meets the original's lease). The registry lives in
+$REMEDIATION_STATE_DIR, else $XDG_STATE_HOME/remediation, else ~/.local/state/remediation.
+
+All are flocks, so a killed holder's lock is released by the kernel and the next apply takes it over safely; each
 file names its holder for the refusal message and for `status`, which tells a live holder from a stale record by
 the holder's pid on the same host. The plan lease adds a record in the plan directory (active_run.json) naming the
 run that owns the plan: a second run directory is refused while that run is active or incomplete, unless the
@@ -18,6 +22,16 @@ from pathlib import Path
 from remediation.artefacts.plan_dir import LEASE_LOCK, LEASE_RECORD
 from remediation.artefacts.run_dir import RUN_LOCK
 from remediation.errors import InputError, SafetyRefusal
+
+STATE_DIR_ENV = "REMEDIATION_STATE_DIR"
+
+
+def state_dir() -> Path:
+    """The host-wide state directory of this tool (the lease registry lives under it)."""
+    if os.environ.get(STATE_DIR_ENV):
+        return Path(os.environ[STATE_DIR_ENV])
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "remediation"
 
 
 class RunLocked(SafetyRefusal):
@@ -131,7 +145,7 @@ class PlanLease(RunLock):
     def owner(self) -> dict:
         return read_holder(self.record_path)
 
-    def record(self, run_dir: Path, who: str, status: str) -> None:
+    def record(self, run_dir: Path, who: str, status: str, journal_head: dict | None = None) -> None:
         from remediation.outputs import write_json
 
         write_json(
@@ -141,5 +155,33 @@ class PlanLease(RunLock):
                 "who": who,
                 "status": status,
                 "since": datetime.now(UTC).isoformat(timespec="seconds"),
+                "journal_head": journal_head,
             },
+        )
+
+
+class HostPlanLease(PlanLease):
+    """The same lease in the host-wide registry, keyed by the plan's hash: STATE/leases/<plan hash>.lock and .json.
+    A copy of the plan directory has the same hash, so it cannot start a second active run beside the original's."""
+
+    def __init__(self, plan_hash: str, where: Path | None = None):
+        leases = (where or state_dir()) / "leases"
+        try:
+            leases.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise InputError(
+                f"cannot create the lease registry ({exc.strerror}); set ${STATE_DIR_ENV} to a writable directory",
+                file=str(leases),
+            ) from None
+        self.plan_hash = plan_hash
+        self.path = leases / f"{plan_hash}.lock"
+        self.fd = None
+        self.previous = None
+        self.record_path = leases / f"{plan_hash}.json"
+
+    def refusal(self, holder: dict) -> str:
+        return (
+            f"plan {self.plan_hash[:12]}… (this plan directory or a copy of it) is being applied by pid "
+            f"{holder.get('pid', '?')} on {holder.get('host', '?')} ({holder.get('who', '?')}) into run "
+            f"{holder.get('run_dir', '?')}; one active run per plan"
         )

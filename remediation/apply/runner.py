@@ -26,8 +26,14 @@ from remediation.apply.checkpoint import (
 )
 from remediation.apply.executor import INTERRUPTED, DeviceExecutor, RetryPolicy, run_s1sp
 from remediation.apply.gateway import Gateway, HttpGateway
-from remediation.apply.index import IndexInconsistent, check_index, rebuild_index
-from remediation.apply.lock import PlanLease, PlanLocked, RunLock
+from remediation.apply.index import (
+    IndexInconsistent,
+    check_index,
+    check_recorded_head,
+    head_payload,
+    rebuild_index,
+)
+from remediation.apply.lock import HostPlanLease, PlanLease, PlanLocked, RunLock
 from remediation.apply.pacing import RateLimiter, WavePolicy
 from remediation.artefacts.run_dir import RunDir, RunRecord, read_run
 from remediation.authority import RunAuthority, token_for_endpoint
@@ -188,6 +194,8 @@ class RunRecorder:
     def save(self, **fields) -> None:
         self.run.update(**fields)
         self.run.journal_head = self.journal.head
+        if self.signed.get("signer"):  # the operator signs the head it records: forging it needs their key
+            self.run.journal_head_signature = self.signed["signer"](head_payload(self.run, self.journal.head))
         self.run.updated_at = datetime.now(UTC).isoformat(timespec="seconds")
         RunDir(self.run_dir).write_record(self.run)
 
@@ -224,13 +232,47 @@ class StopOnSignal:
             signal.signal(sig, handler)
 
 
-def _claim_plan(lease: PlanLease, plan: LoadedPlan, run_dir: Path, who: str, supersede: bool) -> Path | None:
-    """Refuse a second run directory while the plan's owning run is active or incomplete; with `supersede`, return
-    the run to supersede. Called holding the plan's flock."""
-    owner = lease.owner()
-    owner_dir = Path(owner["run_dir"]) if owner.get("run_dir") else None
-    if owner_dir is None or owner_dir == run_dir.resolve():
-        return None
+class PlanLeases:
+    """The plan lease in the plan directory and in the host-wide registry (keyed by plan hash): taken, recorded and
+    released together, the host one last in and first out."""
+
+    def __init__(self, plan: LoadedPlan, who: str, run_dir: Path):
+        self.held: list[PlanLease] = []
+        try:
+            self.held.append(PlanLease(plan.directory).acquire(who, run_dir=str(run_dir.resolve())))
+            self.held.append(HostPlanLease(plan.plan_hash).acquire(who, run_dir=str(run_dir.resolve())))
+        except BaseException:
+            self.release()
+            raise
+
+    def owners(self) -> list[dict]:
+        return [lease.owner() for lease in self.held]
+
+    def record(self, run_dir: Path, who: str, status: str, journal_head: dict | None = None) -> None:
+        for lease in self.held:
+            lease.record(run_dir, who, status, journal_head)
+
+    def release(self) -> None:
+        for lease in reversed(self.held):
+            lease.release()
+        self.held = []
+
+
+def _claim_plan(leases: PlanLeases, plan: LoadedPlan, run_dir: Path, who: str, supersede: bool) -> Path | None:
+    """Refuse a second run directory while the plan's owning run (by the plan directory's record or the host-wide
+    one, which a copy of the plan directory shares) is active or incomplete; with `supersede`, return the run to
+    supersede. Called holding both flocks."""
+    for owner in leases.owners():
+        owner_dir = Path(owner["run_dir"]) if owner.get("run_dir") else None
+        if owner_dir is None or owner_dir == run_dir.resolve():
+            continue
+        taken = _claim_from(owner_dir, plan, supersede)
+        if taken is not None:
+            return taken
+    return None
+
+
+def _claim_from(owner_dir: Path, plan: LoadedPlan, supersede: bool) -> Path | None:
     try:
         status = read_run(owner_dir).status if RunDir(owner_dir).is_run() else "missing"
     except InputError:
@@ -245,7 +287,7 @@ def _claim_plan(lease: PlanLease, plan: LoadedPlan, run_dir: Path, who: str, sup
     return owner_dir
 
 
-def _supersede(old_dir: Path, new_dir: Path, who: str) -> dict:
+def _supersede(old_dir: Path, new_dir: Path, who: str, signed: dict | None = None) -> dict:
     """Close an incomplete run in favour of a new one: journaled in the old run (under its lock) before the new starts."""
     lock = RunLock(old_dir).acquire(who) if old_dir.exists() else None
     try:
@@ -255,10 +297,10 @@ def _supersede(old_dir: Path, new_dir: Path, who: str) -> dict:
         run = read_run(old_dir)
         journal = Journal(RunDir(old_dir).journal)
         try:
-            RunRecorder(old_dir, run, journal).record_run_event(
-                "run_superseded", by_run=str(new_dir.resolve()), superseded_by=who
-            )
-            RunRecorder(old_dir, run, journal).save(status="superseded", superseded_by=str(new_dir.resolve()))
+            # The operator's signer signs the old run's recorded head (its records are signed; run_superseded is not).
+            recorder = RunRecorder(old_dir, run, journal, {k: v for k, v in (signed or {}).items() if k == "signer"})
+            recorder.record_run_event("run_superseded", by_run=str(new_dir.resolve()), superseded_by=who)
+            recorder.save(status="superseded", superseded_by=str(new_dir.resolve()))
             return {"run_dir": str(old_dir), "journal_head": journal.head}
         finally:
             journal.close()
@@ -268,11 +310,29 @@ def _supersede(old_dir: Path, new_dir: Path, who: str) -> dict:
 
 
 def _open_index(
-    run_dir: Path, plan: LoadedPlan, run: RunRecord, journal_exists: bool
+    run_dir: Path,
+    plan: LoadedPlan,
+    run: RunRecord,
+    journal_exists: bool,
+    leases: PlanLeases | None = None,
+    policy=None,
 ) -> tuple[SqliteCheckpoints, dict | None]:
     """The checkpoint index, verified against the journal and rebuilt from it when it is missing, empty, corrupt, behind
-    or edited. Returns the index and what was rebuilt (for the journal), or None."""
+    or edited. Returns the index and what was rebuilt (for the journal), or None. The journal heads the plan leases
+    recorded for this run (the host-wide one outside the run directory) must be entries of the journal too."""
     db = RunDir(run_dir).checkpoints
+    for where, owner in zip(
+        ("the plan directory's lease record", "the host's lease registry"), leases.owners() if leases else []
+    ):
+        head = owner.get("journal_head")
+        if not head or owner.get("run_dir") != str(run_dir.resolve()):
+            continue
+        if not journal_exists and head.get("seq"):
+            raise IndexInconsistent(
+                f"{run_dir}: the journal is missing or empty, but {where} records {head['seq']} entries of it; refusing"
+            )
+        if journal_exists and head != run.journal_head:  # the same head is checked with run.json's below
+            check_recorded_head(RunDir(run_dir).journal, head, source=where)
     if not journal_exists:
         if run.journal_seq:
             raise IndexInconsistent(
@@ -283,7 +343,7 @@ def _open_index(
                 f"{run_dir}: checkpoints.sqlite exists but the journal does not; the journal is the record — refusing"
             )
         return SqliteCheckpoints(db), None
-    result, check = check_index(run_dir, plan.rows, run.journal_head)
+    result, check = check_index(run_dir, plan.rows, run.journal_head, policy, run)
     rebuilt = None
     if check.verdict != "ok":
         kept = rebuild_index(run_dir, result)
@@ -312,7 +372,7 @@ def apply_plan(
     lease = lock = superseded = None
     try:
         if not memory_checkpoints:
-            lease = PlanLease(plan.directory).acquire(options.who, run_dir=str(run_dir.resolve()))
+            lease = PlanLeases(plan, options.who, run_dir)
             superseded = _claim_plan(lease, plan, run_dir, options.who, options.supersede)
         run = _prepare_run_dir(plan, run_dir, options.who)
         lock = RunLock(run_dir).acquire(options.who)
@@ -357,16 +417,20 @@ def _apply_locked(
     authority_approvals = authority.approvals.counted if authority is not None else []
     journal = recorder = None
     rebuilt = None
+    resumed = False  # the journal had entries before this process: at-target devices may be an earlier one's writes
     if memory_checkpoints:
         checkpoints = MemoryCheckpoints()
     else:
         journal_exists = RunDir(run_dir).has_journal()
-        checkpoints, rebuilt = _open_index(run_dir, plan, run, journal_exists)
+        checkpoints, rebuilt = _open_index(
+            run_dir, plan, run, journal_exists, lease, authority.policy if authority is not None else None
+        )
         journal = Journal(RunDir(run_dir).journal)
         checkpoints.journal = journal
         recorder = RunRecorder(run_dir, run, journal, signed)
     if recorder is not None:
-        if journal.seq == 0:
+        resumed = journal.seq > 0
+        if not resumed:
             recorder.record_run_event(
                 "run_started",
                 plan_hash=plan.plan_hash,
@@ -376,6 +440,7 @@ def _apply_locked(
                 tool_version=__version__,
                 plan_counts=plan.document["counts"],
                 pid=os.getpid(),
+                journal_head_signed=bool(signed),  # from here on run.json's head is operator-signed (index.py)
             )
         else:
             recorder.record_run_event(
@@ -385,12 +450,13 @@ def _apply_locked(
                 tool_version=__version__,
                 previous_lock_holder=lock.previous,
                 pid=os.getpid(),
+                journal_head_signed=bool(signed),
             )
         if rebuilt:
             journal.append("checkpoints_rebuilt", **rebuilt)
         if superseded is not None:
-            journal.append("supersedes", **_supersede(superseded, run_dir, options.who), by=options.who)
-        lease.record(run_dir, options.who, "running")
+            journal.append("supersedes", **_supersede(superseded, run_dir, options.who, signed), by=options.who)
+        lease.record(run_dir, options.who, "running", journal.head)
         recorder.save(status="running")
     rows = plan.rows if not options.s1sps else plan.rows[plan.rows["s1sp"].isin(options.s1sps)]
     checkpoints.seed(plan.rows)
@@ -406,7 +472,9 @@ def _apply_locked(
             ep = _endpoint(plan, s1sp, options)
             gateway = gateway_factory(ep) if gateway_factory else make_gateway(ep, options)
             limiter = RateLimiter(float(ep.get("rate_per_second") or 0))
-            executor = DeviceExecutor(gateway, checkpoints, targets, limiter, options.retry, stop=stopper.event)
+            executor = DeviceExecutor(
+                gateway, checkpoints, targets, limiter, options.retry, stop=stopper.event, resumed=resumed
+            )
             ops = checkpoints.open_ops(s1sp)
             stats, reason = run_s1sp(
                 executor,
@@ -470,7 +538,7 @@ def _apply_locked(
                 paused=paused,
                 index_error=getattr(checkpoints, "index_error", None),
             )
-        lease.record(run_dir, options.who, status)
+        lease.record(run_dir, options.who, status, journal.head)
         recorder.save(status=status, paused=paused, counts=counts)
     else:
         run.update(status=status, paused=paused, counts=counts)

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from remediation.apply.checkpoint import DRIFTED, FAILED, FINAL_STATES
-from remediation.apply.index import IndexCheck, check_index
+from remediation.apply.checkpoint import AT_TARGET_ON_RESUME, DRIFTED, FAILED, FINAL_STATES
+from remediation.apply.index import IndexCheck, check_index, run_policy
 from remediation.apply.lock import RunLock, holder_alive, read_holder
 from remediation.artefacts.plan_dir import load_plan
 from remediation.artefacts.run_dir import RunDir, read_run
@@ -40,6 +40,11 @@ class RunState:
     @property
     def drifted(self) -> int:
         return sum(c.get(DRIFTED, 0) for c in self.counts.values())
+
+    @property
+    def at_target_on_resume(self) -> int:
+        """Devices found at target on a resume with no write of this run on record: possibly written by it."""
+        return sum(c.get(AT_TARGET_ON_RESUME, 0) for c in self.counts.values())
 
     @property
     def open(self) -> int:
@@ -72,7 +77,7 @@ def run_state(run_dir: str | Path) -> RunState:
                 f"{journal}: the journal is missing or empty, but run.json records {run.journal_seq} entries"
             )
         return RunState(run_dir, "running" if live else "new", None, None if live else resume, {}, {}, lock, live)
-    result, index = check_index(run_dir, plan.rows, run.journal_head)
+    result, index = check_index(run_dir, plan.rows, run.journal_head, run_policy(plan), run)
     counts = result.counts()
     failed = sum(c.get(FAILED, 0) for c in counts.values())
     last = result.last_run_event or {}

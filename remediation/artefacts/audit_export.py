@@ -39,9 +39,10 @@ SIGNATURE = "manifest.sig"
 MANIFEST_SCHEMA = "remediation/audit-manifest/1"
 
 # How the export learns a run's outcomes without knowing apply's internals (the caller wires in apply/index.py):
-# (run directory, plan rows, run.json's journal head) -> the verified journal's ops, one row per planned operation;
+# (run directory, plan rows, run.json's record, the plan's trust policy) -> the verified journal's ops (its chain,
+# recorded heads and operator-signed records checked), one row per planned operation;
 # (journal file, plan rows) -> each operation's final state by replaying that journal.
-JournalOps = Callable[[Path, pd.DataFrame, dict | None], pd.DataFrame]
+JournalOps = Callable[[Path, pd.DataFrame, RunRecord, object], pd.DataFrame]
 JournalStates = Callable[[Path, pd.DataFrame], dict[str, str]]
 
 # The export's outcomes.csv: one row per device (the run's own outcomes.csv, apply/runner.py, has one per planned device);
@@ -269,7 +270,7 @@ def export_audit(
         raise InputError("export directory is not empty; exports are never overwritten", file=str(out))
     plan_rows = pd.read_parquet(plan.rows_path)
     # Outcomes come from the verified journal, cross-checked against the checkpoint index (an edited index refuses).
-    ops = journal_ops(run_dir, plan_rows, run.journal_head)
+    ops = journal_ops(run_dir, plan_rows, run, policy)
     try:
         # Findings and outcomes are streamed in chunks (10 million devices nationally); the counts are added up
         # on the way and checked before anything is signed.

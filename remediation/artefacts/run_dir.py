@@ -60,6 +60,7 @@ class RunRecord:
     status: str | None = None
     paused: dict[str, str] | None = None  # S1SP -> why its waves paused
     journal_head: dict | None = None  # {"seq", "hash"} of the journal's last entry when the record was saved
+    journal_head_signature: dict | None = None  # the operator's signature over head_payload (apply/index.py)
     updated_at: str | None = None
     counts: dict | None = None  # S1SP -> state -> devices, at the last save
     superseded_by: str | None = None
@@ -74,6 +75,7 @@ class RunRecord:
         "status",
         "paused",
         "journal_head",
+        "journal_head_signature",
         "updated_at",
         "counts",
         "superseded_by",

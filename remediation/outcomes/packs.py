@@ -5,9 +5,9 @@
 - previous certificate holder: the devices whose slots held its certificates and no longer do
   (`devices-no-longer-controlled.csv`), with the data-protection note to purge their alert data.
 
-Each folder has a short letter in Markdown and HTML saying the same things. `manifest.json` lists every file with
-its SHA-256; `summary.json` holds the counts and the alert-routing impact summary. The audit export carries the
-packs and signs them with everything else."""
+Each folder has a short letter in Markdown and HTML saying the same things (templates/letter.*.j2).
+`manifest.json` lists every file with its SHA-256; `summary.json` holds the counts and the alert-routing impact
+summary. The audit export carries the packs and signs them with everything else."""
 
 from __future__ import annotations
 
@@ -23,34 +23,26 @@ from remediation.artefacts.plan_dir import PlanDir
 from remediation.outcomes.impact import alert_routing_impact, impact_totals
 from remediation.outcomes.references import References
 from remediation.outcomes.state import CORRECTED, Sources, device_outcomes, run_state
-from remediation.outcomes.text import folder_names, html, md, md_table
+from remediation.outcomes.text import folder_names, render
 
 PACKS_SCHEMA = "remediation/notification-packs/1"
 REGISTERED_FILE = "devices-now-registered.csv"
 RELEASED_FILE = "devices-no-longer-controlled.csv"
 LETTER_ROWS = 25  # devices listed in a letter; the CSV has them all
-# Each letter's device listing, as (table headers, columns, the CSV that has them all): the same in Markdown and HTML.
-REGISTERED_LISTING = (
-    ["device", "MPxN", "S1SP", "written at"],
-    ["device_id", "mpxn", "s1sp", "written_at"],
-    REGISTERED_FILE,
-)
-RELEASED_LISTING = (
-    ["device", "S1SP", "slots", "now registered to"],
-    ["device_id", "s1sp", "slots", "registered_no"],
-    RELEASED_FILE,
-)
-_MD_MORE = "\n… and {n} more in `{file}`.".format
-_HTML_MORE = "<p>… and {n} more in <code>{file}</code>.</p>".format
+# The columns each letter lists (the templates name them: device, MPxN, S1SP, written at / now registered to).
+REGISTERED_LISTING = ["device_id", "mpxn", "s1sp", "written_at"]
+RELEASED_LISTING = ["device_id", "s1sp", "slots", "registered_no"]
 
 
-def _listing(frame: pd.DataFrame, listing: tuple, table, more) -> list[str]:
-    """A letter's table of its first LETTER_ROWS devices, and a line pointing at the CSV for the rest."""
-    headers, columns, file = listing
-    out = [table(headers, frame[columns].head(LETTER_ROWS).values.tolist())]
-    if len(frame) > LETTER_ROWS:
-        out.append(more(n=len(frame) - LETTER_ROWS, file=file))
-    return out
+def _part(frame: pd.DataFrame, columns: list[str]) -> dict | None:
+    """What a letter lists of one kind of device: the count, the first LETTER_ROWS rows' `columns`, how many more."""
+    if not len(frame):
+        return None
+    return {
+        "devices": len(frame),
+        "rows": frame[columns].head(LETTER_ROWS).values.tolist(),
+        "more": max(len(frame) - LETTER_ROWS, 0),
+    }
 
 
 REGISTERED_COLUMNS = [
@@ -177,125 +169,32 @@ def released_rows(frame: pd.DataFrame, refs: References) -> pd.DataFrame:
     return out.sort_values(["holder", "s1sp", "device_id"], ignore_index=True)
 
 
-def _references_md(inputs: PackInputs) -> list[str]:
-    g, s = inputs.governance, inputs.sources
-    lines = [
-        f"- Change record: {md(g.get('change_record') or 'not recorded')}",
-        f"- Decision: {md(g.get('decision') or 'not recorded')}",
-        f"- Plan hash: `{md(s.plan.get('plan_hash', ''))}`",
-        f"- Run status: {md(inputs.state['status'])}",
-    ]
-    return lines
-
-
-def _letter_md(
+def letter_context(
     org: str, name: str | None, registered: pd.DataFrame, released: pd.DataFrame, inputs: PackInputs, now: str
-) -> str:
-    who = f"{md(name)} ({md(org)})" if name and name != org else md(org)
-    out = [
-        f"# MP107 Requirement 2: Network Operator certificate changes — {who}",
-        "",
-        f"Issued {md(now)} by the DCC.",
-        "",
-    ]
-    if len(registered):
-        by_s1sp = ", ".join(f"{md(k)} {v}" for k, v in registered.groupby("s1sp").size().items())
-        ds_ids = ", ".join(md(x) for x in sorted(set(registered["ds_cert_id"])))
-        ka_ids = ", ".join(md(x) for x in sorted(set(registered["ka_cert_id"])))
-        out += [
-            "## Devices now at your certificates",
-            "",
-            f"The DCC has written your current Network Operator certificates to the NO\\_DS and NO\\_KA anchor slots of "
-            f"**{len(registered)}** SMETS1 devices registered to you ({by_s1sp}); they are listed in `{REGISTERED_FILE}` with the time "
-            f"each was written. You can now manage these meters (SRV 6.15.1) and their alerts now reach you.",
-            "",
-            f"- NO\\_DS Certificate ID (serial, issuer): {ds_ids}",
-            f"- NO\\_KA Certificate ID (serial, issuer): {ka_ids}",
-            "",
-            "**How to confirm**: for any listed device, send SRV 6.24.1 (Retrieve Device Security Credentials) for "
-            "RemotePartyRole NetworkOperator and check that the returned Certificate IDs (serial number and issuer) equal the ones "
-            "above. Report any device that differs to the DCC, quoting the change record.",
-            "",
-        ]
-        out += [*_listing(registered, REGISTERED_LISTING, md_table, _MD_MORE), ""]
-    if len(released):
-        out += [
-            "## Devices you no longer control",
-            "",
-            f"**{len(released)}** devices held your certificates in a Network Operator slot although another Network Operator is "
-            f"registered for their supply point. The DCC has replaced them with the registered NO's certificates; they are listed in "
-            f"`{RELEASED_FILE}` with the slots you held and the new registered NO. You will no longer receive these devices' alerts and "
-            f"can no longer manage them.",
-            "",
-            "**Data protection**: alert data you received from these devices relates to supply points that are not yours. "
-            "Purge it from your systems, keep no copy, and confirm the purge to the DCC quoting the change record. "
-            "The list names devices only: their supply points are not yours, so their MPxNs are not sent to you.",
-            "",
-        ]
-        out += [*_listing(released, RELEASED_LISTING, md_table, _MD_MORE), ""]
-    out += ["## References", "", *_references_md(inputs), ""]
-    return "\n".join(out)
-
-
-def _letter_html(
-    org: str, name: str | None, registered: pd.DataFrame, released: pd.DataFrame, inputs: PackInputs, now: str
-) -> str:
-    from remediation.outcomes.text import html_table
-
-    who = f"{html(name)} ({html(org)})" if name and name != org else html(org)
-    parts = [
-        f"<h1>MP107 Requirement 2: Network Operator certificate changes — {who}</h1>",
-        f"<p>Issued {html(now)} by the DCC.</p>",
-    ]
-    if len(registered):
-        by_s1sp = ", ".join(f"{html(k)} {v}" for k, v in registered.groupby("s1sp").size().items())
-        parts += [
-            "<h2>Devices now at your certificates</h2>",
-            f"<p>The DCC has written your current Network Operator certificates to the NO_DS and NO_KA anchor slots of "
-            f'<strong data-registered-devices="{len(registered)}">{len(registered)}</strong> SMETS1 devices registered to you ({by_s1sp}); '
-            f"they are listed in <code>{REGISTERED_FILE}</code> with the time each was written. You can now manage these meters "
-            f"(SRV 6.15.1) and their alerts now reach you.</p>",
-            f"<ul><li>NO_DS Certificate ID (serial, issuer): {', '.join(html(x) for x in sorted(set(registered['ds_cert_id'])))}</li>"
-            f"<li>NO_KA Certificate ID (serial, issuer): {', '.join(html(x) for x in sorted(set(registered['ka_cert_id'])))}</li></ul>",
-            "<p><strong>How to confirm</strong>: for any listed device, send SRV 6.24.1 (Retrieve Device Security Credentials) for "
-            "RemotePartyRole NetworkOperator and check that the returned Certificate IDs (serial number and issuer) equal the ones "
-            "above. Report any device that differs to the DCC, quoting the change record.</p>",
-            *_listing(registered, REGISTERED_LISTING, html_table, _HTML_MORE),
-        ]
-    if len(released):
-        parts += [
-            "<h2>Devices you no longer control</h2>",
-            f'<p><strong data-released-devices="{len(released)}">{len(released)}</strong> devices held your certificates in a Network Operator '
-            f"slot although another Network Operator is registered for their supply point. The DCC has replaced them with the registered "
-            f"NO's certificates; they are listed in <code>{RELEASED_FILE}</code> with the slots you held and the new registered NO. You will "
-            f"no longer receive these devices' alerts and can no longer manage them.</p>",
-            "<p><strong>Data protection</strong>: alert data you received from these devices relates to supply points that are not yours. "
-            "Purge it from your systems, keep no copy, and confirm the purge to the DCC quoting the change record. "
-            "The list names devices only: their supply points are not yours, so their MPxNs are not sent to you.</p>",
-            *_listing(released, RELEASED_LISTING, html_table, _HTML_MORE),
-        ]
-    g, s = inputs.governance, inputs.sources
-    parts.append(
-        "<h2>References</h2><ul>"
-        + "".join(
-            f"<li>{html(k)}: {html(v)}</li>"
-            for k, v in (
-                ("Change record", g.get("change_record") or "not recorded"),
-                ("Decision", g.get("decision") or "not recorded"),
-                ("Plan hash", s.plan.get("plan_hash", "")),
-                ("Run status", inputs.state["status"]),
-            )
-        )
-        + "</ul>"
-    )
-    css = (
-        "body{font:14px/1.45 system-ui,sans-serif;margin:2em;max-width:900px;color:#222}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}"
-        "@media print{body{margin:0;font-size:11pt}h2{break-after:avoid}tr{break-inside:avoid}}"
-    )
-    return (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>MP107 R2 notification — {html(org)}</title>'
-        f"<style>{css}</style></head><body>{''.join(parts)}</body></html>\n"
-    )
+) -> dict:
+    """What a letter says, for its Markdown and HTML templates alike: the organisation, its devices now registered
+    to it (counts per S1SP, the certificate ids written) and those it no longer controls, and the references."""
+    g = inputs.governance
+    part = _part(registered, REGISTERED_LISTING)
+    if part is not None:
+        part["by_s1sp"] = [(k, int(v)) for k, v in registered.groupby("s1sp").size().items()]
+        part["ds_ids"] = sorted(set(registered["ds_cert_id"]))
+        part["ka_ids"] = sorted(set(registered["ka_cert_id"]))
+    return {
+        "org": org,
+        "name": name if name and name != org else None,
+        "now": now,
+        "registered": part,
+        "released": _part(released, RELEASED_LISTING),
+        "registered_file": REGISTERED_FILE,
+        "released_file": RELEASED_FILE,
+        "references": {
+            "change_record": g.get("change_record") or "not recorded",
+            "decision": g.get("decision") or "not recorded",
+            "plan_hash": inputs.sources.plan.get("plan_hash", ""),
+            "run_status": inputs.state["status"],
+        },
+    }
 
 
 def write_packs(sources: Sources, out: Path, now: str, state: dict | None = None) -> dict:
@@ -333,8 +232,9 @@ def write_packs(sources: Sources, out: Path, now: str, state: dict | None = None
         if len(released):
             write_csv(folder / RELEASED_FILE, released[RELEASED_COLUMNS])
         name = refs.describe(org)
-        write_text(folder / "letter.md", _letter_md(org, name, registered, released, inputs, now))
-        write_text(folder / "letter.html", _letter_html(org, name, registered, released, inputs, now))
+        letter = letter_context(org, name, registered, released, inputs, now)
+        write_text(folder / "letter.md", render(__package__, "letter.md.j2", **letter))
+        write_text(folder / "letter.html", render(__package__, "letter.html.j2", **letter))
         packs.append(
             {
                 "organisation": org,

@@ -18,8 +18,9 @@ from remediation.artefacts.run_dir import DRY_RUN_JSON, RUN_JSON, RunDir, read_r
 from remediation.errors import InputError
 from remediation.outputs import read_json_object
 
-FINAL = ("done", "noop", "drifted", "failed")
-CORRECTED = ("done", "noop")  # at target after the run: written by it, or found already there
+FINAL = ("done", "noop", "at_target_on_resume", "drifted", "failed")
+# At target after the run: written by it, found already there, or found there on resume (possibly written by it).
+CORRECTED = ("done", "noop", "at_target_on_resume")
 
 
 @dataclass
@@ -75,7 +76,7 @@ def device_outcomes(run_dir: Path) -> pd.DataFrame:
     Taken from the journal's replay, never from the checkpoint index: the journal is the record, verified (chain,
     recorded heads, signed counts) before anything is believed; an index that was edited to disagree with it makes
     this refuse (exit 3) rather than hand an NO a pack built on a doctored outcome."""
-    from remediation.apply.index import verified_ops
+    from remediation.apply.index import run_policy, verified_ops
 
     columns = [
         "operation_id",
@@ -106,7 +107,9 @@ def device_outcomes(run_dir: Path) -> pd.DataFrame:
             )
         return pd.DataFrame(columns=[*columns, "at"])
     plan = load_plan(run.plan_dir)
-    ops = verified_ops(run_dir, plan.rows, run.journal_head, "report the run's outcomes").frame()
+    ops = verified_ops(
+        run_dir, plan.rows, run.journal_head, "report the run's outcomes", policy=run_policy(plan), run=run
+    ).frame()
     ops = ops.reindex(columns=columns)
     ops["at"] = pd.to_datetime(ops["updated_at"], unit="s", utc=True).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
     return ops.reset_index(drop=True)

@@ -1,11 +1,18 @@
 """Safe text for people's documents: anything that came from an input (device ids, MPxNs, details, names) is
-escaped for Markdown exactly as html.escape does it for HTML, so a crafted value cannot add a link, a heading, a
-table column or markup to a letter, worklist or report."""
+escaped for Markdown as autoescaping does it for HTML, so a crafted value cannot add a link, a heading, a table
+column or markup to a letter, worklist or report.
+
+The letters and the HTML report are Jinja2 templates shipped beside their modules (`templates/`), rendered by
+`template_environment`: HTML templates (`*.html.j2`) autoescape every value; Markdown templates (`*.md.j2`) pass
+every value through `md` unless it is already `MarkdownText`. A field a template names that the caller did not
+pass is an error (StrictUndefined), never a blank in a letter sent to a Network Operator."""
 
 from __future__ import annotations
 
+import functools
 import re
-from html import escape as _html_escape
+
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 # Characters that can start Markdown (CommonMark + GFM) syntax anywhere in a line; `_` is escaped unless it sits
 # inside a word (CommonMark never opens emphasis there, and WRONG_NO stays readable). Parentheses and `!` need no
@@ -14,18 +21,21 @@ _MD_SPECIAL = re.compile(r"([\\`*\[\]#|~@])|((?<![A-Za-z0-9])_|_(?![A-Za-z0-9]))
 _AUTOLINK = re.compile(r"(?i)(://|www\.)")
 
 
-def md(value) -> str:
+class MarkdownText(str):
+    """Text already escaped for Markdown (the result of `md`): a Markdown template prints it as it is."""
+
+
+def md(value) -> MarkdownText:
     """Markdown-inert text: syntax characters backslash-escaped, <, > and & as entities, newlines as spaces, and
-    the GFM autolink triggers (://, www.) broken, so input text can add no link, image, emphasis, heading or column."""
+    the GFM autolink triggers (://, www.) broken, so input text can add no link, image, emphasis, heading or column.
+    Safe in a table cell: a pipe is escaped and a newline cannot end the row. Already-escaped text is kept as it is."""
+    if isinstance(value, MarkdownText):
+        return value
     text = "" if value is None else str(value)
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     text = re.sub(r"[\r\n\t\f\v]+", " ", text)
     text = _MD_SPECIAL.sub(lambda m: "\\" + m.group(0), text)
-    return _AUTOLINK.sub(lambda m: m.group(0)[:-1] + "\\" + m.group(0)[-1], text)
-
-
-def html(value) -> str:
-    return _html_escape("" if value is None else str(value))
+    return MarkdownText(_AUTOLINK.sub(lambda m: m.group(0)[:-1] + "\\" + m.group(0)[-1], text))
 
 
 def md_table(header: list[str], rows: list[list]) -> str:
@@ -33,12 +43,6 @@ def md_table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(md(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
-
-
-def html_table(header: list[str], rows: list[list], table_id: str = "") -> str:
-    head = "".join(f"<th>{html(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table{f' id={chr(34)}{html(table_id)}{chr(34)}' if table_id else ''}><tr>{head}</tr>{body}</table>"
 
 
 def file_safe(label: str) -> str:
@@ -59,3 +63,29 @@ def folder_names(labels) -> dict[str, str]:
         label: name if counts[name] == 1 else f"{name}-{hashlib.sha256(str(label).encode()).hexdigest()[:8]}"
         for label, name in cleaned.items()
     }
+
+
+@functools.cache
+def template_environment(package: str, markdown: bool = False) -> Environment:
+    """The Jinja2 environment for `package`'s templates (`<package>/templates/`, read through the package, so an
+    installed wheel finds them). `*.html.j2` autoescapes (as does any other name but `*.md.j2`); with `markdown`
+    every printed value goes through `md` (`finalize`), the Markdown form of autoescaping. Both refuse an
+    undefined name."""
+    env = Environment(
+        loader=PackageLoader(package, "templates"),
+        autoescape=select_autoescape(
+            enabled_extensions=("html.j2",), disabled_extensions=("md.j2",), default_for_string=True, default=True
+        ),
+        undefined=StrictUndefined,
+        finalize=md if markdown else None,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["md"] = md
+    return env
+
+
+def render(package: str, name: str, /, **context) -> str:
+    """Render template `name` (`*.html.j2` or `*.md.j2`) of `package` with `context`."""
+    return template_environment(package, name.endswith(".md.j2")).get_template(name).render(**context)

@@ -201,7 +201,7 @@ def _outcome_table(ops: pd.DataFrame) -> dict:
     table = {}
     for s1sp, group in ops.groupby("s1sp", sort=True):
         counts = group["state"].value_counts()
-        row = {s: int(counts.get(s, 0)) for s in ("done", "noop", "drifted", "failed")}
+        row = {s: int(counts.get(s, 0)) for s in ("done", "noop", "at_target_on_resume", "drifted", "failed")}
         row["open"] = int(len(group) - sum(row.values()))
         table[str(s1sp)] = row
     return table

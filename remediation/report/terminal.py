@@ -288,6 +288,13 @@ def print_run_state(state, console: Console | None = None) -> None:
     console.print(f"[{style}]state: {state.state}[/]" + (f" — {cause}" if cause else ""), soft_wrap=True)
     for s1sp, reason in sorted(state.paused.items()):
         console.print(f"[yellow]paused {s1sp}: {reason}[/]", soft_wrap=True)
+    if getattr(state, "at_target_on_resume", 0):
+        console.print(
+            f"[yellow]{state.at_target_on_resume} device(s) at_target_on_resume[/]: found at target when the run was "
+            "resumed, with no write of this run on record — possibly written by an earlier process of it (not noop); "
+            "rollback offers them as possibly written (runbook 5)",
+            soft_wrap=True,
+        )
     if state.next_command:
         console.print(f"next: {state.next_command}", soft_wrap=True)  # a command to copy: never wrapped
     if state.lock and state.lock_live:

@@ -27,6 +27,8 @@ class FaultSpec:
     wrong_device: float = 0.0
     bad_version: float = 0.0
     no_slots: float = 0.0
+    # A share of committed PUTs whose 200 reply names another device (the write has landed; the reply is a lie).
+    wrong_device_put: float = 0.0
     seed: int = 0
 
     @classmethod
@@ -83,6 +85,12 @@ class FaultInjector:
 
     def drop_after_commit(self) -> bool:
         return self.spec.drop > 0 and self._draw() < self.spec.drop
+
+    def lie_after_write(self, body: dict) -> dict:
+        """A committed PUT's 200 body as a lying S1SP would send it (or unchanged)."""
+        if self.spec.wrong_device_put and self._draw() < self.spec.wrong_device_put:
+            return {**body, "device_id": "FF-FF-FF-FF-FF-FF-FF-FF"}
+        return body
 
     def lie(self, body: dict) -> dict:
         """A read's 200 body as a lying S1SP would send it (or unchanged): the client must not believe it."""

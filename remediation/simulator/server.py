@@ -61,6 +61,9 @@ class SimulatorServer(ThreadingHTTPServer):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # A reply goes out as two writes (headers, then body) on a kept-alive connection: with Nagle on, the body waits for
+    # the client's delayed ACK, about 40 ms a request whatever the configured latency.
+    disable_nagle_algorithm = True
     server: SimulatorServer
     timeout = IDLE_TIMEOUT
 
@@ -165,7 +168,7 @@ class Handler(BaseHTTPRequestHandler):
                 except OSError:
                     pass
                 return
-            payload = json.loads(response)
+            payload = self.server.faults.lie_after_write(json.loads(response))
             self._send(200, payload, {"ETag": f'"{payload["version"]}"'})
         else:
             self._send(status, {"error": response})
@@ -196,6 +199,7 @@ def serve(
 
 
 def run_in_thread(server: SimulatorServer) -> threading.Thread:
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # shutdown() returns once serve_forever next polls for it: every 0.5 s by default, which each stop then waited for.
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     return thread
