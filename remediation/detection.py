@@ -10,7 +10,7 @@ import pandas as pd
 
 from remediation import __version__
 from remediation.artefacts.detect_result import DetectSummary
-from remediation.detect import Detection, find_wrong_devices, wrong_owner_matrix
+from remediation.detect import OWNER_MATRIX_COLUMNS, Detection, find_wrong_devices, wrong_owner_matrix
 from remediation.errors import SafetyRefusal
 from remediation.ingest.case import CaseData
 from remediation.ingest.faults import concat_quarantine
@@ -93,7 +93,8 @@ def detect_summary(data: CaseData, detection: Detection, quarantine: pd.DataFram
     for s1sp in [*configured, *sorted(set(s1sp_labels) - set(configured))]:
         code = s1sp_labels.index(s1sp) if s1sp in s1sp_labels else -1
         by_s1sp[s1sp] = _count_by(category[s1sp_codes == code])
-    wrong = detection.subset(category == CATEGORIES.index(Category.WRONG_NO.value))
+    # Only the columns the matrix reads: half a million WRONG_NO devices' text columns as Python strings are ~0.4 GB.
+    wrong = detection.subset(category == CATEGORIES.index(Category.WRONG_NO.value), OWNER_MATRIX_COLUMNS)
     files = []
     for source in data.config.extracts:
         files.append(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -27,7 +28,7 @@ from remediation.certificates import CertificateCatalog
 from remediation.config import load_case
 from remediation.detection import DetectResult, detect_case, plannable_mask
 from remediation.errors import InputError, SafetyRefusal
-from remediation.evidence.hashing import sha256_file
+from remediation.evidence.hashing import BackgroundHashes, sha256_file
 from remediation.ingest.case import load_case_data
 from remediation.ingest.faults import QUARANTINE_COLUMNS
 from remediation.ingest.pki import load_org_cas, load_orl
@@ -115,7 +116,9 @@ def run_plan(
     if from_detect is not None:
         source = DetectResultDir(Path(from_detect))
         as_of_used = as_of or config.as_of or date.today()
-        summary = source.check_matches(config.input_files, config.config_files, as_of_used, sha256_file)
+        # Re-hashing 12 GB of national inputs is most of a national `plan --from`: on every core at once.
+        hashes = BackgroundHashes([*config.input_files, *config.config_files], workers=os.cpu_count() or 1)
+        summary = source.check_matches(config.input_files, config.config_files, as_of_used, hashes.get)
         if summary.registry_gaps is None:
             raise SafetyRefusal(
                 f"refusing to plan from {from_detect}: its detect result predates the registry coverage check; run detect again"
