@@ -30,8 +30,9 @@ format: $(STAMP)
 sample: $(STAMP)
 	$(BIN)/python sample_data/generate.py
 
+# National scale end to end (10M and 15M devices; generates into bench_data/, about 12 GB per 10M): one table.
 bench: $(STAMP)
-	$(BIN)/python benchmarks/detect_scale.py
+	$(BIN)/python benchmarks/national.py
 
 clean:
 	rm -rf $(VENV) out

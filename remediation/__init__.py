@@ -3,10 +3,12 @@
 import os
 from importlib.metadata import PackageNotFoundError, version
 
-# Arrow's allocator (mimalloc) otherwise keeps freed pages for a while; the readers free hundreds of MB of transient
-# buffers per file, and returning them at once is what keeps a national detect inside its memory budget. Set before
-# pyarrow is first imported; an operator's own setting wins.
-os.environ.setdefault("MIMALLOC_PURGE_DELAY", "0")
+from remediation.memory import PURGE_DELAY_MS, configure_allocators
+
+# How long Arrow's allocator (mimalloc) keeps freed pages before returning them (see remediation/memory.py). Set
+# before pyarrow is first imported; an operator's own setting wins.
+os.environ.setdefault("MIMALLOC_PURGE_DELAY", PURGE_DELAY_MS)
+configure_allocators()
 
 try:
     __version__ = version("remediation")

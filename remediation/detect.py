@@ -22,6 +22,7 @@ from remediation.certificates import HOLD_CAUSES
 from remediation.config import DeviceType, Policy, default_device_types
 from remediation.identifiers import eui64_keys, eui64_text, mpxn_text
 from remediation.ingest.faults import FAULT_FIELDS
+from remediation.memory import consumption_order
 from remediation.model import (
     CATEGORIES,
     CAUSES,
@@ -130,11 +131,12 @@ class Detection:
         for start in range(0, max(len(self), 1), size):
             yield self.table(start, start + size)
 
-    def subset(self, mask: np.ndarray) -> pd.DataFrame:
+    def subset(self, mask: np.ndarray, columns: list[str] | None = None) -> pd.DataFrame:
         """Findings of the devices in `mask` (a boolean mask or positions), as pandas (e.g. the WRONG_NO devices for
-        a plan); only they are built."""
+        a plan); only they are built, and only `columns` of them are made pandas objects when given."""
         positions = np.flatnonzero(mask) if mask.dtype == bool else np.asarray(mask, dtype=np.int64)
-        return self._table(positions, positions).to_pandas()
+        table = self._table(positions, positions)
+        return (table if columns is None else table.select(columns)).to_pandas()
 
     def positions_of(self, device_ids) -> np.ndarray:
         """Position of each device id (any accepted spelling) among the findings; -1 where it has none."""
@@ -293,7 +295,8 @@ def _repeated(keys: np.ndarray, key_ok: np.ndarray) -> np.ndarray:
 def _take_consuming(frame: pd.DataFrame, selector: np.ndarray) -> pd.DataFrame:
     """frame[selector] built column by column, emptying `frame` as it goes (peak: result + one column)."""
     columns = {}
-    for name in list(frame.columns):
+    order = list(frame.columns)
+    for name in consumption_order(frame):
         column = frame.pop(name)
         columns[name] = (
             column.iloc[selector].reset_index(drop=True)
@@ -301,7 +304,7 @@ def _take_consuming(frame: pd.DataFrame, selector: np.ndarray) -> pd.DataFrame:
             else column[selector].reset_index(drop=True)
         )
         del column
-    return pd.DataFrame(columns)
+    return pd.DataFrame({name: columns.pop(name) for name in order})
 
 
 # ------------------------------------------------------------------------------------------------ registrations
@@ -574,7 +577,11 @@ def find_wrong_devices(
     dev_fuel = type_fuel[type_code]
     progress.stage("classifying: matching RDP registrations")
     reg = _registration(devices, registrations, as_of, policy, dev_fuel)
-    del registrations  # handed over too; the per-device arrays are all that is needed from here
+    # Handed over too, and emptied here: the caller's own reference would otherwise keep every RDP row (a quarter of
+    # a gigabyte at national scale) alive through the rest of detection.
+    for column in list(registrations.columns):
+        del registrations[column]
+    del registrations
     devices.pop("n_rows")
 
     # Registry facts per registered NO code.
@@ -989,6 +996,19 @@ _INVALID_CAUSE_BY_FIELD = {
     "s1sp": "s1sp_mismatch",
     "slot": "unknown_slot",
 }
+
+
+# The findings columns wrong_owner_matrix reads.
+OWNER_MATRIX_COLUMNS = [
+    "category",
+    "ds_verdict",
+    "ka_verdict",
+    "slot_ds_owner",
+    "slot_ka_owner",
+    "ds_role",
+    "ka_role",
+    "expected_owner",
+]
 
 
 def wrong_owner_matrix(findings: pd.DataFrame, labels: dict[str, str]) -> list[dict]:

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 
 from remediation import __version__
-from remediation.detect import Detection, find_wrong_devices, wrong_owner_matrix
+from remediation.artefacts.detect_result import DetectSummary
+from remediation.detect import OWNER_MATRIX_COLUMNS, Detection, find_wrong_devices, wrong_owner_matrix
 from remediation.errors import SafetyRefusal
 from remediation.ingest.case import CaseData
 from remediation.ingest.faults import concat_quarantine
@@ -17,8 +18,6 @@ from remediation.memory import release_memory
 from remediation.model import CATEGORIES, CAUSES, Category
 from remediation.plan import plannable_categories, plannable_causes
 from remediation.progress import NO_PROGRESS, StageProgress
-
-SUMMARY_SCHEMA = "remediation/detect-summary/1"
 
 
 class ReconciliationError(SafetyRefusal):
@@ -29,7 +28,7 @@ class ReconciliationError(SafetyRefusal):
 class DetectResult:
     detection: Detection
     quarantine: pd.DataFrame
-    summary: dict
+    summary: DetectSummary
     case: CaseData
 
     @property
@@ -68,7 +67,7 @@ def detect_case(data: CaseData, progress: StageProgress = NO_PROGRESS) -> Detect
     progress.stage("summarising and reconciling counts")
     quarantine = concat_quarantine([q for q in (data.extracts.quarantine, data.rdp.quarantine) if len(q)])
     summary = detect_summary(data, detection, quarantine)
-    if int(detection.input_rows["n_rows"].sum()) != summary["rows_read"]["extracts"]:
+    if int(detection.input_rows["n_rows"].sum()) != summary.rows_read["extracts"]:
         raise ReconciliationError("input-row trace does not cover every extract row read")
     return DetectResult(detection, quarantine, summary, data)
 
@@ -78,7 +77,7 @@ def _count_by(categories: np.ndarray, weights: np.ndarray | None = None) -> dict
     return {c: int(round(counts[i])) for i, c in enumerate(CATEGORIES)}
 
 
-def detect_summary(data: CaseData, detection: Detection, quarantine: pd.DataFrame) -> dict:
+def detect_summary(data: CaseData, detection: Detection, quarantine: pd.DataFrame) -> DetectSummary:
     rows_read = sum(data.extracts.rows_read.values())
     category = detection.codes("category").astype(np.int64)
     rows = detection.columns["rows"]
@@ -94,7 +93,8 @@ def detect_summary(data: CaseData, detection: Detection, quarantine: pd.DataFram
     for s1sp in [*configured, *sorted(set(s1sp_labels) - set(configured))]:
         code = s1sp_labels.index(s1sp) if s1sp in s1sp_labels else -1
         by_s1sp[s1sp] = _count_by(category[s1sp_codes == code])
-    wrong = detection.subset(category == CATEGORIES.index(Category.WRONG_NO.value))
+    # Only the columns the matrix reads: half a million WRONG_NO devices' text columns as Python strings are ~0.4 GB.
+    wrong = detection.subset(category == CATEGORIES.index(Category.WRONG_NO.value), OWNER_MATRIX_COLUMNS)
     files = []
     for source in data.config.extracts:
         files.append(
@@ -123,24 +123,23 @@ def detect_summary(data: CaseData, detection: Detection, quarantine: pd.DataFram
         if len(data.extracts.quarantine)
         else data.extracts.quarantine
     )
-    return {
-        "schema": SUMMARY_SCHEMA,
-        "tool_version": __version__,
-        "case": data.config.name,
-        "as_of": data.as_of.isoformat(),
-        "files": files,
-        "config_files": [{"path": str(p), "sha256": data.sha256(p)} for p in data.config.config_files],
-        "rows_read": {"extracts": rows_read, "rdp": sum(data.rdp.rows_read.values())},
-        "devices": int(len(detection)),
-        "rows_by_category": rows_by_category,
-        "devices_by_category": _count_by(category),
-        "devices_by_s1sp": by_s1sp,
-        "devices_by_cause": _causes_by_category(category, detection.codes("cause")),
-        "no_locked_out": _locked_out(detection, configured),
-        "registry_gaps": detection.registry_gaps,
-        "security_hold": detection.security_holds,
-        "wrong_owner_matrix": wrong_owner_matrix(wrong, data.registry.label_for_entity()),
-        "quarantine": {
+    return DetectSummary(
+        tool_version=__version__,
+        case=data.config.name,
+        as_of=data.as_of.isoformat(),
+        files=files,
+        config_files=[{"path": str(p), "sha256": data.sha256(p)} for p in data.config.config_files],
+        rows_read={"extracts": rows_read, "rdp": sum(data.rdp.rows_read.values())},
+        devices=int(len(detection)),
+        rows_by_category=rows_by_category,
+        devices_by_category=_count_by(category),
+        devices_by_s1sp=by_s1sp,
+        devices_by_cause=_causes_by_category(category, detection.codes("cause")),
+        no_locked_out=_locked_out(detection, configured),
+        registry_gaps=detection.registry_gaps,
+        security_hold=detection.security_holds,
+        wrong_owner_matrix=wrong_owner_matrix(wrong, data.registry.label_for_entity()),
+        quarantine={
             "issues": int(len(quarantine)),
             "extract_rows": int(len(rejected_extract_rows)),
             "rdp_rows": int(sum(data.rdp.rejected_by_file.values())),
@@ -148,8 +147,8 @@ def detect_summary(data: CaseData, detection: Detection, quarantine: pd.DataFram
             if len(quarantine)
             else {},
         },
-        "reconciled": True,
-    }
+        reconciled=True,
+    )
 
 
 def _causes_by_category(category: np.ndarray, cause: np.ndarray) -> dict[str, dict[str, int]]:

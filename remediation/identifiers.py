@@ -94,7 +94,6 @@ _NIBBLE = np.full(256, 255, dtype=np.uint8)
 for _i, _c in enumerate(b"0123456789ABCDEF"):
     _NIBBLE[_c] = _i
 _HEX = np.frombuffer(b"0123456789ABCDEF", dtype=np.uint8)
-_SHIFTS = np.arange(60, -1, -4, dtype=np.uint64)
 
 
 def eui64_keys(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -104,8 +103,10 @@ def eui64_keys(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     compact = pc.utf8_upper(pc.replace_substring(pc.utf8_trim_whitespace(values), "-", ""))
     ok = pc.fill_null(pc.match_substring_regex(compact, r"^[0-9A-F]{16}$"), False)
     filled = pc.if_else(ok, compact, pa.scalar("0" * 16, pa.string()))
-    nibbles = _NIBBLE[_fixed_width(filled, 16)].astype(np.uint64)
-    keys = (nibbles << _SHIFTS).sum(axis=1, dtype=np.uint64)
+    nibbles = _NIBBLE[_fixed_width(filled, 16)]
+    # Two hex digits -> one octet, eight octets read as one big-endian integer: byte-sized work, no (n, 16) uint64s.
+    octets = (nibbles[:, 0::2] << np.uint8(4)) | nibbles[:, 1::2]
+    keys = np.ascontiguousarray(octets).view(">u8").ravel().astype(np.uint64)
     return keys, ok.to_numpy(zero_copy_only=False)
 
 

@@ -1,7 +1,20 @@
-"""Hand freed memory back to the operating system between pipeline stages.
+"""Memory and the allocators: how freed memory goes back to the operating system, and how often.
 
-glibc keeps freed heap pages for reuse; after reading 12 GB of extracts that retained memory, not live data, dominated
-the process's footprint. `release_memory` collects and trims after each large stage."""
+Two allocators serve a national run: mimalloc (Arrow's buffers: the readers' blocks and parsed columns) and glibc
+(numpy and pandas). Both can hand freed pages back to the kernel at once, which keeps the footprint low but makes
+every later allocation fault its pages in again: measured on 10 million devices, a third of detect's CPU was system
+time, most of it those page faults. So each keeps freed memory briefly and returns it in bulk instead:
+
+- mimalloc purges pages freed for 100 ms (`MIMALLOC_PURGE_DELAY`, set in `remediation/__init__.py` before pyarrow is
+  imported; an operator's own setting wins). The readers free and reuse 16 MB blocks many times a second, so a block
+  is reused before it is purged, while a finished file's buffers are still returned within a moment.
+- glibc serves blocks up to 32 MB from its heap instead of fresh mappings (`M_MMAP_THRESHOLD`; its default adapts
+  but starts at 128 kB, so most per-batch arrays were mapped and unmapped each time) and keeps up to 256 MB free at
+  the top of its heap (`M_TRIM_THRESHOLD`). `release_memory` (after each large stage) trims it all back.
+
+Measured on the first 1.5 million rows of the national MOC extract: system time 3.7 -> 1.0 s, page faults 309k -> 96k,
+peak RSS 0.95 -> 0.96 GB.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +22,38 @@ import ctypes
 import ctypes.util
 import gc
 
-# mimalloc (Arrow's default here) keeps less than glibc for Arrow's large transient buffers: measured, 0.7 vs 1.2 GB
-# peak on 1M devices. So Arrow keeps its pool and only glibc's heap (numpy, pandas) is trimmed.
+PURGE_DELAY_MS = "100"
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD = 32 << 20  # glibc's largest allowed value on 64-bit
+TRIM_THRESHOLD = 256 << 20
 
 _libc = None
 try:
     _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     _trim = _libc.malloc_trim
+    _mallopt = _libc.mallopt
 except (OSError, AttributeError):  # pragma: no cover - not glibc
-    _trim = None
+    _trim = _mallopt = None
+
+
+def configure_allocators() -> None:
+    """glibc's thresholds (see the module text); called once when the package is imported."""
+    if _mallopt is not None:
+        _mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+        _mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
 
 
 def release_memory() -> None:
     gc.collect()
     if _trim is not None:
         _trim(0)
+
+
+def consumption_order(frame) -> list:
+    """A frame's column names with same-dtype columns together, for loops that copy a frame column by column and drop
+    each source column as they go. pandas keeps same-dtype columns in one 2-D block, and a dropped column's memory is
+    only freed with the last column of its block; taken block by block, the copy's peak is the frame plus one block
+    instead of the frame twice."""
+    columns = list(frame.columns)
+    dtypes = {name: str(frame[name].dtype) for name in columns}
+    return sorted(columns, key=lambda name: dtypes[name])  # stable: column order kept within a dtype

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -27,7 +28,7 @@ from remediation.certificates import CertificateCatalog
 from remediation.config import load_case
 from remediation.detection import DetectResult, detect_case, plannable_mask
 from remediation.errors import InputError, SafetyRefusal
-from remediation.evidence.hashing import sha256_file
+from remediation.evidence.hashing import BackgroundHashes, sha256_file
 from remediation.ingest.case import load_case_data
 from remediation.ingest.faults import QUARANTINE_COLUMNS
 from remediation.ingest.pki import load_org_cas, load_orl
@@ -115,12 +116,14 @@ def run_plan(
     if from_detect is not None:
         source = DetectResultDir(Path(from_detect))
         as_of_used = as_of or config.as_of or date.today()
-        summary = source.check_matches(config.input_files, config.config_files, as_of_used, sha256_file)
-        if "registry_gaps" not in summary:
+        # Re-hashing 12 GB of national inputs is most of a national `plan --from`: on every core at once.
+        hashes = BackgroundHashes([*config.input_files, *config.config_files], workers=os.cpu_count() or 1)
+        summary = source.check_matches(config.input_files, config.config_files, as_of_used, hashes.get)
+        if summary.registry_gaps is None:
             raise SafetyRefusal(
                 f"refusing to plan from {from_detect}: its detect result predates the registry coverage check; run detect again"
             )
-        refuse_registry_gaps(summary["registry_gaps"], allow_unknown_no, config.registry_path)
+        refuse_registry_gaps(summary.registry_gaps, allow_unknown_no, config.registry_path)
         catalog = CertificateCatalog(
             load_org_cas(config.org_ca_paths), load_orl(config.orl_path), config.accepted_policy_oids
         )
@@ -138,7 +141,7 @@ def run_plan(
     else:
         detected = detect_case(load_case_data(config, as_of, progress), progress)
         summary, as_of_used = detected.summary, detected.case.as_of
-        refuse_registry_gaps(summary["registry_gaps"], allow_unknown_no, config.registry_path)
+        refuse_registry_gaps(summary.registry_gaps, allow_unknown_no, config.registry_path)
         out = PlanDir.new(out_dir).directory
         detection = detected.detection
         rows = build_plan(
@@ -181,9 +184,9 @@ def run_plan(
         s1sp_filter=sorted(s1sps),
         policy=config.policy.model_dump(),
         allow_unknown_no=allow_unknown_no,
-        registry_gaps=summary["registry_gaps"],
-        inputs=[{k: f[k] for k in ("role", "s1sp", "path", "sha256", "rows_read")} for f in summary["files"]],
-        config_files=summary["config_files"],
+        registry_gaps=summary.registry_gaps,
+        inputs=[{k: f[k] for k in ("role", "s1sp", "path", "sha256", "rows_read")} for f in summary.files],
+        config_files=summary.config_files,
         endpoints=PlanDocument.endpoint_settings(config.endpoints),
         counts=plan_counts(rows),
         manual={
@@ -336,7 +339,7 @@ def run_verify(
     plan = load_plan(plan_dir) if plan_dir is not None else None
     verification = verify_detection(
         result.detection,
-        result.summary["devices_by_category"],
+        result.summary.devices_by_category,
         plan.rows if plan is not None else None,
         plan.directory / FINDINGS if plan is not None else None,
         read_change_requests(plan.directory) if plan is not None else None,
@@ -399,7 +402,7 @@ def _journal_states(journal: Path, plan_rows: pd.DataFrame) -> dict[str, str]:
     """operation id -> the state its journal entries lead to (an exported journal, replayed over the exported plan)."""
     from remediation.apply.index import replay
 
-    return {op: o["state"] for op, o in replay(journal, plan_rows).ops.items()}
+    return {op: o.state for op, o in replay(journal, plan_rows).ops.items()}
 
 
 def run_audit_verify(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,6 +82,18 @@ def run_apply(plan_dir, run_dir, options, **kw):
 
 def run_resume(run_dir, options, **kw):
     return pipeline.run_resume(run_dir, options, key=signer("carol"), **kw)
+
+
+def settled_writes(db: Path, quiet: float = 0.3) -> list[tuple]:
+    """api_writes once no new write has landed for `quiet` seconds: after the client is killed, a PUT it sent may
+    still be in the simulator (held by injected latency) and commit a moment later."""
+    writes, since = api_writes(db), time.monotonic()
+    while time.monotonic() - since < quiet:
+        time.sleep(0.05)
+        now = api_writes(db)
+        if now != writes:
+            writes, since = now, time.monotonic()
+    return writes
 
 
 def api_writes(db: Path) -> list[tuple]:

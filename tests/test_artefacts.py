@@ -7,10 +7,11 @@ import json
 
 import pytest
 
+from remediation.artefacts.detect_result import DetectSummary, StaleDetectResult, read_summary, write_summary
 from remediation.artefacts.plan_dir import PlanDir, PlanDocument
 from remediation.artefacts.run_dir import RunDir, RunRecord
 from remediation.errors import InputError
-from remediation.outputs import read_json_object
+from remediation.outputs import read_json_object, write_json
 from remediation.plan import PlanTampered
 from remediation.verify import Verdict
 
@@ -130,3 +131,50 @@ def test_one_json_reader_names_the_file_and_tells_missing_from_tampered(tmp_path
     assert caught.value.exit_code == (2 if error is InputError else 3)
     if content is None:
         assert read_json_object(tmp_path / "plan.json") is None  # optional documents (reports) read as absent
+
+
+def _v1_summary() -> dict:
+    """A summary.json as a version-1 detect wrote it: none of the v2 figures, and a key this version does not know."""
+    return {
+        "schema": "remediation/detect-summary/1",
+        "tool_version": "0.1.0",
+        "case": "sample",
+        "as_of": "2026-11-20",
+        "files": [{"role": "extract", "s1sp": "MOC", "path": "/x.csv", "sha256": "ab" * 32, "rows_read": 2}],
+        "config_files": [{"path": "/case.toml", "sha256": "cd" * 32}],
+        "rows_read": {"extracts": 2, "rdp": 2},
+        "devices": 2,
+        "rows_by_category": {"WRONG_NO": 1, "OK": 1},
+        "devices_by_category": {"WRONG_NO": 1, "OK": 1},
+        "devices_by_s1sp": {"MOC": {"WRONG_NO": 1, "OK": 1}},
+        "wrong_owner_matrix": [{"wrong_owner": "ESP", "expected_owner": "WWU", "devices": 1}],
+        "quarantine": {"issues": 0, "extract_rows": 0, "rdp_rows": 0, "by_field": {}},
+        "reconciled": True,
+        "a_later_field": {"k": 1},
+    }
+
+
+def test_a_detect_summary_round_trips_byte_for_byte_and_keeps_keys_it_does_not_know(tmp_path):
+    path = tmp_path / "summary.json"
+    write_json(path, _v1_summary())
+    before = path.read_bytes()
+    summary = read_summary(path)
+    assert summary.devices_by_cause is None and summary.registry_gaps is None and summary.locked_out_devices is None
+    assert summary.extra == {"a_later_field": {"k": 1}} and summary.rows_read["extracts"] == 2
+    write_summary(path, summary)
+    assert path.read_bytes() == before  # nothing absent written as null, unknown keys kept in place (they were last)
+
+
+def test_a_fresh_detect_summary_writes_every_field_in_the_contract_order(tmp_path):
+    fields = {k: v for k, v in _v1_summary().items() if k not in ("schema", "tool_version", "a_later_field")}
+    v2 = {"devices_by_cause": {}, "no_locked_out": {"devices": 0}, "registry_gaps": [], "security_hold": []}
+    document = DetectSummary(**fields, **v2, tool_version="9").to_json()
+    assert list(document) == list(DetectSummary.ORDER)
+    assert document["schema"] == "remediation/detect-summary/1" and document["registry_gaps"] == []
+
+
+def test_a_summary_without_its_counts_is_refused_naming_the_file(tmp_path):
+    path = tmp_path / "summary.json"
+    write_json(path, {k: v for k, v in _v1_summary().items() if k != "devices_by_category"})
+    with pytest.raises(StaleDetectResult, match=r"summary.json: not a detect summary \(no devices_by_category\)"):
+        read_summary(path)

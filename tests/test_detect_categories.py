@@ -118,7 +118,7 @@ def test_duplicate_identical_collapses_and_counts_both_rows(tmp_path):
     case.rows.append(dict(case.rows[0]))
     result = case.detect()
     assert result.findings["category"].tolist() == ["OK"]
-    assert result.summary["rows_by_category"]["OK"] == 2 and result.summary["devices"] == 1
+    assert result.summary.rows_by_category["OK"] == 2 and result.summary.devices == 1
 
 
 def test_duplicate_with_different_id_spelling_is_the_same_device(tmp_path):
@@ -142,7 +142,7 @@ def test_duplicate_across_s1sps_conflicts_even_with_same_slots(tmp_path):
     result = case.detect()
     assert result.findings["category"].tolist() == ["DUPLICATE_CONFLICT"]
     assert result.findings["s1sp"].tolist() == ["FOC+MOC"]
-    assert result.summary["rows_by_category"]["DUPLICATE_CONFLICT"] == 2
+    assert result.summary.rows_by_category["DUPLICATE_CONFLICT"] == 2
 
 
 def test_invalid_beats_duplicate(tmp_path):
@@ -186,7 +186,7 @@ def test_rejected_rdp_row_makes_the_mpxn_ambiguous(tmp_path):
     assert category_of(result, dev(1)) == "RDP_AMBIGUOUS"
     q = result.quarantine
     assert q[["s1sp", "row", "field"]].values.tolist() == [["RDP", 2, "effective_from"]]
-    assert result.summary["quarantine"]["rdp_rows"] == 1
+    assert result.summary.quarantine["rdp_rows"] == 1
 
 
 def test_no_rdp_beats_wrong_and_unknown_beats_wrong(tmp_path):
@@ -241,4 +241,4 @@ def test_not_yet_valid_certificate_is_reported_with_expired(tmp_path):
 
 def test_as_of_default_comes_from_case(tmp_path):
     case, _ = single(tmp_path, A_DS, A_KA)
-    assert case.detect().summary["as_of"] == AS_OF.isoformat()
+    assert case.detect().summary.as_of == AS_OF.isoformat()

@@ -217,9 +217,7 @@ def test_detection_matches_oracle_and_accounts_for_every_row(devices):
         f = result.findings
         got = dict(zip(f["device_id"], zip(f["category"], f["cause"].astype(str), f["no_locked_out"].astype(bool))))
         assert got == expected
-        assert (
-            sum(result.summary["rows_by_category"].values()) == rows_written == result.summary["rows_read"]["extracts"]
-        )
+        assert sum(result.summary.rows_by_category.values()) == rows_written == result.summary.rows_read["extracts"]
         assert result.findings["rows"].sum() == rows_written
 
 

@@ -141,7 +141,7 @@ def test_untrusted_or_off_profile_certificate_is_held_and_listed(tmp_path, name)
     from cryptography import x509
 
     parsed = x509.load_der_x509_certificate(body)
-    (listed,) = result.summary["security_hold"]
+    (listed,) = result.summary.security_hold
     assert listed["serial"] == format(parsed.serial_number, "X") and listed["issuer"] == parsed.issuer.rfc4514_string()
     assert listed["subject"] == parsed.subject.rfc4514_string() and listed["fingerprint"] == f["ds_fingerprint"]
     assert (listed["cause"], listed["devices"]) == (cause, 1)
@@ -282,7 +282,7 @@ def test_expired_locks_the_no_out_only_where_the_s1sp_enforces_validity(tmp_path
     result = case.detect()
     assert [finding(result, dev(i))["cause"] for i in (1, 2)] == ["expired", "expired"]
     assert [bool(finding(result, dev(i))["no_locked_out"]) for i in (1, 2)] == [True, False]
-    assert result.summary["no_locked_out"]["by_s1sp"] == {"MOC": 1}
+    assert result.summary.no_locked_out["by_s1sp"] == {"MOC": 1}
 
 
 def test_headline_devices_no_no_can_manage_by_s1sp_and_no(tmp_path):
@@ -299,7 +299,7 @@ def test_headline_devices_no_no_can_manage_by_s1sp_and_no(tmp_path):
         m = mpan()
         case.device(dev(i), m, ds, ka, s1sp=s1sp)
         case.register(m, no)
-    summary = case.detect().summary
+    summary = case.detect().summary.to_json()
     locked = summary["no_locked_out"]
     assert locked["devices"] == 3
     assert locked["by_s1sp"] == {"FOC": 2, "MOC": 1} or locked["by_s1sp"] == {"MOC": 1, "FOC": 2}
@@ -336,7 +336,7 @@ def test_s1sp_codes_come_from_the_case(tmp_path):
     case = CaseFiles(tmp_path)
     case.device(dev(1), mpan(), A_DS, A_KA, s1sp="MOCSEC")  # a cohort such as "MOC (Secure)" is an S1SP of its own
     case.register(case.rows[0]["mpxn"], "AAAA")
-    summary = case.detect().summary
+    summary = case.detect().summary.to_json()
     assert summary["devices_by_s1sp"]["MOCSEC"]["OK"] == 1
     text = (tmp_path / "case.toml").read_text().replace("[s1sp.MOCSEC]\n", "")
     (tmp_path / "case.toml").write_text(text)
@@ -357,7 +357,7 @@ def test_registry_gap_is_listed_and_refuses_plan_unless_allowed(tmp_path):
     case.device(dev(9), m, B_DS, B_KA)
     case.register(m, "AAAA")
     result = case.detect()
-    assert result.summary["registry_gaps"] == [{"network_operator_id": "GGEN", "devices": 3}]
+    assert result.summary.registry_gaps == [{"network_operator_id": "GGEN", "devices": 3}]
     config = case.write()
     runner = CliRunner(env=key_env("alice"))  # the planner's key: the test case names a trust policy
     out = runner.invoke(main, ["detect", "--config", str(config), "--out", str(tmp_path / "d")], terminal_width=200)
@@ -480,11 +480,11 @@ def test_real_zaz1_certificates_under_test_and_other_environment_policies(tmp_pa
     assert {(finding(result, dev(i))["category"], finding(result, dev(i))["cause"]) for i in range(1, 5)} == {
         ("SECURITY_HOLD", "policy_not_accepted")
     }
-    assert {h["serial"] for h in result.summary["security_hold"]} >= {
+    assert {h["serial"] for h in result.summary.security_hold} >= {
         "4FC0252E553ECD05D4F72DCFAD55C8E7",
         "4BF733EEB936F53B7F91DC9B7F63DCFD",
     }
-    assert all(set(h["issuer"].split(",")) == {"OU=07", "CN=Z1"} for h in result.summary["security_hold"])
+    assert all(set(h["issuer"].split(",")) == {"OU=07", "CN=Z1"} for h in result.summary.security_hold)
 
 
 def test_a_manual_s1sp_gets_change_requests_never_plan_rows(tmp_path):

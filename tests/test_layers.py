@@ -28,7 +28,7 @@ LAYERS = {
     "remediation.certificates": 1,
     "remediation.ingest": 1,
     "remediation.detect": 2,
-    "remediation.detection": 2,
+    "remediation.detection": 3,  # builds the detect result's summary (artefacts/detect_result.py owns its shape)
     "remediation.plan": 2,
     "remediation.authority": 3,
     "remediation.artefacts": 3,

@@ -22,7 +22,7 @@ from remediation.apply.runner import ApplyOptions
 from remediation.cli import main
 from remediation.evidence.hashing import canonical_json, sha256_file
 from remediation.evidence.journal import GENESIS, entry_hash, read_journal, verify_journal
-from tests.simulation import api_writes, planned_case, run_apply, run_resume, start_sim
+from tests.simulation import api_writes, planned_case, run_apply, run_resume, settled_writes, start_sim
 from tests.support import REPO, key_env, signer
 from tests.test_run_integrity import ENV, apply_command, journal_count, wait_for
 
@@ -108,7 +108,7 @@ def test_written_devices_never_become_noop_after_the_journal_of_an_unfinished_ru
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         sim.set_faults("")
-        written_before = {d for d, _ in api_writes(tmp_path / "moc.sqlite")}
+        written_before = {d for d, _ in settled_writes(tmp_path / "moc.sqlite")}
         entries = read_journal(run_dir / "journal.jsonl")
         if attack == "cut-after-start":
             kept = entries[:1]  # run_started, operator-signed and untouched: only what came after it is gone

@@ -26,7 +26,7 @@ def test_one_million_devices_detected_with_exact_counts(tmp_path):
     )
     expected = json.loads((data / "expected.json").read_text())
     result = pipeline.run_detect(data / "case.toml", tmp_path / "out")
-    summary = result.summary
+    summary = result.summary.to_json()
     assert summary["devices"] == DEVICES
     assert summary["devices_by_category"] == {
         c: expected["devices_by_category"].get(c, 0) for c in summary["devices_by_category"]

@@ -15,7 +15,9 @@ import sqlite3
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import ClassVar
 
 import pandas as pd
 
@@ -87,29 +89,81 @@ OP_COLUMNS = (
 )
 
 
-def seed_ops(plan: pd.DataFrame) -> dict[str, dict]:
+@dataclass(slots=True)
+class Operation:
+    """One planned device's operation and where it stands: the in-memory payload of apply, replay and the index.
+
+    The plan's and fingerprints keep the plan's names here (`expected_ds_fingerprint`, `target_ds_fingerprint`, ...);
+    the checkpoint database's columns (and so the ops frame, outcomes.csv and dry_run.csv) keep their stored names
+    (`expected_ds`, `target_ds_fp`, ...), so runs made before this class still resume, verify and export. The two
+    meet only in `from_row`/`row`."""
+
+    operation_id: str
+    device_id: str
+    s1sp: str
+    seq: int
+    expected_ds_fingerprint: str | None
+    expected_ka_fingerprint: str | None
+    target_ds_fingerprint: str | None
+    target_ka_fingerprint: str | None
+    state: str = PENDING
+    attempts: int | None = 0
+    version_seen: int | None = None
+    result_version: int | None = None
+    prior_ds_fp: str | None = None
+    prior_ka_fp: str | None = None
+    prior_ds_cert: str | None = None
+    prior_ka_cert: str | None = None
+    final_ds_fp: str | None = None
+    final_ka_fp: str | None = None
+    last_error: str | None = None
+    updated_at: float | None = None
+
+    # attribute -> the checkpoint database's (and ops frame's) column, where the two differ
+    STORED: ClassVar[dict[str, str]] = {
+        "expected_ds_fingerprint": "expected_ds",
+        "expected_ka_fingerprint": "expected_ka",
+        "target_ds_fingerprint": "target_ds_fp",
+        "target_ka_fingerprint": "target_ka_fp",
+    }
+
+    @classmethod
+    def from_row(cls, row: dict) -> Operation:
+        """An op from a checkpoint database row or an ops-frame record (stored column names)."""
+        return cls(**{f.name: row.get(cls.STORED.get(f.name, f.name)) for f in fields(cls)})
+
+    def row(self) -> dict:
+        """The op under its stored column names, in OP_COLUMNS order."""
+        return {self.STORED.get(f.name, f.name): getattr(self, f.name) for f in fields(self)}
+
+    def update(self, sets: dict, **more) -> None:
+        """Set checkpointed fields (names as in OP_FIELDS, state, updated_at)."""
+        for name, value in {**sets, **more}.items():
+            setattr(self, name, value)
+
+    def copy(self) -> Operation:
+        return replace(self)
+
+
+def seed_ops(plan: pd.DataFrame) -> dict[str, Operation]:
     """One pending op per plan row, in plan order: the state every replay and every index starts from."""
-    ops = {}
-    for i, r in enumerate(plan.itertuples(index=False)):
-        ops[r.operation_id] = {
-            "operation_id": r.operation_id,
-            "device_id": r.device_id,
-            "s1sp": r.s1sp,
-            "seq": i,
-            "expected_ds": r.expected_ds_fingerprint,
-            "expected_ka": r.expected_ka_fingerprint,
-            "target_ds_fp": r.target_ds_fingerprint,
-            "target_ka_fp": r.target_ka_fingerprint,
-            "state": PENDING,
-            "attempts": 0,
-            **{f: None for f in OP_FIELDS if f != "attempts"},
-            "updated_at": None,
-        }
-    return ops
+    return {
+        r.operation_id: Operation(
+            r.operation_id,
+            r.device_id,
+            r.s1sp,
+            i,
+            r.expected_ds_fingerprint,
+            r.expected_ka_fingerprint,
+            r.target_ds_fingerprint,
+            r.target_ka_fingerprint,
+        )
+        for i, r in enumerate(plan.itertuples(index=False))
+    }
 
 
 def counts_of(ops) -> dict[str, dict[str, int]]:
-    c = Counter((o["s1sp"], o["state"]) for o in ops)
+    c = Counter((o.s1sp, o.state) for o in ops)
     out: dict[str, dict[str, int]] = {}
     for (s1sp, state), n in sorted(c.items()):
         out.setdefault(s1sp, {s: 0 for s in STATES})[state] = n
@@ -121,7 +175,7 @@ class MemoryCheckpoints:
     index, and on its own for dry runs and benchmarks."""
 
     def __init__(self, journal: Journal | None = None):
-        self.ops: dict[str, dict] = {}
+        self.ops: dict[str, Operation] = {}
         self.lock = threading.Lock()
         self.journal = journal
 
@@ -137,40 +191,41 @@ class MemoryCheckpoints:
             self._persist_seed(list(added.values()))
         return len(added)
 
-    def load(self, ops: dict[str, dict]) -> None:
+    def load(self, ops: dict[str, Operation]) -> None:
         with self.lock:
-            self.ops = {k: dict(v) for k, v in ops.items()}
+            self.ops = {k: v.copy() for k, v in ops.items()}
 
-    def open_ops(self, s1sp: str) -> list[dict]:
+    def open_ops(self, s1sp: str) -> list[Operation]:
+        """Copies of the S1SP's ops not in a final state, in plan order (the executor moves them by `transition`)."""
         with self.lock:
             return [
-                dict(o)
-                for o in sorted(self.ops.values(), key=lambda o: o["seq"])
-                if o["s1sp"] == s1sp and o["state"] in OPEN_STATES
+                o.copy()
+                for o in sorted(self.ops.values(), key=lambda o: o.seq)
+                if o.s1sp == s1sp and o.state in OPEN_STATES
             ]
 
-    def transition(self, op: dict, to_state: str, detail: dict | None = None, **fields) -> None:
-        from_state = op["state"]
+    def transition(self, op: Operation, to_state: str, detail: dict | None = None, **fields) -> None:
+        from_state = op.state
         sets = {k: v for k, v in fields.items() if k in OP_FIELDS}
         with self.lock:  # one lock: the journal's order is the index's order
             head = None
             if self.journal:
                 self.journal.append(
                     "transition",
-                    operation_id=op["operation_id"],
-                    device_id=op["device_id"],
-                    s1sp=op["s1sp"],
+                    operation_id=op.operation_id,
+                    device_id=op.device_id,
+                    s1sp=op.s1sp,
                     from_state=from_state,
                     to_state=to_state,
                     fields=sets,
                     **({"s1sp_response": detail} if detail else {}),
                 )
                 head = self.journal.head
-            self.ops[op["operation_id"]].update(sets, state=to_state, updated_at=time.time())
-            self._persist_transition(op["operation_id"], from_state, to_state, detail, sets, head)
+            self.ops[op.operation_id].update(sets, state=to_state, updated_at=time.time())
+            self._persist_transition(op.operation_id, from_state, to_state, detail, sets, head)
         op.update(sets, state=to_state)
 
-    def _persist_seed(self, rows: list[dict]) -> None:
+    def _persist_seed(self, rows: list[Operation]) -> None:
         pass
 
     def _persist_transition(self, operation_id, from_state, to_state, detail, sets, head) -> None:
@@ -182,7 +237,7 @@ class MemoryCheckpoints:
 
     def ops_frame(self) -> pd.DataFrame:
         with self.lock:
-            rows = sorted(self.ops.values(), key=lambda o: o["seq"])
+            rows = [o.row() for o in sorted(self.ops.values(), key=lambda o: o.seq)]
         return pd.DataFrame(rows, columns=list(OP_COLUMNS)) if rows else pd.DataFrame(columns=list(OP_COLUMNS))
 
 
@@ -203,7 +258,7 @@ class SqliteCheckpoints(MemoryCheckpoints):
         self.conn.executescript(SCHEMA)
         cur = self.conn.execute("SELECT * FROM ops ORDER BY seq")
         names = [d[0] for d in cur.description]
-        self.ops = {row[0]: dict(zip(names, row)) for row in cur.fetchall()}
+        self.ops = {row[0]: Operation.from_row(dict(zip(names, row))) for row in cur.fetchall()}
 
     def close(self) -> None:
         try:
@@ -217,14 +272,14 @@ class SqliteCheckpoints(MemoryCheckpoints):
             if self.journal:
                 self.journal.append("checkpoint_index_failed", error=self.index_error, path=str(self.path))
 
-    def _persist_seed(self, rows: list[dict]) -> None:
+    def _persist_seed(self, rows: list[Operation]) -> None:
         if self.index_error or not rows:
             return
         try:
             self.conn.execute("BEGIN IMMEDIATE")
             self.conn.executemany(
                 f"INSERT OR IGNORE INTO ops({', '.join(OP_COLUMNS)}) VALUES ({', '.join('?' * len(OP_COLUMNS))})",
-                [tuple(r[c] for c in OP_COLUMNS) for r in rows],
+                [tuple(r.row().values()) for r in rows],
             )
             self.conn.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -263,7 +318,7 @@ class SqliteCheckpoints(MemoryCheckpoints):
             self._failed(exc)
 
 
-def write_index(path: Path, ops: dict[str, dict], transitions: list[tuple], head: dict) -> None:
+def write_index(path: Path, ops: dict[str, Operation], transitions: list[tuple], head: dict) -> None:
     """A fresh index file from replayed ops: built beside the old one, then renamed into place (atomic)."""
     tmp = path.with_name(path.name + ".rebuild")
     for stale in (tmp, tmp.with_name(tmp.name + "-wal"), tmp.with_name(tmp.name + "-shm")):
@@ -274,7 +329,7 @@ def write_index(path: Path, ops: dict[str, dict], transitions: list[tuple], head
         conn.execute("BEGIN")
         conn.executemany(
             f"INSERT INTO ops({', '.join(OP_COLUMNS)}) VALUES ({', '.join('?' * len(OP_COLUMNS))})",
-            [tuple(o.get(c) for c in OP_COLUMNS) for o in ops.values()],
+            [tuple(o.row().values()) for o in ops.values()],
         )
         conn.executemany(
             "INSERT INTO transitions(operation_id, from_state, to_state, at, detail) VALUES (?,?,?,?,?)", transitions

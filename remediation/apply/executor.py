@@ -29,6 +29,7 @@ from remediation.apply.checkpoint import (
     PENDING,
     READING,
     WRITING,
+    Operation,
 )
 from remediation.apply.gateway import (
     ConnectionFailed,
@@ -195,18 +196,16 @@ class DeviceExecutor:
         self.breaker.answered()
         return result
 
-    def _read(self, op: dict) -> SlotState:
-        return self.retrying(self._send, op["device_id"], lambda: self.gateway.read(op["device_id"]))
+    def _read(self, op: Operation) -> SlotState:
+        return self.retrying(self._send, op.device_id, lambda: self.gateway.read(op.device_id))
 
-    def _put(self, op: dict, version: int, ds: str | None, ka: str | None):
-        return self._send(
-            op["device_id"], lambda: self.gateway.write(op["device_id"], version, ds, ka, op["operation_id"])
-        )
+    def _put(self, op: Operation, version: int, ds: str | None, ka: str | None):
+        return self._send(op.device_id, lambda: self.gateway.write(op.device_id, version, ds, ka, op.operation_id))
 
     def _slot_fps(self, state: SlotState) -> tuple[str, str]:
         return fingerprint(state.ds), fingerprint(state.ka)
 
-    def run(self, op: dict) -> str:
+    def run(self, op: Operation) -> str:
         """Drive one device to a final state; returns it. Gateway errors that outlive the retries fail the device.
         After a stop it returns SKIPPED (not started) or INTERRUPTED (left in its last checkpointed state)."""
         if self.stop.is_set():
@@ -228,31 +227,31 @@ class DeviceExecutor:
             )
             return FAILED
 
-    def _run(self, op: dict) -> str:
-        resumed_write = op["state"] in (WRITING, CONFIRMING)
-        if op["state"] == PENDING:
+    def _run(self, op: Operation) -> str:
+        resumed_write = op.state in (WRITING, CONFIRMING)
+        if op.state == PENDING:
             self.checkpoints.transition(op, READING)
         for cycle in range(MAX_CYCLES + 1):  # the last round only reads: it confirms a write made in the round before
             state = self._read(op)
             current = self._slot_fps(state)
             fields = {"version_seen": state.version}
-            if op.get("prior_ds_fp") is None:
+            if op.prior_ds_fp is None:
                 # What the slots held before we touched them: what a rollback plan would restore.
                 fields.update(
                     prior_ds_fp=current[0], prior_ka_fp=current[1], prior_ds_cert=state.ds, prior_ka_cert=state.ka
                 )
-            target = (op["target_ds_fp"], op["target_ka_fp"])
-            expected = (op["expected_ds"] or "", op["expected_ka"] or "")
+            target = (op.target_ds_fingerprint, op.target_ka_fingerprint)
+            expected = (op.expected_ds_fingerprint or "", op.expected_ka_fingerprint or "")
             if current == target:
                 # A device this run sent a write for is `done`, never `noop`, however the state was reached; one
                 # found at target on a resume without a write on record may have been written by an earlier process.
-                wrote = resumed_write or op["state"] in (WRITING, CONFIRMING) or op.get("attempts")
+                wrote = resumed_write or op.state in (WRITING, CONFIRMING) or op.attempts
                 final = DONE if wrote else AT_TARGET_ON_RESUME if self.resumed else NOOP
                 detail = {"version": state.version, "slots": "at target"}
                 if final == AT_TARGET_ON_RESUME:
                     detail["why"] = "at target on resume with no write recorded: possibly written by an earlier process"
-                    if op.get("version_seen") is not None:
-                        detail["version_seen_before"] = op["version_seen"]
+                    if op.version_seen is not None:
+                        detail["version_seen_before"] = op.version_seen
                 self.checkpoints.transition(
                     op,
                     final,
@@ -281,9 +280,9 @@ class DeviceExecutor:
                 break
             # Exactly as planned: write both slots in one conditional PUT. Recorded as in flight *before* sending.
             self.checkpoints.transition(
-                op, WRITING, {"if_match": state.version}, attempts=(op.get("attempts") or 0) + 1, **fields
+                op, WRITING, {"if_match": state.version}, attempts=(op.attempts or 0) + 1, **fields
             )
-            ds, ka = self.targets[op["operation_id"]]
+            ds, ka = self.targets[op.operation_id]
             try:
                 # Re-sending the same PUT is safe: the S1SP replays the first answer for the same Idempotency-Key, and
                 # If-Match stops it if anyone else wrote in between.
@@ -308,7 +307,7 @@ class DeviceExecutor:
 
 def run_s1sp(
     executor: DeviceExecutor,
-    ops: list[dict],
+    ops: list[Operation],
     concurrency: int,
     waves: WavePolicy,
     should_stop=lambda: False,
@@ -318,7 +317,7 @@ def run_s1sp(
     stats = S1SPRunStats()
     reported = threading.Lock()
 
-    def run_one(op: dict) -> str:
+    def run_one(op: Operation) -> str:
         result = executor.run(op)
         if on_progress:
             with reported:  # one device at a time, as each reaches its state: the bar moves per device, not per wave
@@ -349,12 +348,10 @@ def run_s1sp(
     return stats, None
 
 
-def _first_error(wave: list[dict], results: list[str]) -> str:
+def _first_error(wave: list[Operation], results: list[str]) -> str:
     """The commonest failure reason in a wave, for the pause message (a protocol error must not hide in a CSV)."""
     errors = Counter(
-        (op.get("last_error") or "?").removeprefix(f"{op['device_id']}: ")
-        for op, r in zip(wave, results)
-        if r == FAILED
+        (op.last_error or "?").removeprefix(f"{op.device_id}: ") for op, r in zip(wave, results) if r == FAILED
     )
     if not errors:
         return ""

@@ -37,11 +37,12 @@ from remediation.apply.checkpoint import (
     PENDING,
     READING,
     WRITING,
+    Operation,
     counts_of,
     seed_ops,
     write_index,
 )
-from remediation.artefacts.run_dir import RUN_JSON, RunDir, RunRecord
+from remediation.artefacts.run_dir import CHECKPOINTS, RUN_JSON, RunDir, RunRecord
 from remediation.evidence.journal import JournalBroken, check_journal
 
 COMPARED = ("state", *OP_FIELDS)  # what an index row must agree with the journal on
@@ -64,7 +65,7 @@ class IndexInconsistent(JournalBroken):
 
 @dataclass
 class Replay:
-    ops: dict[str, dict]
+    ops: dict[str, Operation]
     head: dict
     entries: int
     transitions: list[tuple] = field(default_factory=list)  # rows for the index's transitions table
@@ -76,12 +77,12 @@ class Replay:
         return counts_of(self.ops.values())
 
     def frame(self) -> pd.DataFrame:
-        rows = sorted(self.ops.values(), key=lambda o: o["seq"])
+        rows = [o.row() for o in sorted(self.ops.values(), key=lambda o: o.seq)]
         return pd.DataFrame(rows, columns=list(OP_COLUMNS))
 
     def written(self) -> set[str]:
         """Operation ids this run sent a write for (attempts counts PUTs): these can never be `noop`."""
-        return {k for k, o in self.ops.items() if o.get("attempts")}
+        return {k for k, o in self.ops.items() if o.attempts}
 
 
 def _at(entry: dict) -> float | None:
@@ -107,34 +108,38 @@ def replay(
                 f"{path}: journal entry {entry.get('seq')} ({entry.get('event')}) is malformed ({type(exc).__name__}: {exc})"
             ) from None
         if snapshot_at is not None and entry.get("seq") == snapshot_at:
-            result.snapshot = {k: tuple(o.get(c) for c in COMPARED) for k, o in ops.items()}
+            result.snapshot = {k: _compared(o) for k, o in ops.items()}
     if snapshot_at == 0:
-        result.snapshot = {k: tuple(o.get(c) for c in COMPARED) for k, o in seed_ops(plan_rows).items()}
+        result.snapshot = {k: _compared(o) for k, o in seed_ops(plan_rows).items()}
     return result
 
 
-def _replay_entry(path: Path, entry: dict, ops: dict[str, dict], result: Replay) -> None:
+def _compared(op: Operation) -> tuple:
+    return tuple(getattr(op, c) for c in COMPARED)
+
+
+def _replay_entry(path: Path, entry: dict, ops: dict[str, Operation], result: Replay) -> None:
     """One journal entry applied to the replay; JournalBroken when it contradicts what came before."""
     event, seq = entry.get("event"), entry.get("seq")
     if event == "transition":
         op = ops.get(entry.get("operation_id"))
-        if op is None or op["device_id"] != entry.get("device_id"):
+        if op is None or op.device_id != entry.get("device_id"):
             raise JournalBroken(
                 f"{path}: journal entry {seq}: operation {entry.get('operation_id')} of device {entry.get('device_id')} is not in the run's plan"
             )
-        if op["state"] != entry.get("from_state"):
+        if op.state != entry.get("from_state"):
             raise JournalBroken(
-                f"{path}: journal entry {seq}: device {op['device_id']} moves from {entry.get('from_state')!r} but the journal "
-                f"left it {op['state']!r} (entries removed?)"
+                f"{path}: journal entry {seq}: device {op.device_id} moves from {entry.get('from_state')!r} but the journal "
+                f"left it {op.state!r} (entries removed?)"
             )
-        if entry["to_state"] not in ALLOWED.get(op["state"], ()) or (entry["to_state"] == NOOP and op.get("attempts")):
+        if entry["to_state"] not in ALLOWED.get(op.state, ()) or (entry["to_state"] == NOOP and op.attempts):
             raise JournalBroken(
-                f"{path}: journal entry {seq}: device {op['device_id']} cannot move from {op['state']!r} to {entry['to_state']!r}"
-                + (" after this run wrote it" if op.get("attempts") else "")
+                f"{path}: journal entry {seq}: device {op.device_id} cannot move from {op.state!r} to {entry['to_state']!r}"
+                + (" after this run wrote it" if op.attempts else "")
             )
         if entry["to_state"] == NOOP and result.resumed:
             raise JournalBroken(
-                f"{path}: journal entry {seq}: device {op['device_id']} recorded as 'noop' after the run was resumed; apply "
+                f"{path}: journal entry {seq}: device {op.device_id} recorded as 'noop' after the run was resumed; apply "
                 f"records a device found at target on resume as {AT_TARGET_ON_RESUME!r} (entry forged, or made by an older version)"
             )
         if "fields" not in entry:
@@ -144,7 +149,7 @@ def _replay_entry(path: Path, entry: dict, ops: dict[str, dict], result: Replay)
             )
         fields = entry["fields"] or {}
         op.update({k: v for k, v in fields.items() if k in OP_FIELDS}, state=entry["to_state"], updated_at=_at(entry))
-        result.transitions.append((op["operation_id"], entry["from_state"], entry["to_state"], _at(entry) or 0.0, None))
+        result.transitions.append((op.operation_id, entry["from_state"], entry["to_state"], _at(entry) or 0.0, None))
     elif event in RUN_END_EVENTS and "counts" in entry:
         counts = result.counts()
         recorded = {s: {k: v for k, v in c.items() if v} for s, c in entry["counts"].items()}
@@ -324,7 +329,7 @@ def _checked_replay(run_dir, journal, plan_rows, entries, head, index, policy, r
             f"{journal}: journal truncated: checkpoints.sqlite reflects entry {snapshot_at}, the journal ends at entry {head['seq']}"
         )
     if snapshot_at:
-        check_recorded_head(journal, index[1], entries, head, source="checkpoints.sqlite")
+        check_recorded_head(journal, index[1], entries, head, source=CHECKPOINTS)
     result = replay(journal, plan_rows, snapshot_at=snapshot_at, checked=(entries, head))
     if policy is not None:
         if run is None:
@@ -335,22 +340,22 @@ def _checked_replay(run_dir, journal, plan_rows, entries, head, index, policy, r
 
 def _compare(db: Path, journal: Path, result: Replay, index: tuple, head: dict) -> IndexCheck:
     rows, index_head = index
-    current = {k: tuple(o.get(c) for c in COMPARED) for k, o in result.ops.items()}
+    current = {k: _compared(o) for k, o in result.ops.items()}
     if rows == current:
         return IndexCheck("ok", "agrees with the journal")
     if result.snapshot is not None and rows == result.snapshot:
         return IndexCheck("behind", f"{db.name} reflects journal entry {index_head['seq']} of {head['seq']}")
-    order = sorted(set(current) | set(rows), key=lambda k: result.ops[k]["seq"] if k in result.ops else -1)
+    order = sorted(set(current) | set(rows), key=lambda k: result.ops[k].seq if k in result.ops else -1)
     first = next(k for k in order if rows.get(k) != current.get(k))
     op = result.ops.get(first)
     if op is None:
         return IndexCheck("disagrees", f"{db.name} holds operation {first}, which is not in the plan")
     if first not in rows:
-        return IndexCheck("disagrees", f"{db.name} lacks device {op['device_id']}")
+        return IndexCheck("disagrees", f"{db.name} lacks device {op.device_id}")
     return IndexCheck(
         "disagrees",
-        f"{db.name} says device {op['device_id']} is {rows[first][0]!r}, the journal says {op['state']!r}"
-        + ("" if rows[first][0] != op["state"] else " (fields differ)"),
+        f"{db.name} says device {op.device_id} is {rows[first][0]!r}, the journal says {op.state!r}"
+        + ("" if rows[first][0] != op.state else " (fields differ)"),
     )
 
 

@@ -22,6 +22,7 @@ from remediation.apply.checkpoint import (
     NOOP,
     STATES,
     MemoryCheckpoints,
+    Operation,
     SqliteCheckpoints,
 )
 from remediation.apply.executor import INTERRUPTED, DeviceExecutor, RetryPolicy, run_s1sp
@@ -551,7 +552,7 @@ def _reopen_failed(checkpoints, rows: pd.DataFrame) -> None:
     frame = checkpoints.ops_frame()
     failed = frame[(frame["state"] == FAILED) & frame["operation_id"].isin(rows["operation_id"])]
     for op in failed.to_dict("records"):
-        checkpoints.transition(op, "pending", {"reason": "operator asked to retry failed devices"})
+        checkpoints.transition(Operation.from_row(op), "pending", {"reason": "operator asked to retry failed devices"})
 
 
 def dry_run(

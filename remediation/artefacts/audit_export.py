@@ -25,7 +25,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from remediation import __version__, authority
-from remediation.artefacts.detect_result import FINDINGS, INPUT_ROWS, SUMMARY, write_findings
+from remediation.artefacts.detect_result import (
+    FINDINGS,
+    INPUT_ROWS,
+    SUMMARY,
+    DetectResultDir,
+    DetectSummary,
+    write_findings,
+)
 from remediation.artefacts.plan_dir import APPROVALS, CERTIFICATE_BODIES, PLAN_CSV, PLAN_JSON, PLAN_PARQUET, PlanDir
 from remediation.artefacts.run_dir import JOURNAL, OUTCOMES_CSV, OUTCOMES_PARQUET, RunDir, RunRecord
 from remediation.errors import InputError, SafetyRefusal
@@ -215,13 +222,13 @@ def _outcome_tables(findings_path: Path, plan_ops: pd.DataFrame, tally: _Tally):
         yield pa.Table.from_pandas(outcomes, schema=schema, preserve_index=False)
 
 
-def audit_summary(tally: _Tally, run: RunRecord, detect_summary: dict) -> dict:
+def audit_summary(tally: _Tally, run: RunRecord, detect_summary: DetectSummary) -> dict:
     return {
         "plan_hash": run.plan_hash,
         "run_status": run.status,
         "devices": tally.devices,
         "input_rows": tally.input_rows,
-        "rows_read": detect_summary["rows_read"],
+        "rows_read": detect_summary.rows_read,
         "devices_by_category": tally.by_category,
         "devices_by_final_state": dict(sorted(tally.by_state.items())),
         "planned_devices": tally.planned,
@@ -280,7 +287,7 @@ def export_audit(
             out / OUTCOMES_CSV,
             _outcome_tables(run_dir / FINDINGS, _plan_ops(plan_rows, ops), tally),
         )
-        summary = audit_summary(tally, run, json.loads((run_dir / SUMMARY).read_text()))
+        summary = audit_summary(tally, run, DetectResultDir(run_dir).summary())
         if summary["input_rows"] != summary["rows_read"]["extracts"]:
             raise SafetyRefusal(
                 f"refusing to export: {summary['input_rows']} input rows traced, {summary['rows_read']['extracts']} read"

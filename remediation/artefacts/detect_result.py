@@ -9,7 +9,7 @@ input and configuration file by SHA-256 and the as-of date. Any difference is a 
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
@@ -30,6 +30,7 @@ SUMMARY = "summary.json"
 MANIFEST = "detect.json"
 MANIFEST_SCHEMA = "remediation/detect-result/1"
 SEALED = (FINDINGS, INPUT_ROWS, QUARANTINE, SUMMARY)
+SUMMARY_SCHEMA = "remediation/detect-summary/1"
 
 
 class StaleDetectResult(SafetyRefusal):
@@ -50,6 +51,98 @@ def write_findings(out: Path, chunks, csv: bool = True) -> Path:
 
 
 @dataclass(frozen=True)
+class DetectSummary:
+    """summary.json: what detect read (every input and configuration file by SHA-256, rows per file), the counts by
+    category, S1SP and cause (reconciled with every row read), the no-NO-can-manage headline, registry gaps, security
+    holds, the wrong-owner matrix and the quarantine counts. Written in this key order; a field a summary written
+    before it does not hold is None (and left out again), and keys this version does not know are kept as read."""
+
+    case: str
+    as_of: str
+    files: list[dict]  # {"role", "s1sp", "path", "sha256", "rows_read"[, "rows_rejected"]} per input file
+    config_files: list[dict]  # {"path", "sha256"}
+    rows_read: dict[str, int]  # {"extracts", "rdp"}
+    devices: int
+    rows_by_category: dict[str, int]
+    devices_by_category: dict[str, int]
+    devices_by_s1sp: dict[str, dict[str, int]]
+    quarantine: dict  # {"issues", "extract_rows", "rdp_rows", "by_field"}
+    wrong_owner_matrix: list[dict]
+    # Version 2 domain figures: None in a summary written before them.
+    devices_by_cause: dict[str, dict[str, int]] | None = None
+    no_locked_out: dict | None = None
+    registry_gaps: list[dict] | None = None
+    security_hold: list[dict] | None = None
+    schema: str | None = SUMMARY_SCHEMA
+    tool_version: str | None = None
+    reconciled: bool | None = True
+    extra: dict = field(default_factory=dict)
+
+    ORDER = (
+        "schema",
+        "tool_version",
+        "case",
+        "as_of",
+        "files",
+        "config_files",
+        "rows_read",
+        "devices",
+        "rows_by_category",
+        "devices_by_category",
+        "devices_by_s1sp",
+        "devices_by_cause",
+        "no_locked_out",
+        "registry_gaps",
+        "security_hold",
+        "wrong_owner_matrix",
+        "quarantine",
+        "reconciled",
+    )
+    REQUIRED = (
+        "case",
+        "as_of",
+        "files",
+        "config_files",
+        "rows_read",
+        "devices",
+        "rows_by_category",
+        "devices_by_category",
+        "devices_by_s1sp",
+        "quarantine",
+        "wrong_owner_matrix",
+    )
+
+    @classmethod
+    def from_json(cls, value: dict, path: Path | str = SUMMARY) -> DetectSummary:
+        """A summary as read; a document without the required keys is refused (exit 3) naming the file."""
+        missing = [k for k in cls.REQUIRED if k not in value]
+        if missing:
+            raise StaleDetectResult(f"{path}: not a detect summary (no {', '.join(missing)})")
+        known = {k: value[k] for k in cls.ORDER if k in value}
+        optional = {"schema": None, "tool_version": None, "reconciled": None}
+        return cls(**{**optional, **known}, extra={k: v for k, v in value.items() if k not in cls.ORDER})
+
+    def to_json(self) -> dict:
+        document = {k: getattr(self, k) for k in self.ORDER if getattr(self, k) is not None}
+        return {**document, **self.extra}
+
+    @property
+    def locked_out_devices(self) -> int | None:
+        """Devices no NO can manage (None in a summary written before the figure)."""
+        return (self.no_locked_out or {}).get("devices")
+
+
+def read_summary(path: Path) -> DetectSummary | None:
+    """summary.json at `path` (None when absent); garbage is a refusal naming the file."""
+    value = read_json_object(path, refusal=StaleDetectResult)
+    return None if value is None else DetectSummary.from_json(value, path)
+
+
+def write_summary(path: Path, summary: DetectSummary) -> Path:
+    return write_json(path, summary.to_json())
+
+
+@dataclass(frozen=True)
 class DetectResultDir:
     directory: Path
 
@@ -58,7 +151,7 @@ class DetectResultDir:
         detection,
         input_rows: pd.DataFrame,
         quarantine: pd.DataFrame,
-        summary: dict,
+        summary: DetectSummary,
         *,
         csv: bool = True,
         manifest: bool = True,
@@ -70,7 +163,7 @@ class DetectResultDir:
             FINDINGS: write_findings(out, detection.chunks(), csv=csv),
             INPUT_ROWS: write_parquet(out / INPUT_ROWS, input_rows),
             QUARANTINE: write_csv(out / QUARANTINE, quarantine),
-            SUMMARY: write_json(out / SUMMARY, summary),
+            SUMMARY: write_summary(out / SUMMARY, summary),
         }
         if manifest:
             write_json(
@@ -94,7 +187,13 @@ class DetectResultDir:
     def _json(self, name: str) -> dict:
         return read_json_object(self.directory / name, "detect result", StaleDetectResult)
 
-    def check_sealed(self) -> dict:
+    def summary(self) -> DetectSummary:
+        """summary.json (an input error naming the file when the directory has none)."""
+        return DetectSummary.from_json(
+            read_json_object(self.directory / SUMMARY, "detect result", StaleDetectResult), self.directory / SUMMARY
+        )
+
+    def check_sealed(self) -> DetectSummary:
         """Prove the four outputs are the ones detect wrote; returns the summary."""
         manifest = self._json(MANIFEST)
         outputs = manifest.get("outputs")
@@ -108,14 +207,14 @@ class DetectResultDir:
                 raise StaleDetectResult(f"{path}: missing from the detect result")
             if sha256_file(path) != outputs.get(name):
                 raise StaleDetectResult(f"{path} was altered after detect: SHA-256 differs from {MANIFEST}")
-        return self._json(SUMMARY)
+        return self.summary()
 
-    def check_matches(self, input_files: list[Path], config_files: list[Path], as_of: date, hashes) -> dict:
+    def check_matches(self, input_files: list[Path], config_files: list[Path], as_of: date, hashes) -> DetectSummary:
         """Refuse unless the result is sealed, and every input and configuration file the case names now is the
         one detect read (same paths, same SHA-256), for the same as-of date. `hashes(path)` gives a file's SHA-256."""
         summary = self.check_sealed()
-        recorded = {entry["path"]: entry["sha256"] for entry in summary.get("files", [])}
-        recorded_config = {entry["path"]: entry["sha256"] for entry in summary.get("config_files", [])}
+        recorded = {entry["path"]: entry["sha256"] for entry in summary.files}
+        recorded_config = {entry["path"]: entry["sha256"] for entry in summary.config_files}
         for kind, now, then in (("input", input_files, recorded), ("configuration", config_files, recorded_config)):
             names = {str(p) for p in now}
             for path in sorted(names | set(then)):
@@ -131,9 +230,9 @@ class DetectResultDir:
                     raise StaleDetectResult(
                         f"{path} changed since detect in {self.directory} (SHA-256 differs); re-run detect"
                     )
-        if as_of.isoformat() != summary.get("as_of"):
+        if as_of.isoformat() != summary.as_of:
             raise StaleDetectResult(
-                f"{self.directory}: detect ran as of {summary.get('as_of')}, not {as_of.isoformat()}; re-run detect"
+                f"{self.directory}: detect ran as of {summary.as_of}, not {as_of.isoformat()}; re-run detect"
             )
         return summary
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from remediation.artefacts.detect_result import SUMMARY, write_findings
+from remediation.artefacts.detect_result import SUMMARY, DetectSummary, write_findings, write_summary
 from remediation.outputs import prepare_dir, write_csv, write_json
 
 VERDICT = "verify.json"
@@ -28,7 +28,7 @@ class VerifyResultDir:
     def write(
         self,
         verdict: dict,
-        summary: dict,
+        summary: DetectSummary,
         findings_chunks,
         residual: pd.DataFrame,
         planned_not_at_target: pd.DataFrame | None = None,
@@ -41,5 +41,5 @@ class VerifyResultDir:
             write_csv(out / MANUAL_NOT_AT_TARGET, manual_not_at_target)
         write_findings(out, findings_chunks, csv=False)
         write_csv(out / RESIDUAL, residual)
-        write_json(out / SUMMARY, summary)
+        write_summary(out / SUMMARY, summary)
         write_json(out / VERDICT, verdict)

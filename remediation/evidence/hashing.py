@@ -31,10 +31,11 @@ class BackgroundHashes:
     """SHA-256 of input files computed on a thread while the files are being read (hashlib releases the GIL), so
     hashing 12 GB of national extracts costs no extra wall time on a multi-core machine."""
 
-    def __init__(self, paths):
+    def __init__(self, paths, workers: int = 1):
         from concurrent.futures import ThreadPoolExecutor
 
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256")
+        # One worker beside a reader that keeps the other core busy; more when hashing is all there is to do.
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sha256")
         self._futures = {str(p): self._pool.submit(sha256_file, p) for p in dict.fromkeys(paths)}
         self._pool.shutdown(wait=False)
 

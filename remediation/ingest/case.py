@@ -42,4 +42,5 @@ def load_case_data(config: CaseConfig, as_of: date | None = None, progress: Stag
     extracts = read_extracts(config.extracts, catalog, progress, DeviceRules.of(config))
     release_memory()
     rdp = read_rdp(config.rdp, (config.policy.mprn_min_length, config.policy.mprn_max_length), progress)
+    release_memory()
     return CaseData(config, as_of, catalog, registry, extracts, rdp, hashes)

@@ -28,7 +28,7 @@ from remediation.config import (
 from remediation.identifiers import eui64_keys, mpxn_keys
 from remediation.ingest.faults import FieldFaults, check_mpxn, concat_quarantine, map_values, trim
 from remediation.ingest.tables import file_size, iter_batches
-from remediation.memory import release_memory
+from remediation.memory import consumption_order, release_memory
 from remediation.model import EMPTY_SLOT, SLOTS
 from remediation.progress import NO_PROGRESS, StageProgress
 
@@ -319,12 +319,13 @@ def _concat_consuming(frames: list[pd.DataFrame]) -> pd.DataFrame:
     """pd.concat, one column at a time, dropping each batch's column once copied: the peak is the result plus one
     column instead of twice the result (at national scale the difference is most of a gigabyte)."""
     columns = {}
-    for name in list(frames[0].columns):
+    order = list(frames[0].columns)
+    for name in consumption_order(frames[0]):
         parts = [f.pop(name) for f in frames]
         columns[name] = pd.concat(parts, ignore_index=True)
         del parts
     frames.clear()
-    return pd.DataFrame(columns)
+    return pd.DataFrame({name: columns.pop(name) for name in order})
 
 
 def _empty_records(dialect: Dialect) -> pd.DataFrame:
@@ -367,10 +368,15 @@ def read_extracts(
         reads.append(read_extract(source, catalog, progress, rules))
         release_memory()  # the reader's transient buffers, before the next file
     categorical = ("s1sp", "source_file")
-    records = pd.concat([r.records.drop(columns=list(categorical)) for r in reads], ignore_index=True)
-    for column in categorical:  # plain concat of categoricals with different categories would fall back to objects
-        records[column] = union_categoricals([r.records[column] for r in reads])
-    records = records[RECORD_COLUMNS]
+    columns = {}
+    # One column at a time, each file's copy dropped once joined: no second copy of all.
+    for column in consumption_order(reads[0].records):
+        parts = [r.records.pop(column) for r in reads]
+        # plain concat of categoricals with different categories would fall back to objects
+        columns[column] = union_categoricals(parts) if column in categorical else pd.concat(parts, ignore_index=True)
+        del parts
+    records = pd.DataFrame({name: columns.pop(name) for name in RECORD_COLUMNS})
+    del columns
     quarantine = concat_quarantine([r.quarantine for r in reads if len(r.quarantine)])
     rows_read: dict[str, int] = {}
     for r in reads:

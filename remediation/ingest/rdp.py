@@ -121,11 +121,15 @@ def read_rdp(sources, mprn_lengths: tuple[int, int] = (6, 10), progress: StagePr
         progress.advance(file_size(source.path) - done)
         rows_read[str(source.path)] = rows_read.get(str(source.path), 0) + n
     if frames:
-        registrations = pd.concat(
-            [f.drop(columns=["network_operator_id", "source_file"]) for f in frames], ignore_index=True
-        )
-        for column in ("network_operator_id", "source_file"):
-            registrations[column] = union_categoricals([f[column] for f in frames])
+        columns = {}
+        for column in RDP_COLUMNS:  # one column at a time, each batch's copy dropped once joined: never two copies
+            parts = [f.pop(column) for f in frames]
+            categorical = column in ("network_operator_id", "source_file")
+            columns[column] = union_categoricals(parts) if categorical else pd.concat(parts, ignore_index=True)
+            del parts
+        frames.clear()
+        registrations = pd.DataFrame(columns)
+        del columns
     else:
         registrations = pd.DataFrame(
             {

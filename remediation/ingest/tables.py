@@ -25,10 +25,13 @@ import pyarrow.parquet as pq
 from remediation.config import Dialect
 from remediation.errors import InputError
 
-# 16 MB: large enough to amortise the per-batch Python work, small enough to keep the reader's transient buffers
-# (several blocks in flight across threads) well inside a national run's memory budget.
-CSV_BLOCK_BYTES = 16 << 20
-JSON_BLOCK_BYTES = 16 << 20
+# Arrow's streaming readers read ahead up to 32 blocks on their I/O thread, so the block size sets most of a national
+# read's transient memory: measured on 1.5 million MOC rows, 16 MB blocks peaked at 0.95 GB, 4 MB at 0.44 GB. Small
+# blocks, then, and GROUP_BLOCKS parsed blocks handed on as one batch, so the per-batch Python work is amortised as
+# over 16 MB.
+CSV_BLOCK_BYTES = 4 << 20
+JSON_BLOCK_BYTES = 4 << 20
+GROUP_BLOCKS = 4
 PARQUET_BATCH_ROWS = 262_144
 # Canonical columns that carry epoch numbers rather than text when the dialect says so.
 _EPOCH_FORMATS = ("epoch_seconds", "epoch_millis")
@@ -79,7 +82,7 @@ def iter_batches(path: Path, dialect: Dialect, canonical: tuple[str, ...]) -> It
     reader = {"csv": _csv, "jsonl": _jsonl, "parquet": _parquet}[dialect.format]
     row = 1
     estimate = _bytes_estimate(path, dialect.format, size)
-    for n, table in enumerate(prefetched(reader(path, dialect, sources)), 1):
+    for n, table in enumerate(prefetched(grouped(reader(path, dialect, sources), GROUP_BLOCKS)), 1):
         yield Batch(row, _with_constants(table, dialect, canonical), estimate(n, row - 1 + table.num_rows))
         row += table.num_rows
 
@@ -101,11 +104,28 @@ def _bytes_estimate(path: Path, fmt: str, size: int):
         except (pa.ArrowInvalid, OSError):  # the reader reports an unreadable file with its own message
             total_rows = 0
         return lambda n, rows: min(size, size * rows // total_rows) if total_rows else 0
-    block = CSV_BLOCK_BYTES if fmt == "csv" else JSON_BLOCK_BYTES
+    block = (CSV_BLOCK_BYTES if fmt == "csv" else JSON_BLOCK_BYTES) * GROUP_BLOCKS  # a batch is a group of blocks
     return lambda n, rows: min(size, n * block)
 
 
 _DONE = object()
+
+
+def grouped(tables: Iterator[pa.Table], size: int) -> Iterator[pa.Table]:
+    """Consecutive tables `size` at a time, each group as one table (its columns chunked, not copied)."""
+    group: list[pa.Table] = []
+    try:
+        for table in tables:
+            group.append(table)
+            if len(group) == size:
+                yield pa.concat_tables(group)
+                group = []
+        if group:
+            yield pa.concat_tables(group)
+    finally:
+        close = getattr(tables, "close", None)
+        if close is not None:
+            close()
 
 
 def prefetched(items: Iterator, depth: int = 2) -> Iterator:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from remediation.artefacts.detect_result import FINDINGS
 from remediation.artefacts.plan_dir import PlanDir
@@ -52,7 +54,7 @@ def _routes(
     )
     route = pd.Series(route, index=frame.index, dtype=object)
     route[frame["device_id"].isin(manual_ids)] = "manual S1SP: change request sent to the S1SP"
-    planned = frame["device_id"].isin(set(plan_rows["device_id"]))
+    planned = _member(frame["device_id"], plan_rows["device_id"])
     if ops is not None:
         state = frame["device_id"].map(dict(zip(ops["device_id"], ops["state"]))).fillna("not applied")
         error = (
@@ -66,6 +68,14 @@ def _routes(
     else:
         route[planned] = "planned for correction (not yet applied)"
     return route.to_numpy()
+
+
+def _member(ids: pd.Series, values) -> np.ndarray:
+    """ids.isin(values) for text ids, in Arrow: pandas' isin on Arrow strings loops over the values in Python (4.6 s for
+    half a million planned devices at national scale)."""
+    value_set = pa.array(list(values) if isinstance(values, set) else values, pa.string())
+    found = pc.is_in(pa.array(ids).cast(pa.string()), value_set=value_set)
+    return pc.fill_null(found, False).to_numpy(zero_copy_only=False)
 
 
 def build_worklist(sources: Sources, planned_ids: pd.Series | None = None) -> pd.DataFrame:
@@ -82,9 +92,9 @@ def build_worklist(sources: Sources, planned_ids: pd.Series | None = None) -> pd
     if sources.kind == "run":
         ops = device_outcomes(sources.directory)
         corrected = set(ops.loc[ops["state"].isin(CORRECTED), "device_id"])
-        findings = findings[~findings["device_id"].isin(corrected)]
+        findings = findings[~_member(findings["device_id"], corrected)]
     else:
-        findings = findings[~findings["device_id"].isin(set(plan_rows["device_id"]))]
+        findings = findings[~_member(findings["device_id"], plan_rows["device_id"])]
     frame = findings.reset_index(drop=True)
     expected = frame["expected_owner"]
     ds_other = (frame["slot_ds_owner"] != "") & (frame["slot_ds_owner"] != expected)

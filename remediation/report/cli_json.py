@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from remediation import __version__
+from remediation.artefacts.detect_result import DetectSummary
 
 SCHEMA = "remediation/cli-output/1"
 
@@ -49,15 +50,15 @@ def _files(directory: Path) -> list[str]:
     return sorted(str(p) for p in Path(directory).resolve().rglob("*") if p.is_file())
 
 
-def detect(summary: dict, out_dir: Path) -> dict:
+def detect(summary: DetectSummary, out_dir: Path) -> dict:
     return {
         "out_dir": str(Path(out_dir).resolve()),
-        "devices": summary["devices"],
-        "rows_read": summary["rows_read"],
-        "devices_by_category": summary["devices_by_category"],
-        "no_locked_out_devices": (summary.get("no_locked_out") or {}).get("devices"),
+        "devices": summary.devices,
+        "rows_read": summary.rows_read,
+        "devices_by_category": summary.devices_by_category,
+        "no_locked_out_devices": summary.locked_out_devices,
         "files": _files(out_dir),
-        "summary": summary,
+        "summary": summary.to_json(),
     }
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from remediation import __version__
-from remediation.artefacts.detect_result import FINDINGS, SUMMARY
+from remediation.artefacts.detect_result import FINDINGS, SUMMARY, read_summary
 from remediation.artefacts.plan_dir import PlanDir, apply_estimates
 from remediation.artefacts.run_dir import RunDir
 from remediation.errors import InputError
@@ -45,7 +45,7 @@ def build_report(directory: str | Path, redaction_key: bytes | None = None) -> d
     dry_run = _load_json(RunDir(directory).dry_run_record)
     if dry_run is not None and dry_run.get("plan_dir"):
         directory = Path(dry_run["plan_dir"])  # a dry run reports against its plan's findings
-    summary = _load_json(directory / SUMMARY)
+    summary = read_summary(directory / SUMMARY)
     if summary is None or not (directory / FINDINGS).exists():
         raise InputError(
             "not a detect, plan, dry-run or run directory (no summary.json / findings.parquet)", file=str(requested)
@@ -69,22 +69,22 @@ def build_report(directory: str | Path, redaction_key: bytes | None = None) -> d
         "schema": REPORT_SCHEMA,
         "tool_version": __version__,
         "kind": "run" if run else "plan" if plan else "detect",
-        "case": summary["case"],
-        "as_of": summary["as_of"],
+        "case": summary.case,
+        "as_of": summary.as_of,
         "plan_hash": plan["plan_hash"] if plan else None,
         "planned_devices": plan["counts"]["devices"] if plan else None,
-        "devices": summary["devices"],
-        "rows_read": summary["rows_read"],
-        "devices_by_category": summary["devices_by_category"],
-        "devices_by_s1sp": summary["devices_by_s1sp"],
-        "wrong_owner_matrix": summary["wrong_owner_matrix"],
+        "devices": summary.devices,
+        "rows_read": summary.rows_read,
+        "devices_by_category": summary.devices_by_category,
+        "devices_by_s1sp": summary.devices_by_s1sp,
+        "wrong_owner_matrix": summary.wrong_owner_matrix,
         # Version 2 domain figures (absent from summaries written before them).
-        "no_locked_out": summary.get("no_locked_out"),
-        "devices_by_cause": summary.get("devices_by_cause", {}),
-        "registry_gaps": summary.get("registry_gaps", []),
-        "security_hold": summary.get("security_hold", []),
+        "no_locked_out": summary.no_locked_out,
+        "devices_by_cause": summary.devices_by_cause or {},
+        "registry_gaps": summary.registry_gaps or [],
+        "security_hold": summary.security_hold or [],
         "estimated_apply": estimate,
-        "quarantine": summary["quarantine"],
+        "quarantine": summary.quarantine,
         "excluded": {
             "devices": int(len(excluded)),
             "by_category": {c: int(n) for c, n in excluded.groupby("category").size().items()},

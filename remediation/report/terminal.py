@@ -7,6 +7,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from remediation.artefacts.detect_result import DetectSummary
 from remediation.artefacts.plan_dir import apply_estimates
 from remediation.model import CATEGORIES, STATES, Category
 from remediation.report.text import automation_lines, format_duration, money  # noqa: F401 - re-exported for callers
@@ -21,6 +22,8 @@ _STYLE = {
 
 
 def detect_table(summary: dict) -> Table:
+    """The category x S1SP table, from a summary's (or a report's) counts: case, as_of, devices_by_s1sp,
+    devices_by_category, rows_by_category, devices and rows_read."""
     s1sps = list(summary["devices_by_s1sp"])
     table = Table(
         title=f"Devices by category and S1SP — case {summary['case']}, as of {summary['as_of']}", title_justify="left"
@@ -46,8 +49,8 @@ def detect_table(summary: dict) -> Table:
     return table
 
 
-def matrix_table(summary: dict, limit: int = 12) -> Table | None:
-    rows = summary["wrong_owner_matrix"]
+def matrix_table(summary: DetectSummary, limit: int = 12) -> Table | None:
+    rows = summary.wrong_owner_matrix
     if not rows:
         return None
     table = Table(title="WRONG_NO: slot owner → registered owner (first wrong slot)", title_justify="left")
@@ -63,10 +66,10 @@ def matrix_table(summary: dict, limit: int = 12) -> Table | None:
     return table
 
 
-def locked_out_lines(summary: dict) -> list[str]:
+def locked_out_lines(summary: DetectSummary) -> list[str]:
     """The headline (devices no NO can manage), the registry coverage gaps and the held certificates, as lines."""
     lines = []
-    locked = summary.get("no_locked_out")
+    locked = summary.no_locked_out
     if locked is not None:
         by_s1sp = ", ".join(f"{k} {v}" for k, v in locked["by_s1sp"].items()) or "none"
         by_no = ", ".join(f"{k} {v}" for k, v in list(locked["by_registered_no"].items())[:8])
@@ -74,12 +77,12 @@ def locked_out_lines(summary: dict) -> list[str]:
         lines.append(
             f"[bold]devices no NO can manage: {locked['devices']}[/] (by S1SP: {by_s1sp}; by registered NO: {by_no or 'none'}{more})"
         )
-    for gap in summary.get("registry_gaps", []):
+    for gap in summary.registry_gaps or []:
         lines.append(
             f"[bold red]registry gap[/]: RDP network operator {gap['network_operator_id']} has {gap['devices']} in-scope device(s) "
             f"but no registry entry (UNKNOWN_NO; plan refuses without --allow-unknown-no)"
         )
-    holds = summary.get("security_hold", [])
+    holds = summary.security_hold or []
     if holds:
         lines.append(f"[bold red]SECURITY_HOLD[/]: {len(holds)} certificate(s) to investigate (never overwritten):")
         for h in holds[:10]:
@@ -92,8 +95,8 @@ def locked_out_lines(summary: dict) -> list[str]:
     return lines
 
 
-def cause_table(summary: dict) -> Table | None:
-    causes = summary.get("devices_by_cause") or {}
+def cause_table(summary: DetectSummary) -> Table | None:
+    causes = summary.devices_by_cause or {}
     if not causes:
         return None
     table = Table(title="Causes per category", title_justify="left")
@@ -106,9 +109,9 @@ def cause_table(summary: dict) -> Table | None:
     return table
 
 
-def print_detect(summary: dict, out_dir: Path, console: Console | None = None) -> None:
+def print_detect(summary: DetectSummary, out_dir: Path, console: Console | None = None) -> None:
     console = console or Console()
-    console.print(detect_table(summary))
+    console.print(detect_table(summary.to_json()))
     causes = cause_table(summary)
     if causes is not None:
         console.print(causes)
@@ -117,8 +120,8 @@ def print_detect(summary: dict, out_dir: Path, console: Console | None = None) -
         console.print(matrix)
     for line in locked_out_lines(summary):
         console.print(line)
-    files = ", ".join(f"{Path(f['path']).name} {f['rows_read']}" for f in summary["files"])
-    q = summary["quarantine"]
+    files = ", ".join(f"{Path(f['path']).name} {f['rows_read']}" for f in summary.files)
+    q = summary.quarantine
     console.print(f"rows read: {files}")
     console.print(
         f"quarantine: {q['issues']} issue(s) on {q['extract_rows']} extract row(s) and {q['rdp_rows']} RDP row(s); "
@@ -494,11 +497,11 @@ def print_report_brief(report: dict, console: Console | None = None) -> None:
 # One line per command: the result an operator or a script needs when the tables are not wanted.
 
 
-def detect_line(summary: dict, out_dir: Path) -> str:
-    by = summary["devices_by_category"]
-    locked = (summary.get("no_locked_out") or {}).get("devices", "-")
+def detect_line(summary: DetectSummary, out_dir: Path) -> str:
+    by = summary.devices_by_category
+    locked = "-" if summary.locked_out_devices is None else summary.locked_out_devices
     return (
-        f"detect: {summary['devices']} devices, {by.get(Category.WRONG_NO.value, 0)} WRONG_NO, "
+        f"detect: {summary.devices} devices, {by.get(Category.WRONG_NO.value, 0)} WRONG_NO, "
         f"{by.get(Category.SECURITY_HOLD.value, 0)} SECURITY_HOLD, {locked} no NO can manage; wrote {out_dir}"
     )
 
