@@ -397,7 +397,7 @@ def verified_ops(
     from remediation.apply.lock import holder_alive, read_holder
 
     holder = read_holder(RunDir(run_dir).lock)
-    if holder and holder_alive(holder):
+    if holder and holder_alive(holder, RunDir(run_dir).lock):
         raise IndexInconsistent(
             f"refusing to {what}: run {run_dir} is in progress (pid {holder.get('pid')} on {holder.get('host')}); wait for it to finish"
         )
