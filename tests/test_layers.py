@@ -18,6 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "remediation"
 LAYERS = {
     "remediation": 0,  # __version__
     "remediation.errors": 0,
+    "remediation.interrupts": 0,
     "remediation.model": 0,
     "remediation.identifiers": 0,
     "remediation.memory": 0,

@@ -197,6 +197,51 @@ def test_second_ctrl_c_exits_at_once_and_resume_writes_each_device_once(tmp_path
         sim.stop()
 
 
+def test_a_ctrl_c_during_start_up_is_not_lost_when_the_process_was_started_with_sigint_ignored(tmp_path):
+    """A background job of a non-interactive shell starts with SIGINT ignored, and Python keeps it so: the old apply
+    ignored a Ctrl-C (kill -INT) until its orderly-stop handler was installed, and then ran the whole plan, exit 0.
+    The entry point now installs its own handler before the imports (remediation/interrupts.py)."""
+    _, config, plan_dir = planned_case(tmp_path, wrong=40, ok=0, rate=INTERRUPTIBLE)
+    sim = start_sim(tmp_path / "moc.sqlite", config)
+    try:
+        proc = subprocess.Popen(
+            apply_command(plan_dir, tmp_path / "run", sim),
+            cwd=REPO,
+            env=ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        )
+        time.sleep(0.25)  # still importing (start-up to the first device takes over a second)
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode != 0, err
+        assert len(api_writes(tmp_path / "moc.sqlite")) < 40  # not the whole plan
+    finally:
+        sim.stop()
+
+
+def test_a_ctrl_c_swallowed_during_start_up_still_stops_the_run_in_order(tmp_path):
+    """A KeyboardInterrupt raised where Python swallows it (a `__del__` during the imports) left no trace, and the
+    run went on to the end (seen once in the soak test under load). The early handler also records the signal, and
+    the orderly-stop handler then starts stopped: nothing is written and the interruption is journaled."""
+    from remediation import interrupts
+
+    _, config, plan_dir = planned_case(tmp_path, wrong=10, ok=0)
+    sim = start_sim(tmp_path / "moc.sqlite", config)
+    interrupts.EARLY.set()  # what remediation.interrupts._early leaves behind when its KeyboardInterrupt is swallowed
+    try:
+        result = run_apply(plan_dir, tmp_path / "run", ApplyOptions(who="carol", endpoints={"MOC": sim.url}))
+        assert result.status == "interrupted" and api_writes(tmp_path / "moc.sqlite") == []
+        events = [e["event"] for e in read_journal(tmp_path / "run" / "journal.jsonl")]
+        assert "run_interrupted" in events and "run_finished" not in events
+    finally:
+        interrupts.EARLY.clear()
+        sim.stop()
+
+
 def test_sigterm_is_an_orderly_stop_too(tmp_path):
     _, config, plan_dir = planned_case(tmp_path, wrong=60, ok=0, rate=INTERRUPTIBLE)
     sim = start_sim(tmp_path / "moc.sqlite", config, faults="latency=10ms")

@@ -40,6 +40,7 @@ from remediation.artefacts.run_dir import RunDir, RunRecord, read_run
 from remediation.authority import RunAuthority, token_for_endpoint
 from remediation.errors import InputError, SafetyRefusal
 from remediation.evidence.journal import Journal, check_journal
+from remediation.interrupts import EARLY
 from remediation.outputs import write_csv, write_parquet
 from remediation.plan import LoadedPlan
 
@@ -226,6 +227,8 @@ class StopOnSignal:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self.saved[sig] = signal.signal(sig, self._handle)
+        if EARLY.is_set() and not self.event.is_set():  # a Ctrl-C during start-up that Python swallowed
+            self._handle(signal.SIGINT, None)
         return self
 
     def __exit__(self, *exc) -> None:
