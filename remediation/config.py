@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
 
@@ -163,6 +164,20 @@ class _S1SP(_Strict):
     token_env: _NAME | None = None  # name of the environment variable holding the bearer token
     mode: Literal["automated", "manual"] = "automated"
     enforces_validity: bool = False  # the S1SP refuses to use an expired NO certificate: expired locks the NO out
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        """An S1SP endpoint is an http(s) URL with a host: anything else was sealed into plans and failed only when
+        apply first dialled it."""
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"must be an http:// or https:// URL with a host (got {value!r})")
+        if parts.username or parts.password:
+            raise ValueError("must not carry credentials (the bearer token comes from token_env)")
+        return value
 
 
 class _DeviceType(_Strict):

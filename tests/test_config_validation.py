@@ -132,6 +132,24 @@ CASES = {
         "s1sp.MOC.rate_per_second",
         "greater than 0",
     ),
+    "base_url_ftp": (
+        sub("sample.toml", 'base_url = "http://127.0.0.1:8701"', 'base_url = "ftp://127.0.0.1:8701"'),
+        "sample.toml",
+        "s1sp.MOC.base_url",
+        "http:// or https:// URL",
+    ),
+    "base_url_not_a_url": (
+        sub("sample.toml", 'base_url = "http://127.0.0.1:8701"', 'base_url = "not a url"'),
+        "sample.toml",
+        "s1sp.MOC.base_url",
+        "http:// or https:// URL",
+    ),
+    "base_url_with_credentials": (
+        sub("sample.toml", 'base_url = "http://127.0.0.1:8701"', 'base_url = "http://ops:secret@127.0.0.1:8701"'),
+        "sample.toml",
+        "s1sp.MOC.base_url",
+        "credentials",
+    ),
     "mode_unknown": (
         sub("sample.toml", '[s1sp.MOC]\nmode = "automated"', '[s1sp.MOC]\nmode = "auto"'),
         "sample.toml",
