@@ -774,6 +774,8 @@ def simulator_serve(
         raise click.UsageError(
             f"--token-env {token_env}: ${token_env} is not set; refusing to serve without the bearer token it should require"
         )
+    if tls_key and not tls_cert:
+        raise click.UsageError("--tls-key needs --tls-cert: without a certificate the simulator would serve plain HTTP")
     if client_ca and not tls_cert:
         raise click.UsageError(
             "--client-ca needs --tls-cert (and --tls-key): mutual TLS cannot be required over plain HTTP"

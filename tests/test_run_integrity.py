@@ -11,9 +11,11 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pandas as pd
 import pytest
@@ -428,6 +430,35 @@ def test_outcome_edited_in_the_index_is_refused_by_export_and_undone_by_resume(f
     assert _export(run_dir, key, tmp_path).exit_code == 0
 
 
+def test_run_json_counts_edited_do_not_reach_the_json_report(finished, tmp_path):
+    """Attack review: run.json's status and counts (a cache, unsigned) were copied into report.json as they stood,
+    so an edited run.json (one `done` made `noop`, status changed) reached the report beside the journal's figures."""
+    run_dir, _ = _copy_run(finished, tmp_path)
+    record = json.loads((run_dir / "run.json").read_text())
+    honest = record["counts"]
+    record["counts"] = {"MOC": {**honest["MOC"], "done": honest["MOC"]["done"] - 1, "noop": 1}}
+    record["status"], record["paused"] = "doctored", {"MOC": "doctored"}
+    (run_dir / "run.json").write_text(json.dumps(record))
+    result = CliRunner().invoke(main, ["report", str(run_dir), "--format", "json", "--out", str(tmp_path / "r.json")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["run"]["status"] == "completed" and report["run"]["paused"] == {}
+    assert {k: v for k, v in report["run"]["counts"]["MOC"].items() if v} == {
+        k: v for k, v in honest["MOC"].items() if v
+    }
+
+
+def test_report_of_an_edited_plan_json_is_refused_in_one_line(tmp_path):
+    """Attack review: `report` read plan.json without checking its seal, so a plan.json edited to valid JSON of the
+    wrong shape (counts: 5) was a Python traceback, and an edited one of the right shape was rendered as planned."""
+    _, _, plan_dir = planned_case(tmp_path, wrong=2, ok=0)
+    document = json.loads((plan_dir / "plan.json").read_text())
+    document["counts"] = 5
+    (plan_dir / "plan.json").write_text(json.dumps(document))
+    result = CliRunner().invoke(main, ["report", str(plan_dir), "--format", "md", "--out", str(tmp_path / "r.md")])
+    assert "altered after planning" in one_line_error(result, 3)
+
+
 # ------------------------------------------------------------------------------------------------ replies
 
 
@@ -469,6 +500,63 @@ def test_a_reply_that_is_not_about_the_device_asked_for_is_a_protocol_error(tmp_
     assert set(outcomes["state"]) - {"pending"} == {"failed"} and "noop" not in set(outcomes["state"])
     assert outcomes.loc[outcomes["state"] == "failed", "last_error"].str.contains(reason, regex=False).all()
     assert api_writes(tmp_path / "moc.sqlite") == [] and sim.store.counters().get("put", 0) == 0
+
+
+def _serve_version(version) -> ThreadingHTTPServer:
+    """A real HTTP S1SP on 127.0.0.1 whose every read answers for the device asked, with `version`, slots empty."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            device = self.path.split("/")[3]
+            slots = {"NO_DS": {"cert": None}, "NO_KA": {"cert": None}}
+            body = json.dumps({"device_id": device, "version": version, "slots": slots}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("ETag", f'"{version}"')
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.mark.parametrize("version", [10**30, -1], ids=["beyond-64-bit", "negative"])
+def test_a_version_the_index_cannot_hold_is_a_protocol_error_not_a_python_message(tmp_path, version):
+    """An integer version outside 0..2**63-1 was believed: 10**30 paused the S1SP with SQLite's own message ("Python
+    int too large to convert to SQLite INTEGER"); -1 was stored and the device reported drifted."""
+    _, _, plan_dir = planned_case(tmp_path, wrong=3, ok=0)
+    server = _serve_version(version)
+    try:
+        result = CliRunner(env=key_env("carol")).invoke(
+            main,
+            [
+                "apply",
+                str(plan_dir),
+                "--run",
+                str(tmp_path / "run"),
+                "--endpoint",
+                f"MOC=http://127.0.0.1:{server.server_address[1]}",
+                "--by",
+                "carol",
+                "--trust-policy",
+                str(tmp_path / "people.toml"),
+            ],
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.exit_code == 1, result.output
+    screen = " ".join(result.stdout.split())
+    assert "Python int" not in screen and "SQLite" not in screen
+    assert f"protocol error: version '{str(version)[:20]}' is out of range" in screen
+    outcomes = pd.read_parquet(tmp_path / "run" / "outcomes.parquet")
+    assert set(outcomes["state"]) == {"failed"}
+    assert outcomes["last_error"].str.contains("out of range", regex=False).all()
 
 
 # ------------------------------------------------------------------------------------------------ one run per plan
@@ -650,6 +738,26 @@ def test_status_says_running_paused_stale_and_completed_with_honest_exit_codes(t
         sim.stop()
 
 
+def test_a_lock_record_whose_pid_was_reused_is_stale_not_running(tmp_path):
+    """Attack review: a killed apply leaves its record in run.lock; once its pid is given to another live process on
+    this host, `status` said "running" (exit 1) for a completed run forever, and rollback refused it as "in
+    progress". Nobody holds the flock, so the record is stale: the test names its own (live) pid in the record."""
+    _, config, plan_dir = planned_case(tmp_path, wrong=3, ok=0)
+    sim = start_sim(tmp_path / "moc.sqlite", config)
+    run_dir = tmp_path / "run"
+    try:
+        run_apply(plan_dir, run_dir, ApplyOptions(who="carol", endpoints={"MOC": sim.url}))
+    finally:
+        sim.stop()
+    record = {"pid": os.getpid(), "host": socket.gethostname(), "who": "killed", "since": "2026-01-01T00:00:00+00:00"}
+    (run_dir / "run.lock").write_text(json.dumps(record))
+    status = CliRunner().invoke(main, ["status", str(run_dir)])
+    screen = " ".join(status.stdout.split())
+    assert status.exit_code == 0 and "state: completed" in screen and "state: running" not in screen, status.output
+    rollback = CliRunner(env=key_env("alice")).invoke(main, ["rollback", str(run_dir), "--out", str(tmp_path / "rb")])
+    assert rollback.exit_code == 0, rollback.output
+
+
 # ------------------------------------------------------------------------------------------------ simulator fails closed
 
 
@@ -679,6 +787,54 @@ def test_simulator_refuses_to_start_open(tmp_path):
         [*args, "--client-ca", str(tmp_path / "ca.pem")], cwd=REPO, capture_output=True, text=True, timeout=30
     )
     assert plain.returncode == 2 and "--client-ca needs --tls-cert" in plain.stderr
+
+
+def test_simulator_refuses_a_bad_start_in_one_line(tmp_path):
+    """Attack review: --tls-key without --tls-cert served plain HTTP; a garbage TLS certificate, a --db that is not a
+    database and a port already taken were each a Python traceback (exit 1)."""
+    _, config, _ = planned_case(tmp_path, wrong=1, ok=0)
+    args = ["simulator", "serve", "--config", str(config), "--s1sp", "MOC"]
+    (tmp_path / "junk.pem").write_text("not a PEM\n")
+    (tmp_path / "junk.sqlite").write_text("not a database\n")
+    key_only = subprocess.run(  # a real process: the old code served (and never returned)
+        [
+            sys.executable,
+            "-m",
+            "remediation",
+            *args,
+            "--db",
+            str(tmp_path / "s.sqlite"),
+            "--tls-key",
+            str(tmp_path / "junk.pem"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert key_only.returncode == 2 and "--tls-key needs --tls-cert" in key_only.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        cases = {
+            "--tls-cert": [
+                *args,
+                "--db",
+                str(tmp_path / "s.sqlite"),
+                "--tls-cert",
+                str(tmp_path / "junk.pem"),
+                "--tls-key",
+                str(tmp_path / "junk.pem"),
+            ],
+            "not a simulator database": [*args, "--db", str(tmp_path / "junk.sqlite")],
+            "Address already in use": [*args, "--db", str(tmp_path / "s.sqlite"), "--port", port],
+        }
+        for expected, argv in cases.items():
+            result = CliRunner().invoke(main, argv)
+            assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+            line = result.stderr.strip().splitlines()[-1]  # after "loaded N devices" when the database is new
+            assert expected in line or expected == "--tls-cert" and "cannot load the TLS certificate" in line, line
 
 
 def test_simulator_checks_the_token_before_reading_the_body(tmp_path):

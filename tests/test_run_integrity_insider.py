@@ -20,6 +20,7 @@ from remediation import pipeline
 from remediation.apply.executor import RetryPolicy, fingerprint
 from remediation.apply.runner import ApplyOptions
 from remediation.cli import main
+from remediation.errors import RemediationError
 from remediation.evidence.hashing import canonical_json, sha256_file
 from remediation.evidence.journal import GENESIS, entry_hash, read_journal, verify_journal
 from tests.simulation import api_writes, planned_case, run_apply, run_resume, settled_writes, start_sim
@@ -209,6 +210,24 @@ def test_run_json_head_forged_to_fit_a_cut_journal_is_caught_by_its_signature(wr
     )
     rollback = CliRunner(env=key_env("alice")).invoke(main, ["rollback", str(run_dir), "--out", str(root / "rb")])
     assert "run.json's recorded journal head" in one_line_error(rollback, 3)
+
+
+@pytest.mark.parametrize("head", [{"seq": 0, "hash": GENESIS}, {"seq": 0}])
+def test_run_json_head_forged_to_before_the_first_entry_is_refused(written, head):
+    """run.json's head set to entry 0 (a journal cut to its start record looks like a run killed at once): the old
+    checks skipped both the head and its signature for a head of seq 0. Apply never records one."""
+    root, _, run_dir, sim = written
+    entries = read_journal(run_dir / "journal.jsonl")
+    _rewrite(run_dir, entries[:1], forge_head=False)
+    run = json.loads((run_dir / "run.json").read_text())
+    run["journal_head"] = head
+    (run_dir / "run.json").write_text(json.dumps(run))
+    line = one_line_error(CliRunner().invoke(main, ["status", str(run_dir)]), 3)
+    assert "run.json's recorded journal head (entry 0) is before the run's first entry" in line
+    report = CliRunner().invoke(main, ["report", str(run_dir), "--format", "json", "--out", str(root / "r.json")])
+    assert "is before the run's first entry" in one_line_error(report, 3)
+    with pytest.raises(RemediationError, match="journal truncated"):  # and the plan's lease remembers the real head
+        run_resume(run_dir, ApplyOptions(who="dave", endpoints={"MOC": sim.url}))
 
 
 # ------------------------------------------------------------------------------------------------ (C) rollback

@@ -64,6 +64,9 @@ class ProtocolError(GatewayError):
     version that is not an integer, slots missing. Never retried and never believed: the device fails with the reason."""
 
 
+MAX_VERSION = 2**63 - 1  # a reply's version must fit the checkpoint index's SQLite INTEGER
+
+
 class Gateway(Protocol):
     def read(self, device_id: str) -> SlotState: ...
 
@@ -195,4 +198,8 @@ def _reply_version(body: dict, device_id: str, *, require_device: bool) -> int:
     version = body.get("version")
     if isinstance(version, bool) or not isinstance(version, int):
         raise ProtocolError(f"{device_id}: protocol error: version {str(version)[:20]!r} is not an integer", 200)
+    if not 0 <= version <= MAX_VERSION:  # the checkpoint index keeps it in a 64-bit SQLite INTEGER
+        raise ProtocolError(
+            f"{device_id}: protocol error: version {str(version)[:20]!r} is out of range (0 to 2**63-1)", 200
+        )
     return version

@@ -238,9 +238,19 @@ def check_signed(path: Path, entries: list[dict], run: RunRecord | None, policy)
             forged="the operator's signature does not verify: the record, its position or an entry before it was "
             "changed (journal re-chained?)",
         )
-    head = (run.journal_head if run is not None else None) or {}
-    if not head.get("seq") or not any(e.get("journal_head_signed") for e in records):
+    if not any(e.get("journal_head_signed") for e in records):
         return  # a run made before heads were signed (the signed records say so; they cannot be edited to say it)
+    head = run.journal_head if run is not None else None
+    if not head:
+        # Killed between its start record and run.json's first save: the journal then holds that one record only
+        # (more entries and no head is refused by check_recorded_head).
+        return
+    if not isinstance(head.get("seq"), int) or head["seq"] < 1:
+        # Apply records the head after its signed start record, so a head before entry 1 was written by someone else.
+        raise JournalBroken(
+            f"{path}: run.json's recorded journal head (entry {head.get('seq')}) is before the run's first entry, "
+            "which apply never records (run.json edited?)"
+        )
     _check_operator_signature(
         policy,
         run.journal_head_signature if run is not None else None,
@@ -396,7 +406,7 @@ def verified_ops(
     from remediation.apply.lock import holder_alive, read_holder
 
     holder = read_holder(RunDir(run_dir).lock)
-    if holder and holder_alive(holder):
+    if holder and holder_alive(holder, RunDir(run_dir).lock):
         raise IndexInconsistent(
             f"refusing to {what}: run {run_dir} is in progress (pid {holder.get('pid')} on {holder.get('host')}); wait for it to finish"
         )

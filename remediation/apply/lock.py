@@ -38,9 +38,33 @@ class RunLocked(SafetyRefusal):
     pass
 
 
-def holder_alive(record: dict | None) -> bool | None:
-    """True/False when the record names a process on this host (checked by pid); None when it cannot be told."""
+def lock_free(path: Path | None) -> bool:
+    """True when nobody holds the flock on `path` (probed with a shared lock taken and dropped at once): the record
+    in it is then stale whatever its pid, which a killed holder's successor on this host may have been given."""
+    if path is None:
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return False  # held (or cannot be told): trust the pid check
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return True
+    finally:
+        os.close(fd)
+
+
+def holder_alive(record: dict | None, path: Path | None = None) -> bool | None:
+    """True/False when the record names a process on this host (checked by pid); None when it cannot be told.
+    With the lock file's `path`, a record whose flock nobody holds is stale (False) even if its pid now names a live
+    process (pid reuse after a crash or reboot)."""
     if not record or not record.get("pid"):
+        return False
+    if lock_free(path):
         return False
     if record.get("host") != socket.gethostname():
         return None

@@ -68,7 +68,7 @@ def run_state(run_dir: str | Path) -> RunState:
             f"run {run_dir} records plan {run.plan_hash[:12]}…, but {run.plan_dir} now holds plan {plan.plan_hash[:12]}…"
         )
     lock = read_holder(run_dir / RunLock.NAME) or None
-    live = holder_alive(lock) if lock else False
+    live = holder_alive(lock, run_dir / RunLock.NAME) if lock else False
     resume = f"remediation resume {run_dir}"
     journal = RunDir(run_dir).journal
     if not journal.exists() or journal.stat().st_size == 0:

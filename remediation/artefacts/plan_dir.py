@@ -151,6 +151,16 @@ class PlanDir:
         """plan.json as written (not checked: `load` checks)."""
         return read_json_object(self.document_path, "plan", PlanTampered)
 
+    def sealed_document(self) -> dict | None:
+        """plan.json when it is what was hashed (None when absent): for readers that do not need plan.parquet, such
+        as a report of a run directory, which holds plan.json alone. PlanTampered when its content moved."""
+        if not self.document_path.exists():
+            return None
+        document = self.document()
+        if seal(document)["plan_hash"] != document.get("plan_hash"):
+            raise PlanTampered(f"{self.document_path} was altered after planning: its content does not match plan_hash")
+        return document
+
     def load(self) -> LoadedPlan:
         """Read the plan and prove it is the plan that was hashed: plan.json's hash and plan.parquet's SHA-256."""
         document = self.document()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,7 +35,10 @@ def serve(
     if s1sp not in config.s1sp_codes:
         raise InputError(f"{s1sp!r} is not one of the case's S1SPs ({', '.join(config.s1sp_codes)})", field="--s1sp")
     fresh = not db.exists()
-    store = SlotStore(db)
+    try:
+        store = SlotStore(db)
+    except sqlite3.DatabaseError as exc:  # not a simulator database (garbage, another program's file)
+        raise InputError(f"not a simulator database: {exc}", file=str(db)) from None
     if fresh:
         n = load_from_case(store, config, s1sp)
         echo(f"loaded {n} {s1sp} devices into {db}")

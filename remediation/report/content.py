@@ -50,7 +50,7 @@ def build_report(directory: str | Path, redaction_key: bytes | None = None) -> d
         raise InputError(
             "not a detect, plan, dry-run or run directory (no summary.json / findings.parquet)", file=str(requested)
         )
-    plan = _load_json(PlanDir(directory).document_path)
+    plan = PlanDir(directory).sealed_document()  # an edited plan.json is refused, not rendered (nor a traceback)
     run = _load_json(RunDir(directory).record_path)
     findings = pd.read_parquet(
         directory / FINDINGS,
@@ -96,6 +96,11 @@ def build_report(directory: str | Path, redaction_key: bytes | None = None) -> d
     if dry_run is not None:
         report["kind"] = "dry-run"
     report.update(outcome_sections(requested, redact))
+    state = report.get("run_state")
+    if isinstance(run, dict) and state is not None:
+        # run.json's status, counts and pauses are a cache anyone with write access can edit: the report carries the
+        # verified journal's, as every other section does.
+        report["run"] = {**run, **{k: state[k] for k in ("status", "paused", "counts")}}
     return report
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import random
 import signal
+import ssl
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -90,7 +91,16 @@ def serve_forever(
     client_ca=None,
     on_ready=None,
 ) -> None:
-    server = serve(store, port, faults, token=token, tls_cert=tls_cert, tls_key=tls_key, client_ca=client_ca)
+    try:
+        server = serve(store, port, faults, token=token, tls_cert=tls_cert, tls_key=tls_key, client_ca=client_ca)
+    except ssl.SSLError as exc:  # not a certificate and key (PEM) that belong together, or a bad CA file
+        store.close()
+        raise InputError(
+            f"cannot load the TLS certificate, key or client CA: {exc.reason or exc}", file=str(tls_cert)
+        ) from None
+    except OSError as exc:  # the port is taken, or a TLS file cannot be read
+        store.close()
+        raise InputError(f"cannot serve on 127.0.0.1:{port}: {exc.strerror or exc}", field="--port") from None
 
     def stop(*_):
         raise KeyboardInterrupt
