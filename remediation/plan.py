@@ -296,8 +296,8 @@ def build_rollback_plan(
         [
             "device_id",
             "written",
-            "target_ds_fp",
-            "target_ka_fp",
+            "target_ds_fingerprint",
+            "target_ka_fingerprint",
             "prior_ds_fp",
             "prior_ka_fp",
             "prior_ds_cert",
@@ -319,8 +319,8 @@ def build_rollback_plan(
         rows[f"restore_{slot}_fp"], rows[f"restore_{slot}_cert"] = expected, cert.fillna("")
     rows = rows.drop(columns=["expected_ds_fingerprint", "expected_ka_fingerprint"]).rename(
         columns={
-            "target_ds_fp": "expected_ds_fingerprint",
-            "target_ka_fp": "expected_ka_fingerprint",
+            "target_ds_fingerprint": "expected_ds_fingerprint",  # what the run wrote is what the rollback expects
+            "target_ka_fingerprint": "expected_ka_fingerprint",
             "restore_ds_fp": "target_ds_fingerprint",
             "restore_ka_fp": "target_ka_fingerprint",
             "restore_ds_cert": "target_ds_cert",

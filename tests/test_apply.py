@@ -101,7 +101,7 @@ def test_apply_writes_each_planned_device_once_and_nothing_else(world, tmp_path)
         now = sim.store.get(r.device_id)
         assert (now.ds, now.ka) == (r.target_ds_cert, r.target_ka_cert)
     outcomes = pd.read_parquet(tmp_path / "run" / "outcomes.parquet")
-    assert set(outcomes["state"]) == {"done"} and (outcomes["prior_ds_fp"] == outcomes["expected_ds"]).all()
+    assert set(outcomes["state"]) == {"done"} and (outcomes["prior_ds_fp"] == outcomes["expected_ds_fingerprint"]).all()
     ok, why = verify_journal(tmp_path / "run" / "journal.jsonl")
     assert ok, why
     events = [e["event"] for e in read_journal(tmp_path / "run" / "journal.jsonl")]

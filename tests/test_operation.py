@@ -7,7 +7,14 @@ import sqlite3
 
 import pandas as pd
 
-from remediation.apply.checkpoint import OP_COLUMNS, PENDING, Operation, SqliteCheckpoints, write_index
+from remediation.apply.checkpoint import (
+    FRAME_COLUMNS,
+    OP_COLUMNS,
+    PENDING,
+    Operation,
+    SqliteCheckpoints,
+    write_index,
+)
 
 PLAN = pd.DataFrame(
     {
@@ -50,7 +57,10 @@ def test_seeding_and_rebuilding_write_the_stored_column_names(tmp_path):
     frame = checkpoints.ops_frame()
     checkpoints.close()
     assert ops["op-2"].expected_ds_fingerprint == "" and ops["op-2"].state == PENDING and ops["op-2"].seq == 1
-    assert list(frame.columns) == list(OP_COLUMNS) and frame["expected_ka"].tolist() == ["K1", "K2"]
+    # The ops frame (and so outcomes.csv, dry_run.csv, reports) carries the plan's names, not the stored ones.
+    assert list(frame.columns) == list(FRAME_COLUMNS) and frame["expected_ka_fingerprint"].tolist() == ["K1", "K2"]
+    assert not {"expected_ds", "expected_ka", "target_ds_fp", "target_ka_fp"} & set(frame.columns)
+    assert Operation.from_record(frame.to_dict("records")[0]) == ops["op-1"]
     rebuilt = tmp_path / "rebuilt.sqlite"
     write_index(rebuilt, ops, [], {"seq": 0, "hash": "0" * 64})
     for path in (db, rebuilt):

@@ -457,9 +457,24 @@ def test_report_accepts_a_dry_run_directory(world, tmp_path):
     assert [(r["device_id"], r["state"]) for r in data["problem_devices"]["shown"]] == [
         (world["ids"]["drift"][0], "drifted")
     ]
-    assert data["problem_devices"]["shown"][0]["reason"].startswith("live slots differ from the plan")
+    reason = data["problem_devices"]["shown"][0]["reason"]
+    plan = pd.read_parquet(world["plan"] / "plan.parquet").set_index("device_id")
+    expected_ds = plan.loc[world["ids"]["drift"][0], "expected_ds_fingerprint"]
+    assert reason.startswith("live slots differ from the plan") and f"expected {expected_ds[:12]}…" in reason
     md = _report(tmp_path / "dry", "md", tmp_path / "r.md")
     assert "Dry run" in md and "CHG" in md
+    # dry_run.csv names the fingerprints as the plan does (issue 13: one name per concept from input to export).
+    dry_csv = tmp_path / "dry" / "dry_run.csv"
+    header = dry_csv.read_text().splitlines()[0].split(",")
+    assert {"expected_ds_fingerprint", "expected_ka_fingerprint", "target_ds_fingerprint"} <= set(header)
+    assert not {"expected_ds", "expected_ka", "target_ds_fp", "target_ka_fp"} & set(header)
+    # A dry run written by an earlier version (the stored short names) still reports the same reasons.
+    old = {"expected_ds_fingerprint": "expected_ds", "expected_ka_fingerprint": "expected_ka"}
+    old |= {"target_ds_fingerprint": "target_ds_fp", "target_ka_fingerprint": "target_ka_fp"}
+    frame = pd.read_csv(dry_csv, dtype=str, keep_default_na=False).rename(columns=old)
+    frame.to_csv(dry_csv, index=False)
+    again = json.loads(_report(tmp_path / "dry", "json", tmp_path / "r2.json"))
+    assert again["problem_devices"] == data["problem_devices"]
 
 
 def test_markdown_injection_in_inputs_is_escaped(tmp_path):

@@ -93,10 +93,10 @@ OP_COLUMNS = (
 class Operation:
     """One planned device's operation and where it stands: the in-memory payload of apply, replay and the index.
 
-    The plan's and fingerprints keep the plan's names here (`expected_ds_fingerprint`, `target_ds_fingerprint`, ...);
-    the checkpoint database's columns (and so the ops frame, outcomes.csv and dry_run.csv) keep their stored names
-    (`expected_ds`, `target_ds_fp`, ...), so runs made before this class still resume, verify and export. The two
-    meet only in `from_row`/`row`."""
+    The plan's fingerprints keep the plan's names here and in everything built from ops (the ops frame, outcomes.csv,
+    dry_run.csv, reports, exports): `expected_ds_fingerprint`, `target_ds_fingerprint`, ... Only the checkpoint
+    database's columns (and the journal) keep their stored names (`expected_ds`, `target_ds_fp`, ...), so runs made
+    before this class still resume, verify and export. The two meet only in `from_row`/`row`."""
 
     operation_id: str
     device_id: str
@@ -136,6 +136,15 @@ class Operation:
         """The op under its stored column names, in OP_COLUMNS order."""
         return {self.STORED.get(f.name, f.name): getattr(self, f.name) for f in fields(self)}
 
+    @classmethod
+    def from_record(cls, record: dict) -> Operation:
+        """An op from an ops-frame record (the plan's names, FRAME_COLUMNS)."""
+        return cls(**{f.name: record.get(f.name) for f in fields(cls)})
+
+    def record(self) -> dict:
+        """The op under the plan's names, in FRAME_COLUMNS order: a row of the ops frame."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
     def update(self, sets: dict, **more) -> None:
         """Set checkpointed fields (names as in OP_FIELDS, state, updated_at)."""
         for name, value in {**sets, **more}.items():
@@ -143,6 +152,15 @@ class Operation:
 
     def copy(self) -> Operation:
         return replace(self)
+
+
+# the ops frame's columns: Operation's fields under the plan's names (OP_COLUMNS with the fingerprints renamed)
+FRAME_COLUMNS = tuple(f.name for f in fields(Operation))
+
+
+def ops_frame(records: list[dict]) -> pd.DataFrame:
+    """The ops frame (FRAME_COLUMNS) from `Operation.record()`s, in the order given; empty with its columns if none."""
+    return pd.DataFrame(records, columns=list(FRAME_COLUMNS))
 
 
 def seed_ops(plan: pd.DataFrame) -> dict[str, Operation]:
@@ -237,8 +255,8 @@ class MemoryCheckpoints:
 
     def ops_frame(self) -> pd.DataFrame:
         with self.lock:
-            rows = [o.row() for o in sorted(self.ops.values(), key=lambda o: o.seq)]
-        return pd.DataFrame(rows, columns=list(OP_COLUMNS)) if rows else pd.DataFrame(columns=list(OP_COLUMNS))
+            rows = [o.record() for o in sorted(self.ops.values(), key=lambda o: o.seq)]
+        return ops_frame(rows)
 
 
 class SqliteCheckpoints(MemoryCheckpoints):

@@ -32,13 +32,13 @@ from remediation.apply.checkpoint import (
     DRIFTED,
     FAILED,
     NOOP,
-    OP_COLUMNS,
     OP_FIELDS,
     PENDING,
     READING,
     WRITING,
     Operation,
     counts_of,
+    ops_frame,
     seed_ops,
     write_index,
 )
@@ -77,8 +77,7 @@ class Replay:
         return counts_of(self.ops.values())
 
     def frame(self) -> pd.DataFrame:
-        rows = [o.row() for o in sorted(self.ops.values(), key=lambda o: o.seq)]
-        return pd.DataFrame(rows, columns=list(OP_COLUMNS))
+        return ops_frame([o.record() for o in sorted(self.ops.values(), key=lambda o: o.seq)])
 
     def written(self) -> set[str]:
         """Operation ids this run sent a write for (attempts counts PUTs): these can never be `noop`."""

@@ -54,10 +54,10 @@ OUTCOME_COLUMNS = [
     "prior_ka_fp",
     "final_ds_fp",
     "final_ka_fp",
-    "target_ds_fp",
-    "target_ka_fp",
-    "expected_ds",
-    "expected_ka",
+    "target_ds_fingerprint",
+    "target_ka_fingerprint",
+    "expected_ds_fingerprint",
+    "expected_ka_fingerprint",
     "last_error",
 ]
 
@@ -555,7 +555,9 @@ def _reopen_failed(checkpoints, rows: pd.DataFrame) -> None:
     frame = checkpoints.ops_frame()
     failed = frame[(frame["state"] == FAILED) & frame["operation_id"].isin(rows["operation_id"])]
     for op in failed.to_dict("records"):
-        checkpoints.transition(Operation.from_row(op), "pending", {"reason": "operator asked to retry failed devices"})
+        checkpoints.transition(
+            Operation.from_record(op), "pending", {"reason": "operator asked to retry failed devices"}
+        )
 
 
 def dry_run(

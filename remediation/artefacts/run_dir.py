@@ -38,12 +38,19 @@ DRY_RUN_COLUMNS = [
     "state",
     "prior_ds_fp",
     "prior_ka_fp",
-    "expected_ds",
-    "expected_ka",
-    "target_ds_fp",
-    "target_ka_fp",
+    "expected_ds_fingerprint",
+    "expected_ka_fingerprint",
+    "target_ds_fingerprint",
+    "target_ka_fingerprint",
     "last_error",
 ]
+# dry_run.csv written before its fingerprint columns took the plan's names: renamed once, when read
+LEGACY_DRY_RUN_NAMES = {
+    "expected_ds": "expected_ds_fingerprint",
+    "expected_ka": "expected_ka_fingerprint",
+    "target_ds_fp": "target_ds_fingerprint",
+    "target_ka_fp": "target_ka_fingerprint",
+}
 
 
 @dataclass
@@ -207,6 +214,11 @@ class RunDir:
                 frame[col] = None
         write_csv(self.dry_run_csv, frame[DRY_RUN_COLUMNS])
         write_json(self.dry_run_record, asdict(record))
+
+    def read_dry_run(self) -> pd.DataFrame:
+        """dry_run.csv as strings (empty cells ""), under today's column names whichever version wrote it."""
+        frame = pd.read_csv(self.dry_run_csv, dtype=str, keep_default_na=False)
+        return frame.rename(columns={k: v for k, v in LEGACY_DRY_RUN_NAMES.items() if v not in frame.columns})
 
     def carry_from_plan(self, plan_dir: Path) -> None:
         """plan.json and the plan's detect result, so the run directory can be reported and exported on its own."""

@@ -154,7 +154,7 @@ def outcome_sections(directory: Path, redact=None) -> dict:
         bad = ops[ops["state"].isin(["failed", "drifted"])]
         problems = bad.assign(reason=_reasons(bad))[["device_id", "s1sp", "state", "reason"]]
     elif sources.kind == "dry-run":
-        frame = pd.read_csv(RunDir(sources.directory).dry_run_csv, dtype=str, keep_default_na=False)
+        frame = RunDir(sources.directory).read_dry_run()
         out["dry_run"] = {
             "plan_hash": sources.extra["dry_run"].get("plan_hash"),
             "states": sources.extra["dry_run"].get("states", {}),
@@ -190,11 +190,11 @@ def _reasons(ops: pd.DataFrame) -> pd.Series:
         "live slots differ from the plan (NO_DS "
         + short("prior_ds_fp")
         + "…, expected "
-        + short("expected_ds")
+        + short("expected_ds_fingerprint")
         + "…; NO_KA "
         + short("prior_ka_fp")
         + "…, expected "
-        + short("expected_ka")
+        + short("expected_ka_fingerprint")
         + "…): not written"
     )
     error = ops["last_error"].astype(object).where(ops["last_error"].notna() & (ops["last_error"] != ""), None)
