@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from remediation.artefacts.document import OrderedDocument
 from remediation.errors import SafetyRefusal
 from remediation.evidence.hashing import sha256_file
 from remediation.outputs import prepare_dir, read_json_object, write_csv, write_json, write_parquet, write_tables
@@ -51,7 +52,7 @@ def write_findings(out: Path, chunks, csv: bool = True) -> Path:
 
 
 @dataclass(frozen=True)
-class DetectSummary:
+class DetectSummary(OrderedDocument):
     """summary.json: what detect read (every input and configuration file by SHA-256, rows per file), the counts by
     category, S1SP and cause (reconciled with every row read), the no-NO-can-manage headline, registry gaps, security
     holds, the wrong-owner matrix and the quarantine counts. Written in this key order; a field a summary written
@@ -98,6 +99,7 @@ class DetectSummary:
         "quarantine",
         "reconciled",
     )
+    ABSENT_AS_NONE = ("schema", "tool_version", "reconciled")
     REQUIRED = (
         "case",
         "as_of",
@@ -118,13 +120,7 @@ class DetectSummary:
         missing = [k for k in cls.REQUIRED if k not in value]
         if missing:
             raise StaleDetectResult(f"{path}: not a detect summary (no {', '.join(missing)})")
-        known = {k: value[k] for k in cls.ORDER if k in value}
-        optional = {"schema": None, "tool_version": None, "reconciled": None}
-        return cls(**{**optional, **known}, extra={k: v for k, v in value.items() if k not in cls.ORDER})
-
-    def to_json(self) -> dict:
-        document = {k: getattr(self, k) for k in self.ORDER if getattr(self, k) is not None}
-        return {**document, **self.extra}
+        return cls._from_known(value)
 
     @property
     def locked_out_devices(self) -> int | None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from remediation.artefacts.detect_result import FINDINGS, INPUT_ROWS, QUARANTINE, SUMMARY
+from remediation.artefacts.document import OrderedDocument
 from remediation.artefacts.plan_dir import PLAN_JSON
 from remediation.errors import InputError
 from remediation.outputs import prepare_dir, write_csv, write_json
@@ -54,7 +55,7 @@ LEGACY_DRY_RUN_NAMES = {
 
 
 @dataclass
-class RunRecord:
+class RunRecord(OrderedDocument):
     """run.json: which plan the run belongs to, who made it, its status and pauses, and the journal head (seq, hash)
     recorded at each run event (a journal cut short or rewritten after it is refused). Written in this key order; a
     field never set is left out, and keys this version does not know are kept as read (after the known ones)."""
@@ -88,14 +89,11 @@ class RunRecord:
         "superseded_by",
     )
 
+    ABSENT_AS_NONE = ("schema",)
+
     @classmethod
     def from_json(cls, value: dict) -> RunRecord:
-        known = {k: value[k] for k in cls.ORDER if k in value}
-        return cls(**{"schema": None, **known}, extra={k: v for k, v in value.items() if k not in cls.ORDER})
-
-    def to_json(self) -> dict:
-        document = {k: getattr(self, k) for k in self.ORDER if getattr(self, k) is not None}
-        return {**document, **self.extra}
+        return cls._from_known(value)
 
     def update(self, **values) -> None:
         """Set fields by name; a name this version does not know goes to `extra` (and so into run.json)."""
