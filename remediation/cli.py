@@ -239,6 +239,15 @@ change_ref_option = click.option(
     metavar="CHG-…",
     help="Governance reference (change record id), signed with the plan or approval.",
 )
+
+
+def out_dir_option(help_text: str):
+    """`--out DIR` (required), the directory a command writes its results to."""
+    return click.option(
+        "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help=help_text
+    )
+
+
 as_of_option = click.option(
     "--as-of",
     callback=_as_of,
@@ -257,13 +266,7 @@ def main() -> None:
 
 @main.command()
 @config_option
-@click.option(
-    "--out",
-    "out_dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Directory for the findings.",
-)
+@out_dir_option("Directory for the findings.")
 @as_of_option
 @json_option(
     "out_dir, devices, rows_read, devices_by_category, no_locked_out_devices, files and summary (= summary.json)"
@@ -293,13 +296,7 @@ def _default_user() -> str:
 
 @main.command()
 @config_option
-@click.option(
-    "--out",
-    "out_dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="New directory for the plan.",
-)
+@out_dir_option("New directory for the plan.")
 @as_of_option
 @click.option("--s1sp", "s1sps", multiple=True, metavar="CODE", help="Plan only this S1SP (repeatable).")
 @click.option(
@@ -637,13 +634,7 @@ def status(run_dir: Path) -> None:
     type=click.Path(file_okay=False, exists=True, path_type=Path),
     help="Directory with a fresh extract per S1SP: <s1sp>.csv in the canonical dialect (as `simulator export` writes).",
 )
-@click.option(
-    "--out",
-    "out_dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="New directory for the verify result (residual devices, verify.json).",
-)
+@out_dir_option("New directory for the verify result (residual devices, verify.json).")
 @click.option(
     "--plan",
     "plan_dir",
@@ -669,13 +660,7 @@ def verify(config_path: Path, fresh_dir: Path, out_dir: Path, plan_dir: Path | N
 
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
-@click.option(
-    "--out",
-    "out_dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="New directory for the packs.",
-)
+@out_dir_option("New directory for the packs.")
 def notify(run_dir: Path, out_dir: Path) -> None:
     """NO notification packs of a run: per registered NO the devices now at its certificates, per previous holder the devices it no longer controls."""
     summary = pipeline.run_notify(run_dir, out_dir)
@@ -690,13 +675,7 @@ def notify(run_dir: Path, out_dir: Path) -> None:
 
 @main.command()
 @click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path), metavar="PLAN_OR_RUN_DIR")
-@click.option(
-    "--out",
-    "out_dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="New directory for the worklist.",
-)
+@out_dir_option("New directory for the worklist.")
 def worklist(directory: Path, out_dir: Path) -> None:
     """SRV 6.15.1 worklist: the locked-out devices the fix leaves, one CSV and JSON per current slot holder, registered NO copied."""
     index = pipeline.run_worklist(directory, out_dir)
@@ -890,13 +869,7 @@ def audit_keygen(private_path: Path, public_path: Path) -> None:
 
 @audit.command("export")
 @click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
-@click.option(
-    "--out",
-    "out_dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="New, empty directory for the export.",
-)
+@out_dir_option("New, empty directory for the export.")
 @key_option
 @click.option(
     "--sign-key", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None, help="Old name of --key."
@@ -960,13 +933,7 @@ def audit_verify(directory: Path, expect_policy_sha256: str | None, pubkey: Path
 
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
-@click.option(
-    "--out",
-    "out_dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="New directory for the rollback plan.",
-)
+@out_dir_option("New directory for the rollback plan.")
 @click.option(
     "--device",
     "devices",
