@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from remediation.model import CATEGORIES
 from remediation.outcomes.text import render
-from remediation.report.text import automation_lines, format_duration, money
+from remediation.report.text import automation_lines, format_duration, format_hours, money, signer_text
 
 COLOURS = {
     "INVALID_INPUT": "#b71c1c",
@@ -98,8 +98,8 @@ def _ticket(report: dict) -> list[tuple] | None:
     ]
     if auth:
         p = auth["planned_by"]
-        rows.append(("planned by", _who(p)))
-        rows.append(("approved by", "; ".join(_who(a) for a in auth["approved_by"]) or "no approval recorded"))
+        rows.append(("planned by", signer_text(p)))
+        rows.append(("approved by", "; ".join(signer_text(a) for a in auth["approved_by"]) or "no approval recorded"))
     if state:
         rows += [
             ("applied by", ", ".join(state["applied_by"]) or "-"),
@@ -112,17 +112,6 @@ def _ticket(report: dict) -> list[tuple] | None:
     elif report.get("dry_run") is not None:
         rows.append(("estimated apply duration", format_duration(report["dry_run"]["estimated_seconds"])))
     return rows
-
-
-def _who(entry: dict) -> str:
-    text = entry.get("name") or "(unknown)"
-    if entry.get("key_id"):
-        text += f" (key {entry['key_id']})"
-    if entry.get("at"):
-        text += f" at {entry['at']}"
-    if entry.get("change_ref"):
-        text += f" under {entry['change_ref']}"
-    return text
 
 
 def _costs(costs: dict | None) -> dict | None:
@@ -142,27 +131,24 @@ def _costs(costs: dict | None) -> dict | None:
         "label": costs.get("unit_costs_label") or "configured unit costs",
         "chart": _cost_chart(costs),
         "by_s1sp": [
-            {**s, "hours": _hours(s["apply_hours"]), "fixed": fixed(s), "total": money(s["cost"], cur)}
+            {**s, "hours": format_hours(s["apply_hours"]), "fixed": fixed(s), "total": money(s["cost"], cur)}
             for s in costs["by_s1sp"]
         ],
         "shared": shared
         and {"s1sps": "+".join(shared["s1sps"]), "label": shared["label"], "amount": money(shared["amount"], cur)},
         "totals": {
             **costs["totals"],
-            "hours": _hours(costs["totals"]["apply_hours"]),
+            "hours": format_hours(costs["totals"]["apply_hours"]),
             "fixed": money(costs["totals"]["fixed_cost"], cur),
             "total": money(costs["totals"]["cost"], cur),
         },
         "not_costed": ", ".join(costs["not_costed"]),
         "automation": automation_lines(costs),
         "rows": [
-            {**r, "hours": _hours(r["apply_hours"]), "total": money(r["cost"], cur)} for r in costs["by_s1sp_and_no"]
+            {**r, "hours": format_hours(r["apply_hours"]), "total": money(r["cost"], cur)}
+            for r in costs["by_s1sp_and_no"]
         ],
     }
-
-
-def _hours(hours) -> str:
-    return "-" if hours is None else format_duration(hours * 3600)
 
 
 def _impact(report: dict) -> dict | None:

@@ -5,24 +5,9 @@ from __future__ import annotations
 
 from remediation.model import CATEGORIES
 from remediation.outcomes.text import md, md_table
-from remediation.report.text import automation_lines, format_duration, money
+from remediation.report.text import automation_lines, format_duration, format_hours, money, signer_text
 
 _table = md_table
-
-
-def _hours(hours) -> str:
-    return "-" if hours is None else format_duration(hours * 3600)
-
-
-def _who(entry: dict) -> str:
-    text = entry.get("name") or "(unknown)"
-    if entry.get("key_id"):
-        text += f" (key {entry['key_id']})"
-    if entry.get("at"):
-        text += f" at {entry['at']}"
-    if entry.get("change_ref"):
-        text += f" under {entry['change_ref']}"
-    return text
 
 
 def _status(report: dict) -> list[str]:
@@ -45,8 +30,8 @@ def _ticket(report: dict) -> list[str]:
         ["decision", (gov or {}).get("decision") or "not recorded"],
     ]
     if auth:
-        rows.append(["planned by", _who(auth["planned_by"])])
-        rows.append(["approved by", "; ".join(_who(a) for a in auth["approved_by"]) or "no approval recorded"])
+        rows.append(["planned by", signer_text(auth["planned_by"])])
+        rows.append(["approved by", "; ".join(signer_text(a) for a in auth["approved_by"]) or "no approval recorded"])
     if state:
         rows += [
             ["applied by", ", ".join(state["applied_by"]) or "-"],
@@ -164,7 +149,7 @@ def _costs(report: dict) -> list[str]:
             f"{s['s1sp']} ({s['mode']})",
             s["planned_devices"],
             s["held_devices"],
-            _hours(s["apply_hours"]),
+            format_hours(s["apply_hours"]),
             money(s["fixed_cost"], cur)
             if s["fixed_cost"] is not None
             else "in shared figure"
@@ -192,7 +177,7 @@ def _costs(report: dict) -> list[str]:
             "total",
             t["planned_devices"],
             t["held_devices"],
-            _hours(t["apply_hours"]),
+            format_hours(t["apply_hours"]),
             money(t["fixed_cost"], cur),
             money(t["cost"], cur),
         ]
@@ -219,7 +204,7 @@ def _costs(report: dict) -> list[str]:
                     r["registered_no"],
                     r["planned_devices"],
                     r["held_devices"],
-                    _hours(r["apply_hours"]),
+                    format_hours(r["apply_hours"]),
                     money(r["cost"], cur),
                 ]
                 for r in costs["by_s1sp_and_no"]

@@ -10,7 +10,7 @@ from rich.table import Table
 from remediation.artefacts.detect_result import DetectSummary
 from remediation.artefacts.plan_dir import apply_estimates
 from remediation.model import CATEGORIES, STATES, Category
-from remediation.report.text import automation_lines, format_duration, money  # noqa: F401 - re-exported for callers
+from remediation.report.text import automation_lines, format_duration, format_hours, money  # noqa: F401 - re-exported for callers
 
 _STYLE = {
     Category.INVALID_INPUT.value: "red",
@@ -397,7 +397,7 @@ def cost_table(costs: dict, per_s1sp_nos: int = 4) -> Table:
                 r["registered_no"],
                 str(r["planned_devices"]),
                 str(r["held_devices"]),
-                _hours(r["apply_hours"]),
+                format_hours(r["apply_hours"]),
                 "",
                 money(r["cost"], cur),
             )
@@ -424,7 +424,7 @@ def cost_table(costs: dict, per_s1sp_nos: int = 4) -> Table:
             f"all ({s['mode']})",
             str(s["planned_devices"]),
             str(s["held_devices"]),
-            _hours(s["apply_hours"]),
+            format_hours(s["apply_hours"]),
             fixed,
             money(s["cost"], cur),
             style="bold",
@@ -447,7 +447,7 @@ def cost_table(costs: dict, per_s1sp_nos: int = 4) -> Table:
         "",
         str(t["planned_devices"]),
         str(t["held_devices"]),
-        _hours(t["apply_hours"]),
+        format_hours(t["apply_hours"]),
         money(t["fixed_cost"], cur),
         money(t["cost"], cur),
         style="bold",
@@ -458,10 +458,6 @@ def cost_table(costs: dict, per_s1sp_nos: int = 4) -> Table:
     table.caption = "; ".join(notes)
     table.caption_justify = "left"
     return table
-
-
-def _hours(hours: float | None) -> str:
-    return "-" if hours is None else format_duration(hours * 3600)
 
 
 def print_report_brief(report: dict, console: Console | None = None) -> None:

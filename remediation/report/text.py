@@ -15,6 +15,22 @@ def format_duration(seconds: float | None) -> str:
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
 
 
+def format_hours(hours: float | None) -> str:
+    return "-" if hours is None else format_duration(hours * 3600)
+
+
+def signer_text(entry: dict) -> str:
+    """Who planned or approved: name, key, time and change reference, as far as recorded."""
+    text = entry.get("name") or "(unknown)"
+    if entry.get("key_id"):
+        text += f" (key {entry['key_id']})"
+    if entry.get("at"):
+        text += f" at {entry['at']}"
+    if entry.get("change_ref"):
+        text += f" under {entry['change_ref']}"
+    return text
+
+
 def money(amount: float | None, currency: str) -> str:
     if amount is None:
         return "not costed"
