@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +74,33 @@ def planned_case(
     pipeline.run_plan(config, plan_dir, key=signer("alice"))
     pipeline.run_approve(plan_dir, signer("bob"))
     return case, config, plan_dir
+
+
+def apply_command(plan_dir, run_dir, sim, *extra, by: str = "carol", max_wave: int = 40) -> list[str]:
+    """`python -m remediation apply` of a planned_case plan against `sim`, as a real process (signal and lock tests):
+    no failure-rate pause, a canary of 5, the case's trust policy pinned."""
+    return [
+        sys.executable,
+        "-m",
+        "remediation",
+        "apply",
+        str(plan_dir),
+        "--run",
+        str(run_dir),
+        "--by",
+        by,
+        "--endpoint",
+        f"MOC={sim.url}",
+        "--pause-failure-rate",
+        "1.0",
+        "--canary",
+        "5",
+        "--max-wave",
+        str(max_wave),
+        "--trust-policy",
+        str(plan_dir.parent / "people.toml"),
+        *extra,
+    ]
 
 
 def run_apply(plan_dir, run_dir, options, **kw):

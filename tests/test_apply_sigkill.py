@@ -11,7 +11,6 @@ import random
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections import Counter
 
@@ -20,7 +19,7 @@ import pytest
 
 from remediation.evidence.journal import verify_journal
 from remediation.simulator.service import make_drift
-from tests.simulation import api_writes, planned_case, start_sim
+from tests.simulation import api_writes, apply_command, planned_case, start_sim
 from tests.support import REPO, key_env
 
 KILLS = 20
@@ -47,27 +46,7 @@ def test_sigkill_at_random_points_never_double_writes(tmp_path):
     drifted = set(rng.sample(list(plan["device_id"]), 6))
     make_drift(sim.store, sorted(drifted), 0, 0)
     run_dir = tmp_path / "run"
-    command = [
-        sys.executable,
-        "-m",
-        "remediation",
-        "apply",
-        str(plan_dir),
-        "--run",
-        str(run_dir),
-        "--by",
-        "sigkill-test",
-        "--endpoint",
-        f"MOC={sim.url}",
-        "--pause-failure-rate",
-        "1.0",
-        "--canary",
-        "5",
-        "--max-wave",
-        "40",
-        "--trust-policy",
-        str(tmp_path / "people.toml"),
-    ]
+    command = apply_command(plan_dir, run_dir, sim, by="sigkill-test")
     env = {**os.environ, **key_env("carol")}  # the operator's key signs each run record
     progress = []
     try:

@@ -12,7 +12,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -23,7 +22,7 @@ import pytest
 from remediation import pipeline
 from remediation.evidence.hashing import sha256_file
 from remediation.evidence.journal import read_journal, verify_journal
-from tests.simulation import api_writes, planned_case, start_sim
+from tests.simulation import api_writes, apply_command, planned_case, start_sim
 from tests.support import REPO, key_env, signer
 
 FAULTS = "latency=10ms,error=0.05,throttle=0.03,drop=0.02"  # 10% of requests fail or lose their answer
@@ -35,29 +34,7 @@ def soak(root: Path, interruptions: int = 20, devices: int = 400, seed: int = 20
     sim = start_sim(root / "moc.sqlite", config, faults=f"{FAULTS},seed={seed % 1000}")
     plan = pd.read_parquet(plan_dir / "plan.parquet")
     run_dir = root / "run"
-    command = [
-        sys.executable,
-        "-m",
-        "remediation",
-        "apply",
-        str(plan_dir),
-        "--run",
-        str(run_dir),
-        "--by",
-        "soak",
-        "--endpoint",
-        f"MOC={sim.url}",
-        "--pause-failure-rate",
-        "1.0",
-        "--canary",
-        "5",
-        "--max-wave",
-        "30",
-        "--timeout",
-        "2",
-        "--trust-policy",
-        str(root / "people.toml"),
-    ]
+    command = apply_command(plan_dir, run_dir, sim, "--timeout", "2", by="soak", max_wave=30)
     env = {**os.environ, **key_env("carol")}
     done, stops, progress = 0, [], []
     try:

@@ -28,7 +28,7 @@ from remediation.artefacts.audit_export import generate_key
 from remediation.cli import main
 from remediation.evidence.hashing import canonical_json
 from remediation.evidence.journal import GENESIS, entry_hash, read_journal, verify_journal
-from tests.simulation import api_writes, planned_case, run_apply, run_resume, start_sim
+from tests.simulation import api_writes, apply_command, planned_case, run_apply, run_resume, start_sim
 from tests.support import REPO, key_env, signer
 
 ENV = {**os.environ, **key_env("carol")}  # the operator's key signs each run record (issue 9)
@@ -37,31 +37,6 @@ QUICK = RetryPolicy(attempts=2, initial=0.01, max_wait=0.02)
 # The client rate of a run a test interrupts part-way (33 devices/s at most): the run is still going, with a second or
 # more of work left, when the test acts on what it saw in the journal.
 INTERRUPTIBLE = 100.0
-
-
-def apply_command(plan_dir, run_dir, sim, *extra):
-    return [
-        sys.executable,
-        "-m",
-        "remediation",
-        "apply",
-        str(plan_dir),
-        "--run",
-        str(run_dir),
-        "--by",
-        "carol",
-        "--endpoint",
-        f"MOC={sim.url}",
-        "--pause-failure-rate",
-        "1.0",
-        "--canary",
-        "5",
-        "--max-wave",
-        "40",
-        "--trust-policy",
-        str(plan_dir.parent / "people.toml"),
-        *extra,
-    ]
 
 
 def journal_count(run_dir, to_state: str) -> int:
