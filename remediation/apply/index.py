@@ -314,15 +314,22 @@ def read_index(db: Path) -> tuple[dict[str, tuple], dict] | str:
 
 
 def check_index(
-    run_dir: Path, plan_rows: pd.DataFrame, recorded_head: dict | None = None, policy=None, run=None
+    run_dir: Path,
+    plan_rows: pd.DataFrame,
+    recorded_head: dict | None = None,
+    policy=None,
+    run=None,
+    other_heads: tuple[tuple[dict, str], ...] = (),
 ) -> tuple[Replay, IndexCheck]:
-    """Verify the journal once (chain; run.json's `recorded_head`; the index's head; with the plan's trust `policy`,
-    the operator-signed records and run.json's signed head), replay it, and compare the index with the replay (see
-    the module docstring for the verdicts). `run`: run.json's RunRecord as read with `recorded_head` (read here if
-    not given)."""
+    """Verify the journal once (chain; `other_heads`, (head, who recorded it) such as the plan leases'; run.json's
+    `recorded_head`; the index's head; with the plan's trust `policy`, the operator-signed records and run.json's
+    signed head), replay it, and compare the index with the replay (see the module docstring for the verdicts).
+    `run`: run.json's RunRecord as read with `recorded_head` (read here if not given)."""
     journal, db = RunDir(run_dir).journal, RunDir(run_dir).checkpoints
     index = read_index(db)  # before the journal: a live run's journal is then at least as far as its index
     entries, head = check_journal(journal)
+    for other, source in other_heads:
+        check_recorded_head(journal, other, entries, head, source=source)
     check_recorded_head(journal, recorded_head, entries, head)
     result = _checked_replay(run_dir, journal, plan_rows, entries, head, index, policy, run, recorded_head)
     if isinstance(index, str):

@@ -30,7 +30,6 @@ from remediation.apply.gateway import Gateway, HttpGateway
 from remediation.apply.index import (
     IndexInconsistent,
     check_index,
-    check_recorded_head,
     head_payload,
     rebuild_index,
 )
@@ -325,6 +324,7 @@ def _open_index(
     or edited. Returns the index and what was rebuilt (for the journal), or None. The journal heads the plan leases
     recorded for this run (the host-wide one outside the run directory) must be entries of the journal too."""
     db = RunDir(run_dir).checkpoints
+    lease_heads = []  # checked against the journal as check_index reads it, not by reading the journal again
     for where, owner in zip(
         ("the plan directory's lease record", "the host's lease registry"), leases.owners() if leases else []
     ):
@@ -335,8 +335,8 @@ def _open_index(
             raise IndexInconsistent(
                 f"{run_dir}: the journal is missing or empty, but {where} records {head['seq']} entries of it; refusing"
             )
-        if journal_exists and head != run.journal_head:  # the same head is checked with run.json's below
-            check_recorded_head(RunDir(run_dir).journal, head, source=where)
+        if head != run.journal_head:  # the same head is checked as run.json's
+            lease_heads.append((head, where))
     if not journal_exists:
         if run.journal_seq:
             raise IndexInconsistent(
@@ -347,7 +347,7 @@ def _open_index(
                 f"{run_dir}: checkpoints.sqlite exists but the journal does not; the journal is the record — refusing"
             )
         return SqliteCheckpoints(db), None
-    result, check = check_index(run_dir, plan.rows, run.journal_head, policy, run)
+    result, check = check_index(run_dir, plan.rows, run.journal_head, policy, run, tuple(lease_heads))
     rebuilt = None
     if check.verdict != "ok":
         kept = rebuild_index(run_dir, result)
