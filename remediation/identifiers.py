@@ -137,10 +137,13 @@ def mpxn_text(keys: np.ndarray) -> pa.Array:
     for length in np.unique(lengths[keys >= 0]):
         mask = (keys >= 0) & (lengths == length)
         width = int(length)
-        digits = (values[mask][:, None] // 10 ** np.arange(width - 1, -1, -1, dtype=np.int64)) % 10
-        text = pa.array(np.ascontiguousarray((digits + ord("0")).astype(np.uint8)).view(f"S{width}").ravel()).cast(
-            pa.string()
-        )
+        chosen = values[mask]
+        digits = np.empty((len(chosen), width), dtype=np.uint8)  # a digit column at a time: no (n, width) int64s
+        for place in range(width - 1, -1, -1):
+            digits[:, place] = chosen % 10
+            digits[:, place] += ord("0")
+            chosen //= 10
+        text = pa.array(digits.view(f"S{width}").ravel()).cast(pa.string())
         positions = np.flatnonzero(mask)
         filler = np.full(len(keys), -1, dtype=np.int64)
         filler[positions] = np.arange(len(positions))
