@@ -22,7 +22,7 @@ from remediation.certificates import HOLD_CAUSES
 from remediation.config import DeviceType, Policy, default_device_types
 from remediation.identifiers import eui64_keys, eui64_text, mpxn_text
 from remediation.ingest.faults import FAULT_FIELDS
-from remediation.memory import consumption_order
+from remediation.memory import consumption_order, release_memory
 from remediation.model import (
     CATEGORIES,
     CAUSES,
@@ -34,6 +34,7 @@ from remediation.model import (
     Category,
 )
 from remediation.progress import NO_PROGRESS, StageProgress
+from remediation.registrations import RdpIndex, file_names, reg_keys_of
 
 # Per-slot verdicts, most serious first; a slot gets the first that applies.
 VERDICTS = ("EMPTY", "UNDECODABLE", "HOLD", "OTHER_ORG", "NOT_NO_ROLE", "KEY_USAGE", "EXPIRED", "REVOKED", "OK")
@@ -64,6 +65,7 @@ FINDINGS_EXTRA = [
     "finding_id",
 ]
 NO_CODE = -1  # "no registered NO" in NO-code arrays
+FIND_PART = 1 << 21  # needles searched at a time by _find
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,7 @@ class Detection:
         data["finding_id"] = pa.array(positions)
         return pa.table(data).select(list(FINDING_COLUMNS) + FINDINGS_EXTRA)
 
-    def chunks(self, size: int = 500_000):
+    def chunks(self, size: int = 250_000):
         for start in range(0, max(len(self), 1), size):
             yield self.table(start, start + size)
 
@@ -200,11 +202,6 @@ class Entities:
         return np.array([self.index.get(v, -1) if isinstance(v, str) else -1 for v in values], dtype=np.int32)
 
 
-def file_names(files: pd.Series) -> pd.Series:
-    names = {f: Path(f).name for f in pd.unique(files)}
-    return pd.Series(files).map(names)
-
-
 # ------------------------------------------------------------------------------------------------ devices
 
 
@@ -224,7 +221,8 @@ def _collapse_duplicates(records: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFr
             "source_row": records["source_row"].to_numpy(),
             "n_rows": records["n_rows"].to_numpy(),
             "finding_id": np.full(n, -1, dtype=np.int32),
-        }
+        },
+        copy=False,
     )
     keep = ~repeated
     multi = None
@@ -304,18 +302,10 @@ def _take_consuming(frame: pd.DataFrame, selector: np.ndarray) -> pd.DataFrame:
             else column[selector].reset_index(drop=True)
         )
         del column
-    return pd.DataFrame({name: columns.pop(name) for name in order})
+    return pd.DataFrame({name: columns.pop(name) for name in order}, copy=False)
 
 
 # ------------------------------------------------------------------------------------------------ registrations
-
-
-def _reg_keys(mpxn_key: np.ndarray, fuel: np.ndarray) -> np.ndarray:
-    """MPxN + fuel as one int64; -1 where either is unknown (negative)."""
-    keys = mpxn_key * 2
-    keys += np.maximum(fuel, 0)
-    keys[(mpxn_key < 0) | (fuel < 0)] = -1
-    return keys
 
 
 def _find(sorted_unique: np.ndarray, needles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -325,23 +315,21 @@ def _find(sorted_unique: np.ndarray, needles: np.ndarray) -> tuple[np.ndarray, n
     NumPy then starts each search from the last answer, which is several times faster than random order."""
     if not len(sorted_unique):
         return np.zeros(len(needles), dtype=np.int64), np.zeros(len(needles), dtype=bool)
-    if len(needles) > 100_000 and len(sorted_unique) > 1_000_000:  # beyond the CPU caches
-        order = np.argsort(needles)
-        slot = np.empty(len(needles), dtype=np.int64)
-        slot[order] = np.searchsorted(sorted_unique, needles[order])
-        del order
-    else:
-        slot = np.searchsorted(sorted_unique, needles)
-    slot[slot == len(sorted_unique)] = 0
-    return slot, sorted_unique[slot] == needles
-
-
-def _run_starts(ordered: np.ndarray) -> np.ndarray:
-    """Mask of the first element of each run of equal values in a sorted array."""
-    starts = np.empty(len(ordered), dtype=bool)
-    starts[:1] = True
-    np.not_equal(ordered[1:], ordered[:-1], out=starts[1:])
-    return starts
+    slot = np.empty(len(needles), dtype=np.int64)
+    found = np.empty(len(needles), dtype=bool)
+    # In parts of FIND_PART needles: the sort and search temporaries of 10 million needles would be ~300 MB.
+    for start in range(0, len(needles), FIND_PART):
+        part = needles[start : start + FIND_PART]
+        out = slot[start : start + FIND_PART]
+        if len(part) > 100_000 and len(sorted_unique) > 1_000_000:  # beyond the CPU caches
+            order = np.argsort(part)
+            out[order] = np.searchsorted(sorted_unique, part[order])
+            del order
+        else:
+            out[:] = np.searchsorted(sorted_unique, part)
+        out[out == len(sorted_unique)] = 0
+        np.equal(sorted_unique[out], part, out=found[start : start + FIND_PART])
+    return slot, found
 
 
 @dataclass
@@ -362,107 +350,47 @@ class Registration:
     width: int
 
 
-def _registration(
-    devices: pd.DataFrame, registrations: pd.DataFrame, as_of: date, policy: Policy, dev_fuel: np.ndarray
-) -> Registration:
-    """The registration effective on the as-of date: how many distinct NOs, which one, and rejected rows; also the
-    registrations that ended before it (for WRONG_NO causes) and those that start within the pending horizon."""
-    day = (as_of - date(1970, 1, 1)).days  # RDP dates are int32 days since 1970-01-01, NO_DAY for an open end
+def _registration(devices: pd.DataFrame, rdp: RdpIndex, as_of: date, dev_fuel: np.ndarray) -> Registration:
+    """Each device's registration on the as-of date, looked up in the RDP index by binary search."""
     n = len(devices)
-    no_cat = registrations["network_operator_id"].astype("category")
-    no_ids = np.asarray(no_cat.cat.categories, dtype=object)
-    invalid = registrations["invalid"].to_numpy(dtype=bool)
-    fuel = registrations["fuel"].to_numpy(dtype=np.int8)
-    mpxn = registrations["mpxn_key"].to_numpy(dtype=np.int64)
-    # Built in place, one mask at a time: at national scale every 80 MB temporary counts.
-    effective = ~invalid
-    effective &= mpxn >= 0
-    usable = effective.copy()
-    start = registrations["from_day"].to_numpy(dtype=np.int32)
-    effective &= start <= day
-    end = registrations["to_day"].to_numpy(dtype=np.int32)
-    still = (end >= day) if policy.rdp_effective_to_inclusive else (end > day)  # NO_DAY (open) passes both
-    effective &= still
-    ended = usable & ~still
-    del still, end
-    # Registrations still to come: the few rows starting after the as-of date (any, for NO_RDP causes; within the
-    # horizon, for PENDING_NO_CHANGE).
-    future = usable & (start > day)
-    soon = future & (start <= day + policy.pending_change_horizon_days)
-    soon_start = start[soon]  # the few start days of changes to come, for the detail text
-    del start, usable
-    # Distinct (MPxN+fuel, NO) pairs as one int64 each (MPxN+fuel < 2**50 for any valid MPxN, NO codes < width),
-    # sorted; then runs of equal MPxN+fuel give the count of distinct NOs. Sorting beats hashing at 10 million rows.
-    width = max(4096, len(no_ids) + 1)
-    combined = _reg_keys(mpxn[effective], fuel[effective])
-    combined *= width
-    combined += no_cat.cat.codes.to_numpy()[effective]
-    del effective
-    combined.sort()
-    if len(combined):
-        combined = combined[_run_starts(combined)]
-    pair_nos = (combined % width).astype(np.int32)
-    pair_keys = combined
-    pair_keys //= width
-    del combined
-    run_starts = np.flatnonzero(_run_starts(pair_keys))
-    reg_keys = pair_keys[run_starts]
-    counts = np.diff(np.append(run_starts, len(pair_keys))).astype(np.int32)
-    first_no = pair_nos[run_starts]
-    del run_starts
-    shared = np.repeat(counts > 1, counts)  # only the pairs of MPxNs with several NOs are needed again (details)
-    pair_keys, pair_nos = pair_keys[shared], pair_nos[shared]
-    del shared
+    width = rdp.width
+    dev_mpxn = devices["mpxn_key"].to_numpy(dtype=np.int64)
+    dkey = reg_keys_of(dev_mpxn, dev_fuel)
+    slot, found = _find(rdp.reg_keys, dkey)
+    count = np.zeros(n, dtype=np.int32)
+    registered = np.full(n, NO_CODE, dtype=np.int32)
+    if len(rdp.counts):
+        np.copyto(count, rdp.counts[slot], where=found)
+        found &= count == 1
+        np.copyto(registered, rdp.first_no[slot], where=found)
+    del slot, found
 
-    dkey = _reg_keys(devices["mpxn_key"].to_numpy(dtype=np.int64), dev_fuel)
-    slot, found = _find(reg_keys, dkey)
-    count = np.where(found, counts[slot] if len(counts) else 0, 0).astype(np.int32)
-    registered = np.where(found & (count == 1), first_no[slot] if len(first_no) else NO_CODE, NO_CODE).astype(np.int32)
-    del slot, found, reg_keys, counts, first_no
-
-    # A rejected row could be the registration that counts: never trust the rest of that MPxN's history. A rejected
-    # row of the other fuel does not touch this device; one whose fuel is unreadable touches both.
-    rejected_rows = invalid & (mpxn >= 0)
+    # A rejected row of the other fuel does not touch this device; one whose fuel is unreadable touches both.
     rejected = np.zeros(n, dtype=bool)
-    if rejected_rows.any():
-        known_fuel = rejected_rows & (fuel >= 0)
-        same_fuel = _find(np.unique(_reg_keys(mpxn[known_fuel], fuel[known_fuel])), dkey)[1]
-        any_fuel = _find(np.unique(mpxn[rejected_rows & (fuel < 0)]), devices["mpxn_key"].to_numpy())[1]
-        rejected = (same_fuel | any_fuel) & (dkey >= 0)
+    if len(rdp.rejected_keys) or len(rdp.rejected_mpxns):
+        rejected = (_find(rdp.rejected_keys, dkey)[1] | _find(rdp.rejected_mpxns, dev_mpxn)[1]) & (dkey >= 0)
 
     detail: dict[int, str] = {}  # device position -> text, for the few ambiguous devices
     many = np.flatnonzero(count > 1)
     if len(many):
-        wanted = np.isin(pair_keys, dkey[many])
-        names = pd.Series(no_ids[pair_nos[wanted]]).groupby(pair_keys[wanted]).agg(lambda s: ", ".join(sorted(s)))
+        wanted = np.isin(rdp.shared_keys, dkey[many])
+        names = (
+            pd.Series(rdp.no_ids[rdp.shared_nos[wanted]])
+            .groupby(rdp.shared_keys[wanted])
+            .agg(lambda s: ", ".join(sorted(s)))
+        )
         detail.update(
             zip(many.tolist(), ("registrations effective on " + str(as_of) + ": " + names.reindex(dkey[many])).tolist())
         )
     hit = np.flatnonzero(rejected)
     if len(hit):
-        bad = registrations[rejected_rows]
-        where = (
-            (file_names(bad["source_file"].astype(str)) + " row " + bad["source_row"].astype(str))
-            .groupby(bad["mpxn_key"].to_numpy())
-            .agg("; ".join)
-        )
-        detail.update(
-            zip(
-                hit.tolist(),
-                (
-                    "an RDP row for this MPxN was rejected: " + where.reindex(devices["mpxn_key"].to_numpy()[hit])
-                ).tolist(),
-            )
-        )
-    codes = no_cat.cat.codes.to_numpy()
-
-    def pairs(mask: np.ndarray) -> np.ndarray:
-        return np.unique(_reg_keys(mpxn[mask], fuel[mask]) * width + codes[mask])
+        texts = "an RDP row for this MPxN was rejected: " + rdp.rejected_where.reindex(dev_mpxn[hit])
+        detail.update(zip(hit.tolist(), texts.tolist()))
 
     # Pending change: another NO's registration starts within the horizon. Pairs are sorted by key then NO, so a
     # device's first pair and the one after it are enough to find an NO other than its registered one.
     pending_no = np.full(n, NO_CODE, dtype=np.int32)
-    soon_pairs = pairs(soon)
+    soon_pairs = rdp.soon_pairs
     if len(soon_pairs):
         # Only the few devices with a registration to come are looked at (no per-device temporaries at national scale).
         single = np.flatnonzero(_find(np.unique(soon_pairs // width), dkey)[1] & (count == 1) & (dkey >= 0))
@@ -479,21 +407,16 @@ def _registration(
     pending_day = np.zeros(n, dtype=np.int32)
     pending = np.flatnonzero(pending_no >= 0)
     if len(pending):
-        soon_keys = _reg_keys(mpxn[soon], fuel[soon]) * width + codes[soon]
-        order = np.lexsort((soon_start, soon_keys))
-        first = order[_run_starts(soon_keys[order])]
-        slot, _ = _find(soon_keys[first], dkey[pending] * width + pending_no[pending])
-        pending_day[pending] = soon_start[first][slot]
+        slot, _ = _find(rdp.soon_first_pairs, dkey[pending] * width + pending_no[pending])
+        pending_day[pending] = rdp.soon_first_day[slot]
     # Why no registration is effective: the MPxN's registrations ended, or start later, or there are none.
     no_rdp_cause = np.zeros(n, dtype=np.int8)
     none = np.flatnonzero((count == 0) & (dkey >= 0))
     if len(none):
-        for code, mask in ((1, ended), (2, future)):
-            keys = np.unique(_reg_keys(mpxn[mask], fuel[mask]))
+        for code, keys in ((1, rdp.ended_keys), (2, rdp.future_keys)):
             no_rdp_cause[none[_find(keys, dkey[none])[1]]] = code
-    ended_pairs = pairs(ended)
     return Registration(
-        count, registered, rejected, detail, no_ids, pending_no, pending_day, no_rdp_cause, ended_pairs, width
+        count, registered, rejected, detail, rdp.no_ids, pending_no, pending_day, no_rdp_cause, rdp.ended_pairs, width
     )
 
 
@@ -552,7 +475,7 @@ def _dictionary(codes: np.ndarray, labels) -> pa.DictionaryArray:
 def find_wrong_devices(
     records: pd.DataFrame,
     certs: pd.DataFrame,
-    registrations: pd.DataFrame,
+    registrations: pd.DataFrame | RdpIndex,
     registry: pd.DataFrame,
     as_of: date,
     policy: Policy,
@@ -568,6 +491,12 @@ def find_wrong_devices(
     enforces_validity = enforces_validity or {}
     entities = Entities(certs["entity_id"], registry["expected_entity"])
     table = CertificateTable.from_frame(certs, entities)
+    if isinstance(registrations, RdpIndex):  # indexed as the case was read (see ingest/case.py)
+        rdp = registrations
+    else:
+        progress.stage("classifying: indexing RDP registrations")
+        rdp = RdpIndex.build(registrations, as_of, policy)
+    del registrations
     progress.stage("classifying: forming devices, collapsing duplicates")
     devices, input_rows = _collapse_duplicates(records)
     del records  # the caller handed them over: free them before the per-device arrays are built
@@ -575,18 +504,16 @@ def find_wrong_devices(
     type_fuel = np.array([FUEL_CODES.get(t.fuel, -1) for t in types] + [-1], dtype=np.int8)
     type_slots = np.array([t.no_slots for t in types] + [True], dtype=bool)  # unconfigured (-1) is INVALID_INPUT first
     dev_fuel = type_fuel[type_code]
+    release_memory()  # the last step's temporaries: freed in the middle of the heap, kept until trimmed
     progress.stage("classifying: matching RDP registrations")
-    reg = _registration(devices, registrations, as_of, policy, dev_fuel)
-    # Handed over too, and emptied here: the caller's own reference would otherwise keep every RDP row (a quarter of
-    # a gigabyte at national scale) alive through the rest of detection.
-    for column in list(registrations.columns):
-        del registrations[column]
-    del registrations
+    reg = _registration(devices, rdp, as_of, dev_fuel)
+    rdp.release()  # handed over, like the records: the caller's reference must not keep the arrays alive
+    del rdp
     devices.pop("n_rows")
 
     # Registry facts per registered NO code.
     registry_index = {no: i for i, no in enumerate(registry["network_operator_id"])}
-    no_to_registry = np.array([registry_index.get(no, -1) for no in reg.no_ids] + [-1], dtype=np.int64)
+    no_to_registry = np.array([registry_index.get(no, -1) for no in reg.no_ids] + [-1], dtype=np.int32)
     reg_row = no_to_registry[reg.no_code]  # NO_CODE (-1) hits the trailing -1
     reg_entity = np.append(entities.codes(registry["expected_entity"]), -1).astype(np.int32)
     reg_fuel = np.append(registry["no_fuel"].map(FUEL_CODES).to_numpy(dtype=np.int8), -1)
@@ -594,6 +521,7 @@ def find_wrong_devices(
     known_no = (reg_row >= 0) & (reg_fuel[reg_row] == dev_fuel)
     expected_for_slots = np.where(known_no, expected, -2)  # never equal to a certificate's entity
 
+    release_memory()
     progress.stage("classifying: judging slot certificates")
     ds_ids = devices["ds"].to_numpy(dtype=np.int32)
     ka_ids = devices["ka"].to_numpy(dtype=np.int32)
@@ -626,6 +554,7 @@ def find_wrong_devices(
     def category_is(name: str) -> np.ndarray:  # on demand: a dozen masks of 10 million would hold 120 MB
         return category == CATEGORIES.index(name)
 
+    release_memory()
     progress.stage("classifying: causes, lock-outs and details")
     s1sp = devices["s1sp"]
     cause = _causes(
@@ -903,7 +832,7 @@ def _wrong_causes(
         ended_entity = reg_entity[no_to_registry[(reg.ended_pairs % reg.width).astype(np.int64)]].astype(np.int64)
         known = ended_entity >= 0
         width = int(max(ended_entity.max(initial=0), entity.max(initial=0))) + 1
-        dkey = _reg_keys(devices["mpxn_key"].to_numpy(dtype=np.int64)[rows], fuel)
+        dkey = reg_keys_of(devices["mpxn_key"].to_numpy(dtype=np.int64)[rows], fuel)
         if width < 2**14:
             ended = np.unique((reg.ended_pairs[known] // reg.width) * width + ended_entity[known])
             previous = _find(ended, dkey * width + entity)[1] & (entity >= 0) & (dkey >= 0)

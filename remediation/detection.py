@@ -45,15 +45,11 @@ def detect_case(data: CaseData, progress: StageProgress = NO_PROGRESS) -> Detect
     # The records are handed over, not shared: detection frees them as soon as devices are formed, which is what
     # keeps a national run inside its memory budget.
     records, data.extracts.records = data.extracts.records, None
-    registrations = data.rdp.registrations
-    data.rdp.rejected_by_file = {
-        str(k): int(v) for k, v in registrations.groupby("source_file", observed=True)["invalid"].sum().items()
-    }
-    data.rdp.registrations = None
+    rdp_index, data.rdp_index = data.rdp_index, None  # detection drops it once registrations are matched
     detection = find_wrong_devices(
         records,
         data.catalog.frame(data.as_of),
-        registrations,
+        rdp_index,
         data.registry.frame(),
         data.as_of,
         data.config.policy,
@@ -62,11 +58,12 @@ def detect_case(data: CaseData, progress: StageProgress = NO_PROGRESS) -> Detect
         enforces_validity={code: ep.enforces_validity for code, ep in data.config.endpoints.items()},
         progress=progress,
     )
-    del records, registrations
+    del records, rdp_index
     release_memory()
     progress.stage("summarising and reconciling counts")
     quarantine = concat_quarantine([q for q in (data.extracts.quarantine, data.rdp.quarantine) if len(q)])
     summary = detect_summary(data, detection, quarantine)
+    release_memory()  # the summary's temporaries, before the findings are written
     if int(detection.input_rows["n_rows"].sum()) != summary.rows_read["extracts"]:
         raise ReconciliationError("input-row trace does not cover every extract row read")
     return DetectResult(detection, quarantine, summary, data)

@@ -243,8 +243,8 @@ def test_detect_progress_names_each_stage_and_reaches_its_totals(world, tmp_path
     names = [s["name"] for s in bar.stages]
     assert names == [
         "loading PKI, ORL and NO registry",
-        "reading extracts, parsing certificates",
         "reading RDP",
+        "reading extracts, parsing certificates",
         "classifying: forming devices, collapsing duplicates",
         "classifying: matching RDP registrations",
         "classifying: judging slot certificates",
@@ -255,7 +255,7 @@ def test_detect_progress_names_each_stage_and_reaches_its_totals(world, tmp_path
     sized = [s for s in bar.stages if s["total"] is not None]
     assert [s["unit"] for s in sized] == ["bytes", "bytes"]
     extracts = sum(p.stat().st_size for p in Path(world["root"]).glob("*.csv") if p.name != "rdp.csv")
-    assert sized[0]["total"] == extracts and sized[1]["total"] == (world["root"] / "rdp.csv").stat().st_size
+    assert sized[0]["total"] == (world["root"] / "rdp.csv").stat().st_size and sized[1]["total"] == extracts
     assert all(s["completed"] == s["total"] for s in sized)
     text = console.export_text()
     assert all(name in text for name in names)

@@ -28,6 +28,7 @@ LAYERS = {
     "remediation.config": 1,
     "remediation.certificates": 1,
     "remediation.ingest": 1,
+    "remediation.registrations": 1,  # the RDP index: built as the case is read, used by detect
     "remediation.detect": 2,
     "remediation.detection": 3,  # builds the detect result's summary (artefacts/detect_result.py owns its shape)
     "remediation.plan": 2,

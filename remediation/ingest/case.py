@@ -15,6 +15,7 @@ from remediation.ingest.rdp import RdpRead, read_rdp
 from remediation.ingest.registry import Registry, load_registry
 from remediation.memory import release_memory
 from remediation.progress import NO_PROGRESS, StageProgress
+from remediation.registrations import RdpIndex
 
 
 @dataclass
@@ -24,7 +25,8 @@ class CaseData:
     catalog: CertificateCatalog
     registry: Registry
     extracts: ExtractRead
-    rdp: RdpRead
+    rdp: RdpRead  # its rows already indexed (None)
+    rdp_index: RdpIndex | None  # handed over to detection (then None)
     hashes: BackgroundHashes | None = None
 
     def sha256(self, path) -> str:
@@ -39,8 +41,11 @@ def load_case_data(config: CaseConfig, as_of: date | None = None, progress: Stag
         load_org_cas(config.org_ca_paths), load_orl(config.orl_path), config.accepted_policy_oids
     )
     registry = load_registry(config.registry_path, catalog)
+    # RDP first, indexed and its rows freed at once: the rows never share memory with the device records.
+    rdp = read_rdp(config.rdp, (config.policy.mprn_min_length, config.policy.mprn_max_length), progress)
+    rdp_index = RdpIndex.build(rdp.registrations, as_of, config.policy)
+    rdp.registrations = None
+    release_memory()
     extracts = read_extracts(config.extracts, catalog, progress, DeviceRules.of(config))
     release_memory()
-    rdp = read_rdp(config.rdp, (config.policy.mprn_min_length, config.policy.mprn_max_length), progress)
-    release_memory()
-    return CaseData(config, as_of, catalog, registry, extracts, rdp, hashes)
+    return CaseData(config, as_of, catalog, registry, extracts, rdp, rdp_index, hashes)

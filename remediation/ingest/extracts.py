@@ -193,7 +193,7 @@ def _validate_batch(
         frame["cert"] = ids
     frame["invalid"] = faults.any
     frame["fault"] = faults.first
-    return pd.DataFrame(frame), faults
+    return pd.DataFrame(frame, copy=False), faults
 
 
 def _sparse_text(values: pa.Array, keep: np.ndarray) -> pd.Series:
@@ -277,7 +277,7 @@ def _pivot_slot_records(df: pd.DataFrame) -> pd.DataFrame:
     devices["conflict"] = conflict
     for name in ("device_raw", "mpxn_raw"):
         devices[name] = df[name].iloc[first].reset_index(drop=True)
-    frame = pd.DataFrame(devices)[_BATCH_COLUMNS]
+    frame = pd.DataFrame({name: devices[name] for name in _BATCH_COLUMNS}, copy=False)
     if alone.empty:
         return frame
     return pd.concat([alone[_BATCH_COLUMNS].reset_index(drop=True), frame], ignore_index=True)
@@ -325,7 +325,7 @@ def _concat_consuming(frames: list[pd.DataFrame]) -> pd.DataFrame:
         columns[name] = pd.concat(parts, ignore_index=True)
         del parts
     frames.clear()
-    return pd.DataFrame({name: columns.pop(name) for name in order})
+    return pd.DataFrame({name: columns.pop(name) for name in order}, copy=False)
 
 
 def _empty_records(dialect: Dialect) -> pd.DataFrame:
@@ -363,9 +363,13 @@ def read_extracts(
     sources, catalog: CertificateCatalog, progress: StageProgress = NO_PROGRESS, rules: DeviceRules = DeviceRules()
 ) -> ExtractRead:
     progress.stage("reading extracts, parsing certificates", sum(file_size(s.path) for s in sources), "bytes")
-    reads = []
-    for source in sources:
-        reads.append(read_extract(source, catalog, progress, rules))
+    # Slot-per-row files first: their pivot (every slot row alive, then sorted) is the read's largest transient,
+    # so it runs before other files' records are held. The records are joined in the case's order all the same.
+    sources = list(sources)
+    first = sorted(range(len(sources)), key=lambda i: sources[i].dialect.layout != "slot_per_row")
+    reads: list = [None] * len(sources)
+    for i in first:
+        reads[i] = read_extract(sources[i], catalog, progress, rules)
         release_memory()  # the reader's transient buffers, before the next file
     categorical = ("s1sp", "source_file")
     columns = {}
@@ -375,7 +379,7 @@ def read_extracts(
         # plain concat of categoricals with different categories would fall back to objects
         columns[column] = union_categoricals(parts) if column in categorical else pd.concat(parts, ignore_index=True)
         del parts
-    records = pd.DataFrame({name: columns.pop(name) for name in RECORD_COLUMNS})
+    records = pd.DataFrame({name: columns.pop(name) for name in RECORD_COLUMNS}, copy=False)
     del columns
     quarantine = concat_quarantine([r.quarantine for r in reads if len(r.quarantine)])
     rows_read: dict[str, int] = {}

@@ -30,10 +30,10 @@ NO_DAY = np.iinfo(np.int32).max
 
 @dataclass
 class RdpRead:
-    registrations: pd.DataFrame | None  # RDP_COLUMNS; handed over to detection (then None)
+    registrations: pd.DataFrame | None  # RDP_COLUMNS; None once indexed (see ingest/case.py)
     quarantine: pd.DataFrame
     rows_read: dict[str, int]
-    rejected_by_file: dict[str, int] | None = None
+    rejected_by_file: dict[str, int]
 
 
 def _dates(col: pa.Array, fmt: str) -> pa.Array:
@@ -98,7 +98,8 @@ def _validate(
             "to_day": _days(eff_to),
             "source_row": rows.astype(np.int32),
             "invalid": faults.any,
-        }
+        },
+        copy=False,
     )
     return frame, faults
 
@@ -128,7 +129,7 @@ def read_rdp(sources, mprn_lengths: tuple[int, int] = (6, 10), progress: StagePr
             columns[column] = union_categoricals(parts) if categorical else pd.concat(parts, ignore_index=True)
             del parts
         frames.clear()
-        registrations = pd.DataFrame(columns)
+        registrations = pd.DataFrame(columns, copy=False)
         del columns
     else:
         registrations = pd.DataFrame(
@@ -143,4 +144,10 @@ def read_rdp(sources, mprn_lengths: tuple[int, int] = (6, 10), progress: StagePr
                 "source_file": pd.Categorical([]),
             }
         )
-    return RdpRead(registrations[RDP_COLUMNS], concat_quarantine(quarantine), rows_read)
+    rejected = registrations.groupby("source_file", observed=True)["invalid"].sum()
+    return RdpRead(
+        registrations[RDP_COLUMNS],
+        concat_quarantine(quarantine),
+        rows_read,
+        {str(k): int(v) for k, v in rejected.items()},
+    )
