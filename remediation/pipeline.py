@@ -20,7 +20,7 @@ from remediation.apply.runner import (
     write_outcomes,
 )
 from remediation.artefacts.audit_export import export_audit, verify_export
-from remediation.artefacts.detect_result import FINDINGS, DetectResultDir
+from remediation.artefacts.detect_result import FINDINGS, DetectResultDir, StaleDetectResult
 from remediation.artefacts.plan_dir import PlanDir, PlanDocument, check_fresh, load_plan, read_approvals
 from remediation.artefacts.run_dir import JOURNAL, OUTCOMES_PARQUET, DryRunRecord, RunDir, carry_files, read_run
 from remediation.artefacts.verify_result import VerifyResultDir
@@ -116,9 +116,12 @@ def run_plan(
     if from_detect is not None:
         source = DetectResultDir(Path(from_detect))
         as_of_used = as_of or config.as_of or date.today()
-        # Re-hashing 12 GB of national inputs is most of a national `plan --from`: on every core at once.
-        hashes = BackgroundHashes([*config.input_files, *config.config_files], workers=os.cpu_count() or 1)
-        summary = source.check_matches(config.input_files, config.config_files, as_of_used, hashes.get)
+        # Re-hashing 12 GB of national inputs is most of a national `plan --from`: on every core, while the plan is
+        # made; the inputs' SHA-256 are checked before the plan is sealed (and nothing is left if one differs).
+        hashes = BackgroundHashes([*config.config_files, *config.input_files], workers=os.cpu_count() or 1)
+        summary = source.check_matches(
+            config.input_files, config.config_files, as_of_used, hashes.get, input_hashes=False
+        )
         if summary.registry_gaps is None:
             raise SafetyRefusal(
                 f"refusing to plan from {from_detect}: its detect result predates the registry coverage check; run detect again"
@@ -202,6 +205,12 @@ def run_plan(
             extras.fields,
         ),
     )
+    if from_detect is not None:
+        try:
+            source.check_input_hashes(config.input_files, hashes.get)
+        except StaleDetectResult:
+            PlanDir(out).discard_unsealed(outputs.values())  # no plan.json was written: nor is anything else left
+            raise
     document = seal(document.body())
     document = authority.sign_sealed_plan(document, signing)
     PlanDir(out).write_document(document)

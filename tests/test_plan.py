@@ -314,3 +314,6 @@ def test_plan_from_refuses_a_detect_result_that_no_longer_matches(tmp_path, chan
     assert result.exit_code == 3, result.output
     assert expected in result.output and "Traceback" not in result.output
     assert not (tmp_path / "plan" / "plan.json").exists()
+    # The inputs' SHA-256 are checked while the plan is made, before it is sealed: a refused plan leaves no files.
+    left = sorted(p.name for p in (tmp_path / "plan").iterdir()) if (tmp_path / "plan").exists() else []
+    assert left == []

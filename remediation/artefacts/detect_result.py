@@ -205,9 +205,13 @@ class DetectResultDir:
                 raise StaleDetectResult(f"{path} was altered after detect: SHA-256 differs from {MANIFEST}")
         return self.summary()
 
-    def check_matches(self, input_files: list[Path], config_files: list[Path], as_of: date, hashes) -> DetectSummary:
+    def check_matches(
+        self, input_files: list[Path], config_files: list[Path], as_of: date, hashes, input_hashes: bool = True
+    ) -> DetectSummary:
         """Refuse unless the result is sealed, and every input and configuration file the case names now is the
-        one detect read (same paths, same SHA-256), for the same as-of date. `hashes(path)` gives a file's SHA-256."""
+        one detect read (same paths, same SHA-256), for the same as-of date. `hashes(path)` gives a file's SHA-256.
+        `input_hashes=False` checks the inputs' paths now and leaves their SHA-256 to `check_input_hashes`, so a
+        caller can work while gigabytes are hashed and check before it seals anything."""
         summary = self.check_sealed()
         recorded = {entry["path"]: entry["sha256"] for entry in summary.files}
         recorded_config = {entry["path"]: entry["sha256"] for entry in summary.config_files}
@@ -222,15 +226,23 @@ class DetectResultDir:
                     raise StaleDetectResult(
                         f"{path}: detect in {self.directory} read this {kind} file but the case no longer names it; re-run detect"
                     )
-                if hashes(Path(path)) != then[path]:
-                    raise StaleDetectResult(
-                        f"{path} changed since detect in {self.directory} (SHA-256 differs); re-run detect"
-                    )
+                if (kind == "configuration" or input_hashes) and hashes(Path(path)) != then[path]:
+                    raise self._changed(path)
         if as_of.isoformat() != summary.as_of:
             raise StaleDetectResult(
                 f"{self.directory}: detect ran as of {summary.as_of}, not {as_of.isoformat()}; re-run detect"
             )
         return summary
+
+    def check_input_hashes(self, input_files: list[Path], hashes) -> None:
+        """The SHA-256 half of `check_matches(..., input_hashes=False)`."""
+        recorded = {entry["path"]: entry["sha256"] for entry in self.summary().files}
+        for path in sorted(str(p) for p in input_files):
+            if hashes(Path(path)) != recorded.get(path):
+                raise self._changed(path)
+
+    def _changed(self, path: str) -> StaleDetectResult:
+        return StaleDetectResult(f"{path} changed since detect in {self.directory} (SHA-256 differs); re-run detect")
 
     def findings_where(self, column: str, values: list[str]) -> pd.DataFrame:
         """The findings whose `column` is one of `values`, read filtered from Parquet (not every device)."""

@@ -139,6 +139,13 @@ class PlanDir:
         write_csv(self.directory / PLAN_CSV, rows.drop(columns=CERTIFICATE_BODIES))
         return {PLAN_PARQUET: write_parquet(self.rows_path, rows)}
 
+    def discard_unsealed(self, written) -> None:
+        """Remove a plan's files written before it was sealed (`written`, and plan.csv), when sealing is refused."""
+        if self.document_path.exists():
+            raise RuntimeError(f"{self.directory} holds a sealed plan: not discarding it")
+        for path in [*written, self.directory / PLAN_CSV]:
+            Path(path).unlink(missing_ok=True)
+
     def write_document(self, document: dict) -> Path:
         return write_json(self.document_path, document)
 
