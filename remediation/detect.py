@@ -215,15 +215,14 @@ def _collapse_duplicates(records: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFr
     n = len(records)
     keys = records["key"].to_numpy(dtype=np.uint64)
     repeated = _repeated(keys, records["key_ok"].to_numpy(dtype=bool))
-    input_rows = pd.DataFrame(
-        {
-            "source_file": records["source_file"],
-            "source_row": records["source_row"].to_numpy(),
-            "n_rows": records["n_rows"].to_numpy(),
-            "finding_id": np.full(n, -1, dtype=np.int32),
-        },
-        copy=False,
-    )
+    repeated_keys = keys[repeated]
+    del keys  # a view of the records' column: it would keep 80 MB alive through the take below
+    # The input-row trace keeps the records' own columns (the devices get copies of the kept rows).
+    trace = {
+        "source_file": records["source_file"],
+        "source_row": records["source_row"].to_numpy(),
+        "n_rows": records["n_rows"].to_numpy(),
+    }
     keep = ~repeated
     multi = None
     if repeated.any():
@@ -232,7 +231,7 @@ def _collapse_duplicates(records: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFr
     kept = np.flatnonzero(keep)
     devices = _take_consuming(records, keep)
     del keep
-    devices["rows"] = devices["n_rows"].astype(np.int32)
+    devices["rows"] = devices.pop("n_rows").astype(np.int32)  # int32 already: no copy (copy-on-write)
     dup_detail: dict[int, str] = {}  # device position -> why its records conflict (rare)
     finding = np.full(n, -1, dtype=np.int32)
     finding[kept] = np.arange(len(kept), dtype=np.int32)
@@ -275,16 +274,16 @@ def _collapse_duplicates(records: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFr
             dup_detail = dict(zip(clash_at.tolist(), ("records differ: " + where.reindex(clash)).tolist()))
         devices["s1sp"] = pd.Categorical.from_codes(codes, categories)
         # Every record of a repeated key traces to its device.
-        finding[repeated] = position.reindex(keys[repeated]).to_numpy()
+        finding[repeated] = position.reindex(repeated_keys).to_numpy()
     devices.attrs["dup_detail"] = dup_detail
-    input_rows["finding_id"] = finding
-    return devices, input_rows
+    return devices, pd.DataFrame({**trace, "finding_id": finding}, copy=False)
 
 
 def _repeated(keys: np.ndarray, key_ok: np.ndarray) -> np.ndarray:
     """Which records share their (readable) device id with another record. By sorting, not hashing: a hash table
     over 10 million keys costs several times the keys themselves."""
-    ordered = np.sort(keys[key_ok])
+    ordered = keys[key_ok]
+    ordered.sort()  # in place: np.sort would hold a second copy
     twice = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
     del ordered
     return key_ok & _find(twice, keys)[1]
@@ -334,13 +333,15 @@ def _find(sorted_unique: np.ndarray, needles: np.ndarray) -> tuple[np.ndarray, n
 
 @dataclass
 class Registration:
-    count: np.ndarray  # distinct NOs effective on the as-of date
+    count: np.ndarray  # distinct NOs effective on the as-of date (int8: 0, 1 or more, capped at 127)
     no_code: np.ndarray  # code into `no_ids` of the one registered NO (when count == 1)
     rejected: np.ndarray  # an RDP row for this MPxN was rejected
     detail: dict  # device position -> text, for ambiguous devices only
     no_ids: np.ndarray  # NO id per code
     pending_no: np.ndarray  # code of another NO whose registration starts within the policy's horizon, else NO_CODE
-    pending_day: np.ndarray  # its first start day (days since 1970-01-01) where pending_no is set
+    pending_day: (
+        np.ndarray
+    )  # its first start day (days since 1970-01-01), for the devices with pending_no set, in order
     no_rdp_cause: (
         np.ndarray
     )  # int8 per device: 0 never registered, 1 ended, 2 not yet effective (meaningful if count == 0)
@@ -357,8 +358,8 @@ def _registration(devices: pd.DataFrame, rdp: RdpIndex, as_of: date, dev_fuel: n
     dev_mpxn = devices["mpxn_key"].to_numpy(dtype=np.int64)
     dkey = reg_keys_of(dev_mpxn, dev_fuel)
     slot, found = _find(rdp.reg_keys, dkey)
-    count = np.zeros(n, dtype=np.int32)
-    registered = np.full(n, NO_CODE, dtype=np.int32)
+    count = np.zeros(n, dtype=np.int8)  # 0, 1 or more (capped at 127)
+    registered = np.full(n, NO_CODE, dtype=rdp.first_no.dtype)  # int16 unless there are 32k NO ids
     if len(rdp.counts):
         np.copyto(count, rdp.counts[slot], where=found)
         found &= count == 1
@@ -389,7 +390,7 @@ def _registration(devices: pd.DataFrame, rdp: RdpIndex, as_of: date, dev_fuel: n
 
     # Pending change: another NO's registration starts within the horizon. Pairs are sorted by key then NO, so a
     # device's first pair and the one after it are enough to find an NO other than its registered one.
-    pending_no = np.full(n, NO_CODE, dtype=np.int32)
+    pending_no = np.full(n, NO_CODE, dtype=registered.dtype)
     soon_pairs = rdp.soon_pairs
     if len(soon_pairs):
         # Only the few devices with a registration to come are looked at (no per-device temporaries at national scale).
@@ -404,11 +405,11 @@ def _registration(devices: pd.DataFrame, rdp: RdpIndex, as_of: date, dev_fuel: n
         mine = registered[single]
         pending_no[single] = np.where(first_no != mine, first_no, next_no)
     # The day each pending change takes effect: the earliest start of its (MPxN, NO) pair.
-    pending_day = np.zeros(n, dtype=np.int32)
     pending = np.flatnonzero(pending_no >= 0)
+    pending_day = np.zeros(len(pending), dtype=np.int32)  # for those devices only (a few at national scale)
     if len(pending):
         slot, _ = _find(rdp.soon_first_pairs, dkey[pending] * width + pending_no[pending])
-        pending_day[pending] = rdp.soon_first_day[slot]
+        pending_day = rdp.soon_first_day[slot]
     # Why no registration is effective: the MPxN's registrations ended, or start later, or there are none.
     no_rdp_cause = np.zeros(n, dtype=np.int8)
     none = np.flatnonzero((count == 0) & (dkey >= 0))
@@ -509,11 +510,12 @@ def find_wrong_devices(
     reg = _registration(devices, rdp, as_of, dev_fuel)
     rdp.release()  # handed over, like the records: the caller's reference must not keep the arrays alive
     del rdp
-    devices.pop("n_rows")
 
     # Registry facts per registered NO code.
     registry_index = {no: i for i, no in enumerate(registry["network_operator_id"])}
-    no_to_registry = np.array([registry_index.get(no, -1) for no in reg.no_ids] + [-1], dtype=np.int32)
+    no_to_registry = np.array(
+        [registry_index.get(no, -1) for no in reg.no_ids] + [-1], dtype=np.int16 if len(registry) < 2**15 else np.int32
+    )
     reg_row = no_to_registry[reg.no_code]  # NO_CODE (-1) hits the trailing -1
     reg_entity = np.append(entities.codes(registry["expected_entity"]), -1).astype(np.int32)
     reg_fuel = np.append(registry["no_fuel"].map(FUEL_CODES).to_numpy(dtype=np.int8), -1)
@@ -527,6 +529,7 @@ def find_wrong_devices(
     ka_ids = devices["ka"].to_numpy(dtype=np.int32)
     ds_v = _slot_verdicts(ds_ids, expected_for_slots, "DS", table)
     ka_v = _slot_verdicts(ka_ids, expected_for_slots, "KA", table)
+    del expected_for_slots
 
     def either(*names):
         codes = [VERDICTS.index(v) for v in names]
@@ -619,7 +622,8 @@ def find_wrong_devices(
             reg.no_ids[reg.no_code[pending]].astype(str),
             reg.no_ids[reg.pending_no[pending]].astype(str),
         )
-        on = (np.datetime64("1970-01-01") + reg.pending_day[pending].astype("timedelta64[D]")).astype(str)
+        day = reg.pending_day[np.searchsorted(np.flatnonzero(reg.pending_no >= 0), pending)]
+        on = (np.datetime64("1970-01-01") + day.astype("timedelta64[D]")).astype(str)
         horizon = (
             f" (within {policy.pending_change_horizon_days} days of {as_of}): held, never written to the outgoing NO"
         )
@@ -683,7 +687,7 @@ def find_wrong_devices(
         "no_locked_out": locked,
         "slot_ds_owner": Lookup(ds_ids, owner_of, owner_labels),
         "slot_ka_owner": Lookup(ka_ids, owner_of, owner_labels),
-        "expected_owner": (np.where(reg_row >= 0, expected, -1), list(entities.labels)),
+        "expected_owner": (expected, list(entities.labels)),  # -1 where no registry row (reg_entity's last entry)
         "detail": (detail_code, texts),
         "registered_no": (reg.no_code, list(reg.no_ids)),
         "ds_fingerprint": Lookup(ds_ids, fingerprint_codes, fingerprints),
