@@ -112,9 +112,13 @@ class Detection:
         """Findings of the devices at `part` (a slice or an index array) as dictionary-encoded Arrow."""
         c = self.columns
         key_ok = c["key_ok"][part]
-        device_text = pc.if_else(pa.array(key_ok), eui64_text(c["key"][part]), _arrow_text(c["device_raw"].iloc[part]))
-        mpxn_key = c["mpxn_key"][part]
-        mpxn = pc.if_else(pa.array(mpxn_key >= 0), mpxn_text(mpxn_key), _arrow_text(c["mpxn_raw"].iloc[part]))
+        device_text = eui64_text(c["key"][part])
+        if not key_ok.all():  # the rows whose id is unreadable keep their text as read
+            device_text = pc.if_else(pa.array(key_ok), device_text, _arrow_text(c["device_raw"].iloc[part]))
+        mpxn_ok = c["mpxn_key"][part] >= 0
+        mpxn = mpxn_text(c["mpxn_key"][part])
+        if not mpxn_ok.all():
+            mpxn = pc.if_else(pa.array(mpxn_ok), mpxn, _arrow_text(c["mpxn_raw"].iloc[part]))
         data = {"device_id": device_text, "mpxn": mpxn}
         for name, value in c.items():
             if isinstance(value, tuple):

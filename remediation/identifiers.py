@@ -100,6 +100,41 @@ def eui64_keys(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """EUI-64 text (any accepted spelling) -> (uint64 keys, valid mask). Invalid entries get key 0 and valid False.
 
     A device is then 8 bytes instead of a Python string, and grouping or joining devices is integer work."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    values = values.cast(pa.string())
+    return _eui64_keys_fixed(values) or _eui64_keys_any(values)
+
+
+# An extract spells its ids one way: all 16 hex digits, or all eight pairs joined by hyphens. Then the bytes are
+# decoded where they lie, and only the values that are not that spelling take the general path.
+_NIBBLE_ANY_CASE = _NIBBLE.copy()
+for _i, _c in enumerate(b"abcdef"):
+    _NIBBLE_ANY_CASE[_c] = 10 + _i
+_DIGIT_COLUMNS = {16: np.arange(16), 23: np.array([i for i in range(23) if i % 3 != 2])}
+
+
+def _eui64_keys_fixed(values: pa.Array) -> tuple[np.ndarray, np.ndarray] | None:
+    if not len(values) or values.null_count:
+        return None
+    low, high = pc.min_max(pc.binary_length(values)).values()
+    width = low.as_py()
+    if width != high.as_py() or width not in _DIGIT_COLUMNS:
+        return None
+    raw = _fixed_width(values, width)
+    nibbles = _NIBBLE_ANY_CASE[raw[:, _DIGIT_COLUMNS[width]]]
+    ok = (nibbles != 255).all(axis=1)
+    if width == 23:
+        ok &= (raw[:, 2::3] == ord("-")).all(axis=1)
+    octets = (nibbles[:, 0::2] << np.uint8(4)) | nibbles[:, 1::2]
+    keys = np.ascontiguousarray(octets).view(">u8").ravel().astype(np.uint64)
+    other = np.flatnonzero(~ok)
+    if len(other):  # e.g. padded with spaces, or not an id at all: the general rule decides
+        keys[other], ok[other] = _eui64_keys_any(pc.take(values, pa.array(other)))
+    return keys, ok
+
+
+def _eui64_keys_any(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     compact = pc.utf8_upper(pc.replace_substring(pc.utf8_trim_whitespace(values), "-", ""))
     ok = pc.fill_null(pc.match_substring_regex(compact, r"^[0-9A-F]{16}$"), False)
     filled = pc.if_else(ok, compact, pa.scalar("0" * 16, pa.string()))
@@ -115,7 +150,14 @@ def eui64_text(keys: np.ndarray) -> pa.Array:
     octets = np.ascontiguousarray(keys, dtype=">u8").view(np.uint8).reshape(-1, 8)
     out = np.full((len(keys), 23), ord("-"), dtype=np.uint8)
     out[:, 0::3], out[:, 1::3] = _HEX[octets >> 4], _HEX[octets & 15]
-    return pa.array(out.view("S23").ravel()).cast(pa.string())
+    return _strings(np.arange(0, 23 * len(keys) + 1, 23, dtype=np.int32), out.ravel())
+
+
+def _strings(offsets: np.ndarray, data: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
+    """An Arrow string array straight from its buffers: int32 offsets, UTF-8 bytes and an optional validity mask."""
+    bitmap = None if valid is None or valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
+    nulls = 0 if bitmap is None else int(len(valid) - valid.sum())
+    return pa.StringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(data), bitmap, nulls)
 
 
 def mpxn_keys(values: pa.Array, counts: np.ndarray | None = None) -> np.ndarray:
@@ -130,23 +172,20 @@ def mpxn_keys(values: pa.Array, counts: np.ndarray | None = None) -> np.ndarray:
 
 
 def mpxn_text(keys: np.ndarray) -> pa.Array:
-    """Inverse of `mpxn_keys` for valid keys (>= 0); -1 gives null."""
-    out = pa.nulls(len(keys), pa.string())
-    lengths = np.where(keys >= 0, keys % 16, 0)
-    values = np.where(keys >= 0, keys // 16, 0)
-    for length in np.unique(lengths[keys >= 0]):
-        mask = (keys >= 0) & (lengths == length)
-        width = int(length)
-        chosen = values[mask]
-        digits = np.empty((len(chosen), width), dtype=np.uint8)  # a digit column at a time: no (n, width) int64s
-        for place in range(width - 1, -1, -1):
-            digits[:, place] = chosen % 10
-            digits[:, place] += ord("0")
-            chosen //= 10
-        text = pa.array(digits.view(f"S{width}").ravel()).cast(pa.string())
-        positions = np.flatnonzero(mask)
-        filler = np.full(len(keys), -1, dtype=np.int64)
-        filler[positions] = np.arange(len(positions))
-        taken = pc.take(text, pa.array(filler, mask=filler < 0))
-        out = pc.if_else(pa.array(mask), taken, out)
-    return out
+    """Inverse of `mpxn_keys` for valid keys (>= 0); -1 gives null.
+
+    All at once: the digits of every key right-aligned in an (n, 15) byte matrix, each row's own digits picked out
+    in row order, and the string array made from those bytes and the lengths' running sum."""
+    valid = keys >= 0
+    lengths = np.where(valid, keys % 16, 0)
+    values = np.where(valid, keys // 16, 0)
+    width = int(lengths.max(initial=0))
+    digits = np.empty((len(keys), width), dtype=np.uint8)
+    for place in range(width - 1, -1, -1):
+        digits[:, place] = values % 10
+        values //= 10
+    digits += ord("0")
+    wanted = np.arange(width) >= (width - lengths)[:, None]  # a row's last `length` columns are its digits
+    offsets = np.zeros(len(keys) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    return _strings(offsets, digits[wanted], valid)

@@ -15,6 +15,8 @@ from remediation.identifiers import (
     mpan_check_digit,
     mpan_valid_array,
     mprn_valid_array,
+    mpxn_keys,
+    mpxn_text,
 )
 
 HEX = "0123456789abcdefABCDEF"
@@ -33,6 +35,29 @@ def test_eui64_vectorised_matches_scalar(values):
     texts = eui64_text(keys).to_pylist()
     got = [text if valid else None for text, valid in zip(texts, ok)]
     assert got == [canonical_eui64(v) for v in values]
+
+
+def _spelled(width: int):
+    """Values all `width` bytes long, as an extract spells its ids (16 digits, or eight hyphenated pairs), some with a
+    byte changed: the decoding in place must agree with the general rule on every one of them."""
+    pair = st.text(alphabet=HEX, min_size=2, max_size=2)
+    good = (
+        st.text(alphabet=HEX, min_size=16, max_size=16)
+        if width == 16
+        else st.lists(pair, min_size=8, max_size=8).map("-".join)
+    )
+    spoiled = st.tuples(good, st.integers(0, width - 1), st.sampled_from(" -gG:x0aF\t")).map(
+        lambda t: t[0][: t[1]] + t[2] + t[0][t[1] + 1 :]
+    )
+    return st.lists(st.one_of(good, good, spoiled), min_size=1, max_size=30)
+
+
+@given(st.one_of(_spelled(16), _spelled(23)))
+def test_eui64_uniformly_spelled_batches_match_scalar(values):
+    keys, ok = eui64_keys(pa.array(values, pa.string()))
+    texts = eui64_text(keys).to_pylist()
+    assert [text if valid else None for text, valid in zip(texts, ok)] == [canonical_eui64(v) for v in values]
+    assert all(key == 0 for key, valid in zip(keys.tolist(), ok) if not valid)
 
 
 @given(st.binary(min_size=8, max_size=8), st.booleans(), st.booleans())
@@ -66,3 +91,11 @@ def test_mpan_and_mprn_vectorised_match_scalar(values):
 @given(digits)
 def test_mprn_is_six_to_ten_digits_without_a_check_digit_rule(text):
     assert is_valid_mprn(text) == (6 <= len(text) <= 10)
+
+
+@given(st.lists(st.one_of(st.text(alphabet="0123456789", max_size=17), st.text(max_size=6), st.none()), max_size=40))
+def test_mpxn_text_gives_back_every_digit_string_it_keyed(values):
+    """MPxN keys keep leading zeros apart and their text comes back exactly; anything not 1-15 digits is null."""
+    texts = mpxn_text(mpxn_keys(pa.array(values, pa.string()))).to_pylist()
+    ok = [v is not None and v.isascii() and v.isdigit() and 1 <= len(v) <= 15 for v in values]
+    assert texts == [v if good else None for v, good in zip(values, ok)]

@@ -66,7 +66,7 @@ def _wanted_sources(dialect: Dialect, canonical: tuple[str, ...]) -> dict[str, s
 def _with_constants(table: pa.Table, dialect: Dialect, canonical: tuple[str, ...]) -> pa.Table:
     for c in canonical:
         if c in dialect.constants:
-            table = table.append_column(c, pa.array([dialect.constants[c]] * table.num_rows, pa.string()))
+            table = table.append_column(c, pa.repeat(pa.scalar(dialect.constants[c], pa.string()), table.num_rows))
         elif c not in table.column_names:
             table = table.append_column(c, pa.nulls(table.num_rows, pa.string()))
     return table.select(list(canonical))
