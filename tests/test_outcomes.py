@@ -222,8 +222,12 @@ def test_worklist_is_exactly_the_locked_out_devices_not_corrected(world, tmp_pat
         by_id[ids["revoked"][0]]["cause"] == "revoked" and by_id[ids["swapped"][0]]["category"] == "KEY_USAGE_MISMATCH"
     )
     assert all(r["target_ds_cert_id"].endswith("(Z1)") and r["registered_no"] == "AAAA" for r in rows)
-    bbbb = json.loads((tmp_path / "wl" / "worklist-BBBB.json").read_text())
+    text = (tmp_path / "wl" / "worklist-BBBB.json").read_text()
+    bbbb = json.loads(text)
     assert bbbb["to"] == "BBBB" and bbbb["cc"] == ["AAAA"] and "6.15.1" in bbbb["service_request"]
+    # One device a line (made by the C encoder: an indented dump of 700k devices was most of a national worklist).
+    lines = [line for line in text.splitlines() if line.startswith('    {"device_id": ')]
+    assert len(lines) == len(bbbb["devices"]) and all(json.loads(line.rstrip(",")) in bbbb["devices"] for line in lines)
     assert bbbb["devices"][0]["current_certificates"]["NO_DS"]["issuer"] == "Z1"
     index = json.loads((tmp_path / "wl" / "index.json").read_text())
     assert index["devices"] == len(expected) and set(index["columns"]) == set(rows[0])

@@ -186,6 +186,7 @@ def write_worklist(sources: Sources, out: Path, now: str) -> dict:
                 "generated_at": now,
                 "devices": devices,
             },
+            records="devices",
         )
         for ext in ("csv", "json"):
             files.append(
