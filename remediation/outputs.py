@@ -45,6 +45,10 @@ def _atomic(path: Path, mode: str = "wb"):
         raise
 
 
+class EncodedJSON(str):
+    """A value already encoded as JSON text: write_json's records may be these (written as they are)."""
+
+
 def write_json(path: Path, value: Any, records: str | None = None) -> Path:
     """`value` as indented JSON. `records`: the key of a long list of objects (a worklist's devices), written one
     compact object a line: the same JSON, made by the C encoder (an indented dump is pure Python, ~10x slower for
@@ -55,7 +59,9 @@ def write_json(path: Path, value: Any, records: str | None = None) -> Path:
         token = f"@@{records}-{secrets.token_hex(8)}@@"
         head = json.dumps({**value, records: token}, indent=2, sort_keys=False, ensure_ascii=False)
         encode = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": ")).encode
-        items = ",\n".join("    " + encode(item) for item in value[records])
+        items = ",\n".join(
+            "    " + (item if isinstance(item, EncodedJSON) else encode(item)) for item in value[records]
+        )
         text = head.replace(json.dumps(token), "[\n" + items + "\n  ]" if items else "[]", 1)
     with _atomic(path, "w") as fh:
         fh.write(text + "\n")
