@@ -20,7 +20,7 @@ from remediation.apply.runner import (
     write_outcomes,
 )
 from remediation.artefacts.audit_export import export_audit, verify_export
-from remediation.artefacts.detect_result import FINDINGS, DetectResultDir, StaleDetectResult
+from remediation.artefacts.detect_result import FINDINGS, DetectResultDir
 from remediation.artefacts.plan_dir import PlanDir, PlanDocument, check_fresh, load_plan, read_approvals
 from remediation.artefacts.run_dir import JOURNAL, OUTCOMES_PARQUET, DryRunRecord, RunDir, carry_files, read_run
 from remediation.artefacts.verify_result import VerifyResultDir
@@ -113,107 +113,108 @@ def run_plan(
             raise InputError(
                 f"unknown S1SP {code!r} (the case configures {', '.join(config.s1sp_codes)})", field="--s1sp"
             )
-    if from_detect is not None:
-        source = DetectResultDir(Path(from_detect))
-        as_of_used = as_of or config.as_of or date.today()
-        # Re-hashing 12 GB of national inputs is most of a national `plan --from`: on every core, while the plan is
-        # made; the inputs' SHA-256 are checked before the plan is sealed (and nothing is left if one differs).
-        hashes = BackgroundHashes([*config.config_files, *config.input_files], workers=os.cpu_count() or 1)
-        summary = source.check_matches(
-            config.input_files, config.config_files, as_of_used, hashes.get, input_hashes=False
-        )
-        if summary.registry_gaps is None:
-            raise SafetyRefusal(
-                f"refusing to plan from {from_detect}: its detect result predates the registry coverage check; run detect again"
+    # The directory first (a plan is never overwritten: refused before any work); whatever is written in it is removed
+    # again unless the plan is sealed (a refusal, an error, Ctrl-C): a directory holds a whole plan or none of it.
+    if from_detect is not None and Path(out_dir).resolve() == Path(from_detect).resolve():
+        raise InputError("a plan needs a directory of its own, not the detect result it is made from", field="--out")
+    plan_dir = PlanDir.new(out_dir)
+    out = plan_dir.directory
+    with plan_dir.unsealed():
+        if from_detect is not None:
+            source = DetectResultDir(Path(from_detect))
+            as_of_used = as_of or config.as_of or date.today()
+            # Re-hashing 12 GB of national inputs is most of a national `plan --from`: on every core, while the plan is
+            # made; the inputs' SHA-256 are checked before the plan is sealed (and nothing is left if one differs).
+            hashes = BackgroundHashes([*config.config_files, *config.input_files], workers=os.cpu_count() or 1)
+            summary = source.check_matches(
+                config.input_files, config.config_files, as_of_used, hashes.get, input_hashes=False
             )
-        refuse_registry_gaps(summary.registry_gaps, allow_unknown_no, config.registry_path)
-        catalog = CertificateCatalog(
-            load_org_cas(config.org_ca_paths), load_orl(config.orl_path), config.accepted_policy_oids
-        )
-        registry = load_registry(config.registry_path, catalog)
-        intern_saved_certificates(catalog, source.directory)  # the slot certificates detect saw, for their ids
-        wanted = plannable_categories(config.policy) + [c for c, _ in plannable_causes(config.policy)]
-        chosen = source.findings_where(
-            "category", wanted
-        )  # build_plan keeps only the revoked cause of EXPIRED_OR_REVOKED
-        out = PlanDir.new(out_dir).directory
-        rows = build_plan(chosen, registry, catalog, as_of_used, config.policy, tuple(sorted(s1sps)))
-        detected = None
-        # The plan directory carries the detect result it was made from, byte for byte, as a fresh plan would.
-        outputs = source.copy_sealed(out)
-    else:
-        detected = detect_case(load_case_data(config, as_of, progress), progress)
-        summary, as_of_used = detected.summary, detected.case.as_of
-        refuse_registry_gaps(summary.registry_gaps, allow_unknown_no, config.registry_path)
-        out = PlanDir.new(out_dir).directory
-        detection = detected.detection
-        rows = build_plan(
-            detection.subset(plannable_mask(detection, config.policy)),
-            detected.case.registry,
-            detected.case.catalog,
-            as_of_used,
-            config.policy,
-            tuple(sorted(s1sps)),
-        )
-        catalog, registry = detected.case.catalog, detected.case.registry
-        outputs = {
-            name: path
-            for name, path in DetectResultDir(out)
-            .write(
-                detection,
-                detected.input_rows,
-                detected.quarantine[QUARANTINE_COLUMNS],
-                summary,
-                csv=False,
-                manifest=False,
+            if summary.registry_gaps is None:
+                raise SafetyRefusal(
+                    f"refusing to plan from {from_detect}: its detect result predates the registry coverage check; run detect again"
+                )
+            refuse_registry_gaps(summary.registry_gaps, allow_unknown_no, config.registry_path)
+            catalog = CertificateCatalog(
+                load_org_cas(config.org_ca_paths), load_orl(config.orl_path), config.accepted_policy_oids
             )
-            .items()  # plan.json seals the copies itself
-        }
-    # A manual S1SP is never written through an API: its devices become the change-request export (one writer:
-    # outcomes/change_requests.py) for a scope decision, outside plan.parquet (so apply cannot reach them), and are
-    # counted in plan.json.
-    progress.stage("writing the plan")
-    manual_codes = manual_s1sps(config.endpoints)
-    rows, manual = split_manual(rows, manual_codes)
-    # ... and the S1SP's change-request export (ids, fingerprints, four-eyes columns), references, governance, costs.
-    extras = plan_extras(out, config, catalog, registry, rows, change_ref, manual_rows=manual)
-    rows = extras.rows
-    outputs.update(extras.outputs)
-    outputs.update(PlanDir(out).write_rows(rows))
-    document = PlanDocument(
-        case=config.name,
-        as_of=as_of_used.isoformat(),
-        planned_by=planner,
-        s1sp_filter=sorted(s1sps),
-        policy=config.policy.model_dump(),
-        allow_unknown_no=allow_unknown_no,
-        registry_gaps=summary.registry_gaps,
-        inputs=[{k: f[k] for k in ("role", "s1sp", "path", "sha256", "rows_read")} for f in summary.files],
-        config_files=summary.config_files,
-        endpoints=PlanDocument.endpoint_settings(config.endpoints),
-        counts=plan_counts(rows),
-        manual={
-            "s1sps": manual_codes,
-            "devices": int(len(manual)),
-            "by_s1sp": {k: int(v) for k, v in manual.groupby("s1sp").size().items()},
-        },
-        outputs={name: sha256_file(path) for name, path in outputs.items()},
-        additions=(
-            authority.plan_fields(signing, planner, change_ref or config.governance.change_record),
-            # governance as the case gives it (change record, --change-ref over it, and the decision), costs,
-            # change_requests, manual_s1sps
-            extras.fields,
-        ),
-    )
-    if from_detect is not None:
-        try:
+            registry = load_registry(config.registry_path, catalog)
+            intern_saved_certificates(catalog, source.directory)  # the slot certificates detect saw, for their ids
+            wanted = plannable_categories(config.policy) + [c for c, _ in plannable_causes(config.policy)]
+            chosen = source.findings_where(
+                "category", wanted
+            )  # build_plan keeps only the revoked cause of EXPIRED_OR_REVOKED
+            rows = build_plan(chosen, registry, catalog, as_of_used, config.policy, tuple(sorted(s1sps)))
+            detected = None
+            # The plan directory carries the detect result it was made from, byte for byte, as a fresh plan would.
+            outputs = source.copy_sealed(out)
+        else:
+            detected = detect_case(load_case_data(config, as_of, progress), progress)
+            summary, as_of_used = detected.summary, detected.case.as_of
+            refuse_registry_gaps(summary.registry_gaps, allow_unknown_no, config.registry_path)
+            detection = detected.detection
+            rows = build_plan(
+                detection.subset(plannable_mask(detection, config.policy)),
+                detected.case.registry,
+                detected.case.catalog,
+                as_of_used,
+                config.policy,
+                tuple(sorted(s1sps)),
+            )
+            catalog, registry = detected.case.catalog, detected.case.registry
+            outputs = {
+                name: path
+                for name, path in DetectResultDir(out)
+                .write(
+                    detection,
+                    detected.input_rows,
+                    detected.quarantine[QUARANTINE_COLUMNS],
+                    summary,
+                    csv=False,
+                    manifest=False,
+                )
+                .items()  # plan.json seals the copies itself
+            }
+        # A manual S1SP is never written through an API: its devices become the change-request export (one writer:
+        # outcomes/change_requests.py) for a scope decision, outside plan.parquet (so apply cannot reach them), and are
+        # counted in plan.json.
+        progress.stage("writing the plan")
+        manual_codes = manual_s1sps(config.endpoints)
+        rows, manual = split_manual(rows, manual_codes)
+        # ... and the S1SP's change-request export (ids, fingerprints, four-eyes columns), references, governance, costs.
+        extras = plan_extras(out, config, catalog, registry, rows, change_ref, manual_rows=manual)
+        rows = extras.rows
+        outputs.update(extras.outputs)
+        outputs.update(PlanDir(out).write_rows(rows))
+        document = PlanDocument(
+            case=config.name,
+            as_of=as_of_used.isoformat(),
+            planned_by=planner,
+            s1sp_filter=sorted(s1sps),
+            policy=config.policy.model_dump(),
+            allow_unknown_no=allow_unknown_no,
+            registry_gaps=summary.registry_gaps,
+            inputs=[{k: f[k] for k in ("role", "s1sp", "path", "sha256", "rows_read")} for f in summary.files],
+            config_files=summary.config_files,
+            endpoints=PlanDocument.endpoint_settings(config.endpoints),
+            counts=plan_counts(rows),
+            manual={
+                "s1sps": manual_codes,
+                "devices": int(len(manual)),
+                "by_s1sp": {k: int(v) for k, v in manual.groupby("s1sp").size().items()},
+            },
+            outputs={name: sha256_file(path) for name, path in outputs.items()},
+            additions=(
+                authority.plan_fields(signing, planner, change_ref or config.governance.change_record),
+                # governance as the case gives it (change record, --change-ref over it, and the decision), costs,
+                # change_requests, manual_s1sps
+                extras.fields,
+            ),
+        )
+        if from_detect is not None:
             source.check_input_hashes(config.input_files, hashes.get)
-        except StaleDetectResult:
-            PlanDir(out).discard_unsealed(outputs.values())  # no plan.json was written: nor is anything else left
-            raise
-    document = seal(document.body())
-    document = authority.sign_sealed_plan(document, signing)
-    PlanDir(out).write_document(document)
+        document = seal(document.body())
+        document = authority.sign_sealed_plan(document, signing)
+        PlanDir(out).write_document(document)
     return PlanResult(out, document, rows, detected)
 
 

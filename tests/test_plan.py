@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import pandas as pd
 import pytest
@@ -266,6 +271,98 @@ def test_plan_from_a_detect_result_is_byte_identical_to_a_plan_from_scratch(tmp_
     assert names == sorted(p.name for p in (tmp_path / "reused").iterdir())
     for name in names:
         assert (tmp_path / "scratch" / name).read_bytes() == (tmp_path / "reused" / name).read_bytes(), name
+
+
+_SLOW_HASH = """
+import sys, time
+from pathlib import Path
+import remediation.evidence.hashing as hashing
+real, release = hashing.sha256_file, Path(sys.argv.pop(1))
+def slow(path):  # a national extract takes seconds to hash: this one until the test releases it
+    if Path(path).name == "moc.csv":
+        while not release.exists():
+            time.sleep(0.01)
+    return real(path)
+hashing.sha256_file = slow
+from remediation.__main__ import run
+run()
+"""
+
+
+def test_ctrl_c_during_plan_from_leaves_no_plan_files(tmp_path):
+    """An operator presses Ctrl-C while plan --from waits for the inputs' SHA-256 (checked after the plan's files are
+    written, before plan.json seals them): a real process, a real SIGINT, the extract's hash held back (fault
+    injection: a slow 12 GB file) until the signal is sent. Before, the files written so far stayed behind."""
+    case = wrong_case(tmp_path)
+    config = case.write()
+    detect_dir, out, release = tmp_path / "detect", tmp_path / "plan", tmp_path / "release"
+    runner = CliRunner(env=key_env("alice"))
+    assert runner.invoke(main, ["detect", "--config", str(config), "--out", str(detect_dir)]).exit_code == 0
+    command = [sys.executable, "-c", _SLOW_HASH, str(release), "plan", "--config", str(config), "--out", str(out)]
+    command += ["--by", "alice", "--from", str(detect_dir)]
+    proc = subprocess.Popen(
+        command, env={**os.environ, **key_env("alice")}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / "plan.parquet").exists():  # the plan's files are written; plan.json waits for the hash
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+    finally:
+        release.touch()  # the hashing thread may finish now, so the process can exit
+        stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode not in (0, None) and "Traceback" not in stderr, stderr
+    assert sorted(p.name for p in out.iterdir()) == []
+
+
+def test_plan_from_into_its_own_detect_directory_is_refused(tmp_path):
+    """--out the same directory as --from (a slip of the keyboard): refused before anything is written, the detect
+    result untouched. Before, the copy of the detect files onto themselves failed with a traceback."""
+    case = wrong_case(tmp_path)
+    config = case.write()
+    detect_dir = tmp_path / "detect"
+    runner = CliRunner(env=key_env("alice"))
+    assert runner.invoke(main, ["detect", "--config", str(config), "--out", str(detect_dir)]).exit_code == 0
+    before = {p.name: p.read_bytes() for p in detect_dir.iterdir()}
+    args = ["plan", "--config", str(config), "--out", str(detect_dir / "."), "--by", "alice", "--from", str(detect_dir)]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 2 and "directory of its own" in result.output and "Traceback" not in result.output
+    assert {p.name: p.read_bytes() for p in detect_dir.iterdir()} == before
+
+
+@pytest.mark.parametrize("damage", ["garbage", "not base64"])
+def test_plan_from_refuses_an_unreadable_certificates_file(tmp_path, damage):
+    """certificates.parquet (the slot certificates detect saw, parsed again by plan --from) damaged: exit 3 naming
+    the file, no traceback, no plan files. Before, a flipped byte gave a ValueError traceback."""
+    case = wrong_case(tmp_path)
+    config = case.write()
+    detect_dir, out = tmp_path / "detect", tmp_path / "plan"
+    runner = CliRunner(env=key_env("alice"))
+    assert runner.invoke(main, ["detect", "--config", str(config), "--out", str(detect_dir)]).exit_code == 0
+    certificates = detect_dir / "certificates.parquet"
+    if damage == "garbage":
+        certificates.write_bytes(b"PAR1" + b"\x00" * 64 + b"PAR1")
+    else:
+        table = pd.read_parquet(certificates)
+        table.loc[0, "der_b64"] = "not*base64!"
+        table.to_parquet(certificates)
+    result = runner.invoke(
+        main, ["plan", "--config", str(config), "--out", str(out), "--by", "alice", "--from", str(detect_dir)]
+    )
+    assert result.exit_code == 3 and "certificates.parquet: unreadable" in result.output, result.output
+    assert "Traceback" not in result.output and sorted(p.name for p in out.iterdir()) == []
+
+
+def test_a_ctrl_c_while_the_tool_starts_is_one_line_and_exit_130(tmp_path):
+    """A SIGINT that arrives before click runs the command (while the CLI is imported) used to end in a
+    KeyboardInterrupt traceback from the early handler; now one line and the shell's 128 + SIGINT."""
+    script = "import os, signal, remediation.cli as cli, remediation.__main__ as entry\n"
+    script += "cli.main = lambda: os.kill(os.getpid(), signal.SIGINT)\nentry.run()\n"
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip() == "remediation: interrupted before the command started; nothing was done"
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ their owners; this module only stores and checks what they produce.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -139,12 +140,19 @@ class PlanDir:
         write_csv(self.directory / PLAN_CSV, rows.drop(columns=CERTIFICATE_BODIES))
         return {PLAN_PARQUET: write_parquet(self.rows_path, rows)}
 
-    def discard_unsealed(self, written) -> None:
-        """Remove a plan's files written before it was sealed (`written`, and plan.csv), when sealing is refused."""
-        if self.document_path.exists():
-            raise RuntimeError(f"{self.directory} holds a sealed plan: not discarding it")
-        for path in [*written, self.directory / PLAN_CSV]:
-            Path(path).unlink(missing_ok=True)
+    @contextmanager
+    def unsealed(self):
+        """Files written inside are removed again if the plan is not sealed by the end (a refusal, an error, Ctrl-C):
+        a half-made plan directory would only invite someone to finish it by hand."""
+        before = {p.name for p in self.directory.iterdir()}
+        try:
+            yield self
+        except BaseException:
+            if not self.document_path.exists():
+                for path in self.directory.iterdir():
+                    if path.name not in before and path.is_file():
+                        path.unlink(missing_ok=True)
+            raise
 
     def write_document(self, document: dict) -> Path:
         return write_json(self.document_path, document)

@@ -9,6 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+
+from remediation.errors import SafetyRefusal
 
 CERTIFICATES_FILE = "certificates.parquet"
 OPERATORS_FILE = "operators.parquet"
@@ -75,9 +78,12 @@ def intern_saved_certificates(catalog, directory: Path) -> int:
     path = Path(directory) / CERTIFICATES_FILE
     if not path.exists():
         return 0  # a detect result from before certificates were saved: slot certificates are then named by fingerprint
-    texts = pd.read_parquet(path, columns=["der_b64"])["der_b64"].dropna()
-    for text in texts:
-        catalog.intern_der(base64.b64decode(text))
+    try:
+        texts = pd.read_parquet(path, columns=["der_b64"])["der_b64"].dropna()
+        for text in texts:
+            catalog.intern_der(base64.b64decode(text, validate=True))
+    except (OSError, ValueError, KeyError, pa.ArrowException) as exc:  # binascii.Error is a ValueError
+        raise SafetyRefusal(f"{path}: unreadable ({str(exc).splitlines()[0][:160]}); re-run detect") from None
     return len(texts)
 
 
