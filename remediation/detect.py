@@ -343,9 +343,8 @@ class Registration:
     detail: dict  # device position -> text, for ambiguous devices only
     no_ids: np.ndarray  # NO id per code
     pending_no: np.ndarray  # code of another NO whose registration starts within the policy's horizon, else NO_CODE
-    pending_day: (
-        np.ndarray
-    )  # its first start day (days since 1970-01-01), for the devices with pending_no set, in order
+    # the first start day (days since 1970-01-01) of each device with pending_no set, in device order
+    pending_day: np.ndarray
     no_rdp_cause: (
         np.ndarray
     )  # int8 per device: 0 never registered, 1 ended, 2 not yet effective (meaningful if count == 0)
