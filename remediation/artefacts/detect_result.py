@@ -100,24 +100,11 @@ class DetectSummary(OrderedDocument):
         "reconciled",
     )
     ABSENT_AS_NONE = ("schema", "tool_version", "reconciled")
-    REQUIRED = (
-        "case",
-        "as_of",
-        "files",
-        "config_files",
-        "rows_read",
-        "devices",
-        "rows_by_category",
-        "devices_by_category",
-        "devices_by_s1sp",
-        "quarantine",
-        "wrong_owner_matrix",
-    )
 
     @classmethod
     def from_json(cls, value: dict, path: Path | str = SUMMARY) -> DetectSummary:
         """A summary as read; a document without the required keys is refused (exit 3) naming the file."""
-        missing = [k for k in cls.REQUIRED if k not in value]
+        missing = [k for k in cls.required() if k not in value]
         if missing:
             raise StaleDetectResult(f"{path}: not a detect summary (no {', '.join(missing)})")
         return cls._from_known(value)

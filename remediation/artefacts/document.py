@@ -7,10 +7,17 @@ an older tool's rewrite.
 
 from __future__ import annotations
 
+from dataclasses import MISSING, fields
+
 
 class OrderedDocument:
     ORDER = ()  # the known keys, in the order they are written
     ABSENT_AS_NONE = ()  # fields with a default that a document written without them reads as None
+
+    @classmethod
+    def required(cls) -> tuple[str, ...]:
+        """The keys a document must have: the fields without a default."""
+        return tuple(f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING)
 
     @classmethod
     def _from_known(cls, value: dict):
