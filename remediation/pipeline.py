@@ -184,7 +184,7 @@ def run_plan(
         extras = plan_extras(out, config, catalog, registry, rows, change_ref, manual_rows=manual)
         rows = extras.rows
         outputs.update(extras.outputs)
-        outputs.update(PlanDir(out).write_rows(rows))
+        outputs.update(plan_dir.write_rows(rows))
         document = PlanDocument(
             case=config.name,
             as_of=as_of_used.isoformat(),
@@ -211,10 +211,10 @@ def run_plan(
             ),
         )
         if from_detect is not None:
-            source.check_input_hashes(config.input_files, hashes.get)
+            source.check_input_hashes(summary, config.input_files, hashes.get)
         document = seal(document.body())
         document = authority.sign_sealed_plan(document, signing)
-        PlanDir(out).write_document(document)
+        plan_dir.write_document(document)
     return PlanResult(out, document, rows, detected)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -314,6 +315,39 @@ def test_ctrl_c_during_plan_from_leaves_no_plan_files(tmp_path):
         release.touch()  # the hashing thread may finish now, so the process can exit
         stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode not in (0, None) and "Traceback" not in stderr, stderr
+    assert sorted(p.name for p in out.iterdir()) == []
+
+
+def test_plan_from_holds_the_inputs_to_the_summary_it_verified_not_a_later_copy(tmp_path):
+    """An insider who edits an extract while plan --from runs, and rewrites the detect result's summary.json to match
+    it before the deferred hash check: the inputs are held to the summary verified at the start, so the plan is
+    refused (exit 3) and nothing is left. Before, the check re-read summary.json and the plan was sealed."""
+    case = wrong_case(tmp_path)
+    config = case.write()
+    detect_dir, out, release = tmp_path / "detect", tmp_path / "plan", tmp_path / "release"
+    runner = CliRunner(env=key_env("alice"))
+    assert runner.invoke(main, ["detect", "--config", str(config), "--out", str(detect_dir)]).exit_code == 0
+    command = [sys.executable, "-c", _SLOW_HASH, str(release), "plan", "--config", str(config), "--out", str(out)]
+    command += ["--by", "alice", "--from", str(detect_dir)]
+    proc = subprocess.Popen(
+        command, env={**os.environ, **key_env("alice")}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / "plan.parquet").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.005)
+        extract = tmp_path / "moc.csv"
+        extract.write_text(extract.read_text() + "\n")
+        summary = json.loads((detect_dir / "summary.json").read_text())
+        for entry in summary["files"]:
+            if entry["path"] == str(extract):
+                entry["sha256"] = hashlib.sha256(extract.read_bytes()).hexdigest()
+        (detect_dir / "summary.json").write_text(json.dumps(summary))
+    finally:
+        release.touch()
+        stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 3 and "moc.csv changed since detect" in stderr and "Traceback" not in stderr, stderr
     assert sorted(p.name for p in out.iterdir()) == []
 
 

@@ -221,9 +221,10 @@ class DetectResultDir:
             )
         return summary
 
-    def check_input_hashes(self, input_files: list[Path], hashes) -> None:
-        """The SHA-256 half of `check_matches(..., input_hashes=False)`."""
-        recorded = {entry["path"]: entry["sha256"] for entry in self.summary().files}
+    def check_input_hashes(self, summary: DetectSummary, input_files: list[Path], hashes) -> None:
+        """The SHA-256 half of `check_matches(..., input_hashes=False)`, against the summary it returned (verified
+        then: summary.json is not read again, so a copy swapped in meanwhile is never what the inputs are held to)."""
+        recorded = {entry["path"]: entry["sha256"] for entry in summary.files}
         for path in sorted(str(p) for p in input_files):
             if hashes(Path(path)) != recorded.get(path):
                 raise self._changed(path)
